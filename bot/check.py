@@ -1,0 +1,63 @@
+"""`submitwatch check`: is the configuration usable, and can we reach everything it names?"""
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+from .config import Config, missing_secrets
+from .slack_out import FIXES, make_client
+from .source import SourceError, WinRMSource
+
+
+def run_check(config: Config, out=print) -> int:
+    problems = 0
+    out(f"config {config.source}: OK ({len(config.servers)} server(s), "
+        f"alerts to {config.slack.channel}, database {config.store.path})")
+    for missing in missing_secrets(config, slack_mode=config.slack.mode):
+        out(f"MISSING  {missing}")
+        problems += 1
+    for server in config.servers:
+        for warning in server_warnings(server):
+            out(f"WARNING  {server.name}: {warning}")
+        if server.password_env and server.password is None:
+            continue  # already reported as missing
+        try:
+            with WinRMSource(server, config.polling).open() as shell:
+                info = shell.log_info()
+            out(f"OK       {server.name}: WinRM works; the Application log holds "
+                f"{info.record_count} record(s)")
+        except SourceError as exc:
+            out(f"FAILED   {exc}")
+            problems += 1
+    if config.slack.bot_token is not None:
+        problems += _check_slack(config, out)
+    return 1 if problems else 0
+
+
+def server_warnings(server) -> list[str]:
+    warnings = []
+    scheme = urlsplit(server.url).scheme
+    if not server.validate_certificate and scheme == "https":
+        warnings.append("CERTIFICATE VALIDATION IS OFF: anyone on the network path can pose as "
+                        "this server and receive the WinRM credentials. Set ca_bundle instead.")
+    if server.transport in ("basic", "ssl") and scheme == "http":
+        warnings.append(f"transport {server.transport!r} over http sends the password and the "
+                        "events unencrypted; use https (port 5986) or ntlm/kerberos")
+    return warnings
+
+
+def _check_slack(config: Config, out) -> int:
+    client = make_client(config.slack.api_url, config.slack.bot_token.reveal(), timeout=10,
+                         retries=1)
+    try:
+        response = client.auth_test()
+    except Exception as exc:  # SlackApiError or a network error: say it in words
+        code = getattr(getattr(exc, "response", None), "get", lambda _k: None)("error")
+        fix = FIXES.get(code or "", "").format(channel=config.slack.channel)
+        out(f"FAILED   Slack at {config.slack.api_url}: {fix or code or exc}")
+        return 1
+    out(f"OK       Slack: signed in as {response.get('user')} in {response.get('team')}; "
+        f"alerts go to {config.slack.channel} (invite the bot there)")
+    return 0
+
+
+

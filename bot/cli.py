@@ -1,0 +1,111 @@
+"""The `submitwatch` command. Imports stay inside the commands so `--help` starts fast."""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+DESCRIPTION = ("SubmitWatch: watches Exchange servers for transport events 1018/1020 (an account "
+               "with valid credentials that may not submit mail over SMTP) and posts one living "
+               "Slack alert per account, with the exact Add-ADPermission fix.")
+CONFIG_HELP = ("the config file (default: $SUBMITWATCH_CONFIG, else ./submitwatch.toml). "
+               "Secrets come from the environment: SLACK_BOT_TOKEN, SLACK_APP_TOKEN, "
+               "SLACK_SIGNING_SECRET and each server's password_env (or NAME_FILE)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", metavar="PATH", help=CONFIG_HELP)
+    common.add_argument("-v", "--verbose", action="store_true", help="log debug detail")
+    parser = argparse.ArgumentParser(prog="submitwatch", description=DESCRIPTION, parents=[common])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub.add_parser("run", parents=[common], help="poll every server on schedule and serve Slack",
+                   description="Run the scheduler (one poll job per server, delivery to Slack) "
+                               "and the Slack app (Socket Mode, or HTTP on slack.http_port). "
+                               "Stops cleanly on Ctrl-C or SIGTERM.")
+    sub.add_parser("poll-once", parents=[common], help="one sweep of every server plus delivery",
+                   description="Poll every configured server once, deliver due Slack messages, "
+                               "print a summary and exit: 0 when all went well, 1 when a server "
+                               "or Slack failed, 2 when the configuration is wrong. Safe to run "
+                               "from cron, even beside `submitwatch run`.")
+    sub.add_parser("check", parents=[common], help="validate the config, then reach each server "
+                                                   "and Slack",
+                   description="Validate the configuration, then connect to each server and to "
+                               "Slack and say in words what is wrong. Exit 0 when all is well.")
+    demo = sub.add_parser("demo", parents=[common], help="the full pipeline against the built-in "
+                                                         "Exchange simulator and Slack stand-in",
+                          description="Start the built-in Exchange simulator (WS-Management, NTLM "
+                                      "with message encryption, on 127.0.0.1) and Slack stand-in, "
+                                      "run the real pipeline into a SQLite file, and print every "
+                                      "Slack message with a Block Kit Builder link. Needs no "
+                                      "Slack and no Exchange.")
+    demo.add_argument("--db", metavar="PATH", default="submitwatch-demo.db",
+                      help="the SQLite file to write (replaced each run; default: %(default)s)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
+    if not args.verbose:  # pywinrm and urllib3 are chatty about things we report ourselves
+        logging.getLogger("urllib3").setLevel(logging.ERROR)
+    from .config import ConfigError
+    from store.db import StoreError
+    try:
+        if args.command == "demo":
+            from .demo import run_demo
+            return run_demo(args.db)
+        config = _load(args.config)
+        if args.command == "check":
+            from .check import run_check
+            return run_check(config)
+        if args.command == "poll-once":
+            return _poll_once(config)
+        from .app import run
+        _require_secrets(config, config.slack.mode)
+        run(config)
+        return 0
+    except ConfigError as exc:
+        print(f"submitwatch: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except StoreError as exc:
+        print(f"submitwatch: database error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _load(path: str | None):
+    from .config import config_path, load_config
+    return load_config(config_path(path, os.environ), os.environ)
+
+
+def _require_secrets(config, mode) -> None:
+    from .config import ConfigError, missing_secrets
+    missing = missing_secrets(config, slack_mode=mode)
+    if missing:
+        raise ConfigError("set these environment variables first: " + "; ".join(missing))
+
+
+def _poll_once(config) -> int:
+    from store.db import open_db
+    from .poller import deliver_once, poll_server_once, resolve_quiet_incidents
+    from .slack_out import SlackSender
+    from .source import WinRMSource
+
+    _require_secrets(config, None)
+    db = open_db(config.store.path)
+    results = [poll_server_once(db, WinRMSource(s, config.polling), config) for s in config.servers]
+    resolved = resolve_quiet_incidents(db, config)
+    delivery = deliver_once(db, SlackSender.from_config(config.slack), config)
+    for result in results:
+        print(result.summary())
+    print(f"incidents resolved: {resolved}; Slack: {delivery.sent} sent, {delivery.failed} failed, "
+          f"{delivery.waiting} waiting")
+    for error in delivery.errors[:5]:
+        print(f"  {error}")
+    return 1 if any(r.error for r in results) or delivery.failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

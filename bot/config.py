@@ -1,0 +1,359 @@
+"""Load and check `submitwatch.toml`: strict, with errors that name the key and what is allowed.
+
+Secrets never live in the file. They come from environment variables (or a file named by the
+variable with `_FILE` appended, for Docker/systemd credentials) and are wrapped in `Secret` so a
+stray log line or traceback shows `Secret('***')`, never the value.
+"""
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+from urllib.parse import urlsplit
+
+DEFAULT_CONFIG_NAME = "submitwatch.toml"
+SLACK_API_URL = "https://slack.com/api/"
+TRANSPORTS = ("ntlm", "kerberos", "credssp", "ssl", "basic", "certificate")
+MODES = ("socket", "http")
+SECRET_ENV = {
+    "bot_token": "SLACK_BOT_TOKEN",
+    "app_token": "SLACK_APP_TOKEN",
+    "signing_secret": "SLACK_SIGNING_SECRET",
+}
+_SECRET_WORDS = ("token", "password", "secret")
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?")
+_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
+_SERVER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
+
+
+class ConfigError(ValueError):
+    """The configuration cannot be used; the message says which key and what is allowed."""
+
+
+class Secret:
+    """A secret value that does not print itself."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str):
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+@dataclass(frozen=True)
+class SlackConfig:
+    channel: str
+    api_url: str = SLACK_API_URL
+    mode: str = "socket"
+    http_port: int = 3000
+    bot_token: Secret | None = None
+    app_token: Secret | None = None
+    signing_secret: Secret | None = None
+
+
+@dataclass(frozen=True)
+class StoreConfig:
+    path: str = "submitwatch.db"
+
+
+@dataclass(frozen=True)
+class PollingConfig:
+    interval: float = 60.0
+    jitter: float = 5.0
+    lookback: float = 24 * 3600.0
+    batch_size: int = 500
+    operation_timeout: float = 20.0
+    read_timeout: float = 30.0
+    delivery_interval: float = 2.0
+
+
+@dataclass(frozen=True)
+class IncidentConfig:
+    quiet_period: float = 24 * 3600.0
+    update_interval: float = 10.0
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    name: str
+    url: str
+    username: str = ""
+    transport: str = "ntlm"
+    password: Secret | None = field(default=None, compare=False)
+    password_env: str = ""
+    validate_certificate: bool = True
+    ca_bundle: str | None = None
+    cert_pem: str | None = None
+    cert_key_pem: str | None = None
+    channel: str | None = None
+    submission_connector: str | None = None
+    version: str | None = None
+
+
+@dataclass(frozen=True)
+class Config:
+    slack: SlackConfig
+    store: StoreConfig
+    polling: PollingConfig
+    incidents: IncidentConfig
+    servers: tuple[ServerConfig, ...]
+    source: str = "<memory>"
+
+    def channel_for(self, server_name: str) -> str:
+        for server in self.servers:
+            if server.name == server_name and server.channel:
+                return server.channel
+        return self.slack.channel
+
+
+def config_path(cli_value: str | None, environ: Mapping[str, str]) -> Path:
+    """--config wins, then SUBMITWATCH_CONFIG, then ./submitwatch.toml."""
+    return Path(cli_value or environ.get("SUBMITWATCH_CONFIG") or DEFAULT_CONFIG_NAME)
+
+
+def load_config(path: str | os.PathLike, environ: Mapping[str, str] | None = None) -> Config:
+    environ = os.environ if environ is None else environ
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist (pass --config PATH or set "
+                          "SUBMITWATCH_CONFIG; submitwatch.example.toml shows every key)") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path} is not valid TOML: {exc}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc}") from None
+    return parse_config(raw, environ, source=str(path))
+
+
+def parse_config(raw: Mapping[str, Any], environ: Mapping[str, str], source: str = "<memory>") -> Config:
+    _only(raw, "", {"slack", "store", "polling", "incidents", "servers"})
+    slack = _table(raw, "slack", required=True)
+    _only(slack, "slack", {"channel", "api_url", "mode", "http_port"})
+    api_url = _str(slack, "slack.api_url", SLACK_API_URL)
+    if urlsplit(api_url).scheme not in ("http", "https") or not urlsplit(api_url).netloc:
+        raise ConfigError(f"slack.api_url must be an http(s) URL such as {SLACK_API_URL!r}, "
+                          f"got {api_url!r}")
+    slack_cfg = SlackConfig(
+        channel=_str(slack, "slack.channel", required=True),
+        api_url=api_url if api_url.endswith("/") else api_url + "/",
+        mode=_choice(slack, "slack.mode", MODES, "socket"),
+        http_port=_int(slack, "slack.http_port", 3000, low=1, high=65535),
+        bot_token=_secret(environ, SECRET_ENV["bot_token"]),
+        app_token=_secret(environ, SECRET_ENV["app_token"]),
+        signing_secret=_secret(environ, SECRET_ENV["signing_secret"]),
+    )
+
+    store = _table(raw, "store")
+    _only(store, "store", {"path"})
+    store_cfg = StoreConfig(path=_str(store, "store.path", StoreConfig.path))
+
+    polling = _table(raw, "polling")
+    _only(polling, "polling", {"interval", "jitter", "lookback", "batch_size", "operation_timeout",
+                               "read_timeout", "delivery_interval"})
+    d = PollingConfig()
+    polling_cfg = PollingConfig(
+        interval=_duration(polling, "polling.interval", d.interval, low=1),
+        jitter=_duration(polling, "polling.jitter", d.jitter, low=0),
+        lookback=_duration(polling, "polling.lookback", d.lookback, low=0),
+        batch_size=_int(polling, "polling.batch_size", d.batch_size, low=1, high=5000),
+        operation_timeout=_duration(polling, "polling.operation_timeout", d.operation_timeout, low=1),
+        read_timeout=_duration(polling, "polling.read_timeout", d.read_timeout, low=1),
+        delivery_interval=_duration(polling, "polling.delivery_interval", d.delivery_interval,
+                                    low=0.1),
+    )
+    if polling_cfg.read_timeout <= polling_cfg.operation_timeout:
+        raise ConfigError("polling.read_timeout must be longer than polling.operation_timeout "
+                          f"(got {polling_cfg.read_timeout:g}s and "
+                          f"{polling_cfg.operation_timeout:g}s): WinRM waits up to the operation "
+                          "timeout before answering")
+
+    incidents = _table(raw, "incidents")
+    _only(incidents, "incidents", {"quiet_period", "update_interval"})
+    i = IncidentConfig()
+    incident_cfg = IncidentConfig(
+        quiet_period=_duration(incidents, "incidents.quiet_period", i.quiet_period, low=60),
+        update_interval=_duration(incidents, "incidents.update_interval", i.update_interval, low=0),
+    )
+
+    servers_raw = raw.get("servers", [])
+    if not isinstance(servers_raw, list) or not all(isinstance(s, dict) for s in servers_raw):
+        raise ConfigError("servers must be a list of [[servers]] tables")
+    servers = tuple(_server(s, f"servers[{n}]", environ) for n, s in enumerate(servers_raw))
+    names = [s.name.casefold() for s in servers]
+    for name in names:
+        if names.count(name) > 1:
+            raise ConfigError(f"two [[servers]] entries are named {name!r}; names must be unique")
+    return Config(slack_cfg, store_cfg, polling_cfg, incident_cfg, servers, source)
+
+
+def _server(raw: Mapping[str, Any], where: str, environ: Mapping[str, str]) -> ServerConfig:
+    _only(raw, where, {"name", "url", "username", "transport", "password_env", "validate_certificate",
+                       "ca_bundle", "cert_pem", "cert_key_pem", "channel", "submission_connector",
+                       "version"})
+    name = _str(raw, f"{where}.name", required=True)
+    if not _SERVER_NAME.fullmatch(name):
+        raise ConfigError(f"{where}.name {name!r} must be 1-63 letters, digits, '.', '_' or '-' "
+                          "(the Exchange server's name, e.g. 'EX01')")
+    where = f"servers.{name}"
+    url = _str(raw, f"{where}.url", required=True)
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"{where}.url must be a full WinRM endpoint URL such as "
+                          f"'https://ex01.contoso.com:5986/wsman', got {url!r}")
+    transport = _choice(raw, f"{where}.transport", TRANSPORTS, "ntlm")
+    validate = raw.get("validate_certificate", True)
+    if not isinstance(validate, bool):
+        raise ConfigError(f"{where}.validate_certificate must be true or false, got {validate!r}")
+    password_env = _str(raw, f"{where}.password_env", "")
+    password = _secret(environ, password_env) if password_env else None
+    cert_pem = _str(raw, f"{where}.cert_pem", None)
+    cert_key_pem = _str(raw, f"{where}.cert_key_pem", None)
+    username = _str(raw, f"{where}.username", "")
+    if transport == "certificate":
+        if not (cert_pem and cert_key_pem):
+            raise ConfigError(f"{where}: transport 'certificate' needs cert_pem and cert_key_pem "
+                              "(paths to the client certificate and its key)")
+    elif not username:
+        raise ConfigError(f"{where}.username is required for transport {transport!r} "
+                          "(e.g. 'CONTOSO\\\\svc-submitwatch')")
+    elif not password_env and transport != "kerberos":
+        raise ConfigError(f"{where}.password_env is required for transport {transport!r}: name "
+                          "the environment variable that holds the password")
+    return ServerConfig(
+        name=name, url=url, username=username, transport=transport, password=password,
+        password_env=password_env, validate_certificate=validate,
+        ca_bundle=_str(raw, f"{where}.ca_bundle", None), cert_pem=cert_pem,
+        cert_key_pem=cert_key_pem, channel=_str(raw, f"{where}.channel", None),
+        submission_connector=_str(raw, f"{where}.submission_connector", None),
+        version=_choice(raw, f"{where}.version", ("2010", "2013", "2016", "2019", "SE"), None),
+    )
+
+
+def missing_secrets(config: Config, *, slack_mode: str | None) -> list[str]:
+    """What must still be set in the environment before running; empty when all is there.
+
+    slack_mode None means only the Web API token is needed (poll-once, check).
+    """
+    missing = []
+    if config.slack.bot_token is None:
+        missing.append(f"{SECRET_ENV['bot_token']} (the bot token, xoxb-...)")
+    if slack_mode == "socket" and config.slack.app_token is None:
+        missing.append(f"{SECRET_ENV['app_token']} (the app-level token with connections:write, "
+                       "xapp-...) for Socket Mode")
+    if slack_mode == "http" and config.slack.signing_secret is None:
+        missing.append(f"{SECRET_ENV['signing_secret']} (from Basic Information in the app "
+                       "settings) for HTTP mode")
+    for server in config.servers:
+        if server.password_env and server.password is None:
+            missing.append(f"{server.password_env} (the WinRM password for server {server.name})")
+    return missing
+
+
+# --- small typed readers -------------------------------------------------------------------------
+
+def _only(table: Mapping[str, Any], where: str, allowed: set[str]) -> None:
+    for key in table:
+        if key in allowed:
+            continue
+        name = f"{where}.{key}" if where else key
+        if any(word in key.lower() for word in _SECRET_WORDS):
+            raise ConfigError(f"{name}: secrets never go in the config file. Put the value in an "
+                              "environment variable: SLACK_BOT_TOKEN, SLACK_APP_TOKEN, "
+                              "SLACK_SIGNING_SECRET, or the variable a server's password_env "
+                              "names (each may also be given as a file path in NAME_FILE)")
+        raise ConfigError(f"unknown key {name!r}; allowed here: {', '.join(sorted(allowed))}")
+
+
+def _table(raw: Mapping[str, Any], key: str, required: bool = False) -> Mapping[str, Any]:
+    if key not in raw:
+        if required:
+            raise ConfigError(f"the [{key}] table is required")
+        return {}
+    if not isinstance(raw[key], dict):
+        raise ConfigError(f"{key} must be a table ([{key}]), got {type(raw[key]).__name__}")
+    return raw[key]
+
+
+def _str(table: Mapping[str, Any], name: str, default: Any = None, required: bool = False) -> Any:
+    key = name.rsplit(".", 1)[-1]
+    if key not in table:
+        if required:
+            raise ConfigError(f"{name} is required")
+        return default
+    value = table[key]
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(f"{name} must be a non-empty string, got {value!r}")
+    return value.strip()
+
+
+def _int(table: Mapping[str, Any], name: str, default: int, low: int, high: int) -> int:
+    key = name.rsplit(".", 1)[-1]
+    value = table.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ConfigError(f"{name} must be a whole number from {low} to {high}, got {value!r}")
+    return value
+
+
+def _choice(table: Mapping[str, Any], name: str, allowed: tuple[str, ...], default: Any) -> Any:
+    key = name.rsplit(".", 1)[-1]
+    value = table.get(key, default)
+    if value is default:
+        return value
+    if value not in allowed:
+        raise ConfigError(f"{name} must be one of {', '.join(repr(a) for a in allowed)}; "
+                          f"got {value!r}")
+    return value
+
+
+def _duration(table: Mapping[str, Any], name: str, default: float, low: float) -> float:
+    key = name.rsplit(".", 1)[-1]
+    if key not in table:
+        return default
+    value = table[key]
+    seconds = parse_duration(value) if isinstance(value, str) else value
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or seconds < low:
+        raise ConfigError(f"{name} must be a duration of at least {low:g}s, as seconds or text "
+                          f"like '90s', '5m', '24h', '7d'; got {value!r}")
+    return float(seconds)
+
+
+def parse_duration(text: str) -> float | None:
+    """'90s' -> 90.0, '5m' -> 300.0, '24h', '7d', '250ms'; None when unreadable."""
+    m = _DURATION.fullmatch(text.strip().lower())
+    if not m:
+        return None
+    return float(m.group(1)) * _UNITS[m.group(2)]
+
+
+def _secret(environ: Mapping[str, str], name: str) -> Secret | None:
+    """NAME from the environment, or the contents of the file NAME_FILE points to."""
+    value = environ.get(name)
+    if value:
+        return Secret(value.strip())
+    file_name = environ.get(f"{name}_FILE")
+    if file_name:
+        try:
+            value = Path(file_name).read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ConfigError(f"{name}_FILE names {file_name}, which cannot be read: "
+                              f"{exc.strerror}") from None
+        if value:
+            return Secret(value)
+    return None

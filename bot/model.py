@@ -1,0 +1,71 @@
+"""Plain data passed between the steps of the pipeline.
+
+Nothing here does I/O. Times are timezone-aware UTC datetimes.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+#: The two providers that log the event; 2013+ front ends use the second one.
+PROVIDERS = ("MSExchangeTransport", "MSExchangeFrontEndTransport")
+#: 1018 names the connector, 1020 does not; both mean "valid credentials, no ms-Exch-SMTP-Submit".
+EVENT_IDS = (1018, 1020)
+
+
+@dataclass(frozen=True)
+class Event:
+    """One 1018/1020 event as read from a server's Application log."""
+
+    server: str          # the configured server name the event was read from
+    record_id: int       # EventRecordID: the per-log cursor
+    provider: str
+    event_id: int
+    time: datetime       # TimeCreated/@SystemTime, UTC
+    account: str         # %1: whatever the SMTP client authenticated as (untrusted)
+    connector: str | None  # %2 of a 1018 event (untrusted); None for 1020
+    computer: str        # the Exchange server's own name, e.g. EX01.contoso.local
+
+    @property
+    def incident_key(self) -> str:
+        """Events group into one incident per account, case-insensitively."""
+        return incident_key(self.account)
+
+
+def incident_key(account: str) -> str:
+    return account.casefold()
+
+
+@dataclass(frozen=True)
+class Problem:
+    """Something read from a server that could not be used, kept so nobody is blind to it."""
+
+    server: str
+    kind: str        # e.g. "malformed_event", "truncated_output", "invalid_utf8", "log_cleared"
+    detail: str      # a sentence a person can act on
+    excerpt: str = ""  # a bounded piece of the offending input, for diagnosis
+
+
+@dataclass(frozen=True)
+class Incident:
+    """One problem: an account that keeps failing to submit, on any server or connector."""
+
+    id: int | None                    # None until stored
+    key: str                          # incident_key(account)
+    account: str                      # as first seen (untrusted)
+    status: str                       # "open" or "resolved"
+    channel: str                      # where its message lives
+    first_seen: datetime
+    last_seen: datetime
+    event_count: int
+    servers: tuple[tuple[str, str], ...]  # (configured server name, Exchange host), first-seen order
+    connectors: tuple[str, ...]           # connector identities named by 1018 events (untrusted)
+    event_ids: tuple[int, ...]
+    opened_at: datetime
+    message_ts: str | None = None
+    resolved_at: datetime | None = None
+    last_message_at: datetime | None = None
+
+    @property
+    def server_names(self) -> tuple[str, ...]:
+        return tuple(name for name, _host in self.servers)

@@ -1,0 +1,176 @@
+"""Turn what a server returned into Events, without trusting any of it.
+
+Input is the text of `wevtutil qe ... /f:xml /e:Events`: an <Events> wrapper holding one <Event>
+element per line. Each event is cut out and parsed on its own with defusedxml, so one malformed,
+truncated or hostile event becomes a Problem while the good events around it are kept.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from xml.etree.ElementTree import Element
+
+from defusedxml import DefusedXmlException
+from defusedxml.ElementTree import ParseError, fromstring
+
+from .model import EVENT_IDS, PROVIDERS, Event, Problem
+
+NS = "{http://schemas.microsoft.com/win/2004/08/events/event}"
+EXCERPT_CHARS = 200
+#: A single event is a few hundred bytes; anything this large is not an event we want to parse.
+MAX_EVENT_CHARS = 64 * 1024
+
+_EVENT_START = re.compile(r"<Event[\s>]")
+_EVENT_END = "</Event>"
+_WRAPPER = re.compile(r"\s*(?:</?Events>\s*)*")
+_RECORD_ID = re.compile(r"<EventRecordID>\s*(\d{1,19})\s*</EventRecordID>")
+_SYSTEM_TIME = re.compile(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?(Z|[+-]\d\d:\d\d)?")
+
+
+@dataclass(frozen=True)
+class LogInfo:
+    """What `wevtutil gli Application` says about the log as a whole."""
+
+    record_count: int
+    oldest_record: int | None  # None when the log is empty
+
+    @property
+    def newest_record(self) -> int | None:
+        if self.oldest_record is None or self.record_count == 0:
+            return None
+        return self.oldest_record + self.record_count - 1
+
+
+@dataclass
+class ParsedBatch:
+    """What one query returned: good events, problems, and how far the output reached."""
+
+    events: list[Event]
+    problems: list[Problem]
+    complete_events: int = 0             # <Event> elements that ended properly, good or bad
+    highest_record: int | None = None    # the largest EventRecordID among them
+
+
+class ParseFailure(ValueError):
+    """The output as a whole cannot be understood (not a single bad event)."""
+
+
+def parse_events(text: str, server: str) -> ParsedBatch:
+    """Parse wevtutil XML output into events (in the order given) and problems.
+
+    `highest_record` also counts malformed but complete events (their EventRecordID is read with
+    a plain search), so a cursor can move past a bad event instead of re-reading it forever; a
+    truncated event does not count, so it is read again on the next poll.
+    """
+    batch = ParsedBatch(events=[], problems=[])
+    events, problems = batch.events, batch.problems
+    starts = [m.start() for m in _EVENT_START.finditer(text)]
+    _check_gap(text[: starts[0]] if starts else text, server, problems)
+    for i, start in enumerate(starts):
+        stop = starts[i + 1] if i + 1 < len(starts) else len(text)
+        chunk = text[start:stop]
+        end = chunk.find(_EVENT_END)
+        if end < 0:
+            problems.append(Problem(server, "truncated_event",
+                                    "an event was cut off before its end and was skipped",
+                                    _excerpt(chunk)))
+            continue
+        end += len(_EVENT_END)
+        _check_gap(chunk[end:], server, problems)
+        batch.complete_events += 1
+        record = _RECORD_ID.search(chunk, 0, end)
+        if record:
+            batch.highest_record = max(batch.highest_record or 0, int(record.group(1)))
+        try:
+            events.append(parse_event(chunk[:end], server))
+        except ValueError as exc:
+            problems.append(Problem(server, "malformed_event", f"an event was skipped: {exc}",
+                                    _excerpt(chunk[:end])))
+    return batch
+
+
+def parse_event(xml_text: str, server: str) -> Event:
+    """Parse one <Event> element. Raises ValueError saying what is wrong."""
+    if len(xml_text) > MAX_EVENT_CHARS:
+        raise ValueError(f"event is {len(xml_text)} characters long, over {MAX_EVENT_CHARS}")
+    try:
+        root = fromstring(xml_text)
+    except DefusedXmlException as exc:  # DTDs, entities: never in a real event
+        raise ValueError(f"forbidden XML construct ({type(exc).__name__})") from None
+    except ParseError as exc:
+        raise ValueError(f"not well-formed XML ({exc})") from None
+    system = _child(root, "System")
+    provider = _child(system, "Provider").get("Name", "")
+    event_id = _int(_text(_child(system, "EventID")), "EventID")
+    if provider not in PROVIDERS or event_id not in EVENT_IDS:
+        raise ValueError(f"not a submit-permission event (provider {provider!r}, id {event_id})")
+    record_id = _int(_text(_child(system, "EventRecordID")), "EventRecordID")
+    time = parse_system_time(_child(system, "TimeCreated").get("SystemTime", ""))
+    computer = _text(system.find(f"{NS}Computer"))
+    data = [d.text or "" for d in root.iter(f"{NS}Data")]
+    if not data or not data[0].strip():
+        raise ValueError(f"event {record_id} has no account name")
+    connector = data[1] if event_id == 1018 and len(data) > 1 and data[1].strip() else None
+    return Event(server=server, record_id=record_id, provider=provider, event_id=event_id,
+                 time=time, account=data[0], connector=connector, computer=computer)
+
+
+def parse_system_time(value: str) -> datetime:
+    """`2026-03-08T08:13:12.123456789Z` -> aware UTC datetime (nanoseconds cut to micro)."""
+    m = _SYSTEM_TIME.fullmatch(value.strip())
+    if not m:
+        raise ValueError(f"unreadable SystemTime {value[:40]!r}")
+    base, fraction, zone = m.groups()
+    micros = (fraction or "0")[:6].ljust(6, "0")
+    try:
+        parsed = datetime.fromisoformat(f"{base}.{micros}{'+00:00' if zone in (None, 'Z') else zone}")
+    except ValueError:
+        raise ValueError(f"unreadable SystemTime {value[:40]!r}") from None
+    return parsed.astimezone(timezone.utc)
+
+
+def parse_log_info(text: str) -> LogInfo:
+    """Read `numberOfLogRecords` and `oldestRecordNumber` from `wevtutil gli` output."""
+    fields = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition(":")
+        if sep:
+            fields[key.strip()] = value.strip()
+    try:
+        count = int(fields["numberOfLogRecords"])
+        oldest = int(fields["oldestRecordNumber"]) if count else None
+    except (KeyError, ValueError):
+        raise ParseFailure("`wevtutil gli Application` did not report numberOfLogRecords and "
+                           f"oldestRecordNumber; it said: {_excerpt(text)!r}") from None
+    return LogInfo(record_count=count, oldest_record=oldest)
+
+
+def _check_gap(text: str, server: str, problems: list[Problem]) -> None:
+    """Text between events should be the wrapper and whitespace only; say if it is not."""
+    if not _WRAPPER.fullmatch(text):
+        problems.append(Problem(server, "unexpected_output",
+                                "the server returned text that is not an event; it was ignored",
+                                _excerpt(text.strip())))
+
+
+def _child(parent: Element, name: str) -> Element:
+    found = parent.find(f"{NS}{name}")
+    if found is None:
+        raise ValueError(f"missing <{name}>")
+    return found
+
+
+def _text(element: Element | None) -> str:
+    return (element.text or "").strip() if element is not None else ""
+
+
+def _int(value: str, name: str) -> int:
+    try:
+        return int(value)
+    except ValueError:
+        raise ValueError(f"{name} is not a number: {value[:40]!r}") from None
+
+
+def _excerpt(text: str) -> str:
+    return text[:EXCERPT_CHARS]

@@ -1,0 +1,362 @@
+"""The Exchange Management Shell commands that fix events 1018/1020.
+
+Events 1018 and 1020 mean: an account authenticated fine on a Receive connector but lacks the
+``ms-Exch-SMTP-Submit`` extended right there.  The least-privilege fix is to grant that one right
+to that one account on that one connector.  This module builds the commands an admin pastes into
+the Exchange Management Shell (grant, a ``-WhatIf`` dry run, verify, undo, and the command that
+lists a server's Receive connectors when the event did not name one).
+
+Every value that came from an event or from configuration (account, connector, server) is
+untrusted text.  It goes into the command only through :func:`ps_quote`, which produces a
+PowerShell single-quoted (verbatim) literal: nothing inside one is expanded, and the only
+character that needs escaping is the single quote -- of which PowerShell recognises five
+(``'`` and U+2018, U+2019, U+201A, U+201B; see CharTraits.cs ``IsSingleQuote``).  Each is
+doubled with itself, as PowerShell's own ``EscapeSingleQuotedStringContent`` does.  Values that
+no Exchange name ever contains (control characters, line breaks, bidirectional overrides) are
+refused with :class:`UnsafeValueError` rather than quoted.
+
+Pure: no I/O, no clock.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import unicodedata
+from dataclasses import dataclass
+
+__all__ = [
+    "MAX_VALUE_LENGTH",
+    "PS_SINGLE_QUOTES",
+    "SUBMIT_RIGHT",
+    "UnsafeValueError",
+    "check_value",
+    "ps_quote",
+    "short_server_name",
+    "connector_identity",
+    "is_legacy_version",
+    "likely_submission_connector",
+    "default_receive_connectors",
+    "DefaultConnector",
+    "Fix",
+    "fix_for",
+    "grant_command",
+    "whatif_command",
+    "verify_command",
+    "undo_command",
+    "list_connectors_command",
+]
+
+#: The longest value ps_quote accepts, in characters.  Exchange names are far shorter
+#: (sAMAccountName 20, UPN and connector names well under 1024); anything longer is not a name.
+MAX_VALUE_LENGTH = 1024
+
+#: Every character PowerShell's tokenizer treats as a single quote (CharTraits.IsSingleQuote).
+PS_SINGLE_QUOTES = frozenset("'\u2018\u2019\u201a\u201b")
+
+SUBMIT_RIGHT = "ms-Exch-SMTP-Submit"
+
+# Characters refused besides category Cc (which already covers NUL, TAB, LF, CR, U+0085 NEL).
+_LINE_SEPARATORS = {"\u2028": "a line separator", "\u2029": "a paragraph separator"}
+# Bidirectional controls: legal in a PowerShell literal, but they make a command *display*
+# differently from what it does (the "Trojan Source" trick).  No Exchange name contains them.
+_BIDI_CONTROLS = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+_CONTROL_NAMES = {
+    "\x00": "a NUL character",
+    "\t": "a tab",
+    "\n": "a line break",
+    "\x0b": "a vertical tab",
+    "\x0c": "a form feed",
+    "\r": "a carriage return",
+    "\x1b": "an escape character",
+    "\x7f": "a delete character",
+    "\x85": "a next-line character (a line break to PowerShell)",
+}
+
+_SUBJECTS = {
+    "account": ("account name", "Exchange account names"),
+    "connector": ("connector name", "Receive connector names"),
+    "server": ("server name", "Exchange server names"),
+}
+
+
+class UnsafeValueError(ValueError):
+    """A value that SubmitWatch refuses to put into a PowerShell command.
+
+    ``str(err)`` is a sentence for a person: which value (account / connector / server) and why.
+    The offending value itself is kept in ``.value`` for logs but never put in the message,
+    because the message may be shown in chat and the value is untrusted.
+    """
+
+    def __init__(self, what: str, reason: str, value: str | None = None) -> None:
+        self.what = what
+        self.reason = reason
+        self.value = value
+        subject, _ = _subject(what)
+        super().__init__(f"{subject} {reason}")
+
+
+def _subject(what: str) -> tuple[str, str]:
+    """('account name', 'Exchange account names') for 'account'; generic for anything else."""
+    return _SUBJECTS.get(what, (what, "Exchange names"))
+
+
+def _describe_char(ch: str) -> str:
+    code = f"U+{ord(ch):04X}"
+    if ch in _CONTROL_NAMES:
+        return f"{_CONTROL_NAMES[ch]} ({code})"
+    if ch in _LINE_SEPARATORS:
+        return f"{_LINE_SEPARATORS[ch]} ({code})"
+    if ch in _BIDI_CONTROLS:
+        return f"a bidirectional text control ({code})"
+    if unicodedata.category(ch) == "Cs":
+        return f"an unpaired surrogate ({code})"
+    return f"a control character ({code})"
+
+
+def _refused_char(ch: str) -> bool:
+    return (
+        unicodedata.category(ch) in ("Cc", "Cs")
+        or ch in _LINE_SEPARATORS
+        or ch in _BIDI_CONTROLS
+    )
+
+
+def check_value(value: str, what: str = "value") -> None:
+    """Raise UnsafeValueError unless *value* may go into a command as a quoted literal."""
+    if not isinstance(value, str):
+        raise TypeError(f"{what} must be a str, not {type(value).__name__}")
+    _, plural = _subject(what)
+    if value == "":
+        raise UnsafeValueError(
+            what, "is empty, so there is nothing to put in a command", value
+        )
+    if len(value) > MAX_VALUE_LENGTH:
+        raise UnsafeValueError(
+            what,
+            f"is {len(value):,} characters long; SubmitWatch refuses values longer than "
+            f"{MAX_VALUE_LENGTH:,} characters ({plural} are far shorter)",
+            value,
+        )
+    for pos, ch in enumerate(value):
+        if _refused_char(ch):
+            if ch in _BIDI_CONTROLS:
+                why = "it can make the command look different from what it does"
+            elif unicodedata.category(ch) == "Cs":
+                why = "it is not valid Unicode text"
+            else:
+                why = f"{plural} never contain control characters or line breaks"
+            raise UnsafeValueError(
+                what,
+                f"contains {_describe_char(ch)} at position {pos + 1}; {why}, "
+                "so SubmitWatch will not put it in a command",
+                value,
+            )
+
+
+def ps_quote(value: str, what: str = "value") -> str:
+    """*value* as a PowerShell single-quoted literal, or UnsafeValueError.
+
+    Each of the five characters PowerShell treats as a single quote is doubled with itself,
+    so ``O'Brien`` becomes ``'O''Brien'`` and ``a\u2019b`` becomes ``'a\u2019\u2019b'``.
+    *what* names the value in error messages: "account", "connector", "server" or free text.
+    """
+    check_value(value, what)
+    return "'" + "".join(ch * 2 if ch in PS_SINGLE_QUOTES else ch for ch in value) + "'"
+
+
+# --- servers and connectors -------------------------------------------------------------------
+
+
+def short_server_name(computer_or_name: str) -> str:
+    """The NetBIOS-style name used in connector identities: ``EX01.contoso.local`` -> ``EX01``.
+
+    Surrounding whitespace and a trailing dot are ignored; IP addresses are returned unchanged
+    (they have no short form).  Case is kept.  Raises UnsafeValueError for an empty name.
+    """
+    if not isinstance(computer_or_name, str):
+        raise TypeError(f"server name must be a str, not {type(computer_or_name).__name__}")
+    name = computer_or_name.strip().rstrip(".")
+    if not name:
+        raise UnsafeValueError("server", "is empty, so there is nothing to put in a command",
+                               computer_or_name)
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        name = name.split(".", 1)[0]
+        if not name:
+            raise UnsafeValueError("server", "starts with a dot, so it has no short name",
+                                   computer_or_name) from None
+    return name
+
+
+def _server(server: str) -> str:
+    srv = short_server_name(server)
+    if "\\" in srv:
+        raise UnsafeValueError(
+            "server",
+            "contains a backslash, which separates server and connector in a connector "
+            "identity; server names never contain one, so SubmitWatch will not put it in a command",
+            server,
+        )
+    check_value(srv, "server")
+    return srv
+
+
+def connector_identity(server: str, name: str) -> str:
+    """``<SRV>\\<name>``; *server* may be a FQDN.  A *name* that already holds a backslash is
+    taken to be a full identity and returned unchanged."""
+    check_value(name, "connector")
+    identity = name if "\\" in name else f"{_server(server)}\\{name}"
+    check_value(identity, "connector")
+    return identity
+
+
+_YEAR_RE = re.compile(r"(?<!\d)(2007|2010|2013|2016|2019)(?!\d)")
+_BUILD_RE = re.compile(r"(?<![\d.])(8|14|15)\.\d+")
+
+
+def is_legacy_version(version: str | None) -> bool:
+    """True for Exchange 2007/2010 (``"2010"``, ``"14.3.123.4"``, ``"Version 8.3 (Build 83.6)"``);
+    False for 2013 and later, and when the version is unknown or unrecognised."""
+    if not version:
+        return False
+    text = str(version)
+    year = _YEAR_RE.search(text)
+    if year:
+        return year.group(1) in ("2007", "2010")
+    build = _BUILD_RE.search(text)
+    if build:
+        return build.group(1) in ("8", "14")
+    return False
+
+
+def likely_submission_connector(server: str, version: str | None = None) -> str:
+    """The default client-submission (587) connector's identity: ``<SRV>\\Client Frontend <SRV>``
+    on 2013 and later (also when the version is unknown), ``<SRV>\\Client <SRV>`` on 2007/2010."""
+    srv = _server(server)
+    name = f"Client {srv}" if is_legacy_version(version) else f"Client Frontend {srv}"
+    return f"{srv}\\{name}"
+
+
+@dataclass(frozen=True)
+class DefaultConnector:
+    identity: str
+    port: int
+    role: str  # "HubTransport" (2007/2010), "FrontendTransport" or "HubTransport" (2013+ backend)
+    purpose: str
+
+
+def default_receive_connectors(server: str, version: str | None = None) -> tuple[DefaultConnector, ...]:
+    """The Receive connectors Exchange setup creates on *server* (DOMAIN.md section 2)."""
+    srv = _server(server)
+    if is_legacy_version(version):
+        rows = [
+            (f"Default {srv}", 25, "HubTransport", "server-to-server mail"),
+            (f"Client {srv}", 587, "HubTransport", "authenticated client submission"),
+        ]
+    else:
+        rows = [
+            (f"Default Frontend {srv}", 25, "FrontendTransport", "mail from the internet"),
+            (f"Client Frontend {srv}", 587, "FrontendTransport", "authenticated client submission"),
+            (f"Outbound Proxy Frontend {srv}", 717, "FrontendTransport", "outbound proxy"),
+            (f"Default {srv}", 2525, "HubTransport", "backend transport"),
+            (f"Client Proxy {srv}", 465, "HubTransport", "client submission proxied from the front end"),
+        ]
+    return tuple(DefaultConnector(f"{srv}\\{name}", port, role, purpose)
+                 for name, port, role, purpose in rows)
+
+
+# --- the commands -----------------------------------------------------------------------------
+
+
+def _get_connector(connector: str) -> str:
+    return f"Get-ReceiveConnector -Identity {ps_quote(connector, 'connector')}"
+
+
+def grant_command(account: str, connector: str) -> str:
+    return (f"{_get_connector(connector)} | Add-ADPermission -User {ps_quote(account, 'account')}"
+            f" -ExtendedRights '{SUBMIT_RIGHT}'")
+
+
+def whatif_command(account: str, connector: str) -> str:
+    return grant_command(account, connector) + " -WhatIf"
+
+
+def verify_command(account: str, connector: str) -> str:
+    return (f"{_get_connector(connector)} | Get-ADPermission -User {ps_quote(account, 'account')}"
+            " | Where-Object { $_.ExtendedRights -like '*SMTP-Submit*' }"
+            " | Format-Table User,Deny,IsInherited,ExtendedRights")
+
+
+def undo_command(account: str, connector: str) -> str:
+    return (f"{_get_connector(connector)} | Remove-ADPermission -User {ps_quote(account, 'account')}"
+            f" -ExtendedRights '{SUBMIT_RIGHT}' -Confirm:$false")
+
+
+def list_connectors_command(server: str) -> str:
+    return (f"Get-ReceiveConnector -Server {ps_quote(_server(server), 'server')}"
+            " | Format-Table Identity,Bindings,AuthMechanism,PermissionGroups,TransportRole")
+
+
+@dataclass(frozen=True)
+class Fix:
+    """Everything an alert needs to tell an admin how to fix one account on one connector.
+
+    ``connector_source``: "event" (a 1018 event named the connector), "configured" (the admin
+    configured the server's submission connector) or "guess" (the default client-submission
+    connector for the server's version: say so, and show ``list_connectors``).
+    ``server`` is the short server name used in the commands.
+    """
+
+    account: str
+    connector: str
+    connector_source: str
+    server: str
+    grant: str
+    whatif: str
+    verify: str
+    undo: str
+    list_connectors: str
+
+    @property
+    def is_guess(self) -> bool:
+        return self.connector_source == "guess"
+
+
+def fix_for(
+    account: str,
+    server: str,
+    connector: str | None = None,
+    configured_connector: str | None = None,
+    version: str | None = None,
+) -> Fix:
+    """The fix for *account* on *server*.
+
+    The connector comes from the event (1018's second value) when given, else from
+    configuration, else it is the likely client-submission connector for *version*.
+    A connector given as a bare name (``Client Frontend EX01``) is prefixed with the server
+    (``EX01\\Client Frontend EX01``); one that already holds a backslash is used as is.
+    Raises UnsafeValueError when any value cannot safely go into a command.
+    """
+    srv = _server(server)
+    check_value(account, "account")
+    if connector:
+        identity, source = connector_identity(srv, connector), "event"
+    elif configured_connector:
+        identity, source = connector_identity(srv, configured_connector), "configured"
+    else:
+        identity, source = likely_submission_connector(srv, version), "guess"
+    check_value(identity, "connector")
+    return Fix(
+        account=account,
+        connector=identity,
+        connector_source=source,
+        server=srv,
+        grant=grant_command(account, identity),
+        whatif=whatif_command(account, identity),
+        verify=verify_command(account, identity),
+        undo=undo_command(account, identity),
+        list_connectors=list_connectors_command(srv),
+    )

@@ -1,0 +1,179 @@
+"""Block Kit for alerts and thread notes: the one place event-derived text meets Slack.
+
+Rules, in one place:
+- every untrusted value in mrkdwn goes through `escape` (after `clip`, so an entity is never cut);
+- PowerShell commands go into `rich_text_preformatted` blocks, whose text Slack shows literally:
+  no mrkdwn, no mentions, no way for a backtick in an account name to end a code span;
+- header text is plain_text, which Slack never parses for mentions or links;
+- a plain `text` fallback is always sent (notifications and screen readers use it).
+Pure: no I/O, no clock (`now` comes in).
+"""
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Mapping
+
+from .config import ServerConfig
+from .model import Incident
+from .remediation import Fix, UnsafeValueError, fix_for
+
+HEADER_LIMIT = 150
+SECTION_LIMIT = 3000
+FIELD_LIMIT = 2000
+NAME_LIMIT = 200            # how much of an untrusted name is shown in prose
+MAX_FIXES = 3               # commands per alert; `/submitwatch fix` gives the rest
+
+EXPLANATION = ("authenticated over SMTP with *valid credentials* but is not allowed to submit "
+               "mail: it lacks the `ms-Exch-SMTP-Submit` extended right on the Receive connector "
+               "it connects to, so Exchange refuses its mail (events 1018/1020).")
+USER_ACTION = ("*What to do:* if this account should send mail (a scanner, an application, a "
+               "service), grant it `ms-Exch-SMTP-Submit` on that connector, for this one account "
+               "rather than a whole permission group. If it should not, find who uses it: "
+               "the credentials work. Run in the Exchange Management Shell:")
+
+
+def escape(text: str) -> str:
+    """Make untrusted text inert in mrkdwn: no pings, no links, no fake entities."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def show(text: str, limit: int = NAME_LIMIT) -> str:
+    """An untrusted value for mrkdwn: shortened, escaped, control characters made visible."""
+    visible = "".join(ch if ch.isprintable() else f"\\x{ord(ch):02x}" for ch in text)
+    return escape(clip(visible, limit))
+
+
+def slack_date(moment: datetime) -> str:
+    """Shown in each reader's own time zone, with a UTC fallback."""
+    fallback = moment.strftime("%Y-%m-%d %H:%M UTC")
+    return f"<!date^{int(moment.timestamp())}^{{date_short_pretty}} {{time}}|{fallback}>"
+
+
+def fixes_for(incident: Incident, servers: Mapping[str, ServerConfig]) -> tuple[list[Fix], str | None]:
+    """The commands for an incident: one per named connector, else one guess per server.
+
+    Returns (fixes, refusal): refusal explains why no command could be built safely.
+    """
+    fixes: list[Fix] = []
+    try:
+        hosts_with_connector = set()
+        for connector in incident.connectors:
+            host = connector.split("\\", 1)[0]
+            hosts_with_connector.add(host.casefold())
+            fixes.append(fix_for(incident.account, host, connector=connector))
+        for name, host in incident.servers:
+            if host.casefold() in hosts_with_connector:
+                continue
+            cfg = servers.get(name)
+            fixes.append(fix_for(incident.account, host,
+                                 configured_connector=cfg.submission_connector if cfg else None,
+                                 version=cfg.version if cfg else None))
+    except UnsafeValueError as exc:
+        return [], str(exc)
+    return fixes, None
+
+
+def alert(incident: Incident, servers: Mapping[str, ServerConfig]) -> tuple[str, list[dict]]:
+    """The living alert message for an incident: (fallback text, blocks)."""
+    account = show(incident.account)
+    resolved = incident.status == "resolved"
+    title = ("Resolved: " if resolved else "SMTP submit denied: ") + incident.account
+    blocks: list[dict] = [
+        {"type": "header", "text": {"type": "plain_text", "emoji": False,
+                                    "text": clip(_printable(title), HEADER_LIMIT)}},
+        _section(f"*{account}* {EXPLANATION}" if not resolved else
+                 f"No new event for *{account}* since {slack_date(incident.last_seen)}; "
+                 f"resolved {slack_date(incident.resolved_at or incident.last_seen)}. "
+                 "A new event opens a new alert."),
+        {"type": "section", "fields": _facts(incident)},
+    ]
+    if not resolved:
+        fixes, refusal = fixes_for(incident, servers)
+        if refusal:
+            blocks.append(_section(f"*No command is shown:* {escape(refusal)}"))
+        else:
+            blocks.append(_section(USER_ACTION))
+            blocks.extend(_fix_blocks(fixes[:MAX_FIXES]))
+            if len(fixes) > MAX_FIXES:
+                blocks.append(_context(f"{len(fixes) - MAX_FIXES} more connector(s): use "
+                                       "`/submitwatch fix` with the account and connector."))
+    blocks.append(_context(f"SubmitWatch · incident #{incident.id} · events "
+                           f"{', '.join(str(i) for i in incident.event_ids)}"))
+    servers_text = ", ".join(show(n, 64) for n in incident.server_names)
+    text = (f"{'Resolved' if resolved else 'SMTP submit denied'}: {account} on {servers_text} "
+            f"({incident.event_count} event{'s' if incident.event_count != 1 else ''})")
+    return text, blocks
+
+
+def thread_note(incident: Incident, detail: Mapping[str, list[str]],
+                servers: Mapping[str, ServerConfig]) -> tuple[str, list[dict]]:
+    """A thread reply when the incident spreads to a new server or connector."""
+    parts = []
+    if detail.get("servers"):
+        parts.append("now also seen on " + ", ".join(f"*{show(s, 64)}*" for s in detail["servers"]))
+    if detail.get("connectors"):
+        parts.append("connector named by event 1018: " +
+                     ", ".join(f"*{show(c)}*" for c in detail["connectors"]))
+    text = f"{show(incident.account)}: " + "; ".join(parts)
+    blocks = [_section(text)]
+    fixes, refusal = fixes_for(incident, servers)
+    new = set(detail.get("connectors", [])) | set(detail.get("servers", []))
+    relevant = [f for f in fixes if f.connector in new or f.server in new
+                or any(f.server.casefold() == host.casefold()
+                       for name, host in incident.servers if name in new)]
+    if refusal is None and relevant:
+        blocks.extend(_fix_blocks(relevant[:MAX_FIXES]))
+    return text, blocks
+
+
+def _facts(incident: Incident) -> list[dict]:
+    if incident.connectors:
+        connectors = ", ".join(show(c, 120) for c in incident.connectors[:5])
+        if len(incident.connectors) > 5:
+            connectors += f" and {len(incident.connectors) - 5} more"
+    else:
+        connectors = "not named (event 1020 only); see the likely one below"
+    fields = [
+        f"*Servers*\n{', '.join(show(n, 64) for n in incident.server_names[:10])}",
+        f"*Connectors*\n{connectors}",
+        f"*Events*\n{incident.event_count}",
+        f"*First / last seen*\n{slack_date(incident.first_seen)} / {slack_date(incident.last_seen)}",
+    ]
+    return [{"type": "mrkdwn", "text": clip(f, FIELD_LIMIT)} for f in fields]
+
+
+def _fix_blocks(fixes: list[Fix]) -> list[dict]:
+    blocks = []
+    for fix in fixes:
+        where = {"event": "named by the event",
+                 "configured": "configured as this server's submission connector",
+                 "guess": "not named by any event: the usual client submission connector, a "
+                          "guess; list them to be sure"}[fix.connector_source]
+        blocks.append(_context(f"Connector *{show(fix.connector)}* ({where})"))
+        lines = ["# grant", fix.grant, "# verify (a Deny entry wins over a grant)", fix.verify,
+                 "# undo", fix.undo]
+        if fix.connector_source != "event":
+            lines += ["# list this server's Receive connectors", fix.list_connectors]
+        blocks.append(_preformatted("\n".join(lines)))
+    return blocks
+
+
+def _preformatted(text: str) -> dict:
+    return {"type": "rich_text", "elements": [
+        {"type": "rich_text_preformatted", "elements": [{"type": "text", "text": text}]}]}
+
+
+def _section(text: str) -> dict:
+    return {"type": "section", "text": {"type": "mrkdwn", "text": clip(text, SECTION_LIMIT)}}
+
+
+def _context(text: str) -> dict:
+    return {"type": "context", "elements": [{"type": "mrkdwn", "text": clip(text, SECTION_LIMIT)}]}
+
+
+def _printable(text: str) -> str:
+    return "".join(ch if ch.isprintable() else "?" for ch in text)

@@ -1,0 +1,77 @@
+"""APScheduler wiring: one poll job per server, plus delivery and the quiet-incident sweep.
+
+Each job is one call of a step from bot.poller. Jobs never overlap themselves
+(max_instances=1), missed runs collapse into one (coalesce=True), and polls are jittered so
+hundreds of servers do not all connect in the same second.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from datetime import datetime, timezone
+
+from apscheduler.executors.pool import ThreadPoolExecutor
+from apscheduler.schedulers.background import BackgroundScheduler
+
+from store.db import open_db
+
+from .config import Config
+from .poller import deliver_once, poll_server_once, resolve_quiet_incidents
+from .slack_out import SlackSender
+from .source import WinRMSource
+
+log = logging.getLogger("submitwatch")
+MAX_POLL_WORKERS = 32
+RESOLVE_EVERY_SECONDS = 60
+
+
+class ThreadDatabases:
+    """One SQLite connection per worker thread (a connection must not be shared across
+    threads mid-transaction)."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self._local = threading.local()
+
+    def get(self):
+        db = getattr(self._local, "db", None)
+        if db is None:
+            db = self._local.db = open_db(self.path, migrate=False)
+        return db
+
+
+def build_scheduler(config: Config, sender: SlackSender) -> BackgroundScheduler:
+    open_db(config.store.path).conn.close()  # create or upgrade the schema once, up front
+    dbs = ThreadDatabases(config.store.path)
+    workers = min(MAX_POLL_WORKERS, len(config.servers) + 2)
+    scheduler = BackgroundScheduler(
+        executors={"default": ThreadPoolExecutor(max_workers=workers)},
+        job_defaults={"max_instances": 1, "coalesce": True,
+                      "misfire_grace_time": int(config.polling.interval)},
+        timezone=timezone.utc,
+    )
+    start = datetime.now(timezone.utc)
+    for server in config.servers:
+        source = WinRMSource(server, config.polling)
+        scheduler.add_job(_guarded(lambda s=source: poll_server_once(dbs.get(), s, config),
+                                   f"poll {server.name}"),
+                          "interval", seconds=config.polling.interval,
+                          jitter=config.polling.jitter or None, next_run_time=start,
+                          id=f"poll:{server.name}", name=f"poll {server.name}")
+    scheduler.add_job(_guarded(lambda: deliver_once(dbs.get(), sender, config), "deliver"),
+                      "interval", seconds=config.polling.delivery_interval, next_run_time=start,
+                      id="deliver", name="deliver to Slack")
+    scheduler.add_job(_guarded(lambda: resolve_quiet_incidents(dbs.get(), config), "resolve"),
+                      "interval", seconds=RESOLVE_EVERY_SECONDS, id="resolve",
+                      name="resolve quiet incidents")
+    return scheduler
+
+
+def _guarded(step, name: str):
+    """A bug in one run must be logged and leave the job scheduled for the next run."""
+    def run():
+        try:
+            return step()
+        except Exception:
+            log.exception("%s failed unexpectedly; it will run again on schedule", name)
+    return run

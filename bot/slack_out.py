@@ -1,0 +1,91 @@
+"""Send alert messages through slack_sdk, and say in words what went wrong when Slack refuses.
+
+Retries of connection errors, 429 (honouring Retry-After) and 500/503 are slack_sdk's own retry
+handlers; what is left after them becomes a DeliveryError that says whether waiting can help.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from slack_sdk import WebClient
+from slack_sdk.errors import SlackApiError
+from slack_sdk.http_retry.builtin_handlers import (ConnectionErrorRetryHandler,
+                                                   RateLimitErrorRetryHandler,
+                                                   ServerErrorRetryHandler)
+
+from .config import SlackConfig
+
+#: Errors that will not go away by waiting; each needs a person to do something.
+FIXES = {
+    "channel_not_found": "the channel {channel} does not exist or the bot cannot see it: set "
+                         "slack.channel (or the server's channel) to a channel ID such as "
+                         "C0123456789",
+    "not_in_channel": "the bot is not in channel {channel}: type `/invite @SubmitWatch` there",
+    "is_archived": "channel {channel} is archived: unarchive it or configure another channel",
+    "invalid_auth": "Slack rejected the bot token: check SLACK_BOT_TOKEN (xoxb-...)",
+    "not_authed": "no bot token was sent: set SLACK_BOT_TOKEN",
+    "token_revoked": "the bot token was revoked: reinstall the app and update SLACK_BOT_TOKEN",
+    "token_expired": "the bot token expired: reinstall the app and update SLACK_BOT_TOKEN",
+    "account_inactive": "the app's bot user was deactivated: reinstall the app",
+    "missing_scope": "the app lacks a scope: reinstall it from manifest.yml",
+    "invalid_blocks": "Slack refused the message layout (a SubmitWatch bug: please report it)",
+    "msg_too_long": "the message was too long (a SubmitWatch bug: please report it)",
+    "message_not_found": "the alert message was deleted in Slack",
+}
+
+
+class DeliveryError(Exception):
+    """A send failed. `permanent` means waiting alone will not fix it."""
+
+    def __init__(self, message: str, *, code: str, permanent: bool):
+        super().__init__(message)
+        self.code = code
+        self.permanent = permanent
+
+
+@dataclass
+class SlackSender:
+    client: WebClient
+
+    @classmethod
+    def from_config(cls, slack: SlackConfig, *, timeout: int = 15, retries: int = 2) -> "SlackSender":
+        return cls(make_client(slack.api_url, slack.bot_token.reveal() if slack.bot_token else None,
+                               timeout=timeout, retries=retries))
+
+    def post(self, channel: str, text: str, blocks: list[dict], *, thread_ts: str | None = None,
+             metadata: dict | None = None) -> str:
+        """Post a message; return its ts."""
+        response = self._call("chat.postMessage", channel, channel=channel, text=text,
+                              blocks=blocks, thread_ts=thread_ts, metadata=metadata,
+                              unfurl_links=False, unfurl_media=False)
+        return response["ts"]
+
+    def update(self, channel: str, ts: str, text: str, blocks: list[dict]) -> None:
+        self._call("chat.update", channel, channel=channel, ts=ts, text=text, blocks=blocks)
+
+    def _call(self, method: str, channel: str, **kwargs):
+        kwargs = {k: v for k, v in kwargs.items() if v is not None}
+        try:
+            return self.client.api_call(method, json=kwargs)
+        except SlackApiError as exc:
+            status = exc.response.status_code
+            code = exc.response.get("error") if isinstance(exc.response.data, dict) else None
+            code = code or f"http_{status}"
+            fix = FIXES.get(code)
+            if fix:
+                raise DeliveryError(f"Slack {method} failed ({code}): " + fix.format(channel=channel),
+                                    code=code, permanent=True) from None
+            raise DeliveryError(f"Slack {method} failed ({code}, HTTP {status}); will retry",
+                                code=code, permanent=False) from None
+        except OSError as exc:  # URLError, timeouts, resets left after the retry handlers
+            raise DeliveryError(f"Slack is unreachable at {self.client.base_url} ({exc}); "
+                                "alerts wait in the outbox", code="unreachable",
+                                permanent=False) from None
+
+
+def make_client(api_url: str, token: str | None, *, timeout: int = 15, retries: int = 2) -> WebClient:
+    return WebClient(token=token, base_url=api_url, timeout=timeout, retry_handlers=[
+        ConnectionErrorRetryHandler(max_retry_count=retries),
+        RateLimitErrorRetryHandler(max_retry_count=retries),
+        ServerErrorRetryHandler(max_retry_count=retries),
+    ])

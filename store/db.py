@@ -1,0 +1,277 @@
+"""SQLite through sqlite-utils: opening, transactions, and the small queries the rest uses.
+
+Every write that must be all-or-nothing (events + incidents + outbox rows + cursor) runs inside
+`write_transaction`, which takes SQLite's write lock up front (BEGIN IMMEDIATE) so two pollers,
+or a cron `poll-once` beside `run`, queue up instead of failing half-way.
+"""
+from __future__ import annotations
+
+import json
+import sqlite3
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+from sqlite_utils import Database
+
+from bot.model import Event, Incident, Problem
+
+from .migrations import migrations
+
+BUSY_TIMEOUT_MS = 15_000
+
+
+class StoreError(RuntimeError):
+    """The database cannot be used; the message says why in words."""
+
+
+def open_db(path: str | Path, *, migrate: bool = True) -> Database:
+    """Open (and create or upgrade) the database file, in WAL mode with a busy timeout."""
+    path = Path(path)
+    try:
+        if path.parent and not path.parent.exists():
+            raise StoreError(f"the folder for the database {path} does not exist")
+        conn = sqlite3.connect(str(path), timeout=BUSY_TIMEOUT_MS / 1000, check_same_thread=False,
+                               isolation_level=None)
+        db = Database(conn)
+        db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        db.execute("PRAGMA journal_mode = WAL")
+        db.execute("PRAGMA synchronous = NORMAL")  # safe in WAL: a crash loses no committed data
+        db.execute("PRAGMA foreign_keys = ON")
+        if migrate:
+            migrations.apply(db)
+    except sqlite3.DatabaseError as exc:
+        raise StoreError(f"cannot open the database {path}: {exc}") from exc
+    return db
+
+
+@contextmanager
+def write_transaction(db: Database) -> Iterator[Database]:
+    """All-or-nothing writes. sqlite-utils calls inside nest as savepoints."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        yield db
+    except BaseException:
+        db.conn.rollback()
+        raise
+    else:
+        db.execute("COMMIT")
+
+
+def iso(moment: datetime) -> str:
+    """Fixed-width UTC text, so stored times sort and compare as strings."""
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def from_iso(text: str | None) -> datetime | None:
+    if not text:
+        return None
+    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc)
+
+
+# --- servers ------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ServerState:
+    server: str
+    generation: int = 0
+    cursor: int | None = None          # highest EventRecordID stored; None: never polled
+    newest_record: int | None = None
+    last_poll_at: datetime | None = None
+    last_success_at: datetime | None = None
+    last_error: str | None = None
+    last_error_at: datetime | None = None
+    consecutive_failures: int = 0
+    events_stored: int = 0
+
+
+def server_state(db: Database, server: str) -> ServerState:
+    rows = list(db.query("SELECT * FROM server_state WHERE server = ?", [server]))
+    return _server_state(rows[0]) if rows else ServerState(server)
+
+
+def all_server_states(db: Database) -> list[ServerState]:
+    return [_server_state(r) for r in db.query("SELECT * FROM server_state ORDER BY server")]
+
+
+def save_poll_success(db: Database, state: ServerState, *, generation: int, cursor: int | None,
+                      newest_record: int | None, stored: int, now: datetime) -> None:
+    db["server_state"].upsert({
+        "server": state.server, "generation": generation, "cursor": cursor,
+        "newest_record": newest_record, "last_poll_at": iso(now), "last_success_at": iso(now),
+        "consecutive_failures": 0, "events_stored": state.events_stored + stored,
+    }, pk="server")
+
+
+def save_poll_failure(db: Database, server: str, error: str, now: datetime) -> None:
+    state = server_state(db, server)
+    db["server_state"].upsert({
+        "server": server, "generation": state.generation, "last_poll_at": iso(now),
+        "last_error": error, "last_error_at": iso(now),
+        "consecutive_failures": state.consecutive_failures + 1,
+    }, pk="server")
+
+
+def _server_state(row: dict[str, Any]) -> ServerState:
+    return ServerState(
+        server=row["server"], generation=row["generation"], cursor=row["cursor"],
+        newest_record=row["newest_record"], last_poll_at=from_iso(row["last_poll_at"]),
+        last_success_at=from_iso(row["last_success_at"]), last_error=row["last_error"],
+        last_error_at=from_iso(row["last_error_at"]),
+        consecutive_failures=row["consecutive_failures"], events_stored=row["events_stored"])
+
+
+# --- events and problems ------------------------------------------------------------------------
+
+def store_new_events(db: Database, events: list[Event], generation: int,
+                     now: datetime) -> list[tuple[int, Event]]:
+    """Insert the events not stored yet; return (row id, event) for the new ones only.
+
+    Call inside write_transaction: the look-up and the insert must see the same rows.
+    """
+    if not events:
+        return []
+    server = events[0].server
+    ids = [e.record_id for e in events]
+    known = {r["record_id"] for r in db.query(
+        "SELECT record_id FROM events WHERE server = ? AND generation = ? "
+        "AND record_id BETWEEN ? AND ?", [server, generation, min(ids), max(ids)])}
+    fresh: dict[int, Event] = {}
+    for e in events:
+        if e.record_id not in known:
+            fresh.setdefault(e.record_id, e)  # a record repeated within one batch counts once
+    stamp = iso(now)
+    stored = []
+    for e in fresh.values():
+        cursor = db.execute(
+            "INSERT INTO events (server, generation, record_id, provider, event_id, time, account,"
+            " account_key, connector, computer, stored_at) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+            [e.server, generation, e.record_id, e.provider, e.event_id, iso(e.time), e.account,
+             e.incident_key, e.connector, e.computer, stamp])
+        stored.append((cursor.lastrowid, e))
+    return stored
+
+
+def link_events(db: Database, row_ids: Iterable[int], incident_id: int) -> None:
+    db.conn.executemany("UPDATE events SET incident_id = ? WHERE id = ?",
+                        [(incident_id, row_id) for row_id in row_ids])
+
+
+def record_problems(db: Database, problems: Iterable[Problem], now: datetime) -> None:
+    db["problems"].insert_all(({"server": p.server, "at": iso(now), "kind": p.kind,
+                                "detail": p.detail, "excerpt": p.excerpt} for p in problems),
+                              pk="id")
+
+
+# --- incidents ----------------------------------------------------------------------------------
+
+def open_incidents(db: Database, keys: Iterable[str] | None = None) -> dict[str, Incident]:
+    if keys is None:
+        rows = db.query("SELECT * FROM incidents WHERE status = 'open'")
+    else:
+        keys = list(set(keys))
+        marks = ",".join("?" * len(keys))
+        rows = db.query(f"SELECT * FROM incidents WHERE status = 'open' AND key IN ({marks})",
+                        keys)
+    return {row["key"]: _incident(row) for row in rows}
+
+
+def get_incident(db: Database, incident_id: int) -> Incident | None:
+    rows = list(db.query("SELECT * FROM incidents WHERE id = ?", [incident_id]))
+    return _incident(rows[0]) if rows else None
+
+
+def save_incident(db: Database, incident: Incident) -> Incident:
+    """Insert a new incident or update an existing one; returns it with its id."""
+    row = {
+        "key": incident.key, "account": incident.account, "status": incident.status,
+        "channel": incident.channel, "message_ts": incident.message_ts,
+        "first_seen": iso(incident.first_seen), "last_seen": iso(incident.last_seen),
+        "event_count": incident.event_count,
+        "servers": json.dumps([list(pair) for pair in incident.servers]),
+        "connectors": json.dumps(list(incident.connectors)),
+        "event_ids": json.dumps(list(incident.event_ids)),
+        "opened_at": iso(incident.opened_at),
+        "resolved_at": iso(incident.resolved_at) if incident.resolved_at else None,
+        "last_message_at": iso(incident.last_message_at) if incident.last_message_at else None,
+    }
+    if incident.id is None:
+        incident_id = db["incidents"].insert(row).last_pk
+        return Incident(**{**incident.__dict__, "id": incident_id})
+    # message_ts and last_message_at belong to delivery; never overwrite them from a stale copy.
+    del row["message_ts"], row["last_message_at"]
+    db["incidents"].update(incident.id, row)
+    return incident
+
+
+def set_message(db: Database, incident_id: int, *, ts: str | None, now: datetime) -> None:
+    if ts is None:
+        db.execute("UPDATE incidents SET last_message_at = ? WHERE id = ?", [iso(now), incident_id])
+    else:
+        db.execute("UPDATE incidents SET message_ts = ?, last_message_at = ? WHERE id = ?",
+                   [ts, iso(now), incident_id])
+
+
+def _incident(row: dict[str, Any]) -> Incident:
+    return Incident(
+        id=row["id"], key=row["key"], account=row["account"], status=row["status"],
+        channel=row["channel"], first_seen=from_iso(row["first_seen"]),
+        last_seen=from_iso(row["last_seen"]), event_count=row["event_count"],
+        servers=tuple(tuple(pair) for pair in json.loads(row["servers"])),
+        connectors=tuple(json.loads(row["connectors"])),
+        event_ids=tuple(json.loads(row["event_ids"])), opened_at=from_iso(row["opened_at"]),
+        message_ts=row["message_ts"], resolved_at=from_iso(row["resolved_at"]),
+        last_message_at=from_iso(row["last_message_at"]))
+
+
+# --- outbox -------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class OutboxRow:
+    id: int
+    incident_id: int
+    kind: str            # "post", "update" or "reply"
+    detail: dict
+    attempts: int
+    not_before: datetime
+    last_error: str | None
+
+
+def enqueue(db: Database, incident_id: int, kind: str, now: datetime, *,
+            not_before: datetime | None = None, detail: dict | None = None) -> None:
+    db["outbox"].insert({
+        "incident_id": incident_id, "kind": kind, "detail": json.dumps(detail or {}),
+        "state": "pending", "created_at": iso(now), "not_before": iso(not_before or now),
+        "attempts": 0,
+    })
+
+
+def pending_kinds(db: Database, incident_id: int) -> set[str]:
+    return {r["kind"] for r in db.query(
+        "SELECT DISTINCT kind FROM outbox WHERE incident_id = ? AND state = 'pending'",
+        [incident_id])}
+
+
+def pending_messages(db: Database, limit: int = 500) -> list[OutboxRow]:
+    """Pending rows in the order they were written (delivery decides which are due)."""
+    rows = db.query("SELECT * FROM outbox WHERE state = 'pending' ORDER BY id LIMIT ?", [limit])
+    return [OutboxRow(id=r["id"], incident_id=r["incident_id"], kind=r["kind"],
+                      detail=json.loads(r["detail"]), attempts=r["attempts"],
+                      not_before=from_iso(r["not_before"]), last_error=r["last_error"])
+            for r in rows]
+
+
+def mark_sent(db: Database, row_id: int, now: datetime) -> None:
+    db.execute("UPDATE outbox SET state = 'sent', sent_at = ?, attempts = attempts + 1, "
+               "last_error = NULL WHERE id = ?", [iso(now), row_id])
+
+
+def mark_retry(db: Database, row_id: int, error: str, retry_at: datetime) -> None:
+    db.execute("UPDATE outbox SET attempts = attempts + 1, last_error = ?, not_before = ? "
+               "WHERE id = ?", [error, iso(retry_at), row_id])
+
+
+def outbox_depth(db: Database) -> int:
+    return db.execute("SELECT count(*) FROM outbox WHERE state = 'pending'").fetchone()[0]

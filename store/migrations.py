@@ -1,0 +1,62 @@
+"""The schema, as sqlite-utils migrations: each step runs once, in order, in a transaction.
+
+Never edit a migration that has shipped; add a new one.
+"""
+from __future__ import annotations
+
+from sqlite_utils import Database
+from sqlite_utils.migrations import Migrations
+
+migrations = Migrations("submitwatch")
+
+
+@migrations()
+def m001_initial(db: Database) -> None:
+    # One row per configured server: the cursor and the health of its polling.
+    # `generation` counts how often the server's Application log was found cleared: record ids
+    # may start again after a clear, so events are unique per (server, generation, record_id).
+    db["server_state"].create({
+        "server": str, "generation": int, "cursor": int, "newest_record": int,
+        "last_poll_at": str, "last_success_at": str, "last_error": str, "last_error_at": str,
+        "consecutive_failures": int, "events_stored": int,
+    }, pk="server", not_null={"generation", "consecutive_failures", "events_stored"},
+        defaults={"generation": 0, "consecutive_failures": 0, "events_stored": 0})
+
+    db["incidents"].create({
+        "id": int, "key": str, "account": str, "status": str, "channel": str, "message_ts": str,
+        "first_seen": str, "last_seen": str, "event_count": int, "servers": str,
+        "connectors": str, "event_ids": str, "opened_at": str, "resolved_at": str,
+        "last_message_at": str,
+    }, pk="id", not_null={"key", "account", "status", "channel", "first_seen", "last_seen",
+                          "event_count", "servers", "connectors", "event_ids", "opened_at"})
+    # At most one open incident per account: the invariant grouping depends on.
+    db.execute("CREATE UNIQUE INDEX incidents_one_open_per_key ON incidents(key) "
+               "WHERE status = 'open'")
+    db["incidents"].create_index(["status", "last_seen"])
+
+    db["events"].create({
+        "id": int, "server": str, "generation": int, "record_id": int, "provider": str,
+        "event_id": int, "time": str, "account": str, "account_key": str, "connector": str,
+        "computer": str, "incident_id": int, "stored_at": str,
+    }, pk="id", not_null={"server", "generation", "record_id", "provider", "event_id", "time",
+                          "account", "account_key", "stored_at"},
+        foreign_keys=[("incident_id", "incidents", "id")])
+    db["events"].create_index(["server", "generation", "record_id"], unique=True)
+    db["events"].create_index(["account_key", "time"])
+    db["events"].create_index(["incident_id"])
+
+    # Things read from a server that could not be used (malformed events, cleared logs, ...).
+    db["problems"].create({"id": int, "server": str, "at": str, "kind": str, "detail": str,
+                           "excerpt": str}, pk="id")
+    db["problems"].create_index(["server", "at"])
+
+    # Slack messages to send. A row is written in the same transaction as the incident change
+    # that caused it, and marked sent only after Slack answered ok.
+    db["outbox"].create({
+        "id": int, "incident_id": int, "kind": str, "detail": str, "state": str,
+        "created_at": str, "not_before": str, "attempts": int, "last_error": str,
+        "sent_at": str,
+    }, pk="id", not_null={"incident_id", "kind", "state", "created_at", "not_before", "attempts"},
+        defaults={"attempts": 0}, foreign_keys=[("incident_id", "incidents", "id")])
+    db["outbox"].create_index(["state", "not_before"])
+    db["outbox"].create_index(["incident_id", "state"])

@@ -1,0 +1,80 @@
+"""Grouping events into incidents: pure decisions with `now` passed in."""
+from datetime import datetime, timedelta, timezone
+
+from bot.incidents import decide, resolve_quiet
+from bot.model import Event
+
+T0 = datetime(2026, 3, 8, 8, 0, tzinfo=timezone.utc)
+QUIET = timedelta(hours=24)
+
+
+def event(record, account="CONTOSO\\svc-scanner", server="EX01", minutes=0, connector=None):
+    return Event(server=server, record_id=record, provider="MSExchangeTransport",
+                 event_id=1018 if connector else 1020, time=T0 + timedelta(minutes=minutes),
+                 account=account, connector=connector, computer=f"{server}.contoso.local")
+
+
+def channel_for(server):
+    return {"EX02": "C0EX02"}.get(server, "C0ALERTS")
+
+
+def run(events, open_incidents=None, now=T0 + timedelta(hours=1)):
+    return decide(events, open_incidents or {}, now, QUIET, channel_for)
+
+
+def test_repeats_of_one_account_are_one_incident_case_insensitively():
+    [change] = run([event(1), event(2, "contoso\\SVC-SCANNER", minutes=5), event(3, minutes=9)])
+    assert change.opened
+    incident = change.after
+    assert incident.account == "CONTOSO\\svc-scanner"  # as first seen
+    assert incident.event_count == 3
+    assert (incident.first_seen, incident.last_seen) == (T0, T0 + timedelta(minutes=9))
+    assert incident.servers == (("EX01", "EX01"),)
+    assert len(change.events) == 3
+
+
+def test_different_accounts_are_different_incidents_and_take_their_servers_channel():
+    changes = run([event(1, "a"), event(2, "b", server="EX02")])
+    assert [(c.after.account, c.after.channel) for c in changes] == [("a", "C0ALERTS"), ("b", "C0EX02")]
+
+
+def test_growing_an_open_incident_reports_new_servers_and_connectors():
+    [opened] = run([event(1)])
+    incident = opened.after
+    [change] = run([event(7, server="EX02", minutes=30, connector="EX02\\Client Frontend EX02"),
+                    event(8, minutes=31)], {incident.key: incident})
+    assert not change.opened and not change.resolved
+    assert change.new_servers == ("EX02",)
+    assert change.new_connectors == ("EX02\\Client Frontend EX02",)
+    assert change.after.event_count == 3
+    assert change.after.event_ids == (1018, 1020)
+    assert change.after.server_names == ("EX01", "EX02")
+
+
+def test_out_of_order_events_keep_first_and_last_seen_right():
+    [change] = run([event(2, minutes=10), event(1, minutes=-10)])
+    assert change.after.first_seen == T0 - timedelta(minutes=10)
+    assert change.after.last_seen == T0 + timedelta(minutes=10)
+
+
+def test_an_event_after_the_quiet_period_closes_the_old_incident_and_opens_a_new_one():
+    [opened] = run([event(1)])
+    old = opened.after
+    late = T0 + QUIET + timedelta(minutes=1)
+    changes = decide([event(9, minutes=24 * 60 + 1)], {old.key: old}, late, QUIET, channel_for)
+    assert [(c.opened, c.after.status) for c in changes] == [(False, "resolved"), (True, "open")]
+    assert changes[0].resolved and changes[0].after.resolved_at == late
+    assert changes[1].after.event_count == 1
+
+
+def test_quiet_incidents_resolve_and_busy_ones_do_not():
+    [quiet] = run([event(1, "quiet")])
+    [busy] = run([event(2, "busy", minutes=60)])
+    now = T0 + QUIET + timedelta(minutes=30)
+    changes = resolve_quiet([quiet.after, busy.after], now, QUIET)
+    assert [(c.after.account, c.after.status, c.after.resolved_at) for c in changes] == [
+        ("quiet", "resolved", now)]
+
+
+def test_nothing_new_changes_nothing():
+    assert run([]) == []

@@ -1,0 +1,153 @@
+"""The alert message: what it says, and that nothing from an event can ping, link or inject."""
+import json
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from bot import render
+from bot.config import ServerConfig
+from bot.model import Incident
+from bot.remediation import fix_for
+from bot.sim.slack_api import validate_blocks
+from tests.pwsh_parse import parse_pipeline
+
+T0 = datetime(2026, 3, 8, 8, 0, tzinfo=timezone.utc)
+SERVERS = {"EX01": ServerConfig(name="EX01", url="https://ex01:5986/wsman", username="u",
+                                password_env="P")}
+
+
+def incident(account="CONTOSO\\svc-scanner", connectors=(), servers=(("EX01", "EX01"),),
+             status="open", count=3):
+    return Incident(id=12, key=account.casefold(), account=account, status=status,
+                    channel="C0ALERTS", first_seen=T0, last_seen=T0 + timedelta(minutes=9),
+                    event_count=count, servers=servers, connectors=connectors,
+                    event_ids=(1018,) if connectors else (1020,), opened_at=T0,
+                    resolved_at=T0 + timedelta(hours=30) if status == "resolved" else None)
+
+
+def mrkdwn_texts(blocks):
+    """Every string Slack will parse as mrkdwn."""
+    found = []
+
+    def walk(node):
+        if isinstance(node, dict):
+            if node.get("type") == "mrkdwn":
+                found.append(node["text"])
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+    walk(blocks)
+    return found
+
+
+def preformatted(blocks):
+    return [el["elements"][0]["text"] for b in blocks if b["type"] == "rich_text"
+            for el in b["elements"]]
+
+
+def test_a_1018_alert_explains_and_gives_the_exact_commands():
+    inc = incident(connectors=("EX01\\Client Frontend EX01",))
+    text, blocks = render.alert(inc, SERVERS)
+    assert validate_blocks(blocks) == []
+    assert blocks[0] == {"type": "header", "text": {"type": "plain_text", "emoji": False,
+                                                    "text": "SMTP submit denied: CONTOSO\\svc-scanner"}}
+    prose = "\n".join(mrkdwn_texts(blocks))
+    assert "valid credentials" in prose and "ms-Exch-SMTP-Submit" in prose
+    assert "*Events*\n3" in prose and "EX01\\Client Frontend EX01" in prose
+    fix = fix_for(inc.account, "EX01", connector="EX01\\Client Frontend EX01")
+    [commands] = preformatted(blocks)
+    assert fix.grant in commands.splitlines()
+    assert fix.verify in commands.splitlines() and fix.undo in commands.splitlines()
+    assert text == "SMTP submit denied: CONTOSO\\svc-scanner on EX01 (3 events)"
+
+
+def test_a_1020_alert_says_the_connector_is_a_guess_and_how_to_list_them():
+    _, blocks = render.alert(incident(), SERVERS)
+    prose = "\n".join(mrkdwn_texts(blocks))
+    assert "not named (event 1020 only)" in prose
+    assert "a guess" in prose and "EX01\\Client Frontend EX01" in prose
+    [commands] = preformatted(blocks)
+    assert "Get-ReceiveConnector -Server 'EX01' | Format-Table" in commands
+
+
+def test_a_configured_submission_connector_is_used_and_named_as_such():
+    servers = {"EX01": ServerConfig(name="EX01", url="https://ex01:5986/wsman", username="u",
+                                    password_env="P", submission_connector="EX01\\Scanners")}
+    _, blocks = render.alert(incident(), servers)
+    assert "configured as this server's submission connector" in "\n".join(mrkdwn_texts(blocks))
+    assert "-Identity 'EX01\\Scanners'" in preformatted(blocks)[0]
+
+
+HOSTILE = [
+    "<!channel>", "<!here> hi", "<@U0123ABC>", "<!subteam^S012|ops>", "<https://evil.example|click>",
+    "a & b", "```\n<!channel>```", "`x` *bold* _i_ ~s~", "CONTOSO\\O'Brien’s", "$(Remove-Item C:\\)",
+]
+
+
+@pytest.mark.parametrize("account", HOSTILE)
+def test_event_text_can_never_ping_link_or_break_out(account):
+    inc = incident(account=account, connectors=(f"EX01\\{account}",))
+    text, blocks = render.alert(inc, SERVERS)
+    for mrkdwn in mrkdwn_texts(blocks) + [text]:
+        # Our own <!date^...> tokens are the only angle brackets allowed.
+        stripped = mrkdwn
+        for token in ("<!date^",):
+            while token in stripped:
+                start = stripped.index(token)
+                stripped = stripped[:start] + stripped[stripped.index(">", start) + 1:]
+        assert "<" not in stripped and ">" not in stripped
+        assert "&" not in stripped.replace("&amp;", "").replace("&lt;", "").replace("&gt;", "")
+    assert validate_blocks(blocks) == [] or "\n" in account  # refusal path checked below
+
+
+def test_commands_for_hostile_names_are_literal_arguments_equal_to_the_input():
+    account = "CONTOSO\\O'Brien’s $(whoami) `n <!channel>"
+    _, blocks = render.alert(incident(account=account), SERVERS)
+    [commands] = preformatted(blocks)
+    grant = next(line for line in commands.splitlines() if "Add-ADPermission" in line)
+    pipeline = parse_pipeline(grant)
+    user = pipeline.commands[1].arg("-User")
+    assert user.is_verbatim_literal and user.value == account
+
+
+def test_an_unsafe_name_gets_no_command_and_a_reason():
+    _, blocks = render.alert(incident(account="evil\nGet-Process"), SERVERS)
+    assert preformatted(blocks) == []
+    prose = "\n".join(mrkdwn_texts(blocks))
+    assert "No command is shown" in prose and "line break" in prose
+    assert validate_blocks(blocks) == []
+
+
+def test_very_long_names_stay_within_block_kit_limits():
+    account = "CONTOSO\\" + "<&>" * 340  # 1028 chars, over the quoting limit too
+    _, blocks = render.alert(incident(account=account, connectors=("EX01\\" + "c" * 900,)), SERVERS)
+    assert validate_blocks(blocks) == []
+    assert len(blocks[0]["text"]["text"]) <= 150
+    _, blocks = render.alert(incident(account="A" * 1000), SERVERS)
+    assert validate_blocks(blocks) == []
+
+
+def test_control_characters_are_shown_visibly_in_prose():
+    assert render.show("a\x1bb") == "a\\x1bb"
+
+
+def test_resolved_alert_says_so_and_drops_the_commands():
+    text, blocks = render.alert(incident(status="resolved"), SERVERS)
+    assert blocks[0]["text"]["text"].startswith("Resolved: ")
+    assert text.startswith("Resolved: ")
+    assert preformatted(blocks) == []
+    assert "A new event opens a new alert" in "\n".join(mrkdwn_texts(blocks))
+
+
+def test_thread_note_for_a_new_server_carries_its_fix():
+    inc = incident(servers=(("EX01", "EX01"), ("EX02", "EX02")))
+    text, blocks = render.thread_note(inc, {"servers": ["EX02"], "connectors": []}, SERVERS)
+    assert "now also seen on *EX02*" in text
+    [commands] = preformatted(blocks)
+    assert "EX02\\Client Frontend EX02" in commands and "EX01\\" not in commands
+
+
+def test_the_whole_message_is_json_serialisable():
+    json.dumps(render.alert(incident(), SERVERS)[1])

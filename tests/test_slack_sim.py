@@ -1,0 +1,531 @@
+"""The Slack stand-in, driven by the real slack_sdk WebClient over loopback HTTP.
+
+These tests pin down both halves the rest of the suite relies on: what the
+stand-in records (exact payloads, state) and how real slack_sdk reacts to what
+it answers (retry handlers, SlackApiError).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+import threading
+import time
+from urllib.parse import unquote
+
+import pytest
+from slack_sdk import WebClient
+from slack_sdk.errors import SlackApiError
+from slack_sdk.http_retry import FixedValueRetryIntervalCalculator
+from slack_sdk.http_retry.builtin_handlers import RateLimitErrorRetryHandler, ServerErrorRetryHandler
+
+from bot.sim.slack_api import Call, SlackStandIn, block_kit_builder_url, render_text
+
+TOKEN = "xoxb-test"
+CHANNEL = "C0ALERTS"
+TS_PATTERN = re.compile(r"^\d{10}\.\d{6}$")
+
+ALERT_BLOCKS = [
+    {"type": "header", "text": {"type": "plain_text", "text": "SMTP submit denied: CONTOSO\\svc-scanner"}},
+    {
+        "type": "section",
+        "text": {"type": "mrkdwn", "text": "*3 events* since 08:13 &amp; counting (&lt;!channel&gt; is not a ping)"},
+    },
+    {
+        "type": "section",
+        "fields": [
+            {"type": "mrkdwn", "text": "*Account*\nCONTOSO\\svc-scanner"},
+            {"type": "mrkdwn", "text": "*Connector*\nEX01\\Default Frontend EX01"},
+        ],
+    },
+    {"type": "divider"},
+    {
+        "type": "context",
+        "elements": [
+            {"type": "mrkdwn", "text": "Event 1018 on <https://ex01.contoso.local|EX01>"},
+            {"type": "plain_text", "text": "MSExchangeTransport"},
+        ],
+    },
+    {
+        "type": "actions",
+        "elements": [
+            {"type": "button", "text": {"type": "plain_text", "text": "Grant submit"}, "action_id": "grant"},
+            {"type": "button", "text": {"type": "plain_text", "text": "Ignore"}, "action_id": "ignore"},
+        ],
+    },
+]
+
+
+@pytest.fixture
+def slack():
+    with SlackStandIn(bot_token=TOKEN, channels=(CHANNEL, "C0OTHER"), not_joined=("C0OTHER",)) as stand_in:
+        yield stand_in
+
+
+@pytest.fixture
+def client(slack):
+    # No retry handlers: each test that wants retries builds its own client.
+    return WebClient(token=TOKEN, base_url=slack.api_url, retry_handlers=[])
+
+
+def fast_server_retries(count: int = 2) -> ServerErrorRetryHandler:
+    return ServerErrorRetryHandler(
+        max_retry_count=count, interval_calculator=FixedValueRetryIntervalCalculator(0.01)
+    )
+
+
+# slack_sdk warns (UserWarning) when a post has no top-level `text`; the tests
+# that do that on purpose silence it.
+no_text_warning = pytest.mark.filterwarnings("ignore:The top-level `text` argument is missing")
+
+
+def api_error(excinfo: pytest.ExceptionInfo[SlackApiError]) -> str:
+    return excinfo.value.response["error"]
+
+
+# -- lifecycle and plumbing -------------------------------------------------
+
+
+def test_api_url_is_loopback_with_trailing_slash_and_stop_frees_the_port():
+    stand_in = SlackStandIn().start()
+    assert re.fullmatch(r"http://127\.0\.0\.1:\d+/api/", stand_in.api_url)
+    port = stand_in.port
+    stand_in.stop()
+    stand_in.stop()  # idempotent
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    with pytest.raises(RuntimeError):
+        _ = stand_in.api_url
+
+
+def test_base_url_without_trailing_slash_still_works(slack):
+    # slack_sdk appends the slash itself (BaseClient.__init__).
+    no_slash = WebClient(token=TOKEN, base_url=slack.api_url.rstrip("/"))
+    response = no_slash.auth_test()
+    assert response["user_id"] == slack.bot_user_id
+    assert slack.calls_to("auth.test")[0].headers["authorization"] == f"Bearer {TOKEN}"
+
+
+def test_auth_test_identity(client, slack):
+    response = client.auth_test()
+    assert response.data == {
+        "ok": True,
+        "url": "https://submitwatch-test.slack.com/",
+        "team": "SubmitWatch Test",
+        "user": "submitwatch",
+        "team_id": slack.team_id,
+        "user_id": slack.bot_user_id,
+        "bot_id": slack.bot_id,
+        "is_enterprise_install": False,
+    }
+
+
+def test_unknown_method(client):
+    with pytest.raises(SlackApiError) as excinfo:
+        client.api_call("chat.frobnicate", params={"channel": CHANNEL})
+    assert api_error(excinfo) == "unknown_method"
+
+
+# -- posting ------------------------------------------------------------------
+
+
+def test_post_with_blocks_records_exact_json_payload(client, slack):
+    response = client.chat_postMessage(
+        channel=CHANNEL, text="SMTP submit denied: CONTOSO\\svc-scanner", blocks=ALERT_BLOCKS
+    )
+
+    [call] = slack.calls
+    assert isinstance(call, Call)
+    assert call.method == "chat.postMessage"
+    assert call.params == {
+        "channel": CHANNEL,
+        "text": "SMTP submit denied: CONTOSO\\svc-scanner",
+        "blocks": ALERT_BLOCKS,
+    }
+    assert call.headers["content-type"].startswith("application/json")
+    assert call.headers["authorization"] == f"Bearer {TOKEN}"
+    assert call.ok and call.status == 200
+    assert abs(call.at - time.time()) < 5
+
+    assert response["channel"] == CHANNEL
+    assert TS_PATTERN.match(response["ts"])
+    assert response["message"]["blocks"] == ALERT_BLOCKS
+    assert response["message"]["bot_id"] == slack.bot_id
+
+    [message] = slack.messages(CHANNEL)
+    assert message["ts"] == response["ts"]
+    assert message["text"] == "SMTP submit denied: CONTOSO\\svc-scanner"
+    assert message["blocks"] == ALERT_BLOCKS
+    assert message["replies"] == [] and message["edits"] == 0 and message["metadata"] is None
+
+
+def test_text_only_post_is_also_json_and_ts_strictly_increase(client, slack):
+    first = client.chat_postMessage(channel=CHANNEL, text="one")["ts"]
+    second = client.chat_postMessage(channel=CHANNEL, text="two")["ts"]
+    assert first == "1767225600.000100"
+    assert second == "1767225600.000200"
+    assert all(c.headers["content-type"].startswith("application/json") for c in slack.calls)
+    assert [m["text"] for m in slack.messages(CHANNEL)] == ["one", "two"]
+
+
+def test_form_encoded_post_with_blocks_as_json_string(client, slack):
+    blocks = [{"type": "section", "text": {"type": "mrkdwn", "text": "form"}}]
+    client.api_call(
+        "chat.postMessage", params={"channel": "#c0alerts", "text": "form", "blocks": json.dumps(blocks)}
+    )
+    [call] = slack.calls
+    assert call.headers["content-type"] == "application/x-www-form-urlencoded"
+    assert call.params == {"channel": "#c0alerts", "text": "form", "blocks": json.dumps(blocks)}
+    [message] = slack.messages(CHANNEL)  # resolved by name
+    assert message["blocks"] == blocks
+
+
+def test_token_in_form_body_is_accepted():
+    with SlackStandIn() as slack:
+        tokenless = WebClient(base_url=slack.api_url)
+        assert tokenless.api_call("auth.test", params={"token": "xoxb-test"})["ok"] is True
+        with pytest.raises(SlackApiError) as excinfo:
+            tokenless.auth_test()
+        assert api_error(excinfo) == "not_authed"
+
+
+@no_text_warning
+def test_post_validation_errors(client):
+    cases = [
+        (dict(channel="C0NOPE", text="x"), "channel_not_found"),
+        (dict(channel="C0OTHER", text="x"), "not_in_channel"),
+        (dict(channel=CHANNEL, text=""), "no_text"),
+        (dict(channel=CHANNEL, text="x", blocks=[{"type": "divider"}] * 51), "invalid_blocks"),
+        (dict(channel=CHANNEL, text="x", blocks=[{"type": "sectoin"}]), "invalid_blocks"),
+        (dict(channel=CHANNEL, text="x", thread_ts="1767225600.999999"), "thread_not_found"),
+        (dict(channel=CHANNEL, text="x" * 40_001), "msg_too_long"),
+    ]
+    for kwargs, expected in cases:
+        with pytest.raises(SlackApiError) as excinfo:
+            client.chat_postMessage(**kwargs)
+        assert api_error(excinfo) == expected, kwargs
+
+
+def test_exactly_fifty_blocks_is_fine_and_block_limits_report_pointer(client, slack):
+    client.chat_postMessage(channel=CHANNEL, text="x", blocks=[{"type": "divider"}] * 50)
+    long_header = [{"type": "header", "text": {"type": "plain_text", "text": "h" * 151}}]
+    with pytest.raises(SlackApiError) as excinfo:
+        client.chat_postMessage(channel=CHANNEL, text="x", blocks=long_header)
+    assert excinfo.value.response["response_metadata"]["messages"] == [
+        "[ERROR] must be less than 151 characters [json-pointer:/blocks/0/text/text]"
+    ]
+    with pytest.raises(SlackApiError) as excinfo:
+        client.api_call("chat.postMessage", params={"channel": CHANNEL, "text": "x", "blocks": "{not json"})
+    assert api_error(excinfo) == "invalid_blocks_format"
+    assert len(slack.messages(CHANNEL)) == 1
+
+
+@no_text_warning
+def test_blocks_without_text_are_accepted(client, slack):
+    client.chat_postMessage(channel=CHANNEL, blocks=[{"type": "divider"}])
+    assert slack.messages(CHANNEL)[0]["text"] == ""
+
+
+# -- update, threads, metadata ----------------------------------------------------
+
+
+def test_update_replaces_content_and_counts_edits(client, slack):
+    ts = client.chat_postMessage(channel=CHANNEL, text="open", blocks=ALERT_BLOCKS)["ts"]
+    new_blocks = [{"type": "section", "text": {"type": "mrkdwn", "text": ":white_check_mark: fixed"}}]
+
+    response = client.chat_update(channel=CHANNEL, ts=ts, text="fixed", blocks=new_blocks)
+    assert response["ts"] == ts and response["text"] == "fixed"
+    assert slack.calls_to("chat.update")[0].params == {
+        "channel": CHANNEL,
+        "ts": ts,
+        "text": "fixed",
+        "blocks": new_blocks,
+    }
+
+    client.chat_update(channel=CHANNEL, ts=ts, text="fixed again")  # blocks absent: kept
+    [message] = slack.messages(CHANNEL)
+    assert message["ts"] == ts
+    assert message["text"] == "fixed again"
+    assert message["blocks"] == new_blocks
+    assert message["edits"] == 2
+
+    client.chat_update(channel=CHANNEL, ts=ts, text="plain", blocks=[])  # [] clears blocks
+    assert slack.messages(CHANNEL)[0]["blocks"] == []
+
+    history = client.conversations_history(channel=CHANNEL)["messages"]
+    assert history[0]["edited"]["user"] == slack.bot_user_id
+
+
+def test_update_unknown_message(client):
+    client.chat_postMessage(channel=CHANNEL, text="x")
+    with pytest.raises(SlackApiError) as excinfo:
+        client.chat_update(channel=CHANNEL, ts="1767225600.999999", text="y")
+    assert api_error(excinfo) == "message_not_found"
+    with pytest.raises(SlackApiError) as excinfo:
+        client.chat_update(channel="C0NOPE", ts="1767225600.000100", text="y")
+    assert api_error(excinfo) == "channel_not_found"
+
+
+def test_thread_replies(client, slack):
+    parent = client.chat_postMessage(channel=CHANNEL, text="incident")["ts"]
+    first = client.chat_postMessage(channel=CHANNEL, text="update 1", thread_ts=parent)
+    assert first["message"]["thread_ts"] == parent
+    second = client.chat_postMessage(channel=CHANNEL, text="update 2", thread_ts=first["ts"])  # reply's ts
+
+    [message] = slack.messages(CHANNEL)
+    assert [r["text"] for r in message["replies"]] == ["update 1", "update 2"]
+    assert all(r["thread_ts"] == parent for r in message["replies"])
+
+    history = client.conversations_history(channel=CHANNEL)["messages"]
+    assert [m["text"] for m in history] == ["incident"]  # replies are not top level
+    assert history[0]["reply_count"] == 2 and history[0]["latest_reply"] == second["ts"]
+
+    replies = client.conversations_replies(channel=CHANNEL, ts=parent)["messages"]
+    assert [m["text"] for m in replies] == ["incident", "update 1", "update 2"]
+
+    with pytest.raises(SlackApiError) as excinfo:
+        client.conversations_replies(channel=CHANNEL, ts="1767225600.999999")
+    assert api_error(excinfo) == "thread_not_found"
+
+
+def test_metadata_round_trip(client, slack):
+    metadata = {"event_type": "submitwatch_incident", "event_payload": {"incident": "EX01|CONTOSO\\svc", "n": 3}}
+    client.chat_postMessage(channel=CHANNEL, text="incident", metadata=metadata)
+
+    assert slack.calls_to("chat.postMessage")[0].params["metadata"] == metadata
+    assert slack.messages(CHANNEL)[0]["metadata"] == metadata
+
+    plain = client.conversations_history(channel=CHANNEL)["messages"][0]
+    assert "metadata" not in plain
+    with_meta = client.conversations_history(channel=CHANNEL, include_all_metadata=True)["messages"][0]
+    assert with_meta["metadata"] == metadata
+    # slack_sdk turns the bool into "1" in a form body
+    assert slack.calls_to("conversations.history")[1].params["include_all_metadata"] == "1"
+
+    with pytest.raises(SlackApiError) as excinfo:
+        client.chat_postMessage(channel=CHANNEL, text="x", metadata={"event_payload": {}})
+    assert api_error(excinfo) == "invalid_metadata_schema"
+
+
+def test_history_newest_first_with_pagination(client):
+    for i in range(5):
+        client.chat_postMessage(channel=CHANNEL, text=f"m{i}")
+    page1 = client.conversations_history(channel=CHANNEL, limit=2)
+    assert [m["text"] for m in page1["messages"]] == ["m4", "m3"] and page1["has_more"] is True
+    cursor = page1["response_metadata"]["next_cursor"]
+    page2 = client.conversations_history(channel=CHANNEL, limit=2, cursor=cursor)
+    assert [m["text"] for m in page2["messages"]] == ["m2", "m1"]
+    everything = [m["text"] for page in client.conversations_history(channel=CHANNEL, limit=2) for m in page["messages"]]
+    assert everything == ["m4", "m3", "m2", "m1", "m0"]
+
+    with pytest.raises(SlackApiError) as excinfo:
+        client.conversations_history(channel="C0OTHER")
+    assert api_error(excinfo) == "not_in_channel"
+
+
+def test_conversations_info_and_ephemeral(client, slack):
+    info = client.conversations_info(channel="C0OTHER")["channel"]
+    assert info["id"] == "C0OTHER" and info["is_member"] is False
+    slack.set_joined("C0OTHER")
+    assert client.conversations_info(channel="C0OTHER")["channel"]["is_member"] is True
+
+    response = client.chat_postEphemeral(channel=CHANNEL, user="U0ADMIN", text="only you")
+    assert TS_PATTERN.match(response["message_ts"])
+    assert slack.ephemerals(CHANNEL) == [
+        {
+            "channel": CHANNEL,
+            "user": "U0ADMIN",
+            "ts": response["message_ts"],
+            "thread_ts": None,
+            "text": "only you",
+            "blocks": [],
+        }
+    ]
+    assert slack.messages(CHANNEL) == []  # ephemerals are not channel history
+
+
+# -- auth -----------------------------------------------------------------------
+
+
+def test_wrong_token_is_invalid_auth_and_changes_nothing(slack):
+    wrong = WebClient(token="xoxb-wrong", base_url=slack.api_url)
+    with pytest.raises(SlackApiError) as excinfo:
+        wrong.chat_postMessage(channel=CHANNEL, text="x")
+    assert api_error(excinfo) == "invalid_auth"
+    assert excinfo.value.response.status_code == 200  # Slack answers auth errors with 200
+    assert slack.messages(CHANNEL) == []
+    assert slack.calls[0].error == "invalid_auth"
+
+
+def test_revoked_token(client, slack):
+    client.auth_test()
+    slack.revoke_token()
+    with pytest.raises(SlackApiError) as excinfo:
+        client.auth_test()
+    assert api_error(excinfo) == "token_revoked"
+
+
+# -- faults and retries ---------------------------------------------------------
+
+
+def test_429_retry_after_is_honoured_and_post_lands_once(slack):
+    retrying = WebClient(token=TOKEN, base_url=slack.api_url, retry_handlers=[RateLimitErrorRetryHandler()])
+    slack.fail_next("chat.postMessage", status=429, headers={"Retry-After": "1"})
+
+    started = time.monotonic()
+    response = retrying.chat_postMessage(channel=CHANNEL, text="after the wait")
+    elapsed = time.monotonic() - started
+
+    assert response["ok"] is True
+    assert elapsed >= 1.0  # slack_sdk slept Retry-After (+ up to 1 s jitter)
+    attempts = slack.calls_to("chat.postMessage")
+    assert [(c.status, c.error) for c in attempts] == [(429, "ratelimited"), (200, None)]
+    assert attempts[0].params == attempts[1].params  # the same request, resent
+    assert [m["text"] for m in slack.messages(CHANNEL)] == ["after the wait"]
+
+
+def test_429_without_retry_handler_surfaces_as_ratelimited(client, slack):
+    slack.fail_next("chat.postMessage", status=429, headers={"Retry-After": "30"})
+    with pytest.raises(SlackApiError) as excinfo:
+        client.chat_postMessage(channel=CHANNEL, text="x")
+    response = excinfo.value.response
+    assert response.status_code == 429
+    assert response["error"] == "ratelimited"
+    assert response.headers["retry-after"] == "30"
+    assert slack.messages(CHANNEL) == []
+
+
+@pytest.mark.parametrize("status", [500, 503])
+def test_server_errors_are_retried_with_server_error_handler(slack, status):
+    retrying = WebClient(token=TOKEN, base_url=slack.api_url, retry_handlers=[fast_server_retries(2)])
+    slack.fail_next("chat.postMessage", status=status, times=2)
+
+    response = retrying.chat_postMessage(channel=CHANNEL, text="third time lucky")
+
+    assert response["ok"] is True
+    assert [c.status for c in slack.calls_to("chat.postMessage")] == [status, status, 200]
+    assert len(slack.messages(CHANNEL)) == 1
+
+
+def test_server_error_without_retry_is_non_json_api_error(client, slack):
+    slack.fail_next("chat.postMessage", status=500)
+    with pytest.raises(SlackApiError) as excinfo:
+        client.chat_postMessage(channel=CHANNEL, text="x")
+    assert excinfo.value.response.status_code == 500
+    assert api_error(excinfo) == "Received a response in a non-JSON format: Internal Server Error"
+
+
+def test_injected_ok_false_error_is_raised_then_cleared(client, slack):
+    slack.fail_next("chat.postMessage", error="channel_not_found")
+    with pytest.raises(SlackApiError) as excinfo:
+        client.chat_postMessage(channel=CHANNEL, text="x")
+    assert api_error(excinfo) == "channel_not_found"
+    client.auth_test()  # other methods unaffected
+    client.chat_postMessage(channel=CHANNEL, text="x")  # the fault was used up
+    assert len(slack.messages(CHANNEL)) == 1
+
+
+def test_wildcard_fault_and_fail_next_argument_checks(client, slack):
+    slack.fail_next("*", error="fatal_error")
+    with pytest.raises(SlackApiError):
+        client.auth_test()
+    client.auth_test()
+    with pytest.raises(ValueError):
+        slack.fail_next("chat.postMessage")  # status 200 needs an error
+    with pytest.raises(ValueError):
+        slack.fail_next("chat.postMessage", status=500, times=0)
+
+
+def test_outage_on_and_off(client, slack):
+    slack.set_down(True)
+    with pytest.raises(SlackApiError) as excinfo:
+        client.chat_postMessage(channel=CHANNEL, text="lost")
+    assert excinfo.value.response.status_code == 503
+
+    retrying = WebClient(token=TOKEN, base_url=slack.api_url, retry_handlers=[fast_server_retries(2)])
+    with pytest.raises(SlackApiError):
+        retrying.auth_test()
+    assert [c.status for c in slack.calls_to("auth.test")] == [503, 503, 503]
+
+    slack.set_down(False)
+    client.chat_postMessage(channel=CHANNEL, text="back")
+    assert [m["text"] for m in slack.messages(CHANNEL)] == ["back"]
+
+
+def test_delay_slows_each_request(client, slack):
+    slack.delay = 0.2
+    started = time.monotonic()
+    client.auth_test()
+    assert time.monotonic() - started >= 0.2
+
+
+# -- concurrency ----------------------------------------------------------------
+
+
+def test_concurrent_posts_get_unique_increasing_ts(slack):
+    errors: list[BaseException] = []
+
+    def worker(n: int) -> None:
+        client = WebClient(token=TOKEN, base_url=slack.api_url)
+        try:
+            for i in range(10):
+                client.chat_postMessage(channel=CHANNEL, text=f"{n}-{i}")
+        except BaseException as exc:  # surfaced below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=10)
+    assert not errors
+    stamps = [m["ts"] for m in slack.messages(CHANNEL)]
+    assert len(stamps) == 80 and len(set(stamps)) == 80
+    assert stamps == sorted(stamps, key=float)
+    assert len(slack.calls_to("chat.postMessage")) == 80
+    assert slack.wait_for_calls("chat.postMessage", 80, timeout=0.1)
+    with pytest.raises(TimeoutError):
+        slack.wait_for_calls("chat.postMessage", 81, timeout=0.1)
+
+
+# -- rendering ------------------------------------------------------------------
+
+
+def test_render_text_of_typical_alert():
+    assert render_text({"text": "fallback", "blocks": ALERT_BLOCKS}) == "\n".join(
+        [
+            "SMTP submit denied: CONTOSO\\svc-scanner",
+            "=======================================",
+            "*3 events* since 08:13 & counting (<!channel> is not a ping)",
+            "*Account* CONTOSO\\svc-scanner",
+            "*Connector* EX01\\Default Frontend EX01",
+            "----------------------------------------",
+            "Event 1018 on EX01 (https://ex01.contoso.local) | MSExchangeTransport",
+            "[Grant submit] [Ignore]",
+        ]
+    )
+
+
+def test_render_text_falls_back_to_text_and_decodes_controls():
+    assert render_text({"text": "hi <@U123> in <#C0ALERTS|alerts>: a &amp;lt; b &gt; c", "blocks": []}) == (
+        "hi @U123 in #alerts: a &lt; b > c"
+    )
+    assert render_text({"blocks": [{"type": "section", "text": {"type": "plain_text", "text": "&amp;"}}]}) == "&amp;"
+
+
+def test_render_text_of_a_posted_message(client, slack):
+    client.chat_postMessage(channel=CHANNEL, text="fallback", blocks=ALERT_BLOCKS)
+    rendered = render_text(slack.messages(CHANNEL)[0])
+    assert rendered.startswith("SMTP submit denied")
+    assert "[Grant submit] [Ignore]" in rendered
+
+
+def test_block_kit_builder_url_round_trips():
+    url = block_kit_builder_url(ALERT_BLOCKS)
+    prefix = "https://app.slack.com/block-kit-builder/#"
+    assert url.startswith(prefix)
+    encoded = url[len(prefix) :]
+    assert not set(encoded) & set(' "{}#&?')
+    assert json.loads(unquote(encoded)) == {"blocks": ALERT_BLOCKS}
+    assert block_kit_builder_url({"blocks": ALERT_BLOCKS}) == url
