@@ -63,17 +63,17 @@ class SlackSender:
     def update(self, channel: str, ts: str, text: str, blocks: list[dict]) -> None:
         self._call("chat.update", channel, channel=channel, ts=ts, text=text, blocks=blocks)
 
-    def _call(self, method: str, channel: str, **kwargs):
+    def _call(self, method: str, where: str, **kwargs):
         kwargs = {k: v for k, v in kwargs.items() if v is not None}
         try:
             return self.client.api_call(method, json=kwargs)
         except SlackApiError as exc:
             status = exc.response.status_code
-            code = exc.response.get("error") if isinstance(exc.response.data, dict) else None
-            code = code or f"http_{status}"
+            # A non-200 answer (429 after retries, 5xx) may not even be JSON: name it by status.
+            code = (exc.response.get("error") if status == 200 else None) or f"http_{status}"
             fix = FIXES.get(code)
             if fix:
-                raise DeliveryError(f"Slack {method} failed ({code}): " + fix.format(channel=channel),
+                raise DeliveryError(f"Slack {method} failed ({code}): " + fix.format(channel=where),
                                     code=code, permanent=True) from None
             raise DeliveryError(f"Slack {method} failed ({code}, HTTP {status}); will retry",
                                 code=code, permanent=False) from None

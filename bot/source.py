@@ -63,7 +63,7 @@ class WinRMSource:
             username=self.server.username or None,
             password=self.server.password.reveal() if self.server.password else None,
             server_cert_validation="validate" if self.server.validate_certificate else "ignore",
-            ca_trust_path=self.server.ca_bundle or "legacy_requests",
+            ca_trust_path=self.server.ca_bundle,  # None: the certifi bundle, not env variables
             cert_pem=self.server.cert_pem,
             cert_key_pem=self.server.cert_key_pem,
             operation_timeout_sec=int(math.ceil(self.polling.operation_timeout)),

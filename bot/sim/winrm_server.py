@@ -1,0 +1,1270 @@
+"""A WS-Management (WinRM) endpoint that simulates Exchange servers on 127.0.0.1.
+
+Real, unmodified pywinrm talks to it exactly as it talks to Windows, so the
+bot's whole remote path - HTTP, NTLM authentication, NTLM message encryption,
+the five SOAP calls of a command, output decoding and error handling - is
+exercised by ``submitwatch demo``, the test suite and the benchmarks without a
+Windows machine.
+
+What is simulated (and why it is shaped this way):
+
+* **One HTTP server, many Exchange servers.**  ``url_for("EX01")`` is
+  ``http://127.0.0.1:PORT/EX01/wsman``; the path selects the simulated server.
+  That keeps 500 simulated servers to one listening socket and a thread per
+  *connection*, not per server.
+* **Authentication.**  ``auth="ntlm"`` does the HTTP Negotiate handshake with
+  pyspnego's NTLM acceptor and keeps the security context per TCP connection
+  (NTLM authenticates connections, not requests).  Bodies must then be
+  NTLM-sealed ``multipart/encrypted`` messages, as pywinrm sends over http by
+  default; plaintext bodies are refused like a server with
+  ``AllowUnencrypted=false`` does.  ``auth="basic"`` checks HTTP Basic and
+  accepts plaintext, like a lab server with Basic and AllowUnencrypted on.
+* **Shells and commands.**  Create/Command/Receive/Signal/Delete with the
+  responses pywinrm parses.  The shell codepage (``WINRS_CODEPAGE``) is
+  honoured: output is encoded in that codepage with ``?`` for what it cannot
+  represent, as Windows console programs do, so only a bot that asks for
+  65001 gets non-ASCII account names intact.  Output is returned in chunks of
+  ``chunk_size`` bytes over several Receive calls.
+* **Commands.**  ``wevtutil gli`` and ``wevtutil qe`` against
+  :class:`bot.sim.eventlog.EventLog`; the command line goes through cmd.exe
+  style checks and Windows argv splitting, so quoting mistakes show up.
+* **Faults**, injected per server with :meth:`WinRMSimulator.inject`, and a
+  per-request delay for latency in benchmarks.
+
+NTLM caveat: pyspnego's acceptor reads users from the file named by the
+``NTLM_USER_FILE`` environment variable, which is process-global.  Running
+simulators share one generated file (see :class:`_NtlmUserFile`); each
+simulator still only accepts its own users.  The variable is restored when the
+last NTLM simulator stops.  Do not run an NTLM simulator in a process that
+needs its own ``NTLM_USER_FILE``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import binascii
+import codecs
+import collections
+import copy
+import dataclasses
+import ntpath
+import os
+import re
+import shutil
+import socket
+import struct
+import sys
+import tempfile
+import threading
+import uuid
+from datetime import datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Iterable, Literal, Mapping
+from urllib.parse import quote, unquote, urlsplit
+from xml.etree.ElementTree import Element
+from xml.sax.saxutils import escape, quoteattr
+
+import defusedxml.ElementTree as SafeET
+import spnego
+
+from bot.sim.eventlog import EventLog, QueryError, compile_query, event_xml, seed_demo
+
+__all__ = [
+    "DEFAULT_USER",
+    "DEFAULT_PASSWORD",
+    "FAULTS",
+    "OPERATION_TIMEOUT_CODE",
+    "ServerStats",
+    "WinRMSimulator",
+    "run_wevtutil",
+    "split_windows_args",
+    "main",
+]
+
+DEFAULT_USER = "CONTOSO\\svc-submitwatch"
+DEFAULT_PASSWORD = "Sim-Passw0rd!"
+
+#: WSManFault code of "operation timed out" on Receive; pywinrm silently retries it.
+OPERATION_TIMEOUT_CODE = 2150858793
+#: WSManFault code of "the shell was not found on the server".
+SHELL_NOT_FOUND_CODE = 2150858843
+#: Code used for faults the simulator raises for requests it does not support (unsupported action,
+#: resource URI or codepage).  Not a verified Windows code: do not make the bot depend on it.
+_PLACEHOLDER_CODE = 2150858752
+
+FaultName = Literal["unauthorized", "wsman_fault", "operation_timeout", "exit_code", "garbage", "invalid_utf8", "hang"]
+
+#: Fault name -> the WS-Man action that triggers it by default (None: the next SOAP request).
+FAULTS: Mapping[str, str | None] = {
+    "unauthorized": None,  # HTTP 401 without a challenge: pywinrm raises InvalidCredentialsError
+    "wsman_fault": None,  # HTTP 500 + WSManFault "Access is denied." (code 5): WSManFaultError
+    "operation_timeout": "Receive",  # HTTP 500 + WSManFault 2150858793: pywinrm retries the Receive
+    "exit_code": "Command",  # the command exits 5 with CLIXML on stderr
+    "garbage": "Command",  # stdout is a junk line followed by truncated XML
+    "invalid_utf8": "Command",  # stdout carries bytes that are not UTF-8
+    "hang": None,  # no answer until the client's read timeout fires
+}
+_OUTPUT_FAULTS = frozenset({"exit_code", "garbage", "invalid_utf8"})
+_VERBS = ("Create", "Command", "Receive", "Signal", "Delete")
+
+# XML namespaces of WS-Management / WinRS.
+NS_S = "http://www.w3.org/2003/05/soap-envelope"
+NS_A = "http://schemas.xmlsoap.org/ws/2004/08/addressing"
+NS_W = "http://schemas.dmtf.org/wbem/wsman/1/wsman.xsd"
+NS_RSP = "http://schemas.microsoft.com/wbem/wsman/1/windows/shell"
+NS_F = "http://schemas.microsoft.com/wbem/wsman/1/wsmanfault"
+RESOURCE_CMD = "http://schemas.microsoft.com/wbem/wsman/1/windows/shell/cmd"
+_ACTIONS = {
+    "http://schemas.xmlsoap.org/ws/2004/09/transfer/Create": "Create",
+    "http://schemas.microsoft.com/wbem/wsman/1/windows/shell/Command": "Command",
+    "http://schemas.microsoft.com/wbem/wsman/1/windows/shell/Receive": "Receive",
+    "http://schemas.microsoft.com/wbem/wsman/1/windows/shell/Signal": "Signal",
+    "http://schemas.xmlsoap.org/ws/2004/09/transfer/Delete": "Delete",
+}
+_STATE_DONE = "http://schemas.microsoft.com/wbem/wsman/1/windows/shell/CommandState/Done"
+_STATE_RUNNING = "http://schemas.microsoft.com/wbem/wsman/1/windows/shell/CommandState/Running"
+
+# MS-WSMV 2.2.9.1.1 framing, byte for byte what winrm/encryption.py produces and parses.
+_BOUNDARY = b"--Encrypted Boundary"
+_SPNEGO_ENCRYPTED = "application/HTTP-SPNEGO-session-encrypted"
+_OCTET_STREAM = b"\tContent-Type: application/octet-stream\r\n"
+_ENCRYPTED_CONTENT_TYPE = f'multipart/encrypted;protocol="{_SPNEGO_ENCRYPTED}";boundary="Encrypted Boundary"'
+_SOAP_CONTENT_TYPE = "application/soap+xml;charset=UTF-8"
+
+_MAX_BODY = 16 * 1024 * 1024
+_CLIXML_ACCESS_DENIED = (
+    "#< CLIXML\r\n"
+    '<Objs Version="1.1.0.1" xmlns="http://schemas.microsoft.com/powershell/2004/04">'
+    '<S S="Error">Failed to read events. Access is denied._x000D__x000A_</S></Objs>'
+)
+
+
+def _encode_errors(exc: UnicodeError) -> tuple[bytes, int]:
+    """Codec error handler for command output.
+
+    Unrepresentable characters become ``?`` (what a Windows console program
+    writes under a narrow codepage).  Lone surrogates U+DC80..U+DCFF become the
+    raw bytes 0x80..0xFF, so :meth:`EventLog.append_raw` can plant invalid UTF-8.
+    """
+    if not isinstance(exc, UnicodeEncodeError):
+        raise exc
+    out = bytearray()
+    for ch in exc.object[exc.start : exc.end]:
+        code = ord(ch)
+        out += bytes([code - 0xDC00]) if 0xDC80 <= code <= 0xDCFF else b"?"
+    return bytes(out), exc.end
+
+
+codecs.register_error("submitwatch-sim", _encode_errors)
+
+
+def _codec_for(codepage: int) -> str | None:
+    """Python codec of a Windows codepage, or None if there is none."""
+    name = "utf-8" if codepage == 65001 else f"cp{codepage}"
+    try:
+        return codecs.lookup(name).name
+    except LookupError:
+        return None
+
+
+# --------------------------------------------------------------------------------------------------
+# Command-line handling: cmd.exe and the Windows C runtime
+# --------------------------------------------------------------------------------------------------
+
+
+def _cmd_problem(line: str) -> str | None:
+    """What cmd.exe would do differently from running ``line`` as-is, or None.
+
+    WinRS runs commands through ``cmd.exe /c`` unless WINRS_SKIP_CMD_SHELL is
+    set.  An unquoted ``>`` in an XPath (``EventRecordID > 5``) would become a
+    redirection and the query would silently change, so it is reported as an
+    error instead of being emulated.
+    """
+    quoted = False
+    for ch in line:
+        if ch == '"':
+            quoted = not quoted
+        elif not quoted and ch in "<>|&":
+            return f"unquoted cmd.exe metacharacter {ch!r}: cmd.exe would treat it as a redirection, pipe or command separator"
+    return None
+
+
+def split_windows_args(line: str) -> list[str]:
+    """Split a command line the way the Microsoft C runtime builds ``argv``.
+
+    Whitespace separates arguments outside double quotes; quotes are removed;
+    ``2n`` backslashes before a quote become ``n`` and the quote toggles,
+    ``2n+1`` give ``n`` and a literal quote; ``""`` inside quotes is a literal
+    quote; other backslashes are literal.
+    """
+    args: list[str] = []
+    cur: list[str] = []
+    have_arg = quoted = False
+    i, n = 0, len(line)
+    while i < n:
+        ch = line[i]
+        if ch == "\\":
+            j = i
+            while j < n and line[j] == "\\":
+                j += 1
+            count = j - i
+            if j < n and line[j] == '"':
+                cur.append("\\" * (count // 2))
+                if count % 2:
+                    cur.append('"')
+                    i = j + 1
+                else:
+                    i = j
+            else:
+                cur.append("\\" * count)
+                i = j
+            have_arg = True
+            continue
+        if ch == '"':
+            if quoted and i + 1 < n and line[i + 1] == '"':
+                cur.append('"')
+                i += 2
+                continue
+            quoted = not quoted
+            have_arg = True
+        elif ch in " \t" and not quoted:
+            if have_arg:
+                args.append("".join(cur))
+                cur, have_arg = [], False
+        else:
+            cur.append(ch)
+            have_arg = True
+        i += 1
+    if have_arg:
+        args.append("".join(cur))
+    return args
+
+
+def _format_gli_time(value: datetime) -> str:
+    return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
+
+
+def run_wevtutil(log: EventLog, args: Iterable[str]) -> tuple[str, str, int]:
+    """Run ``wevtutil <args>`` (already split into argv) against ``log``: (stdout, stderr, exit code).
+
+    Supports ``gli Application`` and ``qe Application [/q:XPATH] [/f:xml]
+    [/c:N] [/e:ROOT] [/rd:true|false]`` (long option names and ``-`` prefixes
+    too).  Errors use wevtutil's exit codes: 87 invalid parameter, 15001
+    invalid query, 15007 channel not found.  Output uses CRLF line endings.
+    """
+    args = list(args)
+    if not args:
+        return "", "The parameter is incorrect.\r\n", 87
+    verb, rest = args[0].lower(), args[1:]
+    positional: list[str] = []
+    options: dict[str, str | None] = {}
+    for arg in rest:
+        if arg[:1] in ("/", "-") and len(arg) > 1:
+            name, sep, value = arg[1:].partition(":")
+            options[name.lower()] = value if sep else None
+        else:
+            positional.append(arg)
+
+    def bad(detail: str) -> tuple[str, str, int]:
+        return "", f"{detail}\r\nThe parameter is incorrect.\r\n", 87
+
+    if verb in ("gli", "get-loginfo"):
+        if len(positional) != 1 or options:
+            return bad("Usage: wevtutil gli <LOG_NAME> (the simulator supports no options here)")
+        if positional[0].lower() != "application":
+            return "", "Failed to read log information. The specified channel could not be found.\r\n", 15007
+        info = log.info()
+        lines = [
+            f"creationTime: {_format_gli_time(info['creationTime'])}",  # type: ignore[arg-type]
+            f"lastAccessTime: {_format_gli_time(info['lastAccessTime'])}",  # type: ignore[arg-type]
+            f"lastWriteTime: {_format_gli_time(info['lastWriteTime'])}",  # type: ignore[arg-type]
+            f"fileSize: {info['fileSize']}",
+            f"attributes: {info['attributes']}",
+            f"numberOfLogRecords: {info['numberOfLogRecords']}",
+            f"oldestRecordNumber: {info['oldestRecordNumber']}",
+        ]
+        return "\r\n".join(lines) + "\r\n", "", 0
+
+    if verb in ("qe", "query-events"):
+        aliases = {"query": "q", "format": "f", "count": "c", "element": "e", "reversedirection": "rd", "logfile": "lf"}
+        opts = {aliases.get(k, k): v for k, v in options.items()}
+        unknown = set(opts) - {"q", "f", "c", "e", "rd", "lf"}
+        if unknown:
+            return bad(f"Option {sorted(unknown)[0]!r} is not supported by the simulator.")
+        if len(positional) != 1:
+            return bad("Usage: wevtutil qe <LOG_NAME> [/q:XPATH] [/f:xml] [/c:N] [/e:ROOT] [/rd:true|false]")
+        if (opts.get("lf") or "false").lower() != "false":
+            return bad("/lf:true (reading a log file) is not supported by the simulator.")
+        if positional[0].lower() != "application":
+            return "", "Failed to read events. The specified channel could not be found.\r\n", 15007
+        fmt = (opts.get("f") or "text").lower()
+        if fmt != "xml":
+            return bad(f"/f:{fmt} is not supported by the simulator; use /f:xml.")
+        count = None
+        if "c" in opts:
+            if not (opts["c"] or "").isdigit() or int(opts["c"] or "0") < 1:
+                return bad(f"Invalid /c value {opts['c']!r}.")
+            count = int(opts["c"] or "0")
+        rd_text = "true" if "rd" in opts and opts["rd"] is None else (opts.get("rd") or "false").lower()
+        if rd_text not in ("true", "false"):
+            return bad(f"Invalid /rd value {opts['rd']!r}.")
+        root = opts.get("e")
+        if "e" in opts and not re.fullmatch(r"[A-Za-z_][\w.-]*", root or ""):
+            return bad(f"Invalid /e value {root!r}.")
+        try:
+            query = compile_query(opts["q"] if opts.get("q") is not None else "*")
+        except QueryError:
+            return "", "Failed to read events. The specified query is invalid.\r\n", QueryError.win32_error
+        events = log.query(query, count, reverse=rd_text == "true")
+        body = "".join(event_xml(ev) + "\r\n" for ev in events)
+        if root:
+            body = f"<{root}>{body}</{root}>\r\n"
+        return body, "", 0
+
+    return "", f"Unknown command: {args[0]}\r\nThe parameter is incorrect.\r\n", 87
+
+
+# --------------------------------------------------------------------------------------------------
+# NTLM credential file (process-global, shared by all running simulators)
+# --------------------------------------------------------------------------------------------------
+
+
+class _NtlmUserFile:
+    """Owns the ``NTLM_USER_FILE`` that pyspnego's NTLM acceptor reads.
+
+    The variable is process-global and pyspnego re-reads the file on every
+    authentication, so concurrently running simulators share one file holding
+    the union of their users (rewritten atomically).  The same user with two
+    different passwords cannot be represented and is refused.
+    """
+
+    _UNSET = object()
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._owners: dict[int, dict[str, str]] = {}
+        self._dir: str | None = None
+        self._saved: Any = self._UNSET
+
+    def register(self, owner: int, users: Mapping[str, str]) -> None:
+        with self._lock:
+            for other, theirs in self._owners.items():
+                if other == owner:
+                    continue
+                for name, pw in users.items():
+                    for their_name, their_pw in theirs.items():
+                        if name.lower() == their_name.lower() and pw != their_pw:
+                            raise ValueError(f"user {name!r} is already served by another running simulator with a different password")
+            self._owners[owner] = dict(users)
+            self._write()
+
+    def unregister(self, owner: int) -> None:
+        with self._lock:
+            if self._owners.pop(owner, None) is None:
+                return
+            if self._owners:
+                self._write()
+                return
+            if self._saved is self._UNSET or self._saved is None:
+                os.environ.pop("NTLM_USER_FILE", None)
+            else:
+                os.environ["NTLM_USER_FILE"] = self._saved
+            self._saved = self._UNSET
+            if self._dir:
+                shutil.rmtree(self._dir, ignore_errors=True)
+            self._dir = None
+
+    def _write(self) -> None:
+        if self._dir is None:
+            self._dir = tempfile.mkdtemp(prefix="submitwatch-ntlm-")
+            self._saved = os.environ.get("NTLM_USER_FILE")
+        lines = []
+        for users in self._owners.values():
+            for name, pw in users.items():
+                domain, _, user = name.rpartition("\\")
+                lines.append(f"{domain}:{user}:{pw}")
+        path = os.path.join(self._dir, "ntlm_users")
+        tmp = path + ".tmp"
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.write("\n".join(lines) + "\n")
+        os.replace(tmp, path)  # atomic: an authentication in flight never sees half a file
+        os.environ["NTLM_USER_FILE"] = path
+
+
+_USER_FILE = _NtlmUserFile()
+
+
+# --------------------------------------------------------------------------------------------------
+# Per-server state
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class ServerStats:
+    """What one simulated server saw.  :meth:`WinRMSimulator.stats` returns a snapshot copy."""
+
+    http_requests: int = 0  # every HTTP request, handshake legs included
+    connections: int = 0  # TCP connections that sent this server at least one request
+    auth_successes: int = 0
+    auth_failures: int = 0
+    soap_requests: int = 0
+    encrypted_requests: int = 0  # SOAP bodies that arrived NTLM-sealed
+    unencrypted_requests: int = 0  # SOAP bodies that arrived in plaintext and were accepted
+    rejected_unencrypted: int = 0  # plaintext bodies refused (AllowUnencrypted=false)
+    actions: collections.Counter = dataclasses.field(default_factory=collections.Counter)
+    shells_created: int = 0
+    shells_open: int = 0
+    max_shells_open: int = 0
+    commands_run: int = 0
+    command_lines: list[str] = dataclasses.field(default_factory=list)  # the most recent 200
+    codepages: list[int] = dataclasses.field(default_factory=list)  # per shell, the most recent 200
+    faults: collections.Counter = dataclasses.field(default_factory=collections.Counter)  # injected faults fired
+
+
+@dataclasses.dataclass
+class _Fault:
+    name: str
+    remaining: int | None  # None: forever
+    on: str | None  # WS-Man verb, or None for any
+    params: dict[str, Any]
+
+
+@dataclasses.dataclass
+class _Command:
+    id: str
+    stdout: bytes
+    stderr: bytes
+    exit_code: int
+    sent: int = 0  # stdout bytes already returned
+    done: bool = False
+
+
+@dataclasses.dataclass
+class _Shell:
+    id: str
+    codepage: int
+    codec: str
+    commands: dict[str, _Command] = dataclasses.field(default_factory=dict)
+
+
+class _ServerState:
+    """Everything about one simulated server; guarded by ``lock`` (the log has its own lock)."""
+
+    _HISTORY = 200
+
+    def __init__(self, name: str, log: EventLog) -> None:
+        self.name = name
+        self.log = log
+        self.lock = threading.Lock()
+        self.stats = ServerStats()
+        self.shells: dict[str, _Shell] = {}
+        self.faults: list[_Fault] = []
+        self.request_delay: float | None = None  # None: the simulator's default
+        self.chunk_size: int | None = None
+
+    def bump(self, **fields: int) -> None:
+        with self.lock:
+            for key, inc in fields.items():
+                setattr(self.stats, key, getattr(self.stats, key) + inc)
+
+    def take_fault(self, verb: str, kinds: Iterable[str]) -> _Fault | None:
+        """Consume one pending fault of ``kinds`` that triggers on ``verb``."""
+        kinds = set(kinds)
+        with self.lock:
+            for fault in self.faults:
+                if fault.name in kinds and (fault.on is None or fault.on == verb):
+                    if fault.remaining is not None:
+                        fault.remaining -= 1
+                        if fault.remaining <= 0:
+                            self.faults.remove(fault)
+                    self.stats.faults[fault.name] += 1
+                    return fault
+        return None
+
+
+@dataclasses.dataclass
+class _Outcome:
+    """What to answer to one SOAP request."""
+
+    status: int = 200
+    body: bytes = b""
+    special: Literal["hang", "unauthorized"] | None = None
+    hang_seconds: float = 0.0
+
+
+# --------------------------------------------------------------------------------------------------
+# SOAP helpers
+# --------------------------------------------------------------------------------------------------
+
+
+def _envelope(action: str, relates_to: str, body: str) -> bytes:
+    """A response envelope shaped like the ones Windows sends."""
+    return (
+        f'<s:Envelope xml:lang="en-US" xmlns:s="{NS_S}" xmlns:a="{NS_A}" '
+        'xmlns:x="http://schemas.xmlsoap.org/ws/2004/09/transfer" '
+        f'xmlns:w="{NS_W}" xmlns:rsp="{NS_RSP}" xmlns:p="http://schemas.microsoft.com/wbem/wsman/1/wsman.xsd">'
+        f"<s:Header><a:Action>{escape(action)}</a:Action>"
+        f"<a:MessageID>uuid:{str(uuid.uuid4()).upper()}</a:MessageID>"
+        "<a:To>http://schemas.xmlsoap.org/ws/2004/08/addressing/role/anonymous</a:To>"
+        f"<a:RelatesTo>{escape(relates_to)}</a:RelatesTo></s:Header>"
+        f"<s:Body>{body}</s:Body></s:Envelope>"
+    ).encode("utf-8")
+
+
+def _fault(
+    relates_to: str,
+    machine: str,
+    *,
+    wsman_code: int,
+    reason: str,
+    subcode: str = "w:InternalError",
+    code: str = "s:Receiver",
+    status: int = 500,
+) -> _Outcome:
+    body = (
+        f"<s:Fault><s:Code><s:Value>{escape(code)}</s:Value>"
+        f"<s:Subcode><s:Value>{escape(subcode)}</s:Value></s:Subcode></s:Code>"
+        f'<s:Reason><s:Text xml:lang="en-US">{escape(reason)}</s:Text></s:Reason>'
+        f'<s:Detail><f:WSManFault xmlns:f="{NS_F}" Code="{wsman_code}" Machine={quoteattr(machine)}>'
+        f"<f:Message>{escape(reason)}</f:Message></f:WSManFault></s:Detail></s:Fault>"
+    )
+    return _Outcome(status, _envelope("http://schemas.dmtf.org/wbem/wsman/1/wsman/fault", relates_to, body))
+
+
+def _text(elem: Element | None) -> str:
+    return (elem.text or "").strip() if elem is not None else ""
+
+
+# --------------------------------------------------------------------------------------------------
+# The simulator
+# --------------------------------------------------------------------------------------------------
+
+
+class WinRMSimulator:
+    """A WS-Management endpoint on 127.0.0.1 serving any number of simulated Exchange servers.
+
+    >>> with WinRMSimulator({"EX01": EventLog()}) as sim:           # doctest: +SKIP
+    ...     p = winrm.Protocol(sim.url_for("EX01"), transport="ntlm",
+    ...                        username=DEFAULT_USER, password=DEFAULT_PASSWORD)
+
+    Parameters:
+        logs: server name -> its Application log.  Names are matched case-insensitively.
+        users: accepted ``DOMAIN\\user`` (or ``user@domain``) -> password.  No ``:`` or newlines.
+        auth: ``"ntlm"`` (Negotiate, message encryption required) or ``"basic"``.
+        request_delay: seconds to wait before answering each HTTP request (simulated latency).
+        chunk_size: stdout bytes returned per Receive call.
+        allow_unencrypted: accept plaintext SOAP bodies; default True for basic, False for ntlm.
+        hang_seconds: how long the ``"hang"`` fault stalls (``stop()`` cuts it short).
+        record_wire: keep the last 1000 request bodies as received in :attr:`wire_log`.
+        port: TCP port, 0 for an ephemeral one.
+    """
+
+    def __init__(
+        self,
+        logs: Mapping[str, EventLog] | None = None,
+        *,
+        users: Mapping[str, str] | None = None,
+        auth: Literal["ntlm", "basic"] = "ntlm",
+        request_delay: float = 0.0,
+        chunk_size: int = 64 * 1024,
+        allow_unencrypted: bool | None = None,
+        hang_seconds: float = 300.0,
+        record_wire: bool = False,
+        port: int = 0,
+    ) -> None:
+        if auth not in ("ntlm", "basic"):
+            raise ValueError(f"auth must be 'ntlm' or 'basic', not {auth!r}")
+        if chunk_size < 1:
+            raise ValueError("chunk_size must be >= 1")
+        users = dict(users if users is not None else {DEFAULT_USER: DEFAULT_PASSWORD})
+        for name, pw in users.items():
+            if any(c in name + pw for c in ":\r\n") or not name:
+                raise ValueError(f"user names and passwords may not be empty or contain ':' or newlines: {name!r}")
+        self.users = users
+        self._users_ci = {name.lower(): pw for name, pw in users.items()}
+        self.auth = auth
+        self.request_delay = float(request_delay)
+        self.chunk_size = int(chunk_size)
+        self.allow_unencrypted = (auth == "basic") if allow_unencrypted is None else bool(allow_unencrypted)
+        self.hang_seconds = float(hang_seconds)
+        self.record_wire = record_wire
+        #: (server, Content-Type, raw body) of recent requests, when ``record_wire`` is set.
+        self.wire_log: collections.deque[tuple[str, str, bytes]] = collections.deque(maxlen=1000)
+        self._port = port
+        self._servers: dict[str, _ServerState] = {}
+        self._servers_lock = threading.Lock()
+        for name, log in (logs or {}).items():
+            self.add_server(name, log)
+        self._httpd: _HTTPServer | None = None
+        self._thread: threading.Thread | None = None
+        self._stopping = threading.Event()
+        self._conns: set[socket.socket] = set()
+        self._conns_lock = threading.Lock()
+
+    # -- lifecycle ----------------------------------------------------------------------------------
+
+    def start(self) -> "WinRMSimulator":
+        """Bind 127.0.0.1 and serve in a daemon thread.  Idempotent."""
+        if self._httpd is not None:
+            return self
+        self._stopping.clear()
+        if self.auth == "ntlm":
+            _USER_FILE.register(id(self), self.users)
+        try:
+            httpd = _HTTPServer(("127.0.0.1", self._port), _Handler)
+        except BaseException:
+            if self.auth == "ntlm":
+                _USER_FILE.unregister(id(self))
+            raise
+        httpd.simulator = self
+        self._httpd = httpd
+        self._thread = threading.Thread(
+            target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, name=f"winrm-sim-{self.port}", daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving, wake stalled requests and close every open connection.  Idempotent."""
+        httpd, self._httpd = self._httpd, None
+        if httpd is None:
+            return
+        self._stopping.set()
+        httpd.shutdown()
+        with self._conns_lock:
+            conns = list(self._conns)
+        for conn in conns:  # idle keep-alive connections would otherwise outlive the server
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        httpd.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        if self.auth == "ntlm":
+            _USER_FILE.unregister(id(self))
+
+    def __enter__(self) -> "WinRMSimulator":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def port(self) -> int:
+        if self._httpd is None:
+            raise RuntimeError("simulator is not running")
+        return self._httpd.server_address[1]
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    # -- servers ------------------------------------------------------------------------------------
+
+    def add_server(self, name: str, log: EventLog | None = None) -> EventLog:
+        """Add (or replace) a simulated server; returns its log.  Safe while running."""
+        if not name or "/" in name:
+            raise ValueError(f"invalid server name {name!r}")
+        log = log if log is not None else EventLog(f"{name}.contoso.local")
+        with self._servers_lock:
+            self._servers[name.lower()] = _ServerState(name, log)
+        return log
+
+    @property
+    def servers(self) -> list[str]:
+        with self._servers_lock:
+            return [s.name for s in self._servers.values()]
+
+    def _state(self, server: str) -> _ServerState:
+        with self._servers_lock:
+            try:
+                return self._servers[server.lower()]
+            except KeyError:
+                raise KeyError(f"unknown simulated server {server!r}") from None
+
+    def log(self, server: str) -> EventLog:
+        return self._state(server).log
+
+    def url_for(self, server: str) -> str:
+        """``http://127.0.0.1:PORT/<server>/wsman``: the endpoint pywinrm should use for ``server``."""
+        state = self._state(server)
+        return f"{self.base_url}/{quote(state.name, safe='')}/wsman"
+
+    # -- statistics ---------------------------------------------------------------------------------
+
+    def stats(self, server: str) -> ServerStats:
+        """A snapshot of what ``server`` has seen."""
+        state = self._state(server)
+        with state.lock:
+            return copy.deepcopy(state.stats)
+
+    def all_stats(self) -> dict[str, ServerStats]:
+        return {name: self.stats(name) for name in self.servers}
+
+    def reset_stats(self, server: str | None = None) -> None:
+        """Zero the counters (``shells_open`` keeps counting the shells still open)."""
+        for name in [server] if server else self.servers:
+            state = self._state(name)
+            with state.lock:
+                state.stats = ServerStats(shells_open=len(state.shells), max_shells_open=len(state.shells))
+
+    # -- fault injection and tuning -----------------------------------------------------------------
+
+    def inject(self, server: str, fault: FaultName, times: int | None = 1, *, on: str | None = None, **params: Any) -> None:
+        """Make ``server`` misbehave for its next ``times`` matching requests (``None``: until cleared).
+
+        ``on`` restricts a transport fault to one WS-Man verb ("Create", "Command",
+        "Receive", "Signal", "Delete", or "any"); the default is :data:`FAULTS`.
+        Faults of output kind (exit_code, garbage, invalid_utf8) always act on Command.
+        Parameters:
+
+        * ``wsman_fault``: ``code`` (WSManFault code, default 5), ``reason``
+          (default "Access is denied."), ``subcode`` (default "w:AccessDenied").
+        * ``hang``: ``seconds`` (default ``hang_seconds``).
+        * ``exit_code``: ``code`` (default 5), ``stderr`` (default a CLIXML error record).
+        * ``invalid_utf8``: ``payload`` (bytes inserted after the first ``<Data>``, default ``b"\\xff\\xfe\\xc3("``).
+        """
+        if fault not in FAULTS:
+            raise ValueError(f"unknown fault {fault!r}; known: {sorted(FAULTS)}")
+        if times is not None and times < 1:
+            raise ValueError("times must be >= 1 or None")
+        if fault in _OUTPUT_FAULTS:
+            if on not in (None, "Command"):
+                raise ValueError(f"{fault} changes command output and can only trigger on Command")
+            trigger: str | None = "Command"
+        elif on is None:
+            trigger = FAULTS[fault]
+        elif on == "any":
+            trigger = None
+        elif on in _VERBS:
+            trigger = on
+        else:
+            raise ValueError(f"on must be one of {_VERBS} or 'any', not {on!r}")
+        state = self._state(server)
+        with state.lock:
+            state.faults.append(_Fault(fault, times, trigger, dict(params)))
+
+    def clear_faults(self, server: str | None = None) -> None:
+        for name in [server] if server else self.servers:
+            state = self._state(name)
+            with state.lock:
+                state.faults.clear()
+
+    def pending_faults(self, server: str) -> list[str]:
+        state = self._state(server)
+        with state.lock:
+            return [f.name for f in state.faults]
+
+    def set_request_delay(self, server: str, seconds: float | None) -> None:
+        """Per-server latency; ``None`` falls back to the simulator-wide ``request_delay``."""
+        self._state(server).request_delay = seconds
+
+    def set_chunk_size(self, server: str, size: int | None) -> None:
+        """Per-server stdout bytes per Receive; ``None`` falls back to ``chunk_size``."""
+        if size is not None and size < 1:
+            raise ValueError("size must be >= 1")
+        self._state(server).chunk_size = size
+
+    # -- internals used by the handler --------------------------------------------------------------
+
+    def _route(self, path: str) -> _ServerState | None:
+        m = re.fullmatch(r"/([^/]+)/wsman/?", urlsplit(path).path, re.IGNORECASE)
+        if not m:
+            return None
+        with self._servers_lock:
+            return self._servers.get(unquote(m.group(1)).lower())
+
+    def _pause(self, seconds: float) -> None:
+        if seconds > 0:
+            self._stopping.wait(seconds)
+
+    def _track(self, conn: socket.socket, alive: bool) -> None:
+        with self._conns_lock:
+            (self._conns.add if alive else self._conns.discard)(conn)
+
+    def _check_password(self, user: str, password: str) -> bool:
+        expected = self._users_ci.get(user.lower())
+        return expected is not None and expected == password
+
+    def _knows_user(self, principal: str) -> bool:
+        return principal.lower() in self._users_ci
+
+    # -- SOAP dispatch ------------------------------------------------------------------------------
+
+    def _dispatch(self, state: _ServerState, soap: bytes) -> _Outcome:
+        """Answer one decrypted SOAP request."""
+        try:
+            root = SafeET.fromstring(soap)
+        except Exception:  # malformed XML, or a DTD/entity trick defusedxml refuses
+            return _Outcome(400, b"")
+        header = root.find(f"{{{NS_S}}}Header")
+        body = root.find(f"{{{NS_S}}}Body")
+        if root.tag != f"{{{NS_S}}}Envelope" or header is None:
+            return _Outcome(400, b"")
+        action = _text(header.find(f"{{{NS_A}}}Action"))
+        message_id = _text(header.find(f"{{{NS_A}}}MessageID"))
+        verb = _ACTIONS.get(action)
+        machine = state.log.computer
+        with state.lock:
+            state.stats.soap_requests += 1
+            state.stats.actions[verb or action] += 1
+
+        fault = state.take_fault(verb or "", ("unauthorized", "wsman_fault", "operation_timeout", "hang"))
+        if fault is not None:
+            if fault.name == "hang":
+                return _Outcome(special="hang", hang_seconds=float(fault.params.get("seconds", self.hang_seconds)))
+            if fault.name == "unauthorized":
+                return _Outcome(401, special="unauthorized")
+            if fault.name == "operation_timeout":
+                return _fault(
+                    message_id,
+                    machine,
+                    wsman_code=OPERATION_TIMEOUT_CODE,
+                    subcode="w:TimedOut",
+                    reason="The WS-Management service cannot complete the operation within the time specified in OperationTimeout.",
+                )
+            return _fault(
+                message_id,
+                machine,
+                wsman_code=int(fault.params.get("code", 5)),
+                subcode=str(fault.params.get("subcode", "w:AccessDenied")),
+                code="s:Sender",
+                reason=str(fault.params.get("reason", "Access is denied.")),
+            )
+
+        if verb is None:
+            return _fault(message_id, machine, wsman_code=_PLACEHOLDER_CODE, subcode="a:ActionNotSupported",
+                          code="s:Sender", reason=f"The action {action!r} is not supported by the simulator.")
+        if _text(header.find(f"{{{NS_W}}}ResourceURI")) != RESOURCE_CMD:
+            return _fault(message_id, machine, wsman_code=_PLACEHOLDER_CODE, subcode="w:DestinationUnreachable",
+                          code="s:Sender", reason="The simulator only serves the WinRS cmd resource URI.")
+        options = {
+            opt.get("Name", ""): _text(opt)
+            for opt in header.findall(f"{{{NS_W}}}OptionSet/{{{NS_W}}}Option")
+        }
+        if verb == "Create":
+            return self._create(state, message_id, options)
+
+        shell_id = ""
+        for sel in header.findall(f"{{{NS_W}}}SelectorSet/{{{NS_W}}}Selector"):
+            if sel.get("Name") == "ShellId":
+                shell_id = _text(sel)
+        with state.lock:
+            shell = state.shells.get(shell_id)
+        if shell is None:
+            return _fault(
+                message_id, machine, wsman_code=SHELL_NOT_FOUND_CODE, subcode="w:InvalidSelectors", code="s:Sender",
+                reason=f"The request for the Windows Remote Shell with ShellId {shell_id} failed because the shell was "
+                "not found on the server. Possible causes are: the specified ShellId is incorrect or the shell no "
+                "longer exists on the server. Provide the correct ShellId or create a new shell and retry the operation.",
+            )
+        if verb == "Delete":
+            with state.lock:
+                if state.shells.pop(shell_id, None) is not None:
+                    state.stats.shells_open -= 1
+            return _Outcome(200, _envelope("http://schemas.xmlsoap.org/ws/2004/09/transfer/DeleteResponse", message_id, ""))
+        if verb == "Command":
+            return self._command(state, shell, message_id, options, body)
+
+        # Receive and Signal address a command of the shell.
+        target = None
+        if body is not None:
+            path = f"{{{NS_RSP}}}Receive/{{{NS_RSP}}}DesiredStream" if verb == "Receive" else f"{{{NS_RSP}}}Signal"
+            target = body.find(path)
+        command_id = (target.get("CommandId") or "") if target is not None else ""
+        with state.lock:
+            command = shell.commands.get(command_id)
+        if command is None:
+            return _fault(message_id, machine, wsman_code=SHELL_NOT_FOUND_CODE, subcode="w:InvalidSelectors", code="s:Sender",
+                          reason=f"The command with CommandId {command_id!r} was not found in shell {shell_id}.")
+        if verb == "Signal":
+            with state.lock:
+                shell.commands.pop(command_id, None)
+            return _Outcome(200, _envelope("http://schemas.microsoft.com/wbem/wsman/1/windows/shell/SignalResponse",
+                                           message_id, "<rsp:SignalResponse/>"))
+        return self._receive(state, command, message_id)
+
+    def _create(self, state: _ServerState, message_id: str, options: Mapping[str, str]) -> _Outcome:
+        raw_codepage = options.get("WINRS_CODEPAGE", "437")
+        codec = _codec_for(int(raw_codepage)) if raw_codepage.isdigit() else None
+        if codec is None:
+            return _fault(message_id, state.log.computer, wsman_code=_PLACEHOLDER_CODE, subcode="w:InvalidOptions", code="s:Sender",
+                          reason=f"The WinRS codepage {raw_codepage!r} is not valid.")
+        shell = _Shell(str(uuid.uuid4()).upper(), int(raw_codepage), codec)
+        with state.lock:
+            state.shells[shell.id] = shell
+            st = state.stats
+            st.shells_created += 1
+            st.shells_open += 1
+            st.max_shells_open = max(st.max_shells_open, st.shells_open)
+            st.codepages.append(shell.codepage)
+            del st.codepages[: -_ServerState._HISTORY]
+        body = (
+            "<x:ResourceCreated>"
+            f"<a:Address>http://{escape(state.log.computer)}:5985/wsman</a:Address>"
+            f"<a:ReferenceParameters><w:ResourceURI>{RESOURCE_CMD}</w:ResourceURI>"
+            f'<w:SelectorSet><w:Selector Name="ShellId">{shell.id}</w:Selector></w:SelectorSet>'
+            "</a:ReferenceParameters></x:ResourceCreated>"
+            f"<rsp:Shell><rsp:ShellId>{shell.id}</rsp:ShellId><rsp:ResourceUri>{RESOURCE_CMD}</rsp:ResourceUri>"
+            "<rsp:IdleTimeOut>PT7200.000S</rsp:IdleTimeOut><rsp:InputStreams>stdin</rsp:InputStreams>"
+            "<rsp:OutputStreams>stdout stderr</rsp:OutputStreams></rsp:Shell>"
+        )
+        return _Outcome(200, _envelope("http://schemas.xmlsoap.org/ws/2004/09/transfer/CreateResponse", message_id, body))
+
+    def _command(self, state: _ServerState, shell: _Shell, message_id: str, options: Mapping[str, str], body: Element | None) -> _Outcome:
+        cmdline = body.find(f"{{{NS_RSP}}}CommandLine") if body is not None else None
+        program = _text(cmdline.find(f"{{{NS_RSP}}}Command")) if cmdline is not None else ""
+        arguments = [(a.text or "") for a in cmdline.findall(f"{{{NS_RSP}}}Arguments")] if cmdline is not None else []
+        # WinRS joins Command and every Arguments element with spaces into one command line.
+        line = " ".join([program, *arguments]) if arguments else program
+        skip_cmd = options.get("WINRS_SKIP_CMD_SHELL", "FALSE").upper() == "TRUE"
+        with state.lock:
+            state.stats.commands_run += 1
+            state.stats.command_lines.append(line)
+            del state.stats.command_lines[: -_ServerState._HISTORY]
+
+        stdout_text, stderr_text, exit_code = self._execute(state.log, line, skip_cmd)
+        stdout = stdout_text.encode(shell.codec, "submitwatch-sim")
+        stderr = stderr_text.encode(shell.codec, "submitwatch-sim")
+
+        fault = state.take_fault("Command", _OUTPUT_FAULTS)
+        if fault is not None:
+            if fault.name == "exit_code":
+                stdout, exit_code = b"", int(fault.params.get("code", 5))
+                stderr = str(fault.params.get("stderr", _CLIXML_ACCESS_DENIED)).encode("utf-8")
+            elif fault.name == "garbage":
+                stdout = b"\x1b[0m*** not XML: the quick brown fox ***\r\n" + stdout[: len(stdout) // 2]
+            elif fault.name == "invalid_utf8":
+                payload = bytes(fault.params.get("payload", b"\xff\xfe\xc3("))
+                at = stdout.find(b"<Data>")
+                at = 0 if at < 0 else at + len(b"<Data>")
+                stdout = stdout[:at] + payload + stdout[at:]
+
+        command = _Command(str(uuid.uuid4()).upper(), stdout, stderr, exit_code)
+        with state.lock:
+            shell.commands[command.id] = command
+        return _Outcome(200, _envelope(
+            "http://schemas.microsoft.com/wbem/wsman/1/windows/shell/CommandResponse", message_id,
+            f"<rsp:CommandResponse><rsp:CommandId>{command.id}</rsp:CommandId></rsp:CommandResponse>",
+        ))
+
+    def _execute(self, log: EventLog, line: str, skip_cmd_shell: bool) -> tuple[str, str, int]:
+        """Run a command line: cmd.exe checks, argv splitting, then wevtutil or "not recognized"."""
+        if not skip_cmd_shell:
+            problem = _cmd_problem(line)
+            if problem:
+                return "", f"SubmitWatch simulator: {problem}.\r\n", 1
+        argv = split_windows_args(line)
+        if not argv:
+            return "", "", 0
+        program = ntpath.basename(argv[0]).lower()
+        if program in ("wevtutil", "wevtutil.exe"):
+            return run_wevtutil(log, argv[1:])
+        return "", f"'{argv[0]}' is not recognized as an internal or external command,\r\noperable program or batch file.\r\n", 1
+
+    def _receive(self, state: _ServerState, command: _Command, message_id: str) -> _Outcome:
+        chunk_size = state.chunk_size or self.chunk_size
+        with state.lock:
+            start = command.sent
+            chunk = command.stdout[start : start + chunk_size]
+            command.sent = start + len(chunk)
+            finished = command.sent >= len(command.stdout)
+            first_done = finished and not command.done
+            command.done = command.done or finished
+        cid = command.id
+        parts = []
+        if chunk:
+            parts.append(f'<rsp:Stream Name="stdout" CommandId="{cid}">{base64.b64encode(chunk).decode("ascii")}</rsp:Stream>')
+        if finished:
+            parts.append(f'<rsp:Stream Name="stdout" CommandId="{cid}" End="true"></rsp:Stream>')
+            err = base64.b64encode(command.stderr).decode("ascii") if first_done else ""
+            parts.append(f'<rsp:Stream Name="stderr" CommandId="{cid}" End="true">{err}</rsp:Stream>')
+            parts.append(f'<rsp:CommandState CommandId="{cid}" State="{_STATE_DONE}"><rsp:ExitCode>{command.exit_code}</rsp:ExitCode></rsp:CommandState>')
+        else:
+            parts.append(f'<rsp:CommandState CommandId="{cid}" State="{_STATE_RUNNING}"/>')
+        body = f'<rsp:ReceiveResponse SequenceID="0">{"".join(parts)}</rsp:ReceiveResponse>'
+        return _Outcome(200, _envelope("http://schemas.microsoft.com/wbem/wsman/1/windows/shell/ReceiveResponse", message_id, body))
+
+
+# --------------------------------------------------------------------------------------------------
+# HTTP layer
+# --------------------------------------------------------------------------------------------------
+
+
+class _HTTPServer(ThreadingHTTPServer):
+    daemon_threads = True  # a stalled ("hang") request must never keep the process alive
+    request_queue_size = 1024  # hundreds of simulated servers may connect at once
+    simulator: WinRMSimulator
+
+
+class _BadRequest(Exception):
+    pass
+
+
+class _Handler(BaseHTTPRequestHandler):
+    """One instance per TCP connection, so NTLM state lives in instance attributes."""
+
+    protocol_version = "HTTP/1.1"  # keep-alive: NTLM authenticates the connection
+    disable_nagle_algorithm = True  # otherwise small responses wait ~40 ms for delayed ACKs
+    server_version = "Microsoft-HTTPAPI/2.0"
+    sys_version = ""
+    server: _HTTPServer
+
+    def setup(self) -> None:
+        super().setup()
+        self.sim = self.server.simulator
+        self.sim._track(self.connection, True)
+        self._ctx: Any = None  # established NTLM context
+        self._pending: Any = None  # NTLM context between challenge and authenticate
+        self._seen: set[str] = set()
+
+    def finish(self) -> None:
+        try:
+            super().finish()
+        finally:
+            self.sim._track(self.connection, False)
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+        pass  # the simulator is a test fixture; request logs would drown test output
+
+    # -- plumbing -----------------------------------------------------------------------------------
+
+    def _send(self, status: int, body: bytes = b"", headers: Iterable[tuple[str, str]] = (), close: bool = False) -> None:
+        self.send_response(status)
+        for key, value in headers:
+            self.send_header(key, value)
+        self.send_header("Content-Length", str(len(body)))
+        if close:
+            self.send_header("Connection", "close")
+            self.close_connection = True
+        self.end_headers()
+        if body:
+            self.wfile.write(body)
+
+    def _read_body(self) -> bytes:
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            raise _BadRequest("chunked bodies are not supported")
+        try:
+            length = int(self.headers.get("Content-Length", "0"))
+        except ValueError:
+            raise _BadRequest("bad Content-Length") from None
+        if length < 0 or length > _MAX_BODY:
+            raise _BadRequest("bad Content-Length")
+        return self.rfile.read(length) if length else b""
+
+    def do_POST(self) -> None:  # noqa: N802 - stdlib naming
+        try:
+            self._post()
+        except (ConnectionError, TimeoutError, OSError):
+            self.close_connection = True  # the client went away (e.g. it timed out on a "hang")
+
+    def _refuse(self) -> None:
+        self._send(405, headers=[("Allow", "POST")])
+
+    do_GET = do_PUT = do_DELETE = do_HEAD = do_PATCH = _refuse  # noqa: N815
+
+    def _post(self) -> None:
+        try:
+            body = self._read_body()
+        except _BadRequest:
+            self._send(400, close=True)
+            return
+        state = self.sim._route(self.path)
+        if state is None:
+            self._send(404)
+            return
+        first = state.name not in self._seen
+        self._seen.add(state.name)
+        state.bump(http_requests=1, connections=int(first))
+        self.sim._pause(state.request_delay if state.request_delay is not None else self.sim.request_delay)
+
+        authenticated = self._basic_auth(state) if self.sim.auth == "basic" else self._ntlm_auth(state)
+        if not authenticated:
+            return  # the auth step has answered already
+        if not body:
+            self._send(200)  # pywinrm's empty POST that sets up message encryption
+            return
+
+        content_type = self.headers.get("Content-Type", "")
+        encrypted = content_type.lower().startswith("multipart/encrypted")
+        if self.sim.record_wire:
+            self.sim.wire_log.append((state.name, content_type, body))
+        if encrypted:
+            if self._ctx is None or _SPNEGO_ENCRYPTED.lower() not in content_type.lower():
+                self._send(400, close=True)
+                return
+            try:
+                soap = self._unseal(body)
+            except Exception:  # bad framing, wrong signature, out-of-sequence message
+                self._send(400, close=True)
+                return
+            state.bump(encrypted_requests=1)
+        elif not self.sim.allow_unencrypted:
+            state.bump(rejected_unencrypted=1)
+            self._send(401, headers=self._challenge_headers())
+            return
+        else:
+            soap = body
+            state.bump(unencrypted_requests=1)
+
+        outcome = self.sim._dispatch(state, soap)
+        if outcome.special == "hang":
+            self.sim._pause(outcome.hang_seconds)
+            self.close_connection = True  # never answer; the client has long given up
+            return
+        if outcome.special == "unauthorized":
+            self._ctx = None
+            self._send(401, close=True)  # no challenge offered: the client cannot retry
+            return
+        if encrypted:
+            self._send(outcome.status, self._seal(outcome.body), [("Content-Type", _ENCRYPTED_CONTENT_TYPE)])
+        else:
+            self._send(outcome.status, outcome.body, [("Content-Type", _SOAP_CONTENT_TYPE)] if outcome.body else [])
+
+    # -- authentication -----------------------------------------------------------------------------
+
+    def _challenge_headers(self, token: bytes | None = None) -> list[tuple[str, str]]:
+        if self.sim.auth == "basic":
+            return [("WWW-Authenticate", 'Basic realm="WSMAN"')]
+        value = "Negotiate" + (" " + base64.b64encode(token).decode("ascii") if token else "")
+        return [("WWW-Authenticate", value)]
+
+    def _basic_auth(self, state: _ServerState) -> bool:
+        scheme, _, blob = self.headers.get("Authorization", "").partition(" ")
+        ok = False
+        if scheme.lower() == "basic":
+            try:
+                user, _, password = base64.b64decode(blob.strip(), validate=True).decode("utf-8").partition(":")
+                ok = self.sim._check_password(user, password)
+            except (binascii.Error, UnicodeDecodeError):
+                ok = False
+        if ok:
+            return True
+        state.bump(auth_failures=1)
+        self._send(401, headers=self._challenge_headers())
+        return False
+
+    def _ntlm_auth(self, state: _ServerState) -> bool:
+        """Run the Negotiate handshake; True once the connection is authenticated.
+
+        Legs: no token -> 401 ``Negotiate``; NEGOTIATE_MESSAGE -> 401 with the
+        CHALLENGE; AUTHENTICATE_MESSAGE -> the request is processed.  Only raw
+        NTLM inside Negotiate is understood (what requests_ntlm sends), not
+        SPNEGO-wrapped Kerberos.
+        """
+        scheme, _, blob = self.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() not in ("negotiate", "ntlm"):
+            if self._ctx is not None:
+                return True  # established connection: requests carry no Authorization header
+            self._send(401, headers=self._challenge_headers())
+            return False
+        try:
+            token = base64.b64decode(blob.strip(), validate=True)
+        except binascii.Error:
+            token = b""
+        msg_type = struct.unpack("<I", token[8:12])[0] if token[:8] == b"NTLMSSP\x00" and len(token) >= 12 else 0
+
+        if msg_type == 1:
+            self._ctx = None
+            try:
+                ctx = spnego.server(protocol="ntlm", options=spnego.NegotiateOptions.use_ntlm)
+                challenge = ctx.step(token)
+            except Exception:
+                challenge = None
+            if challenge:
+                self._pending = ctx
+                self._send(401, headers=self._challenge_headers(challenge))
+                return False
+        elif msg_type == 3 and self._pending is not None:
+            ctx, self._pending = self._pending, None
+            try:
+                ctx.step(token)
+                principal = ctx.client_principal if ctx.complete else None
+            except Exception:  # wrong password, bad MIC, unknown user...
+                principal = None
+            if principal and self.sim._knows_user(principal):
+                self._ctx = ctx
+                state.bump(auth_successes=1)
+                return True
+        self._pending = None
+        state.bump(auth_failures=1)
+        self._send(401, headers=self._challenge_headers())
+        return False
+
+    # -- message encryption (MS-WSMV 2.2.9.1.1) -----------------------------------------------------
+
+    def _unseal(self, body: bytes) -> bytes:
+        """Decrypt a pywinrm ``multipart/encrypted`` body with this connection's context."""
+        parts = [p for p in body.split(_BOUNDARY + b"\r\n") if p]
+        if not parts or len(parts) % 2:
+            raise ValueError("malformed multipart/encrypted body")
+        plain = b""
+        for header, payload in zip(parts[0::2], parts[1::2]):
+            m = re.search(rb"Length=(\d+)", header)
+            if not m or _SPNEGO_ENCRYPTED.encode() not in header:
+                raise ValueError("missing OriginalContent length")
+            if payload.endswith(_BOUNDARY + b"--\r\n"):
+                payload = payload[: -len(_BOUNDARY + b"--\r\n")]
+            if not payload.startswith(_OCTET_STREAM):
+                raise ValueError("missing octet-stream part")
+            data = payload[len(_OCTET_STREAM) :]
+            (sig_len,) = struct.unpack("<I", data[:4])
+            signature, sealed = data[4 : 4 + sig_len], data[4 + sig_len :]
+            message = self._ctx.unwrap(signature + sealed).data
+            if len(message) != int(m.group(1)):
+                raise ValueError("decrypted length does not match OriginalContent")
+            plain += message
+        return plain
+
+    def _seal(self, message: bytes) -> bytes:
+        """Encrypt a response exactly as winrm/encryption.py expects to parse it."""
+        wrapped = self._ctx.wrap(message, encrypt=True).data
+        signature, sealed = wrapped[:16], wrapped[16:]
+        return (
+            _BOUNDARY + b"\r\n"
+            b"\tContent-Type: " + _SPNEGO_ENCRYPTED.encode() + b"\r\n"
+            b"\tOriginalContent: type=application/soap+xml;charset=UTF-8;Length=" + str(len(message)).encode() + b"\r\n"
+            + _BOUNDARY + b"\r\n" + _OCTET_STREAM
+            + struct.pack("<I", len(signature)) + signature + sealed
+            + _BOUNDARY + b"--\r\n"
+        )
+
+
+# --------------------------------------------------------------------------------------------------
+# python -m bot.sim.winrm_server
+# --------------------------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Serve the demo logs until interrupted and print how to connect."""
+    parser = argparse.ArgumentParser(prog="python -m bot.sim.winrm_server", description=main.__doc__)
+    parser.add_argument("--port", type=int, default=0, help="TCP port on 127.0.0.1 (default: any free port)")
+    parser.add_argument("--auth", choices=["ntlm", "basic"], default="ntlm")
+    parser.add_argument("--user", default=DEFAULT_USER)
+    parser.add_argument("--password", default=DEFAULT_PASSWORD)
+    parser.add_argument("--servers", type=int, default=2, help="number of servers; EX01/EX02 hold the demo stream")
+    parser.add_argument("--delay", type=float, default=0.0, help="seconds of latency per HTTP request")
+    args = parser.parse_args(argv)
+
+    logs = seed_demo()
+    for i in range(3, args.servers + 1):
+        log = EventLog(f"EX{i:02d}.contoso.local")
+        log.append_noise(20)
+        logs[f"EX{i:02d}"] = log
+    sim = WinRMSimulator(logs, users={args.user: args.password}, auth=args.auth, request_delay=args.delay, port=args.port)
+    with sim:
+        print(f"WinRM simulator ({args.auth}) on {sim.base_url}; user {args.user!r}, password {args.password!r}")
+        for name in sim.servers[: args.servers]:
+            print(f"  {name}: {sim.url_for(name)}  ({sim.log(name).count} records)")
+        sys.stdout.flush()
+        try:
+            threading.Event().wait()
+        except KeyboardInterrupt:
+            pass
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,88 @@
+"""Shared fixtures: real servers on 127.0.0.1 and real SQLite files, nothing mocked."""
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from bot.config import parse_config
+from bot.sim.eventlog import EventLog
+from bot.sim.slack_api import SlackStandIn
+from bot.sim.winrm_server import WinRMSimulator
+from store.db import open_db
+
+WINRM_USER = "CONTOSO\\svc-submitwatch"
+WINRM_PASSWORD = "Sup3r-s3cret-winrm"
+BOT_TOKEN = "xoxb-test-token-0123456789"
+CHANNEL = "C0ALERTS"
+
+
+@pytest.fixture
+def logs():
+    return {"EX01": EventLog("EX01.contoso.local", first_record=1000),
+            "EX02": EventLog("EX02.contoso.local", first_record=50_000)}
+
+
+@pytest.fixture
+def winrm(logs):
+    with WinRMSimulator(logs, users={WINRM_USER: WINRM_PASSWORD}, auth="ntlm") as sim:
+        yield sim
+
+
+@pytest.fixture
+def slack():
+    with SlackStandIn(bot_token=BOT_TOKEN, channels=(CHANNEL, "C0EX02")) as stand_in:
+        yield stand_in
+
+
+@pytest.fixture
+def db_path(tmp_path):
+    return str(tmp_path / "submitwatch.db")
+
+
+@pytest.fixture
+def db(db_path):
+    database = open_db(db_path)
+    yield database
+    database.conn.close()
+
+
+@pytest.fixture
+def make_config(winrm, slack, db_path):
+    """Build a Config the way a user would write it, pointed at the local servers."""
+    def make(servers=("EX01", "EX02"), password=WINRM_PASSWORD, **tables):
+        raw = {
+            "slack": {"channel": CHANNEL, "api_url": slack.api_url},
+            "store": {"path": db_path},
+            "polling": {"batch_size": 500, "operation_timeout": 2, "read_timeout": 5},
+            "incidents": {"update_interval": "10s"},
+            "servers": [{"name": name, "url": winrm.url_for(name), "username": WINRM_USER,
+                         "password_env": "WINRM_PASSWORD"} for name in servers],
+        }
+        for table, values in tables.items():
+            if isinstance(values, dict):
+                raw.setdefault(table, {}).update(values)
+            else:
+                raw[table] = values
+        environ = {"SLACK_BOT_TOKEN": BOT_TOKEN, "WINRM_PASSWORD": password}
+        return parse_config(raw, environ)
+    return make
+
+
+class Clock:
+    """A clock the test moves by hand (passed in; nothing is frozen or slept)."""
+
+    def __init__(self, start: datetime | None = None):
+        self.now = start or datetime.now(timezone.utc)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, **delta) -> datetime:
+        self.now += timedelta(**delta)
+        return self.now
+
+
+@pytest.fixture
+def clock():
+    return Clock()

@@ -1,0 +1,254 @@
+"""End to end: real pywinrm -> simulator, real SQLite, real slack_sdk -> Slack stand-in."""
+from __future__ import annotations
+
+from datetime import timedelta
+
+from bot.poller import deliver_once, poll_server_once, resolve_quiet_incidents
+from bot.slack_out import SlackSender
+from bot.source import WinRMSource
+from store import db as store
+from store.db import open_db
+from tests.conftest import CHANNEL
+
+FE, BE = "MSExchangeFrontEndTransport", "MSExchangeTransport"
+
+
+def scanner(log, n=1, account="CONTOSO\\svc-scanner"):
+    for _ in range(n):
+        log.append(FE, 1020, (account,))
+
+
+def sweep(db, config, clock):
+    results = [poll_server_once(db, WinRMSource(s, config.polling), config, clock)
+               for s in config.servers]
+    delivery = deliver_once(db, SlackSender.from_config(config.slack, retries=2), config, clock)
+    return results, delivery
+
+
+def fields(message):
+    """The alert's facts (Servers, Connectors, Events, First / last seen) as one text."""
+    return "\n".join(f["text"] for b in message["blocks"] for f in b.get("fields", []))
+
+
+def count(db, table):
+    return db.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+
+
+def test_two_servers_one_post_per_incident_then_updates_and_a_thread_reply(
+        logs, db, make_config, slack, clock):
+    config = make_config()
+    scanner(logs["EX01"], 3)
+    logs["EX02"].append(FE, 1018, ("CONTOSO\\app-erp", "EX02\\Client Frontend EX02"))
+    logs["EX01"].append_noise(5)
+    results, delivery = sweep(db, config, clock)
+    assert [r.stored for r in results] == [3, 1] and not any(r.error for r in results)
+    posts = slack.calls_to("chat.postMessage")
+    assert len(posts) == 2 and delivery.sent == 2
+    assert {p.params["channel"] for p in posts} == {CHANNEL}
+    assert "CONTOSO\\svc-scanner" in posts[0].params["text"]
+    assert posts[0].params["metadata"]["event_type"] == "submitwatch_incident"
+
+    # More of the same on the other server: the same message is updated, and the thread says
+    # the problem spread.
+    clock.advance(seconds=30)
+    scanner(logs["EX02"], 2, account="contoso\\SVC-SCANNER")
+    results, delivery = sweep(db, config, clock)
+    assert count(db, "incidents") == 2
+    updates = slack.calls_to("chat.update")
+    [message, _] = slack.messages(CHANNEL)
+    assert len(updates) == 1 and updates[0].params["ts"] == message["ts"]
+    assert message["edits"] == 1
+    assert "*Events*\n5" in fields(message)
+    [reply] = message["replies"]
+    assert "now also seen on *EX02*" in reply["text"]
+    assert len(slack.calls_to("chat.postMessage")) == 3  # 2 alerts + 1 thread reply
+
+
+def test_restart_on_the_same_database_posts_nothing_twice_and_keeps_the_cursor(
+        logs, db_path, make_config, slack, clock):
+    config = make_config()
+    scanner(logs["EX01"], 2)
+    first = open_db(db_path)
+    sweep(first, config, clock)
+    cursor = store.server_state(first, "EX01").cursor
+    first.conn.close()
+
+    again = open_db(db_path)  # a new process: new connection, new sender, same file
+    results, delivery = sweep(again, config, clock)
+    assert [r.stored for r in results] == [0, 0]
+    assert delivery.sent == 0
+    assert len(slack.calls_to("chat.postMessage")) == 1
+    assert store.server_state(again, "EX01").cursor == cursor == logs["EX01"].newest_record
+
+
+def test_slack_down_then_back_delivers_every_alert_once(logs, db, make_config, slack, clock):
+    config = make_config()
+    slack.set_down(True)
+    for n in range(3):
+        scanner(logs["EX01"], 1, account=f"CONTOSO\\app{n}")
+    _, delivery = sweep(db, config, clock)
+    assert delivery.sent == 0 and delivery.failed == 1  # stops at the first failure
+    assert store.outbox_depth(db) == 3
+    [row] = [r for r in db.query("SELECT * FROM outbox WHERE attempts > 0")]
+    assert "will retry" in row["last_error"] or "unreachable" in row["last_error"]
+
+    clock.advance(minutes=59)  # an hour of outage: more events, more failed rounds
+    scanner(logs["EX01"], 1, account="CONTOSO\\app3")
+    sweep(db, config, clock)
+    slack.set_down(False)
+    clock.advance(minutes=6)  # past the longest backoff
+    _, delivery = sweep(db, config, clock)
+    assert delivery.sent == 4 and store.outbox_depth(db) == 0
+    posted = [c.params["text"] for c in slack.calls_to("chat.postMessage") if c.ok]
+    assert len(posted) == 4
+    assert [t.split(": ")[1].split(" on ")[0] for t in posted] == [
+        "CONTOSO\\app0", "CONTOSO\\app1", "CONTOSO\\app2", "CONTOSO\\app3"]
+
+
+def test_polling_the_same_range_twice_stores_nothing_twice(logs, db, make_config, clock):
+    config = make_config(servers=("EX01",))
+    scanner(logs["EX01"], 4)
+    sweep(db, config, clock)
+    # Forget the cursor, as if the cursor update had been lost: the same range comes back.
+    db.execute("UPDATE server_state SET cursor = ?", [logs["EX01"].oldest_record - 1])
+    results, _ = sweep(db, config, clock)
+    assert results[0].stored == 0
+    assert count(db, "events") == 4
+    assert db.execute("SELECT event_count FROM incidents").fetchone()[0] == 4
+
+
+def test_many_events_are_read_in_batches(logs, db, make_config, clock, winrm):
+    config = make_config(servers=("EX01",), polling={"batch_size": 5})
+    scanner(logs["EX01"], 23)
+    [result], _ = sweep(db, config, clock)
+    assert result.stored == 23 and result.round_trips == 5
+    assert store.server_state(db, "EX01").cursor == logs["EX01"].newest_record
+
+
+def test_first_poll_reads_only_the_look_back(logs, db, make_config, clock):
+    config = make_config(servers=("EX01",), polling={"lookback": "24h"})
+    old = clock.now - timedelta(hours=30)
+    logs["EX01"].append(FE, 1020, ("CONTOSO\\old",), time=old)
+    scanner(logs["EX01"], 1, account="CONTOSO\\new")
+    [result], _ = sweep(db, config, clock)
+    assert result.stored == 1
+    assert [r["account"] for r in db.query("SELECT account FROM events")] == ["CONTOSO\\new"]
+
+
+def test_a_first_poll_with_nothing_to_read_starts_at_the_newest_record(logs, db, make_config, clock):
+    config = make_config(servers=("EX01",))
+    logs["EX01"].append_noise(3)
+    sweep(db, config, clock)
+    assert store.server_state(db, "EX01").cursor == logs["EX01"].newest_record
+
+
+def test_a_cleared_log_is_detected_reported_and_read_again(logs, db, make_config, clock):
+    config = make_config(servers=("EX01",))
+    scanner(logs["EX01"], 3)
+    sweep(db, config, clock)
+    logs["EX01"].clear(restart_numbering=True)
+    scanner(logs["EX01"], 2, account="CONTOSO\\after-clear")
+    [result], _ = sweep(db, config, clock)
+    assert result.stored == 2
+    assert [p.kind for p in result.problems] == ["log_cleared"]
+    assert count(db, "events") == 5  # same record ids as before the clear, new generation
+    kinds = [r["kind"] for r in db.query("SELECT kind FROM problems")]
+    assert kinds == ["log_cleared"]
+    assert store.server_state(db, "EX01").generation == 1
+
+
+def test_a_wrapped_log_reports_how_much_was_lost(logs, db, make_config, clock):
+    config = make_config(servers=("EX01",))
+    scanner(logs["EX01"], 1)
+    sweep(db, config, clock)
+    logs["EX01"].append_noise(10)
+    logs["EX01"].drop_oldest(6)
+    [result], _ = sweep(db, config, clock)
+    [problem] = result.problems
+    assert problem.kind == "log_wrapped" and problem.detail.startswith("5 log record(s)")
+
+
+def test_one_failing_server_never_stops_the_others(logs, db, make_config, clock, winrm):
+    config = make_config()
+    scanner(logs["EX01"], 1)
+    scanner(logs["EX02"], 1, account="CONTOSO\\other")
+    winrm.inject("EX01", "unauthorized", times=1)
+    results, delivery = sweep(db, config, clock)
+    assert "refused the credentials" in results[0].error
+    assert results[1].stored == 1 and delivery.sent == 1
+    state = store.server_state(db, "EX01")
+    assert state.consecutive_failures == 1 and "HTTP 401" in state.last_error
+    results, _ = sweep(db, config, clock)  # it recovers by itself next time
+    assert results[0].stored == 1 and store.server_state(db, "EX01").consecutive_failures == 0
+
+
+def test_a_malformed_event_is_recorded_and_the_good_ones_kept(logs, db, make_config, clock):
+    config = make_config(servers=("EX01",))
+    scanner(logs["EX01"], 1)
+    logs["EX01"].append_raw("<Event xmlns='http://schemas.microsoft.com/win/2004/08/events/event'>"
+                            "<System><Provider Name='MSExchangeTransport'/><EventID>1020</EventID>"
+                            "<EventRecordID>oops</EventRecordID></System></Event>")
+    scanner(logs["EX01"], 1)
+    [result], _ = sweep(db, config, clock)
+    assert result.stored == 2
+    assert [r["kind"] for r in db.query("SELECT kind FROM problems")] == ["malformed_event"]
+
+
+def test_non_ascii_account_names_survive_the_round_trip(logs, db, make_config, slack, clock):
+    config = make_config(servers=("EX01",))
+    scanner(logs["EX01"], 1, account="CONTOSO\\jürgen.müller")
+    sweep(db, config, clock)
+    assert db.execute("SELECT account FROM events").fetchone()[0] == "CONTOSO\\jürgen.müller"
+    assert "jürgen.müller" in slack.calls_to("chat.postMessage")[0].params["text"]
+
+
+def test_updates_are_coalesced_to_one_per_interval(logs, db, make_config, slack, clock):
+    config = make_config(servers=("EX01",), incidents={"update_interval": "10s"})
+    scanner(logs["EX01"], 1)
+    sweep(db, config, clock)
+    for _ in range(8):  # a burst: a poll every 2 s, each with new events
+        clock.advance(seconds=2)
+        scanner(logs["EX01"], 3)
+        sweep(db, config, clock)
+    updates = slack.calls_to("chat.update")
+    assert 1 <= len(updates) <= 2  # 16 s of burst, at most one update per 10 s
+    clock.advance(seconds=10)
+    sweep(db, config, clock)  # the last state always reaches Slack
+    [message] = slack.messages(CHANNEL)
+    assert "*Events*\n25" in fields(message)
+
+
+def test_quiet_incidents_resolve_and_the_message_says_so(logs, db, make_config, slack, clock):
+    config = make_config(servers=("EX01",))
+    scanner(logs["EX01"], 1)
+    sweep(db, config, clock)
+    clock.advance(hours=25)
+    assert resolve_quiet_incidents(db, config, clock) == 1
+    deliver_once(db, SlackSender.from_config(config.slack), config, clock)
+    [message] = slack.messages(CHANNEL)
+    assert message["edits"] == 1 and message["text"].startswith("Resolved: ")
+    scanner(logs["EX01"], 1)  # the problem comes back: a new incident, a new alert
+    sweep(db, config, clock)
+    assert len(slack.messages(CHANNEL)) == 2
+
+
+def test_a_permanent_slack_error_is_kept_and_delivered_once_fixed(logs, db, make_config, slack, clock):
+    config = make_config(servers=("EX01",))
+    slack.set_joined(CHANNEL, False)
+    scanner(logs["EX01"], 1)
+    _, delivery = sweep(db, config, clock)
+    assert delivery.failed == 1 and "/invite @SubmitWatch" in delivery.errors[0]
+    slack.set_joined(CHANNEL, True)
+    clock.advance(minutes=16)
+    _, delivery = sweep(db, config, clock)
+    assert delivery.sent == 1 and len(slack.messages(CHANNEL)) == 1
+
+
+def test_rate_limited_post_is_retried_and_lands_once(logs, db, make_config, slack, clock):
+    config = make_config(servers=("EX01",))
+    slack.fail_next("chat.postMessage", status=429, headers={"Retry-After": "0"})
+    scanner(logs["EX01"], 1)
+    _, delivery = sweep(db, config, clock)
+    assert delivery.sent == 1
+    assert [c.status for c in slack.calls_to("chat.postMessage")] == [429, 200]
+    assert len(slack.messages(CHANNEL)) == 1
