@@ -38,6 +38,21 @@ def demo_config(slack: SlackStandIn, sim: WinRMSimulator, db_path: str, servers=
     return parse_config(raw, environ, source="built-in demo configuration")
 
 
+def show_channel(slack: SlackStandIn, out, *, full: bool) -> None:
+    """Print the channel as a person would see it (full), or one line per message."""
+    out(f"\n== What Slack shows in {CHANNEL}" + ("" if full else " now (headers only)"))
+    for message in slack.messages(CHANNEL):
+        if not full:
+            out(f"   {render_text(message).splitlines()[0]}  (updated {message['edits']} time(s), "
+                f"{len(message['replies'])} thread reply(ies))")
+            continue
+        out("\n" + "-" * 78)
+        out(render_text(message))
+        for reply in message["replies"]:
+            out("    > thread: " + render_text(reply).replace("\n", "\n      "))
+        out(f"\n   Preview in Block Kit Builder: {block_kit_builder_url(message['blocks'])}")
+
+
 def run_demo(db_path: str, out=print) -> int:
     for suffix in ("", "-wal", "-shm"):
         Path(db_path + suffix).unlink(missing_ok=True)
@@ -68,18 +83,11 @@ def run_demo(db_path: str, out=print) -> int:
         for _ in range(3):
             logs["EX02"].append("MSExchangeFrontEndTransport", 1020, ("contoso\\SVC-SCANNER",))
         sweep("Sweep 2: new events: app-erp now also fails on EX01, the scanner keeps failing")
-        sweep("Sweep 3: nothing new")
+        sweep("Sweep 3: nothing new, so nothing is sent")
+        show_channel(slack, out, full=True)
         later = start + timedelta(hours=25)
         sweep("Sweep 4: a day later, no new events: incidents resolve", clock=lambda: later)
-
-        out(f"\n== What Slack shows in {CHANNEL}")
-        for message in slack.messages(CHANNEL):
-            out("\n" + "-" * 78)
-            out(render_text(message))
-            for reply in message.get("replies", []):
-                out("    ↳ thread: " + render_text(reply).replace("\n", "\n      "))
-            out(f"    (posted {message['ts']}, updated {message.get('edits', 0)} time(s))")
-            out(f"    Block Kit Builder: {block_kit_builder_url(message['blocks'])[:120]}…")
+        show_channel(slack, out, full=False)
         counts = {t: db.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
                   for t in ("events", "incidents", "problems")}
         calls = {m: len(slack.calls_to(m)) for m in ("chat.postMessage", "chat.update")}

@@ -42,7 +42,7 @@ class PollResult:
     def summary(self) -> str:
         if self.error:
             return f"{self.server}: FAILED: {self.error}"
-        text = f"{self.server}: {self.stored} new event(s) in {self.round_trips} query(ies)"
+        text = f"{self.server}: {self.stored} new event(s) in {self.round_trips} round trip(s)"
         if self.problems:
             text += f", {len(self.problems)} problem(s): " + "; ".join(
                 p.detail for p in self.problems[:3])

@@ -136,7 +136,7 @@ def _facts(incident: Incident) -> list[dict]:
         if len(incident.connectors) > 5:
             connectors += f" and {len(incident.connectors) - 5} more"
     else:
-        connectors = "not named (event 1020 only); see the likely one below"
+        connectors = "not named (event 1020 only)"
     fields = [
         f"*Servers*\n{', '.join(show(n, 64) for n in incident.server_names[:10])}",
         f"*Connectors*\n{connectors}",
