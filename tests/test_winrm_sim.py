@@ -99,8 +99,16 @@ def run(protocol: winrm.Protocol, args: list[str], codepage: int = 65001, comman
     return result
 
 
-def ntlm(sim: WinRMSimulator, server: str = "EX01", password: str = DEFAULT_PASSWORD, **kwargs) -> winrm.Protocol:
-    return winrm.Protocol(sim.url_for(server), transport="ntlm", username=DEFAULT_USER, password=password, **kwargs)
+# Never let pywinrm pick up proxy or CA settings from the environment: loopback only.
+CLIENT = {"proxy": None, "ca_trust_path": None}
+
+
+def ntlm(sim: WinRMSimulator, server: str = "EX01", password: str = DEFAULT_PASSWORD, user: str = DEFAULT_USER, **kwargs) -> winrm.Protocol:
+    return winrm.Protocol(sim.url_for(server), transport="ntlm", username=user, password=password, **CLIENT, **kwargs)
+
+
+def basic(sim: WinRMSimulator, server: str = "EX01", password: str = DEFAULT_PASSWORD) -> winrm.Protocol:
+    return winrm.Protocol(sim.url_for(server), transport="basic", username=DEFAULT_USER, password=password, **CLIENT)
 
 
 @pytest.fixture
@@ -154,20 +162,30 @@ def test_ntlm_wrong_password_is_invalid_credentials(sim):
 
 def test_ntlm_user_of_another_simulator_is_refused(sim):
     with WinRMSimulator({"EX09": EventLog()}, users={"CONTOSO\\other": "pw2"}):
-        proto = winrm.Protocol(sim.url_for("EX01"), transport="ntlm", username="CONTOSO\\other", password="pw2")
+        proto = ntlm(sim, user="CONTOSO\\other", password="pw2")
         with pytest.raises(InvalidCredentialsError):
             proto.open_shell()
     assert os.environ.get("NTLM_USER_FILE")  # still set: `sim` is running
 
 
+def test_ntlm_upn_and_case_insensitive_user_names():
+    users = {"CONTOSO\\svc-submitwatch": "pw1", "watcher@contoso.com": "pw2"}
+    with WinRMSimulator({"EX01": make_log()}, users=users) as s:
+        assert run(ntlm(s, user="contoso\\SVC-SubmitWatch", password="pw1"), ["gli", "Application"])[2] == 0
+        assert run(ntlm(s, user="watcher@contoso.com", password="pw2"), ["gli", "Application"])[2] == 0
+        with pytest.raises(InvalidCredentialsError):
+            ntlm(s, user="watcher@contoso.com", password="pw1").open_shell()
+        assert s.stats("EX01").auth_successes == 2
+
+
 def test_basic_round_trip_and_wrong_password(basic_sim):
-    proto = winrm.Protocol(basic_sim.url_for("EX01"), transport="basic", username=DEFAULT_USER, password=DEFAULT_PASSWORD)
+    proto = basic(basic_sim)
     out, err, code = run(proto, ["gli", "Application"])
     assert code == 0 and b"oldestRecordNumber: 1000\r\n" in out
     st = basic_sim.stats("EX01")
     assert st.unencrypted_requests == 5 and st.encrypted_requests == 0
 
-    bad = winrm.Protocol(basic_sim.url_for("EX01"), transport="basic", username=DEFAULT_USER, password="nope")
+    bad = basic(basic_sim, password="nope")
     with pytest.raises(InvalidCredentialsError):
         bad.open_shell()
 
@@ -186,7 +204,7 @@ def test_stop_closes_everything_and_restores_environment():
     s.stop()  # idempotent
     assert os.environ.get("NTLM_USER_FILE") == before
     with pytest.raises(requests.exceptions.ConnectionError):
-        winrm.Protocol(url, transport="ntlm", username=DEFAULT_USER, password=DEFAULT_PASSWORD).open_shell()
+        winrm.Protocol(url, transport="ntlm", username=DEFAULT_USER, password=DEFAULT_PASSWORD, **CLIENT).open_shell()
 
 
 # --------------------------------------------------------------------------------------------------
@@ -322,7 +340,7 @@ def test_operation_timeout_is_retried_by_pywinrm(sim):
 def test_injected_401_is_invalid_credentials(auth):
     with WinRMSimulator({"EX01": make_log()}, auth=auth) as s:
         s.inject("EX01", "unauthorized", on="Command")
-        proto = winrm.Protocol(s.url_for("EX01"), transport=auth, username=DEFAULT_USER, password=DEFAULT_PASSWORD)
+        proto = ntlm(s) if auth == "ntlm" else basic(s)
         shell = proto.open_shell()
         with pytest.raises(InvalidCredentialsError):
             proto.run_command(shell, "wevtutil", ["gli", "Application"])
@@ -490,6 +508,13 @@ def test_run_wevtutil_errors():
     assert run_wevtutil(log, ["qe", "Application", "/f:xml", "/c:0"])[2] == 87
     out, _, code = run_wevtutil(log, ["qe", "Application", "/f:xml", "/c:2", "/rd:true", f"/q:{cursor_query(0)}"])
     assert code == 0 and out.count("\r\n") == 2 and "<EventRecordID>1008<" in out.split("\r\n")[0]
+
+
+def test_cmd_caret_escape_is_honoured(sim):
+    args = ["qe", "Application", "/q:*[System[EventRecordID^>1007]]", "/f:xml", "/e:Events"]
+    out, err, code = run(ntlm(sim), args)
+    assert code == 0, err
+    assert [e[0] for e in parse_events(out)] == [1008]
 
 
 def test_split_windows_args():

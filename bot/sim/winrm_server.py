@@ -173,21 +173,32 @@ def _codec_for(codepage: int) -> str | None:
 # --------------------------------------------------------------------------------------------------
 
 
-def _cmd_problem(line: str) -> str | None:
-    """What cmd.exe would do differently from running ``line`` as-is, or None.
+def _cmd_preprocess(line: str) -> tuple[str, str | None]:
+    """Apply cmd.exe's quoting to ``line``: (the line cmd.exe passes on, problem or None).
 
     WinRS runs commands through ``cmd.exe /c`` unless WINRS_SKIP_CMD_SHELL is
-    set.  An unquoted ``>`` in an XPath (``EventRecordID > 5``) would become a
-    redirection and the query would silently change, so it is reported as an
-    error instead of being emulated.
+    set.  Outside double quotes ``^`` escapes the next character and ``< > | &``
+    are operators.  An unquoted ``>`` in an XPath (``EventRecordID > 5``) would
+    become a redirection and silently change the query, so operators are
+    reported as a problem instead of being emulated.  (``%VAR%`` expansion is
+    not simulated.)
     """
+    out: list[str] = []
     quoted = False
-    for ch in line:
+    i = 0
+    while i < len(line):
+        ch = line[i]
         if ch == '"':
             quoted = not quoted
+        elif not quoted and ch == "^" and i + 1 < len(line):
+            out.append(line[i + 1])
+            i += 2
+            continue
         elif not quoted and ch in "<>|&":
-            return f"unquoted cmd.exe metacharacter {ch!r}: cmd.exe would treat it as a redirection, pipe or command separator"
-    return None
+            return line, f"unquoted cmd.exe metacharacter {ch!r}: cmd.exe would treat it as a redirection, pipe or command separator"
+        out.append(ch)
+        i += 1
+    return "".join(out), None
 
 
 def split_windows_args(line: str) -> list[str]:
@@ -379,17 +390,31 @@ class _NtlmUserFile:
         if self._dir is None:
             self._dir = tempfile.mkdtemp(prefix="submitwatch-ntlm-")
             self._saved = os.environ.get("NTLM_USER_FILE")
-        lines = []
-        for users in self._owners.values():
-            for name, pw in users.items():
-                domain, _, user = name.rpartition("\\")
-                lines.append(f"{domain}:{user}:{pw}")
+        lines = [_user_file_line(name, pw) for users in self._owners.values() for name, pw in users.items()]
         path = os.path.join(self._dir, "ntlm_users")
         tmp = path + ".tmp"
         with open(tmp, "w", encoding="utf-8") as fh:
             fh.write("\n".join(lines) + "\n")
         os.replace(tmp, path)  # atomic: an authentication in flight never sees half a file
         os.environ["NTLM_USER_FILE"] = path
+
+
+def _user_file_line(name: str, password: str) -> str:
+    """One credential line for pyspnego.
+
+    The smbpasswd form (``NAME:UID:LM:NT:FLAGS:LCT``) with precomputed hashes
+    is preferred: with the plain ``DOMAIN:user:password`` form pyspnego
+    derives the LM hash with pure-Python DES on every authentication, a few
+    milliseconds each, which shows up in benchmarks.  The hash helpers are
+    private to pyspnego, hence the fallback.
+    """
+    try:
+        from spnego._ntlm_raw.crypto import lmowfv1, ntowfv1
+    except ImportError:  # pragma: no cover - pyspnego moved its internals
+        domain, _, user = name.rpartition("\\")
+        return f"{domain}:{user}:{password}"
+    lm, nt = base64.b16encode(lmowfv1(password)).decode(), base64.b16encode(ntowfv1(password)).decode()
+    return f"{name}:1000:{lm}:{nt}:[U]:LCT-00000000"
 
 
 _USER_FILE = _NtlmUserFile()
@@ -953,7 +978,7 @@ class WinRMSimulator:
     def _execute(self, log: EventLog, line: str, skip_cmd_shell: bool) -> tuple[str, str, int]:
         """Run a command line: cmd.exe checks, argv splitting, then wevtutil or "not recognized"."""
         if not skip_cmd_shell:
-            problem = _cmd_problem(line)
+            line, problem = _cmd_preprocess(line)
             if problem:
                 return "", f"SubmitWatch simulator: {problem}.\r\n", 1
         argv = split_windows_args(line)
