@@ -204,6 +204,8 @@ def parse_config(raw: Mapping[str, Any], environ: Mapping[str, str], source: str
 
 
 def _server(raw: Mapping[str, Any], where: str, environ: Mapping[str, str]) -> ServerConfig:
+    if isinstance(raw.get("name"), str) and _SERVER_NAME.fullmatch(raw["name"]):
+        where = f"servers.{raw['name']}"  # name the server the way the user knows it
     _only(raw, where, {"name", "url", "username", "transport", "password_env", "validate_certificate",
                        "ca_bundle", "cert_pem", "cert_key_pem", "channel", "submission_connector",
                        "version"})

@@ -52,6 +52,7 @@ import ntpath
 import os
 import re
 import shutil
+import signal
 import socket
 import struct
 import sys
@@ -1284,8 +1285,11 @@ def main(argv: list[str] | None = None) -> int:
         for name in sim.servers[: args.servers]:
             print(f"  {name}: {sim.url_for(name)}  ({sim.log(name).count} records)")
         sys.stdout.flush()
+        done = threading.Event()
+        # SIGTERM too, so the NTLM credential file is removed when a supervisor stops us.
+        signal.signal(signal.SIGTERM, lambda *_: done.set())
         try:
-            threading.Event().wait()
+            done.wait()
         except KeyboardInterrupt:
             pass
     return 0

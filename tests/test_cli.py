@@ -1,0 +1,169 @@
+"""The `submitwatch` command as a user runs it: a real process, real config file, real servers."""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import BOT_TOKEN, CHANNEL, WINRM_PASSWORD, WINRM_USER
+
+FE = "MSExchangeFrontEndTransport"
+EXE = [sys.executable, "-m", "bot.cli"]
+ROOT = Path(__file__).parent.parent
+
+
+def run_cli(*args, env=None, timeout=60, cwd=None):
+    full_env = {k: v for k, v in os.environ.items()
+                if not k.startswith(("SLACK_", "SUBMITWATCH_", "WINRM_"))}
+    full_env.update(env or {})
+    full_env["PYTHONPATH"] = str(ROOT)
+    return subprocess.run(EXE + list(args), capture_output=True, text=True, env=full_env,
+                          timeout=timeout, cwd=cwd or ROOT)
+
+
+def write_config(tmp_path, slack, winrm, *, extra_server="", mode="socket", http_port=3000,
+                 polling='interval = "2s"\njitter = 0\ndelivery_interval = "0.5s"'):
+    path = tmp_path / "submitwatch.toml"
+    path.write_text(f"""
+[slack]
+channel = "{CHANNEL}"
+api_url = "{slack.api_url}"
+mode = "{mode}"
+http_port = {http_port}
+
+[store]
+path = "{tmp_path / 'sw.db'}"
+
+[polling]
+{polling}
+
+[[servers]]
+name = "EX01"
+url = "{winrm.url_for('EX01')}"
+username = '{WINRM_USER}'
+password_env = "WINRM_PASSWORD"
+{extra_server}
+""", encoding="utf-8")
+    return path
+
+
+ENV = {"SLACK_BOT_TOKEN": BOT_TOKEN, "WINRM_PASSWORD": WINRM_PASSWORD}
+
+
+@pytest.mark.parametrize("command", [[], ["run"], ["poll-once"], ["check"], ["demo"]])
+def test_help_for_every_command(command):
+    result = run_cli(*command, "--help")
+    assert result.returncode == 0
+    assert "usage: submitwatch" in result.stdout
+    assert "--config" in result.stdout
+
+
+def test_poll_once_polls_delivers_and_summarises(tmp_path, logs, winrm, slack):
+    logs["EX01"].append(FE, 1020, ("CONTOSO\\svc-scanner",))
+    logs["EX01"].append(FE, 1020, ("CONTOSO\\svc-scanner",))
+    config = write_config(tmp_path, slack, winrm)
+    result = run_cli("poll-once", "--config", str(config), env=ENV)
+    assert result.returncode == 0, result.stderr
+    assert "EX01: 2 new event(s) in 1 round trip(s)" in result.stdout
+    assert "Slack: 1 sent, 0 failed" in result.stdout
+    assert len(slack.messages(CHANNEL)) == 1
+    again = run_cli("poll-once", env={**ENV, "SUBMITWATCH_CONFIG": str(config)})
+    assert "EX01: 0 new event(s)" in again.stdout and len(slack.messages(CHANNEL)) == 1
+
+
+def test_poll_once_exits_1_when_a_server_fails(tmp_path, winrm, slack):
+    config = write_config(tmp_path, slack, winrm)
+    result = run_cli("poll-once", "--config", str(config),
+                     env={**ENV, "WINRM_PASSWORD": "not-the-password"})
+    assert result.returncode == 1
+    assert "EX01: FAILED" in result.stdout and "HTTP 401" in result.stdout
+    assert "not-the-password" not in result.stdout + result.stderr
+
+
+def test_a_config_error_exits_2_with_the_key_named(tmp_path, winrm, slack):
+    config = write_config(tmp_path, slack, winrm, extra_server='tranport = "ntlm"')
+    result = run_cli("poll-once", "--config", str(config), env=ENV)
+    assert result.returncode == 2
+    assert "configuration error: unknown key 'servers.EX01.tranport'" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_missing_secrets_are_named_before_anything_runs(tmp_path, winrm, slack):
+    config = write_config(tmp_path, slack, winrm)
+    result = run_cli("poll-once", "--config", str(config), env={})
+    assert result.returncode == 2
+    assert "SLACK_BOT_TOKEN" in result.stderr and "WINRM_PASSWORD" in result.stderr
+
+
+def test_check_reports_each_part_in_words_and_never_the_secrets(tmp_path, winrm, slack):
+    config = write_config(tmp_path, slack, winrm)
+    result = run_cli("check", "--config", str(config), env=ENV)
+    assert result.returncode == 1  # no SLACK_APP_TOKEN for Socket Mode
+    assert "MISSING  SLACK_APP_TOKEN" in result.stdout
+    assert "OK       EX01: WinRM works" in result.stdout
+    assert "OK       Slack: signed in as" in result.stdout
+    result = run_cli("check", "--config", str(config),
+                     env={**ENV, "SLACK_APP_TOKEN": "xapp-1", "WINRM_PASSWORD": "bad-pass-123"})
+    assert "FAILED   EX01: the server refused the credentials" in result.stdout
+    for secret in (BOT_TOKEN, "bad-pass-123", "xapp-1"):
+        assert secret not in result.stdout + result.stderr
+
+
+def test_check_warns_loudly_when_certificate_validation_is_off(tmp_path, winrm, slack):
+    config = write_config(tmp_path, slack, winrm,
+                          extra_server='validate_certificate = false')
+    text = config.read_text().replace("http://127.0.0.1", "https://127.0.0.1")
+    config.write_text(text)
+    result = run_cli("check", "--config", str(config), env=ENV)
+    assert "WARNING  EX01: CERTIFICATE VALIDATION IS OFF" in result.stdout
+
+
+def test_check_says_when_slack_refuses_the_token(tmp_path, winrm, slack):
+    config = write_config(tmp_path, slack, winrm)
+    result = run_cli("check", "--config", str(config), env={**ENV, "SLACK_BOT_TOKEN": "xoxb-wrong"})
+    assert "FAILED   Slack" in result.stdout and "check SLACK_BOT_TOKEN" in result.stdout
+
+
+def test_demo_runs_the_whole_pipeline(tmp_path):
+    result = run_cli("demo", "--db", str(tmp_path / "demo.db"), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "EX01: 27 new event(s)" in out and "EX02: 23 new event(s)" in out
+    assert "SMTP submit denied: CONTOSO\\svc-scanner" in out
+    assert "Add-ADPermission -User 'CONTOSO\\jürgen.müller'" in out
+    assert "> thread: CONTOSO\\svc-scanner: now also seen on *EX02*" in out
+    assert "Preview in Block Kit Builder: https://app.slack.com/block-kit-builder/#" in out
+    assert "Resolved: CONTOSO\\app-erp" in out
+    assert (tmp_path / "demo.db").exists()
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_run_in_http_mode_polls_posts_and_stops_cleanly_on_sigterm(tmp_path, logs, winrm, slack):
+    logs["EX01"].append(FE, 1020, ("CONTOSO\\svc-scanner",))
+    port = free_port()
+    config = write_config(tmp_path, slack, winrm, mode="http", http_port=port)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "WINRM_"))}
+    env.update(ENV, SLACK_SIGNING_SECRET="s3cret", PYTHONPATH=str(ROOT))
+    proc = subprocess.Popen(EXE + ["run", "--config", str(config)], env=env, cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        slack.wait_for_calls("chat.postMessage", 1, timeout=30)
+        logs["EX01"].append(FE, 1020, ("CONTOSO\\svc-scanner",))
+        slack.wait_for_calls("chat.update", 1, timeout=30)  # the next poll updates in place
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert "watching 1 server(s)" in err and "stopped" in err
+    assert len(slack.messages(CHANNEL)) == 1
