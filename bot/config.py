@@ -24,6 +24,17 @@ SECRET_ENV = {
     "signing_secret": "SLACK_SIGNING_SECRET",
 }
 _SECRET_WORDS = ("token", "password", "secret")
+#: Every key the file may hold, per table (the README's reference is checked against this).
+KEYS = {
+    "slack": {"channel", "api_url", "mode", "http_port"},
+    "store": {"path"},
+    "polling": {"interval", "jitter", "lookback", "batch_size", "operation_timeout",
+                "read_timeout", "delivery_interval"},
+    "incidents": {"quiet_period", "update_interval"},
+    "servers": {"name", "url", "username", "transport", "password_env", "validate_certificate",
+                "ca_bundle", "cert_pem", "cert_key_pem", "channel", "submission_connector",
+                "version"},
+}
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?")
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
 _SERVER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
@@ -143,9 +154,9 @@ def load_config(path: str | os.PathLike, environ: Mapping[str, str] | None = Non
 
 
 def parse_config(raw: Mapping[str, Any], environ: Mapping[str, str], source: str = "<memory>") -> Config:
-    _only(raw, "", {"slack", "store", "polling", "incidents", "servers"})
+    _only(raw, "", set(KEYS))
     slack = _table(raw, "slack", required=True)
-    _only(slack, "slack", {"channel", "api_url", "mode", "http_port"})
+    _only(slack, "slack", KEYS["slack"])
     api_url = _str(slack, "slack.api_url", SLACK_API_URL)
     if urlsplit(api_url).scheme not in ("http", "https") or not urlsplit(api_url).netloc:
         raise ConfigError(f"slack.api_url must be an http(s) URL such as {SLACK_API_URL!r}, "
@@ -161,12 +172,11 @@ def parse_config(raw: Mapping[str, Any], environ: Mapping[str, str], source: str
     )
 
     store = _table(raw, "store")
-    _only(store, "store", {"path"})
+    _only(store, "store", KEYS["store"])
     store_cfg = StoreConfig(path=_str(store, "store.path", StoreConfig.path))
 
     polling = _table(raw, "polling")
-    _only(polling, "polling", {"interval", "jitter", "lookback", "batch_size", "operation_timeout",
-                               "read_timeout", "delivery_interval"})
+    _only(polling, "polling", KEYS["polling"])
     d = PollingConfig()
     polling_cfg = PollingConfig(
         interval=_duration(polling, "polling.interval", d.interval, low=1),
@@ -185,7 +195,7 @@ def parse_config(raw: Mapping[str, Any], environ: Mapping[str, str], source: str
                           "timeout before answering")
 
     incidents = _table(raw, "incidents")
-    _only(incidents, "incidents", {"quiet_period", "update_interval"})
+    _only(incidents, "incidents", KEYS["incidents"])
     i = IncidentConfig()
     incident_cfg = IncidentConfig(
         quiet_period=_duration(incidents, "incidents.quiet_period", i.quiet_period, low=60),
@@ -206,9 +216,7 @@ def parse_config(raw: Mapping[str, Any], environ: Mapping[str, str], source: str
 def _server(raw: Mapping[str, Any], where: str, environ: Mapping[str, str]) -> ServerConfig:
     if isinstance(raw.get("name"), str) and _SERVER_NAME.fullmatch(raw["name"]):
         where = f"servers.{raw['name']}"  # name the server the way the user knows it
-    _only(raw, where, {"name", "url", "username", "transport", "password_env", "validate_certificate",
-                       "ca_bundle", "cert_pem", "cert_key_pem", "channel", "submission_connector",
-                       "version"})
+    _only(raw, where, KEYS["servers"])
     name = _str(raw, f"{where}.name", required=True)
     if not _SERVER_NAME.fullmatch(name):
         raise ConfigError(f"{where}.name {name!r} must be 1-63 letters, digits, '.', '_' or '-' "

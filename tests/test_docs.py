@@ -1,0 +1,38 @@
+"""The README is part of the product: its config reference and commands must be true."""
+import re
+from pathlib import Path
+
+from bot.cli import build_parser
+from bot.config import KEYS
+
+ROOT = Path(__file__).parent.parent
+README = (ROOT / "README.md").read_text(encoding="utf-8")
+
+
+def test_readme_opens_with_the_two_commands():
+    first_block = README.split("```")[1]
+    assert "make demo" in first_block and "make test" in first_block
+    makefile = (ROOT / "Makefile").read_text()
+    assert re.search(r"^demo:", makefile, re.M) and re.search(r"^test:", makefile, re.M)
+    assert "make test" in (ROOT / ".ci/run").read_text()
+
+
+def test_every_config_key_is_documented_and_every_documented_key_exists():
+    documented = set(re.findall(r"^\| `([a-z_]+\.[a-z_]+)` \|", README, re.M))
+    real = {f"{table}.{key}" for table, keys in KEYS.items() for key in keys}
+    assert documented == real, (f"undocumented: {sorted(real - documented)}; "
+                                f"documented but unknown: {sorted(documented - real)}")
+
+
+def test_every_command_is_documented_and_every_documented_command_exists():
+    parser = build_parser()
+    [subparsers] = [a for a in parser._actions if a.dest == "command"]
+    real = set(subparsers.choices)
+    documented = set(re.findall(r"`submitwatch ([a-z-]+)", README))
+    assert documented == real
+
+
+def test_secrets_named_in_the_readme_are_the_ones_the_code_reads():
+    from bot.config import SECRET_ENV
+    for variable in SECRET_ENV.values():
+        assert variable in README
