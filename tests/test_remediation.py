@@ -22,7 +22,7 @@ from bot.remediation import (
     ps_quote,
     short_server_name,
 )
-from pwsh_parse import (
+from tests.pwsh_parse import (
     PwshParseError,
     assert_quotes_doubled,
     parse_pipeline,

@@ -51,13 +51,36 @@ Deliberate strictness (to catch product bugs early):
 Message timestamps are deterministic (``"1767225600.000100"``,
 ``"1767225600.000200"``, ...) so demo output and test expectations are stable.
 
-Not implemented yet: Socket Mode.  See the "Socket Mode" section inside
-:class:`SlackStandIn` for where ``apps.connections.open`` and the websocket
-server belong.
+Socket Mode (how the product receives slash commands and button clicks):
+
+* ``apps.connections.open`` takes the app-level ``xapp-`` token from the
+  ``Authorization`` header only (Slack refuses it as a POST parameter; the
+  stand-in answers ``not_authed``).  The bot token answers
+  ``not_allowed_token_type``, as does the app token on every other method;
+  an unknown token ``invalid_auth``.  The answer is
+  ``{"ok": true, "url": "ws://127.0.0.1:PORT/link/?ticket=...&app_id=..."}``:
+  plain ``ws://`` works because slack_sdk's built-in client (the one
+  ``slack_bolt.adapter.socket_mode.SocketModeHandler`` uses) only wraps TLS
+  around port 443.
+* On connect the server sends Slack's ``hello``; envelopes are
+  ``{"envelope_id", "type", "payload", "accepts_response_payload"}`` and the
+  client acks with ``{"envelope_id", "payload"?}``.  Acks are recorded with
+  how long they took (Slack wants them within :data:`ACK_DEADLINE` seconds).
+* Tickets are single-use (Slack's are short-lived): a reused or unknown
+  ticket fails the websocket handshake with HTTP 401.  slack_sdk always asks
+  for a fresh URL when it reconnects, so this only bites code that replays
+  an old URL.
+* ``response_url`` values point back at this server (``/response/N``) and
+  are recorded (:meth:`SlackStandIn.responses`); like Slack's they accept
+  :data:`RESPONSE_URL_MAX_POSTS` posts within 30 minutes.
+* The websocket server needs the ``websockets`` package and starts with the
+  first ``apps.connections.open``, so the demo and plain Web API tests do not
+  pay for it (nor need the package).
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import copy
 import json
@@ -65,13 +88,14 @@ import logging
 import re
 import threading
 import time
+import uuid
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qsl, quote, urlsplit
+from urllib.parse import parse_qs, parse_qsl, quote, urlsplit
 
 __all__ = [
     "Call",
@@ -79,7 +103,10 @@ __all__ = [
     "block_kit_builder_url",
     "render_text",
     "validate_blocks",
+    "ACK_DEADLINE",
+    "ENVELOPE_TYPES",
     "MAX_BLOCKS",
+    "RESPONSE_URL_MAX_POSTS",
     "TS_EPOCH",
 ]
 
@@ -93,6 +120,14 @@ MAX_BLOCKS = 50
 MAX_TEXT = 40_000
 #: Microseconds between consecutive generated timestamps (".000100" steps).
 _TS_STEP_US = 100
+#: Socket Mode envelope types Slack sends (and Bolt dispatches).
+ENVELOPE_TYPES = frozenset({"slash_commands", "interactive", "events_api"})
+#: Seconds Slack waits for an envelope ack (DOMAIN.md section 4).
+ACK_DEADLINE = 3.0
+#: A response_url accepts this many posts ...
+RESPONSE_URL_MAX_POSTS = 5
+#: ... within this many seconds of being issued.
+RESPONSE_URL_TTL = 30 * 60
 
 _KNOWN_BLOCK_TYPES = frozenset(
     {
