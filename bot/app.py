@@ -22,11 +22,32 @@ def build_bolt_app(config: Config):
         client=make_client(slack.api_url, slack.bot_token.reveal()),
         signing_secret=slack.signing_secret.reveal() if slack.signing_secret else "",
         request_verification_enabled=slack.mode == "http",
-        token_verification_enabled=True,
+        # No auth.test at start-up: polling must begin even while Slack is unreachable.
+        token_verification_enabled=False,
     )
     dbs = ThreadDatabases(config.store.path)
     handlers.commands.register(app, dbs.get)
     return app
+
+
+def _connect_when_possible(handler, stop: threading.Event) -> None:
+    """Open the Socket Mode connection, retrying in the background while Slack is unreachable.
+
+    slack_sdk reconnects by itself once connected; only the first connection needs this.
+    """
+    def connect() -> None:
+        delay = 5.0
+        while not stop.is_set():
+            try:
+                handler.connect()
+                log.info("connected to Slack (Socket Mode)")
+                return
+            except Exception as exc:  # SlackApiError, URLError, ...: say it, wait, try again
+                log.warning("cannot open the Socket Mode connection (%s); retrying in %.0fs; "
+                            "alerts are still collected and wait in the outbox", exc, delay)
+                stop.wait(delay)
+                delay = min(delay * 2, 300.0)
+    threading.Thread(target=connect, name="socket-mode-connect", daemon=True).start()
 
 
 def run(config: Config, stop: threading.Event | None = None) -> None:
@@ -44,7 +65,7 @@ def run(config: Config, stop: threading.Event | None = None) -> None:
         if config.slack.mode == "socket":
             from slack_bolt.adapter.socket_mode import SocketModeHandler
             handler = SocketModeHandler(app, config.slack.app_token.reveal())
-            handler.connect()
+            _connect_when_possible(handler, stop)
             stop.wait()
             handler.close()
         else:

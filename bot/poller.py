@@ -81,6 +81,8 @@ def poll_server_once(db: Database, source: WinRMSource, config: Config,
                     break
                 cursor, lookback_ms = next_cursor, None
                 state = store.server_state(db, server.name)
+        for problem in result.problems[:5]:
+            log.warning("%s: %s", server.name, problem.detail)
     except SourceError as exc:
         result.error = str(exc)
         log.warning("poll failed: %s", exc)

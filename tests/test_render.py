@@ -151,3 +151,22 @@ def test_thread_note_for_a_new_server_carries_its_fix():
 
 def test_the_whole_message_is_json_serialisable():
     json.dumps(render.alert(incident(), SERVERS)[1])
+
+
+QUOTES = "'\u2018\u2019\u201a\u201b"
+
+
+@pytest.mark.parametrize("account", [a for a in HOSTILE if "\n" not in a] + [f"CONTOSO\\{q}x{q}{q}" for q in QUOTES] + [
+    "CONTOSO\\" + "'" * 300, "DOMAIN\\ünïcødé-名前-🙂", "a;b|c&d#e", "${env:PATH}@(1)"])
+def test_every_command_in_the_alert_parses_with_arguments_equal_to_the_input(account):
+    connector = f"EX01\\{account}"
+    _, blocks = render.alert(incident(account=account, connectors=(connector,)), SERVERS)
+    [commands] = preformatted(blocks)
+    lines = [line for line in commands.splitlines() if not line.startswith("#")]
+    assert len(lines) == 3  # grant, verify, undo
+    for line in lines:
+        pipeline = parse_pipeline(line)  # fails on any parse error or smart quote left single
+        first, second = pipeline.commands[0], pipeline.commands[1]
+        assert first.arg("-Identity").is_verbatim_literal
+        assert first.arg("-Identity").value == connector
+        assert second.arg("-User").is_verbatim_literal and second.arg("-User").value == account

@@ -147,6 +147,14 @@ _KNOWN_BLOCK_TYPES = frozenset(
 )
 
 _JSON_CONTENT_TYPE = "application/json; charset=utf-8"
+#: The deprecated verification token Slack still puts in slash command payloads.
+_VERIFICATION_TOKEN = "sTaNdInVeRiFiCaTiOnToKeN"
+#: Web API methods that take the app-level (xapp-) token instead of the bot token.
+_APP_TOKEN_METHODS = frozenset({"apps.connections.open"})
+#: Path prefix of the response_url endpoint on the HTTP server.
+_RESPONSE_PATH = "/response/"
+#: Path of the Socket Mode websocket endpoint (Slack's is /link/ too).
+_LINK_PATH = "/link/"
 
 
 # ---------------------------------------------------------------------------
@@ -309,6 +317,64 @@ class _Message:
         return out
 
 
+@dataclass
+class _SocketClient:
+    """One Socket Mode websocket connection (kept after it closes, for history)."""
+
+    id: int  # 1, 2, 3, ... in connection order, so a reconnect is visibly new
+    ticket: str
+    connection: Any  # websockets.asyncio.server.ServerConnection
+    peer: Any
+    connected_at: float
+    closed_at: float | None = None
+    close_code: int | None = None
+
+    def state(self) -> dict:
+        """The snapshot handed out by :meth:`SlackStandIn.connected_clients`."""
+        return {
+            "id": self.id,
+            "ticket": self.ticket,
+            "peer": self.peer,
+            "connected_at": self.connected_at,
+            "closed_at": self.closed_at,
+            "close_code": self.close_code,
+        }
+
+
+@dataclass
+class _Envelope:
+    """An envelope sent to a Socket Mode client and what came back."""
+
+    envelope: dict
+    client: int
+    sent_at: float  # time.time(), for people
+    sent_mono: float  # time.monotonic(), for the ack latency
+    ack: dict | None = None
+    ack_seconds: float | None = None
+    acks: int = 0  # more than one means the client acked twice
+
+    def state(self) -> dict:
+        """The snapshot handed out by :meth:`SlackStandIn.envelopes`."""
+        return {
+            **copy.deepcopy(self.envelope),
+            "client": self.client,
+            "sent_at": self.sent_at,
+            "ack": copy.deepcopy(self.ack),
+            "ack_seconds": self.ack_seconds,
+            "acks": self.acks,
+            "late": self.ack_seconds is None or self.ack_seconds > ACK_DEADLINE,
+        }
+
+
+@dataclass
+class _ResponseUrl:
+    """A ``response_url`` handed out in a payload, with its use count."""
+
+    url: str
+    created: float
+    uses: int = 0
+
+
 # ---------------------------------------------------------------------------
 # HTTP plumbing
 # ---------------------------------------------------------------------------
@@ -345,15 +411,16 @@ class _Handler(BaseHTTPRequestHandler):
             self._write(_Reply.of_text(411, "Length Required"))
             return
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        if not url.path.startswith("/api/"):
-            self._write(_Reply.of_text(404, "Not Found"))
-            return
-        reply = stand_in._process(
-            method=url.path[len("/api/") :],
-            query=url.query,
-            body=body,
-            headers={name.lower(): value for name, value in self.headers.items()},
-        )
+        headers = {name.lower(): value for name, value in self.headers.items()}
+        if url.path.startswith("/api/"):
+            reply = stand_in._process(method=url.path[len("/api/") :], query=url.query, body=body, headers=headers)
+        elif url.path.startswith(_RESPONSE_PATH):
+            if self.command != "POST":
+                reply = _Reply.of_text(405, "Method Not Allowed", {"Allow": "POST"})
+            else:
+                reply = stand_in._process_response(url.path[len(_RESPONSE_PATH) :], body, headers)
+        else:
+            reply = _Reply.of_text(404, "Not Found")
         self._write(reply)
 
     def _write(self, reply: _Reply) -> None:
@@ -367,6 +434,113 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
         """Silence per-request logging: tests and the demo own the terminal."""
+
+
+class _SocketServer:
+    """The Socket Mode websocket endpoint: a ``websockets`` asyncio server.
+
+    One event loop in one daemon thread serves every connection.  That, not
+    ``websockets.sync``, because the threaded server's per-connection threads
+    are not daemons: a test that forgot :meth:`SlackStandIn.stop` with a bot
+    still connected would hang interpreter exit.
+
+    Holds no state: each event goes to the stand-in, which records it under
+    its lock.  One rule keeps that deadlock-free: code on the loop may take
+    the stand-in lock briefly, and code holding the lock never waits for the
+    loop (:meth:`call` is only used with the lock released).
+    """
+
+    #: Seconds the server waits for the client's half of a close handshake.
+    #: slack_sdk's built-in client never sends one (it just closes the TCP
+    #: socket), so keep this short or every server-side close lingers.
+    CLOSE_TIMEOUT = 1.0
+    #: Seconds between the server's keepalive pings (Slack pings clients too).
+    #: Short on purpose: slack_sdk's ``close()`` waits for its reader thread,
+    #: which sits in a ``recv()`` with a 3 s timeout that closing the socket
+    #: from another thread does not interrupt; any incoming frame does, so
+    #: this bounds how long ``SocketModeHandler.close()`` blocks in tests.
+    PING_INTERVAL = 0.5
+
+    def __init__(self, stand_in: SlackStandIn) -> None:
+        from websockets.asyncio.server import serve  # only Socket Mode needs the package
+
+        self._stand_in = stand_in
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="slack-stand-in:socket-mode", daemon=True)
+        self._thread.start()
+
+        async def start() -> Any:
+            return await serve(
+                self._handler,
+                "127.0.0.1",
+                0,
+                process_request=self._check_ticket,
+                compression=None,  # slack_sdk's client offers no extensions anyway
+                close_timeout=self.CLOSE_TIMEOUT,
+                ping_interval=self.PING_INTERVAL,
+                ping_timeout=20,  # a client busy in a slow listener still answers late pings
+                server_header="SlackStandIn/1.0",
+            )
+
+        try:
+            self._server = self.call(start())
+        except BaseException:
+            self._stop_loop()
+            raise
+        self.port: int = self._server.sockets[0].getsockname()[1]
+        self._thread.name = f"slack-stand-in:socket-mode:{self.port}"
+
+    def call(self, coroutine: Any, timeout: float = 5.0) -> Any:
+        """Run ``coroutine`` on the loop and wait for its result (never with the lock held)."""
+        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(timeout)
+
+    def stop(self) -> None:
+        """Close every connection (code 1001, as Slack going away), then the loop."""
+
+        async def close() -> None:
+            self._server.close()
+            await self._server.wait_closed()
+
+        try:
+            self.call(close(), timeout=self.CLOSE_TIMEOUT + 4)
+        except Exception:  # still stop the loop; the thread is a daemon anyway
+            _log.exception("SlackStandIn: closing the Socket Mode server failed")
+        self._stop_loop()
+
+    def _stop_loop(self) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=5)
+        if not self._thread.is_alive():
+            self._loop.close()
+
+    def _check_ticket(self, connection: Any, request: Any) -> Any:
+        """Handshake gate: only ``/link/`` with a ticket from apps.connections.open."""
+        url = urlsplit(request.path)
+        if url.path != _LINK_PATH:
+            return connection.respond(HTTPStatus.NOT_FOUND, "Not Found\n")
+        ticket = (parse_qs(url.query).get("ticket") or [""])[0]
+        if not self._stand_in._use_ticket(ticket):
+            return connection.respond(HTTPStatus.UNAUTHORIZED, "invalid or already used ticket\n")
+        return None
+
+    async def _handler(self, connection: Any) -> None:
+        from websockets.exceptions import ConnectionClosed
+
+        stand_in = self._stand_in
+        ticket = (parse_qs(urlsplit(connection.request.path).query).get("ticket") or [""])[0]
+        client: _SocketClient | None = None
+        try:
+            # hello goes out before the client is listed, so an envelope sent
+            # as soon as wait_for_socket() returns can never overtake it.
+            await connection.send(stand_in._hello())
+            client = stand_in._socket_opened(connection, ticket)
+            async for raw in connection:
+                stand_in._socket_received(client, raw)
+        except ConnectionClosed:
+            pass
+        finally:
+            if client is not None:
+                stand_in._socket_closed(client, connection.close_code)
 
 
 # ---------------------------------------------------------------------------
@@ -389,9 +563,21 @@ class SlackStandIn:
     ``not_joined``.  Channels can be given by ID or by name (``#name``), as in
     Slack.
 
+    ``app_token`` is the app-level token Socket Mode connects with (``None``
+    turns Socket Mode off: every token is then refused by
+    ``apps.connections.open``).  A Bolt app runs against the stand-in as is::
+
+        app = App(token="xoxb-test", client=WebClient(token="xoxb-test", base_url=slack.api_url))
+        handler = SocketModeHandler(app, "xapp-test")
+        handler.connect()
+        slack.wait_for_socket()
+        envelope_id = slack.send_envelope("slash_commands", slack.slash_command_payload("status"))
+        slack.wait_for_ack(envelope_id)
+
     All state lives behind one lock, taken for the whole of each API call, so
     concurrent posts get distinct, increasing timestamps and ``calls`` is in
-    the same order as the state changes.
+    the same order as the state changes.  The Socket Mode loop thread records
+    into the same state under the same lock.
     """
 
     def __init__(
@@ -407,8 +593,10 @@ class SlackStandIn:
         bot_id: str = "B0SUBMITBOT",
         app_id: str = "A0SUBMITAPP",
         ts_start: int = TS_EPOCH,
+        app_token: str | None = "xapp-test",
     ) -> None:
         self.bot_token = bot_token
+        self.app_token = app_token
         #: Seconds each request waits before being processed (benchmarks).
         self.delay = float(delay)
         self.team_id = team_id
@@ -427,6 +615,16 @@ class SlackStandIn:
         self._revoked = False
         self._ts_start_us = int(ts_start) * 1_000_000
         self._ts_count = 0
+
+        # Socket Mode and response_url state (see the "Socket Mode" section).
+        self._socket_server: _SocketServer | None = None
+        self._tickets: set[str] = set()
+        self._socket_clients: list[_SocketClient] = []
+        self._socket_inbox: list[dict] = []
+        self._envelopes: dict[str, _Envelope] = {}
+        self._response_urls: dict[str, _ResponseUrl] = {}
+        self._responses: list[dict] = []
+        self._payload_count = 0
 
         names = channels if isinstance(channels, Mapping) else {cid: cid.lower() for cid in channels}
         skip = set(not_joined)
@@ -447,12 +645,9 @@ class SlackStandIn:
             "conversations.info": self._conversations_info,
             "conversations.history": self._conversations_history,
             "conversations.replies": self._conversations_replies,
-            # Socket Mode (not implemented yet): register "apps.connections.open"
-            # here.  It must authenticate an app-level "xapp-" token (not the bot
-            # token) and return {"url": "ws://127.0.0.1:PORT/..."} served by a
-            # `websockets` server started in start() next to the HTTP server;
-            # envelopes are {"envelope_id", "type", "payload"} and the client
-            # acks with {"envelope_id", "payload"?}.  See DOMAIN.md section 4.
+            # Socket Mode: authenticated with the app-level token, see
+            # _authenticate and _APP_TOKEN_METHODS.
+            "apps.connections.open": self._apps_connections_open,
         }
 
     # -- lifecycle ---------------------------------------------------------
@@ -473,16 +668,24 @@ class SlackStandIn:
         return self
 
     def stop(self) -> None:
-        """Stop serving and free the port.  Safe to call twice."""
+        """Stop serving, close Socket Mode connections and free the ports.  Safe to call twice.
+
+        Close Bolt's ``SocketModeHandler`` first: a client that loses its
+        socket tries to reconnect, and with the HTTP server gone it logs
+        connection errors until it is closed.
+        """
         with self._lock:
             server, thread = self._server, self._thread
-            self._server = self._thread = None
+            socket_server = self._socket_server
+            self._server = self._thread = self._socket_server = None
         if server is None:
             return
         server.shutdown()
         server.server_close()
         if thread is not None:
             thread.join(timeout=5)
+        if socket_server is not None:
+            socket_server.stop()
 
     def __enter__(self) -> SlackStandIn:
         return self.start()
@@ -625,16 +828,281 @@ class SlackStandIn:
             return [copy.deepcopy(e) for e in self._ephemerals if wanted in (None, e["channel"])]
 
     def reset(self) -> None:
-        """Clear calls, messages, ephemerals, faults, outage and revocation."""
+        """Clear calls, messages, ephemerals, faults, outage and revocation.
+
+        Also forgets sent envelopes, socket messages and response_url posts
+        (issued response URLs start counting uses again).  Open Socket Mode
+        connections stay open.
+        """
         with self._lock:
             self._calls.clear()
             self._ephemerals.clear()
+            self._envelopes.clear()
+            self._socket_inbox.clear()
+            self._responses.clear()
+            for response_url in self._response_urls.values():
+                response_url.uses = 0
             self._faults.clear()
             self._down = self._revoked = False
             self._ts_count = 0
             for channel in self._channels.values():
                 channel.messages.clear()
                 channel.by_ts.clear()
+
+    # -- Socket Mode -------------------------------------------------------
+    #
+    # The websocket server starts with the first apps.connections.open (see
+    # _apps_connections_open) and stops with the stand-in.  Methods here run
+    # on the caller's thread; the _socket_* callbacks further down run on
+    # the server's loop thread.
+
+    def connected_clients(self) -> list[dict]:
+        """Open Socket Mode connections, oldest first.
+
+        Each is ``{"id", "ticket", "peer", "connected_at", "closed_at",
+        "close_code"}``; ``id`` counts connections since start (1, 2, ...), so
+        a reconnect shows up as a higher id.
+        """
+        with self._lock:
+            return [client.state() for client in self._socket_clients if client.closed_at is None]
+
+    def wait_for_socket(self, timeout: float = 5.0, *, newer_than: int = 0) -> dict:
+        """Block until a client is connected (and got ``hello``); return the newest.
+
+        ``newer_than`` ignores connections with that id or lower, to wait for
+        a reconnect while the old socket may still be open.  Raises
+        ``TimeoutError``.
+        """
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while True:
+                ready = [c for c in self._socket_clients if c.closed_at is None and c.id > newer_than]
+                if ready:
+                    return ready[-1].state()
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError(f"no Socket Mode client (id > {newer_than}) connected after {timeout}s")
+                self._changed.wait(remaining)
+
+    def send_envelope(self, type: str, payload: Mapping[str, Any], *, accepts_response_payload: bool = False) -> str:  # noqa: A002
+        """Deliver ``{"envelope_id", "type", "payload", "accepts_response_payload"}``; return the id.
+
+        ``type`` is one of :data:`ENVELOPE_TYPES`.  Goes to the newest open
+        connection (Slack spreads envelopes over an app's connections; one
+        bot process only ever has one that matters).  ``events_api``
+        envelopes also carry ``retry_attempt: 0`` and ``retry_reason: ""``
+        as Slack's do.  Note Slack sets ``accepts_response_payload`` to true
+        for slash commands; pass it when the product relies on it.
+
+        Raises ``RuntimeError`` when no client is connected (call
+        :meth:`wait_for_socket` first) and ``ConnectionError`` when the
+        connection dropped while sending.
+        """
+        if type not in ENVELOPE_TYPES:
+            raise ValueError(f"envelope type must be one of {sorted(ENVELOPE_TYPES)}, not {type!r}")
+        if not isinstance(payload, Mapping):
+            raise TypeError("payload must be a mapping")
+        envelope: dict[str, Any] = {
+            "envelope_id": str(uuid.uuid4()),
+            "type": type,
+            "payload": copy.deepcopy(dict(payload)),
+            "accepts_response_payload": bool(accepts_response_payload),
+        }
+        if type == "events_api":
+            envelope.update(retry_attempt=0, retry_reason="")
+        text = json.dumps(envelope)  # fail on non-JSON payloads before recording anything
+        envelope_id = envelope["envelope_id"]
+        with self._lock:
+            open_clients = [c for c in self._socket_clients if c.closed_at is None]
+            server = self._socket_server
+            if not open_clients or server is None:
+                raise RuntimeError("no Socket Mode client is connected (wait_for_socket() first)")
+            client = open_clients[-1]
+            self._envelopes[envelope_id] = _Envelope(
+                envelope=envelope, client=client.id, sent_at=time.time(), sent_mono=time.monotonic()
+            )
+        try:
+            server.call(client.connection.send(text))
+        except Exception as exc:
+            with self._lock:
+                self._envelopes.pop(envelope_id, None)
+            raise ConnectionError(f"envelope not delivered to Socket Mode client {client.id}: {exc!r}") from exc
+        return envelope_id
+
+    def wait_for_ack(self, envelope_id: str, timeout: float = 5.0) -> dict:
+        """Block until the client acked ``envelope_id``; return the ack as sent.
+
+        The ack is ``{"envelope_id"}`` plus ``"payload"`` when the listener
+        passed something to ``ack()``.  How long it took is in
+        :meth:`envelopes` (``ack_seconds``).  ``KeyError`` for an envelope
+        never sent, ``TimeoutError`` when no ack came in time.
+        """
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            record = self._envelopes.get(envelope_id)
+            if record is None:
+                raise KeyError(f"no envelope {envelope_id!r} was sent")
+            while record.ack is None:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError(f"envelope {envelope_id} not acked after {timeout}s")
+                self._changed.wait(remaining)
+            return copy.deepcopy(record.ack)
+
+    def envelopes(self) -> list[dict]:
+        """Sent envelopes in send order, each with what came back.
+
+        The envelope's own fields plus ``client`` (connection id),
+        ``sent_at``, ``ack`` (the first ack, or ``None``), ``ack_seconds``
+        (send to ack), ``acks`` (how many acks arrived; 2+ is a product bug)
+        and ``late`` (no ack yet, or slower than :data:`ACK_DEADLINE`).
+        """
+        with self._lock:
+            return [record.state() for record in self._envelopes.values()]
+
+    def socket_messages(self) -> list[dict]:
+        """Everything clients sent over their sockets: ``{"client", "at", "message"}``.
+
+        ``message`` is the decoded JSON (or the raw text if it was not JSON).
+        Acks for unknown envelope ids only show up here.
+        """
+        with self._lock:
+            return copy.deepcopy(self._socket_inbox)
+
+    def disconnect_sockets(self, *, code: int = 1001, reason: str = "") -> int:
+        """Close every open connection from the server side; return how many.
+
+        Simulates Slack dropping the link: the client gets a close frame
+        (``code`` 1001 "going away" by default) with no warning.  slack_sdk's
+        client then asks apps.connections.open for a new URL, which its
+        monitor thread does within its ``ping_interval``.  Returns once the
+        server has seen every connection close, so :meth:`wait_for_socket`
+        afterwards can only find a new one.
+        """
+        with self._lock:
+            targets = [c for c in self._socket_clients if c.closed_at is None]
+            server = self._socket_server
+        if not targets or server is None:
+            return 0
+
+        async def close_all() -> None:
+            await asyncio.gather(*(c.connection.close(code, reason) for c in targets), return_exceptions=True)
+
+        server.call(close_all(), timeout=_SocketServer.CLOSE_TIMEOUT + 4)
+        deadline = time.monotonic() + 5
+        with self._changed:
+            while any(c.closed_at is None for c in targets):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError("Socket Mode connections did not close")
+                self._changed.wait(remaining)
+        return len(targets)
+
+    def send_disconnect(self, reason: str = "refresh_requested") -> int:
+        """Send Slack's ``{"type": "disconnect", "reason", ...}`` to every open connection.
+
+        Slack's graceful refresh: the socket stays open and the client is
+        expected to open a new one (slack_sdk does at once) and drop the old
+        one.  Reasons Slack uses: ``warning``, ``refresh_requested``,
+        ``link_disabled``.  Returns how many connections were told.
+        """
+        message = json.dumps({"type": "disconnect", "reason": reason, "debug_info": {"host": "slack-stand-in"}})
+        with self._lock:
+            targets = [c for c in self._socket_clients if c.closed_at is None]
+            server = self._socket_server
+        if not targets or server is None:
+            return 0
+
+        async def send_all() -> None:
+            await asyncio.gather(*(c.connection.send(message) for c in targets), return_exceptions=True)
+
+        server.call(send_all())
+        return len(targets)
+
+    # -- payload builders and response_url ------------------------------------
+
+    def new_response_url(self) -> str:
+        """A fresh ``response_url`` on this server (only while started).
+
+        Posts to it are recorded (:meth:`responses`); like Slack's, it takes
+        :data:`RESPONSE_URL_MAX_POSTS` posts within :data:`RESPONSE_URL_TTL`
+        seconds, then answers HTTP 404 ``used_url`` / ``expired_url``.
+        """
+        with self._lock:
+            self._payload_count += 1
+            response_id = str(self._payload_count)
+            url = f"http://127.0.0.1:{self.port}{_RESPONSE_PATH}{response_id}"
+            self._response_urls[response_id] = _ResponseUrl(url=url, created=time.time())
+        return url
+
+    def slash_command_payload(
+        self,
+        text: str,
+        *,
+        user_id: str = "U0ADMIN",
+        user_name: str = "admin",
+        channel_id: str | None = None,
+        command: str = "/submitwatch",
+    ) -> dict:
+        """The payload of a ``slash_commands`` envelope, with the fields Slack sends.
+
+        ``channel_id`` defaults to the first channel of the stand-in.  All
+        values are strings, as Slack sends them (they come from a form post).
+        ``response_url`` is a new :meth:`new_response_url`.
+        """
+        with self._lock:
+            if channel_id is None:
+                channel_id = next(iter(self._channels), "C0ALERTS")
+            channel = self._channels.get(channel_id)
+            if channel is not None:
+                channel_name = channel.name
+            else:
+                channel_name = "directmessage" if channel_id.startswith("D") else channel_id.lower()
+        response_url = self.new_response_url()
+        with self._lock:
+            serial = self._payload_count
+        return {
+            "token": _VERIFICATION_TOKEN,
+            "team_id": self.team_id,
+            "team_domain": "submitwatch-test",
+            "channel_id": channel_id,
+            "channel_name": channel_name,
+            "user_id": user_id,
+            "user_name": user_name,
+            "command": command,
+            "text": text,
+            "api_app_id": self.app_id,
+            "is_enterprise_install": "false",
+            "response_url": response_url,
+            "trigger_id": f"{TS_EPOCH + serial}.{serial:06d}.{uuid.uuid4().hex}",
+        }
+
+    def responses(self, url: str | None = None) -> list[dict]:
+        """Posts to response URLs, in arrival order, optionally for one URL.
+
+        Each is ``{"url", "payload", "headers", "at", "status", "error"}``;
+        ``payload`` is the decoded body (Bolt's ``respond()`` sends JSON such
+        as ``{"text": ...}``).  Refused posts are included with their error.
+        """
+        with self._lock:
+            return [copy.deepcopy(r) for r in self._responses if url in (None, r["url"])]
+
+    def wait_for_responses(self, count: int = 1, timeout: float = 5.0, *, url: str | None = None) -> list[dict]:
+        """Block until ``count`` response_url posts arrived; raise ``TimeoutError``.
+
+        Bolt listeners call ``respond()`` after ``ack()``, so the post can land
+        after :meth:`wait_for_ack` returns.
+        """
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while True:
+                found = [r for r in self._responses if url in (None, r["url"])]
+                if len(found) >= count:
+                    return copy.deepcopy(found)
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError(f"{len(found)}/{count} response_url posts after {timeout}s")
+                self._changed.wait(remaining)
 
     # -- request processing (HTTP-free) ------------------------------------
 
@@ -674,7 +1142,7 @@ class SlackStandIn:
         if handler is None:
             return _Reply.of_json({"ok": False, "error": "unknown_method", "req_method": method})
         try:
-            self._authenticate(params, headers)
+            self._authenticate(method, params, headers)
             payload = handler(params)
         except _SlackError as exc:
             return _Reply.of_json({"ok": False, "error": exc.error, **exc.extra})
@@ -691,19 +1159,145 @@ class SlackStandIn:
                 return fault
         return None
 
-    def _authenticate(self, params: dict, headers: dict[str, str]) -> None:
+    def _authenticate(self, method: str, params: dict, headers: dict[str, str]) -> None:
+        """Token checks; the token type must fit the method, as Slack enforces.
+
+        The app-level token is only good for :data:`_APP_TOKEN_METHODS` and
+        only from the ``Authorization`` header; bot tokens are not good there.
+        ``revoke_token`` revokes the bot token only.
+        """
         token = None
+        from_header = False
         scheme, _, credentials = headers.get("authorization", "").partition(" ")
         if scheme.lower() == "bearer" and credentials.strip():
             token = credentials.strip()
+            from_header = True
         elif isinstance(params.get("token"), str) and not _is_json(headers.get("content-type", "")):
             token = params["token"]
         if not token:
             raise _SlackError("not_authed")
+        if method in _APP_TOKEN_METHODS:
+            if not from_header:
+                raise _SlackError("not_authed")
+            if self.app_token is not None and token == self.app_token:
+                return
+            raise _SlackError("not_allowed_token_type" if token == self.bot_token else "invalid_auth")
+        if self.app_token is not None and token == self.app_token:
+            raise _SlackError("not_allowed_token_type")
         if token != self.bot_token:
             raise _SlackError("invalid_auth")
         if self._revoked:
             raise _SlackError("token_revoked")
+
+    def _process_response(self, response_id: str, body: bytes, headers: dict[str, str]) -> _Reply:
+        """A post to a response_url: answer it and record it for :meth:`responses`.
+
+        Status codes and error names here are the stand-in's approximation
+        (Slack documents the 5-posts / 30-minutes limits, not the answers):
+        404 for an unknown, used-up or expired URL, 400 for a bad body,
+        503 during :meth:`set_down`.
+        """
+        arrived = time.time()
+        if self.delay > 0:
+            time.sleep(self.delay)
+        decode_error = None
+        try:
+            params = _decode_params("", body, headers.get("content-type", ""))
+        except _SlackError as exc:
+            params, decode_error = {}, exc.error
+        with self._changed:
+            entry = self._response_urls.get(response_id)
+            if self._down:
+                reply = _Reply.of_text(503, HTTPStatus.SERVICE_UNAVAILABLE.phrase)
+            elif entry is None:
+                reply = _Reply.of_json({"ok": False, "error": "no_service"}, 404)
+            elif arrived - entry.created > RESPONSE_URL_TTL:
+                reply = _Reply.of_json({"ok": False, "error": "expired_url"}, 404)
+            elif entry.uses >= RESPONSE_URL_MAX_POSTS:
+                reply = _Reply.of_json({"ok": False, "error": "used_url"}, 404)
+            elif decode_error is not None:
+                reply = _Reply.of_json({"ok": False, "error": decode_error}, 400)
+            else:
+                try:
+                    _message_content(params, require=not _flag(params.get("delete_original")))
+                except _SlackError as exc:
+                    reply = _Reply.of_json({"ok": False, "error": exc.error, **exc.extra}, 400)
+                else:
+                    entry.uses += 1
+                    reply = _Reply.of_json({"ok": True})
+            url = entry.url if entry is not None else f"{_RESPONSE_PATH}{response_id}"
+            self._responses.append(
+                {
+                    "url": url,
+                    "payload": params,
+                    "headers": headers,
+                    "at": arrived,
+                    "status": reply.status,
+                    "error": reply.error,
+                }
+            )
+            self._changed.notify_all()
+        return reply
+
+    # -- Socket Mode callbacks (run on the websocket loop thread) -------------
+
+    def _use_ticket(self, ticket: str) -> bool:
+        """Consume a ticket from apps.connections.open; False if unknown or used."""
+        with self._lock:
+            if ticket in self._tickets:
+                self._tickets.discard(ticket)
+                return True
+            return False
+
+    def _hello(self) -> str:
+        """Slack's first message on a new connection (shape copied from Slack)."""
+        with self._lock:
+            open_now = sum(1 for client in self._socket_clients if client.closed_at is None)
+        return json.dumps(
+            {
+                "type": "hello",
+                "num_connections": open_now + 1,
+                "debug_info": {"host": "slack-stand-in", "build_number": 1, "approximate_connection_time": 18060},
+                "connection_info": {"app_id": self.app_id},
+            }
+        )
+
+    def _socket_opened(self, connection: Any, ticket: str) -> _SocketClient:
+        with self._changed:
+            client = _SocketClient(
+                id=len(self._socket_clients) + 1,
+                ticket=ticket,
+                connection=connection,
+                peer=connection.remote_address,
+                connected_at=time.time(),
+            )
+            self._socket_clients.append(client)
+            self._changed.notify_all()
+        return client
+
+    def _socket_received(self, client: _SocketClient, raw: str | bytes) -> None:
+        """Record one client message; an ``envelope_id`` makes it an ack."""
+        arrived = time.monotonic()
+        try:
+            message: Any = json.loads(raw)
+        except ValueError:  # JSONDecodeError and UnicodeDecodeError
+            message = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
+        with self._changed:
+            self._socket_inbox.append({"client": client.id, "at": time.time(), "message": message})
+            envelope_id = message.get("envelope_id") if isinstance(message, dict) else None
+            record = self._envelopes.get(envelope_id) if isinstance(envelope_id, str) else None
+            if record is not None:
+                record.acks += 1
+                if record.ack is None:
+                    record.ack = message
+                    record.ack_seconds = arrived - record.sent_mono
+            self._changed.notify_all()
+
+    def _socket_closed(self, client: _SocketClient, code: int | None) -> None:
+        with self._changed:
+            client.closed_at = time.time()
+            client.close_code = code
+            self._changed.notify_all()
 
     # -- helpers used by method handlers (lock held) ------------------------
 
@@ -752,6 +1346,21 @@ class SlackStandIn:
             "bot_id": self.bot_id,
             "is_enterprise_install": False,
         }
+
+    def _apps_connections_open(self, params: dict) -> dict:
+        # Starting the websocket server here, with the lock held, is safe:
+        # its loop is brand new and has no connection that could want the lock.
+        if self._server is None:  # stop() is under way
+            raise _SlackError("internal_error")
+        if self._socket_server is None:
+            try:
+                self._socket_server = _SocketServer(self)
+            except ImportError:
+                _log.error("SlackStandIn: Socket Mode needs the 'websockets' package")
+                raise _SlackError("internal_error") from None
+        ticket = uuid.uuid4().hex
+        self._tickets.add(ticket)
+        return {"url": f"ws://127.0.0.1:{self._socket_server.port}{_LINK_PATH}?ticket={ticket}&app_id={self.app_id}"}
 
     def _chat_post_message(self, params: dict) -> dict:
         channel = self._channel_param(params, member=True)
