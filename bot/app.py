@@ -5,7 +5,7 @@ import logging
 import signal
 import threading
 
-from .config import Config
+from .config import Config, ConfigError
 from .scheduler import ThreadDatabases, build_scheduler
 from .slack_out import SlackSender, make_client
 
@@ -69,10 +69,20 @@ def run(config: Config, stop: threading.Event | None = None) -> None:
             stop.wait()
             handler.close()
         else:
-            server = threading.Thread(target=app.start, kwargs={
-                "port": config.slack.http_port, "path": "/slack/events"}, daemon=True)
-            server.start()
+            from slack_bolt.app.app import SlackAppDevelopmentServer
+            # Bind here, in the calling thread, so a port in use fails `run` with a message
+            # instead of killing a background thread silently.
+            try:
+                server = SlackAppDevelopmentServer(port=config.slack.http_port,
+                                                   path="/slack/events", app=app)
+            except OSError as exc:
+                raise ConfigError(f"slack.http_port {config.slack.http_port} cannot be opened: "
+                                  f"{exc.strerror}") from None
+            threading.Thread(target=server.start, name="slack-http", daemon=True).start()
+            log.info("serving Slack requests on port %d at /slack/events",
+                     config.slack.http_port)
             stop.wait()
+            server._server.shutdown()
     finally:
         scheduler.shutdown(wait=True)
         log.info("stopped")

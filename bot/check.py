@@ -23,10 +23,16 @@ def run_check(config: Config, out=print) -> int:
         try:
             with WinRMSource(server, config.polling).open() as shell:
                 info = shell.log_info()
-            out(f"OK       {server.name}: WinRM works; the Application log holds "
-                f"{info.record_count} record(s)")
+                # The same query a poll runs, from the newest record: proves the account may
+                # read the log and the query is understood, without reading any history.
+                shell.query(info.newest_record or 0, 1)
+            out(f"OK       {server.name}: WinRM works and the event query runs; the Application "
+                f"log holds {info.record_count} record(s)")
         except SourceError as exc:
             out(f"FAILED   {exc}")
+            problems += 1
+        except Exception as exc:  # anything else still gets a line, not a traceback
+            out(f"FAILED   {server.name}: unexpected {type(exc).__name__}: {exc}")
             problems += 1
     if config.slack.bot_token is not None:
         problems += _check_slack(config, out)
@@ -58,6 +64,3 @@ def _check_slack(config: Config, out) -> int:
     out(f"OK       Slack: signed in as {response.get('user')} in {response.get('team')}; "
         f"alerts go to {config.slack.channel} (invite the bot there)")
     return 0
-
-
-

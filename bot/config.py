@@ -6,6 +6,8 @@ stray log line or traceback shows `Secret('***')`, never the value.
 """
 from __future__ import annotations
 
+import importlib.util
+import math
 import os
 import re
 import tomllib
@@ -18,6 +20,9 @@ DEFAULT_CONFIG_NAME = "submitwatch.toml"
 SLACK_API_URL = "https://slack.com/api/"
 TRANSPORTS = ("ntlm", "kerberos", "credssp", "ssl", "basic", "certificate")
 MODES = ("socket", "http")
+#: Transports whose support pywinrm leaves to optional packages: (modules, what to install).
+TRANSPORT_PACKAGES = {"kerberos": (("kerberos", "winkerberos"), "pywinrm[kerberos]"),
+                      "credssp": (("requests_credssp",), "pywinrm[credssp]")}
 SECRET_ENV = {
     "bot_token": "SLACK_BOT_TOKEN",
     "app_token": "SLACK_APP_TOKEN",
@@ -228,6 +233,10 @@ def _server(raw: Mapping[str, Any], where: str, environ: Mapping[str, str]) -> S
         raise ConfigError(f"{where}.url must be a full WinRM endpoint URL such as "
                           f"'https://ex01.contoso.com:5986/wsman', got {url!r}")
     transport = _choice(raw, f"{where}.transport", TRANSPORTS, "ntlm")
+    needs = TRANSPORT_PACKAGES.get(transport)
+    if needs and not any(importlib.util.find_spec(module) for module in needs[0]):
+        raise ConfigError(f"{where}.transport {transport!r} needs the {needs[1]!r} package, which "
+                          f"is not installed: pip install {needs[1]!r}")
     validate = raw.get("validate_certificate", True)
     if not isinstance(validate, bool):
         raise ConfigError(f"{where}.validate_certificate must be true or false, got {validate!r}")
@@ -338,7 +347,8 @@ def _duration(table: Mapping[str, Any], name: str, default: float, low: float) -
         return default
     value = table[key]
     seconds = parse_duration(value) if isinstance(value, str) else value
-    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or seconds < low:
+    if (isinstance(seconds, bool) or not isinstance(seconds, (int, float))
+            or not math.isfinite(seconds) or seconds < low):
         raise ConfigError(f"{name} must be a duration of at least {low:g}s, as seconds or text "
                           f"like '90s', '5m', '24h', '7d'; got {value!r}")
     return float(seconds)

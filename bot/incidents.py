@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 from typing import Callable, Iterable, Mapping
 
 from .model import Event, Incident
-from .remediation import short_server_name
+from .remediation import UnsafeValueError, short_server_name
 
 
 @dataclass
@@ -90,7 +90,7 @@ def _open(event: Event, now: datetime, channel: str) -> Incident:
     return Incident(
         id=None, key=event.incident_key, account=event.account, status="open", channel=channel,
         first_seen=event.time, last_seen=event.time, event_count=1,
-        servers=((event.server, short_server_name(event.computer or event.server)),),
+        servers=((event.server, _host(event)),),
         connectors=(event.connector,) if event.connector else (),
         event_ids=(event.event_id,), opened_at=now,
     )
@@ -99,7 +99,7 @@ def _open(event: Event, now: datetime, channel: str) -> Incident:
 def _add(incident: Incident, event: Event) -> Incident:
     servers = incident.servers
     if event.server not in incident.server_names:
-        servers += ((event.server, short_server_name(event.computer or event.server)),)
+        servers += ((event.server, _host(event)),)
     connectors = incident.connectors
     if event.connector and event.connector not in connectors:
         connectors += (event.connector,)
@@ -110,3 +110,15 @@ def _add(incident: Incident, event: Event) -> Incident:
                    last_seen=max(incident.last_seen, event.time),
                    event_count=incident.event_count + 1, servers=servers,
                    connectors=connectors, event_ids=event_ids)
+
+
+def _host(event: Event) -> str:
+    """The Exchange host the event names (EX01 of EX01.contoso.local), else the configured name.
+
+    <Computer> is remote text like everything else in an event; a nonsense value must not
+    stop the incident from being recorded.
+    """
+    try:
+        return short_server_name(event.computer or event.server)
+    except UnsafeValueError:
+        return event.server

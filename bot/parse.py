@@ -20,6 +20,8 @@ NS = "{http://schemas.microsoft.com/win/2004/08/events/event}"
 EXCERPT_CHARS = 200
 #: A single event is a few hundred bytes; anything this large is not an event we want to parse.
 MAX_EVENT_CHARS = 64 * 1024
+#: EventRecordID is an unsigned 64-bit number on Windows; SQLite stores signed 64-bit integers.
+MAX_RECORD_ID = 2**63 - 1
 
 _EVENT_START = re.compile(r"<Event[\s>]")
 _EVENT_END = "</Event>"
@@ -80,7 +82,7 @@ def parse_events(text: str, server: str) -> ParsedBatch:
         _check_gap(chunk[end:], server, problems)
         batch.complete_events += 1
         record = _RECORD_ID.search(chunk, 0, end)
-        if record:
+        if record and int(record.group(1)) <= MAX_RECORD_ID:
             batch.highest_record = max(batch.highest_record or 0, int(record.group(1)))
         try:
             events.append(parse_event(chunk[:end], server))
@@ -106,6 +108,8 @@ def parse_event(xml_text: str, server: str) -> Event:
     if provider not in PROVIDERS or event_id not in EVENT_IDS:
         raise ValueError(f"not a submit-permission event (provider {provider!r}, id {event_id})")
     record_id = _int(_text(_child(system, "EventRecordID")), "EventRecordID")
+    if not 0 < record_id <= MAX_RECORD_ID:
+        raise ValueError(f"EventRecordID {record_id} is out of range")
     time = parse_system_time(_child(system, "TimeCreated").get("SystemTime", ""))
     computer = _text(system.find(f"{NS}Computer"))
     data = [d.text or "" for d in root.iter(f"{NS}Data")]

@@ -51,63 +51,89 @@ class PollResult:
 
 def poll_server_once(db: Database, source: WinRMSource, config: Config,
                      clock: Clock = utc_now) -> PollResult:
-    """One sweep of one server. Never raises for a server-side failure: it is recorded."""
+    """One sweep of one server. Never raises: a failure is recorded for `status` and the log."""
     server = source.server
     result = PollResult(server.name)
     try:
-        with source.open() as shell:
-            state = store.server_state(db, server.name)
-            info = shell.log_info()
-            generation, cursor, notes = _check_log(state, info)
-            result.problems += notes
-            lookback_ms = None if cursor is not None else int(config.polling.lookback * 1000)
-            cursor = cursor or 0
-            while True:
-                raw = shell.query(cursor, config.polling.batch_size, lookback_ms)
-                result.round_trips += 1
-                text, problems = _decode(raw, server.name)
-                batch = parse_events(text, server.name)
-                problems += batch.problems
-                full = batch.complete_events >= config.polling.batch_size
-                next_cursor = max(cursor, batch.highest_record or 0)
-                if not full:
-                    # Everything up to the newest record (read before this query) was examined.
-                    next_cursor = max(next_cursor, info.newest_record or 0)
-                result.stored += _store_batch(db, config, state, batch.events, notes + problems,
-                                              generation, next_cursor, info, clock())
-                result.problems += problems
-                notes = []
-                if not full or next_cursor == cursor:
-                    break
-                cursor, lookback_ms = next_cursor, None
-                state = store.server_state(db, server.name)
+        _poll(db, source, config, clock, result)
         for problem in result.problems[:5]:
             log.warning("%s: %s", server.name, problem.detail)
     except SourceError as exc:
         result.error = str(exc)
-        log.warning("poll failed: %s", exc)
-        with store.write_transaction(db):
-            store.save_poll_failure(db, server.name, str(exc), clock())
+    except Exception as exc:  # a bug or a database failure: say so, keep the other servers going
+        log.exception("unexpected error while polling %s", server.name)
+        result.error = (f"{server.name}: unexpected {type(exc).__name__} while polling: {exc} "
+                        "(see the log; please report it)")
+    if result.error:
+        log.warning("poll failed: %s", result.error)
+        try:
+            with store.write_transaction(db):
+                store.save_poll_failure(db, server.name, result.error, clock())
+        except Exception:
+            log.exception("could not record the failure of %s", server.name)
     return result
 
 
-def _check_log(state: store.ServerState, info: LogInfo) -> tuple[int, int | None, list[Problem]]:
-    """Detect a cleared or wrapped log from the cursor; return (generation, cursor, problems)."""
+def _poll(db: Database, source: WinRMSource, config: Config, clock: Clock,
+          result: PollResult) -> None:
+    batch_size = config.polling.batch_size
+    with source.open() as shell:
+        state = store.server_state(db, source.server.name)
+        info = shell.log_info()  # read before querying: every record up to its newest is covered
+        generation, cursor, notes = check_log(state, info)
+        # A server seen for the first time is read from the look-back, not from record 0.
+        lookback_ms = int(config.polling.lookback * 1000) if cursor is None else None
+        cursor = cursor or 0
+        while True:
+            raw = shell.query(cursor, batch_size, lookback_ms)
+            result.round_trips += 1
+            text, problems = _decode(raw, source.server.name)
+            batch = parse_events(text, source.server.name)
+            problems += batch.problems
+            next_cursor = max(cursor, batch.highest_record or 0)
+            truncated = any(p.kind == "truncated_event" for p in batch.problems)
+            more = batch.complete_events >= batch_size and not truncated
+            if not more and not truncated:
+                # Nothing more matched up to the newest record gli saw: skip past it all, so
+                # a log that later wraps through unrelated records is not taken for a loss.
+                # After a cut-off event the cursor stays before it: the next poll reads it again.
+                next_cursor = max(next_cursor, info.newest_record or 0)
+            result.stored += _store_batch(db, config, state, batch.events, notes + problems,
+                                          generation, next_cursor, info, clock())
+            result.problems += notes + problems
+            notes = []
+            if not more or next_cursor == cursor:
+                return
+            cursor, lookback_ms = next_cursor, None
+            state = store.server_state(db, source.server.name)
+
+
+def check_log(state: store.ServerState, info: LogInfo) -> tuple[int, int | None, list[Problem]]:
+    """Compare the log with the cursor: (generation, cursor to read from, problems).
+
+    Cleared: the cursor is above the newest record, or the oldest record went down (the log
+    was numbered again). The generation moves on so old and new record ids never collide.
+    Wrapped: records after the cursor are gone; said only when the last poll saw the log's
+    oldest record too, so a first poll or the poll after a clear never cries wolf.
+    """
     if state.cursor is None:
         return state.generation, None, []
-    newest = info.newest_record
-    if state.cursor > (newest or 0):
+    newest, oldest = info.newest_record, info.oldest_record
+    renumbered = (oldest is not None and state.oldest_record is not None
+                  and oldest < state.oldest_record)
+    if state.cursor > (newest or 0) or renumbered:
         return state.generation + 1, 0, [Problem(
             state.server, "log_cleared",
-            f"the Application log was cleared (the cursor {state.cursor} is above the newest "
-            f"record {newest or 'none'}); reading the new log from its start")]
-    if info.oldest_record is not None and info.oldest_record > state.cursor + 1:
-        lost = info.oldest_record - state.cursor - 1
+            f"the Application log was cleared (SubmitWatch had read up to record {state.cursor}; "
+            f"the log now holds {info.record_count} record(s), oldest "
+            f"{oldest if oldest is not None else 'none'}); reading the new log from its start")]
+    if oldest is not None and state.oldest_record is not None and oldest > state.cursor + 1:
+        lost = oldest - state.cursor - 1
         return state.generation, state.cursor, [Problem(
             state.server, "log_wrapped",
-            f"{lost} log record(s) after {state.cursor} were overwritten before SubmitWatch "
-            "read them (any 1018/1020 among them are lost): raise the Application log's "
-            "maximum size or poll more often")]
+            f"{lost} log record(s) after {state.cursor} were removed (the log wrapped or was "
+            "cleared) before SubmitWatch read them; any 1018/1020 among them are lost. Raise the "
+            "Application log's maximum size or poll more often")]
     return state.generation, state.cursor, []
 
 
@@ -133,6 +159,7 @@ def _store_batch(db: Database, config: Config, state: store.ServerState, events,
                          timedelta(seconds=config.incidents.quiet_period), config.channel_for)
         apply_changes(db, changes, now, config, row_ids)
         store.save_poll_success(db, state, generation=generation, cursor=cursor,
+                                oldest_record=info.oldest_record,
                                 newest_record=info.newest_record, stored=len(stored), now=now)
     return len(stored)
 
@@ -184,7 +211,7 @@ def deliver_once(db: Database, sender: SlackSender, config: Config,
     """Send what is due, in order. Stops early when Slack itself is unreachable."""
     result = DeliveryResult()
     blocked: set[int] = set()  # incidents whose earlier message failed or waits: keep order
-    for row in store.pending_messages(db):
+    for row in store.pending_messages(db, clock()):
         now = clock()
         incident = store.get_incident(db, row.incident_id)
         if row.incident_id in blocked or row.not_before > now or (
@@ -192,13 +219,21 @@ def deliver_once(db: Database, sender: SlackSender, config: Config,
             blocked.add(row.incident_id)
             result.waiting += 1
             continue
+        with store.write_transaction(db):
+            claimed = store.claim(db, row.id, now)
+        if not claimed:  # another worker (a cron poll-once beside `run`) is sending it
+            blocked.add(row.incident_id)
+            continue
         try:
-            _send(db, sender, row, incident, config, now)
+            _send(db, sender, row, store.get_incident(db, row.incident_id), config, now)
             result.sent += 1
         except DeliveryError as exc:
             blocked.add(row.incident_id)
             result.failed += 1
             result.errors.append(str(exc))
+            if exc.code == "message_not_found" and row.kind == "update":
+                _repost(db, row, now)
+                continue
             retry_at = now + _backoff(row.attempts, exc.permanent)
             with store.write_transaction(db):
                 store.mark_retry(db, row.id, str(exc), retry_at)
@@ -207,7 +242,25 @@ def deliver_once(db: Database, sender: SlackSender, config: Config,
                 store.iso(retry_at), exc)
             if exc.code == "unreachable" or exc.code.startswith("http_"):
                 break  # Slack is down: do not hammer it with every row
+        except Exception as exc:  # a bug (say, in rendering): keep the row, say so, go on
+            log.exception("could not send outbox row %d", row.id)
+            blocked.add(row.incident_id)
+            result.failed += 1
+            result.errors.append(f"unexpected {type(exc).__name__}: {exc}")
+            with store.write_transaction(db):
+                store.mark_retry(db, row.id, f"unexpected {type(exc).__name__}: {exc}",
+                                 now + _backoff(row.attempts, permanent=True))
     return result
+
+
+def _repost(db: Database, row: store.OutboxRow, now: datetime) -> None:
+    """Someone deleted the alert in Slack: post it again rather than update nothing forever."""
+    log.warning("the alert for incident %d was deleted in Slack; posting it again",
+                row.incident_id)
+    with store.write_transaction(db):
+        store.mark_superseded(db, row.id)
+        store.forget_message(db, row.incident_id)
+        store.enqueue(db, row.incident_id, "post", now)
 
 
 def _send(db: Database, sender: SlackSender, row: store.OutboxRow, incident, config: Config,

@@ -42,9 +42,13 @@ def clip(text: str, limit: int) -> str:
 
 
 def show(text: str, limit: int = NAME_LIMIT) -> str:
-    """An untrusted value for mrkdwn: shortened, escaped, control characters made visible."""
+    """An untrusted value for mrkdwn: shortened, escaped, control characters made visible.
+
+    A backtick becomes U+02CB (ˋ), which looks the same but cannot open or close a code span in
+    our own text; the commands, in rich text, keep the exact name.
+    """
     visible = "".join(ch if ch.isprintable() else f"\\x{ord(ch):02x}" for ch in text)
-    return escape(clip(visible, limit))
+    return escape(clip(visible, limit).replace("`", "\u02cb"))
 
 
 def slack_date(moment: datetime) -> str:

@@ -7,8 +7,9 @@ hundreds of servers do not all connect in the same second.
 from __future__ import annotations
 
 import logging
+import random
 import threading
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
@@ -43,9 +44,11 @@ class ThreadDatabases:
 def build_scheduler(config: Config, sender: SlackSender) -> BackgroundScheduler:
     open_db(config.store.path).conn.close()  # create or upgrade the schema once, up front
     dbs = ThreadDatabases(config.store.path)
-    workers = min(MAX_POLL_WORKERS, len(config.servers) + 2)
+    workers = min(MAX_POLL_WORKERS, max(1, len(config.servers)))
     scheduler = BackgroundScheduler(
-        executors={"default": ThreadPoolExecutor(max_workers=workers)},
+        # Delivery has its own thread: slow or hung servers must never hold up Slack messages.
+        executors={"default": ThreadPoolExecutor(max_workers=workers),
+                   "slack": ThreadPoolExecutor(max_workers=1)},
         job_defaults={"max_instances": 1, "coalesce": True,
                       "misfire_grace_time": int(config.polling.interval)},
         timezone=timezone.utc,
@@ -53,17 +56,19 @@ def build_scheduler(config: Config, sender: SlackSender) -> BackgroundScheduler:
     start = datetime.now(timezone.utc)
     for server in config.servers:
         source = WinRMSource(server, config.polling)
+        # The first poll is jittered too, so a restart does not hit every server at once.
+        first = start + timedelta(seconds=random.uniform(0, config.polling.jitter))
         scheduler.add_job(_guarded(lambda s=source: poll_server_once(dbs.get(), s, config),
                                    f"poll {server.name}"),
                           "interval", seconds=config.polling.interval,
-                          jitter=config.polling.jitter or None, next_run_time=start,
+                          jitter=config.polling.jitter or None, next_run_time=first,
                           id=f"poll:{server.name}", name=f"poll {server.name}")
     scheduler.add_job(_guarded(lambda: deliver_once(dbs.get(), sender, config), "deliver"),
                       "interval", seconds=config.polling.delivery_interval, next_run_time=start,
-                      id="deliver", name="deliver to Slack")
+                      id="deliver", name="deliver to Slack", executor="slack")
     scheduler.add_job(_guarded(lambda: resolve_quiet_incidents(dbs.get(), config), "resolve"),
                       "interval", seconds=RESOLVE_EVERY_SECONDS, id="resolve",
-                      name="resolve quiet incidents")
+                      name="resolve quiet incidents", executor="slack")
     return scheduler
 
 

@@ -57,7 +57,13 @@ class WinRMSource:
     clock: Callable[[], float] = time.monotonic
 
     def open(self) -> "Shell":
-        protocol = Protocol(
+        with self._explained():
+            protocol = self._protocol()
+            shell_id = protocol.open_shell(codepage=UTF8_CODEPAGE, noprofile=True)
+        return Shell(self, protocol, shell_id)
+
+    def _protocol(self) -> Protocol:
+        return Protocol(
             endpoint=self.server.url,
             transport=self.server.transport,
             username=self.server.username or None,
@@ -66,14 +72,13 @@ class WinRMSource:
             ca_trust_path=self.server.ca_bundle,  # None: the certifi bundle, not env variables
             cert_pem=self.server.cert_pem,
             cert_key_pem=self.server.cert_key_pem,
+            # pywinrm wants whole seconds, the read timeout strictly longer.
             operation_timeout_sec=int(math.ceil(self.polling.operation_timeout)),
-            read_timeout_sec=int(math.ceil(self.polling.read_timeout)),
+            read_timeout_sec=int(math.ceil(self.polling.operation_timeout)) + max(
+                1, int(math.ceil(self.polling.read_timeout - self.polling.operation_timeout))),
             # Never pick up a proxy from the environment: WinRM goes straight to the server.
             proxy=None,
         )
-        with self._explained():
-            shell_id = protocol.open_shell(codepage=UTF8_CODEPAGE, noprofile=True)
-        return Shell(self, protocol, shell_id)
 
     def _explained(self) -> "_ErrorTranslator":
         return _ErrorTranslator(self.server)

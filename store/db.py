@@ -10,7 +10,7 @@ import json
 import sqlite3
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
@@ -77,8 +77,8 @@ def from_iso(text: str | None) -> datetime | None:
 class ServerState:
     server: str
     generation: int = 0
-    cursor: int | None = None          # highest EventRecordID stored; None: never polled
-    newest_record: int | None = None
+    cursor: int | None = None          # highest EventRecordID examined; None: never polled
+    oldest_record: int | None = None   # the log's oldest record at the last good poll
     last_poll_at: datetime | None = None
     last_success_at: datetime | None = None
     last_error: str | None = None
@@ -97,10 +97,12 @@ def all_server_states(db: Database) -> list[ServerState]:
 
 
 def save_poll_success(db: Database, state: ServerState, *, generation: int, cursor: int | None,
-                      newest_record: int | None, stored: int, now: datetime) -> None:
+                      oldest_record: int | None, newest_record: int | None, stored: int,
+                      now: datetime) -> None:
     db["server_state"].upsert({
         "server": state.server, "generation": generation, "cursor": cursor,
-        "newest_record": newest_record, "last_poll_at": iso(now), "last_success_at": iso(now),
+        "oldest_record": oldest_record, "newest_record": newest_record,
+        "last_poll_at": iso(now), "last_success_at": iso(now),
         "consecutive_failures": 0, "events_stored": state.events_stored + stored,
     }, pk="server")
 
@@ -117,7 +119,7 @@ def save_poll_failure(db: Database, server: str, error: str, now: datetime) -> N
 def _server_state(row: dict[str, Any]) -> ServerState:
     return ServerState(
         server=row["server"], generation=row["generation"], cursor=row["cursor"],
-        newest_record=row["newest_record"], last_poll_at=from_iso(row["last_poll_at"]),
+        oldest_record=row["oldest_record"], last_poll_at=from_iso(row["last_poll_at"]),
         last_success_at=from_iso(row["last_success_at"]), last_error=row["last_error"],
         last_error_at=from_iso(row["last_error_at"]),
         consecutive_failures=row["consecutive_failures"], events_stored=row["events_stored"])
@@ -236,7 +238,10 @@ class OutboxRow:
     detail: dict
     attempts: int
     not_before: datetime
-    last_error: str | None
+
+
+#: A claim older than this belongs to a worker that died mid-send; another may take the row.
+CLAIM_TIMEOUT = timedelta(minutes=5)
 
 
 def enqueue(db: Database, incident_id: int, kind: str, now: datetime, *,
@@ -254,13 +259,25 @@ def pending_kinds(db: Database, incident_id: int) -> set[str]:
         [incident_id])}
 
 
-def pending_messages(db: Database, limit: int = 500) -> list[OutboxRow]:
-    """Pending rows in the order they were written (delivery decides which are due)."""
-    rows = db.query("SELECT * FROM outbox WHERE state = 'pending' ORDER BY id LIMIT ?", [limit])
+def pending_messages(db: Database, now: datetime, limit: int = 500) -> list[OutboxRow]:
+    """Rows to send, in the order they were written (delivery decides which are due).
+
+    Includes rows claimed by a worker that died before finishing.
+    """
+    rows = db.query("SELECT * FROM outbox WHERE state = 'pending' OR (state = 'sending' AND "
+                    "claimed_at < ?) ORDER BY id LIMIT ?", [iso(now - CLAIM_TIMEOUT), limit])
     return [OutboxRow(id=r["id"], incident_id=r["incident_id"], kind=r["kind"],
                       detail=json.loads(r["detail"]), attempts=r["attempts"],
-                      not_before=from_iso(r["not_before"]), last_error=r["last_error"])
+                      not_before=from_iso(r["not_before"]))
             for r in rows]
+
+
+def claim(db: Database, row_id: int, now: datetime) -> bool:
+    """Compare-and-set: True only for the one worker that gets to send this row."""
+    cursor = db.execute(
+        "UPDATE outbox SET state = 'sending', claimed_at = ? WHERE id = ? AND (state = 'pending'"
+        " OR (state = 'sending' AND claimed_at < ?))", [iso(now), row_id, iso(now - CLAIM_TIMEOUT)])
+    return cursor.rowcount == 1
 
 
 def mark_sent(db: Database, row_id: int, now: datetime) -> None:
@@ -269,9 +286,19 @@ def mark_sent(db: Database, row_id: int, now: datetime) -> None:
 
 
 def mark_retry(db: Database, row_id: int, error: str, retry_at: datetime) -> None:
-    db.execute("UPDATE outbox SET attempts = attempts + 1, last_error = ?, not_before = ? "
-               "WHERE id = ?", [error, iso(retry_at), row_id])
+    db.execute("UPDATE outbox SET state = 'pending', attempts = attempts + 1, last_error = ?, "
+               "not_before = ? WHERE id = ?", [error, iso(retry_at), row_id])
+
+
+def mark_superseded(db: Database, row_id: int) -> None:
+    db.execute("UPDATE outbox SET state = 'superseded' WHERE id = ?", [row_id])
+
+
+def forget_message(db: Database, incident_id: int) -> None:
+    """The message was deleted in Slack: the next post starts a new one."""
+    db.execute("UPDATE incidents SET message_ts = NULL WHERE id = ?", [incident_id])
 
 
 def outbox_depth(db: Database) -> int:
-    return db.execute("SELECT count(*) FROM outbox WHERE state = 'pending'").fetchone()[0]
+    return db.execute("SELECT count(*) FROM outbox WHERE state IN ('pending', 'sending')"
+                      ).fetchone()[0]

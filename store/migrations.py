@@ -60,3 +60,13 @@ def m001_initial(db: Database) -> None:
         defaults={"attempts": 0}, foreign_keys=[("incident_id", "incidents", "id")])
     db["outbox"].create_index(["state", "not_before"])
     db["outbox"].create_index(["incident_id", "state"])
+
+
+@migrations()
+def m002_claims_and_log_bounds(db: Database) -> None:
+    # A delivery worker claims a row before sending it, so two workers (`run` and a cron
+    # `poll-once`) never send the same message; a claim older than a few minutes is taken over.
+    db["outbox"].add_column("claimed_at", str)
+    # The log's oldest record at the last good poll: a smaller one later means the log was
+    # cleared and numbered again; without a previous value, no wrap can be claimed.
+    db["server_state"].add_column("oldest_record", int)

@@ -167,3 +167,27 @@ def test_run_in_http_mode_polls_posts_and_stops_cleanly_on_sigterm(tmp_path, log
     assert proc.returncode == 0, err
     assert "watching 1 server(s)" in err and "stopped" in err
     assert len(slack.messages(CHANNEL)) == 1
+
+
+def test_run_in_socket_mode_answers_a_slash_command_and_stops_cleanly(tmp_path, logs, winrm,
+                                                                      slack):
+    logs["EX01"].append(FE, 1020, ("CONTOSO\\svc-scanner",))
+    config = write_config(tmp_path, slack, winrm, mode="socket")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "WINRM_"))}
+    env.update(ENV, SLACK_APP_TOKEN=slack.app_token, PYTHONPATH=str(ROOT))
+    proc = subprocess.Popen(EXE + ["run", "--config", str(config)], env=env, cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        slack.wait_for_socket(timeout=30)
+        slack.wait_for_calls("chat.postMessage", 1, timeout=30)
+        payload = slack.slash_command_payload("status")
+        envelope = slack.send_envelope("slash_commands", payload)
+        assert slack.wait_for_ack(envelope, timeout=10)["envelope_id"] == envelope
+        [response] = slack.wait_for_responses(1, timeout=10, url=payload["response_url"])
+        assert "*EX01*: last good poll" in response["payload"]["text"]
+        assert "*Open incidents:* 1" in response["payload"]["text"]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert "connected to Slack (Socket Mode)" in err and "stopped" in err

@@ -57,13 +57,29 @@ def test_server_overrides(tmp_path):
     text = MINIMAL + """channel = "C0OTHER"
 submission_connector = 'EX01\\Client Frontend EX01'
 validate_certificate = false
-transport = "kerberos"
+transport = "credssp"
 """
     config = load_config(write(tmp_path, text), {})
     server = config.servers[0]
     assert config.channel_for("EX01") == "C0OTHER"
     assert server.submission_connector == "EX01\\Client Frontend EX01"
-    assert server.validate_certificate is False and server.transport == "kerberos"
+    assert server.validate_certificate is False and server.transport == "credssp"
+
+
+def test_a_transport_whose_package_is_missing_says_what_to_install(tmp_path, monkeypatch):
+    import bot.config
+    monkeypatch.setitem(bot.config.TRANSPORT_PACKAGES, "kerberos",
+                        (("no_such_module_for_test",), "pywinrm[kerberos]"))
+    text = MINIMAL.replace('name = "EX01"', 'name = "EX01"\ntransport = "kerberos"')
+    with pytest.raises(ConfigError, match="needs the 'pywinrm\\[kerberos\\]' package, which is "
+                                          "not installed"):
+        load_config(write(tmp_path, text), {})
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf"])
+def test_non_finite_durations_are_refused(tmp_path, value):
+    with pytest.raises(ConfigError, match="polling.interval must be a duration"):
+        load_config(write(tmp_path, MINIMAL + f"\n[polling]\ninterval = {value}\n"), {})
 
 
 @pytest.mark.parametrize("patch, message", [

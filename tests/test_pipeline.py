@@ -252,3 +252,120 @@ def test_rate_limited_post_is_retried_and_lands_once(logs, db, make_config, slac
     assert delivery.sent == 1
     assert [c.status for c in slack.calls_to("chat.postMessage")] == [429, 200]
     assert len(slack.messages(CHANNEL)) == 1
+
+
+NS = "http://schemas.microsoft.com/win/2004/08/events/event"
+
+
+def raw_event(record, account="CONTOSO\\x", computer="EX01.contoso.local", close=True):
+    text = (f"<Event xmlns='{NS}'><System><Provider Name='{FE}'/><EventID>1020</EventID>"
+            f"<TimeCreated SystemTime='2026-11-27T08:00:00.000000000Z'/>"
+            f"<EventRecordID>{record}</EventRecordID><Computer>{computer}</Computer></System>"
+            f"<EventData><Data>{account}</Data></EventData>")
+    return text + "</Event>" if close else text[:-30]
+
+
+def test_a_cut_off_last_event_is_read_again_never_skipped(logs, db, make_config, clock):
+    config = make_config(servers=("EX01",), polling={"lookback": "3650d"})
+    scanner(logs["EX01"], 2)
+    before_cut = logs["EX01"].newest_record
+    logs["EX01"].append_raw(raw_event(before_cut + 1, close=False))
+    for _ in range(2):  # every poll stops before it and says so; nothing after it is skipped
+        [result], _ = sweep(db, config, clock)
+        assert [p.kind for p in result.problems] == ["truncated_event"]
+        assert store.server_state(db, "EX01").cursor == before_cut
+    assert count(db, "events") == 2
+
+
+def test_a_clear_with_continued_numbering_is_not_reported_as_a_loss(logs, db, make_config, clock):
+    config = make_config(servers=("EX01",))
+    scanner(logs["EX01"], 3)
+    sweep(db, config, clock)
+    logs["EX01"].clear()  # as Windows does: the next record number carries on
+    [result], _ = sweep(db, config, clock)  # sees the empty log: a clear
+    assert [p.kind for p in result.problems] == ["log_cleared"]
+    scanner(logs["EX01"], 2, account="CONTOSO\\after")
+    [result], _ = sweep(db, config, clock)
+    assert result.problems == [] and result.stored == 2
+
+
+def test_a_renumbered_log_that_grew_past_the_cursor_is_still_seen_as_cleared(
+        logs, db, make_config, clock):
+    config = make_config(servers=("EX01",))
+    logs["EX01"].clear(restart_numbering=True)
+    scanner(logs["EX01"], 7)
+    logs["EX01"].drop_oldest(4)
+    sweep(db, config, clock)  # records 5..7: cursor 7, oldest 5
+    logs["EX01"].clear(restart_numbering=True)
+    scanner(logs["EX01"], 9, account="CONTOSO\\after")  # records 1..9, past the old cursor
+    [result], _ = sweep(db, config, clock)
+    assert [p.kind for p in result.problems] == ["log_cleared"]
+    assert result.stored == 9  # records 1-7 of the new log were not skipped
+
+
+def test_nonsense_computer_names_and_huge_record_ids_do_not_stop_a_server(
+        logs, db, make_config, clock):
+    config = make_config(servers=("EX01",), polling={"lookback": "3650d"})
+    first = logs["EX01"].next_record
+    logs["EX01"].append_raw(raw_event(first, computer="."))
+    logs["EX01"].append_raw(raw_event(2**64 - 1))
+    scanner(logs["EX01"], 1)
+    [result], _ = sweep(db, config, clock)
+    assert result.error is None and result.stored == 2
+    assert [p.detail for p in result.problems] == [
+        f"an event was skipped: EventRecordID {2**64 - 1} is out of range"]
+    servers = db.execute("SELECT servers FROM incidents WHERE key = 'contoso\\x'").fetchone()[0]
+    assert servers == '[["EX01", "EX01"]]'  # fell back to the configured name
+
+
+def test_an_unexpected_error_is_recorded_and_the_other_servers_go_on(
+        logs, db, make_config, clock, monkeypatch):
+    import bot.poller
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("a bug in grouping")
+    config = make_config()
+    scanner(logs["EX01"], 1)
+    scanner(logs["EX02"], 1)
+    monkeypatch.setattr(bot.poller, "decide", broken)
+    results = [poll_server_once(db, WinRMSource(s, config.polling), config, clock)
+               for s in config.servers]
+    assert all("unexpected RuntimeError while polling: a bug in grouping" in r.error
+               for r in results)
+    assert store.server_state(db, "EX01").consecutive_failures == 1
+    assert count(db, "events") == 0  # rolled back: the next poll reads them again
+    monkeypatch.undo()
+    results = [poll_server_once(db, WinRMSource(s, config.polling), config, clock)
+               for s in config.servers]
+    assert [r.stored for r in results] == [1, 1]
+
+
+def test_two_delivery_workers_never_send_the_same_message(logs, db_path, make_config, slack, clock):
+    config = make_config(servers=("EX01",))
+    scanner(logs["EX01"], 1)
+    worker_a, worker_b = open_db(db_path), open_db(db_path)
+    poll_server_once(worker_a, WinRMSource(config.servers[0], config.polling), config, clock)
+    [row] = store.pending_messages(worker_a, clock())
+    with store.write_transaction(worker_b):
+        assert store.claim(worker_b, row.id, clock())  # b is sending it right now
+    sender = SlackSender.from_config(config.slack)
+    assert deliver_once(worker_a, sender, config, clock).sent == 0
+    assert slack.calls_to("chat.postMessage") == []
+    clock.advance(minutes=6)  # b died mid-send: its claim expires and a takes over
+    assert deliver_once(worker_a, sender, config, clock).sent == 1
+    assert deliver_once(worker_b, sender, config, clock).sent == 0
+    assert len(slack.messages(CHANNEL)) == 1
+
+
+def test_a_deleted_alert_is_posted_again(logs, db, make_config, slack, clock):
+    config = make_config(servers=("EX01",), incidents={"update_interval": "0s"})
+    scanner(logs["EX01"], 1)
+    sweep(db, config, clock)
+    slack.fail_next("chat.update", error="message_not_found")
+    scanner(logs["EX01"], 1)
+    sweep(db, config, clock)
+    sweep(db, config, clock)
+    assert len(slack.calls_to("chat.postMessage")) == 2
+    newest = slack.messages(CHANNEL)[-1]
+    assert "*Events*\n2" in fields(newest)
+    assert db.execute("SELECT message_ts FROM incidents").fetchone()[0] == newest["ts"]

@@ -170,3 +170,13 @@ def test_every_command_in_the_alert_parses_with_arguments_equal_to_the_input(acc
         assert first.arg("-Identity").is_verbatim_literal
         assert first.arg("-Identity").value == connector
         assert second.arg("-User").is_verbatim_literal and second.arg("-User").value == account
+
+
+def test_backticks_in_names_cannot_open_or_close_code_spans():
+    account = "CONTOSO\\a`b"
+    _, blocks = render.alert(incident(account=account), SERVERS)
+    prose = mrkdwn_texts(blocks)
+    ours = mrkdwn_texts(render.alert(incident(account="CONTOSO\\ab"), SERVERS)[1])
+    assert [t.count("`") for t in prose] == [t.count("`") for t in ours]
+    assert "CONTOSO\\a\u02cbb" in "\n".join(prose)
+    assert f"-User '{account}'" in preformatted(blocks)[0]  # the command keeps the exact name

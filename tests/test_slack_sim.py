@@ -8,21 +8,28 @@ it answers (retry handlers, SlackApiError).
 from __future__ import annotations
 
 import json
+import logging
 import re
 import socket
 import threading
 import time
+import urllib.error
+import urllib.request
 from urllib.parse import unquote
 
 import pytest
+from slack_bolt import App
+from slack_bolt.adapter.socket_mode import SocketModeHandler
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry import FixedValueRetryIntervalCalculator
 from slack_sdk.http_retry.builtin_handlers import RateLimitErrorRetryHandler, ServerErrorRetryHandler
+from slack_sdk.webhook import WebhookClient
 
-from bot.sim.slack_api import Call, SlackStandIn, block_kit_builder_url, render_text
+from bot.sim.slack_api import RESPONSE_URL_MAX_POSTS, Call, SlackStandIn, block_kit_builder_url, render_text
 
 TOKEN = "xoxb-test"
+APP_TOKEN = "xapp-test"
 CHANNEL = "C0ALERTS"
 TS_PATTERN = re.compile(r"^\d{10}\.\d{6}$")
 
@@ -59,7 +66,9 @@ ALERT_BLOCKS = [
 
 @pytest.fixture
 def slack():
-    with SlackStandIn(bot_token=TOKEN, channels=(CHANNEL, "C0OTHER"), not_joined=("C0OTHER",)) as stand_in:
+    with SlackStandIn(
+        bot_token=TOKEN, app_token=APP_TOKEN, channels=(CHANNEL, "C0OTHER"), not_joined=("C0OTHER",)
+    ) as stand_in:
         yield stand_in
 
 
@@ -487,6 +496,247 @@ def test_concurrent_posts_get_unique_increasing_ts(slack):
     assert slack.wait_for_calls("chat.postMessage", 80, timeout=0.1)
     with pytest.raises(TimeoutError):
         slack.wait_for_calls("chat.postMessage", 81, timeout=0.1)
+
+
+# -- Socket Mode ----------------------------------------------------------------
+
+
+def pong_app(slack: SlackStandIn) -> App:
+    """A real Bolt app whose /submitwatch listener acks, then respond()s.
+
+    The bot token goes on the WebClient: Bolt ignores ``App(token=...)`` when
+    ``client=`` is given too (and then finds no token at all).
+    """
+    app = App(client=WebClient(token=TOKEN, base_url=slack.api_url))
+
+    @app.command("/submitwatch")
+    def pong(ack, respond, command):
+        ack()
+        respond("pong: " + command["text"])
+
+    return app
+
+
+@pytest.fixture
+def bolt_socket(slack):
+    """Bolt's SocketModeHandler (slack_sdk's built-in client) connected to the stand-in.
+
+    ``ping_interval`` is the client's monitor period, which is also how soon
+    it notices a dropped socket and reconnects (Bolt's default is 10 s).
+    """
+    handler = SocketModeHandler(pong_app(slack), APP_TOKEN, ping_interval=0.5)
+    handler.connect()
+    try:
+        yield handler
+    finally:
+        handler.close()
+
+
+def wait_until(predicate, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.02)
+
+
+def raw_post(url: str, body: bytes, content_type: str, headers: dict | None = None) -> tuple[int, dict]:
+    """POST without slack_sdk, which always moves a token into the Authorization header."""
+    request = urllib.request.Request(url, data=body, headers={"Content-Type": content_type, **(headers or {})})
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        with exc:
+            return exc.code, json.loads(exc.read())
+
+
+def test_bolt_slash_command_over_socket_mode(slack, bolt_socket):
+    client = slack.wait_for_socket()
+    [opened] = slack.calls_to("apps.connections.open")
+    assert opened.ok and opened.headers["authorization"] == f"Bearer {APP_TOKEN}"
+    assert client["id"] == 1 and client["peer"][0] == "127.0.0.1"
+
+    payload = slack.slash_command_payload("status EX01", user_id="U0ADMIN")
+    envelope_id = slack.send_envelope("slash_commands", payload, accepts_response_payload=True)
+
+    assert slack.wait_for_ack(envelope_id) == {"envelope_id": envelope_id}  # ack() with no args: no payload
+    [response] = slack.wait_for_responses(1)
+    assert response["url"] == payload["response_url"]
+    assert response["payload"] == {"text": "pong: status EX01"}
+    assert response["status"] == 200 and response["error"] is None
+
+    [sent] = slack.envelopes()
+    assert sent["type"] == "slash_commands" and sent["payload"] == payload and sent["client"] == 1
+    assert sent["acks"] == 1 and 0 <= sent["ack_seconds"] < 3 and sent["late"] is False
+
+    bolt_socket.close()
+    assert not bolt_socket.client.is_connected()
+    wait_until(lambda: slack.connected_clients() == [])  # the server saw the socket go
+
+
+def test_apps_connections_open_token_types(slack):
+    def open_with(token):
+        return WebClient(base_url=slack.api_url).apps_connections_open(app_token=token)
+
+    url = open_with(APP_TOKEN)["url"]
+    assert re.fullmatch(r"ws://127\.0\.0\.1:\d+/link/\?ticket=\w+&app_id=A0SUBMITAPP", url)
+    for token, expected in [(TOKEN, "not_allowed_token_type"), ("xapp-wrong", "invalid_auth")]:
+        with pytest.raises(SlackApiError) as excinfo:
+            open_with(token)
+        assert api_error(excinfo) == expected, token
+    with pytest.raises(SlackApiError) as excinfo:
+        WebClient(base_url=slack.api_url).api_call("apps.connections.open")
+    assert api_error(excinfo) == "not_authed"
+    # Slack reads the app-level token from the header only.
+    status, body = raw_post(
+        slack.api_url + "apps.connections.open", f"token={APP_TOKEN}".encode(), "application/x-www-form-urlencoded"
+    )
+    assert (status, body) == (200, {"ok": False, "error": "not_authed"})
+    # ... and the app-level token is no good for bot methods.
+    with pytest.raises(SlackApiError) as excinfo:
+        WebClient(token=APP_TOKEN, base_url=slack.api_url).chat_postMessage(channel=CHANNEL, text="x")
+    assert api_error(excinfo) == "not_allowed_token_type"
+    assert slack.messages(CHANNEL) == []
+
+    with SlackStandIn(app_token=None) as no_socket_mode:
+        with pytest.raises(SlackApiError) as excinfo:
+            WebClient(base_url=no_socket_mode.api_url).apps_connections_open(app_token=APP_TOKEN)
+        assert api_error(excinfo) == "invalid_auth"
+
+
+def test_socket_wire_format_tickets_and_acks(slack):
+    from websockets.exceptions import InvalidStatus
+    from websockets.sync.client import connect
+
+    url = WebClient(base_url=slack.api_url).apps_connections_open(app_token=APP_TOKEN)["url"]
+    with connect(url) as ws:
+        assert json.loads(ws.recv(timeout=5)) == {
+            "type": "hello",
+            "num_connections": 1,
+            "debug_info": {"host": "slack-stand-in", "build_number": 1, "approximate_connection_time": 18060},
+            "connection_info": {"app_id": slack.app_id},
+        }
+        with pytest.raises(InvalidStatus) as excinfo:
+            connect(url, open_timeout=5)  # tickets are single-use
+        assert excinfo.value.response.status_code == 401
+        assert slack.wait_for_socket(timeout=1)["id"] == 1
+
+        envelope_id = slack.send_envelope("events_api", {"event": {"type": "app_home_opened", "user": "U0ADMIN"}})
+        assert json.loads(ws.recv(timeout=5)) == {
+            "envelope_id": envelope_id,
+            "type": "events_api",
+            "payload": {"event": {"type": "app_home_opened", "user": "U0ADMIN"}},
+            "accepts_response_payload": False,
+            "retry_attempt": 0,
+            "retry_reason": "",
+        }
+        ack = {"envelope_id": envelope_id, "payload": {"text": "hi"}}
+        ws.send(json.dumps(ack))
+        ws.send(json.dumps(ack))  # a double ack is recorded, not hidden
+        ws.send(json.dumps({"envelope_id": "never-sent"}))
+        assert slack.wait_for_ack(envelope_id) == ack
+        wait_until(lambda: len(slack.socket_messages()) == 3)
+        assert slack.envelopes()[0]["acks"] == 2
+        assert [m["message"] for m in slack.socket_messages()][2] == {"envelope_id": "never-sent"}
+
+        assert slack.send_disconnect("warning") == 1
+        assert json.loads(ws.recv(timeout=5)) == {
+            "type": "disconnect",
+            "reason": "warning",
+            "debug_info": {"host": "slack-stand-in"},
+        }
+        lonely = slack.send_envelope("interactive", {"type": "block_actions"})
+        with pytest.raises(TimeoutError):
+            slack.wait_for_ack(lonely, timeout=0.05)
+        assert slack.envelopes()[1]["late"] is True
+
+    wait_until(lambda: slack.connected_clients() == [])
+    with pytest.raises(InvalidStatus) as excinfo:
+        connect(url.replace("/link/", "/elsewhere/"), open_timeout=5)
+    assert excinfo.value.response.status_code == 404
+
+
+def test_socket_mode_api_misuse(slack):
+    with pytest.raises(RuntimeError):
+        slack.send_envelope("slash_commands", slack.slash_command_payload("x"))  # nobody connected
+    with pytest.raises(ValueError):
+        slack.send_envelope("slash_command", {})  # Slack's type is plural
+    with pytest.raises(KeyError):
+        slack.wait_for_ack("never-sent")
+    with pytest.raises(TimeoutError):
+        slack.wait_for_socket(timeout=0.05)
+    assert slack.disconnect_sockets() == 0 and slack.send_disconnect() == 0
+
+
+def test_server_side_disconnect_then_client_reconnects(slack, bolt_socket, caplog):
+    caplog.set_level(logging.INFO)
+    first = slack.wait_for_socket()
+
+    assert slack.disconnect_sockets() == 1
+    assert slack.connected_clients() == []
+    second = slack.wait_for_socket(timeout=5)  # slack_sdk's monitor notices within ping_interval
+    assert second["id"] == first["id"] + 1
+    assert len(slack.calls_to("apps.connections.open")) == 2  # a fresh URL, not the old ticket
+
+    envelope_id = slack.send_envelope("slash_commands", slack.slash_command_payload("after drop"))
+    slack.wait_for_ack(envelope_id)
+    assert slack.envelopes()[0]["client"] == second["id"]
+    assert slack.wait_for_responses(1)[0]["payload"] == {"text": "pong: after drop"}
+
+    # Slack's graceful refresh: a disconnect message, then the client swaps sockets itself.
+    slack.send_disconnect("refresh_requested")
+    third = slack.wait_for_socket(newer_than=second["id"])
+    wait_until(lambda: [c["id"] for c in slack.connected_clients()] == [third["id"]])
+    envelope_id = slack.send_envelope("slash_commands", slack.slash_command_payload("after refresh"))
+    slack.wait_for_ack(envelope_id)
+    assert slack.wait_for_responses(2)[1]["payload"] == {"text": "pong: after refresh"}
+
+    problems = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert problems == []
+
+
+def test_slash_command_payload_has_slacks_fields(slack):
+    payload = slack.slash_command_payload("grant CONTOSO\\svc-scanner", user_id="U0BOB", channel_id="C0OTHER")
+    assert set(payload) == {
+        "token", "team_id", "team_domain", "channel_id", "channel_name", "user_id", "user_name",
+        "command", "text", "api_app_id", "is_enterprise_install", "response_url", "trigger_id",
+    }  # fmt: skip
+    assert all(isinstance(value, str) for value in payload.values())
+    assert payload["command"] == "/submitwatch" and payload["text"] == "grant CONTOSO\\svc-scanner"
+    assert (payload["channel_id"], payload["channel_name"]) == ("C0OTHER", "c0other")
+    assert (payload["user_id"], payload["team_id"], payload["api_app_id"]) == ("U0BOB", slack.team_id, slack.app_id)
+    assert re.fullmatch(rf"http://127\.0\.0\.1:{slack.port}/response/\d+", payload["response_url"])
+    assert slack.slash_command_payload("x")["channel_id"] == CHANNEL
+    assert slack.slash_command_payload("x")["trigger_id"] != slack.slash_command_payload("x")["trigger_id"]
+
+
+def test_response_url_limits_and_validation(slack):
+    url = slack.new_response_url()
+    webhook = WebhookClient(url)
+    for i in range(RESPONSE_URL_MAX_POSTS):
+        assert webhook.send(text=f"update {i}").status_code == 200
+    used = webhook.send(text="one too many")
+    assert used.status_code == 404 and json.loads(used.body)["error"] == "used_url"
+
+    fresh = WebhookClient(slack.new_response_url())
+    assert fresh.send(text="").status_code == 400  # no_text, and it does not use up the URL
+    assert fresh.send(blocks=[{"type": "sectoin"}]).status_code == 400
+    assert fresh.send_dict({"delete_original": True}).status_code == 200
+
+    unknown = WebhookClient(url.rsplit("/", 1)[0] + "/999")
+    assert unknown.send(text="x").status_code == 404
+    with pytest.raises(urllib.error.HTTPError) as excinfo:
+        urllib.request.urlopen(url, timeout=5)  # GET
+    with excinfo.value as error:
+        assert error.code == 405
+
+    records = slack.responses(url)
+    assert [r["payload"]["text"] for r in records] == [f"update {i}" for i in range(5)] + ["one too many"]
+    assert [r["error"] for r in records][-1] == "used_url"
+    assert [r["error"] for r in slack.responses()[6:]] == ["no_text", "invalid_blocks", None, "no_service"]
+    slack.reset()
+    assert slack.responses() == []
+    assert webhook.send(text="usable again after reset").status_code == 200
 
 
 # -- rendering ------------------------------------------------------------------

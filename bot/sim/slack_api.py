@@ -478,7 +478,7 @@ class _SocketServer:
                 compression=None,  # slack_sdk's client offers no extensions anyway
                 close_timeout=self.CLOSE_TIMEOUT,
                 ping_interval=self.PING_INTERVAL,
-                ping_timeout=20,  # a client busy in a slow listener still answers late pings
+                ping_timeout=20,  # websockets' default; slack_sdk pongs from its reader thread
                 server_header="SlackStandIn/1.0",
             )
 
@@ -567,7 +567,7 @@ class SlackStandIn:
     turns Socket Mode off: every token is then refused by
     ``apps.connections.open``).  A Bolt app runs against the stand-in as is::
 
-        app = App(token="xoxb-test", client=WebClient(token="xoxb-test", base_url=slack.api_url))
+        app = App(client=WebClient(token="xoxb-test", base_url=slack.api_url))  # token on the client
         handler = SocketModeHandler(app, "xapp-test")
         handler.connect()
         slack.wait_for_socket()
@@ -884,7 +884,13 @@ class SlackStandIn:
                     raise TimeoutError(f"no Socket Mode client (id > {newer_than}) connected after {timeout}s")
                 self._changed.wait(remaining)
 
-    def send_envelope(self, type: str, payload: Mapping[str, Any], *, accepts_response_payload: bool = False) -> str:  # noqa: A002
+    def send_envelope(
+        self,
+        type: str,  # noqa: A002 - Slack's field name
+        payload: Mapping[str, Any],
+        *,
+        accepts_response_payload: bool = False,
+    ) -> str:
         """Deliver ``{"envelope_id", "type", "payload", "accepts_response_payload"}``; return the id.
 
         ``type`` is one of :data:`ENVELOPE_TYPES`.  Goes to the newest open
@@ -1225,7 +1231,11 @@ class SlackStandIn:
                 else:
                     entry.uses += 1
                     reply = _Reply.of_json({"ok": True})
-            url = entry.url if entry is not None else f"{_RESPONSE_PATH}{response_id}"
+            if entry is not None:
+                url = entry.url
+            else:
+                port = self._server.server_address[1] if self._server is not None else 0
+                url = f"http://127.0.0.1:{port}{_RESPONSE_PATH}{response_id}"
             self._responses.append(
                 {
                     "url": url,
