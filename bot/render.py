@@ -125,10 +125,11 @@ def thread_note(incident: Incident, detail: Mapping[str, list[str]],
     text = f"{show(incident.account)}: " + "; ".join(parts)
     blocks = [_section(text)]
     fixes, refusal = fixes_for(incident, servers)
-    new = set(detail.get("connectors", [])) | set(detail.get("servers", []))
-    relevant = [f for f in fixes if f.connector in new or f.server in new
-                or any(f.server.casefold() == host.casefold()
-                       for name, host in incident.servers if name in new)]
+    new_connectors = set(detail.get("connectors", []))
+    new_hosts = {host.casefold() for name, host in incident.servers
+                 if name in detail.get("servers", [])}
+    relevant = [f for f in fixes
+                if f.connector in new_connectors or f.server.casefold() in new_hosts]
     if refusal is None and relevant:
         blocks.extend(_fix_blocks(relevant[:MAX_FIXES]))
     return text, blocks

@@ -38,7 +38,8 @@ def open_db(path: str | Path, *, migrate: bool = True) -> Database:
         db = Database(conn)
         db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         db.execute("PRAGMA journal_mode = WAL")
-        db.execute("PRAGMA synchronous = NORMAL")  # safe in WAL: a crash loses no committed data
+        # FULL: a commit survives a power cut too, so "sent" marks are never lost (re-posts).
+        db.execute("PRAGMA synchronous = FULL")
         db.execute("PRAGMA foreign_keys = ON")
         if migrate:
             migrations.apply(db)
@@ -254,9 +255,10 @@ def enqueue(db: Database, incident_id: int, kind: str, now: datetime, *,
 
 
 def pending_kinds(db: Database, incident_id: int) -> set[str]:
+    """Kinds of message still to be sent for an incident (waiting, or being sent right now)."""
     return {r["kind"] for r in db.query(
-        "SELECT DISTINCT kind FROM outbox WHERE incident_id = ? AND state = 'pending'",
-        [incident_id])}
+        "SELECT DISTINCT kind FROM outbox WHERE incident_id = ? AND state IN ('pending', "
+        "'sending')", [incident_id])}
 
 
 def pending_messages(db: Database, now: datetime, limit: int = 500) -> list[OutboxRow]:
