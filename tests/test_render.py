@@ -8,7 +8,7 @@ from bot import render
 from bot.config import ServerConfig
 from bot.model import Incident
 from bot.remediation import fix_for
-from bot.sim.slack_api import validate_blocks
+from bot.sim.slack_blocks import validate_blocks
 from tests.pwsh_parse import parse_pipeline
 
 T0 = datetime(2026, 3, 8, 8, 0, tzinfo=timezone.utc)

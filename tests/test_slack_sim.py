@@ -26,7 +26,8 @@ from slack_sdk.http_retry import FixedValueRetryIntervalCalculator
 from slack_sdk.http_retry.builtin_handlers import RateLimitErrorRetryHandler, ServerErrorRetryHandler
 from slack_sdk.webhook import WebhookClient
 
-from bot.sim.slack_api import RESPONSE_URL_MAX_POSTS, Call, SlackStandIn, block_kit_builder_url, render_text
+from bot.sim.slack_api import RESPONSE_URL_MAX_POSTS, Call, SlackStandIn
+from bot.sim.slack_blocks import block_kit_builder_url, render_text
 
 TOKEN = "xoxb-test"
 APP_TOKEN = "xapp-test"

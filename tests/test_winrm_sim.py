@@ -31,13 +31,8 @@ from bot.sim.eventlog import (
     format_system_time,
     seed_demo,
 )
-from bot.sim.winrm_server import (
-    DEFAULT_PASSWORD,
-    DEFAULT_USER,
-    WinRMSimulator,
-    run_wevtutil,
-    split_windows_args,
-)
+from bot.sim.wevtutil import run_wevtutil, split_windows_args
+from bot.sim.winrm_server import DEFAULT_PASSWORD, DEFAULT_USER, WinRMSimulator
 
 NOW = datetime(2026, 3, 8, 9, 0, tzinfo=timezone.utc)
 PROVIDERS = "Provider[@Name='MSExchangeTransport' or @Name='MSExchangeFrontEndTransport']"

@@ -17,7 +17,7 @@ use an unmodified ``WebClient(token=..., base_url=stand_in.api_url)``.
 Three audiences use it:
 
 * ``submitwatch demo`` prints what was posted (:meth:`SlackStandIn.messages`
-  plus :func:`render_text`);
+  plus :func:`bot.sim.slack_blocks.render_text`);
 * tests assert on received payloads (:attr:`SlackStandIn.calls`) and inject
   faults (:meth:`SlackStandIn.fail_next`, :meth:`SlackStandIn.set_down`);
 * benchmarks add latency (:attr:`SlackStandIn.delay`).
@@ -43,8 +43,9 @@ Deliberate strictness (to catch product bugs early):
 
 * Block Kit limits are enforced (50 blocks, header 150 chars, section text
   3,000, field 2,000, button text 75 / value 2,000 / action_id 255, unique
-  block_id, known block types); failures answer ``invalid_blocks`` with
-  Slack-style ``response_metadata.messages``.
+  block_id, known block types; see :func:`bot.sim.slack_blocks.validate_blocks`);
+  failures answer ``invalid_blocks`` with Slack-style
+  ``response_metadata.messages``.
 * ``thread_ts`` must name an existing message in that channel, otherwise
   ``thread_not_found`` (Slack is laxer here).
 
@@ -58,34 +59,23 @@ Socket Mode (how the product receives slash commands and button clicks):
   stand-in answers ``not_authed``).  The bot token answers
   ``not_allowed_token_type``, as does the app token on every other method;
   an unknown token ``invalid_auth``.  The answer is
-  ``{"ok": true, "url": "ws://127.0.0.1:PORT/link/?ticket=...&app_id=..."}``:
-  plain ``ws://`` works because slack_sdk's built-in client (the one
-  ``slack_bolt.adapter.socket_mode.SocketModeHandler`` uses) only wraps TLS
-  around port 443.
-* On connect the server sends Slack's ``hello``; envelopes are
-  ``{"envelope_id", "type", "payload", "accepts_response_payload"}`` and the
-  client acks with ``{"envelope_id", "payload"?}``.  Acks are recorded with
-  how long they took (Slack wants them within :data:`ACK_DEADLINE` seconds).
-* Tickets are single-use (Slack's are short-lived): a reused or unknown
-  ticket fails the websocket handshake with HTTP 401.  slack_sdk always asks
-  for a fresh URL when it reconnects, so this only bites code that replays
-  an old URL.
+  ``{"ok": true, "url": "ws://127.0.0.1:PORT/link/?ticket=...&app_id=..."}``.
+* The websocket side (tickets, ``hello``, envelopes, acks, disconnects) lives
+  in :mod:`bot.sim.slack_socket`; the Socket Mode methods of
+  :class:`SlackStandIn` delegate to it.
 * ``response_url`` values point back at this server (``/response/N``) and
   are recorded (:meth:`SlackStandIn.responses`); like Slack's they accept
-  :data:`RESPONSE_URL_MAX_POSTS` posts within 30 minutes.
-* The websocket server needs the ``websockets`` package and starts with the
-  first ``apps.connections.open``, so the demo and plain Web API tests do not
-  pay for it (nor need the package).
+  :data:`RESPONSE_URL_MAX_POSTS` posts within 30 minutes.  They live here,
+  not with Socket Mode, because they are plain HTTP posts that share this
+  server, its outage switch and its body decoding.
 """
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import copy
 import json
 import logging
-import re
 import threading
 import time
 import uuid
@@ -95,17 +85,14 @@ from dataclasses import dataclass, field
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qs, parse_qsl, quote, urlsplit
+from urllib.parse import parse_qsl, urlsplit
+
+from .slack_blocks import validate_blocks
+from .slack_socket import SocketModeHub
 
 __all__ = [
     "Call",
     "SlackStandIn",
-    "block_kit_builder_url",
-    "render_text",
-    "validate_blocks",
-    "ACK_DEADLINE",
-    "ENVELOPE_TYPES",
-    "MAX_BLOCKS",
     "RESPONSE_URL_MAX_POSTS",
     "TS_EPOCH",
 ]
@@ -114,37 +101,14 @@ _log = logging.getLogger(__name__)
 
 #: First second of generated message timestamps: 2026-01-01T00:00:00Z.
 TS_EPOCH = 1767225600
-#: Block Kit: blocks per message (100 only applies to Home tabs / modals).
-MAX_BLOCKS = 50
 #: Slack truncates/rejects message text beyond this many characters.
 MAX_TEXT = 40_000
 #: Microseconds between consecutive generated timestamps (".000100" steps).
 _TS_STEP_US = 100
-#: Socket Mode envelope types Slack sends (and Bolt dispatches).
-ENVELOPE_TYPES = frozenset({"slash_commands", "interactive", "events_api"})
-#: Seconds Slack waits for an envelope ack (DOMAIN.md section 4).
-ACK_DEADLINE = 3.0
 #: A response_url accepts this many posts ...
 RESPONSE_URL_MAX_POSTS = 5
 #: ... within this many seconds of being issued.
 RESPONSE_URL_TTL = 30 * 60
-
-_KNOWN_BLOCK_TYPES = frozenset(
-    {
-        "actions",
-        "context",
-        "divider",
-        "file",
-        "header",
-        "image",
-        "input",
-        "markdown",
-        "rich_text",
-        "section",
-        "table",
-        "video",
-    }
-)
 
 _JSON_CONTENT_TYPE = "application/json; charset=utf-8"
 #: The deprecated verification token Slack still puts in slash command payloads.
@@ -153,8 +117,6 @@ _VERIFICATION_TOKEN = "sTaNdInVeRiFiCaTiOnToKeN"
 _APP_TOKEN_METHODS = frozenset({"apps.connections.open"})
 #: Path prefix of the response_url endpoint on the HTTP server.
 _RESPONSE_PATH = "/response/"
-#: Path of the Socket Mode websocket endpoint (Slack's is /link/ too).
-_LINK_PATH = "/link/"
 
 
 # ---------------------------------------------------------------------------
@@ -266,7 +228,6 @@ class _Message:
     replies: list[_Message] = field(default_factory=list)
     edits: int = 0
     edited_ts: str | None = None
-    reply_broadcast: bool = False
 
     def state(self) -> dict:
         """The snapshot handed out by :meth:`SlackStandIn.messages`."""
@@ -315,55 +276,6 @@ class _Message:
         if include_metadata and self.metadata is not None:
             out["metadata"] = copy.deepcopy(self.metadata)
         return out
-
-
-@dataclass
-class _SocketClient:
-    """One Socket Mode websocket connection (kept after it closes, for history)."""
-
-    id: int  # 1, 2, 3, ... in connection order, so a reconnect is visibly new
-    ticket: str
-    connection: Any  # websockets.asyncio.server.ServerConnection
-    peer: Any
-    connected_at: float
-    closed_at: float | None = None
-    close_code: int | None = None
-
-    def state(self) -> dict:
-        """The snapshot handed out by :meth:`SlackStandIn.connected_clients`."""
-        return {
-            "id": self.id,
-            "ticket": self.ticket,
-            "peer": self.peer,
-            "connected_at": self.connected_at,
-            "closed_at": self.closed_at,
-            "close_code": self.close_code,
-        }
-
-
-@dataclass
-class _Envelope:
-    """An envelope sent to a Socket Mode client and what came back."""
-
-    envelope: dict
-    client: int
-    sent_at: float  # time.time(), for people
-    sent_mono: float  # time.monotonic(), for the ack latency
-    ack: dict | None = None
-    ack_seconds: float | None = None
-    acks: int = 0  # more than one means the client acked twice
-
-    def state(self) -> dict:
-        """The snapshot handed out by :meth:`SlackStandIn.envelopes`."""
-        return {
-            **copy.deepcopy(self.envelope),
-            "client": self.client,
-            "sent_at": self.sent_at,
-            "ack": copy.deepcopy(self.ack),
-            "ack_seconds": self.ack_seconds,
-            "acks": self.acks,
-            "late": self.ack_seconds is None or self.ack_seconds > ACK_DEADLINE,
-        }
 
 
 @dataclass
@@ -436,113 +348,6 @@ class _Handler(BaseHTTPRequestHandler):
         """Silence per-request logging: tests and the demo own the terminal."""
 
 
-class _SocketServer:
-    """The Socket Mode websocket endpoint: a ``websockets`` asyncio server.
-
-    One event loop in one daemon thread serves every connection.  That, not
-    ``websockets.sync``, because the threaded server's per-connection threads
-    are not daemons: a test that forgot :meth:`SlackStandIn.stop` with a bot
-    still connected would hang interpreter exit.
-
-    Holds no state: each event goes to the stand-in, which records it under
-    its lock.  One rule keeps that deadlock-free: code on the loop may take
-    the stand-in lock briefly, and code holding the lock never waits for the
-    loop (:meth:`call` is only used with the lock released).
-    """
-
-    #: Seconds the server waits for the client's half of a close handshake.
-    #: slack_sdk's built-in client never sends one (it just closes the TCP
-    #: socket), so keep this short or every server-side close lingers.
-    CLOSE_TIMEOUT = 1.0
-    #: Seconds between the server's keepalive pings (Slack pings clients too).
-    #: Short on purpose: slack_sdk's ``close()`` waits for its reader thread,
-    #: which sits in a ``recv()`` with a 3 s timeout that closing the socket
-    #: from another thread does not interrupt; any incoming frame does, so
-    #: this bounds how long ``SocketModeHandler.close()`` blocks in tests.
-    PING_INTERVAL = 0.5
-
-    def __init__(self, stand_in: SlackStandIn) -> None:
-        from websockets.asyncio.server import serve  # only Socket Mode needs the package
-
-        self._stand_in = stand_in
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name="slack-stand-in:socket-mode", daemon=True)
-        self._thread.start()
-
-        async def start() -> Any:
-            return await serve(
-                self._handler,
-                "127.0.0.1",
-                0,
-                process_request=self._check_ticket,
-                compression=None,  # slack_sdk's client offers no extensions anyway
-                close_timeout=self.CLOSE_TIMEOUT,
-                ping_interval=self.PING_INTERVAL,
-                ping_timeout=20,  # websockets' default; slack_sdk pongs from its reader thread
-                server_header="SlackStandIn/1.0",
-            )
-
-        try:
-            self._server = self.call(start())
-        except BaseException:
-            self._stop_loop()
-            raise
-        self.port: int = self._server.sockets[0].getsockname()[1]
-        self._thread.name = f"slack-stand-in:socket-mode:{self.port}"
-
-    def call(self, coroutine: Any, timeout: float = 5.0) -> Any:
-        """Run ``coroutine`` on the loop and wait for its result (never with the lock held)."""
-        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(timeout)
-
-    def stop(self) -> None:
-        """Close every connection (code 1001, as Slack going away), then the loop."""
-
-        async def close() -> None:
-            self._server.close()
-            await self._server.wait_closed()
-
-        try:
-            self.call(close(), timeout=self.CLOSE_TIMEOUT + 4)
-        except Exception:  # still stop the loop; the thread is a daemon anyway
-            _log.exception("SlackStandIn: closing the Socket Mode server failed")
-        self._stop_loop()
-
-    def _stop_loop(self) -> None:
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(timeout=5)
-        if not self._thread.is_alive():
-            self._loop.close()
-
-    def _check_ticket(self, connection: Any, request: Any) -> Any:
-        """Handshake gate: only ``/link/`` with a ticket from apps.connections.open."""
-        url = urlsplit(request.path)
-        if url.path != _LINK_PATH:
-            return connection.respond(HTTPStatus.NOT_FOUND, "Not Found\n")
-        ticket = (parse_qs(url.query).get("ticket") or [""])[0]
-        if not self._stand_in._use_ticket(ticket):
-            return connection.respond(HTTPStatus.UNAUTHORIZED, "invalid or already used ticket\n")
-        return None
-
-    async def _handler(self, connection: Any) -> None:
-        from websockets.exceptions import ConnectionClosed
-
-        stand_in = self._stand_in
-        ticket = (parse_qs(urlsplit(connection.request.path).query).get("ticket") or [""])[0]
-        client: _SocketClient | None = None
-        try:
-            # hello goes out before the client is listed, so an envelope sent
-            # as soon as wait_for_socket() returns can never overtake it.
-            await connection.send(stand_in._hello())
-            client = stand_in._socket_opened(connection, ticket)
-            async for raw in connection:
-                stand_in._socket_received(client, raw)
-        except ConnectionClosed:
-            pass
-        finally:
-            if client is not None:
-                stand_in._socket_closed(client, connection.close_code)
-
-
 # ---------------------------------------------------------------------------
 # The stand-in
 # ---------------------------------------------------------------------------
@@ -576,8 +381,9 @@ class SlackStandIn:
 
     All state lives behind one lock, taken for the whole of each API call, so
     concurrent posts get distinct, increasing timestamps and ``calls`` is in
-    the same order as the state changes.  The Socket Mode loop thread records
-    into the same state under the same lock.
+    the same order as the state changes.  The Socket Mode side
+    (:class:`~bot.sim.slack_socket.SocketModeHub`) records under the same
+    lock, from its loop thread.
     """
 
     def __init__(
@@ -616,12 +422,8 @@ class SlackStandIn:
         self._ts_start_us = int(ts_start) * 1_000_000
         self._ts_count = 0
 
-        # Socket Mode and response_url state (see the "Socket Mode" section).
-        self._socket_server: _SocketServer | None = None
-        self._tickets: set[str] = set()
-        self._socket_clients: list[_SocketClient] = []
-        self._socket_inbox: list[dict] = []
-        self._envelopes: dict[str, _Envelope] = {}
+        # app_id is read when used: it is a public attribute callers may change.
+        self._socket_mode = SocketModeHub(self._changed, app_id=lambda: self.app_id)
         self._response_urls: dict[str, _ResponseUrl] = {}
         self._responses: list[dict] = []
         self._payload_count = 0
@@ -676,16 +478,16 @@ class SlackStandIn:
         """
         with self._lock:
             server, thread = self._server, self._thread
-            socket_server = self._socket_server
-            self._server = self._thread = self._socket_server = None
+            # From here apps.connections.open answers internal_error, so no
+            # new websocket server can start behind the one stopped below.
+            self._server = self._thread = None
         if server is None:
             return
         server.shutdown()
         server.server_close()
         if thread is not None:
             thread.join(timeout=5)
-        if socket_server is not None:
-            socket_server.stop()
+        self._socket_mode.stop()
 
     def __enter__(self) -> SlackStandIn:
         return self.start()
@@ -837,8 +639,7 @@ class SlackStandIn:
         with self._lock:
             self._calls.clear()
             self._ephemerals.clear()
-            self._envelopes.clear()
-            self._socket_inbox.clear()
+            self._socket_mode.forget_traffic()
             self._responses.clear()
             for response_url in self._response_urls.values():
                 response_url.uses = 0
@@ -852,37 +653,22 @@ class SlackStandIn:
     # -- Socket Mode -------------------------------------------------------
     #
     # The websocket server starts with the first apps.connections.open (see
-    # _apps_connections_open) and stops with the stand-in.  Methods here run
-    # on the caller's thread; the _socket_* callbacks further down run on
-    # the server's loop thread.
+    # _apps_connections_open) and stops with the stand-in; bot.sim.slack_socket
+    # owns it and its state, these methods only forward.
 
     def connected_clients(self) -> list[dict]:
         """Open Socket Mode connections, oldest first.
 
-        Each is ``{"id", "ticket", "peer", "connected_at", "closed_at",
-        "close_code"}``; ``id`` counts connections since start (1, 2, ...), so
-        a reconnect shows up as a higher id.
+        See :meth:`SocketModeHub.connected_clients <bot.sim.slack_socket.SocketModeHub.connected_clients>`.
         """
-        with self._lock:
-            return [client.state() for client in self._socket_clients if client.closed_at is None]
+        return self._socket_mode.connected_clients()
 
     def wait_for_socket(self, timeout: float = 5.0, *, newer_than: int = 0) -> dict:
         """Block until a client is connected (and got ``hello``); return the newest.
 
-        ``newer_than`` ignores connections with that id or lower, to wait for
-        a reconnect while the old socket may still be open.  Raises
-        ``TimeoutError``.
+        See :meth:`SocketModeHub.wait_for_socket <bot.sim.slack_socket.SocketModeHub.wait_for_socket>`.
         """
-        deadline = time.monotonic() + timeout
-        with self._changed:
-            while True:
-                ready = [c for c in self._socket_clients if c.closed_at is None and c.id > newer_than]
-                if ready:
-                    return ready[-1].state()
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise TimeoutError(f"no Socket Mode client (id > {newer_than}) connected after {timeout}s")
-                self._changed.wait(remaining)
+        return self._socket_mode.wait_for_socket(timeout, newer_than=newer_than)
 
     def send_envelope(
         self,
@@ -891,139 +677,46 @@ class SlackStandIn:
         *,
         accepts_response_payload: bool = False,
     ) -> str:
-        """Deliver ``{"envelope_id", "type", "payload", "accepts_response_payload"}``; return the id.
+        """Deliver an envelope to the newest open connection; return its ``envelope_id``.
 
-        ``type`` is one of :data:`ENVELOPE_TYPES`.  Goes to the newest open
-        connection (Slack spreads envelopes over an app's connections; one
-        bot process only ever has one that matters).  ``events_api``
-        envelopes also carry ``retry_attempt: 0`` and ``retry_reason: ""``
-        as Slack's do.  Note Slack sets ``accepts_response_payload`` to true
-        for slash commands; pass it when the product relies on it.
-
-        Raises ``RuntimeError`` when no client is connected (call
-        :meth:`wait_for_socket` first) and ``ConnectionError`` when the
-        connection dropped while sending.
+        See :meth:`SocketModeHub.send_envelope <bot.sim.slack_socket.SocketModeHub.send_envelope>`.
         """
-        if type not in ENVELOPE_TYPES:
-            raise ValueError(f"envelope type must be one of {sorted(ENVELOPE_TYPES)}, not {type!r}")
-        if not isinstance(payload, Mapping):
-            raise TypeError("payload must be a mapping")
-        envelope: dict[str, Any] = {
-            "envelope_id": str(uuid.uuid4()),
-            "type": type,
-            "payload": copy.deepcopy(dict(payload)),
-            "accepts_response_payload": bool(accepts_response_payload),
-        }
-        if type == "events_api":
-            envelope.update(retry_attempt=0, retry_reason="")
-        text = json.dumps(envelope)  # fail on non-JSON payloads before recording anything
-        envelope_id = envelope["envelope_id"]
-        with self._lock:
-            open_clients = [c for c in self._socket_clients if c.closed_at is None]
-            server = self._socket_server
-            if not open_clients or server is None:
-                raise RuntimeError("no Socket Mode client is connected (wait_for_socket() first)")
-            client = open_clients[-1]
-            self._envelopes[envelope_id] = _Envelope(
-                envelope=envelope, client=client.id, sent_at=time.time(), sent_mono=time.monotonic()
-            )
-        try:
-            server.call(client.connection.send(text))
-        except Exception as exc:
-            with self._lock:
-                self._envelopes.pop(envelope_id, None)
-            raise ConnectionError(f"envelope not delivered to Socket Mode client {client.id}: {exc!r}") from exc
-        return envelope_id
+        return self._socket_mode.send_envelope(type, payload, accepts_response_payload=accepts_response_payload)
 
     def wait_for_ack(self, envelope_id: str, timeout: float = 5.0) -> dict:
         """Block until the client acked ``envelope_id``; return the ack as sent.
 
-        The ack is ``{"envelope_id"}`` plus ``"payload"`` when the listener
-        passed something to ``ack()``.  How long it took is in
-        :meth:`envelopes` (``ack_seconds``).  ``KeyError`` for an envelope
-        never sent, ``TimeoutError`` when no ack came in time.
+        See :meth:`SocketModeHub.wait_for_ack <bot.sim.slack_socket.SocketModeHub.wait_for_ack>`.
         """
-        deadline = time.monotonic() + timeout
-        with self._changed:
-            record = self._envelopes.get(envelope_id)
-            if record is None:
-                raise KeyError(f"no envelope {envelope_id!r} was sent")
-            while record.ack is None:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise TimeoutError(f"envelope {envelope_id} not acked after {timeout}s")
-                self._changed.wait(remaining)
-            return copy.deepcopy(record.ack)
+        return self._socket_mode.wait_for_ack(envelope_id, timeout)
 
     def envelopes(self) -> list[dict]:
         """Sent envelopes in send order, each with what came back.
 
-        The envelope's own fields plus ``client`` (connection id),
-        ``sent_at``, ``ack`` (the first ack, or ``None``), ``ack_seconds``
-        (send to ack), ``acks`` (how many acks arrived; 2+ is a product bug)
-        and ``late`` (no ack yet, or slower than :data:`ACK_DEADLINE`).
+        See :meth:`SocketModeHub.envelopes <bot.sim.slack_socket.SocketModeHub.envelopes>`.
         """
-        with self._lock:
-            return [record.state() for record in self._envelopes.values()]
+        return self._socket_mode.envelopes()
 
     def socket_messages(self) -> list[dict]:
         """Everything clients sent over their sockets: ``{"client", "at", "message"}``.
 
-        ``message`` is the decoded JSON (or the raw text if it was not JSON).
-        Acks for unknown envelope ids only show up here.
+        See :meth:`SocketModeHub.socket_messages <bot.sim.slack_socket.SocketModeHub.socket_messages>`.
         """
-        with self._lock:
-            return copy.deepcopy(self._socket_inbox)
+        return self._socket_mode.socket_messages()
 
     def disconnect_sockets(self, *, code: int = 1001, reason: str = "") -> int:
         """Close every open connection from the server side; return how many.
 
-        Simulates Slack dropping the link: the client gets a close frame
-        (``code`` 1001 "going away" by default) with no warning.  slack_sdk's
-        client then asks apps.connections.open for a new URL, which its
-        monitor thread does within its ``ping_interval``.  Returns once the
-        server has seen every connection close, so :meth:`wait_for_socket`
-        afterwards can only find a new one.
+        See :meth:`SocketModeHub.disconnect_sockets <bot.sim.slack_socket.SocketModeHub.disconnect_sockets>`.
         """
-        with self._lock:
-            targets = [c for c in self._socket_clients if c.closed_at is None]
-            server = self._socket_server
-        if not targets or server is None:
-            return 0
-
-        async def close_all() -> None:
-            await asyncio.gather(*(c.connection.close(code, reason) for c in targets), return_exceptions=True)
-
-        server.call(close_all(), timeout=_SocketServer.CLOSE_TIMEOUT + 4)
-        deadline = time.monotonic() + 5
-        with self._changed:
-            while any(c.closed_at is None for c in targets):
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise TimeoutError("Socket Mode connections did not close")
-                self._changed.wait(remaining)
-        return len(targets)
+        return self._socket_mode.disconnect_sockets(code=code, reason=reason)
 
     def send_disconnect(self, reason: str = "refresh_requested") -> int:
-        """Send Slack's ``{"type": "disconnect", "reason", ...}`` to every open connection.
+        """Send Slack's ``{"type": "disconnect", ...}`` to every open connection; return how many.
 
-        Slack's graceful refresh: the socket stays open and the client is
-        expected to open a new one (slack_sdk does at once) and drop the old
-        one.  Reasons Slack uses: ``warning``, ``refresh_requested``,
-        ``link_disabled``.  Returns how many connections were told.
+        See :meth:`SocketModeHub.send_disconnect <bot.sim.slack_socket.SocketModeHub.send_disconnect>`.
         """
-        message = json.dumps({"type": "disconnect", "reason": reason, "debug_info": {"host": "slack-stand-in"}})
-        with self._lock:
-            targets = [c for c in self._socket_clients if c.closed_at is None]
-            server = self._socket_server
-        if not targets or server is None:
-            return 0
-
-        async def send_all() -> None:
-            await asyncio.gather(*(c.connection.send(message) for c in targets), return_exceptions=True)
-
-        server.call(send_all())
-        return len(targets)
+        return self._socket_mode.send_disconnect(reason)
 
     # -- payload builders and response_url ------------------------------------
 
@@ -1249,66 +942,6 @@ class SlackStandIn:
             self._changed.notify_all()
         return reply
 
-    # -- Socket Mode callbacks (run on the websocket loop thread) -------------
-
-    def _use_ticket(self, ticket: str) -> bool:
-        """Consume a ticket from apps.connections.open; False if unknown or used."""
-        with self._lock:
-            if ticket in self._tickets:
-                self._tickets.discard(ticket)
-                return True
-            return False
-
-    def _hello(self) -> str:
-        """Slack's first message on a new connection (shape copied from Slack)."""
-        with self._lock:
-            open_now = sum(1 for client in self._socket_clients if client.closed_at is None)
-        return json.dumps(
-            {
-                "type": "hello",
-                "num_connections": open_now + 1,
-                "debug_info": {"host": "slack-stand-in", "build_number": 1, "approximate_connection_time": 18060},
-                "connection_info": {"app_id": self.app_id},
-            }
-        )
-
-    def _socket_opened(self, connection: Any, ticket: str) -> _SocketClient:
-        with self._changed:
-            client = _SocketClient(
-                id=len(self._socket_clients) + 1,
-                ticket=ticket,
-                connection=connection,
-                peer=connection.remote_address,
-                connected_at=time.time(),
-            )
-            self._socket_clients.append(client)
-            self._changed.notify_all()
-        return client
-
-    def _socket_received(self, client: _SocketClient, raw: str | bytes) -> None:
-        """Record one client message; an ``envelope_id`` makes it an ack."""
-        arrived = time.monotonic()
-        try:
-            message: Any = json.loads(raw)
-        except ValueError:  # JSONDecodeError and UnicodeDecodeError
-            message = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
-        with self._changed:
-            self._socket_inbox.append({"client": client.id, "at": time.time(), "message": message})
-            envelope_id = message.get("envelope_id") if isinstance(message, dict) else None
-            record = self._envelopes.get(envelope_id) if isinstance(envelope_id, str) else None
-            if record is not None:
-                record.acks += 1
-                if record.ack is None:
-                    record.ack = message
-                    record.ack_seconds = arrived - record.sent_mono
-            self._changed.notify_all()
-
-    def _socket_closed(self, client: _SocketClient, code: int | None) -> None:
-        with self._changed:
-            client.closed_at = time.time()
-            client.close_code = code
-            self._changed.notify_all()
-
     # -- helpers used by method handlers (lock held) ------------------------
 
     def _next_ts(self) -> str:
@@ -1358,19 +991,13 @@ class SlackStandIn:
         }
 
     def _apps_connections_open(self, params: dict) -> dict:
-        # Starting the websocket server here, with the lock held, is safe:
-        # its loop is brand new and has no connection that could want the lock.
         if self._server is None:  # stop() is under way
             raise _SlackError("internal_error")
-        if self._socket_server is None:
-            try:
-                self._socket_server = _SocketServer(self)
-            except ImportError:
-                _log.error("SlackStandIn: Socket Mode needs the 'websockets' package")
-                raise _SlackError("internal_error") from None
-        ticket = uuid.uuid4().hex
-        self._tickets.add(ticket)
-        return {"url": f"ws://127.0.0.1:{self._socket_server.port}{_LINK_PATH}?ticket={ticket}&app_id={self.app_id}"}
+        try:
+            return {"url": self._socket_mode.open_url()}
+        except ImportError:
+            _log.error("SlackStandIn: Socket Mode needs the 'websockets' package")
+            raise _SlackError("internal_error") from None
 
     def _chat_post_message(self, params: dict) -> dict:
         channel = self._channel_param(params, member=True)
@@ -1387,7 +1014,6 @@ class SlackStandIn:
             user=self.bot_user_id,
             bot_id=self.bot_id,
             parent=parent,
-            reply_broadcast=parent is not None and _flag(params.get("reply_broadcast")),
             **content,
         )
         if parent is None:
@@ -1554,85 +1180,6 @@ def _message_content(params: dict, *, require: bool) -> dict:
     return content
 
 
-def _text_problems(obj: Any, pointer: str, limit: int, *, plain_only: bool = False) -> list[str]:
-    if not isinstance(obj, dict) or obj.get("type") not in ("plain_text", "mrkdwn"):
-        return [f"[ERROR] must be a text object [json-pointer:{pointer}]"]
-    if plain_only and obj["type"] != "plain_text":
-        return [f"[ERROR] must be plain_text [json-pointer:{pointer}/type]"]
-    text = obj.get("text")
-    if not isinstance(text, str) or not text:
-        return [f"[ERROR] must be more than 0 characters [json-pointer:{pointer}/text]"]
-    if len(text) > limit:
-        return [f"[ERROR] must be less than {limit + 1} characters [json-pointer:{pointer}/text]"]
-    return []
-
-
-def _element_problems(element: Any, pointer: str) -> list[str]:
-    if not isinstance(element, dict) or not isinstance(element.get("type"), str):
-        return [f"[ERROR] element must have a type [json-pointer:{pointer}]"]
-    problems: list[str] = []
-    if len(str(element.get("action_id", ""))) > 255:
-        problems.append(f"[ERROR] must be less than 256 characters [json-pointer:{pointer}/action_id]")
-    if element["type"] == "button":
-        problems += _text_problems(element.get("text"), f"{pointer}/text", 75, plain_only=True)
-        if len(str(element.get("value", ""))) > 2000:
-            problems.append(f"[ERROR] must be less than 2001 characters [json-pointer:{pointer}/value]")
-        if len(str(element.get("url", ""))) > 3000:
-            problems.append(f"[ERROR] must be less than 3001 characters [json-pointer:{pointer}/url]")
-    return problems
-
-
-def validate_blocks(blocks: Any) -> list[str]:
-    """Slack-style ``invalid_blocks`` messages for a message's blocks ([] = valid).
-
-    Covers the limits SubmitWatch can trip over (DOMAIN.md section 4), not the
-    whole Block Kit schema.
-    """
-    if not isinstance(blocks, list):
-        return ["[ERROR] must be an array [json-pointer:/blocks]"]
-    problems: list[str] = []
-    if len(blocks) > MAX_BLOCKS:
-        problems.append(f"[ERROR] no more than {MAX_BLOCKS} items allowed [json-pointer:/blocks]")
-    seen_ids: set[str] = set()
-    for i, block in enumerate(blocks):
-        at = f"/blocks/{i}"
-        if not isinstance(block, dict) or block.get("type") not in _KNOWN_BLOCK_TYPES:
-            problems.append(f"[ERROR] unsupported or missing block type [json-pointer:{at}/type]")
-            continue
-        block_id = block.get("block_id")
-        if block_id is not None:
-            if len(str(block_id)) > 255:
-                problems.append(f"[ERROR] must be less than 256 characters [json-pointer:{at}/block_id]")
-            if block_id in seen_ids:
-                problems.append(f"[ERROR] duplicate block_id [json-pointer:{at}/block_id]")
-            seen_ids.add(block_id)
-        kind = block["type"]
-        if kind == "header":
-            problems += _text_problems(block.get("text"), f"{at}/text", 150, plain_only=True)
-        elif kind == "section":
-            if "text" not in block and "fields" not in block:
-                problems.append(f"[ERROR] must provide text or fields [json-pointer:{at}]")
-            if "text" in block:
-                problems += _text_problems(block["text"], f"{at}/text", 3000)
-            fields = block.get("fields", [])
-            if not isinstance(fields, list) or len(fields) > 10:
-                problems.append(f"[ERROR] no more than 10 items allowed [json-pointer:{at}/fields]")
-            else:
-                for j, item in enumerate(fields):
-                    problems += _text_problems(item, f"{at}/fields/{j}", 2000)
-            if "accessory" in block:
-                problems += _element_problems(block["accessory"], f"{at}/accessory")
-        elif kind in ("context", "actions"):
-            elements = block.get("elements")
-            limit = 10 if kind == "context" else 25
-            if not isinstance(elements, list) or not elements or len(elements) > limit:
-                problems.append(f"[ERROR] must have 1 to {limit} items [json-pointer:{at}/elements]")
-            elif kind == "actions":
-                for j, element in enumerate(elements):
-                    problems += _element_problems(element, f"{at}/elements/{j}")
-    return problems
-
-
 def _in_window(ts: str, params: dict) -> bool:
     """conversations.* ``oldest``/``latest``/``inclusive`` filtering."""
     inclusive = _flag(params.get("inclusive"))
@@ -1675,157 +1222,3 @@ def _paginate(items: list, params: dict, *, default_limit: int) -> dict:
     more = end < len(items)
     next_cursor = base64.urlsafe_b64encode(f"offset:{end}".encode()).decode() if more else ""
     return {"messages": items[offset:end], "has_more": more, "response_metadata": {"next_cursor": next_cursor}}
-
-
-# ---------------------------------------------------------------------------
-# Terminal rendering
-# ---------------------------------------------------------------------------
-
-_ANGLE = re.compile(r"<([^<>\n]*)>")
-_ENTITY = re.compile(r"&(amp|lt|gt);")
-_ENTITIES = {"amp": "&", "lt": "<", "gt": ">"}
-_RULE = "-" * 40
-
-
-def _mrkdwn_plain(text: str) -> str:
-    """mrkdwn → terminal text: resolve ``<...>`` control sequences, then unescape.
-
-    Order matters: a literal ``<`` in content arrives as ``&lt;`` so only real
-    ``<...>`` are control sequences, and unescaping in one pass keeps
-    ``&amp;lt;`` as the literal text ``&lt;``.  Emphasis markers (``*bold*``)
-    are left alone; they read fine in a terminal.
-    """
-
-    def control(match: re.Match[str]) -> str:
-        inner = match.group(1)
-        target, _, label = inner.partition("|")
-        if target.startswith("@"):
-            return f"@{label or target[1:]}"
-        if target.startswith("#"):
-            return f"#{label or target[1:]}"
-        if target.startswith("!subteam^"):
-            return label or "@group"
-        if target.startswith("!date^"):
-            return label or target
-        if target.startswith("!"):
-            return f"@{target[1:]}"
-        return f"{label} ({target})" if label else target
-
-    return _ENTITY.sub(lambda m: _ENTITIES[m.group(1)], _ANGLE.sub(control, text))
-
-
-def _text(obj: Any) -> str:
-    """A Block Kit text object as plain text (mrkdwn is unescaped, plain_text is not)."""
-    if isinstance(obj, str):
-        return _mrkdwn_plain(obj)
-    if not isinstance(obj, dict):
-        return ""
-    text = str(obj.get("text", ""))
-    return _mrkdwn_plain(text) if obj.get("type") == "mrkdwn" else text
-
-
-def _element(element: Any) -> str:
-    """An interactive or context element as one short token."""
-    if not isinstance(element, dict):
-        return ""
-    kind = element.get("type")
-    if kind in ("plain_text", "mrkdwn"):
-        return _text(element)
-    if kind == "button":
-        return f"[{_text(element.get('text'))}]"
-    if kind == "image":
-        return f"[image: {element.get('alt_text', '')}]"
-    if kind == "overflow":
-        return "[...]"
-    label = _text(element.get("placeholder")) or str(kind)
-    return f"[{label}]"
-
-
-def _rich_text(node: Any) -> str:
-    """Flatten rich_text elements into plain text (lists get "- " bullets)."""
-    if isinstance(node, list):
-        return "".join(_rich_text(child) for child in node)
-    if not isinstance(node, dict):
-        return ""
-    kind = node.get("type")
-    if kind == "text":
-        return str(node.get("text", ""))
-    if kind == "link":
-        return str(node.get("text") or node.get("url", ""))
-    if kind == "user":
-        return f"@{node.get('user_id', '')}"
-    if kind == "channel":
-        return f"#{node.get('channel_id', '')}"
-    if kind == "emoji":
-        return f":{node.get('name', '')}:"
-    if kind == "rich_text_list":
-        return "\n".join(f"- {_rich_text(item)}" for item in node.get("elements", [])) + "\n"
-    return _rich_text(node.get("elements", []))
-
-
-def _block_lines(block: dict) -> list[str]:
-    kind = block.get("type")
-    if kind == "header":
-        title = _text(block.get("text"))
-        return [title, "=" * len(title)]
-    if kind == "divider":
-        return [_RULE]
-    if kind == "section":
-        lines = _text(block.get("text")).splitlines() if "text" in block else []
-        lines += [" ".join(_text(f).split("\n")) for f in block.get("fields", [])]
-        if "accessory" in block:
-            lines.append(_element(block["accessory"]))
-        return lines
-    if kind == "context":
-        return [" | ".join(_element(e) for e in block.get("elements", []))]
-    if kind == "actions":
-        return [" ".join(_element(e) for e in block.get("elements", []))]
-    if kind == "image":
-        return [f"[image: {block.get('alt_text', '')}]"]
-    if kind == "rich_text":
-        return _rich_text(block.get("elements", [])).rstrip("\n").splitlines()
-    if kind == "markdown":
-        return str(block.get("text", "")).splitlines()
-    if kind == "input":
-        return [f"{_text(block.get('label'))}: [input]"]
-    return [f"[{kind} block]"]
-
-
-def render_text(message: Mapping[str, Any]) -> str:
-    """A posted message as readable plain text for a terminal.
-
-    Uses the Block Kit ``blocks`` when present (that is what people see in
-    Slack), otherwise ``text``, otherwise attachment fallbacks.  Headers become
-    an underlined title, section text/fields one line each, context elements
-    joined by ``" | "``, buttons ``[Label]``, dividers a rule; mrkdwn escapes
-    (``&lt;`` ``&gt;`` ``&amp;``) are shown as the characters.  Pure function.
-    """
-    blocks = message.get("blocks") or []
-    if isinstance(blocks, str):
-        blocks = json.loads(blocks)
-    if blocks:
-        lines: list[str] = []
-        for block in blocks:
-            if isinstance(block, dict):
-                lines.extend(_block_lines(block))
-        return "\n".join(lines)
-    text = message.get("text") or ""
-    if text:
-        return _mrkdwn_plain(str(text))
-    attachments = message.get("attachments") or []
-    return "\n".join(
-        _mrkdwn_plain(str(a.get("fallback") or a.get("text") or "")) for a in attachments if isinstance(a, dict)
-    )
-
-
-def block_kit_builder_url(blocks: Iterable[Mapping[str, Any]] | Mapping[str, Any]) -> str:
-    """A Block Kit Builder link that previews ``blocks`` (only builds the string).
-
-    Accepts a list of blocks or a message dict with a ``blocks`` key.  The
-    builder reads URL-encoded JSON ``{"blocks": [...]}`` from the fragment, so
-    nothing is sent to Slack until someone opens the link.
-    """
-    if isinstance(blocks, Mapping):
-        blocks = blocks.get("blocks") or []
-    payload = json.dumps({"blocks": list(blocks)}, separators=(",", ":"), ensure_ascii=False)
-    return "https://app.slack.com/block-kit-builder/#" + quote(payload, safe="")

@@ -31,11 +31,15 @@ What is simulated (and why it is shaped this way):
 * **Faults**, injected per server with :meth:`WinRMSimulator.inject`, and a
   per-request delay for latency in benchmarks.
 
+The server side of NTLM (credentials, handshake, message encryption) lives in
+:mod:`bot.sim.ntlm_server`, the command line (cmd.exe, argv, ``wevtutil``) in
+:mod:`bot.sim.wevtutil`; this module is the HTTP and WS-Management layer.
+
 NTLM caveat: pyspnego's acceptor reads users from the file named by the
 ``NTLM_USER_FILE`` environment variable, which is process-global.  Running
-simulators share one generated file (see :class:`_NtlmUserFile`); each
-simulator still only accepts its own users.  The variable is restored when the
-last NTLM simulator stops.  Do not run an NTLM simulator in a process that
+simulators share one generated file (see :func:`bot.sim.ntlm_server.register_users`);
+each simulator still only accepts its own users.  The variable is restored when
+the last NTLM simulator stops.  Do not run an NTLM simulator in a process that
 needs its own ``NTLM_USER_FILE``.
 """
 
@@ -48,18 +52,12 @@ import codecs
 import collections
 import copy
 import dataclasses
-import ntpath
-import os
 import re
-import shutil
 import signal
 import socket
-import struct
 import sys
-import tempfile
 import threading
 import uuid
-from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Iterable, Literal, Mapping
 from urllib.parse import quote, unquote, urlsplit
@@ -67,9 +65,16 @@ from xml.etree.ElementTree import Element
 from xml.sax.saxutils import escape, quoteattr
 
 import defusedxml.ElementTree as SafeET
-import spnego
 
-from bot.sim.eventlog import EventLog, QueryError, compile_query, event_xml, seed_demo
+from bot.sim.eventlog import EventLog, seed_demo
+from bot.sim.ntlm_server import (
+    ENCRYPTED_CONTENT_TYPE,
+    SPNEGO_ENCRYPTED_PROTOCOL,
+    NtlmConnection,
+    register_users,
+    unregister_users,
+)
+from bot.sim.wevtutil import run_command_line
 
 __all__ = [
     "DEFAULT_USER",
@@ -78,8 +83,6 @@ __all__ = [
     "OPERATION_TIMEOUT_CODE",
     "ServerStats",
     "WinRMSimulator",
-    "run_wevtutil",
-    "split_windows_args",
     "main",
 ]
 
@@ -126,11 +129,6 @@ _ACTIONS = {
 _STATE_DONE = "http://schemas.microsoft.com/wbem/wsman/1/windows/shell/CommandState/Done"
 _STATE_RUNNING = "http://schemas.microsoft.com/wbem/wsman/1/windows/shell/CommandState/Running"
 
-# MS-WSMV 2.2.9.1.1 framing, byte for byte what winrm/encryption.py produces and parses.
-_BOUNDARY = b"--Encrypted Boundary"
-_SPNEGO_ENCRYPTED = "application/HTTP-SPNEGO-session-encrypted"
-_OCTET_STREAM = b"\tContent-Type: application/octet-stream\r\n"
-_ENCRYPTED_CONTENT_TYPE = f'multipart/encrypted;protocol="{_SPNEGO_ENCRYPTED}";boundary="Encrypted Boundary"'
 _SOAP_CONTENT_TYPE = "application/soap+xml;charset=UTF-8"
 
 _MAX_BODY = 16 * 1024 * 1024
@@ -167,258 +165,6 @@ def _codec_for(codepage: int) -> str | None:
         return codecs.lookup(name).name
     except LookupError:
         return None
-
-
-# --------------------------------------------------------------------------------------------------
-# Command-line handling: cmd.exe and the Windows C runtime
-# --------------------------------------------------------------------------------------------------
-
-
-def _cmd_preprocess(line: str) -> tuple[str, str | None]:
-    """Apply cmd.exe's quoting to ``line``: (the line cmd.exe passes on, problem or None).
-
-    WinRS runs commands through ``cmd.exe /c`` unless WINRS_SKIP_CMD_SHELL is
-    set.  Outside double quotes ``^`` escapes the next character and ``< > | &``
-    are operators.  An unquoted ``>`` in an XPath (``EventRecordID > 5``) would
-    become a redirection and silently change the query, so operators are
-    reported as a problem instead of being emulated.  (``%VAR%`` expansion is
-    not simulated.)
-    """
-    out: list[str] = []
-    quoted = False
-    i = 0
-    while i < len(line):
-        ch = line[i]
-        if ch == '"':
-            quoted = not quoted
-        elif not quoted and ch == "^" and i + 1 < len(line):
-            out.append(line[i + 1])
-            i += 2
-            continue
-        elif not quoted and ch in "<>|&":
-            return line, f"unquoted cmd.exe metacharacter {ch!r}: cmd.exe would treat it as a redirection, pipe or command separator"
-        out.append(ch)
-        i += 1
-    return "".join(out), None
-
-
-def split_windows_args(line: str) -> list[str]:
-    """Split a command line the way the Microsoft C runtime builds ``argv``.
-
-    Whitespace separates arguments outside double quotes; quotes are removed;
-    ``2n`` backslashes before a quote become ``n`` and the quote toggles,
-    ``2n+1`` give ``n`` and a literal quote; ``""`` inside quotes is a literal
-    quote; other backslashes are literal.
-    """
-    args: list[str] = []
-    cur: list[str] = []
-    have_arg = quoted = False
-    i, n = 0, len(line)
-    while i < n:
-        ch = line[i]
-        if ch == "\\":
-            j = i
-            while j < n and line[j] == "\\":
-                j += 1
-            count = j - i
-            if j < n and line[j] == '"':
-                cur.append("\\" * (count // 2))
-                if count % 2:
-                    cur.append('"')
-                    i = j + 1
-                else:
-                    i = j
-            else:
-                cur.append("\\" * count)
-                i = j
-            have_arg = True
-            continue
-        if ch == '"':
-            if quoted and i + 1 < n and line[i + 1] == '"':
-                cur.append('"')
-                i += 2
-                continue
-            quoted = not quoted
-            have_arg = True
-        elif ch in " \t" and not quoted:
-            if have_arg:
-                args.append("".join(cur))
-                cur, have_arg = [], False
-        else:
-            cur.append(ch)
-            have_arg = True
-        i += 1
-    if have_arg:
-        args.append("".join(cur))
-    return args
-
-
-def _format_gli_time(value: datetime) -> str:
-    return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
-
-
-def run_wevtutil(log: EventLog, args: Iterable[str]) -> tuple[str, str, int]:
-    """Run ``wevtutil <args>`` (already split into argv) against ``log``: (stdout, stderr, exit code).
-
-    Supports ``gli Application`` and ``qe Application [/q:XPATH] [/f:xml]
-    [/c:N] [/e:ROOT] [/rd:true|false]`` (long option names and ``-`` prefixes
-    too).  Errors use wevtutil's exit codes: 87 invalid parameter, 15001
-    invalid query, 15007 channel not found.  Output uses CRLF line endings.
-    """
-    args = list(args)
-    if not args:
-        return "", "The parameter is incorrect.\r\n", 87
-    verb, rest = args[0].lower(), args[1:]
-    positional: list[str] = []
-    options: dict[str, str | None] = {}
-    for arg in rest:
-        if arg[:1] in ("/", "-") and len(arg) > 1:
-            name, sep, value = arg[1:].partition(":")
-            options[name.lower()] = value if sep else None
-        else:
-            positional.append(arg)
-
-    def bad(detail: str) -> tuple[str, str, int]:
-        return "", f"{detail}\r\nThe parameter is incorrect.\r\n", 87
-
-    if verb in ("gli", "get-loginfo"):
-        if len(positional) != 1 or options:
-            return bad("Usage: wevtutil gli <LOG_NAME> (the simulator supports no options here)")
-        if positional[0].lower() != "application":
-            return "", "Failed to read log information. The specified channel could not be found.\r\n", 15007
-        info = log.info()
-        lines = [
-            f"creationTime: {_format_gli_time(info['creationTime'])}",  # type: ignore[arg-type]
-            f"lastAccessTime: {_format_gli_time(info['lastAccessTime'])}",  # type: ignore[arg-type]
-            f"lastWriteTime: {_format_gli_time(info['lastWriteTime'])}",  # type: ignore[arg-type]
-            f"fileSize: {info['fileSize']}",
-            f"attributes: {info['attributes']}",
-            f"numberOfLogRecords: {info['numberOfLogRecords']}",
-            f"oldestRecordNumber: {info['oldestRecordNumber']}",
-        ]
-        return "\r\n".join(lines) + "\r\n", "", 0
-
-    if verb in ("qe", "query-events"):
-        aliases = {"query": "q", "format": "f", "count": "c", "element": "e", "reversedirection": "rd", "logfile": "lf"}
-        opts = {aliases.get(k, k): v for k, v in options.items()}
-        unknown = set(opts) - {"q", "f", "c", "e", "rd", "lf"}
-        if unknown:
-            return bad(f"Option {sorted(unknown)[0]!r} is not supported by the simulator.")
-        if len(positional) != 1:
-            return bad("Usage: wevtutil qe <LOG_NAME> [/q:XPATH] [/f:xml] [/c:N] [/e:ROOT] [/rd:true|false]")
-        if (opts.get("lf") or "false").lower() != "false":
-            return bad("/lf:true (reading a log file) is not supported by the simulator.")
-        if positional[0].lower() != "application":
-            return "", "Failed to read events. The specified channel could not be found.\r\n", 15007
-        fmt = (opts.get("f") or "text").lower()
-        if fmt != "xml":
-            return bad(f"/f:{fmt} is not supported by the simulator; use /f:xml.")
-        count = None
-        if "c" in opts:
-            if not (opts["c"] or "").isdigit() or int(opts["c"] or "0") < 1:
-                return bad(f"Invalid /c value {opts['c']!r}.")
-            count = int(opts["c"] or "0")
-        rd_text = "true" if "rd" in opts and opts["rd"] is None else (opts.get("rd") or "false").lower()
-        if rd_text not in ("true", "false"):
-            return bad(f"Invalid /rd value {opts['rd']!r}.")
-        root = opts.get("e")
-        if "e" in opts and not re.fullmatch(r"[A-Za-z_][\w.-]*", root or ""):
-            return bad(f"Invalid /e value {root!r}.")
-        try:
-            query = compile_query(opts["q"] if opts.get("q") is not None else "*")
-        except QueryError:
-            return "", "Failed to read events. The specified query is invalid.\r\n", QueryError.win32_error
-        events = log.query(query, count, reverse=rd_text == "true")
-        body = "".join(event_xml(ev) + "\r\n" for ev in events)
-        if root:
-            body = f"<{root}>{body}</{root}>\r\n"
-        return body, "", 0
-
-    return "", f"Unknown command: {args[0]}\r\nThe parameter is incorrect.\r\n", 87
-
-
-# --------------------------------------------------------------------------------------------------
-# NTLM credential file (process-global, shared by all running simulators)
-# --------------------------------------------------------------------------------------------------
-
-
-class _NtlmUserFile:
-    """Owns the ``NTLM_USER_FILE`` that pyspnego's NTLM acceptor reads.
-
-    The variable is process-global and pyspnego re-reads the file on every
-    authentication, so concurrently running simulators share one file holding
-    the union of their users (rewritten atomically).  The same user with two
-    different passwords cannot be represented and is refused.
-    """
-
-    _UNSET = object()
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._owners: dict[int, dict[str, str]] = {}
-        self._dir: str | None = None
-        self._saved: Any = self._UNSET
-
-    def register(self, owner: int, users: Mapping[str, str]) -> None:
-        with self._lock:
-            for other, theirs in self._owners.items():
-                if other == owner:
-                    continue
-                for name, pw in users.items():
-                    for their_name, their_pw in theirs.items():
-                        if name.lower() == their_name.lower() and pw != their_pw:
-                            raise ValueError(f"user {name!r} is already served by another running simulator with a different password")
-            self._owners[owner] = dict(users)
-            self._write()
-
-    def unregister(self, owner: int) -> None:
-        with self._lock:
-            if self._owners.pop(owner, None) is None:
-                return
-            if self._owners:
-                self._write()
-                return
-            if self._saved is self._UNSET or self._saved is None:
-                os.environ.pop("NTLM_USER_FILE", None)
-            else:
-                os.environ["NTLM_USER_FILE"] = self._saved
-            self._saved = self._UNSET
-            if self._dir:
-                shutil.rmtree(self._dir, ignore_errors=True)
-            self._dir = None
-
-    def _write(self) -> None:
-        if self._dir is None:
-            self._dir = tempfile.mkdtemp(prefix="submitwatch-ntlm-")
-            self._saved = os.environ.get("NTLM_USER_FILE")
-        lines = [_user_file_line(name, pw) for users in self._owners.values() for name, pw in users.items()]
-        path = os.path.join(self._dir, "ntlm_users")
-        tmp = path + ".tmp"
-        with open(tmp, "w", encoding="utf-8") as fh:
-            fh.write("\n".join(lines) + "\n")
-        os.replace(tmp, path)  # atomic: an authentication in flight never sees half a file
-        os.environ["NTLM_USER_FILE"] = path
-
-
-def _user_file_line(name: str, password: str) -> str:
-    """One credential line for pyspnego.
-
-    The smbpasswd form (``NAME:UID:LM:NT:FLAGS:LCT``) with precomputed hashes
-    is preferred: with the plain ``DOMAIN:user:password`` form pyspnego
-    derives the LM hash with pure-Python DES on every authentication, a few
-    milliseconds each, which shows up in benchmarks.  The hash helpers are
-    private to pyspnego, hence the fallback.
-    """
-    try:
-        from spnego._ntlm_raw.crypto import lmowfv1, ntowfv1
-    except ImportError:  # pragma: no cover - pyspnego moved its internals
-        domain, _, user = name.rpartition("\\")
-        return f"{domain}:{user}:{password}"
-    lm, nt = base64.b16encode(lmowfv1(password)).decode(), base64.b16encode(ntowfv1(password)).decode()
-    return f"{name}:1000:{lm}:{nt}:[U]:LCT-00000000"
-
-
-_USER_FILE = _NtlmUserFile()
 
 
 # --------------------------------------------------------------------------------------------------
@@ -636,12 +382,12 @@ class WinRMSimulator:
             return self
         self._stopping.clear()
         if self.auth == "ntlm":
-            _USER_FILE.register(id(self), self.users)
+            register_users(id(self), self.users)
         try:
             httpd = _HTTPServer(("127.0.0.1", self._port), _Handler)
         except BaseException:
             if self.auth == "ntlm":
-                _USER_FILE.unregister(id(self))
+                unregister_users(id(self))
             raise
         httpd.simulator = self
         self._httpd = httpd
@@ -669,7 +415,7 @@ class WinRMSimulator:
         if self._thread is not None:
             self._thread.join(timeout=5)
         if self.auth == "ntlm":
-            _USER_FILE.unregister(id(self))
+            unregister_users(id(self))
 
     def __enter__(self) -> "WinRMSimulator":
         return self.start()
@@ -951,7 +697,7 @@ class WinRMSimulator:
             state.stats.command_lines.append(line)
             del state.stats.command_lines[: -_ServerState._HISTORY]
 
-        stdout_text, stderr_text, exit_code = self._execute(state.log, line, skip_cmd)
+        stdout_text, stderr_text, exit_code = run_command_line(state.log, line, skip_cmd_shell=skip_cmd)
         stdout = stdout_text.encode(shell.codec, "submitwatch-sim")
         stderr = stderr_text.encode(shell.codec, "submitwatch-sim")
 
@@ -975,20 +721,6 @@ class WinRMSimulator:
             "http://schemas.microsoft.com/wbem/wsman/1/windows/shell/CommandResponse", message_id,
             f"<rsp:CommandResponse><rsp:CommandId>{command.id}</rsp:CommandId></rsp:CommandResponse>",
         ))
-
-    def _execute(self, log: EventLog, line: str, skip_cmd_shell: bool) -> tuple[str, str, int]:
-        """Run a command line: cmd.exe checks, argv splitting, then wevtutil or "not recognized"."""
-        if not skip_cmd_shell:
-            line, problem = _cmd_preprocess(line)
-            if problem:
-                return "", f"SubmitWatch simulator: {problem}.\r\n", 1
-        argv = split_windows_args(line)
-        if not argv:
-            return "", "", 0
-        program = ntpath.basename(argv[0]).lower()
-        if program in ("wevtutil", "wevtutil.exe"):
-            return run_wevtutil(log, argv[1:])
-        return "", f"'{argv[0]}' is not recognized as an internal or external command,\r\noperable program or batch file.\r\n", 1
 
     def _receive(self, state: _ServerState, command: _Command, message_id: str) -> _Outcome:
         chunk_size = state.chunk_size or self.chunk_size
@@ -1030,7 +762,7 @@ class _BadRequest(Exception):
 
 
 class _Handler(BaseHTTPRequestHandler):
-    """One instance per TCP connection, so NTLM state lives in instance attributes."""
+    """One instance per TCP connection, so it can hold that connection's NTLM state."""
 
     protocol_version = "HTTP/1.1"  # keep-alive: NTLM authenticates the connection
     disable_nagle_algorithm = True  # otherwise small responses wait ~40 ms for delayed ACKs
@@ -1042,8 +774,7 @@ class _Handler(BaseHTTPRequestHandler):
         super().setup()
         self.sim = self.server.simulator
         self.sim._track(self.connection, True)
-        self._ctx: Any = None  # established NTLM context
-        self._pending: Any = None  # NTLM context between challenge and authenticate
+        self._ntlm = NtlmConnection()  # never authenticated under Basic, so sealed bodies are refused there
         self._seen: set[str] = set()
 
     def finish(self) -> None:
@@ -1118,11 +849,11 @@ class _Handler(BaseHTTPRequestHandler):
         if self.sim.record_wire:
             self.sim.wire_log.append((state.name, content_type, body))
         if encrypted:
-            if self._ctx is None or _SPNEGO_ENCRYPTED.lower() not in content_type.lower():
+            if not self._ntlm.authenticated or SPNEGO_ENCRYPTED_PROTOCOL.lower() not in content_type.lower():
                 self._send(400, close=True)
                 return
             try:
-                soap = self._unseal(body)
+                soap = self._ntlm.unseal(body)
             except Exception:  # bad framing, wrong signature, out-of-sequence message
                 self._send(400, close=True)
                 return
@@ -1141,11 +872,11 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True  # never answer; the client has long given up
             return
         if outcome.special == "unauthorized":
-            self._ctx = None
+            self._ntlm.forget()
             self._send(401, close=True)  # no challenge offered: the client cannot retry
             return
         if encrypted:
-            self._send(outcome.status, self._seal(outcome.body), [("Content-Type", _ENCRYPTED_CONTENT_TYPE)])
+            self._send(outcome.status, self._ntlm.seal(outcome.body), [("Content-Type", ENCRYPTED_CONTENT_TYPE)])
         else:
             self._send(outcome.status, outcome.body, [("Content-Type", _SOAP_CONTENT_TYPE)] if outcome.body else [])
 
@@ -1173,89 +904,16 @@ class _Handler(BaseHTTPRequestHandler):
         return False
 
     def _ntlm_auth(self, state: _ServerState) -> bool:
-        """Run the Negotiate handshake; True once the connection is authenticated.
-
-        Legs: no token -> 401 ``Negotiate``; NEGOTIATE_MESSAGE -> 401 with the
-        CHALLENGE; AUTHENTICATE_MESSAGE -> the request is processed.  Only raw
-        NTLM inside Negotiate is understood (what requests_ntlm sends), not
-        SPNEGO-wrapped Kerberos.
-        """
-        scheme, _, blob = self.headers.get("Authorization", "").partition(" ")
-        if scheme.lower() not in ("negotiate", "ntlm"):
-            if self._ctx is not None:
-                return True  # established connection: requests carry no Authorization header
-            self._send(401, headers=self._challenge_headers())
-            return False
-        try:
-            token = base64.b64decode(blob.strip(), validate=True)
-        except binascii.Error:
-            token = b""
-        msg_type = struct.unpack("<I", token[8:12])[0] if token[:8] == b"NTLMSSP\x00" and len(token) >= 12 else 0
-
-        if msg_type == 1:
-            self._ctx = None
-            try:
-                ctx = spnego.server(protocol="ntlm", options=spnego.NegotiateOptions.use_ntlm)
-                challenge = ctx.step(token)
-            except Exception:
-                challenge = None
-            if challenge:
-                self._pending = ctx
-                self._send(401, headers=self._challenge_headers(challenge))
-                return False
-        elif msg_type == 3 and self._pending is not None:
-            ctx, self._pending = self._pending, None
-            try:
-                ctx.step(token)
-                principal = ctx.client_principal if ctx.complete else None
-            except Exception:  # wrong password, bad MIC, unknown user...
-                principal = None
-            if principal and self.sim._knows_user(principal):
-                self._ctx = ctx
-                state.bump(auth_successes=1)
-                return True
-        self._pending = None
-        state.bump(auth_failures=1)
-        self._send(401, headers=self._challenge_headers())
+        """One leg of the Negotiate handshake (see :meth:`NtlmConnection.authenticate`); True to serve the request."""
+        step = self._ntlm.authenticate(self.headers.get("Authorization", ""), self.sim._knows_user)
+        if step.outcome == "authenticated":
+            state.bump(auth_successes=1)
+        elif step.outcome == "failed":
+            state.bump(auth_failures=1)
+        if step.may_proceed:
+            return True
+        self._send(401, headers=self._challenge_headers(step.token))
         return False
-
-    # -- message encryption (MS-WSMV 2.2.9.1.1) -----------------------------------------------------
-
-    def _unseal(self, body: bytes) -> bytes:
-        """Decrypt a pywinrm ``multipart/encrypted`` body with this connection's context."""
-        parts = [p for p in body.split(_BOUNDARY + b"\r\n") if p]
-        if not parts or len(parts) % 2:
-            raise ValueError("malformed multipart/encrypted body")
-        plain = b""
-        for header, payload in zip(parts[0::2], parts[1::2]):
-            m = re.search(rb"Length=(\d+)", header)
-            if not m or _SPNEGO_ENCRYPTED.encode() not in header:
-                raise ValueError("missing OriginalContent length")
-            if payload.endswith(_BOUNDARY + b"--\r\n"):
-                payload = payload[: -len(_BOUNDARY + b"--\r\n")]
-            if not payload.startswith(_OCTET_STREAM):
-                raise ValueError("missing octet-stream part")
-            data = payload[len(_OCTET_STREAM) :]
-            (sig_len,) = struct.unpack("<I", data[:4])
-            signature, sealed = data[4 : 4 + sig_len], data[4 + sig_len :]
-            message = self._ctx.unwrap(signature + sealed).data
-            if len(message) != int(m.group(1)):
-                raise ValueError("decrypted length does not match OriginalContent")
-            plain += message
-        return plain
-
-    def _seal(self, message: bytes) -> bytes:
-        """Encrypt a response exactly as winrm/encryption.py expects to parse it."""
-        wrapped = self._ctx.wrap(message, encrypt=True).data
-        signature, sealed = wrapped[:16], wrapped[16:]
-        return (
-            _BOUNDARY + b"\r\n"
-            b"\tContent-Type: " + _SPNEGO_ENCRYPTED.encode() + b"\r\n"
-            b"\tOriginalContent: type=application/soap+xml;charset=UTF-8;Length=" + str(len(message)).encode() + b"\r\n"
-            + _BOUNDARY + b"\r\n" + _OCTET_STREAM
-            + struct.pack("<I", len(signature)) + signature + sealed
-            + _BOUNDARY + b"--\r\n"
-        )
 
 
 # --------------------------------------------------------------------------------------------------

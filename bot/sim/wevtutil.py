@@ -1,0 +1,226 @@
+"""The command line of a simulated Exchange server: cmd.exe, argv splitting and ``wevtutil``.
+
+:mod:`bot.sim.winrm_server` hands every WinRS command line to
+:func:`run_command_line`, which treats it the way Windows would:
+
+* unless the shell was opened with ``WINRS_SKIP_CMD_SHELL``, the line first
+  goes through ``cmd.exe /c`` quoting rules, and an unquoted redirection or
+  pipe character is reported instead of emulated, so a quoting mistake in the
+  bot fails loudly rather than silently changing the query;
+* the line is split into ``argv`` by the Microsoft C runtime's rules
+  (:func:`split_windows_args`);
+* ``wevtutil`` (:func:`run_wevtutil`) answers ``gli`` and ``qe`` against a
+  :class:`bot.sim.eventlog.EventLog`; any other program is "not recognized".
+
+Output is text with CRLF line endings; encoding it in the shell's codepage is
+the WS-Management side's job.
+"""
+
+from __future__ import annotations
+
+import ntpath
+import re
+from datetime import datetime
+from typing import Iterable
+
+from bot.sim.eventlog import EventLog, QueryError, compile_query, event_xml
+
+__all__ = ["run_command_line", "run_wevtutil", "split_windows_args"]
+
+
+def run_command_line(log: EventLog, line: str, *, skip_cmd_shell: bool = False) -> tuple[str, str, int]:
+    """Run a WinRS command line against ``log``: (stdout, stderr, exit code).
+
+    ``skip_cmd_shell`` mirrors the WINRS_SKIP_CMD_SHELL shell option: when set,
+    the line is not passed through cmd.exe first.
+    """
+    if not skip_cmd_shell:
+        line, problem = _apply_cmd_exe_quoting(line)
+        if problem:
+            return "", f"SubmitWatch simulator: {problem}.\r\n", 1
+    argv = split_windows_args(line)
+    if not argv:
+        return "", "", 0
+    program = ntpath.basename(argv[0]).lower()
+    if program in ("wevtutil", "wevtutil.exe"):
+        return run_wevtutil(log, argv[1:])
+    return "", f"'{argv[0]}' is not recognized as an internal or external command,\r\noperable program or batch file.\r\n", 1
+
+
+# --------------------------------------------------------------------------------------------------
+# cmd.exe and the Windows C runtime
+# --------------------------------------------------------------------------------------------------
+
+
+def _apply_cmd_exe_quoting(line: str) -> tuple[str, str | None]:
+    """Apply cmd.exe's quoting to ``line``: (the line cmd.exe passes on, problem or None).
+
+    WinRS runs commands through ``cmd.exe /c`` unless WINRS_SKIP_CMD_SHELL is
+    set.  Outside double quotes ``^`` escapes the next character and ``< > | &``
+    are operators.  An unquoted ``>`` in an XPath (``EventRecordID > 5``) would
+    become a redirection and silently change the query, so operators are
+    reported as a problem instead of being emulated.  (``%VAR%`` expansion is
+    not simulated.)
+    """
+    out: list[str] = []
+    quoted = False
+    i = 0
+    while i < len(line):
+        ch = line[i]
+        if ch == '"':
+            quoted = not quoted
+        elif not quoted and ch == "^" and i + 1 < len(line):
+            out.append(line[i + 1])
+            i += 2
+            continue
+        elif not quoted and ch in "<>|&":
+            return line, f"unquoted cmd.exe metacharacter {ch!r}: cmd.exe would treat it as a redirection, pipe or command separator"
+        out.append(ch)
+        i += 1
+    return "".join(out), None
+
+
+def split_windows_args(line: str) -> list[str]:
+    """Split a command line the way the Microsoft C runtime builds ``argv``.
+
+    Whitespace separates arguments outside double quotes; quotes are removed;
+    ``2n`` backslashes before a quote become ``n`` and the quote toggles,
+    ``2n+1`` give ``n`` and a literal quote; ``""`` inside quotes is a literal
+    quote; other backslashes are literal.
+    """
+    args: list[str] = []
+    cur: list[str] = []
+    have_arg = quoted = False
+    i, n = 0, len(line)
+    while i < n:
+        ch = line[i]
+        if ch == "\\":
+            j = i
+            while j < n and line[j] == "\\":
+                j += 1
+            count = j - i
+            if j < n and line[j] == '"':
+                cur.append("\\" * (count // 2))
+                if count % 2:
+                    cur.append('"')
+                    i = j + 1
+                else:
+                    i = j
+            else:
+                cur.append("\\" * count)
+                i = j
+            have_arg = True
+            continue
+        if ch == '"':
+            if quoted and i + 1 < n and line[i + 1] == '"':
+                cur.append('"')
+                i += 2
+                continue
+            quoted = not quoted
+            have_arg = True
+        elif ch in " \t" and not quoted:
+            if have_arg:
+                args.append("".join(cur))
+                cur, have_arg = [], False
+        else:
+            cur.append(ch)
+            have_arg = True
+        i += 1
+    if have_arg:
+        args.append("".join(cur))
+    return args
+
+
+# --------------------------------------------------------------------------------------------------
+# wevtutil
+# --------------------------------------------------------------------------------------------------
+
+
+def run_wevtutil(log: EventLog, args: Iterable[str]) -> tuple[str, str, int]:
+    """Run ``wevtutil <args>`` (already split into argv) against ``log``: (stdout, stderr, exit code).
+
+    Supports ``gli Application`` and ``qe Application [/q:XPATH] [/f:xml]
+    [/c:N] [/e:ROOT] [/rd:true|false]`` (long option names and ``-`` prefixes
+    too).  Errors use wevtutil's exit codes: 87 invalid parameter, 15001
+    invalid query, 15007 channel not found.  Output uses CRLF line endings.
+    """
+    args = list(args)
+    if not args:
+        return "", "The parameter is incorrect.\r\n", 87
+    verb, rest = args[0].lower(), args[1:]
+    positional: list[str] = []
+    options: dict[str, str | None] = {}
+    for arg in rest:
+        if arg[:1] in ("/", "-") and len(arg) > 1:
+            name, sep, value = arg[1:].partition(":")
+            options[name.lower()] = value if sep else None
+        else:
+            positional.append(arg)
+
+    def bad(detail: str) -> tuple[str, str, int]:
+        return "", f"{detail}\r\nThe parameter is incorrect.\r\n", 87
+
+    if verb in ("gli", "get-loginfo"):
+        if len(positional) != 1 or options:
+            return bad("Usage: wevtutil gli <LOG_NAME> (the simulator supports no options here)")
+        if positional[0].lower() != "application":
+            return "", "Failed to read log information. The specified channel could not be found.\r\n", 15007
+        return _gli_output(log), "", 0
+
+    if verb in ("qe", "query-events"):
+        aliases = {"query": "q", "format": "f", "count": "c", "element": "e", "reversedirection": "rd", "logfile": "lf"}
+        opts = {aliases.get(k, k): v for k, v in options.items()}
+        unknown = set(opts) - {"q", "f", "c", "e", "rd", "lf"}
+        if unknown:
+            return bad(f"Option {sorted(unknown)[0]!r} is not supported by the simulator.")
+        if len(positional) != 1:
+            return bad("Usage: wevtutil qe <LOG_NAME> [/q:XPATH] [/f:xml] [/c:N] [/e:ROOT] [/rd:true|false]")
+        if (opts.get("lf") or "false").lower() != "false":
+            return bad("/lf:true (reading a log file) is not supported by the simulator.")
+        if positional[0].lower() != "application":
+            return "", "Failed to read events. The specified channel could not be found.\r\n", 15007
+        fmt = (opts.get("f") or "text").lower()
+        if fmt != "xml":
+            return bad(f"/f:{fmt} is not supported by the simulator; use /f:xml.")
+        count = None
+        if "c" in opts:
+            if not (opts["c"] or "").isdigit() or int(opts["c"] or "0") < 1:
+                return bad(f"Invalid /c value {opts['c']!r}.")
+            count = int(opts["c"] or "0")
+        rd_text = "true" if "rd" in opts and opts["rd"] is None else (opts.get("rd") or "false").lower()
+        if rd_text not in ("true", "false"):
+            return bad(f"Invalid /rd value {opts['rd']!r}.")
+        root = opts.get("e")
+        if "e" in opts and not re.fullmatch(r"[A-Za-z_][\w.-]*", root or ""):
+            return bad(f"Invalid /e value {root!r}.")
+        try:
+            query = compile_query(opts["q"] if opts.get("q") is not None else "*")
+        except QueryError:
+            return "", "Failed to read events. The specified query is invalid.\r\n", QueryError.win32_error
+        events = log.query(query, count, reverse=rd_text == "true")
+        body = "".join(event_xml(ev) + "\r\n" for ev in events)
+        if root:
+            body = f"<{root}>{body}</{root}>\r\n"
+        return body, "", 0
+
+    return "", f"Unknown command: {args[0]}\r\nThe parameter is incorrect.\r\n", 87
+
+
+def _gli_output(log: EventLog) -> str:
+    """What ``wevtutil gli Application`` prints for ``log``, field for field in Windows' order."""
+    info = log.info()
+    lines = [
+        f"creationTime: {_format_gli_time(info['creationTime'])}",  # type: ignore[arg-type]
+        f"lastAccessTime: {_format_gli_time(info['lastAccessTime'])}",  # type: ignore[arg-type]
+        f"lastWriteTime: {_format_gli_time(info['lastWriteTime'])}",  # type: ignore[arg-type]
+        f"fileSize: {info['fileSize']}",
+        f"attributes: {info['attributes']}",
+        f"numberOfLogRecords: {info['numberOfLogRecords']}",
+        f"oldestRecordNumber: {info['oldestRecordNumber']}",
+    ]
+    return "\r\n".join(lines) + "\r\n"
+
+
+def _format_gli_time(value: datetime) -> str:
+    """gli's timestamp form, milliseconds and a ``Z`` suffix: ``2026-03-08T09:00:00.000Z``."""
+    return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
