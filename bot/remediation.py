@@ -249,7 +249,7 @@ class DefaultConnector:
 
 
 def default_receive_connectors(server: str, version: str | None = None) -> tuple[DefaultConnector, ...]:
-    """The Receive connectors Exchange setup creates on *server* (DOMAIN.md section 2)."""
+    """The Receive connectors Exchange setup creates on *server* (Microsoft's defaults per version)."""
     srv = _server(server)
     if is_legacy_version(version):
         rows = [

@@ -7,8 +7,8 @@ much of the Windows event log as the bot observes through ``wevtutil``:
 * an Application log with monotonically increasing record numbers, which can be
   cleared (numbering continues, as on Windows) or wrap (oldest records are
   overwritten), so the bot's cursor handling can be tested;
-* the one-line event XML that ``wevtutil qe /f:xml`` prints (see
-  ``/work/shared/DOMAIN.md`` section 1), including verbatim "raw" records for
+* the one-line event XML that ``wevtutil qe /f:xml`` prints (as does
+  ``Get-WinEvent ... .ToXml()``), including verbatim "raw" records for
   malformed or truncated output;
 * a small, *strict* interpreter for the XPath dialect the bot sends.  Real
   Windows rejects what it does not understand with "The specified query is
@@ -140,7 +140,7 @@ def _escape_attr(value: str) -> str:
 
 
 def event_xml(ev: SimEvent) -> str:
-    """One event as one line of XML, in the format of DOMAIN.md section 1.
+    """One event as one line of XML, as `wevtutil qe /f:xml` prints it.
 
     Returns ``ev.raw`` unchanged for raw records.
     """

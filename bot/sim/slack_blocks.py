@@ -81,7 +81,7 @@ def _element_problems(element: Any, pointer: str) -> list[str]:
 def validate_blocks(blocks: Any) -> list[str]:
     """Slack-style ``invalid_blocks`` messages for a message's blocks ([] = valid).
 
-    Covers the limits SubmitWatch can trip over (DOMAIN.md section 4), not the
+    Covers the limits SubmitWatch can trip over (Slack's Block Kit reference), not the
     whole Block Kit schema.
     """
     if not isinstance(blocks, list):

@@ -51,7 +51,7 @@ _log = logging.getLogger(__name__)
 
 #: Socket Mode envelope types Slack sends (and Bolt dispatches).
 ENVELOPE_TYPES = frozenset({"slash_commands", "interactive", "events_api"})
-#: Seconds Slack waits for an envelope ack (DOMAIN.md section 4).
+#: Seconds Slack waits for an envelope ack (the 3-second rule for every interaction).
 ACK_DEADLINE = 3.0
 
 #: Path of the Socket Mode websocket endpoint (Slack's is /link/ too).
