@@ -15,6 +15,7 @@ from defusedxml import DefusedXmlException
 from defusedxml.ElementTree import ParseError, fromstring
 
 from .model import EVENT_IDS, PROVIDERS, Event, Problem
+from .remediation import UnsafeValueError, connector_identity
 
 NS = "{http://schemas.microsoft.com/win/2004/08/events/event}"
 EXCERPT_CHARS = 200
@@ -116,8 +117,18 @@ def parse_event(xml_text: str, server: str) -> Event:
     if not data or not data[0].strip():
         raise ValueError(f"event {record_id} has no account name")
     connector = data[1] if event_id == 1018 and len(data) > 1 and data[1].strip() else None
+    if connector and "\\" not in connector:
+        connector = _full_identity(computer, connector)
     return Event(server=server, record_id=record_id, provider=provider, event_id=event_id,
                  time=time, account=data[0], connector=connector, computer=computer)
+
+
+def _full_identity(computer: str, name: str) -> str:
+    """A bare connector name becomes `<SERVER>\\<name>`, the identity Exchange cmdlets take."""
+    try:
+        return connector_identity(computer, name)
+    except UnsafeValueError:  # keep the raw text; rendering explains why no command is shown
+        return name
 
 
 def parse_system_time(value: str) -> datetime:

@@ -103,8 +103,8 @@ def alert(incident: Incident, servers: Mapping[str, ServerConfig]) -> tuple[str,
             blocks.append(_section(USER_ACTION))
             blocks.extend(_fix_blocks(fixes[:MAX_FIXES]))
             if len(fixes) > MAX_FIXES:
-                blocks.append(_context(f"{len(fixes) - MAX_FIXES} more connector(s): use "
-                                       "`/submitwatch fix` with the account and connector."))
+                blocks.append(_context(f"{len(fixes) - MAX_FIXES} more connector(s) not shown: "
+                                       "each needs the same grant with its own -Identity."))
     blocks.append(_context(f"SubmitWatch · incident #{incident.id} · events "
                            f"{', '.join(str(i) for i in incident.event_ids)}"))
     servers_text = ", ".join(show(n, 64) for n in incident.server_names)

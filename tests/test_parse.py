@@ -144,3 +144,10 @@ def test_log_info():
     assert empty.newest_record is None
     with pytest.raises(ParseFailure, match="numberOfLogRecords"):
         parse_log_info("Access is denied.")
+
+
+def test_a_bare_connector_name_gets_its_server_prefix():
+    batch = parse_events(wrap(xml(5, "MSExchangeFrontEndTransport", 1018,
+                                  ("CONTOSO\\app-erp", "Client Frontend EX02"),
+                                  computer="EX02.contoso.local")), "EX02")
+    assert batch.events[0].connector == "EX02\\Client Frontend EX02"
