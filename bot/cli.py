@@ -15,9 +15,10 @@ CONFIG_HELP = ("the config file (default: $SUBMITWATCH_CONFIG, else ./submitwatc
 
 
 def build_parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
+    verbose = argparse.ArgumentParser(add_help=False)
+    verbose.add_argument("-v", "--verbose", action="store_true", help="log debug detail")
+    common = argparse.ArgumentParser(add_help=False, parents=[verbose])
     common.add_argument("--config", metavar="PATH", help=CONFIG_HELP)
-    common.add_argument("-v", "--verbose", action="store_true", help="log debug detail")
     parser = argparse.ArgumentParser(prog="submitwatch", description=DESCRIPTION, parents=[common])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     sub.add_parser("run", parents=[common], help="poll every server on schedule and serve Slack",
@@ -33,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                    "and Slack",
                    description="Validate the configuration, then connect to each server and to "
                                "Slack and say in words what is wrong. Exit 0 when all is well.")
-    demo = sub.add_parser("demo", parents=[common], help="the full pipeline against the built-in "
+    demo = sub.add_parser("demo", parents=[verbose], help="the full pipeline against the built-in "
                                                          "Exchange simulator and Slack stand-in",
                           description="Start the built-in Exchange simulator (WS-Management, NTLM "
                                       "with message encryption, on 127.0.0.1) and Slack stand-in, "

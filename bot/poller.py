@@ -216,7 +216,10 @@ def deliver_once(db: Database, sender: SlackSender, config: Config,
         incident = store.get_incident(db, row.incident_id)
         if row.incident_id in blocked or row.not_before > now or (
                 row.kind != "post" and incident.message_ts is None):
-            blocked.add(row.incident_id)
+            # An update held back only to coalesce renders the latest state whenever it goes,
+            # so later thread replies need not wait for it; anything else keeps its order.
+            if not (row.kind == "update" and row.attempts == 0):
+                blocked.add(row.incident_id)
             result.waiting += 1
             continue
         with store.write_transaction(db):

@@ -50,14 +50,19 @@ def db(db_path):
 @pytest.fixture
 def make_config(winrm, slack, db_path):
     """Build a Config the way a user would write it, pointed at the local servers."""
+    def server_entry(server):
+        """A server name, or a dict of keys to set on top of that server's usual entry."""
+        extra = server if isinstance(server, dict) else {"name": server}
+        return {"url": winrm.url_for(extra["name"]), "username": WINRM_USER,
+                "password_env": "WINRM_PASSWORD", **extra}
+
     def make(servers=("EX01", "EX02"), password=WINRM_PASSWORD, **tables):
         raw = {
             "slack": {"channel": CHANNEL, "api_url": slack.api_url},
             "store": {"path": db_path},
             "polling": {"batch_size": 500, "operation_timeout": 2, "read_timeout": 5},
             "incidents": {"update_interval": "10s"},
-            "servers": [{"name": name, "url": winrm.url_for(name), "username": WINRM_USER,
-                         "password_env": "WINRM_PASSWORD"} for name in servers],
+            "servers": [server_entry(s) for s in servers],
         }
         for table, values in tables.items():
             if isinstance(values, dict):

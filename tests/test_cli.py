@@ -61,7 +61,7 @@ def test_help_for_every_command(command):
     result = run_cli(*command, "--help")
     assert result.returncode == 0
     assert "usage: submitwatch" in result.stdout
-    assert "--config" in result.stdout
+    assert ("--config" in result.stdout) == (command != ["demo"])  # the demo brings its own
 
 
 def test_poll_once_polls_delivers_and_summarises(tmp_path, logs, winrm, slack):
@@ -84,6 +84,14 @@ def test_poll_once_exits_1_when_a_server_fails(tmp_path, winrm, slack):
     assert result.returncode == 1
     assert "EX01: FAILED" in result.stdout and "HTTP 401" in result.stdout
     assert "not-the-password" not in result.stdout + result.stderr
+
+
+def test_poll_once_exits_1_when_slack_fails(tmp_path, logs, winrm, slack):
+    logs["EX01"].append(FE, 1020, ("CONTOSO\\svc-scanner",))
+    slack.set_joined(CHANNEL, False)
+    result = run_cli("poll-once", "--config", str(write_config(tmp_path, slack, winrm)), env=ENV)
+    assert result.returncode == 1
+    assert "Slack: 0 sent, 1 failed" in result.stdout and "/invite @SubmitWatch" in result.stdout
 
 
 def test_a_config_error_exits_2_with_the_key_named(tmp_path, winrm, slack):

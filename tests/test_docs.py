@@ -36,3 +36,24 @@ def test_secrets_named_in_the_readme_are_the_ones_the_code_reads():
     from bot.config import SECRET_ENV
     for variable in SECRET_ENV.values():
         assert variable in README
+
+
+def test_documented_defaults_are_the_real_defaults():
+    from bot.config import (IncidentConfig, PollingConfig, ServerConfig, SlackConfig, StoreConfig,
+                            parse_duration)
+    defaults = {"slack": SlackConfig(channel="C"), "store": StoreConfig(),
+                "polling": PollingConfig(), "incidents": IncidentConfig(),
+                "servers": ServerConfig(name="x", url="u")}
+    rows = re.findall(r"^\| `([a-z_]+)\.([a-z_]+)` \| `([^`|]+)` \|", README, re.M)
+    assert len(rows) >= 15
+    for table, key, shown in rows:
+        if (table, key) == ("servers", "channel"):  # "the slack.channel" default, by reference
+            assert shown == "slack.channel"
+            continue
+        real = getattr(defaults[table], key)
+        if isinstance(real, bool):
+            assert shown == str(real).lower(), (table, key)
+        elif isinstance(real, float):
+            assert parse_duration(shown) == real, (table, key)
+        else:
+            assert shown == str(real), (table, key)

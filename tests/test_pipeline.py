@@ -74,6 +74,7 @@ def test_restart_on_the_same_database_posts_nothing_twice_and_keeps_the_cursor(
     first.conn.close()
 
     again = open_db(db_path)  # a new process: new connection, new sender, same file
+    assert store.server_state(again, "EX01").cursor == cursor
     results, delivery = sweep(again, config, clock)
     assert [r.stored for r in results] == [0, 0]
     assert delivery.sent == 0
@@ -112,7 +113,7 @@ def test_polling_the_same_range_twice_stores_nothing_twice(logs, db, make_config
     # Forget the cursor, as if the cursor update had been lost: the same range comes back.
     db.execute("UPDATE server_state SET cursor = ?", [logs["EX01"].oldest_record - 1])
     results, _ = sweep(db, config, clock)
-    assert results[0].stored == 0
+    assert results[0].error is None and results[0].stored == 0
     assert count(db, "events") == 4
     assert db.execute("SELECT event_count FROM incidents").fetchone()[0] == 4
 
@@ -239,7 +240,10 @@ def test_a_permanent_slack_error_is_kept_and_delivered_once_fixed(logs, db, make
     _, delivery = sweep(db, config, clock)
     assert delivery.failed == 1 and "/invite @SubmitWatch" in delivery.errors[0]
     slack.set_joined(CHANNEL, True)
-    clock.advance(minutes=16)
+    clock.advance(minutes=10)  # a person must act first: no retry storm meanwhile
+    _, delivery = sweep(db, config, clock)
+    assert delivery.sent == 0 and delivery.waiting == 1
+    clock.advance(minutes=6)
     _, delivery = sweep(db, config, clock)
     assert delivery.sent == 1 and len(slack.messages(CHANNEL)) == 1
 
@@ -369,3 +373,99 @@ def test_a_deleted_alert_is_posted_again(logs, db, make_config, slack, clock):
     newest = slack.messages(CHANNEL)[-1]
     assert "*Events*\n2" in fields(newest)
     assert db.execute("SELECT message_ts FROM incidents").fetchone()[0] == newest["ts"]
+
+
+def test_alerts_waiting_when_the_process_stops_are_sent_once_after_restart(
+        logs, db_path, make_config, slack, clock):
+    config = make_config(servers=("EX01",))
+    slack.set_down(True)
+    scanner(logs["EX01"], 1)
+    first = open_db(db_path)
+    sweep(first, config, clock)
+    first.conn.close()
+    slack.set_down(False)
+    clock.advance(minutes=6)
+    again = open_db(db_path)
+    _, delivery = sweep(again, config, clock)
+    assert delivery.sent == 1 and len(slack.messages(CHANNEL)) == 1
+    _, delivery = sweep(again, config, clock)
+    assert delivery.sent == 0 and len(slack.messages(CHANNEL)) == 1
+
+
+def test_a_newly_named_connector_gets_a_thread_reply(logs, db, make_config, slack, clock):
+    config = make_config(servers=("EX01",))
+    scanner(logs["EX01"], 1, account="CONTOSO\\app-erp")
+    sweep(db, config, clock)
+    logs["EX01"].append(FE, 1018, ("CONTOSO\\app-erp", "EX01\\Scanners EX01"))
+    sweep(db, config, clock)
+    [message] = slack.messages(CHANNEL)
+    [reply] = message["replies"]
+    assert "connector named by event 1018: *EX01\\Scanners EX01*" in reply["text"]
+    commands = "\n".join(element["elements"][0]["text"] for block in reply["blocks"]
+                          if block["type"] == "rich_text" for element in block["elements"])
+    assert "-Identity 'EX01\\Scanners EX01'" in commands
+
+
+def test_a_servers_channel_override_is_used(logs, db, make_config, slack, clock):
+    config = make_config(servers=[{"name": "EX02", "channel": "C0EX02"}])
+    scanner(logs["EX02"], 1)
+    sweep(db, config, clock)
+    assert len(slack.messages("C0EX02")) == 1 and slack.messages(CHANNEL) == []
+
+
+def test_the_quiet_period_is_configurable(logs, db, make_config, slack, clock):
+    config = make_config(servers=("EX01",), incidents={"quiet_period": "1h"})
+    scanner(logs["EX01"], 1)
+    sweep(db, config, clock)
+    clock.advance(minutes=59)
+    assert resolve_quiet_incidents(db, config, clock) == 0
+    clock.advance(minutes=2)
+    assert resolve_quiet_incidents(db, config, clock) == 1
+
+
+def test_the_look_back_is_configurable(logs, db, make_config, clock):
+    config = make_config(servers=("EX01",), polling={"lookback": "1h"})
+    logs["EX01"].append(FE, 1020, ("CONTOSO\\two-hours-ago",), time=clock.now - timedelta(hours=2))
+    logs["EX01"].append(FE, 1020, ("CONTOSO\\just-now",))
+    [result], _ = sweep(db, config, clock)
+    assert [r["account"] for r in db.query("SELECT account FROM events")] == ["CONTOSO\\just-now"]
+
+
+def test_invalid_utf8_is_a_problem_and_the_event_is_kept(logs, db, make_config, winrm, clock):
+    config = make_config(servers=("EX01",))
+    scanner(logs["EX01"], 1)
+    # Output faults act on the next command: let `gli` through, damage the `qe` output.
+    winrm.inject("EX01", "invalid_utf8", times=2)
+    [result], _ = sweep(db, config, clock)
+    assert result.stored == 1
+    assert "invalid_utf8" in [p.kind for p in result.problems]
+    assert "\ufffd" in db.execute("SELECT account FROM events").fetchone()[0]
+
+
+def test_a_claim_decides_between_two_workers_that_saw_the_same_row(
+        logs, db_path, make_config, slack, clock, monkeypatch):
+    import threading
+    config = make_config(servers=("EX01",))
+    scanner(logs["EX01"], 1)
+    poll_server_once(open_db(db_path), WinRMSource(config.servers[0], config.polling), config,
+                     clock)
+    both_listed = threading.Barrier(2, timeout=10)
+    listed = store.pending_messages
+
+    def list_then_wait(*args, **kwargs):  # both workers read the row before either claims it
+        rows = listed(*args, **kwargs)
+        both_listed.wait()
+        return rows
+    monkeypatch.setattr(store, "pending_messages", list_then_wait)
+    results = []
+
+    def worker():
+        results.append(deliver_once(open_db(db_path), SlackSender.from_config(config.slack),
+                                    config, clock).sent)
+    threads = [threading.Thread(target=worker) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert sorted(results) == [0, 1]
+    assert len(slack.calls_to("chat.postMessage")) == 1

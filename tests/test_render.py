@@ -180,3 +180,14 @@ def test_backticks_in_names_cannot_open_or_close_code_spans():
     assert [t.count("`") for t in prose] == [t.count("`") for t in ours]
     assert "CONTOSO\\a\u02cbb" in "\n".join(prose)
     assert f"-User '{account}'" in preformatted(blocks)[0]  # the command keeps the exact name
+
+
+@pytest.mark.parametrize("account", HOSTILE)
+def test_thread_notes_escape_names_too(account):
+    inc = incident(account=account, connectors=(f"EX01\\{account}",),
+                   servers=(("EX01", "EX01"), ("EX02", "EX02")))
+    text, blocks = render.thread_note(inc, {"servers": ["EX02"],
+                                            "connectors": [f"EX01\\{account}"]}, SERVERS)
+    for mrkdwn in mrkdwn_texts(blocks) + [text]:
+        assert "<" not in mrkdwn and ">" not in mrkdwn
+        assert "&" not in mrkdwn.replace("&amp;", "").replace("&lt;", "").replace("&gt;", "")

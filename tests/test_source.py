@@ -10,15 +10,16 @@ from bot.parse import parse_events
 from bot.sim.winrm_server import WinRMSimulator
 from bot.source import SourceError, WinRMSource, event_query
 from tests.conftest import WINRM_PASSWORD, WINRM_USER
+from tests.tls import make_pki
 
 FE = "MSExchangeFrontEndTransport"
 
 
-def source_for(url, *, transport="ntlm", password=WINRM_PASSWORD, **polling):
+def source_for(url, *, transport="ntlm", password=WINRM_PASSWORD, server=None, **polling):
     raw = {"slack": {"channel": "C0ALERTS"},
            "polling": {"operation_timeout": 1, "read_timeout": 2, **polling},
            "servers": [{"name": "EX01", "url": url, "username": WINRM_USER,
-                        "password_env": "PW", "transport": transport}]}
+                        "password_env": "PW", "transport": transport, **(server or {})}]}
     config = parse_config(raw, {"PW": password})
     return WinRMSource(config.servers[0], config.polling)
 
@@ -120,6 +121,35 @@ def test_tls_failure_is_explained(winrm):
     url = winrm.url_for("EX01").replace("http://", "https://")
     with pytest.raises(SourceError, match="TLS to .* failed"):
         source_for(url).open()
+
+
+@pytest.fixture
+def https_winrm(logs, tmp_path):
+    pki = make_pki(tmp_path)
+    logs["EX01"].append(FE, 1020, ("CONTOSO\\svc-scanner",))
+    with WinRMSimulator(logs, users={WINRM_USER: WINRM_PASSWORD}, auth="ntlm",
+                        tls=pki.server_context()) as sim:
+        yield sim, pki
+
+
+def test_https_with_an_unknown_ca_is_refused(https_winrm):
+    sim, _pki = https_winrm
+    with pytest.raises(SourceError, match="TLS to .* failed .*point ca_bundle at it"):
+        source_for(sim.url_for("EX01")).open()
+    assert sim.stats("EX01").soap_requests == 0  # no credentials went to an unverified server
+
+
+def test_https_with_the_ca_bundle_works(https_winrm):
+    sim, pki = https_winrm
+    with source_for(sim.url_for("EX01"), server={"ca_bundle": str(pki.ca_file)}).open() as shell:
+        assert b"svc-scanner" in shell.query(0, 500)
+
+
+def test_https_without_validation_works_only_when_turned_off(https_winrm):
+    sim, _pki = https_winrm
+    source = source_for(sim.url_for("EX01"), server={"validate_certificate": False})
+    with source.open() as shell:
+        assert b"svc-scanner" in shell.query(0, 500)
 
 
 def test_a_nonzero_exit_code_reports_the_error_text_not_clixml(logs, winrm):

@@ -55,6 +55,7 @@ import dataclasses
 import re
 import signal
 import socket
+import ssl
 import sys
 import threading
 import uuid
@@ -330,6 +331,8 @@ class WinRMSimulator:
         hang_seconds: how long the ``"hang"`` fault stalls (``stop()`` cuts it short).
         record_wire: keep the last 1000 request bodies as received in :attr:`wire_log`.
         port: TCP port, 0 for an ephemeral one.
+        tls: serve HTTPS with this server-side SSL context (port 5986 style); plaintext SOAP
+            bodies are then accepted, as Windows accepts them inside TLS.
     """
 
     def __init__(
@@ -344,6 +347,7 @@ class WinRMSimulator:
         hang_seconds: float = 300.0,
         record_wire: bool = False,
         port: int = 0,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         if auth not in ("ntlm", "basic"):
             raise ValueError(f"auth must be 'ntlm' or 'basic', not {auth!r}")
@@ -358,7 +362,10 @@ class WinRMSimulator:
         self.auth = auth
         self.request_delay = float(request_delay)
         self.chunk_size = int(chunk_size)
-        self.allow_unencrypted = (auth == "basic") if allow_unencrypted is None else bool(allow_unencrypted)
+        self.tls = tls
+        if allow_unencrypted is None:
+            allow_unencrypted = auth == "basic" or tls is not None
+        self.allow_unencrypted = bool(allow_unencrypted)
         self.hang_seconds = float(hang_seconds)
         self.record_wire = record_wire
         #: (server, Content-Type, raw body) of recent requests, when ``record_wire`` is set.
@@ -390,6 +397,8 @@ class WinRMSimulator:
                 unregister_users(id(self))
             raise
         httpd.simulator = self
+        if self.tls is not None:
+            httpd.socket = self.tls.wrap_socket(httpd.socket, server_side=True)
         self._httpd = httpd
         self._thread = threading.Thread(
             target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, name=f"winrm-sim-{self.port}", daemon=True
@@ -431,7 +440,7 @@ class WinRMSimulator:
 
     @property
     def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
 
     # -- servers ------------------------------------------------------------------------------------
 
