@@ -82,7 +82,7 @@ def run(config: Config, stop: threading.Event | None = None) -> None:
             log.info("serving Slack requests on port %d at /slack/events",
                      config.slack.http_port)
             stop.wait()
-            server._server.shutdown()
+            server._server.shutdown()  # Bolt's development server has no public stop()
     finally:
         scheduler.shutdown(wait=True)
         log.info("stopped")
