@@ -10,8 +10,9 @@ from __future__ import annotations
 import math
 import re
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Iterator
 
 import requests
 from winrm.exceptions import (InvalidCredentialsError, WinRMError, WinRMOperationTimeoutError,
@@ -57,7 +58,7 @@ class WinRMSource:
     clock: Callable[[], float] = time.monotonic
 
     def open(self) -> "Shell":
-        with self._explained():
+        with _explained(self.server):
             protocol = self._protocol()
             shell_id = protocol.open_shell(codepage=UTF8_CODEPAGE, noprofile=True)
         return Shell(self, protocol, shell_id)
@@ -79,9 +80,6 @@ class WinRMSource:
             # Never pick up a proxy from the environment: WinRM goes straight to the server.
             proxy=None,
         )
-
-    def _explained(self) -> "_ErrorTranslator":
-        return _ErrorTranslator(self.server)
 
 
 class Shell:
@@ -116,7 +114,7 @@ class Shell:
     def run(self, command: str, args: list[str]) -> bytes:
         """Run one command; return stdout, or raise SourceError when it failed."""
         name = self.source.server.name
-        with self.source._explained():
+        with _explained(self.source.server):
             command_id = self.protocol.run_command(self.shell_id, command, args)
             try:
                 stdout, stderr, code = self._output(command_id)
@@ -152,19 +150,15 @@ class Shell:
                 return b"".join(out), b"".join(err), code
 
 
-class _ErrorTranslator:
-    """Turns pywinrm/requests exceptions into SourceErrors that say what to do."""
-
-    def __init__(self, server: ServerConfig):
-        self.server = server
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, exc_type, exc, tb) -> bool:
-        if exc is None or isinstance(exc, SourceError):
-            return False
-        raise SourceError(f"{self.server.name}: {explain(exc, self.server)}",
+@contextmanager
+def _explained(server: ServerConfig) -> Iterator[None]:
+    """Turn pywinrm/requests exceptions into SourceErrors that say what to do."""
+    try:
+        yield
+    except SourceError:
+        raise
+    except Exception as exc:
+        raise SourceError(f"{server.name}: {explain(exc, server)}",
                           retryable=not isinstance(exc, InvalidCredentialsError)) from None
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Iterable, Iterator
@@ -202,7 +202,7 @@ def save_incident(db: Database, incident: Incident) -> Incident:
     }
     if incident.id is None:
         incident_id = db["incidents"].insert(row).last_pk
-        return Incident(**{**incident.__dict__, "id": incident_id})
+        return replace(incident, id=incident_id)
     # message_ts and last_message_at belong to delivery; never overwrite them from a stale copy.
     del row["message_ts"], row["last_message_at"]
     db["incidents"].update(incident.id, row)

@@ -116,7 +116,7 @@ def test_wrong_keys_types_and_values_name_the_key(tmp_path, patch, message):
     ("[extra]\nx = 1", "unknown key 'extra'"),
 ])
 def test_bad_values_in_other_tables(tmp_path, section, message):
-    with pytest.raises(ConfigError, match=None) as info:
+    with pytest.raises(ConfigError) as info:
         load_config(write(tmp_path, MINIMAL + "\n" + section + "\n"), {})
     assert message in str(info.value)
 
