@@ -26,7 +26,7 @@ def build_bolt_app(config: Config):
         token_verification_enabled=False,
     )
     dbs = ThreadDatabases(config.store.path)
-    handlers.commands.register(app, dbs.get)
+    handlers.commands.register(app, dbs.get, config)
     return app
 
 

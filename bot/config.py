@@ -36,6 +36,7 @@ KEYS = {
     "polling": {"interval", "jitter", "lookback", "batch_size", "operation_timeout",
                 "read_timeout", "delivery_interval"},
     "incidents": {"quiet_period", "update_interval"},
+    "permissions": {"users", "groups", "channels"},
     "servers": {"name", "url", "username", "transport", "password_env", "validate_certificate",
                 "ca_bundle", "cert_pem", "cert_key_pem", "channel", "submission_connector",
                 "version"},
@@ -43,6 +44,10 @@ KEYS = {
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?")
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
 _SERVER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
+#: Slack IDs as the permissions table takes them: users (U/W), user groups (S), channels (C/G).
+_SLACK_IDS = {"users": (re.compile(r"[UW][A-Z0-9]{2,20}"), "user IDs such as 'U024BE7LH'"),
+              "groups": (re.compile(r"S[A-Z0-9]{2,20}"), "user group IDs such as 'S0614TZR7'"),
+              "channels": (re.compile(r"[CG][A-Z0-9]{2,20}"), "channel IDs such as 'C0ALERTS'")}
 
 
 class ConfigError(ValueError):
@@ -106,6 +111,22 @@ class IncidentConfig:
 
 
 @dataclass(frozen=True)
+class PermissionsConfig:
+    """Who may change alerts from chat (ack, snooze), and where slash commands answer.
+
+    No users and no groups: everyone in the workspace may act (the start-up log and `check` say
+    so). No channels: commands answer anywhere the app is reachable.
+    """
+    users: tuple[str, ...] = ()
+    groups: tuple[str, ...] = ()
+    channels: tuple[str, ...] = ()
+
+    @property
+    def open_to_everyone(self) -> bool:
+        return not (self.users or self.groups)
+
+
+@dataclass(frozen=True)
 class ServerConfig:
     name: str
     url: str
@@ -130,6 +151,7 @@ class Config:
     incidents: IncidentConfig
     servers: tuple[ServerConfig, ...]
     source: str = "<memory>"
+    permissions: PermissionsConfig = PermissionsConfig()
 
     def channel_for(self, server_name: str) -> str:
         for server in self.servers:
@@ -207,6 +229,11 @@ def parse_config(raw: Mapping[str, Any], environ: Mapping[str, str], source: str
         update_interval=_duration(incidents, "incidents.update_interval", i.update_interval, low=0),
     )
 
+    permissions = _table(raw, "permissions")
+    _only(permissions, "permissions", KEYS["permissions"])
+    permissions_cfg = PermissionsConfig(**{
+        key: _slack_ids(permissions, key) for key in KEYS["permissions"]})
+
     servers_raw = raw.get("servers", [])
     if not isinstance(servers_raw, list) or not all(isinstance(s, dict) for s in servers_raw):
         raise ConfigError("servers must be a list of [[servers]] tables")
@@ -215,7 +242,8 @@ def parse_config(raw: Mapping[str, Any], environ: Mapping[str, str], source: str
     for name in names:
         if names.count(name) > 1:
             raise ConfigError(f"two [[servers]] entries are named {name!r}; names must be unique")
-    return Config(slack_cfg, store_cfg, polling_cfg, incident_cfg, servers, source)
+    return Config(slack_cfg, store_cfg, polling_cfg, incident_cfg, servers, source,
+                  permissions_cfg)
 
 
 def _server(raw: Mapping[str, Any], where: str, environ: Mapping[str, str]) -> ServerConfig:
@@ -328,6 +356,19 @@ def _int(table: Mapping[str, Any], name: str, default: int, low: int, high: int)
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
         raise ConfigError(f"{name} must be a whole number from {low} to {high}, got {value!r}")
     return value
+
+
+def _slack_ids(table: Mapping[str, Any], key: str) -> tuple[str, ...]:
+    pattern, example = _SLACK_IDS[key]
+    value = table.get(key, [])
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ConfigError(f"permissions.{key} must be a list of Slack {example}, got {value!r}")
+    for item in value:
+        if not pattern.fullmatch(item.strip()):
+            hint = " (names and @handles change; IDs do not)" if key != "channels" else ""
+            raise ConfigError(f"permissions.{key}: {item!r} is not a Slack ID; use {example}"
+                              f"{hint}. Find one in Slack under the profile or channel details")
+    return tuple(v.strip() for v in value)
 
 
 def _choice(table: Mapping[str, Any], name: str, allowed: tuple[str, ...], default: Any) -> Any:

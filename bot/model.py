@@ -65,7 +65,36 @@ class Incident:
     message_ts: str | None = None
     resolved_at: datetime | None = None
     last_message_at: datetime | None = None
+    acked_by: str | None = None       # Slack user ID of who acknowledged it
+    acked_at: datetime | None = None
+    ack_note: str | None = None       # free text from the responder (untrusted)
 
     @property
     def server_names(self) -> tuple[str, ...]:
         return tuple(name for name, _host in self.servers)
+
+
+@dataclass(frozen=True)
+class Snooze:
+    """Silence for one incident, or for every incident of an account, until a time.
+
+    While snoozed, events are still stored and counted; the alert is updated in place, but no new
+    message or thread reply is posted (an account snoozed before its incident opened gets its
+    first post only when the snooze ends).
+    """
+
+    id: int
+    kind: str            # "incident" or "account"
+    target: str          # the incident id, or the incident key (casefolded account)
+    account: str         # as the responder typed it or as the incident shows it (untrusted)
+    until: datetime
+    reason: str          # free text (untrusted)
+    created_by: str      # Slack user ID
+    created_at: datetime
+    ended_at: datetime | None = None
+    ended_by: str | None = None     # a Slack user ID, or None when it simply expired
+
+    def covers(self, incident: Incident) -> bool:
+        if self.kind == "incident":
+            return self.target == str(incident.id)
+        return self.target == incident.key

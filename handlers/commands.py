@@ -1,52 +1,97 @@
-"""The /submitwatch slash command: a thin shell over store queries and bot.render.
+"""The /submitwatch slash command: reads the words, picks the subcommand, answers.
 
-This first version answers `help` and `status`; the chat-ops subcommands build on it.
+Slack wants an ack within 3 seconds: the listener acks first, then does the work and answers
+through response_url (ephemeral unless `--share`). A user's mistake gets the message and the
+usage; a bug gets an apology naming the log, never a stack trace in chat.
 """
 from __future__ import annotations
 
+import logging
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Callable
 
-from bot.render import escape, show
-from store import db as store
+from bot.config import Config
+from bot.render import show
 
+from . import actions, lookups
+from .common import CommandError, Reply, Request, Subcommand, take_options, words_of
+
+log = logging.getLogger("submitwatch")
 COMMAND = "/submitwatch"
-HELP = (f"*SubmitWatch* watches Exchange for accounts that may not submit mail over SMTP "
-        "(events 1018/1020) and posts one living alert per account.\n"
-        f"• `{COMMAND} status`: each server's last poll, cursor and last error; outbox depth; "
-        "open incidents\n"
-        f"• `{COMMAND} help`: this text")
 
 
-def status_text(db, now: datetime) -> str:
-    lines = ["*Servers*"]
-    states = store.all_server_states(db)
-    if not states:
-        lines.append("no server polled yet")
-    for s in states:
-        if s.last_success_at:
-            lag = int((now - s.last_success_at).total_seconds())
-            health = f"last good poll {lag}s ago, cursor {s.cursor}"
-        else:
-            health = "never polled successfully"
-        if s.consecutive_failures:
-            health += (f", *{s.consecutive_failures} failure(s) in a row*: "
-                       f"{escape(s.last_error or '')}")
-        lines.append(f"• *{show(s.server, 64)}*: {health}")
-    open_count = db.execute("SELECT count(*) FROM incidents WHERE status = 'open'").fetchone()[0]
-    lines.append(f"*Open incidents:* {open_count}   *Alerts waiting to be sent:* "
-                 f"{store.outbox_depth(db)}")
+@dataclass(frozen=True)
+class Spec:
+    run: Subcommand
+    usage: str
+    summary: str
+
+
+SUBCOMMANDS: dict[str, Spec] = {
+    "history": Spec(lookups.history, "history [account|server] [--since 7d] [--limit N]",
+                    "incidents and event counts, newest first, with a per-day sparkline"),
+    "show": Spec(lookups.show_incident, "show <#incident>",
+                 "one incident: events per server and connector, timeline, who acted"),
+    "fix": Spec(lookups.fix, "fix <account> [SERVER\\Connector]",
+                "the grant, verify and undo commands for an account"),
+    "ack": Spec(actions.ack_command, "ack <#incident> [note]", "take ownership of an incident"),
+    "unack": Spec(actions.unack_command, "unack <#incident>", "undo an acknowledgement"),
+    "snooze": Spec(actions.snooze_command, "snooze <#incident|account> <duration> <reason>",
+                   "silence an incident or an account for a while (events are still counted)"),
+    "unsnooze": Spec(actions.unsnooze_command, "unsnooze <#incident|account>",
+                     "end a snooze now"),
+    "snoozes": Spec(lookups.snoozes, "snoozes", "the snoozes in force"),
+    "status": Spec(lookups.status, "status",
+                   "each server's last poll, lag, last error and cursor; outbox; open incidents"),
+    "servers": Spec(lookups.servers, "servers", "the servers watched and how to reach them"),
+    "help": Spec(lambda req, args: Reply(help_text()), "help", "this text"),
+}
+
+
+def help_text() -> str:
+    lines = ["*SubmitWatch* watches Exchange for accounts that authenticate over SMTP but may "
+             "not submit mail (events 1018/1020), and keeps one living alert per account.", ""]
+    lines += [f"• `{COMMAND} {spec.usage}`: {spec.summary}" for spec in SUBCOMMANDS.values()]
+    lines += ["", "Answers are only for you; add `--share` to post one in the channel."]
     return "\n".join(lines)
 
 
-def register(app, open_database: Callable, clock: Callable[[], datetime] | None = None) -> None:
+def answer(req: Request, text: str) -> Reply:
+    """The reply to one slash command's text. Never raises."""
+    words = words_of(text)
+    name = words[0].lower() if words else "help"
+    spec = SUBCOMMANDS.get(name)
+    if spec is None:
+        return Reply(f"I do not know `{COMMAND} {show(name, 40)}`.\n\n{help_text()}")
+    allowed = req.config.permissions.channels
+    if allowed and req.channel_id not in allowed:
+        places = ", ".join(f"<#{c}>" for c in allowed)
+        return Reply(f"SubmitWatch answers commands only in {places} (its history names "
+                     "accounts, so it stays where your team decided).")
+    try:
+        args, flags = take_options(words[1:], {}, {"--share"}) if name != "help" else ([], {})
+        reply = spec.run(req, args)
+        reply.share = bool(flags.get("--share"))
+        return reply
+    except CommandError as exc:
+        return Reply(f"{exc}\nUsage: `{COMMAND} {spec.usage}`")
+    except Exception:  # a bug: log it with the stack, tell the person plainly
+        log.exception("/submitwatch %s failed", name)
+        return Reply(f"Sorry, `{COMMAND} {name}` failed on our side; the SubmitWatch log has the "
+                     "details. Nothing was changed.")
+
+
+def register(app, open_database: Callable, config: Config,
+             clock: Callable[[], datetime] | None = None) -> None:
     clock = clock or (lambda: datetime.now(timezone.utc))
 
     @app.command(COMMAND)
-    def submitwatch(ack, command, respond):
+    def submitwatch(ack, command, respond, client):
         ack()  # within Slack's 3 seconds; the answer follows through response_url
-        words = (command.get("text") or "").split()
-        if words[:1] == ["status"]:
-            respond(text=status_text(open_database(), clock()), response_type="ephemeral")
-        else:
-            respond(text=HELP, response_type="ephemeral")
+        req = Request(db=open_database(), config=config, now=clock(),
+                      user_id=command.get("user_id", ""), channel_id=command.get("channel_id"),
+                      client=client)
+        reply = answer(req, command.get("text") or "")
+        respond(text=reply.text, blocks=reply.blocks,
+                response_type="in_channel" if reply.share else "ephemeral")

@@ -203,7 +203,8 @@ def save_incident(db: Database, incident: Incident) -> Incident:
     if incident.id is None:
         incident_id = db["incidents"].insert(row).last_pk
         return replace(incident, id=incident_id)
-    # message_ts and last_message_at belong to delivery; never overwrite them from a stale copy.
+    # message_ts and last_message_at belong to delivery, the ack columns to store.chat: never
+    # overwrite them from a stale copy.
     del row["message_ts"], row["last_message_at"]
     db["incidents"].update(incident.id, row)
     return incident
@@ -226,7 +227,8 @@ def _incident(row: dict[str, Any]) -> Incident:
         connectors=tuple(json.loads(row["connectors"])),
         event_ids=tuple(json.loads(row["event_ids"])), opened_at=from_iso(row["opened_at"]),
         message_ts=row["message_ts"], resolved_at=from_iso(row["resolved_at"]),
-        last_message_at=from_iso(row["last_message_at"]))
+        last_message_at=from_iso(row["last_message_at"]), acked_by=row.get("acked_by"),
+        acked_at=from_iso(row.get("acked_at")), ack_note=row.get("ack_note"))
 
 
 # --- outbox -------------------------------------------------------------------------------------

@@ -70,3 +70,27 @@ def m002_claims_and_log_bounds(db: Database) -> None:
     # The log's oldest record at the last good poll: a smaller one later means the log was
     # cleared and numbered again; without a previous value, no wrap can be claimed.
     db["server_state"].add_column("oldest_record", int)
+
+
+@migrations()
+def m003_chat_ops(db: Database) -> None:
+    # Who took ownership of an incident from chat.
+    db["incidents"].add_column("acked_by", str)
+    db["incidents"].add_column("acked_at", str)
+    db["incidents"].add_column("ack_note", str)
+    # Snoozes of one incident (target = its id) or of an account (target = incident key).
+    # A row stays after it ends (ended_at), so `show` and the audit can tell the story.
+    db["snoozes"].create({
+        "id": int, "kind": str, "target": str, "account": str, "until": str, "reason": str,
+        "created_by": str, "created_at": str, "ended_at": str, "ended_by": str,
+    }, pk="id", not_null={"kind", "target", "account", "until", "reason", "created_by",
+                          "created_at"})
+    db["snoozes"].create_index(["ended_at", "until"])
+    db["snoozes"].create_index(["kind", "target"])
+    # Every action taken from chat, allowed or refused: who, what, when, where, before and after.
+    db["audit"].create({
+        "id": int, "at": str, "user_id": str, "action": str, "target": str, "incident_id": int,
+        "channel": str, "via": str, "outcome": str, "before": str, "after": str, "detail": str,
+    }, pk="id", not_null={"at", "user_id", "action", "target", "via", "outcome"})
+    db["audit"].create_index(["incident_id", "at"])
+    db["audit"].create_index(["at"])

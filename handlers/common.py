@@ -1,0 +1,111 @@
+"""What every chat handler shares: the request it answers, the reply it gives, argument parsing.
+
+A subcommand is a function `(Request, args: list[str]) -> Reply`. It raises CommandError for a
+user's mistake (unknown incident, bad duration ...); the dispatcher shows that message with the
+subcommand's usage, never a stack trace.
+"""
+from __future__ import annotations
+
+import html
+import re
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Callable
+
+from sqlite_utils import Database
+
+from bot.config import Config, parse_duration
+from bot.render import show
+
+#: Longest slash-command text we read; Slack itself allows a few thousand characters.
+MAX_TEXT = 1000
+#: Longest free text (ack notes, snooze reasons) we keep.
+MAX_NOTE = 300
+
+
+@dataclass(frozen=True)
+class Request:
+    db: Database
+    config: Config
+    now: datetime
+    user_id: str
+    channel_id: str | None = None
+    client: Any = None          # slack_sdk WebClient of the Bolt app, for what needs Slack
+
+
+@dataclass
+class Reply:
+    text: str                               # mrkdwn; the notification fallback when blocks are set
+    blocks: list[dict] | None = None
+    share: bool = False                     # post in the channel for everyone (--share)
+    extra: dict = field(default_factory=dict)
+
+
+class CommandError(ValueError):
+    """A user's mistake, said in safe mrkdwn (untrusted parts already passed through `show`)."""
+
+
+Subcommand = Callable[[Request, list[str]], Reply]
+
+
+def words_of(text: str) -> list[str]:
+    """Split slash-command text into words; "double quotes" (also “curly”) keep spaces.
+
+    Slack sends &, < and > as HTML entities; they are decoded so an account is matched as typed.
+    Backslashes are kept as they are (DOMAIN\\account).
+    """
+    text = html.unescape(text or "")[:MAX_TEXT].replace("\u201c", '"').replace("\u201d", '"')
+    return [bare or quoted for quoted, bare in re.findall(r'"([^"]*)"|(\S+)', text)]
+
+
+def take_options(args: list[str], options: dict[str, Callable[[str], Any]],
+                 switches: set[str] = frozenset()) -> tuple[list[str], dict[str, Any]]:
+    """Pull `--name value` options and `--switch` flags out of args; the rest stays in order."""
+    rest: list[str] = []
+    found: dict[str, Any] = {}
+    i = 0
+    while i < len(args):
+        word = args[i]
+        name = word.lower()
+        if name in switches:
+            found[name] = True
+        elif name in options:
+            if i + 1 >= len(args):
+                raise CommandError(f"`{name}` needs a value")
+            found[name] = options[name](args[i + 1])
+            i += 1
+        elif name.startswith("--") and len(name) > 2:
+            known = ", ".join(f"`{o}`" for o in sorted([*options, *switches])) or "none"
+            raise CommandError(f"unknown option `{show(word, 40)}`; options here: {known}")
+        else:
+            rest.append(word)
+        i += 1
+    return rest, found
+
+
+def duration(text: str) -> float:
+    """A duration a person typed: '90m', '4h', '7d'."""
+    seconds = parse_duration(text)
+    if seconds is None or seconds <= 0:
+        raise CommandError(f"`{show(text, 40)}` is not a duration; write it like `30m`, `4h` or "
+                           "`7d`")
+    return seconds
+
+
+def positive_int(text: str) -> int:
+    if not text.isdigit() or int(text) == 0:
+        raise CommandError(f"`{show(text, 40)}` is not a whole number above 0")
+    return int(text)
+
+
+def incident_id(text: str) -> int:
+    """`#123` or `123`."""
+    digits = text[1:] if text.startswith("#") else text
+    if not digits.isdigit() or len(digits) > 12:
+        raise CommandError(f"`{show(text, 40)}` is not an incident number; write it like `#42` "
+                           "(the number is in each alert's footer)")
+    return int(digits)
+
+
+def looks_like_incident(text: str) -> bool:
+    return bool(re.fullmatch(r"#?\d{1,12}", text))
