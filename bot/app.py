@@ -15,7 +15,7 @@ log = logging.getLogger("submitwatch")
 def build_bolt_app(config: Config):
     from slack_bolt import App
 
-    import handlers.commands
+    import handlers
 
     slack = config.slack
     app = App(
@@ -26,7 +26,7 @@ def build_bolt_app(config: Config):
         token_verification_enabled=False,
     )
     dbs = ThreadDatabases(config.store.path)
-    handlers.commands.register(app, dbs.get, config)
+    handlers.register_all(app, dbs.get, config)
     return app
 
 

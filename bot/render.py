@@ -23,6 +23,16 @@ FIELD_LIMIT = 2000
 NAME_LIMIT = 200            # how much of an untrusted name is shown in prose
 MAX_FIXES = 3               # commands per alert; `/submitwatch fix` gives the rest
 
+# The buttons on an alert; handlers.actions listens for these action_ids.
+ACTION_ACK = "submitwatch_ack"
+ACTION_UNACK = "submitwatch_unack"
+ACTION_SNOOZE = "submitwatch_snooze"        # a static_select; option values are seconds
+ACTION_UNSNOOZE = "submitwatch_unsnooze"
+ACTION_SHOW_FIX = "submitwatch_show_fix"
+ACTION_IDS = (ACTION_ACK, ACTION_UNACK, ACTION_SNOOZE, ACTION_UNSNOOZE, ACTION_SHOW_FIX)
+SNOOZE_CHOICES = (("1 hour", 3600), ("4 hours", 4 * 3600), ("24 hours", 24 * 3600),
+                  ("7 days", 7 * 24 * 3600))
+
 EXPLANATION = ("authenticated over SMTP with *valid credentials* but is not allowed to submit "
                "mail: it lacks the `ms-Exch-SMTP-Submit` extended right on the Receive connector "
                "it connects to, so Exchange refuses its mail (events 1018/1020).")

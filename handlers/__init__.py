@@ -1,0 +1,24 @@
+"""Slack listeners, each a thin shell over bot/ and store/.
+
+LISTENS names everything the app listens to; manifest.yml must declare the same (a test checks
+both ways), so a listener is never added without the app being told to send it.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+from bot.config import Config
+from bot.render import ACTION_IDS
+
+LISTENS = {
+    "commands": ("/submitwatch",),
+    "events": ("app_home_opened",),
+    "actions": ACTION_IDS,
+}
+
+
+def register_all(app, open_database: Callable, config: Config, clock=None) -> None:
+    from . import actions, commands, home
+    commands.register(app, open_database, config, clock)
+    actions.register(app, open_database, config, clock)
+    home.register(app, open_database, config, clock)
