@@ -13,6 +13,7 @@ from typing import Callable, Iterable
 
 from sqlite_utils import Database
 
+from store import chat
 from store import db as store
 
 from . import render
@@ -166,16 +167,29 @@ def _store_batch(db: Database, config: Config, state: store.ServerState, events,
 
 def apply_changes(db: Database, changes: Iterable[IncidentChange], now: datetime, config: Config,
                   row_ids: dict | None = None) -> None:
-    """Save incident changes and the Slack messages they call for (inside a transaction)."""
+    """Save incident changes and the Slack messages they call for (inside a transaction).
+
+    A snoozed incident is updated in place but gets no thread notes, and one that opens while
+    its account is snoozed is not posted until the snooze ends; an acknowledged incident is
+    updated but gets no thread notes either (someone already owns it).
+    """
+    changes = list(changes)
+    if not changes:
+        return
+    snoozed_ids, snoozed_keys = chat.snoozed_keys(db, now)
     for change in changes:
         incident = store.save_incident(db, change.after)
         if row_ids:
             store.link_events(db, (row_ids[(e.server, e.record_id)] for e in change.events),
                               incident.id)
+        silenced = str(incident.id) in snoozed_ids or incident.key in snoozed_keys
         if change.opened:
-            store.enqueue(db, incident.id, "post", now)
+            if not silenced:
+                store.enqueue(db, incident.id, "post", now)
             continue
         pending = store.pending_kinds(db, incident.id)
+        if incident.message_ts is None and "post" not in pending:
+            continue  # never posted (snoozed since it opened): it is posted when that ends
         if (change.events or change.resolved) and not pending & {"post", "update"}:
             # Coalesce: at most one update per update_interval; the update renders the
             # incident as it is when sent, so later events ride along.
@@ -183,7 +197,7 @@ def apply_changes(db: Database, changes: Iterable[IncidentChange], now: datetime
             wait = timedelta(seconds=config.incidents.update_interval)
             store.enqueue(db, incident.id, "update", now,
                           not_before=max(now, last + wait) if last else now)
-        if change.new_servers or change.new_connectors:
+        if (change.new_servers or change.new_connectors) and not (silenced or incident.acked_by):
             store.enqueue(db, incident.id, "reply", now, detail={
                 "servers": list(change.new_servers), "connectors": list(change.new_connectors)})
 
@@ -270,12 +284,16 @@ def _send(db: Database, sender: SlackSender, row: store.OutboxRow, incident, con
           now: datetime) -> None:
     servers = {s.name: s for s in config.servers}
     if row.kind == "reply":
-        text, blocks = render.thread_note(incident, row.detail, servers)
+        if "action" in row.detail:
+            text, blocks = render.action_note(incident, row.detail)
+        else:
+            text, blocks = render.thread_note(incident, row.detail, servers)
         sender.post(incident.channel, text, blocks, thread_ts=incident.message_ts)
         with store.write_transaction(db):
             store.mark_sent(db, row.id, now)
         return
-    text, blocks = render.alert(incident, servers)
+    snoozes = chat.snoozes_for(db, incident, now)
+    text, blocks = render.alert(incident, servers, snoozes)
     if row.kind == "post":
         ts = sender.post(incident.channel, text, blocks, metadata={
             "event_type": "submitwatch_incident",
@@ -289,16 +307,17 @@ def _send(db: Database, sender: SlackSender, row: store.OutboxRow, incident, con
         # A poll may have added events while this render was on its way (it saw the pending
         # row and did not queue another): queue one more update so the message catches up.
         current = store.get_incident(db, incident.id)
-        if _shown(current) != _shown(incident) and not store.pending_kinds(
-                db, incident.id) & {"post", "update"}:
+        changed = _shown(current, chat.snoozes_for(db, current, now)) != _shown(incident, snoozes)
+        if changed and not store.pending_kinds(db, incident.id) & {"post", "update"}:
             store.enqueue(db, incident.id, "update", now, not_before=now + timedelta(
                 seconds=config.incidents.update_interval))
 
 
-def _shown(incident) -> tuple:
+def _shown(incident, snoozes) -> tuple:
     """What the alert message displays; a change here needs a chat.update."""
     return (incident.status, incident.event_count, incident.last_seen, incident.servers,
-            incident.connectors)
+            incident.connectors, incident.acked_by, incident.ack_note,
+            tuple(s.id for s in snoozes))
 
 
 def _backoff(attempts: int, permanent: bool) -> timedelta:

@@ -10,11 +10,12 @@ Pure: no I/O, no clock (`now` comes in).
 """
 from __future__ import annotations
 
+import re
 from datetime import datetime
-from typing import Mapping
+from typing import Iterable, Mapping
 
 from .config import ServerConfig
-from .model import Incident
+from .model import Incident, Snooze
 from .remediation import Fix, UnsafeValueError, fix_for
 
 HEADER_LIMIT = 150
@@ -91,14 +92,47 @@ def fixes_for(incident: Incident, servers: Mapping[str, ServerConfig]) -> tuple[
     return fixes, None
 
 
-def alert(incident: Incident, servers: Mapping[str, ServerConfig]) -> tuple[str, list[dict]]:
+def user(user_id: str | None) -> str:
+    """A Slack user ID as a mention; anything that is not an ID is shown as text."""
+    if user_id and re.fullmatch(r"[UW][A-Z0-9]{2,20}", user_id):
+        return f"<@{user_id}>"
+    return show(user_id or "someone", 40)
+
+
+def utc_time(moment: datetime) -> str:
+    """'14:02 UTC on 27 Nov': plain text, the same for every reader and in the audit."""
+    return f"{moment:%H:%M} UTC on {moment.day} {moment:%b}"
+
+
+def chat_state(incident: Incident, snoozes: Iterable[Snooze] = ()) -> list[str]:
+    """Who owns the incident and what silences it, one mrkdwn line each."""
+    lines = []
+    if incident.acked_by:
+        line = f":eyes: Acknowledged by {user(incident.acked_by)}"
+        if incident.acked_at:
+            line += f" at {utc_time(incident.acked_at)}"
+        if incident.ack_note:
+            line += f": {show(incident.ack_note, 300)}"
+        lines.append(line)
+    for snooze in snoozes:
+        what = "this account" if snooze.kind == "account" else "this incident"
+        lines.append(f":zzz: Snoozed ({what}) by {user(snooze.created_by)} until "
+                     f"{slack_date(snooze.until)}: {show(snooze.reason, 300)}. Events are still "
+                     "counted; no thread notes until then.")
+    return lines
+
+
+def alert(incident: Incident, servers: Mapping[str, ServerConfig],
+          snoozes: Iterable[Snooze] = ()) -> tuple[str, list[dict]]:
     """The living alert message for an incident: (fallback text, blocks)."""
     account = show(incident.account)
     resolved = incident.status == "resolved"
+    snoozes = list(snoozes) if not resolved else []
     title = ("Resolved: " if resolved else "SMTP submit denied: ") + incident.account
     blocks: list[dict] = [
         {"type": "header", "text": {"type": "plain_text", "emoji": False,
                                     "text": clip(_printable(title), HEADER_LIMIT)}},
+        *[_context(line) for line in chat_state(incident, snoozes)],
         _section(f"*{account}* {EXPLANATION}" if not resolved else
                  f"No new event for *{account}* since {slack_date(incident.last_seen)}; "
                  f"resolved {slack_date(incident.resolved_at or incident.last_seen)}. "
@@ -115,11 +149,28 @@ def alert(incident: Incident, servers: Mapping[str, ServerConfig]) -> tuple[str,
             if len(fixes) > MAX_FIXES:
                 blocks.append(_context(f"{len(fixes) - MAX_FIXES} more connector(s) not shown: "
                                        "each needs the same grant with its own -Identity."))
+    if not resolved:
+        blocks.append(_buttons(incident, snoozed=bool(snoozes)))
     blocks.append(_context(f"SubmitWatch · incident #{incident.id} · events "
                            f"{', '.join(str(i) for i in incident.event_ids)}"))
     servers_text = ", ".join(show(n, 64) for n in incident.server_names)
     text = (f"{'Resolved' if resolved else 'SMTP submit denied'}: {account} on {servers_text} "
             f"({incident.event_count} event{'s' if incident.event_count != 1 else ''})")
+    return text, blocks
+
+
+def fix_message(incident: Incident, servers: Mapping[str, ServerConfig]) -> tuple[str, list[dict]]:
+    """Every command for an incident (the alert shows at most MAX_FIXES), for "Show fix"."""
+    fixes, refusal = fixes_for(incident, servers)
+    if refusal:
+        text = f"No command can be built safely for *{show(incident.account)}*: {escape(refusal)}"
+        return text, [_section(text)]
+    text = f"The fix for *{show(incident.account)}* (incident #{incident.id}):"
+    blocks = [_section(f"{text} {USER_ACTION[len('*What to do:* '):]}")]
+    blocks.extend(_fix_blocks(fixes[:20]))
+    if len(fixes) > 20:
+        blocks.append(_context(f"{len(fixes) - 20} more connector(s): `/submitwatch fix` with "
+                               "the account and connector gives each."))
     return text, blocks
 
 
@@ -143,6 +194,61 @@ def thread_note(incident: Incident, detail: Mapping[str, list[str]],
     if refusal is None and relevant:
         blocks.extend(_fix_blocks(relevant[:MAX_FIXES]))
     return text, blocks
+
+
+def action_note(incident: Incident, detail: Mapping) -> tuple[str, list[dict]]:
+    """A thread reply recording what a responder (or a snooze's end) did to the incident."""
+    action = detail["action"]
+    at = datetime.fromisoformat(detail["at"].replace("Z", "+00:00"))
+    by = user(detail.get("by"))
+    if action == "ack":
+        text = f"Acknowledged by {by} at {utc_time(at)}"
+        if detail.get("took_over_from"):
+            text += f", taking over from {user(detail['took_over_from'])}"
+        if detail.get("note"):
+            text += f": {show(detail['note'], 300)}"
+    elif action == "unack":
+        text = (f"{by} removed the acknowledgement of {user(detail.get('was'))} at "
+                f"{utc_time(at)}")
+    elif action == "snooze":
+        until = datetime.fromisoformat(detail["until"].replace("Z", "+00:00"))
+        what = "every incident of this account" if detail.get("scope") == "account" else \
+            "this incident"
+        text = (f"{by} snoozed {what} until {slack_date(until)}: "
+                f"{show(detail.get('reason') or '', 300)}")
+    elif action == "unsnooze":
+        text = f"{by} ended the snooze at {utc_time(at)}; the alert is live again"
+    elif action == "snooze_expired":
+        text = f"The snooze ended at {utc_time(at)}; the alert is live again"
+    else:
+        raise ValueError(f"unknown action note {action!r}")
+    text = f"{text}. ({show(incident.account)}: {incident.event_count} event(s) so far)"
+    return text, [_section(text)]
+
+
+def _buttons(incident: Incident, *, snoozed: bool) -> dict:
+    value = str(incident.id)
+    if incident.acked_by:
+        ack = _button("Unacknowledge", ACTION_UNACK, value)
+    else:
+        ack = _button("Acknowledge", ACTION_ACK, value, style="primary")
+    if snoozed:
+        quiet = _button("Unsnooze", ACTION_UNSNOOZE, value)
+    else:
+        options = [{"text": {"type": "plain_text", "text": label},
+                    "value": f"{incident.id}:{seconds}"} for label, seconds in SNOOZE_CHOICES]
+        quiet = {"type": "static_select", "action_id": ACTION_SNOOZE, "options": options,
+                 "placeholder": {"type": "plain_text", "text": "Snooze"}}
+    return {"type": "actions", "block_id": f"incident-{incident.id}",
+            "elements": [ack, quiet, _button("Show fix", ACTION_SHOW_FIX, value)]}
+
+
+def _button(label: str, action_id: str, value: str, style: str | None = None) -> dict:
+    button = {"type": "button", "action_id": action_id, "value": value,
+              "text": {"type": "plain_text", "text": label}}
+    if style:
+        button["style"] = style
+    return button
 
 
 def _facts(incident: Incident) -> list[dict]:

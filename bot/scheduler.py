@@ -16,6 +16,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 
 from store.db import open_db
 
+from .chatops import end_expired_snoozes
 from .config import Config
 from .poller import deliver_once, poll_server_once, resolve_quiet_incidents
 from .slack_out import SlackSender
@@ -23,7 +24,7 @@ from .source import WinRMSource
 
 log = logging.getLogger("submitwatch")
 MAX_POLL_WORKERS = 32
-RESOLVE_EVERY_SECONDS = 60
+HOUSEKEEPING_EVERY_SECONDS = 30
 
 
 class ThreadDatabases:
@@ -66,10 +67,15 @@ def build_scheduler(config: Config, sender: SlackSender) -> BackgroundScheduler:
     scheduler.add_job(_guarded(lambda: deliver_once(dbs.get(), sender, config), "deliver"),
                       "interval", seconds=config.polling.delivery_interval, next_run_time=start,
                       id="deliver", name="deliver to Slack", executor="slack")
-    scheduler.add_job(_guarded(lambda: resolve_quiet_incidents(dbs.get(), config), "resolve"),
-                      "interval", seconds=RESOLVE_EVERY_SECONDS, id="resolve",
-                      name="resolve quiet incidents", executor="slack")
+    scheduler.add_job(_guarded(lambda: housekeeping(dbs.get(), config), "housekeeping"),
+                      "interval", seconds=HOUSEKEEPING_EVERY_SECONDS, id="housekeeping",
+                      name="resolve quiet incidents, end snoozes", executor="slack")
     return scheduler
+
+
+def housekeeping(db, config: Config) -> None:
+    resolve_quiet_incidents(db, config)
+    end_expired_snoozes(db, datetime.now(timezone.utc))
 
 
 def _guarded(step, name: str):

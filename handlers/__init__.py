@@ -18,7 +18,10 @@ LISTENS = {
 
 
 def register_all(app, open_database: Callable, config: Config, clock=None) -> None:
+    from bot.permissions import Permissions
+
     from . import actions, commands, home
-    commands.register(app, open_database, config, clock)
-    actions.register(app, open_database, config, clock)
+    permissions = Permissions(config.permissions)  # one cache of group members for all
+    commands.register(app, open_database, config, clock, permissions)
+    actions.register(app, open_database, config, clock, permissions)
     home.register(app, open_database, config, clock)

@@ -1,15 +1,156 @@
-"""Acknowledge and snooze, from slash commands and alert buttons. (Being written.)"""
+"""Acknowledge and snooze: as slash subcommands and as the buttons on each alert.
+
+Both routes end in bot.chatops (one transaction: state, audit, outbox); the alert itself is
+updated by the delivery job a moment later. Only people allowed by [permissions] may act;
+anyone else gets a private refusal, and the refusal is audited too.
+"""
 from __future__ import annotations
 
-from .common import CommandError, Reply, Request
+import logging
+from datetime import datetime, timezone
+from typing import Callable
+
+from bot import chatops, render
+from bot.chatops import ActionError, Actor
+from bot.config import Config
+from bot.permissions import Permissions
+from bot.render import show
+from store import db as store
+
+from .common import (MAX_NOTE, CommandError, Reply, Request, duration, incident_id,
+                     looks_like_incident)
+
+log = logging.getLogger("submitwatch")
 
 
-def _todo(req: Request, args: list[str]) -> Reply:
-    raise CommandError("not written yet")
+# --- slash subcommands ---------------------------------------------------------------------------
+
+def ack_command(req: Request, args: list[str]) -> Reply:
+    if not args:
+        raise CommandError("Say which incident, like `#42`.")
+    target = incident_id(args[0])
+    note = _free_text(args[1:], "note") or None
+
+    def do(actor: Actor) -> str:
+        chatops.acknowledge(req.db, target, actor, note, req.now)
+        return f"Acknowledged #{target}. The alert shows it is yours; its thread records it."
+    return _act(req, "ack", f"#{target}", target, do)
 
 
-ack_command = unack_command = snooze_command = unsnooze_command = _todo
+def unack_command(req: Request, args: list[str]) -> Reply:
+    if len(args) != 1:
+        raise CommandError("Say which incident, like `#42`.")
+    target = incident_id(args[0])
+
+    def do(actor: Actor) -> str:
+        chatops.unacknowledge(req.db, target, actor, req.now)
+        return f"#{target} is no longer acknowledged."
+    return _act(req, "unack", f"#{target}", target, do)
 
 
-def register(app, open_database, config, clock=None) -> None:
-    pass
+def snooze_command(req: Request, args: list[str]) -> Reply:
+    if len(args) < 3:
+        raise CommandError("Say what to snooze, for how long, and why (the team sees the reason).")
+    target: int | str = incident_id(args[0]) if looks_like_incident(args[0]) else args[0]
+    seconds = duration(args[1])
+    reason = _free_text(args[2:], "reason")
+    label = f"#{target}" if isinstance(target, int) else f"*{show(target)}*"
+
+    def do(actor: Actor) -> str:
+        snooze = chatops.snooze(req.db, target, seconds, reason, actor, req.now)
+        scope = ("this incident" if snooze.kind == "incident" else
+                 "every incident of this account, including new ones")
+        return (f"Snoozed {label} ({scope}) until {render.slack_date(snooze.until)}. Events are "
+                "still stored and counted; `unsnooze` ends it early.")
+    return _act(req, "snooze", str(target), target if isinstance(target, int) else None, do)
+
+
+def unsnooze_command(req: Request, args: list[str]) -> Reply:
+    if len(args) != 1:
+        raise CommandError("Say which incident (`#42`) or account to unsnooze.")
+    target: int | str = incident_id(args[0]) if looks_like_incident(args[0]) else args[0]
+    label = f"#{target}" if isinstance(target, int) else f"*{show(target)}*"
+
+    def do(actor: Actor) -> str:
+        ended = chatops.unsnooze(req.db, target, actor, req.now)
+        return f"Ended {len(ended)} snooze(s) of {label}; its alert is live again."
+    return _act(req, "unsnooze", str(target), target if isinstance(target, int) else None, do)
+
+
+def _free_text(words: list[str], what: str) -> str:
+    text = " ".join(words).strip()
+    if len(text) > MAX_NOTE:
+        raise CommandError(f"That {what} is {len(text)} characters; keep it under {MAX_NOTE}.")
+    if what == "reason" and not text:
+        raise CommandError("Give a reason: the team sees it on the alert.")
+    return text
+
+
+def _act(req: Request, action: str, target: str, incident: int | None,
+         do: Callable[[Actor], str]) -> Reply:
+    actor = Actor(req.user_id, "slash", req.channel_id)
+    permissions = req.permissions or Permissions(req.config.permissions)
+    refusal = permissions.refusal(req.user_id, req.client)
+    if refusal:
+        chatops.record_refusal(req.db, actor, action, target, refusal, req.now, incident)
+        return Reply(refusal)
+    try:
+        return Reply(do(actor))
+    except ActionError as exc:
+        return Reply(str(exc))
+
+
+# --- buttons on the alert -----------------------------------------------------------------------
+
+def register(app, open_database: Callable, config: Config,
+             clock: Callable[[], datetime] | None = None,
+             permissions: Permissions | None = None) -> None:
+    clock = clock or (lambda: datetime.now(timezone.utc))
+    permissions = permissions or Permissions(config.permissions)
+
+    def on_click(action: str, do: Callable[..., object]):
+        def listener(ack, body, respond, client):
+            ack()  # Slack wants this within 3 seconds; the alert updates through the outbox
+            db, now = open_database(), clock()
+            actor = Actor(body["user"]["id"], "button", (body.get("channel") or {}).get("id"))
+            clicked = body["actions"][0]
+            value = clicked.get("value") or clicked.get("selected_option", {}).get("value", "")
+            try:
+                target, _, extra = value.partition(":")
+                incident = int(target)
+            except ValueError:
+                log.warning("ignored a %s click with a malformed value %r", action, value)
+                return
+            refusal = permissions.refusal(actor.user_id, client)
+            if refusal:
+                chatops.record_refusal(db, actor, action, f"#{incident}", refusal, now, incident)
+                respond(text=refusal, response_type="ephemeral", replace_original=False)
+                return
+            try:
+                do(db, incident, actor, now, extra)
+            except (ActionError, ValueError) as exc:
+                respond(text=str(exc), response_type="ephemeral", replace_original=False)
+        return listener
+
+    app.action(render.ACTION_ACK)(on_click("ack", lambda db, i, actor, now, _: (
+        chatops.acknowledge(db, i, actor, None, now))))
+    app.action(render.ACTION_UNACK)(on_click("unack", lambda db, i, actor, now, _: (
+        chatops.unacknowledge(db, i, actor, now))))
+    app.action(render.ACTION_SNOOZE)(on_click("snooze", lambda db, i, actor, now, seconds: (
+        chatops.snooze(db, i, float(seconds), "from the alert's Snooze menu", actor, now))))
+    app.action(render.ACTION_UNSNOOZE)(on_click("unsnooze", lambda db, i, actor, now, _: (
+        chatops.unsnooze(db, i, actor, now))))
+
+    @app.action(render.ACTION_SHOW_FIX)
+    def show_fix(ack, body, respond):
+        ack()
+        try:
+            incident = store.get_incident(open_database(), int(body["actions"][0]["value"]))
+        except (KeyError, ValueError):
+            incident = None
+        if incident is None:
+            respond(text="That incident no longer exists.", response_type="ephemeral",
+                    replace_original=False)
+            return
+        text, blocks = render.fix_message(incident, {s.name: s for s in config.servers})
+        respond(text=text, blocks=blocks, response_type="ephemeral", replace_original=False)

@@ -12,6 +12,7 @@ from datetime import datetime, timezone
 from typing import Callable
 
 from bot.config import Config
+from bot.permissions import Permissions
 from bot.render import show
 
 from . import actions, lookups
@@ -83,15 +84,17 @@ def answer(req: Request, text: str) -> Reply:
 
 
 def register(app, open_database: Callable, config: Config,
-             clock: Callable[[], datetime] | None = None) -> None:
+             clock: Callable[[], datetime] | None = None,
+             permissions: Permissions | None = None) -> None:
     clock = clock or (lambda: datetime.now(timezone.utc))
+    permissions = permissions or Permissions(config.permissions)
 
     @app.command(COMMAND)
     def submitwatch(ack, command, respond, client):
         ack()  # within Slack's 3 seconds; the answer follows through response_url
         req = Request(db=open_database(), config=config, now=clock(),
                       user_id=command.get("user_id", ""), channel_id=command.get("channel_id"),
-                      client=client)
+                      client=client, permissions=permissions)
         reply = answer(req, command.get("text") or "")
         respond(text=reply.text, blocks=reply.blocks,
                 response_type="in_channel" if reply.share else "ephemeral")

@@ -31,6 +31,7 @@ class Request:
     user_id: str
     channel_id: str | None = None
     client: Any = None          # slack_sdk WebClient of the Bolt app, for what needs Slack
+    permissions: Any = None     # bot.permissions.Permissions, shared so group look-ups are cached
 
 
 @dataclass

@@ -145,15 +145,17 @@ def store_new_events(db: Database, events: list[Event], generation: int,
     for e in events:
         if e.record_id not in known:
             fresh.setdefault(e.record_id, e)  # a record repeated within one batch counts once
+    # One executemany instead of a statement per event (a third of the insert cost, see
+    # docs/benchmarks.md). It returns no row ids, so the ids are given here: inside
+    # write_transaction nobody else can insert, so max(id) + 1 onwards is free.
+    next_id = db.execute("SELECT coalesce(max(id), 0) + 1 FROM events").fetchone()[0]
     stamp = iso(now)
-    stored = []
-    for e in fresh.values():
-        cursor = db.execute(
-            "INSERT INTO events (server, generation, record_id, provider, event_id, time, account,"
-            " account_key, connector, computer, stored_at) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-            [e.server, generation, e.record_id, e.provider, e.event_id, iso(e.time), e.account,
-             e.incident_key, e.connector, e.computer, stamp])
-        stored.append((cursor.lastrowid, e))
+    stored = list(enumerate(fresh.values(), start=next_id))
+    db.conn.executemany(
+        "INSERT INTO events (id, server, generation, record_id, provider, event_id, time, account,"
+        " account_key, connector, computer, stored_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+        [(row_id, e.server, generation, e.record_id, e.provider, e.event_id, iso(e.time),
+          e.account, e.incident_key, e.connector, e.computer, stamp) for row_id, e in stored])
     return stored
 
 
@@ -306,3 +308,9 @@ def forget_message(db: Database, incident_id: int) -> None:
 def outbox_depth(db: Database) -> int:
     return db.execute("SELECT count(*) FROM outbox WHERE state IN ('pending', 'sending')"
                       ).fetchone()[0]
+
+
+def hurry_update(db: Database, incident_id: int, now: datetime) -> None:
+    """A person acted on the incident: send its waiting update now, not after coalescing."""
+    db.execute("UPDATE outbox SET not_before = ? WHERE incident_id = ? AND kind = 'update' AND "
+               "state = 'pending' AND not_before > ?", [iso(now), incident_id, iso(now)])

@@ -1,0 +1,215 @@
+"""What responders do to incidents from chat: acknowledge, snooze, and undo either.
+
+Each operation is one transaction: the state change, its audit row (before and after), and the
+outbox rows that update the alert in place and note the change in its thread. The alert itself
+is changed by the delivery job, like every other message, so order and retries stay in one place.
+Errors a person made (unknown incident, nothing to undo ...) raise ActionError in words.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlite_utils import Database
+
+from store import chat
+from store import db as store
+
+from .model import Incident, Snooze, incident_key
+from .render import show
+
+#: Longer silence than this hides a problem rather than pausing it: fix the cause instead.
+MAX_SNOOZE = timedelta(days=90)
+SYSTEM = "SubmitWatch"   # the audit's user for what the bot does by itself (snooze expiry)
+
+
+class ActionError(ValueError):
+    """The action cannot be done as asked; the message is safe mrkdwn for the person."""
+
+
+@dataclass(frozen=True)
+class Actor:
+    user_id: str
+    via: str                  # "slash", "button"
+    channel: str | None = None
+
+
+def acknowledge(db: Database, incident_id: int, actor: Actor, note: str | None,
+                now: datetime) -> Incident:
+    with store.write_transaction(db):
+        before = _open_incident(db, incident_id, "acknowledge")
+        if before.acked_by == actor.user_id:
+            raise ActionError(f"You already acknowledged #{incident_id}.")
+        state = _state(db, before, now)
+        chat.set_ack(db, incident_id, actor.user_id, note, now)
+        after = store.get_incident(db, incident_id)
+        _audit(db, actor, "ack", now, after, state, detail=note)
+        _tell(db, after, now, {"action": "ack", "by": actor.user_id, "at": store.iso(now),
+                               "note": note, "took_over_from": before.acked_by})
+    return after
+
+
+def unacknowledge(db: Database, incident_id: int, actor: Actor, now: datetime) -> Incident:
+    with store.write_transaction(db):
+        before = _open_incident(db, incident_id, "unacknowledge")
+        if before.acked_by is None:
+            raise ActionError(f"#{incident_id} is not acknowledged.")
+        state = _state(db, before, now)
+        chat.set_ack(db, incident_id, None, None, None)
+        after = store.get_incident(db, incident_id)
+        _audit(db, actor, "unack", now, after, state)
+        _tell(db, after, now, {"action": "unack", "by": actor.user_id, "at": store.iso(now),
+                               "was": before.acked_by})
+    return after
+
+
+def snooze(db: Database, target: int | str, seconds: float, reason: str, actor: Actor,
+           now: datetime) -> Snooze:
+    """Snooze incident `target` (an int) or every incident of account `target` (a str)."""
+    length = timedelta(seconds=seconds)
+    if length > MAX_SNOOZE:
+        raise ActionError(f"A snooze may last at most {MAX_SNOOZE.days} days; a longer silence "
+                          "hides the problem. Grant the right, or stop the account from trying.")
+    with store.write_transaction(db):
+        if isinstance(target, int):
+            incident = _open_incident(db, target, "snooze")
+            kind, key, account, covered = "incident", str(target), incident.account, [incident]
+        else:
+            kind, key, account = "account", incident_key(target), target
+            covered = list(store.open_incidents(db, [key]).values())
+        before = {i.id: _state(db, i, now) for i in covered}
+        for old in _snoozes_on(db, kind, key, now):   # a new snooze replaces the old one
+            chat.end_snooze(db, old.id, now, actor.user_id)
+        new = chat.add_snooze(db, kind=kind, target=key, account=account, until=now + length,
+                              reason=reason, user_id=actor.user_id, now=now)
+        if not covered:
+            _audit(db, actor, "snooze", now, None, None, target=f"account {account}",
+                   detail=_snooze_detail(new))
+        for incident in covered:
+            _audit(db, actor, "snooze", now, incident, before[incident.id],
+                   detail=_snooze_detail(new))
+            _tell(db, incident, now, {"action": "snooze", "by": actor.user_id,
+                                      "at": store.iso(now), "until": store.iso(new.until),
+                                      "reason": reason, "scope": kind})
+    return new
+
+
+def unsnooze(db: Database, target: int | str, actor: Actor, now: datetime) -> list[Snooze]:
+    """End every snooze silencing incident `target` (int) or account `target` (str)."""
+    with store.write_transaction(db):
+        if isinstance(target, int):
+            incident = store.get_incident(db, target)
+            if incident is None:
+                raise ActionError(f"There is no incident #{target}.")
+            ending = chat.snoozes_for(db, incident, now)
+            covered = [incident] if incident.status == "open" else []
+            label = f"#{target}"
+        else:
+            key = incident_key(target)
+            covered = list(store.open_incidents(db, [key]).values())
+            ending = _snoozes_on(db, "account", key, now)
+            for incident in covered:
+                ending += [s for s in chat.snoozes_for(db, incident, now) if s not in ending]
+            label = f"*{show(target)}*"
+        if not ending:
+            raise ActionError(f"Nothing silences {label}: no snooze is in force for it.")
+        before = {i.id: _state(db, i, now) for i in covered}
+        for s in ending:
+            chat.end_snooze(db, s.id, now, actor.user_id)
+        if not covered:
+            _audit(db, actor, "unsnooze", now, None, None,
+                   target=f"account {target}" if isinstance(target, str) else f"#{target}")
+        for incident in covered:
+            _audit(db, actor, "unsnooze", now, incident, before[incident.id])
+            _snooze_ended(db, incident, now, {"action": "unsnooze", "by": actor.user_id,
+                                              "at": store.iso(now)})
+    return ending
+
+
+def end_expired_snoozes(db: Database, now: datetime) -> int:
+    """Called by the scheduler: end snoozes whose time is up and bring their alerts back."""
+    with store.write_transaction(db):
+        due = chat.due_snoozes(db, now)
+        for s in due:
+            covered = chat.incidents_covered(db, s)
+            chat.end_snooze(db, s.id, now, None)
+            for incident in covered:
+                _audit(db, Actor(SYSTEM, "schedule"), "snooze_expired", now, incident,
+                       _state(db, incident, now) | {"snoozed_until": store.iso(s.until)},
+                       detail=_snooze_detail(s))
+                _snooze_ended(db, incident, now, {"action": "snooze_expired",
+                                                  "at": store.iso(now), "since": store.iso(
+                                                      s.created_at)})
+    return len(due)
+
+
+def record_refusal(db: Database, actor: Actor, action: str, target: str, reason: str,
+                   now: datetime, incident_id: int | None = None) -> None:
+    """Someone without permission tried to act: the audit keeps it."""
+    with store.write_transaction(db):
+        chat.audit(db, now=now, user_id=actor.user_id, action=action, target=target,
+                   via=actor.via, outcome="refused", incident_id=incident_id,
+                   channel=actor.channel, detail=reason)
+
+
+# --- helpers ------------------------------------------------------------------------------------
+
+def _open_incident(db: Database, incident_id: int, verb: str) -> Incident:
+    incident = store.get_incident(db, incident_id)
+    if incident is None:
+        raise ActionError(f"There is no incident #{incident_id}; `/submitwatch history` lists "
+                          "them.")
+    if incident.status != "open":
+        raise ActionError(f"#{incident_id} is resolved: nothing to {verb}. A new event opens a "
+                          "new incident.")
+    return incident
+
+
+def _snoozes_on(db: Database, kind: str, target: str, now: datetime) -> list[Snooze]:
+    return [s for s in chat.active_snoozes(db, now) if s.kind == kind and s.target == target]
+
+
+def _snooze_detail(s: Snooze) -> str:
+    return f"until {store.iso(s.until)}: {s.reason}"
+
+
+def _state(db: Database, incident: Incident, now: datetime) -> dict:
+    return chat.incident_snapshot(incident, chat.snoozes_for(db, incident, now))
+
+
+def _audit(db: Database, actor: Actor, action: str, now: datetime, incident: Incident | None,
+           before: dict | None, *, target: str | None = None, detail: str | None = None) -> None:
+    """One audit row; the state after is read back from the database, as it now stands."""
+    after = None
+    if incident is not None:
+        after = _state(db, store.get_incident(db, incident.id), now)
+        target = target or f"#{incident.id} {incident.account}"
+    chat.audit(db, now=now, user_id=actor.user_id, action=action, target=target, via=actor.via,
+               outcome="done", incident_id=incident.id if incident else None,
+               channel=actor.channel, before=before, after=after, detail=detail)
+
+
+def _tell(db: Database, incident: Incident, now: datetime, note: dict) -> None:
+    """Queue the in-place update of the alert and a note in its thread.
+
+    An incident never posted (its account was snoozed when it opened) has nothing to update.
+    """
+    pending = store.pending_kinds(db, incident.id)
+    if incident.message_ts is None and "post" not in pending:
+        return
+    if pending & {"post", "update"}:
+        store.hurry_update(db, incident.id, now)   # a person acted: no coalescing delay
+    else:
+        store.enqueue(db, incident.id, "update", now)
+    store.enqueue(db, incident.id, "reply", now, detail=note)
+
+
+def _snooze_ended(db: Database, incident: Incident, now: datetime, note: dict) -> None:
+    """Bring an incident back after its last snooze ended (an account snooze may remain)."""
+    if chat.snoozes_for(db, incident, now):
+        return
+    pending = store.pending_kinds(db, incident.id)
+    if incident.message_ts is None and "post" not in pending:
+        store.enqueue(db, incident.id, "post", now)   # silent since it opened: alert now
+        return
+    _tell(db, incident, now, note)

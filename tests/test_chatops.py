@@ -1,0 +1,221 @@
+"""Acknowledge and snooze, end to end below the Slack listeners: real pywinrm -> simulator,
+real SQLite, bot.chatops, real delivery through slack_sdk -> the Slack stand-in."""
+from __future__ import annotations
+
+import pytest
+
+from bot import chatops
+from bot.chatops import ActionError, Actor
+from bot.render import (ACTION_ACK, ACTION_SNOOZE, ACTION_UNACK, ACTION_UNSNOOZE)
+from store import chat
+from store import db as store
+from tests.conftest import CHANNEL
+from tests.test_pipeline import FE, scanner, sweep
+
+ALICE = Actor("U0ALICE", "button", CHANNEL)
+BOB = Actor("U0BOB", "slash", CHANNEL)
+HOUR = 3600
+
+
+def elements(message):
+    """action_id of each interactive element on the message."""
+    return [e["action_id"] for b in message["blocks"] if b["type"] == "actions"
+            for e in b["elements"]]
+
+
+def context_text(message):
+    return "\n".join(e["text"] for b in message["blocks"] if b["type"] == "context"
+                     for e in b["elements"])
+
+
+@pytest.fixture
+def posted(logs, db, make_config, slack, clock):
+    """One open incident for CONTOSO\\svc-scanner on EX01, posted to Slack."""
+    config = make_config(servers=("EX01", "EX02"))
+    scanner(logs["EX01"], 2)
+    sweep(db, config, clock)
+    [message] = slack.messages(CHANNEL)
+    [incident] = store.open_incidents(db).values()
+    return config, incident, message
+
+
+def test_an_alert_offers_acknowledge_snooze_and_fix(posted):
+    _, incident, message = posted
+    assert elements(message) == [ACTION_ACK, ACTION_SNOOZE, "submitwatch_show_fix"]
+    [select] = [e for b in message["blocks"] if b["type"] == "actions" for e in b["elements"]
+                if e["type"] == "static_select"]
+    assert [o["value"] for o in select["options"]] == [
+        f"{incident.id}:3600", f"{incident.id}:14400", f"{incident.id}:86400",
+        f"{incident.id}:604800"]
+
+
+def test_ack_updates_the_alert_in_place_records_the_thread_and_the_audit(
+        posted, db, slack, clock):
+    config, incident, _ = posted
+    clock.advance(seconds=5)
+    chatops.acknowledge(db, incident.id, ALICE, "calling the scanner vendor", clock())
+    sweep(db, config, clock)
+
+    [message] = slack.messages(CHANNEL)
+    assert message["edits"] == 1
+    assert "Acknowledged by <@U0ALICE> at " in context_text(message)
+    assert "calling the scanner vendor" in context_text(message)
+    assert elements(message)[0] == ACTION_UNACK
+    [note] = message["replies"]
+    assert note["text"].startswith("Acknowledged by <@U0ALICE> at ")
+    [row] = chat.audit_trail(db, incident.id)
+    assert (row["user_id"], row["action"], row["via"], row["outcome"], row["channel"]) == (
+        "U0ALICE", "ack", "button", "done", CHANNEL)
+    assert row["before"]["acked_by"] is None and row["after"]["acked_by"] == "U0ALICE"
+    assert row["detail"] == "calling the scanner vendor"
+
+
+def test_unack_gives_the_alert_back_its_acknowledge_button(posted, db, slack, clock):
+    config, incident, _ = posted
+    chatops.acknowledge(db, incident.id, ALICE, None, clock())
+    sweep(db, config, clock)
+    chatops.unacknowledge(db, incident.id, BOB, clock())
+    sweep(db, config, clock)
+    [message] = slack.messages(CHANNEL)
+    assert elements(message)[0] == ACTION_ACK
+    assert "Acknowledged" not in context_text(message)
+    assert "<@U0BOB> removed the acknowledgement of <@U0ALICE>" in message["replies"][-1]["text"]
+    assert [r["action"] for r in chat.audit_trail(db, incident.id)] == ["ack", "unack"]
+
+
+def test_acknowledging_twice_or_a_missing_or_resolved_incident_says_why(posted, db, clock):
+    _, incident, _ = posted
+    chatops.acknowledge(db, incident.id, ALICE, None, clock())
+    with pytest.raises(ActionError, match="already acknowledged"):
+        chatops.acknowledge(db, incident.id, ALICE, None, clock())
+    with pytest.raises(ActionError, match="no incident #999"):
+        chatops.acknowledge(db, 999, ALICE, None, clock())
+    chatops.unacknowledge(db, incident.id, BOB, clock())
+    with pytest.raises(ActionError, match="not acknowledged"):
+        chatops.unacknowledge(db, incident.id, BOB, clock())
+    db.execute("UPDATE incidents SET status = 'resolved'")
+    with pytest.raises(ActionError, match="resolved"):
+        chatops.acknowledge(db, incident.id, BOB, None, clock())
+
+
+def test_someone_else_acking_takes_over_and_the_thread_says_from_whom(posted, db, slack, clock):
+    config, incident, _ = posted
+    chatops.acknowledge(db, incident.id, ALICE, None, clock())
+    chatops.acknowledge(db, incident.id, BOB, None, clock())
+    sweep(db, config, clock)
+    [message] = slack.messages(CHANNEL)
+    assert "taking over from <@U0ALICE>" in message["replies"][-1]["text"]
+    assert store.get_incident(db, incident.id).acked_by == "U0BOB"
+
+
+def test_an_acknowledged_incident_keeps_counting_but_never_re_alerts(
+        posted, logs, db, slack, clock):
+    config, incident, _ = posted
+    chatops.acknowledge(db, incident.id, ALICE, None, clock())
+    sweep(db, config, clock)
+    replies_before = len(slack.messages(CHANNEL)[0]["replies"])
+    clock.advance(seconds=60)
+    scanner(logs["EX02"], 3)   # spreads to a new server: normally a thread note
+    sweep(db, config, clock)
+    [message] = slack.messages(CHANNEL)
+    assert len(message["replies"]) == replies_before
+    assert "*Events*\n5" in "\n".join(f["text"] for b in message["blocks"]
+                                      for f in b.get("fields", []))
+    assert len([c for c in slack.calls_to("chat.postMessage")
+                if not c.params.get("thread_ts")]) == 1
+
+
+def test_a_snoozed_incident_collects_silently_and_comes_back_when_the_snooze_ends(
+        posted, logs, db, slack, clock):
+    config, incident, _ = posted
+    chatops.snooze(db, incident.id, HOUR, "scanner firmware update tonight", ALICE, clock())
+    sweep(db, config, clock)
+    [message] = slack.messages(CHANNEL)
+    assert ACTION_UNSNOOZE in elements(message) and ACTION_SNOOZE not in elements(message)
+    assert "Snoozed (this incident) by <@U0ALICE>" in context_text(message)
+    assert "scanner firmware update tonight" in context_text(message)
+    assert len(message["replies"]) == 1
+
+    clock.advance(minutes=30)
+    scanner(logs["EX02"], 4)              # spread while snoozed: counted, no thread note
+    sweep(db, config, clock)
+    [message] = slack.messages(CHANNEL)
+    assert len(message["replies"]) == 1
+    assert "*Events*\n6" in "\n".join(f["text"] for b in message["blocks"]
+                                      for f in b.get("fields", []))
+
+    clock.advance(minutes=31)
+    assert chatops.end_expired_snoozes(db, clock()) == 1
+    assert chatops.end_expired_snoozes(db, clock()) == 0
+    sweep(db, config, clock)
+    [message] = slack.messages(CHANNEL)
+    assert "Snoozed" not in context_text(message) and ACTION_SNOOZE in elements(message)
+    assert "The snooze ended at" in message["replies"][-1]["text"]
+    assert [r["action"] for r in chat.audit_trail(db, incident.id)] == [
+        "snooze", "snooze_expired"]
+    assert chat.audit_trail(db, incident.id)[1]["user_id"] == chatops.SYSTEM
+
+
+def test_an_account_snoozed_in_advance_is_not_posted_until_the_snooze_ends(
+        logs, db, make_config, slack, clock):
+    config = make_config(servers=("EX01",))
+    chatops.snooze(db, "CONTOSO\\SVC-Backup", 2 * HOUR, "backup job migration", BOB, clock())
+    [row] = chat.recent_audit(db)
+    assert row["target"] == "account CONTOSO\\SVC-Backup" and row["incident_id"] is None
+    scanner(logs["EX01"], 3, account="contoso\\svc-backup")
+    sweep(db, config, clock)
+    assert slack.messages(CHANNEL) == []
+    [incident] = store.open_incidents(db).values()
+    assert incident.event_count == 3
+
+    clock.advance(hours=2, seconds=1)
+    chatops.end_expired_snoozes(db, clock())
+    sweep(db, config, clock)
+    [message] = slack.messages(CHANNEL)
+    assert "contoso\\svc-backup" in message["text"] and "(3 events)" in message["text"]
+
+
+def test_unsnooze_by_account_ends_it_and_brings_the_alert_back(posted, db, slack, clock):
+    config, incident, _ = posted
+    chatops.snooze(db, "contoso\\svc-scanner", HOUR, "known", ALICE, clock())
+    sweep(db, config, clock)
+    assert "Snoozed (this account)" in context_text(slack.messages(CHANNEL)[0])
+    ended = chatops.unsnooze(db, "CONTOSO\\svc-scanner", BOB, clock())
+    assert len(ended) == 1 and chat.active_snoozes(db, clock()) == []
+    sweep(db, config, clock)
+    [message] = slack.messages(CHANNEL)
+    assert "Snoozed" not in context_text(message)
+    assert "<@U0BOB> ended the snooze" in message["replies"][-1]["text"]
+    with pytest.raises(ActionError, match="no snooze is in force"):
+        chatops.unsnooze(db, incident.id, BOB, clock())
+
+
+def test_a_new_snooze_replaces_the_old_one_and_long_ones_are_refused(posted, db, clock):
+    _, incident, _ = posted
+    chatops.snooze(db, incident.id, HOUR, "first", ALICE, clock())
+    second = chatops.snooze(db, incident.id, 4 * HOUR, "longer", BOB, clock())
+    assert chat.active_snoozes(db, clock()) == [second]
+    with pytest.raises(ActionError, match="at most 90 days"):
+        chatops.snooze(db, incident.id, 91 * 24 * HOUR, "forever", ALICE, clock())
+
+
+def test_an_ack_while_a_coalesced_update_waits_is_sent_without_the_delay(
+        posted, logs, db, slack, clock):
+    config, incident, _ = posted
+    clock.advance(seconds=1)
+    scanner(logs["EX01"], 1)
+    sweep(db, config, clock)          # update held back by incidents.update_interval (10 s)
+    assert slack.messages(CHANNEL)[0]["edits"] == 0
+    chatops.acknowledge(db, incident.id, ALICE, None, clock())
+    sweep(db, config, clock)
+    [message] = slack.messages(CHANNEL)
+    assert message["edits"] == 1 and "Acknowledged by <@U0ALICE>" in context_text(message)
+
+
+def test_a_refusal_is_audited(posted, db, clock):
+    _, incident, _ = posted
+    chatops.record_refusal(db, BOB, "ack", f"#{incident.id}", "not allowed", clock(),
+                           incident.id)
+    [row] = chat.audit_trail(db, incident.id)
+    assert (row["outcome"], row["user_id"], row["detail"]) == ("refused", "U0BOB", "not allowed")
+    assert store.get_incident(db, incident.id).acked_by is None
