@@ -12,6 +12,8 @@ def run_check(config: Config, out=print) -> int:
     problems = 0
     out(f"config {config.source}: OK ({len(config.servers)} server(s), "
         f"alerts to {config.slack.channel}, database {config.store.path})")
+    for warning in permission_warnings(config):
+        out(f"WARNING  {warning}")
     for missing in missing_secrets(config, slack_mode=config.slack.mode):
         out(f"MISSING  {missing}")
         problems += 1
@@ -37,6 +39,13 @@ def run_check(config: Config, out=print) -> int:
     if config.slack.bot_token is not None:
         problems += _check_slack(config, out)
     return 1 if problems else 0
+
+
+def permission_warnings(config: Config) -> list[str]:
+    if config.permissions.open_to_everyone:
+        return ["anyone in the Slack workspace may acknowledge and snooze alerts: name who may "
+                "in [permissions] users (user IDs) or groups (user group IDs)"]
+    return []
 
 
 def server_warnings(server) -> list[str]:

@@ -219,3 +219,79 @@ def test_a_refusal_is_audited(posted, db, clock):
     [row] = chat.audit_trail(db, incident.id)
     assert (row["outcome"], row["user_id"], row["detail"]) == ("refused", "U0BOB", "not allowed")
     assert store.get_incident(db, incident.id).acked_by is None
+
+
+# --- the same through /submitwatch ------------------------------------------------------------
+
+def ask(db, config, clock, text, user="U0ALICE", channel=CHANNEL, client=None):
+    from handlers.commands import answer
+    from handlers.common import Request
+    return answer(Request(db=db, config=config, now=clock(), user_id=user, channel_id=channel,
+                          client=client), text)
+
+
+def test_slash_ack_and_unack(posted, db, clock):
+    config, incident, _ = posted
+    reply = ask(db, config, clock, f"ack #{incident.id} on it, calling the vendor")
+    assert reply.text.startswith(f"Acknowledged #{incident.id}.") and not reply.share
+    assert store.get_incident(db, incident.id).ack_note == "on it, calling the vendor"
+    assert chat.audit_trail(db, incident.id)[0]["via"] == "slash"
+    assert ask(db, config, clock, f"unack {incident.id}").text == (
+        f"#{incident.id} is no longer acknowledged.")
+    assert "is not acknowledged" in ask(db, config, clock, f"unack #{incident.id}").text
+
+
+def test_slash_snooze_an_account_and_unsnooze_it(posted, db, clock):
+    config, incident, _ = posted
+    reply = ask(db, config, clock, 'snooze "CONTOSO\\svc-scanner" 4h vendor is replacing it')
+    assert reply.text.startswith("Snoozed *CONTOSO\\svc-scanner* (every incident of this account")
+    [snooze] = chat.active_snoozes(db, clock())
+    assert (snooze.kind, snooze.reason) == ("account", "vendor is replacing it")
+    assert (snooze.until - clock()).total_seconds() == 4 * HOUR
+    reply = ask(db, config, clock, "unsnooze contoso\\SVC-SCANNER")
+    assert reply.text.startswith("Ended 1 snooze(s) of *contoso\\SVC-SCANNER*")
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("ack", "Say which incident"),
+    ("ack 12abc", "is not an incident number"),
+    ("ack #999", "There is no incident #999"),
+    ("snooze #1 4h", "Say what to snooze, for how long, and why"),
+    ("snooze #1 soon because", "`soon` is not a duration"),
+    ("snooze #1 0s because", "`0s` is not a duration"),
+    ("snooze #1 100d because", "at most 90 days"),
+    ("snooze #1 1h " + "x" * 400, "keep it under 300"),
+    ("unsnooze", "Say which incident"),
+    ("ack #1 --force", "unknown option `--force`"),
+])
+def test_slash_mistakes_are_explained_with_the_usage(posted, db, clock, text, expected):
+    config, _, _ = posted
+    reply = ask(db, config, clock, text)
+    assert expected in reply.text
+    assert store.get_incident(db, 1).acked_by is None and chat.active_snoozes(db, clock()) == []
+
+
+def test_slash_refuses_people_without_permission_and_audits_it(posted, db, clock, make_config):
+    _, incident, _ = posted
+    config = make_config(servers=("EX01", "EX02"), permissions={"users": ["U0ALICE"]})
+    reply = ask(db, config, clock, f"ack #{incident.id}", user="U0MALLORY")
+    assert "limited to <@U0ALICE>" in reply.text
+    assert store.get_incident(db, incident.id).acked_by is None
+    [row] = chat.audit_trail(db, incident.id)
+    assert (row["user_id"], row["action"], row["outcome"]) == ("U0MALLORY", "ack", "refused")
+    assert ask(db, config, clock, f"ack #{incident.id}").text.startswith("Acknowledged")
+
+
+def test_commands_answer_only_in_the_configured_channels(posted, db, clock, make_config):
+    config = make_config(permissions={"channels": ["C0OPS"]})
+    reply = ask(db, config, clock, "history", channel="C0RANDOM")
+    assert reply.text.startswith("SubmitWatch answers commands only in <#C0OPS>")
+    assert "only in" not in ask(db, config, clock, "help", channel="C0OPS").text
+
+
+@pytest.mark.parametrize("text", ["", "frobnicate", "<!channel> hi", "HELP"])
+def test_unknown_or_empty_input_shows_the_help(posted, db, clock, text):
+    config, _, _ = posted
+    reply = ask(db, config, clock, text)
+    assert "/submitwatch ack <#incident> [note]" in reply.text
+    assert "<!channel>" not in reply.text

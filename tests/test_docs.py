@@ -39,9 +39,10 @@ def test_secrets_named_in_the_readme_are_the_ones_the_code_reads():
 
 
 def test_documented_defaults_are_the_real_defaults():
-    from bot.config import (IncidentConfig, PollingConfig, ServerConfig, SlackConfig, StoreConfig,
-                            parse_duration)
+    from bot.config import (IncidentConfig, PermissionsConfig, PollingConfig, ServerConfig,
+                            SlackConfig, StoreConfig, parse_duration)
     defaults = {"slack": SlackConfig(channel="C"), "store": StoreConfig(),
+                "permissions": PermissionsConfig(),
                 "polling": PollingConfig(), "incidents": IncidentConfig(),
                 "servers": ServerConfig(name="x", url="u")}
     rows = re.findall(r"^\| `([a-z_]+)\.([a-z_]+)` \| `([^`|]+)` \|", README, re.M)
@@ -51,7 +52,9 @@ def test_documented_defaults_are_the_real_defaults():
             assert shown == "slack.channel"
             continue
         real = getattr(defaults[table], key)
-        if isinstance(real, bool):
+        if isinstance(real, tuple):
+            assert shown == str(list(real)), (table, key)
+        elif isinstance(real, bool):
             assert shown == str(real).lower(), (table, key)
         elif isinstance(real, float):
             assert parse_duration(shown) == real, (table, key)
