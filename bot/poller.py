@@ -23,6 +23,7 @@ from .model import Problem
 from .parse import LogInfo, parse_events
 from .slack_out import DeliveryError, SlackSender
 from .source import SourceError, WinRMSource
+from .workers import OWNER, claim_is_dead
 
 log = logging.getLogger("submitwatch")
 Clock = Callable[[], datetime]
@@ -227,6 +228,11 @@ def deliver_once(db: Database, sender: SlackSender, config: Config,
     blocked: set[int] = set()  # incidents whose earlier message failed or waits: keep order
     for row in store.pending_messages(db, clock()):
         now = clock()
+        if row.state == "sending" and not claim_is_dead(row.claimed_by, row.claimed_at, now,
+                                                        store.CLAIM_TIMEOUT):
+            blocked.add(row.incident_id)  # another worker is sending it right now
+            result.waiting += 1
+            continue
         incident = store.get_incident(db, row.incident_id)
         if row.incident_id in blocked or row.not_before > now or (
                 row.kind != "post" and incident.message_ts is None):
@@ -237,12 +243,14 @@ def deliver_once(db: Database, sender: SlackSender, config: Config,
             result.waiting += 1
             continue
         with store.write_transaction(db):
-            claimed = store.claim(db, row.id, now)
+            claimed = store.claim(db, row, now, OWNER)
         if not claimed:  # another worker (a cron poll-once beside `run`) is sending it
             blocked.add(row.incident_id)
             continue
         try:
-            _send(db, sender, row, store.get_incident(db, row.incident_id), config, now)
+            incident = store.get_incident(db, row.incident_id)
+            if not _already_sent(db, sender, row, incident, now):
+                _send(db, sender, row, incident, config, now)
             result.sent += 1
         except DeliveryError as exc:
             blocked.add(row.incident_id)
@@ -270,6 +278,38 @@ def deliver_once(db: Database, sender: SlackSender, config: Config,
     return result
 
 
+def _already_sent(db: Database, sender: SlackSender, row: store.OutboxRow, incident,
+                  now: datetime) -> bool:
+    """Did an earlier attempt at this post or reply reach Slack after all?
+
+    A worker killed between Slack's ok and its database commit, or a timeout after Slack took
+    the message, leaves a row that looks unsent. Its message carries the row id in its metadata:
+    if Slack has it, record it as sent instead of posting it twice.
+    """
+    if row.kind == "update" or (row.state == "pending" and row.attempts == 0):
+        return False
+    try:
+        ts = sender.find_sent(incident.channel, {"outbox_id": row.id},
+                              thread_ts=incident.message_ts if row.kind == "reply" else None)
+    except DeliveryError as exc:
+        if exc.code != "missing_scope":
+            raise
+        # Better a possible duplicate than a lost alert; the log says how to avoid it.
+        log.warning("cannot look for outbox row %d in Slack before sending it again (the app "
+                    "lacks channels:history/groups:history; reinstall it from manifest.yml); "
+                    "sending it, which may show it twice", row.id)
+        return False
+    if ts is None:
+        return False
+    log.warning("outbox row %d had reached Slack before (ts %s); recorded, not sent again",
+                row.id, ts)
+    with store.write_transaction(db):
+        store.mark_sent(db, row.id, now)
+        if row.kind == "post":
+            store.set_message(db, incident.id, ts=ts, now=now)
+    return True
+
+
 def _repost(db: Database, row: store.OutboxRow, now: datetime) -> None:
     """Someone deleted the alert in Slack: post it again rather than update nothing forever."""
     log.warning("the alert for incident %d was deleted in Slack; posting it again",
@@ -288,7 +328,9 @@ def _send(db: Database, sender: SlackSender, row: store.OutboxRow, incident, con
             text, blocks = render.action_note(incident, row.detail)
         else:
             text, blocks = render.thread_note(incident, row.detail, servers)
-        sender.post(incident.channel, text, blocks, thread_ts=incident.message_ts)
+        sender.post(incident.channel, text, blocks, thread_ts=incident.message_ts, metadata={
+            "event_type": "submitwatch_note",
+            "event_payload": {"incident_id": incident.id, "outbox_id": row.id}})
         with store.write_transaction(db):
             store.mark_sent(db, row.id, now)
         return
@@ -297,7 +339,7 @@ def _send(db: Database, sender: SlackSender, row: store.OutboxRow, incident, con
     if row.kind == "post":
         ts = sender.post(incident.channel, text, blocks, metadata={
             "event_type": "submitwatch_incident",
-            "event_payload": {"incident_id": incident.id}})
+            "event_payload": {"incident_id": incident.id, "outbox_id": row.id}})
     else:
         sender.update(incident.channel, incident.message_ts, text, blocks)
         ts = None

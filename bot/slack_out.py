@@ -1,7 +1,9 @@
 """Send alert messages through slack_sdk, and say in words what went wrong when Slack refuses.
 
-Retries of connection errors, 429 (honouring Retry-After) and 500/503 are slack_sdk's own retry
-handlers; what is left after them becomes a DeliveryError that says whether waiting can help.
+Retries of 429 (honouring Retry-After) and 500/503 are slack_sdk's own retry handlers; what is
+left after them becomes a DeliveryError that says whether waiting can help. Alert delivery does
+not let slack_sdk retry connection errors: a connection reset after Slack took a post would post
+it twice. The outbox retries instead, and first looks for the message in Slack (`find_sent`).
 """
 from __future__ import annotations
 
@@ -50,7 +52,24 @@ class SlackSender:
     @classmethod
     def from_config(cls, slack: SlackConfig, *, timeout: int = 15, retries: int = 2) -> "SlackSender":
         return cls(make_client(slack.api_url, slack.bot_token.reveal() if slack.bot_token else None,
-                               timeout=timeout, retries=retries))
+                               timeout=timeout, retries=retries, connection_retries=False))
+
+    def find_sent(self, channel: str, marker: dict, *, thread_ts: str | None = None) -> str | None:
+        """The ts of a message we sent with metadata payload `marker`, among the newest 200.
+
+        Used before sending again a post or reply whose earlier attempt may have reached Slack.
+        No time window: Slack's clock and ours need not agree.
+        """
+        method, params = "conversations.history", {"channel": channel, "limit": 200,
+                                                   "include_all_metadata": True}
+        if thread_ts:
+            method, params = "conversations.replies", {**params, "ts": thread_ts}
+        response = self._call(method, channel, **params)
+        for message in response.get("messages", []):
+            payload = (message.get("metadata") or {}).get("event_payload") or {}
+            if all(payload.get(k) == v for k, v in marker.items()):
+                return message["ts"]
+        return None
 
     def post(self, channel: str, text: str, blocks: list[dict], *, thread_ts: str | None = None,
              metadata: dict | None = None) -> str:
@@ -66,6 +85,8 @@ class SlackSender:
     def _call(self, method: str, where: str, **kwargs):
         kwargs = {k: v for k, v in kwargs.items() if v is not None}
         try:
+            if method.startswith("conversations."):  # read methods take form parameters
+                return self.client.api_call(method, params=kwargs)
             return self.client.api_call(method, json=kwargs)
         except SlackApiError as exc:
             status = exc.response.status_code
@@ -83,9 +104,10 @@ class SlackSender:
                                 permanent=False) from None
 
 
-def make_client(api_url: str, token: str | None, *, timeout: int = 15, retries: int = 2) -> WebClient:
-    return WebClient(token=token, base_url=api_url, timeout=timeout, retry_handlers=[
-        ConnectionErrorRetryHandler(max_retry_count=retries),
-        RateLimitErrorRetryHandler(max_retry_count=retries),
-        ServerErrorRetryHandler(max_retry_count=retries),
-    ])
+def make_client(api_url: str, token: str | None, *, timeout: int = 15, retries: int = 2,
+                connection_retries: bool = True) -> WebClient:
+    handlers = [RateLimitErrorRetryHandler(max_retry_count=retries),
+                ServerErrorRetryHandler(max_retry_count=retries)]
+    if connection_retries:
+        handlers.append(ConnectionErrorRetryHandler(max_retry_count=retries))
+    return WebClient(token=token, base_url=api_url, timeout=timeout, retry_handlers=handlers)

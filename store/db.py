@@ -243,6 +243,10 @@ class OutboxRow:
     detail: dict
     attempts: int
     not_before: datetime
+    created_at: datetime
+    state: str = "pending"               # or "sending": claimed by a worker
+    claimed_by: str | None = None        # "host:pid:start" of the worker that claimed it
+    claimed_at: datetime | None = None
 
 
 #: A claim older than this belongs to a worker that died mid-send; another may take the row.
@@ -266,23 +270,36 @@ def pending_kinds(db: Database, incident_id: int) -> set[str]:
 
 
 def pending_messages(db: Database, now: datetime, limit: int = 500) -> list[OutboxRow]:
-    """Rows to send, in the order they were written (delivery decides which are due).
+    """Rows still to send, in the order they were written, including rows being sent.
 
-    Includes rows claimed by a worker that died before finishing.
+    Delivery decides which are due, and whether a row being sent belongs to a worker that died
+    (then it takes the row over).
     """
-    rows = db.query("SELECT * FROM outbox WHERE state = 'pending' OR (state = 'sending' AND "
-                    "claimed_at < ?) ORDER BY id LIMIT ?", [iso(now - CLAIM_TIMEOUT), limit])
+    rows = db.query("SELECT * FROM outbox WHERE state IN ('pending', 'sending') ORDER BY id "
+                    "LIMIT ?", [limit])
     return [OutboxRow(id=r["id"], incident_id=r["incident_id"], kind=r["kind"],
                       detail=json.loads(r["detail"]), attempts=r["attempts"],
-                      not_before=from_iso(r["not_before"]))
+                      not_before=from_iso(r["not_before"]), created_at=from_iso(r["created_at"]),
+                      state=r["state"],
+                      claimed_by=r["claimed_by"], claimed_at=from_iso(r["claimed_at"]))
             for r in rows]
 
 
-def claim(db: Database, row_id: int, now: datetime) -> bool:
-    """Compare-and-set: True only for the one worker that gets to send this row."""
-    cursor = db.execute(
-        "UPDATE outbox SET state = 'sending', claimed_at = ? WHERE id = ? AND (state = 'pending'"
-        " OR (state = 'sending' AND claimed_at < ?))", [iso(now), row_id, iso(now - CLAIM_TIMEOUT)])
+def claim(db: Database, row: OutboxRow, now: datetime, owner: str) -> bool:
+    """Compare-and-set: True only for the one worker that gets to send this row.
+
+    A pending row is claimed; a row being sent is taken over only if it is still claimed
+    exactly as `row` says (the caller decided that claim is dead).
+    """
+    if row.state == "pending":
+        cursor = db.execute("UPDATE outbox SET state = 'sending', claimed_at = ?, claimed_by = ? "
+                            "WHERE id = ? AND state = 'pending'", [iso(now), owner, row.id])
+    else:
+        cursor = db.execute(
+            "UPDATE outbox SET claimed_at = ?, claimed_by = ? WHERE id = ? AND state = 'sending' "
+            "AND claimed_by IS ? AND claimed_at IS ?",
+            [iso(now), owner, row.id, row.claimed_by,
+             iso(row.claimed_at) if row.claimed_at else None])
     return cursor.rowcount == 1
 
 

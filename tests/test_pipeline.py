@@ -1,8 +1,10 @@
 """End to end: real pywinrm -> simulator, real SQLite, real slack_sdk -> Slack stand-in."""
 from __future__ import annotations
 
+import os
 from datetime import timedelta
 
+from bot import workers
 from bot.poller import deliver_once, poll_server_once, resolve_quiet_incidents
 from bot.slack_out import SlackSender
 from bot.source import WinRMSource
@@ -350,8 +352,9 @@ def test_two_delivery_workers_never_send_the_same_message(logs, db_path, make_co
     worker_a, worker_b = open_db(db_path), open_db(db_path)
     poll_server_once(worker_a, WinRMSource(config.servers[0], config.polling), config, clock)
     [row] = store.pending_messages(worker_a, clock())
+    alive_elsewhere = f"{workers.HOST}:{os.getppid()}:1"  # a live process: not ours, not dead
     with store.write_transaction(worker_b):
-        assert store.claim(worker_b, row.id, clock())  # b is sending it right now
+        assert store.claim(worker_b, row, clock(), alive_elsewhere)  # b is sending it now
     sender = SlackSender.from_config(config.slack)
     assert deliver_once(worker_a, sender, config, clock).sent == 0
     assert slack.calls_to("chat.postMessage") == []
