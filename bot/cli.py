@@ -90,7 +90,8 @@ def _require_secrets(config, mode) -> None:
 
 def _poll_once(config) -> int:
     from store.db import open_db
-    from .poller import deliver_once, poll_server_once, resolve_quiet_incidents
+    from .delivery import deliver_once
+    from .poller import poll_server_once, resolve_quiet_incidents
     from .slack_out import SlackSender
     from .source import WinRMSource
 

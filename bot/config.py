@@ -7,6 +7,7 @@ stray log line or traceback shows `Secret('***')`, never the value.
 from __future__ import annotations
 
 import importlib.util
+import ipaddress
 import math
 import os
 import re
@@ -31,10 +32,10 @@ SECRET_ENV = {
 _SECRET_WORDS = ("token", "password", "secret")
 #: Every key the file may hold, per table (the README's reference is checked against this).
 KEYS = {
-    "slack": {"channel", "api_url", "mode", "http_port"},
+    "slack": {"channel", "api_url", "mode", "http_host", "http_port"},
     "store": {"path"},
     "polling": {"interval", "jitter", "lookback", "batch_size", "operation_timeout",
-                "read_timeout", "delivery_interval"},
+                "read_timeout", "delivery_interval", "alert_after_failures"},
     "incidents": {"quiet_period", "update_interval"},
     "permissions": {"users", "groups", "channels"},
     "servers": {"name", "url", "username", "transport", "password_env", "validate_certificate",
@@ -82,6 +83,7 @@ class SlackConfig:
     channel: str
     api_url: str = SLACK_API_URL
     mode: str = "socket"
+    http_host: str = "127.0.0.1"
     http_port: int = 3000
     bot_token: Secret | None = None
     app_token: Secret | None = None
@@ -102,6 +104,7 @@ class PollingConfig:
     operation_timeout: float = 20.0
     read_timeout: float = 30.0
     delivery_interval: float = 2.0
+    alert_after_failures: int = 3
 
 
 @dataclass(frozen=True)
@@ -192,6 +195,7 @@ def parse_config(raw: Mapping[str, Any], environ: Mapping[str, str], source: str
         channel=_str(slack, "slack.channel", required=True),
         api_url=api_url if api_url.endswith("/") else api_url + "/",
         mode=_choice(slack, "slack.mode", MODES, "socket"),
+        http_host=_listen_address(slack, "slack.http_host", SlackConfig.http_host),
         http_port=_int(slack, "slack.http_port", 3000, low=1, high=65535),
         bot_token=_secret(environ, SECRET_ENV["bot_token"]),
         app_token=_secret(environ, SECRET_ENV["app_token"]),
@@ -214,6 +218,8 @@ def parse_config(raw: Mapping[str, Any], environ: Mapping[str, str], source: str
         read_timeout=_duration(polling, "polling.read_timeout", d.read_timeout, low=1),
         delivery_interval=_duration(polling, "polling.delivery_interval", d.delivery_interval,
                                     low=0.1),
+        alert_after_failures=_int(polling, "polling.alert_after_failures",
+                                  d.alert_after_failures, low=1, high=1000),
     )
     if polling_cfg.read_timeout <= polling_cfg.operation_timeout:
         raise ConfigError("polling.read_timeout must be longer than polling.operation_timeout "
@@ -356,6 +362,18 @@ def _int(table: Mapping[str, Any], name: str, default: int, low: int, high: int)
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
         raise ConfigError(f"{name} must be a whole number from {low} to {high}, got {value!r}")
     return value
+
+
+def _listen_address(table: Mapping[str, Any], name: str, default: str) -> str:
+    """An IP address to listen on: a name would resolve to whatever DNS says at start-up."""
+    value = _str(table, name, default)
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        raise ConfigError(f"{name} must be the IP address to listen on: '127.0.0.1' (the default: "
+                          "only a reverse proxy on this machine can reach it), '0.0.0.0' (every "
+                          f"interface; a proxy on another host) or one interface's address; "
+                          f"got {value!r}") from None
 
 
 def _slack_ids(table: Mapping[str, Any], key: str) -> tuple[str, ...]:

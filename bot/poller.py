@@ -2,7 +2,8 @@
 
 poll_server_once: ask one server for new events, store them, fold them into incidents and write
     the outbox rows, all in one transaction per batch; the cursor moves in that same transaction.
-deliver_once: send due outbox rows to Slack in order; mark each sent only after Slack said ok.
+resolve_quiet_incidents: close incidents that have been quiet for the configured period.
+Delivery to Slack is bot.delivery's.
 """
 from __future__ import annotations
 
@@ -16,14 +17,11 @@ from sqlite_utils import Database
 from store import chat
 from store import db as store
 
-from . import render
 from .config import Config
 from .incidents import IncidentChange, decide, resolve_quiet
 from .model import Problem
 from .parse import LogInfo, parse_events
-from .slack_out import DeliveryError, SlackSender
 from .source import SourceError, WinRMSource
-from .workers import OWNER, claim_is_dead
 
 log = logging.getLogger("submitwatch")
 Clock = Callable[[], datetime]
@@ -66,14 +64,32 @@ def poll_server_once(db: Database, source: WinRMSource, config: Config,
         log.exception("unexpected error while polling %s", server.name)
         result.error = (f"{server.name}: unexpected {type(exc).__name__} while polling: {exc} "
                         "(see the log; please report it)")
-    if result.error:
-        log.warning("poll failed: %s", result.error)
-        try:
-            with store.write_transaction(db):
-                store.save_poll_failure(db, server.name, result.error, clock())
-        except Exception:
-            log.exception("could not record the failure of %s", server.name)
+    try:
+        _record_health(db, server.name, result, config.polling.alert_after_failures, clock())
+    except Exception:
+        log.exception("could not record the health of %s", server.name)
     return result
+
+
+def _record_health(db: Database, server: str, result: PollResult, alert_after: int,
+                   now: datetime) -> None:
+    """Store the failure; raise one "not being watched" alert after `alert_after` failures in
+    a row, and one recovery notice at the next success: never one message per poll."""
+    with store.write_transaction(db):
+        if result.error:
+            log.warning("poll failed: %s", result.error)
+            store.save_poll_failure(db, server, result.error, now)
+            state = store.server_state(db, server)
+            if (state.consecutive_failures >= alert_after
+                    and store.mark_server_down(db, server, now)):
+                store.enqueue(db, None, "server_down", now, server=server, detail={
+                    "error": result.error, "failures": state.consecutive_failures,
+                    "since": store.iso(state.last_success_at or now)})
+            return
+        down_since = store.mark_server_up(db, server)
+        if down_since is not None:
+            store.enqueue(db, None, "server_up", now, server=server, detail={
+                "since": store.iso(down_since), "at": store.iso(now)})
 
 
 def _poll(db: Database, source: WinRMSource, config: Config, clock: Clock,
@@ -211,159 +227,3 @@ def resolve_quiet_incidents(db: Database, config: Config, clock: Clock = utc_now
                                 timedelta(seconds=config.incidents.quiet_period))
         apply_changes(db, changes, now, config)
     return len(changes)
-
-
-@dataclass
-class DeliveryResult:
-    sent: int = 0
-    failed: int = 0
-    waiting: int = 0
-    errors: list[str] = field(default_factory=list)
-
-
-def deliver_once(db: Database, sender: SlackSender, config: Config,
-                 clock: Clock = utc_now) -> DeliveryResult:
-    """Send what is due, in order. Stops early when Slack itself is unreachable."""
-    result = DeliveryResult()
-    blocked: set[int] = set()  # incidents whose earlier message failed or waits: keep order
-    for row in store.pending_messages(db, clock()):
-        now = clock()
-        if row.state == "sending" and not claim_is_dead(row.claimed_by, row.claimed_at, now,
-                                                        store.CLAIM_TIMEOUT):
-            blocked.add(row.incident_id)  # another worker is sending it right now
-            result.waiting += 1
-            continue
-        incident = store.get_incident(db, row.incident_id)
-        if row.incident_id in blocked or row.not_before > now or (
-                row.kind != "post" and incident.message_ts is None):
-            # An update held back only to coalesce renders the latest state whenever it goes,
-            # so later thread replies need not wait for it; anything else keeps its order.
-            if not (row.kind == "update" and row.attempts == 0):
-                blocked.add(row.incident_id)
-            result.waiting += 1
-            continue
-        with store.write_transaction(db):
-            claimed = store.claim(db, row, now, OWNER)
-        if not claimed:  # another worker (a cron poll-once beside `run`) is sending it
-            blocked.add(row.incident_id)
-            continue
-        try:
-            incident = store.get_incident(db, row.incident_id)
-            if not _already_sent(db, sender, row, incident, now):
-                _send(db, sender, row, incident, config, now)
-            result.sent += 1
-        except DeliveryError as exc:
-            blocked.add(row.incident_id)
-            result.failed += 1
-            result.errors.append(str(exc))
-            if exc.code == "message_not_found" and row.kind == "update":
-                _repost(db, row, now)
-                continue
-            retry_at = now + _backoff(row.attempts, exc.permanent)
-            with store.write_transaction(db):
-                store.mark_retry(db, row.id, str(exc), retry_at)
-            (log.error if exc.permanent else log.warning)(
-                "delivery failed (attempt %d, next try %s): %s", row.attempts + 1,
-                store.iso(retry_at), exc)
-            if exc.code == "unreachable" or exc.code.startswith("http_"):
-                break  # Slack is down: do not hammer it with every row
-        except Exception as exc:  # a bug (say, in rendering): keep the row, say so, go on
-            log.exception("could not send outbox row %d", row.id)
-            blocked.add(row.incident_id)
-            result.failed += 1
-            result.errors.append(f"unexpected {type(exc).__name__}: {exc}")
-            with store.write_transaction(db):
-                store.mark_retry(db, row.id, f"unexpected {type(exc).__name__}: {exc}",
-                                 now + _backoff(row.attempts, permanent=True))
-    return result
-
-
-def _already_sent(db: Database, sender: SlackSender, row: store.OutboxRow, incident,
-                  now: datetime) -> bool:
-    """Did an earlier attempt at this post or reply reach Slack after all?
-
-    A worker killed between Slack's ok and its database commit, or a timeout after Slack took
-    the message, leaves a row that looks unsent. Its message carries the row id in its metadata:
-    if Slack has it, record it as sent instead of posting it twice.
-    """
-    if row.kind == "update" or (row.state == "pending" and row.attempts == 0):
-        return False
-    try:
-        ts = sender.find_sent(incident.channel, {"outbox_id": row.id},
-                              thread_ts=incident.message_ts if row.kind == "reply" else None)
-    except DeliveryError as exc:
-        if exc.code != "missing_scope":
-            raise
-        # Better a possible duplicate than a lost alert; the log says how to avoid it.
-        log.warning("cannot look for outbox row %d in Slack before sending it again (the app "
-                    "lacks channels:history/groups:history; reinstall it from manifest.yml); "
-                    "sending it, which may show it twice", row.id)
-        return False
-    if ts is None:
-        return False
-    log.warning("outbox row %d had reached Slack before (ts %s); recorded, not sent again",
-                row.id, ts)
-    with store.write_transaction(db):
-        store.mark_sent(db, row.id, now)
-        if row.kind == "post":
-            store.set_message(db, incident.id, ts=ts, now=now)
-    return True
-
-
-def _repost(db: Database, row: store.OutboxRow, now: datetime) -> None:
-    """Someone deleted the alert in Slack: post it again rather than update nothing forever."""
-    log.warning("the alert for incident %d was deleted in Slack; posting it again",
-                row.incident_id)
-    with store.write_transaction(db):
-        store.mark_superseded(db, row.id)
-        store.forget_message(db, row.incident_id)
-        store.enqueue(db, row.incident_id, "post", now)
-
-
-def _send(db: Database, sender: SlackSender, row: store.OutboxRow, incident, config: Config,
-          now: datetime) -> None:
-    servers = {s.name: s for s in config.servers}
-    if row.kind == "reply":
-        if "action" in row.detail:
-            text, blocks = render.action_note(incident, row.detail)
-        else:
-            text, blocks = render.thread_note(incident, row.detail, servers)
-        sender.post(incident.channel, text, blocks, thread_ts=incident.message_ts, metadata={
-            "event_type": "submitwatch_note",
-            "event_payload": {"incident_id": incident.id, "outbox_id": row.id}})
-        with store.write_transaction(db):
-            store.mark_sent(db, row.id, now)
-        return
-    snoozes = chat.snoozes_for(db, incident, now)
-    text, blocks = render.alert(incident, servers, snoozes)
-    if row.kind == "post":
-        ts = sender.post(incident.channel, text, blocks, metadata={
-            "event_type": "submitwatch_incident",
-            "event_payload": {"incident_id": incident.id, "outbox_id": row.id}})
-    else:
-        sender.update(incident.channel, incident.message_ts, text, blocks)
-        ts = None
-    with store.write_transaction(db):
-        store.mark_sent(db, row.id, now)
-        store.set_message(db, incident.id, ts=ts, now=now)
-        # A poll may have added events while this render was on its way (it saw the pending
-        # row and did not queue another): queue one more update so the message catches up.
-        current = store.get_incident(db, incident.id)
-        changed = _shown(current, chat.snoozes_for(db, current, now)) != _shown(incident, snoozes)
-        if changed and not store.pending_kinds(db, incident.id) & {"post", "update"}:
-            store.enqueue(db, incident.id, "update", now, not_before=now + timedelta(
-                seconds=config.incidents.update_interval))
-
-
-def _shown(incident, snoozes) -> tuple:
-    """What the alert message displays; a change here needs a chat.update."""
-    return (incident.status, incident.event_count, incident.last_seen, incident.servers,
-            incident.connectors, incident.acked_by, incident.ack_note,
-            tuple(s.id for s in snoozes))
-
-
-def _backoff(attempts: int, permanent: bool) -> timedelta:
-    """5 s, 10 s, 20 s ... capped at 5 min; 15 min for errors a person must fix first."""
-    if permanent:
-        return timedelta(minutes=15)
-    return timedelta(seconds=min(300, 5 * 2 ** attempts))

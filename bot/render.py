@@ -226,6 +226,36 @@ def action_note(incident: Incident, detail: Mapping) -> tuple[str, list[dict]]:
     return text, [_section(text)]
 
 
+def server_down(server: str, detail: Mapping, *, recovered: bool = False) -> tuple[str, list[dict]]:
+    """The one alert for a server SubmitWatch cannot poll: silence from it means nothing now."""
+    name = show(server, 64)
+    since = datetime.fromisoformat(detail["since"].replace("Z", "+00:00"))
+    if recovered:
+        text = (f":white_check_mark: *{name}* is watched again (it could not be polled from "
+                f"{slack_date(since)}; see the thread).")
+        return text, [_section(text)]
+    text = (f":rotating_light: *{name} is not being watched*: {detail['failures']} polls in a "
+            f"row failed, so 1018/1020 events there go unnoticed. Last good poll: "
+            f"{slack_date(since)}.")
+    return text, [
+        {"type": "header", "text": {"type": "plain_text", "emoji": False,
+                                    "text": clip(f"Not being watched: {_printable(server)}",
+                                                 HEADER_LIMIT)}},
+        _section(text),
+        _section(f"*Last error:* {show(detail['error'], 1500)}"),
+        _context("Events are not lost while the server keeps them: the next good poll reads "
+                 "from where SubmitWatch stopped. `/submitwatch status` shows every server."),
+    ]
+
+
+def server_up(server: str, detail: Mapping) -> tuple[str, list[dict]]:
+    since = datetime.fromisoformat(detail["since"].replace("Z", "+00:00"))
+    at = datetime.fromisoformat(detail["at"].replace("Z", "+00:00"))
+    text = (f"*{show(server, 64)}* polls again since {utc_time(at)} (down since "
+            f"{utc_time(since)}); events from that time are being read now.")
+    return text, [_section(text)]
+
+
 def _buttons(incident: Incident, *, snoozed: bool) -> dict:
     value = str(incident.id)
     if incident.acked_by:

@@ -18,7 +18,8 @@ from store.db import open_db
 
 from .chatops import end_expired_snoozes
 from .config import Config
-from .poller import deliver_once, poll_server_once, resolve_quiet_incidents
+from .delivery import deliver_once
+from .poller import poll_server_once, resolve_quiet_incidents
 from .slack_out import SlackSender
 from .source import WinRMSource
 

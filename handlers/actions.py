@@ -18,7 +18,7 @@ from bot.render import show
 from store import db as store
 
 from .common import (MAX_NOTE, CommandError, Reply, Request, duration, incident_id,
-                     looks_like_incident)
+                     looks_like_incident, take_options)
 
 log = logging.getLogger("submitwatch")
 
@@ -26,6 +26,7 @@ log = logging.getLogger("submitwatch")
 # --- slash subcommands ---------------------------------------------------------------------------
 
 def ack_command(req: Request, args: list[str]) -> Reply:
+    args, _ = take_options(args, {})
     if not args:
         raise CommandError("Say which incident, like `#42`.")
     target = incident_id(args[0])
@@ -38,6 +39,7 @@ def ack_command(req: Request, args: list[str]) -> Reply:
 
 
 def unack_command(req: Request, args: list[str]) -> Reply:
+    args, _ = take_options(args, {})
     if len(args) != 1:
         raise CommandError("Say which incident, like `#42`.")
     target = incident_id(args[0])
@@ -49,6 +51,7 @@ def unack_command(req: Request, args: list[str]) -> Reply:
 
 
 def snooze_command(req: Request, args: list[str]) -> Reply:
+    args, _ = take_options(args, {})
     if len(args) < 3:
         raise CommandError("Say what to snooze, for how long, and why (the team sees the reason).")
     target: int | str = incident_id(args[0]) if looks_like_incident(args[0]) else args[0]
@@ -66,6 +69,7 @@ def snooze_command(req: Request, args: list[str]) -> Reply:
 
 
 def unsnooze_command(req: Request, args: list[str]) -> Reply:
+    args, _ = take_options(args, {})
     if len(args) != 1:
         raise CommandError("Say which incident (`#42`) or account to unsnooze.")
     target: int | str = incident_id(args[0]) if looks_like_incident(args[0]) else args[0]

@@ -16,7 +16,7 @@ from bot.permissions import Permissions
 from bot.render import show
 
 from . import actions, lookups
-from .common import CommandError, Reply, Request, Subcommand, take_options, words_of
+from .common import CommandError, Reply, Request, Subcommand, words_of
 
 log = logging.getLogger("submitwatch")
 COMMAND = "/submitwatch"
@@ -71,9 +71,10 @@ def answer(req: Request, text: str) -> Reply:
         return Reply(f"SubmitWatch answers commands only in {places} (its history names "
                      "accounts, so it stays where your team decided).")
     try:
-        args, flags = take_options(words[1:], {}, {"--share"}) if name != "help" else ([], {})
+        # --share is everyone's; any other option belongs to the subcommand
+        args = [word for word in words[1:] if word.lower() != "--share"]
         reply = spec.run(req, args)
-        reply.share = bool(flags.get("--share"))
+        reply.share = len(args) < len(words) - 1
         return reply
     except CommandError as exc:
         return Reply(f"{exc}\nUsage: `{COMMAND} {spec.usage}`")

@@ -238,8 +238,8 @@ def _incident(row: dict[str, Any]) -> Incident:
 @dataclass(frozen=True)
 class OutboxRow:
     id: int
-    incident_id: int
-    kind: str            # "post", "update" or "reply"
+    incident_id: int | None  # None for a row about a server
+    kind: str            # "post", "update", "reply"; "server_down", "server_up"
     detail: dict
     attempts: int
     not_before: datetime
@@ -247,16 +247,21 @@ class OutboxRow:
     state: str = "pending"               # or "sending": claimed by a worker
     claimed_by: str | None = None        # "host:pid:start" of the worker that claimed it
     claimed_at: datetime | None = None
+    server: str | None = None            # for server_down / server_up
+    failed_since: datetime | None = None  # first error a person must fix
+    error_code: str | None = None         # of the last failed attempt
 
 
 #: A claim older than this belongs to a worker that died mid-send; another may take the row.
 CLAIM_TIMEOUT = timedelta(minutes=5)
 
 
-def enqueue(db: Database, incident_id: int, kind: str, now: datetime, *,
-            not_before: datetime | None = None, detail: dict | None = None) -> None:
+def enqueue(db: Database, incident_id: int | None, kind: str, now: datetime, *,
+            not_before: datetime | None = None, detail: dict | None = None,
+            server: str | None = None) -> None:
     db["outbox"].insert({
-        "incident_id": incident_id, "kind": kind, "detail": json.dumps(detail or {}),
+        "incident_id": incident_id, "server": server, "kind": kind,
+        "detail": json.dumps(detail or {}),
         "state": "pending", "created_at": iso(now), "not_before": iso(not_before or now),
         "attempts": 0,
     })
@@ -281,7 +286,9 @@ def pending_messages(db: Database, now: datetime, limit: int = 500) -> list[Outb
                       detail=json.loads(r["detail"]), attempts=r["attempts"],
                       not_before=from_iso(r["not_before"]), created_at=from_iso(r["created_at"]),
                       state=r["state"],
-                      claimed_by=r["claimed_by"], claimed_at=from_iso(r["claimed_at"]))
+                      claimed_by=r["claimed_by"], claimed_at=from_iso(r["claimed_at"]),
+                      server=r["server"], failed_since=from_iso(r["failed_since"]),
+                      error_code=r["error_code"])
             for r in rows]
 
 
@@ -308,9 +315,44 @@ def mark_sent(db: Database, row_id: int, now: datetime) -> None:
                "last_error = NULL WHERE id = ?", [iso(now), row_id])
 
 
-def mark_retry(db: Database, row_id: int, error: str, retry_at: datetime) -> None:
+def mark_retry(db: Database, row_id: int, error: str, retry_at: datetime, *,
+               code: str | None = None, failed_since: datetime | None = None) -> None:
+    """Back to pending until retry_at. failed_since: when an error a person must fix began."""
     db.execute("UPDATE outbox SET state = 'pending', attempts = attempts + 1, last_error = ?, "
-               "not_before = ? WHERE id = ?", [error, iso(retry_at), row_id])
+               "not_before = ?, error_code = ?, failed_since = ? WHERE id = ?",
+               [error, iso(retry_at), code, iso(failed_since) if failed_since else None, row_id])
+
+
+def mark_failed(db: Database, row_id: int, error: str) -> None:
+    """Given up: an error a person must fix has lasted too long. requeue_failed revives it."""
+    db.execute("UPDATE outbox SET state = 'failed', attempts = attempts + 1, last_error = ? "
+               "WHERE id = ?", [error, row_id])
+
+
+#: Errors about the token or the app, not one channel: any later success means they are fixed.
+APP_WIDE_ERRORS = ("invalid_auth", "not_authed", "token_revoked", "token_expired",
+                   "account_inactive", "missing_scope")
+
+
+def requeue_failed(db: Database, channel: str, now: datetime) -> int:
+    """A message to `channel` got through: revive given-up rows that this success shows fixed
+    (app-wide errors, rows about servers, and rows for incidents in the same channel)."""
+    marks = ",".join("?" * len(APP_WIDE_ERRORS))
+    cursor = db.execute(
+        "UPDATE outbox SET state = 'pending', not_before = ?, failed_since = NULL "
+        f"WHERE state = 'failed' AND (error_code IN ({marks}) OR incident_id IS NULL OR "
+        "incident_id IN (SELECT id FROM incidents WHERE channel = ?))",
+        [iso(now), *APP_WIDE_ERRORS, channel])
+    return cursor.rowcount
+
+
+def delivery_problems(db: Database) -> list[dict[str, Any]]:
+    """Messages held back by an error a person must fix, grouped by error, oldest first."""
+    return [{**r, "since": from_iso(r["since"])} for r in db.query(
+        "SELECT last_error AS error, error_code AS code, count(*) AS messages, "
+        "min(failed_since) AS since, sum(state = 'failed') AS given_up FROM outbox "
+        "WHERE state IN ('pending', 'failed') AND failed_since IS NOT NULL "
+        "GROUP BY error_code, last_error ORDER BY since")]
 
 
 def mark_superseded(db: Database, row_id: int) -> None:
@@ -331,3 +373,30 @@ def hurry_update(db: Database, incident_id: int, now: datetime) -> None:
     """A person acted on the incident: send its waiting update now, not after coalescing."""
     db.execute("UPDATE outbox SET not_before = ? WHERE incident_id = ? AND kind = 'update' AND "
                "state = 'pending' AND not_before > ?", [iso(now), incident_id, iso(now)])
+
+
+# --- server health alerts -----------------------------------------------------------------------
+
+def mark_server_down(db: Database, server: str, now: datetime) -> bool:
+    """Record that the "not being watched" alert is due; False if it was already raised."""
+    cursor = db.execute("UPDATE server_state SET down_since = ? WHERE server = ? AND "
+                        "down_since IS NULL", [iso(now), server])
+    return cursor.rowcount == 1
+
+
+def mark_server_up(db: Database, server: str) -> datetime | None:
+    """Clear the down mark; returns since when it was down (None: it was not)."""
+    rows = list(db.query("SELECT down_since FROM server_state WHERE server = ?", [server]))
+    if not rows or rows[0]["down_since"] is None:
+        return None
+    db.execute("UPDATE server_state SET down_since = NULL WHERE server = ?", [server])
+    return from_iso(rows[0]["down_since"])
+
+
+def server_alert_ts(db: Database, server: str) -> str | None:
+    rows = list(db.query("SELECT down_message_ts FROM server_state WHERE server = ?", [server]))
+    return rows[0]["down_message_ts"] if rows else None
+
+
+def set_server_alert_ts(db: Database, server: str, ts: str | None) -> None:
+    db.execute("UPDATE server_state SET down_message_ts = ? WHERE server = ?", [ts, server])

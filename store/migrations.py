@@ -113,3 +113,17 @@ def m005_claim_owner(db: Database) -> None:
     # Which worker ("host:pid:start") claimed a row: a worker on the same host can tell that the
     # claimant died (killed, crashed) and take the row over at once instead of after a timeout.
     db["outbox"].add_column("claimed_by", str)
+
+
+@migrations()
+def m006_health_messages_and_dead_letters(db: Database) -> None:
+    # Outbox rows about a server rather than an incident ("not being watched", "recovered").
+    db["outbox"].transform(not_null={"incident_id": False})
+    db["outbox"].add_column("server", str)
+    # Errors a person must fix are retried more and more slowly, then given up ("failed") after
+    # a day; failed_since says when the first of them happened.
+    db["outbox"].add_column("error_code", str)
+    db["outbox"].add_column("failed_since", str)
+    # The "not being watched" alert of a server, while it is down.
+    db["server_state"].add_column("down_since", str)
+    db["server_state"].add_column("down_message_ts", str)

@@ -10,7 +10,7 @@ from bot.render import (ACTION_ACK, ACTION_SNOOZE, ACTION_UNACK, ACTION_UNSNOOZE
 from store import chat
 from store import db as store
 from tests.conftest import CHANNEL
-from tests.test_pipeline import FE, scanner, sweep
+from tests.test_pipeline import scanner, sweep
 
 ALICE = Actor("U0ALICE", "button", CHANNEL)
 BOB = Actor("U0BOB", "slash", CHANNEL)

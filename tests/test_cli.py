@@ -192,7 +192,7 @@ def test_run_in_socket_mode_answers_a_slash_command_and_stops_cleanly(tmp_path, 
         envelope = slack.send_envelope("slash_commands", payload)
         assert slack.wait_for_ack(envelope, timeout=10)["envelope_id"] == envelope
         [response] = slack.wait_for_responses(1, timeout=10, url=payload["response_url"])
-        assert "*EX01*: last good poll" in response["payload"]["text"]
+        assert "*EX01*: :white_check_mark: ok · last good poll" in response["payload"]["text"]
         assert "*Open incidents:* 1" in response["payload"]["text"]
     finally:
         proc.send_signal(signal.SIGTERM)

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from datetime import timedelta
 
 from bot import workers
-from bot.poller import deliver_once, poll_server_once
+from bot.delivery import deliver_once
+from bot.poller import poll_server_once
 from bot.slack_out import SlackSender
 from bot.source import WinRMSource
 from store import db as store
@@ -94,20 +96,26 @@ def test_a_thread_reply_that_reached_slack_is_not_repeated(logs, db, make_config
     assert len(message["replies"]) == 1
 
 
-def test_a_retried_post_after_a_timeout_looks_first(logs, db, make_config, slack, clock):
-    """Slack took the post but the answer never came: the retry finds it instead of reposting."""
+def test_a_post_whose_answer_timed_out_is_looked_up_not_reposted(
+        logs, db, make_config, slack, clock):
+    """Slack took the post but the answer came too late: the retry finds it in the channel."""
     config = make_config(servers=("EX01",))
     scanner(logs["EX01"], 1)
     poll(db, config, clock)
-    [row] = store.pending_messages(db, clock())
-    with store.write_transaction(db):
-        store.mark_retry(db, row.id, "Slack is unreachable (timed out)", clock())
-    sender = SlackSender.from_config(config.slack)
-    sender.post(CHANNEL, "alert", [], metadata={
-        "event_type": "submitwatch_incident",
-        "event_payload": {"incident_id": row.incident_id, "outbox_id": row.id}})
-    deliver_once(db, sender, config, clock)
+    slack.delay = 1.5                     # Slack is slow today; we wait only 1 s
+    result = deliver_once(db, SlackSender.from_config(config.slack, timeout=1), config, clock)
+    assert result.failed == 1 and "unreachable" in result.errors[0]
+    slack.delay = 0
+    deadline = time.monotonic() + 5
+    while not slack.messages(CHANNEL) and time.monotonic() < deadline:
+        time.sleep(0.05)                  # the stand-in finishes the post after our timeout
+    [posted] = slack.messages(CHANNEL)
+
+    clock.advance(seconds=10)
+    assert deliver_once(db, SlackSender.from_config(config.slack), config, clock).sent == 1
     assert len(slack.messages(CHANNEL)) == 1
+    [incident] = store.open_incidents(db).values()
+    assert incident.message_ts == posted["ts"]
 
 
 def test_without_the_history_scope_it_still_delivers_and_says_why(

@@ -57,8 +57,11 @@ def start(config, tmp_path, slack, round_no):
 
 
 def cursors(db_path):
-    with sqlite3.connect(db_path) as conn:
-        return dict(conn.execute("SELECT server, cursor FROM server_state"))
+    try:
+        with sqlite3.connect(db_path) as conn:
+            return dict(conn.execute("SELECT server, cursor FROM server_state"))
+    except sqlite3.OperationalError:  # killed before it created the schema
+        return {}
 
 
 def produced(logs):

@@ -5,7 +5,8 @@ import os
 from datetime import timedelta
 
 from bot import workers
-from bot.poller import deliver_once, poll_server_once, resolve_quiet_incidents
+from bot.delivery import deliver_once
+from bot.poller import poll_server_once, resolve_quiet_incidents
 from bot.slack_out import SlackSender
 from bot.source import WinRMSource
 from store import db as store

@@ -1,0 +1,259 @@
+"""deliver_once: send due outbox rows to Slack in order; mark each sent only after Slack said ok.
+
+Rows are about an incident (its post, in-place updates, thread replies) or about a server (the
+"not being watched" alert and its recovery). Order is kept per incident and per server: a row
+that fails or waits holds back the later rows of the same subject, never those of others.
+
+Errors:
+- transient (Slack unreachable, 5xx, 429 left after slack_sdk's retries): back off 5 s
+  doubling to 5 min; stop the round, since every other row would fail the same way;
+- a person must fix it (not_in_channel, token_revoked ...): retried after 15 min, doubling to
+  4 h, and given up ("failed") after a day, shown in `status` and App Home with the fix in
+  words. A given-up row is revived when a later message gets through in a way that shows the
+  cause fixed (same channel, or any message for app-wide errors such as a revoked token).
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from sqlite_utils import Database
+
+from store import chat
+from store import db as store
+
+from . import render
+from .config import Config
+from .poller import Clock, utc_now
+from .slack_out import DeliveryError, SlackSender
+from .workers import OWNER, claim_is_dead
+
+log = logging.getLogger("submitwatch")
+#: How long an error a person must fix is retried before the row is given up.
+GIVE_UP_AFTER = timedelta(days=1)
+#: The kinds of row that create a new message (and may have reached Slack before a crash).
+CREATES_MESSAGE = ("post", "reply", "server_down", "server_up")
+
+
+@dataclass
+class DeliveryResult:
+    sent: int = 0
+    failed: int = 0
+    waiting: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+def deliver_once(db: Database, sender: SlackSender, config: Config,
+                 clock: Clock = utc_now) -> DeliveryResult:
+    """Send what is due, in order. Stops early when Slack itself is unreachable."""
+    result = DeliveryResult()
+    blocked: set = set()  # subjects whose earlier message failed or waits: keep their order
+    for row in store.pending_messages(db, clock()):
+        now = clock()
+        subject = row.incident_id if row.incident_id is not None else ("server", row.server)
+        if row.state == "sending" and not claim_is_dead(row.claimed_by, row.claimed_at, now,
+                                                        store.CLAIM_TIMEOUT):
+            blocked.add(subject)  # another worker is sending it right now
+            result.waiting += 1
+            continue
+        incident = store.get_incident(db, row.incident_id) if row.incident_id else None
+        needs_message = row.kind in ("update", "reply") and incident.message_ts is None
+        if subject in blocked or row.not_before > now or needs_message:
+            # An update held back only to coalesce renders the latest state whenever it goes,
+            # so later thread replies need not wait for it; anything else keeps its order.
+            if not (row.kind == "update" and row.attempts == 0):
+                blocked.add(subject)
+            result.waiting += 1
+            continue
+        with store.write_transaction(db):
+            claimed = store.claim(db, row, now, OWNER)
+        if not claimed:  # another worker (a cron poll-once beside `run`) is sending it
+            blocked.add(subject)
+            continue
+        try:
+            incident = store.get_incident(db, row.incident_id) if row.incident_id else None
+            channel = incident.channel if incident else config.channel_for(row.server)
+            if not _already_sent(db, sender, row, incident, channel, now):
+                _send(db, sender, row, incident, channel, config, now)
+            result.sent += 1
+            with store.write_transaction(db):
+                revived = store.requeue_failed(db, channel, now)
+            if revived:
+                log.info("a message to %s got through: %d given-up message(s) will be sent "
+                          "again", channel, revived)
+        except DeliveryError as exc:
+            blocked.add(subject)
+            result.failed += 1
+            result.errors.append(str(exc))
+            if exc.code == "message_not_found" and row.kind == "update" and incident:
+                _repost(db, row, now)
+                continue
+            _retry_later(db, row, exc, now)
+            if exc.code == "unreachable" or exc.code.startswith("http_"):
+                break  # Slack is down: do not hammer it with every row
+        except Exception as exc:  # a bug (say, in rendering): keep the row, say so, go on
+            log.exception("could not send outbox row %d", row.id)
+            blocked.add(subject)
+            result.failed += 1
+            result.errors.append(f"unexpected {type(exc).__name__}: {exc}")
+            _retry_later(db, row, DeliveryError(f"unexpected {type(exc).__name__}: {exc}",
+                                                code="bug", permanent=True), now)
+    return result
+
+
+def _retry_later(db: Database, row: store.OutboxRow, exc: DeliveryError, now: datetime) -> None:
+    failed_since = (row.failed_since or now) if exc.permanent else None
+    with store.write_transaction(db):
+        if failed_since and now - failed_since >= GIVE_UP_AFTER:
+            store.mark_failed(db, row.id, str(exc))
+            log.error("gave up sending outbox row %d after trying since %s: %s. It is sent "
+                      "again once a message gets through; `/submitwatch status` lists it",
+                      row.id, store.iso(failed_since), exc)
+            return
+        retry_at = now + backoff(row.attempts, exc.permanent)
+        store.mark_retry(db, row.id, str(exc), retry_at, code=exc.code,
+                         failed_since=failed_since)
+    (log.error if exc.permanent else log.warning)(
+        "delivery failed (attempt %d, next try %s): %s", row.attempts + 1, store.iso(retry_at),
+        exc)
+
+
+def backoff(attempts: int, permanent: bool) -> timedelta:
+    """Transient: 5 s doubling to 5 min. A person must act: 15 min doubling to 4 h."""
+    if permanent:
+        return timedelta(minutes=min(240, 15 * 2 ** min(attempts, 8)))
+    return timedelta(seconds=min(300, 5 * 2 ** min(attempts, 8)))
+
+
+def _already_sent(db: Database, sender: SlackSender, row: store.OutboxRow, incident,
+                  channel: str, now: datetime) -> bool:
+    """Did an earlier attempt at this message reach Slack after all?
+
+    A worker killed between Slack's ok and its database commit, or a timeout after Slack took
+    the message, leaves a row that looks unsent. Its message carries the row id in its metadata:
+    if Slack has it, record it as sent instead of posting it twice.
+    """
+    if row.kind not in CREATES_MESSAGE:
+        return False
+    # Only a worker that died mid-send, or an attempt whose answer never came, may have reached
+    # Slack; a message Slack refused (not_in_channel ...) did not.
+    unanswered = row.error_code == "unreachable" or (row.error_code or "").startswith("http_")
+    if row.state != "sending" and not unanswered:
+        return False
+    thread = _thread_of(db, row, incident)
+    try:
+        ts = sender.find_sent(channel, {"outbox_id": row.id}, thread_ts=thread)
+    except DeliveryError as exc:
+        if exc.code != "missing_scope":
+            raise
+        # Better a possible duplicate than a lost alert; the log says how to avoid it.
+        log.warning("cannot look for outbox row %d in Slack before sending it again (the app "
+                    "lacks channels:history/groups:history; reinstall it from manifest.yml); "
+                    "sending it, which may show it twice", row.id)
+        return False
+    if ts is None:
+        return False
+    log.warning("outbox row %d had reached Slack before (ts %s); recorded, not sent again",
+                row.id, ts)
+    with store.write_transaction(db):
+        store.mark_sent(db, row.id, now)
+        if row.kind == "post":
+            store.set_message(db, incident.id, ts=ts, now=now)
+        elif row.kind == "server_down":
+            store.set_server_alert_ts(db, row.server, ts)
+    return True
+
+
+def _thread_of(db: Database, row: store.OutboxRow, incident) -> str | None:
+    """The thread a reply goes to (None: a top-level message)."""
+    if row.kind == "reply":
+        return incident.message_ts
+    if row.kind == "server_up":
+        return store.server_alert_ts(db, row.server)
+    return None
+
+
+def _repost(db: Database, row: store.OutboxRow, now: datetime) -> None:
+    """Someone deleted the alert in Slack: post it again rather than update nothing forever."""
+    log.warning("the alert for incident %d was deleted in Slack; posting it again",
+                row.incident_id)
+    with store.write_transaction(db):
+        store.mark_superseded(db, row.id)
+        store.forget_message(db, row.incident_id)
+        store.enqueue(db, row.incident_id, "post", now)
+
+
+def _marker(row: store.OutboxRow, event_type: str, **payload) -> dict:
+    return {"event_type": event_type, "event_payload": {**payload, "outbox_id": row.id}}
+
+
+def _send(db: Database, sender: SlackSender, row: store.OutboxRow, incident, channel: str,
+          config: Config, now: datetime) -> None:
+    if row.kind in ("server_down", "server_up"):
+        _send_server_health(db, sender, row, channel, now)
+        return
+    servers = {s.name: s for s in config.servers}
+    if row.kind == "reply":
+        if "action" in row.detail:
+            text, blocks = render.action_note(incident, row.detail)
+        else:
+            text, blocks = render.thread_note(incident, row.detail, servers)
+        sender.post(channel, text, blocks, thread_ts=incident.message_ts,
+                    metadata=_marker(row, "submitwatch_note", incident_id=incident.id))
+        with store.write_transaction(db):
+            store.mark_sent(db, row.id, now)
+        return
+    snoozes = chat.snoozes_for(db, incident, now)
+    text, blocks = render.alert(incident, servers, snoozes)
+    if row.kind == "post":
+        ts = sender.post(channel, text, blocks,
+                         metadata=_marker(row, "submitwatch_incident", incident_id=incident.id))
+    else:
+        sender.update(channel, incident.message_ts, text, blocks)
+        ts = None
+    with store.write_transaction(db):
+        store.mark_sent(db, row.id, now)
+        store.set_message(db, incident.id, ts=ts, now=now)
+        # A poll may have added events while this render was on its way (it saw the pending
+        # row and did not queue another): queue one more update so the message catches up.
+        current = store.get_incident(db, incident.id)
+        changed = _shown(current, chat.snoozes_for(db, current, now)) != _shown(incident, snoozes)
+        if changed and not store.pending_kinds(db, incident.id) & {"post", "update"}:
+            store.enqueue(db, incident.id, "update", now, not_before=now + timedelta(
+                seconds=config.incidents.update_interval))
+
+
+def _send_server_health(db: Database, sender: SlackSender, row: store.OutboxRow, channel: str,
+                        now: datetime) -> None:
+    """The one "not being watched" alert of a server, and its recovery in the same thread."""
+    if row.kind == "server_down":
+        text, blocks = render.server_down(row.server, row.detail)
+        ts = sender.post(channel, text, blocks, metadata=_marker(
+            row, "submitwatch_server", server=row.server))
+        with store.write_transaction(db):
+            store.mark_sent(db, row.id, now)
+            store.set_server_alert_ts(db, row.server, ts)
+        return
+    text, blocks = render.server_up(row.server, row.detail)
+    alert_ts = store.server_alert_ts(db, row.server)
+    if alert_ts:
+        down_text, down_blocks = render.server_down(row.server, row.detail, recovered=True)
+        try:
+            sender.update(channel, alert_ts, down_text, down_blocks)
+        except DeliveryError as exc:
+            if exc.code != "message_not_found":
+                raise
+            alert_ts = None   # the alert was deleted: the recovery stands on its own
+    sender.post(channel, text, blocks, thread_ts=alert_ts,
+                metadata=_marker(row, "submitwatch_server", server=row.server))
+    with store.write_transaction(db):
+        store.mark_sent(db, row.id, now)
+        store.set_server_alert_ts(db, row.server, None)
+
+
+def _shown(incident, snoozes) -> tuple:
+    """What the alert message displays; a change here needs a chat.update."""
+    return (incident.status, incident.event_count, incident.last_seen, incident.servers,
+            incident.connectors, incident.acked_by, incident.ack_note,
+            tuple(s.id for s in snoozes))

@@ -1,0 +1,259 @@
+"""Read-only queries for the chat lookups (history, show, fix, status, the App Home).
+
+Nothing here writes. Each query is shaped for an index, so it stays fast with a million events
+and tens of thousands of incidents:
+
+- events(account_key, time)   per account: history sparkline, connectors an account hit
+- events(incident_id)         one incident's events
+- events(time), events(server, time), events(server, connector) WHERE connector IS NOT NULL
+                              (migration m004) the sparkline without a filter or per server,
+                              each server's latest host, the connectors each server has seen
+- incidents                   at most tens of thousands of small rows: read through
+                              incidents(status, last_seen) where the status is known
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlite_utils import Database
+
+from bot.model import Incident, Snooze
+
+from . import chat
+from .db import _incident as incident_from_row
+from .db import from_iso, iso
+
+
+# --- history ------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class History:
+    """Incidents active in a window (last event at or after `since`), newest first."""
+
+    incidents: list[Incident]              # at most `limit`
+    total: int                             # incidents in the window, all of them
+    open: int                              # of which still open
+    per_day: list[tuple[str, int]]         # every UTC day of the window, oldest first:
+                                           # ('YYYY-MM-DD', events in the window that day)
+
+    @property
+    def events(self) -> int:
+        return sum(count for _day, count in self.per_day)
+
+
+def history(db: Database, *, since: datetime, until: datetime, limit: int,
+            account_key: str | None = None, server: str | None = None) -> History:
+    """History of every account, of one account (its incident key) or of one server's name."""
+    where, params = ["last_seen >= :since"], {"since": iso(since), "until": iso(until),
+                                              "limit": limit}
+    event_filter = ""
+    if account_key is not None:
+        where.append("key = :key")
+        event_filter = "AND account_key = :key"
+        params["key"] = account_key
+    if server is not None:
+        # incidents.servers is JSON [[name, host], ...]: at most a few pairs per incident.
+        where.append("EXISTS (SELECT 1 FROM json_each(incidents.servers) AS s "
+                     "WHERE json_extract(s.value, '$[0]') = :server)")
+        event_filter = "AND server = :server"
+        params["server"] = server
+    condition = " AND ".join(where)
+    total, open_count = db.execute(
+        f"SELECT count(*), coalesce(sum(status = 'open'), 0) FROM incidents WHERE {condition}",
+        params).fetchone()
+    rows = db.query(f"SELECT * FROM incidents WHERE {condition} "
+                    "ORDER BY last_seen DESC, id DESC LIMIT :limit", params)
+    return History([incident_from_row(r) for r in rows], total, open_count,
+                   _events_per_day(db, event_filter, params))
+
+
+def _events_per_day(db: Database, event_filter: str, params: dict) -> list[tuple[str, int]]:
+    """Events per UTC day from `since` to the day of `until`, zero days included.
+
+    One count per day over an index range (events(time), (server, time) or (account_key,
+    time)) rather than GROUP BY substr(time, 1, 10): counting a range needs no sort, about
+    ten times faster over a million events. Stored times are fixed-width ISO text, so
+    'YYYY-MM-DD' sorts just before every time of that day.
+    """
+    return [(day, count) for day, count in db.execute(
+        "WITH RECURSIVE days(day) AS ("
+        "  SELECT date(:since) UNION ALL"
+        "  SELECT date(day, '+1 day') FROM days WHERE day < date(:until))"
+        " SELECT day, (SELECT count(*) FROM events WHERE time >= max(day, :since)"
+        f"              AND time < date(day, '+1 day') {event_filter}) FROM days", params)]
+
+
+def known_servers(db: Database) -> list[str]:
+    """Every server name ever polled (a server removed from the config still has history)."""
+    return [r["server"] for r in db.query("SELECT server FROM server_state ORDER BY server")]
+
+
+# --- one incident -------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class EventGroup:
+    """An incident's events from one server on one connector (None: event 1020 names none)."""
+
+    server: str
+    connector: str | None
+    event_ids: tuple[int, ...]
+    count: int
+    first: datetime
+    last: datetime
+
+
+def event_groups(db: Database, incident_id: int, limit: int = 25) -> tuple[list[EventGroup], int]:
+    """(the `limit` biggest groups, how many groups there are in all)."""
+    rows = db.execute(
+        "SELECT server, connector, group_concat(DISTINCT event_id), count(*) AS n, min(time), "
+        "max(time), count(*) OVER () FROM events WHERE incident_id = ? "
+        "GROUP BY server, connector ORDER BY n DESC, server, connector LIMIT ?",
+        [incident_id, limit]).fetchall()
+    groups = [EventGroup(server, connector, tuple(sorted(int(i) for i in ids.split(","))), n,
+                         from_iso(first), from_iso(last))
+              for server, connector, ids, n, first, last, _ in rows]
+    return groups, rows[0][6] if rows else 0
+
+
+@dataclass(frozen=True)
+class Moment:
+    """One line of an incident's timeline. `detail` is untrusted text (a note, a reason)."""
+
+    at: datetime
+    what: str
+    user: str | None = None        # a Slack user ID
+    detail: str | None = None
+    until: datetime | None = None  # for a snooze: when it was set to end
+
+
+def timeline(db: Database, incident: Incident, now: datetime) -> list[Moment]:
+    """What happened to an incident, oldest first: events, ack, snoozes, resolution.
+
+    Who did what from chat, including undone acks, is in the audit trail (`audit`).
+    """
+    moments = [Moment(incident.first_seen, "first event"),
+               Moment(incident.opened_at, "opened")]
+    if incident.event_count > 1:
+        moments.append(Moment(incident.last_seen, "last event"))
+    if incident.acked_by and incident.acked_at:
+        moments.append(Moment(incident.acked_at, "acknowledged", incident.acked_by,
+                              incident.ack_note))
+    for snooze in snoozes_of(db, incident, now):
+        target = "incident" if snooze.kind == "incident" else "account"
+        moments.append(Moment(snooze.created_at, f"{target} snoozed", snooze.created_by,
+                              snooze.reason, snooze.until))
+        if snooze.ended_at:
+            what = "snooze ended" if snooze.ended_by else "snooze expired"
+            moments.append(Moment(snooze.ended_at, what, snooze.ended_by))
+        elif snooze.until <= now:
+            moments.append(Moment(snooze.until, "snooze expired"))
+    if incident.resolved_at:
+        moments.append(Moment(incident.resolved_at, "resolved"))
+    # Python's sort is stable: moments at the same instant keep the order above.
+    return sorted(moments, key=lambda m: m.at)
+
+
+def snoozes_of(db: Database, incident: Incident, now: datetime,
+               limit: int = 30) -> list[Snooze]:
+    """Every snooze that silenced this incident at some point: its own, and its account's
+    while the incident lasted (ended ones included, so `show` can tell the story); the newest
+    `limit`, oldest first."""
+    start = min(incident.first_seen, incident.opened_at)
+    end = incident.resolved_at or now
+    rows = db.query(
+        "SELECT * FROM snoozes WHERE ((kind = 'incident' AND target = :id) OR "
+        "(kind = 'account' AND target = :key)) AND created_at <= :end "
+        "AND coalesce(ended_at, until) >= :start ORDER BY created_at DESC, id DESC LIMIT :limit",
+        {"id": str(incident.id), "key": incident.key, "start": iso(start), "end": iso(end),
+         "limit": limit})
+    return [chat._snooze(r) for r in reversed(list(rows))]
+
+
+@dataclass(frozen=True)
+class IncidentDetail:
+    incident: Incident
+    groups: list[EventGroup]
+    group_count: int
+    timeline: list[Moment]
+    audit: list[dict[str, Any]]        # store.chat.audit_trail rows, oldest first
+    snoozed_until: datetime | None     # when the snooze in force ends, if one is
+
+
+def incident_detail(db: Database, incident: Incident, now: datetime,
+                    group_limit: int = 25, audit_limit: int = 30) -> IncidentDetail:
+    groups, group_count = event_groups(db, incident.id, group_limit)
+    in_force = chat.snoozes_for(db, incident, now) if incident.status == "open" else []
+    return IncidentDetail(incident, groups, group_count, timeline(db, incident, now),
+                          chat.audit_trail(db, incident.id, audit_limit),
+                          max((s.until for s in in_force), default=None))
+
+
+# --- accounts -----------------------------------------------------------------------------------
+
+def incidents_of_account(db: Database, key: str, limit: int = 10) -> list[Incident]:
+    """An account's incidents, newest first."""
+    return [incident_from_row(r) for r in db.query(
+        "SELECT * FROM incidents WHERE key = ? ORDER BY last_seen DESC, id DESC LIMIT ?",
+        [key, limit])]
+
+
+@dataclass(frozen=True)
+class ConnectorSeen:
+    server: str
+    connector: str
+    count: int
+    last: datetime
+
+
+def connectors_of_account(db: Database, key: str, limit: int = 50) -> list[ConnectorSeen]:
+    """The connectors an account's 1018 events named, per server, most recent first."""
+    rows = db.execute(
+        "SELECT server, connector, count(*), max(time) AS last FROM events "
+        "WHERE account_key = ? AND connector IS NOT NULL GROUP BY server, connector "
+        "ORDER BY last DESC LIMIT ?", [key, limit]).fetchall()
+    return [ConnectorSeen(s, c, n, from_iso(last)) for s, c, n, last in rows]
+
+
+# --- servers ------------------------------------------------------------------------------------
+
+def connectors_on_server(db: Database, server: str, limit: int = 10) -> list[str]:
+    """Distinct connectors named by a server's 1018 events (any account), at most `limit`.
+
+    A loose index scan: each step jumps to the next connector name in the partial index on
+    events(server, connector), so the cost is one seek per distinct name however many events
+    named it.
+    """
+    rows = db.execute(
+        "WITH RECURSIVE seen(connector) AS ("
+        "  SELECT min(connector) FROM events WHERE server = :server AND connector IS NOT NULL"
+        "  UNION ALL"
+        "  SELECT (SELECT min(connector) FROM events WHERE server = :server"
+        "          AND connector IS NOT NULL AND connector > seen.connector)"
+        "  FROM seen WHERE seen.connector IS NOT NULL LIMIT :limit"
+        ") SELECT connector FROM seen WHERE connector IS NOT NULL",
+        {"server": server, "limit": limit}).fetchall()
+    return [r[0] for r in rows]
+
+
+def latest_host(db: Database, server: str) -> str | None:
+    """The Exchange host (<Computer>) named by a server's newest event, if it has any."""
+    row = db.execute("SELECT computer FROM events WHERE server = ? ORDER BY time DESC LIMIT 1",
+                     [server]).fetchone()
+    return row[0] if row and row[0] else None
+
+
+# --- open incidents, counts ---------------------------------------------------------------------
+
+def open_incidents_page(db: Database, limit: int) -> tuple[list[Incident], int]:
+    """(the `limit` most recently active open incidents, how many are open)."""
+    rows = db.query("SELECT * FROM incidents WHERE status = 'open' "
+                    "ORDER BY last_seen DESC, id DESC LIMIT ?", [limit])
+    total = db.execute("SELECT count(*) FROM incidents WHERE status = 'open'").fetchone()[0]
+    return [incident_from_row(r) for r in rows], total
+
+
+
+def open_count(db: Database) -> int:
+    return db.execute("SELECT count(*) FROM incidents WHERE status = 'open'").fetchone()[0]
