@@ -38,6 +38,16 @@ Fidelity notes (behaviour copied from Slack, checked against its method docs):
   In a form body ``blocks``/``attachments``/``metadata`` are JSON strings.
 * ``chat.update`` keeps the previous ``blocks`` when the field is absent and
   clears them when it is ``[]``; the same goes for ``text``.
+* ``views.publish`` (App Home) stores the latest view per user
+  (:meth:`SlackStandIn.home_view`); blocks are validated with the Home tab's
+  100-block limit and refused as ``invalid_arguments`` with Slack-style
+  ``response_metadata.messages``; a stale ``hash`` answers ``hash_conflict``.
+* ``usergroups.users.list`` answers the members set with
+  :meth:`SlackStandIn.set_usergroup`; an unknown group ``no_such_subteam``.
+* Scopes: by default the bot token holds every scope.  Pass ``scopes=`` to
+  grant only some; a method needing another answers ``missing_scope`` with
+  ``needed`` and ``provided``, as Slack does.  :data:`SCOPES_NEEDED` is the
+  table (from each method's docs page), also used to check ``manifest.yml``.
 
 Deliberate strictness (to catch product bugs early):
 
@@ -76,6 +86,7 @@ import base64
 import copy
 import json
 import logging
+import re
 import threading
 import time
 import uuid
@@ -87,13 +98,14 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-from .slack_blocks import validate_blocks
+from .slack_blocks import MAX_HOME_BLOCKS, validate_blocks
 from .slack_socket import SocketModeHub
 
 __all__ = [
     "Call",
     "SlackStandIn",
     "RESPONSE_URL_MAX_POSTS",
+    "SCOPES_NEEDED",
     "TS_EPOCH",
 ]
 
@@ -117,6 +129,23 @@ _VERIFICATION_TOKEN = "sTaNdInVeRiFiCaTiOnToKeN"
 _APP_TOKEN_METHODS = frozenset({"apps.connections.open"})
 #: Path prefix of the response_url endpoint on the HTTP server.
 _RESPONSE_PATH = "/response/"
+#: The bot-token scope each Web API method needs (None: no scope), from Slack's method pages.
+#: Channels in the stand-in are public, hence channels:* rather than groups:*/im:*.
+SCOPES_NEEDED: dict[str, str | None] = {
+    "api.test": None,
+    "auth.test": None,
+    "chat.postMessage": "chat:write",
+    "chat.update": "chat:write",
+    "chat.postEphemeral": "chat:write",
+    "conversations.info": "channels:read",
+    "conversations.history": "channels:history",
+    "conversations.replies": "channels:history",
+    "usergroups.users.list": "usergroups:read",
+    "views.publish": None,
+}
+#: Slack refuses views larger than this (``view_too_large``).
+_MAX_VIEW_BYTES = 250_000
+_USER_ID = re.compile(r"[UW][A-Z0-9]{2,20}")
 
 
 # ---------------------------------------------------------------------------
@@ -400,11 +429,17 @@ class SlackStandIn:
         app_id: str = "A0SUBMITAPP",
         ts_start: int = TS_EPOCH,
         app_token: str | None = "xapp-test",
+        scopes: Iterable[str] | None = None,
     ) -> None:
         self.bot_token = bot_token
         self.app_token = app_token
+        #: The bot token's scopes; ``None`` grants every scope (see :data:`SCOPES_NEEDED`).
+        self.scopes: frozenset[str] | None = None if scopes is None else frozenset(scopes)
         #: Seconds each request waits before being processed (benchmarks).
         self.delay = float(delay)
+        #: Seconds each Web API answer waits after the request took effect: widens the window
+        #: in which a client may die after Slack acted but before it heard so (crash tests).
+        self.answer_delay = 0.0
         self.team_id = team_id
         self.team = team
         self.bot_user_id = bot_user_id
@@ -427,6 +462,9 @@ class SlackStandIn:
         self._response_urls: dict[str, _ResponseUrl] = {}
         self._responses: list[dict] = []
         self._payload_count = 0
+        self._home_views: dict[str, dict] = {}  # user ID -> the view as views.publish answered
+        self._view_count = 0
+        self._usergroups: dict[str, list[str]] = {}
 
         names = channels if isinstance(channels, Mapping) else {cid: cid.lower() for cid in channels}
         skip = set(not_joined)
@@ -447,6 +485,8 @@ class SlackStandIn:
             "conversations.info": self._conversations_info,
             "conversations.history": self._conversations_history,
             "conversations.replies": self._conversations_replies,
+            "usergroups.users.list": self._usergroups_users_list,
+            "views.publish": self._views_publish,
             # Socket Mode: authenticated with the app-level token, see
             # _authenticate and _APP_TOKEN_METHODS.
             "apps.connections.open": self._apps_connections_open,
@@ -522,6 +562,13 @@ class SlackStandIn:
         """Mark the bot as a member or not; non-members get ``not_in_channel``."""
         with self._lock:
             self._channel_or_keyerror(channel).joined = joined
+
+    def set_usergroup(self, group_id: str, members: Iterable[str]) -> None:
+        """Create or replace a user group (``S0...``) and its members, for ``usergroups.users.list``."""
+        if not group_id.startswith("S"):
+            raise ValueError(f"user group IDs start with S, not {group_id!r}")
+        with self._lock:
+            self._usergroups[group_id] = list(members)
 
     def revoke_token(self) -> None:
         """Make every later call with the bot token answer ``token_revoked``."""
@@ -623,6 +670,12 @@ class SlackStandIn:
         with self._lock:
             return self._channel_or_keyerror(channel).by_ts[ts].state()
 
+    def home_view(self, user_id: str) -> dict | None:
+        """The Home tab last published for ``user_id`` (as views.publish answered it), or None."""
+        with self._lock:
+            view = self._home_views.get(user_id)
+            return copy.deepcopy(view) if view is not None else None
+
     def ephemerals(self, channel: str | None = None) -> list[dict]:
         """``chat.postEphemeral`` deliveries, optionally for one channel."""
         with self._lock:
@@ -632,13 +685,15 @@ class SlackStandIn:
     def reset(self) -> None:
         """Clear calls, messages, ephemerals, faults, outage and revocation.
 
-        Also forgets sent envelopes, socket messages and response_url posts
-        (issued response URLs start counting uses again).  Open Socket Mode
-        connections stay open.
+        Also forgets sent envelopes, socket messages, response_url posts
+        (issued response URLs start counting uses again) and published Home
+        tabs.  Open Socket Mode connections, channels, user groups and scopes
+        stay as they are.
         """
         with self._lock:
             self._calls.clear()
             self._ephemerals.clear()
+            self._home_views.clear()
             self._socket_mode.forget_traffic()
             self._responses.clear()
             for response_url in self._response_urls.values():
@@ -752,14 +807,8 @@ class SlackStandIn:
         with self._lock:
             if channel_id is None:
                 channel_id = next(iter(self._channels), "C0ALERTS")
-            channel = self._channels.get(channel_id)
-            if channel is not None:
-                channel_name = channel.name
-            else:
-                channel_name = "directmessage" if channel_id.startswith("D") else channel_id.lower()
+        channel_name = self._channel_name(channel_id)
         response_url = self.new_response_url()
-        with self._lock:
-            serial = self._payload_count
         return {
             "token": _VERIFICATION_TOKEN,
             "team_id": self.team_id,
@@ -773,8 +822,148 @@ class SlackStandIn:
             "api_app_id": self.app_id,
             "is_enterprise_install": "false",
             "response_url": response_url,
-            "trigger_id": f"{TS_EPOCH + serial}.{serial:06d}.{uuid.uuid4().hex}",
+            "trigger_id": self._trigger_id(),
         }
+
+    def block_actions_payload(
+        self,
+        user_id: str,
+        channel: str,
+        message_ts: str,
+        action_id: str,
+        value: str | None = None,
+        selected_option_value: str | None = None,
+        block_id: str | None = None,
+        *,
+        user_name: str | None = None,
+    ) -> dict:
+        """The payload of a click on a message's button or select, as Slack sends it.
+
+        Over Socket Mode it is an ``interactive`` envelope's payload; over HTTP
+        the form field ``payload`` holds it as JSON.  A button sends ``value``,
+        a static select ``selected_option_value``.  When the message exists in
+        the stand-in it is included (as Slack includes it) and the element is
+        looked up in its blocks for its type, block_id and texts; a click that
+        the message could not produce (unknown option, wrong element type)
+        raises ``ValueError``, since it would be a bug in the test.
+        ``response_url`` is a new :meth:`new_response_url`.
+        """
+        if value is not None and selected_option_value is not None:
+            raise ValueError("a click sends either a button's value or a select's option, not both")
+        with self._lock:
+            channel_obj = self._find_channel(channel)
+            channel_id = channel_obj.id if channel_obj else channel
+            message = channel_obj.by_ts.get(message_ts) if channel_obj else None
+            message_api = self._api_message(message, False) if message else None
+            found = _find_element(message.blocks or [], action_id) if message else None
+        is_select = selected_option_value is not None
+        action: dict[str, Any] = {"action_id": action_id, "block_id": block_id or "actions"}
+        element_text = action_id
+        if found is not None:
+            found_block_id, element = found
+            action["block_id"] = block_id or found_block_id
+            if (element.get("type") == "static_select") != is_select:
+                raise ValueError(f"{action_id!r} is a {element.get('type')} in the message; "
+                                 "pass value= for a button, selected_option_value= for a select")
+            if is_select:
+                option = next((o for o in element.get("options", []) if o.get("value") == selected_option_value), None)
+                if option is None:
+                    raise ValueError(f"{action_id!r} has no option with value {selected_option_value!r}")
+                element_text = option["text"]["text"]
+            else:
+                element_text = (element.get("text") or {}).get("text", action_id)
+                if value is None:
+                    value = element.get("value")  # the button sends what the message holds
+        if is_select:
+            action["type"] = "static_select"
+            action["selected_option"] = {
+                "text": {"type": "plain_text", "text": element_text, "emoji": True},
+                "value": selected_option_value,
+            }
+        else:
+            action["type"] = "button"
+            action["text"] = {"type": "plain_text", "text": element_text, "emoji": True}
+            if value is not None:
+                action["value"] = value
+        action["action_ts"] = f"{time.time():.6f}"
+        container: dict[str, Any] = {
+            "type": "message",
+            "message_ts": message_ts,
+            "channel_id": channel_id,
+            "is_ephemeral": False,
+        }
+        if message is not None and message.parent is not None:
+            container["thread_ts"] = message.parent.ts
+        payload: dict[str, Any] = {
+            "type": "block_actions",
+            "user": {"id": user_id, "username": user_name or user_id.lower(),
+                     "name": user_name or user_id.lower(), "team_id": self.team_id},
+            "api_app_id": self.app_id,
+            "token": _VERIFICATION_TOKEN,
+            "container": container,
+            "trigger_id": self._trigger_id(),
+            "team": {"id": self.team_id, "domain": "submitwatch-test"},
+            "enterprise": None,
+            "is_enterprise_install": False,
+            "channel": {"id": channel_id, "name": self._channel_name(channel_id)},
+            "state": {"values": {}},
+            "response_url": self.new_response_url(),
+            "actions": [action],
+        }
+        if message_api is not None:
+            payload["message"] = message_api
+        return payload
+
+    def app_home_opened_event(self, user_id: str) -> dict:
+        """The payload of an ``events_api`` envelope (or the HTTP body) when a user opens the Home tab.
+
+        ``view`` is there when a Home tab was published for this user before,
+        as Slack sends it.  ``channel`` is the user's DM with the app.
+        """
+        with self._lock:
+            self._payload_count += 1
+            serial = self._payload_count
+            view = copy.deepcopy(self._home_views.get(user_id))
+        event: dict[str, Any] = {
+            "type": "app_home_opened",
+            "user": user_id,
+            "channel": "D" + user_id[1:],
+            "tab": "home",
+            "event_ts": f"{time.time():.6f}",
+        }
+        if view is not None:
+            event["view"] = view
+        return {
+            "token": _VERIFICATION_TOKEN,
+            "team_id": self.team_id,
+            "api_app_id": self.app_id,
+            "event": event,
+            "type": "event_callback",
+            "event_id": f"Ev0HOME{serial:06d}",
+            "event_time": int(time.time()),
+            "authorizations": [
+                {
+                    "enterprise_id": None,
+                    "team_id": self.team_id,
+                    "user_id": self.bot_user_id,
+                    "is_bot": True,
+                    "is_enterprise_install": False,
+                }
+            ],
+            "is_ext_shared_channel": False,
+        }
+
+    def _trigger_id(self) -> str:
+        with self._lock:
+            serial = self._payload_count
+        return f"{TS_EPOCH + serial}.{serial:06d}.{uuid.uuid4().hex}"
+
+    def _channel_name(self, channel_id: str) -> str:
+        with self._lock:
+            channel = self._channels.get(channel_id)
+        if channel is not None:
+            return channel.name
+        return "directmessage" if channel_id.startswith("D") else channel_id.lower()
 
     def responses(self, url: str | None = None) -> list[dict]:
         """Posts to response URLs, in arrival order, optionally for one URL.
@@ -828,6 +1017,8 @@ class SlackStandIn:
                     reply = _Reply.of_text(500, "Internal Server Error (SlackStandIn bug, see log)")
             self._calls.append(Call(method, params, headers, arrived, reply.status, reply.error))
             self._changed.notify_all()
+        if self.answer_delay > 0:
+            time.sleep(self.answer_delay)
         return reply
 
     def _answer(self, method: str, params: dict, headers: dict[str, str]) -> _Reply:
@@ -842,6 +1033,7 @@ class SlackStandIn:
             return _Reply.of_json({"ok": False, "error": "unknown_method", "req_method": method})
         try:
             self._authenticate(method, params, headers)
+            self._check_scope(method)
             payload = handler(params)
         except _SlackError as exc:
             return _Reply.of_json({"ok": False, "error": exc.error, **exc.extra})
@@ -887,6 +1079,11 @@ class SlackStandIn:
             raise _SlackError("invalid_auth")
         if self._revoked:
             raise _SlackError("token_revoked")
+
+    def _check_scope(self, method: str) -> None:
+        needed = SCOPES_NEEDED.get(method)
+        if needed is not None and self.scopes is not None and needed not in self.scopes:
+            raise _SlackError("missing_scope", needed=needed, provided=",".join(sorted(self.scopes)))
 
     def _process_response(self, response_id: str, body: bytes, headers: dict[str, str]) -> _Reply:
         """A post to a response_url: answer it and record it for :meth:`responses`.
@@ -1092,6 +1289,62 @@ class SlackStandIn:
         include = _flag(params.get("include_all_metadata"))
         return _paginate([self._api_message(m, include) for m in thread], params, default_limit=1000)
 
+    def _usergroups_users_list(self, params: dict) -> dict:
+        members = self._usergroups.get(str(params.get("usergroup") or ""))
+        if members is None:
+            raise _SlackError("no_such_subteam")
+        return {"users": list(members)}
+
+    def _views_publish(self, params: dict) -> dict:
+        """The Home tab of one user: validated, stored, answered as Slack answers it."""
+        user_id = params.get("user_id")
+        if not isinstance(user_id, str) or not _USER_ID.fullmatch(user_id):
+            raise _SlackError("invalid_arguments", response_metadata={"messages": ["invalid `user_id`"]})
+        if "view" not in params:
+            raise _SlackError("invalid_arguments", response_metadata={"messages": ["missing required field: view"]})
+        view = _json_field(params, "view", dict, "invalid_arguments")
+        if len(json.dumps(view).encode()) > _MAX_VIEW_BYTES:
+            raise _SlackError("view_too_large")
+        problems = []
+        if view.get("type") != "home":
+            problems.append("[ERROR] must be 'home' for views.publish [json-pointer:/view/type]")
+        if "blocks" not in view:
+            problems.append("[ERROR] missing required field: blocks [json-pointer:/view]")
+        else:
+            problems += validate_blocks(view["blocks"], max_blocks=MAX_HOME_BLOCKS, pointer="/view/blocks")
+        for name, limit in (("private_metadata", 3000), ("callback_id", 255), ("external_id", 255)):
+            if len(str(view.get(name, ""))) > limit:
+                problems.append(f"[ERROR] must be less than {limit + 1} characters [json-pointer:/view/{name}]")
+        if problems:
+            raise _SlackError("invalid_arguments", response_metadata={"messages": problems})
+        current = self._home_views.get(user_id)
+        if params.get("hash") and (current is None or params["hash"] != current["hash"]):
+            raise _SlackError("hash_conflict")
+        self._view_count += 1
+        view_id = current["id"] if current else f"V0HOME{self._view_count:04d}"
+        published = {
+            "id": view_id,
+            "team_id": self.team_id,
+            "type": "home",
+            "blocks": copy.deepcopy(view["blocks"]),
+            "private_metadata": view.get("private_metadata", ""),
+            "callback_id": view.get("callback_id", ""),
+            "state": {"values": {}},
+            "hash": f"{int(time.time())}.{self._view_count:08d}",
+            "clear_on_close": False,
+            "notify_on_close": False,
+            "close": None,
+            "submit": None,
+            "previous_view_id": None,
+            "root_view_id": view_id,
+            "app_id": self.app_id,
+            "external_id": view.get("external_id", ""),
+            "app_installed_team_id": self.team_id,
+            "bot_id": self.bot_id,
+        }
+        self._home_views[user_id] = published
+        return {"view": copy.deepcopy(published)}
+
 
 # ---------------------------------------------------------------------------
 # Request decoding and validation
@@ -1178,6 +1431,18 @@ def _message_content(params: dict, *, require: bool) -> dict:
     if require and not (content.get("text", "").strip() or content.get("blocks") or content.get("attachments")):
         raise _SlackError("no_text")
     return content
+
+
+def _find_element(blocks: list, action_id: str) -> tuple[str, dict] | None:
+    """(block_id, element) of the interactive element with ``action_id`` in a message's blocks."""
+    for block in blocks:
+        candidates = list(block.get("elements") or []) if block.get("type") == "actions" else []
+        if isinstance(block.get("accessory"), dict):
+            candidates.append(block["accessory"])
+        for element in candidates:
+            if isinstance(element, dict) and element.get("action_id") == action_id:
+                return str(block.get("block_id") or "actions"), element
+    return None
 
 
 def _in_window(ts: str, params: dict) -> bool:
