@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench clean
+.PHONY: demo test bench soak clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,6 +17,15 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
+
+# The benchmark suite (docs/benchmarks.md): about 6 minutes on 2 cores; prints a markdown table.
+bench: $(STAMP)
+	$(BIN)/pip install --quiet -e '.[bench]'
+	$(BIN)/python -m bench
+
+# The crash test with many more SIGKILLs than `make test` runs (docs/reliability.md).
+soak: $(STAMP)
+	SUBMITWATCH_KILL_ROUNDS=40 $(BIN)/python -m pytest -q tests/test_kill.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache
