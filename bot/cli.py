@@ -34,6 +34,12 @@ def build_parser() -> argparse.ArgumentParser:
                                                    "and Slack",
                    description="Validate the configuration, then connect to each server and to "
                                "Slack and say in words what is wrong. Exit 0 when all is well.")
+    backup = sub.add_parser("backup", parents=[common], help="a consistent copy of the database, "
+                                                            "safe while `run` is running",
+                            description="Copy the SQLite database (store.path) to PATH with "
+                                        "SQLite's online backup API: consistent even while "
+                                        "`submitwatch run` writes to it. PATH must not exist.")
+    backup.add_argument("path", metavar="PATH", help="the new file to write")
     demo = sub.add_parser("demo", parents=[verbose], help="the full pipeline against the built-in "
                                                          "Exchange simulator and Slack stand-in",
                           description="Start the built-in Exchange simulator (WS-Management, NTLM "
@@ -64,6 +70,12 @@ def main(argv: list[str] | None = None) -> int:
             return run_check(config)
         if args.command == "poll-once":
             return _poll_once(config)
+        if args.command == "backup":
+            from store.db import backup
+            counts = backup(config.store.path, args.path)
+            print(f"backed up {config.store.path} to {args.path}: " +
+                  ", ".join(f"{n} {table}" for table, n in counts.items()))
+            return 0
         from .app import run
         _require_secrets(config, config.slack.mode)
         run(config)

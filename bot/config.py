@@ -33,7 +33,7 @@ _SECRET_WORDS = ("token", "password", "secret")
 #: Every key the file may hold, per table (the README's reference is checked against this).
 KEYS = {
     "slack": {"channel", "api_url", "mode", "http_host", "http_port"},
-    "store": {"path"},
+    "store": {"path", "retention"},
     "polling": {"interval", "jitter", "lookback", "batch_size", "operation_timeout",
                 "read_timeout", "delivery_interval", "alert_after_failures"},
     "incidents": {"quiet_period", "update_interval"},
@@ -93,6 +93,7 @@ class SlackConfig:
 @dataclass(frozen=True)
 class StoreConfig:
     path: str = "submitwatch.db"
+    retention: float = 180 * 86400.0
 
 
 @dataclass(frozen=True)
@@ -204,7 +205,9 @@ def parse_config(raw: Mapping[str, Any], environ: Mapping[str, str], source: str
 
     store = _table(raw, "store")
     _only(store, "store", KEYS["store"])
-    store_cfg = StoreConfig(path=_str(store, "store.path", StoreConfig.path))
+    store_cfg = StoreConfig(path=_str(store, "store.path", StoreConfig.path),
+                            retention=_duration(store, "store.retention", StoreConfig.retention,
+                                                low=86400))
 
     polling = _table(raw, "polling")
     _only(polling, "polling", KEYS["polling"])

@@ -14,6 +14,7 @@ from datetime import datetime, timedelta, timezone
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 
+from store import db as store_db
 from store.db import open_db
 
 from .chatops import end_expired_snoozes
@@ -26,6 +27,7 @@ from .source import WinRMSource
 log = logging.getLogger("submitwatch")
 MAX_POLL_WORKERS = 32
 HOUSEKEEPING_EVERY_SECONDS = 30
+PRUNE_EVERY_HOURS = 6
 
 
 class ThreadDatabases:
@@ -71,7 +73,18 @@ def build_scheduler(config: Config, sender: SlackSender) -> BackgroundScheduler:
     scheduler.add_job(_guarded(lambda: housekeeping(dbs.get(), config), "housekeeping"),
                       "interval", seconds=HOUSEKEEPING_EVERY_SECONDS, id="housekeeping",
                       name="resolve quiet incidents, end snoozes", executor="slack")
+    scheduler.add_job(_guarded(lambda: prune_old(dbs.get(), config), "retention"),
+                      "interval", hours=PRUNE_EVERY_HOURS, next_run_time=start + timedelta(
+                          minutes=1), id="retention", name="delete what is past store.retention",
+                      executor="slack")
     return scheduler
+
+
+def prune_old(db, config: Config) -> None:
+    deleted = store_db.prune(db, datetime.now(timezone.utc) - timedelta(
+        seconds=config.store.retention))
+    if any(deleted.values()):
+        log.info("retention: deleted %s", ", ".join(f"{n} {t}" for t, n in deleted.items() if n))
 
 
 def housekeeping(db, config: Config) -> None:

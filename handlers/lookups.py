@@ -1,38 +1,246 @@
-"""Read-only subcommands: history, show, fix, status, servers, snoozes. (Being written.)"""
+"""Read-only subcommands: history, show, fix, status, servers, snoozes.
+
+Each is `(Request, args) -> Reply`: parse the words, ask store.queries, render with bot.views.
+A person's mistake raises CommandError with safe mrkdwn; nothing here writes.
+"""
 from __future__ import annotations
 
+from datetime import timedelta
+
+from bot import views
+from bot.config import Config, ServerConfig
+from bot.model import Incident, incident_key
+from bot.remediation import (UnsafeValueError, check_value, connector_identity, fix_for,
+                             likely_submission_connector, short_server_name)
+from bot.render import escape, show
+from store import chat, queries
 from store import db as store
 
-from bot.render import escape, show
+from .common import (CommandError, Reply, Request, duration, incident_id, looks_like_incident,
+                     positive_int, take_options)
 
-from .common import CommandError, Reply, Request
+DEFAULT_SINCE = 7 * 86400
+#: The sparkline has one bar per day: a year of bars still reads in one line.
+MAX_SINCE = 366 * 86400
+DEFAULT_LIMIT = 20
+#: More than this is a report, not a chat answer; --since or an account narrows it.
+MAX_LIMIT = 100
+#: Longest account or server name we look up (real ones are far shorter).
+MAX_NAME = 256
+#: Servers and candidates `fix` lists, so the answer fits one message.
+FIX_SERVERS = 20
+FIX_CANDIDATES = 5
+HOME_INCIDENTS = 40
+
+
+# --- history ------------------------------------------------------------------------------------
+
+def history(req: Request, args: list[str]) -> Reply:
+    rest, options = take_options(args, {"--since": duration, "--limit": positive_int})
+    since = options.get("--since", DEFAULT_SINCE)
+    limit = options.get("--limit", DEFAULT_LIMIT)
+    if since > MAX_SINCE:
+        raise CommandError("`--since` goes back at most 366 days (one sparkline bar per day)")
+    if limit > MAX_LIMIT:
+        raise CommandError(f"`--limit` is at most {MAX_LIMIT}; narrow the question with "
+                           "`--since`, an account or a server")
+    if len(rest) > 1:
+        raise CommandError("give one account or server; put an account with spaces in "
+                           "\"double quotes\"")
+    subject = _subject(req, rest[0]) if rest else views.Subject()
+    key = incident_key(subject.name) if subject.kind == "account" else None
+    page = queries.history(req.db, since=req.now - timedelta(seconds=since), until=req.now,
+                           limit=limit, account_key=key,
+                           server=subject.name if subject.kind == "server" else None)
+    older = None
+    if key is not None and not page.incidents:
+        older = next(iter(queries.incidents_of_account(req.db, key, 1)), None)
+    text, blocks = views.history_view(page, subject=subject, since_seconds=since, limit=limit,
+                                      max_limit=MAX_LIMIT, older=older)
+    return Reply(text, blocks)
+
+
+def _subject(req: Request, word: str) -> views.Subject:
+    """A configured (or once polled) server's name, any case; anything else is an account."""
+    name = _name(word, "account or server")
+    servers = [s.name for s in req.config.servers] + queries.known_servers(req.db)
+    for server in servers:
+        if server.casefold() == name.casefold():
+            return views.Subject("server", server)
+    return views.Subject("account", name)
+
+
+def _name(word: str, what: str) -> str:
+    if not word.strip():
+        raise CommandError(f"the {what} is empty")
+    if len(word) > MAX_NAME:
+        raise CommandError(f"that {what} is {len(word):,} characters long; names are at most "
+                           f"{MAX_NAME}")
+    return word
+
+
+# --- show ---------------------------------------------------------------------------------------
+
+def show_incident(req: Request, args: list[str]) -> Reply:
+    if len(args) != 1:
+        raise CommandError("give one incident number, like `#42`")
+    incident = _incident(req, args[0])
+    text, blocks = views.show_view(queries.incident_detail(req.db, incident, req.now), req.now)
+    return Reply(text, blocks)
+
+
+def _incident(req: Request, word: str) -> Incident:
+    number = incident_id(word)
+    incident = store.get_incident(req.db, number)
+    if incident is None:
+        raise CommandError(f"there is no incident #{number}; `/submitwatch history` lists them")
+    return incident
+
+
+# --- fix ----------------------------------------------------------------------------------------
+
+def fix(req: Request, args: list[str]) -> Reply:
+    if not args:
+        raise CommandError("name the account, like `CONTOSO\\svc-scanner`")
+    account = _name(args[0], "account")
+    if account.startswith("#") and looks_like_incident(account):
+        account = _incident(req, account).account  # `fix #42`: that incident's account
+    _refuse_unsafe(account, "account")
+    if len(args) > 1:
+        # Connector names hold spaces ("EX01\Client Frontend EX01"): the rest of the words are
+        # the connector, quoted or not.
+        return _fix_on_connector(account, _name(" ".join(args[1:]), "connector"))
+    return _fix_candidates(req, account)
+
+
+def _refuse_unsafe(value: str, what: str) -> None:
+    try:
+        check_value(value, what)
+    except UnsafeValueError as exc:
+        raise CommandError(f"No command can be built: {escape(str(exc))}") from None
+
+
+def _fix_on_connector(account: str, connector: str) -> Reply:
+    server, _, name = connector.partition("\\")
+    if not server.strip() or not name.strip():
+        raise CommandError(f"write the connector as `SERVER\\Name`, like `EX01\\Client Frontend "
+                           f"EX01` (got `{show(connector, 80)}`)")
+    try:
+        found = fix_for(account, server, connector=connector)
+    except UnsafeValueError as exc:
+        raise CommandError(f"No command can be built: {escape(str(exc))}") from None
+    text, blocks = views.fix_view(found)
+    return Reply(text, blocks)
+
+
+def _fix_candidates(req: Request, account: str) -> Reply:
+    seen_by_server: dict[str, list[queries.ConnectorSeen]] = {}
+    for seen in queries.connectors_of_account(req.db, incident_key(account)):
+        seen_by_server.setdefault(seen.server, []).append(seen)
+    configured = {s.name: s for s in req.config.servers}
+    # Configured servers first, then any other server this account's events came from.
+    names = list(configured) + [n for n in seen_by_server if n not in configured]
+    entries = [_server_fix(req, account, name, configured.get(name), seen_by_server.get(name, []))
+               for name in names[:FIX_SERVERS]]
+    newest = next(iter(queries.incidents_of_account(req.db, incident_key(account), 1)), None)
+    text, blocks = views.candidates_view(account, entries,
+                                         hidden_servers=max(0, len(names) - FIX_SERVERS),
+                                         incident=newest)
+    return Reply(text, blocks)
+
+
+def _server_fix(req: Request, account: str, name: str, cfg: ServerConfig | None,
+                seen: list[queries.ConnectorSeen]) -> views.ServerFix:
+    """One server's candidates, strongest first: named by this account's events, configured,
+    named by anyone's events there, the usual default (a guess). The first that can be quoted
+    safely gets the commands."""
+    host = _exchange_host(req, name)
+    candidates: list[views.Candidate] = []
+    refusals: list[str] = []
+
+    def add(connector: str, source: str, hit: queries.ConnectorSeen | None = None) -> None:
+        if all(c.connector.casefold() != connector.casefold() for c in candidates):
+            candidates.append(views.Candidate(connector, source, hit))
+
+    for hit in seen[:3]:
+        add(hit.connector, "account", hit)
+    if cfg and cfg.submission_connector:
+        configured = _safely(lambda: connector_identity(host, cfg.submission_connector), refusals)
+        if configured:
+            add(configured, "configured")
+    for connector in queries.connectors_on_server(req.db, name, limit=10):
+        add(connector, "server")
+    guess = _safely(lambda: likely_submission_connector(host, cfg.version if cfg else None),
+                    refusals)
+    if guess:
+        add(guess, "guess")
+    best = None
+    for candidate in list(candidates):
+        # A hostile name in an event gets no command: say why, and try the next candidate.
+        best = _safely(lambda: fix_for(account, host, connector=candidate.connector), refusals)
+        if best:
+            break
+        candidates.remove(candidate)
+    return views.ServerFix(name, host, candidates[:FIX_CANDIDATES], best,
+                           hidden=max(0, len(candidates) - FIX_CANDIDATES),
+                           refusals=list(dict.fromkeys(refusals)))  # each reason once
+
+
+def _safely(make, refusals: list[str]):
+    """make(), or None with the reason (safe mrkdwn) added to refusals."""
+    try:
+        return make()
+    except UnsafeValueError as exc:
+        refusals.append(escape(str(exc)))
+        return None
+
+
+def _exchange_host(req: Request, name: str) -> str:
+    """The short Exchange name for commands: from the server's newest event, else its name."""
+    computer = queries.latest_host(req.db, name)
+    try:
+        return short_server_name(computer) if computer else name
+    except UnsafeValueError:
+        return name
+
+
+# --- status, servers, snoozes -------------------------------------------------------------------
+
+def server_rows(db, config: Config) -> list[views.ServerRow]:
+    """Configured servers (polled or not), then servers polled before but configured no more."""
+    states = {s.server: s for s in store.all_server_states(db)}
+    rows = [views.ServerRow(s.name, s, states.pop(s.name, None)) for s in config.servers]
+    return rows + [views.ServerRow(name, None, state) for name, state in states.items()]
+
+
+def late_after(config: Config) -> float:
+    """A server is late when three polls in a row (plus jitter) have not succeeded."""
+    return 3 * config.polling.interval + config.polling.jitter
 
 
 def status(req: Request, args: list[str]) -> Reply:
-    now = req.now
-    lines = ["*Servers*"]
-    states = store.all_server_states(req.db)
-    if not states:
-        lines.append("no server polled yet")
-    for s in states:
-        if s.last_success_at:
-            lag = int((now - s.last_success_at).total_seconds())
-            health = f"last good poll {lag}s ago, cursor {s.cursor}"
-        else:
-            health = "never polled successfully"
-        if s.consecutive_failures:
-            health += (f", *{s.consecutive_failures} failure(s) in a row*: "
-                       f"{escape(s.last_error or '')}")
-        lines.append(f"• *{show(s.server, 64)}*: {health}")
-    open_count = req.db.execute("SELECT count(*) FROM incidents WHERE status = 'open'"
-                                ).fetchone()[0]
-    lines.append(f"*Open incidents:* {open_count}   *Alerts waiting to be sent:* "
-                 f"{store.outbox_depth(req.db)}")
-    return Reply("\n".join(lines))
+    _no_arguments("status", args)
+    text, blocks = views.status_view(
+        server_rows(req.db, req.config), open_count=queries.open_count(req.db),
+        outbox=store.outbox_depth(req.db), now=req.now, interval=req.config.polling.interval,
+        late_after=late_after(req.config), delivery=store.delivery_problems(req.db))
+    return Reply(text, blocks)
 
 
-def _todo(req: Request, args: list[str]) -> Reply:
-    raise CommandError("not written yet")
+def servers(req: Request, args: list[str]) -> Reply:
+    _no_arguments("servers", args)
+    text, blocks = views.servers_view(server_rows(req.db, req.config),
+                                      default_channel=req.config.slack.channel, now=req.now,
+                                      late_after=late_after(req.config))
+    return Reply(text, blocks)
 
 
-history = show_incident = fix = servers = snoozes = _todo
+def snoozes(req: Request, args: list[str]) -> Reply:
+    _no_arguments("snoozes", args)
+    text, blocks = views.snoozes_view(chat.active_snoozes(req.db, req.now), req.now)
+    return Reply(text, blocks)
+
+
+def _no_arguments(name: str, args: list[str]) -> None:
+    if args:
+        raise CommandError(f"`{name}` takes no arguments (got `{show(args[0], 40)}`)")

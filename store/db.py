@@ -7,6 +7,7 @@ or a cron `poll-once` beside `run`, queue up instead of failing half-way.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -44,21 +45,122 @@ def open_db(path: str | Path, *, migrate: bool = True) -> Database:
         if migrate:
             migrations.apply(db)
     except sqlite3.DatabaseError as exc:
-        raise StoreError(f"cannot open the database {path}: {exc}") from exc
+        raise StoreError(f"cannot open the database: {explain(exc, path)}") from exc
     return db
+
+
+def backup(path: str | Path, target: str | Path) -> dict[str, int]:
+    """A consistent copy of the live database (SQLite's online backup API), safe while `run`
+    writes to it. Written beside the target and renamed, so a half copy never has its name."""
+    target = Path(target)
+    if target.exists():
+        raise StoreError(f"{target} already exists; give a new file name (backups are never "
+                         "overwritten)")
+    if not Path(path).exists():
+        raise StoreError(f"there is no database at {path} to back up (check store.path)")
+    partial = target.with_name(target.name + ".partial")
+    try:
+        source = sqlite3.connect(f"file:{Path(path).resolve()}?mode=ro", uri=True,
+                                 timeout=BUSY_TIMEOUT_MS / 1000)
+        copy = sqlite3.connect(str(partial))
+        try:
+            source.backup(copy)
+            copy.execute("PRAGMA journal_mode = DELETE")  # a single self-contained file
+            if copy.execute("PRAGMA integrity_check").fetchone()[0] != "ok":
+                raise StoreError(f"the copy in {partial} failed its integrity check")
+            counts = {table: copy.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+                      for table in ("events", "incidents", "audit")}
+        finally:
+            copy.close()
+            source.close()
+        os.replace(partial, target)
+    except sqlite3.Error as exc:
+        partial.unlink(missing_ok=True)
+        raise StoreError(f"backup failed: {explain(exc, path)}") from exc
+    except OSError as exc:
+        partial.unlink(missing_ok=True)
+        raise StoreError(f"cannot write the backup {target}: {exc.strerror}") from exc
+    return counts
+
+
+def prune(db: Database, cutoff: datetime, batch: int = 5000) -> dict[str, int]:
+    """Delete what is older than the retention cutoff, in small transactions.
+
+    Kept: open incidents and all their events (however old), and anything still to be sent.
+    Gone: resolved incidents that ended before the cutoff with their events and messages,
+    events without an incident, sent outbox rows, problems and audit rows older than it.
+    """
+    stamp = iso(cutoff)
+    old_incidents = ("SELECT id FROM incidents WHERE status = 'resolved' AND resolved_at < ?")
+    steps = {
+        "events": ("DELETE FROM events WHERE id IN (SELECT id FROM events WHERE time < ? AND "
+                   f"(incident_id IS NULL OR incident_id IN ({old_incidents})) LIMIT ?)",
+                   [stamp, stamp, batch]),
+        "outbox": ("DELETE FROM outbox WHERE id IN (SELECT id FROM outbox WHERE state IN "
+                   "('sent', 'superseded') AND (created_at < ? OR incident_id IN "
+                   f"({old_incidents})) LIMIT ?)", [stamp, stamp, batch]),
+        "incidents": ("DELETE FROM incidents WHERE id IN (SELECT id FROM incidents i WHERE "
+                      "status = 'resolved' AND resolved_at < ? AND NOT EXISTS (SELECT 1 FROM "
+                      "events e WHERE e.incident_id = i.id) AND NOT EXISTS (SELECT 1 FROM "
+                      "outbox o WHERE o.incident_id = i.id) LIMIT ?)", [stamp, batch]),
+        "problems": ("DELETE FROM problems WHERE id IN (SELECT id FROM problems WHERE at < ? "
+                     "LIMIT ?)", [stamp, batch]),
+        "audit": ("DELETE FROM audit WHERE id IN (SELECT id FROM audit WHERE at < ? LIMIT ?)",
+                  [stamp, batch]),
+        "snoozes": ("DELETE FROM snoozes WHERE id IN (SELECT id FROM snoozes WHERE ended_at < ? "
+                    "LIMIT ?)", [stamp, batch]),
+    }
+    deleted = {}
+    for table, (sql, params) in steps.items():
+        deleted[table] = 0
+        while True:
+            with write_transaction(db):
+                count = db.execute(sql, params).rowcount
+            deleted[table] += count
+            if count < batch:
+                break
+    return deleted
 
 
 @contextmanager
 def write_transaction(db: Database) -> Iterator[Database]:
     """All-or-nothing writes. sqlite-utils calls inside nest as savepoints."""
-    db.execute("BEGIN IMMEDIATE")
+    try:
+        db.execute("BEGIN IMMEDIATE")
+    except sqlite3.OperationalError as exc:
+        raise StoreError(explain(exc, _path_of(db))) from exc
     try:
         yield db
-    except BaseException:
+    except BaseException as exc:
         db.conn.rollback()
+        if isinstance(exc, sqlite3.OperationalError):
+            raise StoreError(explain(exc, _path_of(db))) from exc
         raise
     else:
         db.execute("COMMIT")
+
+
+def explain(exc: sqlite3.Error, path: str | Path) -> str:
+    """An SQLite error in words a person can act on."""
+    text = str(exc)
+    if "locked" in text or "busy" in text:
+        return (f"the database {path} stayed locked by another program for more than "
+                f"{BUSY_TIMEOUT_MS // 1000} s (a second `submitwatch run`, or a tool holding a "
+                "write transaction open?); nothing was lost, the step runs again on schedule")
+    if "readonly" in text or "read-only" in text:
+        return (f"the database {path} (or its folder, which holds the -wal and -shm files) is "
+                "read-only for this user: give the user running SubmitWatch write access")
+    if "disk is full" in text or "database or disk is full" in text:
+        return f"the disk holding {path} is full: free space; nothing was lost"
+    if "malformed" in text or "not a database" in text:
+        return (f"{path} is damaged or not a SubmitWatch database ({text}); restore the last "
+                "`submitwatch backup`")
+    return f"database {path}: {text}"
+
+
+def _path_of(db: Database) -> str:
+    row = db.execute("PRAGMA database_list").fetchone()
+    return row[2] if row else "?"
 
 
 def iso(moment: datetime) -> str:

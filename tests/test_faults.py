@@ -115,3 +115,22 @@ def test_backoff_grows_and_is_capped():
     assert [backoff(n, True).total_seconds() / 60 for n in range(6)] == [
         15, 30, 60, 120, 240, 240]
     assert backoff(10_000, False).total_seconds() == 300   # no overflow after years of retries
+
+
+def test_status_and_the_home_tab_show_what_slack_refused_and_the_fix(
+        logs, db, make_config, slack, clock):
+    from handlers.commands import answer
+    from handlers.common import Request
+    from handlers.home import home_view
+    config = make_config(servers=("EX01",))
+    slack.set_joined(CHANNEL, False)
+    scanner(logs["EX01"], 1)
+    sweep(db, config, clock)
+    status = answer(Request(db=db, config=config, now=clock(), user_id="U0ALICE",
+                            channel_id=CHANNEL), "status").text
+    assert "1 message held back since" in status and "retrying" in status
+    assert "type `/invite @SubmitWatch` there" in status
+    home = home_view(db, config, clock(), "U0ALICE")
+    texts = "\n".join(b["text"]["text"] for b in home["blocks"] if b.get("text")
+                      and b["type"] == "section")
+    assert "*Slack delivery problems*" in texts and "/invite @SubmitWatch" in texts

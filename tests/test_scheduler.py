@@ -13,7 +13,8 @@ def test_one_poll_job_per_server_plus_delivery_and_the_quiet_sweep(make_config):
         jobs = {job.id: job for job in scheduler.get_jobs()}
     finally:
         scheduler.shutdown(wait=False)
-    assert set(jobs) == {"poll:EX01", "poll:EX02", "deliver", "housekeeping"}
+    assert set(jobs) == {"poll:EX01", "poll:EX02", "deliver", "housekeeping",
+                         "retention"}
     for name in ("EX01", "EX02"):
         job = jobs[f"poll:{name}"]
         assert isinstance(job.trigger, IntervalTrigger)
@@ -22,5 +23,6 @@ def test_one_poll_job_per_server_plus_delivery_and_the_quiet_sweep(make_config):
         assert job.executor == "default"
     # Slack delivery never waits behind slow servers.
     assert jobs["deliver"].executor == jobs["housekeeping"].executor == "slack"
+    assert jobs["retention"].executor == "slack"
     assert jobs["deliver"].max_instances == 1 and jobs["deliver"].coalesce is True
     assert jobs["deliver"].trigger.interval.total_seconds() == config.polling.delivery_interval

@@ -26,6 +26,7 @@ import bisect
 import random
 import re
 import threading
+import time as _time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Callable, Iterable, Mapping, Sequence
@@ -36,6 +37,7 @@ __all__ = [
     "NOISE_EVENTS",
     "SimEvent",
     "EventLog",
+    "EventRate",
     "QueryError",
     "EventQuery",
     "compile_query",
@@ -368,6 +370,67 @@ class EventLog:
 
     def __repr__(self) -> str:
         return f"EventLog({self.computer!r}, count={self.count}, next_record={self.next_record})"
+
+
+class EventRate:
+    """Append events to some logs at a steady average rate, from a background thread.
+
+    For benchmarks: a Poisson stream (random gaps with mean ``1 / per_second``, seeded, so runs
+    repeat) of ``count`` events, spread round-robin over ``logs``.  Each event gets its own
+    account by default (``CONTOSO\\rate-00042``), so each one opens its own incident.  The
+    wall-clock time (``time.time()``) of every append is kept in :attr:`appended`, so the time
+    from an event appearing to its Slack message can be measured across processes.
+    Stops by itself after ``count`` events, or at :meth:`stop`.
+    """
+
+    def __init__(
+        self,
+        logs: Sequence[EventLog],
+        per_second: float,
+        count: int,
+        *,
+        seed: int = 1020,
+        account: Callable[[int], str] = lambda n: f"CONTOSO\\rate-{n:05d}",
+        provider: str = "MSExchangeFrontEndTransport",
+        event_id: int = 1020,
+    ) -> None:
+        if per_second <= 0 or count < 0 or not logs:
+            raise ValueError("EventRate needs logs, per_second > 0 and count >= 0")
+        self.logs = list(logs)
+        self.per_second = float(per_second)
+        self.count = int(count)
+        self.account = account
+        self.provider = provider
+        self.event_id = int(event_id)
+        self._rng = random.Random(seed)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="sim-event-rate", daemon=True)
+        #: (computer, account, record id, time.time()) of each event appended so far.
+        self.appended: list[tuple[str, str, int, float]] = []
+
+    def start(self) -> "EventRate":
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait until every event is appended; True when done."""
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    def _run(self) -> None:
+        due = _time.monotonic()
+        for n in range(self.count):
+            due += self._rng.expovariate(self.per_second)
+            if self._stop.wait(max(0.0, due - _time.monotonic())):
+                return
+            log = self.logs[n % len(self.logs)]
+            account = self.account(n)
+            ev = log.append(self.provider, self.event_id, (account,))
+            self.appended.append((log.computer, account, ev.record_id, _time.time()))
 
 
 def query_events(log: EventLog, xpath: str, count: int | None = None, *, reverse: bool = False, now: datetime | None = None) -> list[SimEvent]:

@@ -19,13 +19,16 @@ from urllib.parse import quote
 
 __all__ = [
     "MAX_BLOCKS",
+    "MAX_HOME_BLOCKS",
     "block_kit_builder_url",
     "render_text",
     "validate_blocks",
 ]
 
-#: Block Kit: blocks per message (100 only applies to Home tabs / modals).
+#: Block Kit: blocks per message ...
 MAX_BLOCKS = 50
+#: ... and per Home tab (or modal).
+MAX_HOME_BLOCKS = 100
 
 _KNOWN_BLOCK_TYPES = frozenset(
     {
@@ -75,23 +78,39 @@ def _element_problems(element: Any, pointer: str) -> list[str]:
             problems.append(f"[ERROR] must be less than 2001 characters [json-pointer:{pointer}/value]")
         if len(str(element.get("url", ""))) > 3000:
             problems.append(f"[ERROR] must be less than 3001 characters [json-pointer:{pointer}/url]")
+    elif element["type"] == "static_select":
+        if "placeholder" in element:
+            problems += _text_problems(element["placeholder"], f"{pointer}/placeholder", 150, plain_only=True)
+        options = element.get("options")
+        if not isinstance(options, list) or not 1 <= len(options) <= 100:
+            return problems + [f"[ERROR] must have 1 to 100 items [json-pointer:{pointer}/options]"]
+        for k, option in enumerate(options):
+            at = f"{pointer}/options/{k}"
+            if not isinstance(option, dict):
+                problems.append(f"[ERROR] must be an option object [json-pointer:{at}]")
+                continue
+            problems += _text_problems(option.get("text"), f"{at}/text", 75, plain_only=True)
+            value = option.get("value")
+            if not isinstance(value, str) or not 1 <= len(value) <= 150:
+                problems.append(f"[ERROR] must be 1 to 150 characters [json-pointer:{at}/value]")
     return problems
 
 
-def validate_blocks(blocks: Any) -> list[str]:
+def validate_blocks(blocks: Any, *, max_blocks: int = MAX_BLOCKS, pointer: str = "/blocks") -> list[str]:
     """Slack-style ``invalid_blocks`` messages for a message's blocks ([] = valid).
 
     Covers the limits SubmitWatch can trip over (Slack's Block Kit reference), not the
-    whole Block Kit schema.
+    whole Block Kit schema.  A Home tab takes ``max_blocks=MAX_HOME_BLOCKS`` and Slack
+    points into it as ``pointer="/view/blocks"``.
     """
     if not isinstance(blocks, list):
-        return ["[ERROR] must be an array [json-pointer:/blocks]"]
+        return [f"[ERROR] must be an array [json-pointer:{pointer}]"]
     problems: list[str] = []
-    if len(blocks) > MAX_BLOCKS:
-        problems.append(f"[ERROR] no more than {MAX_BLOCKS} items allowed [json-pointer:/blocks]")
+    if len(blocks) > max_blocks:
+        problems.append(f"[ERROR] no more than {max_blocks} items allowed [json-pointer:{pointer}]")
     seen_ids: set[str] = set()
     for i, block in enumerate(blocks):
-        at = f"/blocks/{i}"
+        at = f"{pointer}/{i}"
         if not isinstance(block, dict) or block.get("type") not in _KNOWN_BLOCK_TYPES:
             problems.append(f"[ERROR] unsupported or missing block type [json-pointer:{at}/type]")
             continue

@@ -1,0 +1,596 @@
+"""Block Kit for the chat lookups and the App Home: history, show, fix, status, servers, snoozes.
+
+Pure: plain data in (`now` passed in), (fallback text, blocks) out. The rules are bot/render.py's:
+every untrusted value (accounts, connectors, notes, reasons, errors) reaches mrkdwn only through
+`show`/`escape`; PowerShell goes only into rich_text_preformatted blocks, which Slack shows
+literally. Slack user and channel IDs become mentions only when they look like IDs.
+
+Every answer stays within Block Kit's limits (50 blocks per message, 100 in a Home tab, 3000
+characters per section): long lists are cut and the answer says so.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import datetime
+from urllib.parse import urlsplit
+
+from store.db import ServerState
+from store.queries import ConnectorSeen, History, IncidentDetail, Moment
+
+from .config import ServerConfig
+from .model import Incident, Snooze
+from .remediation import Fix
+from .render import SECTION_LIMIT, clip, escape, show, slack_date
+
+MESSAGE_BLOCKS = 50
+HOME_BLOCKS = 100
+BARS = "▁▂▃▄▅▆▇█"
+#: How much of an untrusted name a list line shows (escaped, it may grow up to five times).
+LIST_NAME = 80
+
+_USER_ID = re.compile(r"[UW][A-Z0-9]+")
+_CHANNEL_ID = re.compile(r"[CG][A-Z0-9]+")
+_GROUP_ID = re.compile(r"S[A-Z0-9]+")
+
+
+# --- small pieces -------------------------------------------------------------------------------
+
+def mention(user_id: str | None) -> str:
+    """A Slack user ID as a mention; anything else (it should not happen) as inert text."""
+    if not user_id:
+        return "someone"
+    return f"<@{user_id}>" if _USER_ID.fullmatch(user_id) else show(user_id, 40)
+
+
+def channel_ref(channel: str | None) -> str:
+    if not channel:
+        return "(no channel)"
+    return f"<#{channel}>" if _CHANNEL_ID.fullmatch(channel) else f"*{show(channel, 80)}*"
+
+
+def span(seconds: float) -> str:
+    """A length of time in at most two units: '45s', '12m', '3h 5m', '2d 4h'."""
+    seconds = int(abs(seconds))
+    for unit, size, smaller, small_size in (("d", 86400, "h", 3600), ("h", 3600, "m", 60)):
+        if seconds >= size:
+            rest = (seconds % size) // small_size
+            return f"{seconds // size}{unit}" + (f" {rest}{smaller}" if rest else "")
+    return f"{seconds // 60}m" if seconds >= 60 else f"{seconds}s"
+
+
+def window(seconds: float) -> str:
+    """The --since window in words: 7d -> '7 days', 90m -> '90 minutes'."""
+    for size, word in ((86400, "day"), (3600, "hour"), (60, "minute"), (1, "second")):
+        if seconds >= size and seconds % size == 0:
+            n = int(seconds // size)
+            return f"{n} {word}" + ("s" if n != 1 else "")
+    return f"{seconds:g} seconds"
+
+
+def plural(n: int, word: str) -> str:
+    return f"{n:,} {word}" + ("s" if n != 1 else "")
+
+
+def sparkline(counts: list[int]) -> str:
+    """One bar per day. A day without events is ▁; any event lifts a day to at least ▂ and the
+    busiest day is █, so a burst stands out and a quiet day never looks like an empty one."""
+    peak = max(counts, default=0)
+    if peak == 0:
+        return BARS[0] * len(counts)
+    return "".join(BARS[0] if n == 0 else BARS[max(1, -(-n * 7 // peak))] for n in counts)
+
+
+def cut(mrkdwn: str, limit: int = SECTION_LIMIT) -> str:
+    """Shorten mrkdwn that is already escaped without splitting an &entity; or a <token>."""
+    if len(mrkdwn) <= limit:
+        return mrkdwn
+    text = mrkdwn[: limit - 1]
+    amp = text.rfind("&")
+    if amp != -1 and ";" not in text[amp:]:
+        text = text[:amp]
+    lt = text.rfind("<")
+    if lt != -1 and ">" not in text[lt:]:
+        text = text[:lt]
+    return text + "…"
+
+
+def section(text: str) -> dict:
+    return {"type": "section", "text": {"type": "mrkdwn", "text": cut(text)}}
+
+
+def context(text: str) -> dict:
+    return {"type": "context", "elements": [{"type": "mrkdwn", "text": cut(text)}]}
+
+
+def header(text: str) -> dict:
+    """Only for our own words: plain_text, never parsed."""
+    return {"type": "header", "text": {"type": "plain_text", "text": text[:150], "emoji": True}}
+
+
+def divider() -> dict:
+    return {"type": "divider"}
+
+
+def preformatted(text: str) -> dict:
+    return {"type": "rich_text", "elements": [
+        {"type": "rich_text_preformatted", "elements": [{"type": "text", "text": text}]}]}
+
+
+def pack(lines: list[str], title: str | None = None) -> list[dict]:
+    """Lines into as few sections as fit 3000 characters each (a line is never split)."""
+    blocks: list[dict] = []
+    current = title or ""
+    for line in lines:
+        line = cut(line, SECTION_LIMIT // 2)
+        if current and len(current) + 1 + len(line) > SECTION_LIMIT:
+            blocks.append(section(current))
+            current = line
+        else:
+            current = f"{current}\n{line}" if current else line
+    if current:
+        blocks.append(section(current))
+    return blocks
+
+
+def fit(blocks: list[dict], limit: int = MESSAGE_BLOCKS) -> list[dict]:
+    """The last guard: never more blocks than Slack takes, and say so when some were cut."""
+    if len(blocks) <= limit:
+        return blocks
+    return blocks[: limit - 1] + [context(f"{len(blocks) - limit + 1} more block(s) did not fit "
+                                          "in one Slack message; narrow the question.")]
+
+
+# --- incidents in lists -------------------------------------------------------------------------
+
+def incident_ref(incident: Incident) -> str:
+    return f"`#{incident.id}` *{show(incident.account, LIST_NAME)}*"
+
+
+def servers_text(names: tuple[str, ...] | list[str], most: int = 3) -> str:
+    shown = ", ".join(show(n, 64) for n in names[:most])
+    return shown + (f" +{len(names) - most} more" if len(names) > most else "")
+
+
+def ack_text(incident: Incident) -> str:
+    if not incident.acked_by:
+        return "not acknowledged"
+    when = f" {slack_date(incident.acked_at)}" if incident.acked_at else ""
+    return f"acknowledged by {mention(incident.acked_by)}{when}"
+
+
+def incident_line(incident: Incident) -> str:
+    """One incident on one line: `#42` *account* · open, acknowledged by @x · 45 events · ..."""
+    state = incident.status
+    if incident.acked_by:
+        state += f", acknowledged by {mention(incident.acked_by)}"
+    return " · ".join([incident_ref(incident), state, plural(incident.event_count, "event"),
+                       servers_text(incident.server_names),
+                       f"last {slack_date(incident.last_seen)}"])
+
+
+# --- history ------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Subject:
+    """What history is about: everyone (kind None), one account or one server."""
+
+    kind: str | None = None      # None, "account" or "server"
+    name: str = ""               # as the person typed it, or the server's configured name
+
+    def words(self) -> str:
+        if self.kind is None:
+            return "all accounts"
+        return f"{self.kind} *{show(self.name, LIST_NAME)}*"
+
+
+def history_view(page: History, *, subject: Subject, since_seconds: float, limit: int,
+                 max_limit: int, older: Incident | None = None) -> tuple[str, list[dict]]:
+    """Incidents newest first, a per-day sparkline of events and the totals.
+
+    `older`: for an account with nothing in the window, its newest incident before it.
+    """
+    span_words = f"the last {window(since_seconds)}"
+    counts = [n for _day, n in page.per_day]
+    days = page.per_day
+    spark = sparkline(counts)
+    peak_day, peak = max(days, key=lambda d: d[1]) if days else ("", 0)
+    summary = (f"*History* of {subject.words()}, {span_words}\n"
+               f"`{spark}` {days[0][0]} → {days[-1][0]} (events per UTC day"
+               + (f", peak {peak:,} on {peak_day})" if peak else ")") + "\n"
+               f"*{page.total:,}* incident{'s' if page.total != 1 else ''} "
+               f"(*{page.open:,}* open) · *{page.events:,}* event"
+               f"{'s' if page.events != 1 else ''} in the window")
+    blocks = [section(summary)]
+    text = (f"History of {subject.words()}, {span_words}: {plural(page.total, 'incident')} "
+            f"({page.open:,} open), {plural(page.events, 'event')}. {spark}")
+    if not page.incidents:
+        none = f"No incident for {subject.words()} in {span_words}."
+        if older is not None:
+            none += (f" Its newest is `#{older.id}`, last event {slack_date(older.last_seen)}: "
+                     "widen the window with `--since`.")
+        blocks.append(section(none))
+        return text, blocks
+    blocks += pack([incident_line(i) for i in page.incidents])
+    shown = len(page.incidents)
+    if shown < page.total:
+        more = (f"Showing {shown:,} of {page.total:,}, newest first; use `--limit` (up to "
+                f"{max_limit}) or `--since` to see others.")
+        if limit >= max_limit:
+            more = (f"Showing {shown:,} of {page.total:,}, newest first; narrow it with "
+                    "`--since`, an account or a server.")
+        blocks.append(context(more))
+        text += f" Showing {shown:,} of {page.total:,}."
+    else:
+        blocks.append(context(("Showing the one incident." if shown == 1 else
+                               f"Showing all {shown:,}, newest first.") +
+                              " `/submitwatch show #N` tells one's story."))
+    return text, fit(blocks)
+
+
+# --- show ---------------------------------------------------------------------------------------
+
+def show_view(detail: IncidentDetail, now: datetime,
+              max_timeline: int = 30) -> tuple[str, list[dict]]:
+    incident = detail.incident
+    account = show(incident.account)
+    state = "*open*" if incident.status == "open" else (
+        f"*resolved* {slack_date(incident.resolved_at)}" if incident.resolved_at else "*resolved*")
+    lines = [f"*{account}* · {state} · {ack_text(incident)}"]
+    if incident.ack_note:
+        lines.append(f"Note: “{show(incident.ack_note, 300)}”")
+    if detail.snoozed_until:
+        lines.append(f"Snoozed until {slack_date(detail.snoozed_until)} "
+                     f"({span((detail.snoozed_until - now).total_seconds())} left): events are "
+                     "counted, nobody is alerted.")
+    blocks = [header(f"Incident #{incident.id}"), section("\n".join(lines)),
+              {"type": "section", "fields": [
+                  {"type": "mrkdwn", "text": f"*Events*\n{incident.event_count:,} "
+                   f"(IDs {', '.join(str(i) for i in incident.event_ids)})"},
+                  {"type": "mrkdwn",
+                   "text": f"*Servers*\n{servers_text(incident.server_names, 10)}"},
+                  {"type": "mrkdwn", "text": f"*First seen*\n{slack_date(incident.first_seen)}"},
+                  {"type": "mrkdwn", "text": f"*Last seen*\n{slack_date(incident.last_seen)}"},
+              ]}]
+    blocks += pack([_group_line(g) for g in detail.groups]
+                   or ["no event is linked to this incident"],
+                   "*Events per server and connector*")
+    if detail.group_count > len(detail.groups):
+        blocks.append(context(f"{detail.group_count - len(detail.groups):,} smaller group(s) "
+                              "not shown."))
+    moments = detail.timeline[-max_timeline:]
+    title = "*Timeline*"
+    if len(detail.timeline) > len(moments):
+        title += f" (the last {len(moments)} of {len(detail.timeline)})"
+    blocks += pack([_moment_line(m) for m in moments], title)
+    blocks += pack([_audit_line(row) for row in detail.audit]
+                   or ["nobody has acted on it from Slack"], "*Who acted*")
+    blocks.append(context("The commands that fix it: `/submitwatch fix` with this account."))
+    text = (f"Incident #{incident.id}: {account}, {incident.status}, "
+            f"{plural(incident.event_count, 'event')}")
+    return text, fit(blocks)
+
+
+def _group_line(group) -> str:
+    connector = (f"`{show(group.connector, 120)}`" if group.connector
+                 else "connector not named (event 1020)")
+    ids = "/".join(str(i) for i in group.event_ids)
+    when = (slack_date(group.first) if group.first == group.last
+            else f"{slack_date(group.first)} → {slack_date(group.last)}")
+    return (f"• *{show(group.server, 64)}* · {connector} · {plural(group.count, 'event')} "
+            f"({ids}) · {when}")
+
+
+def _moment_line(moment: Moment) -> str:
+    line = f"• {slack_date(moment.at)} {moment.what}"
+    if moment.until:
+        line += f" until {slack_date(moment.until)}"
+    if moment.user:
+        line += f" by {mention(moment.user)}"
+    if moment.detail:
+        line += f": “{show(moment.detail, 150)}”"
+    return line
+
+
+def _audit_line(row: dict) -> str:
+    where = f" in {channel_ref(row['channel'])}" if row.get("channel") else ""
+    line = (f"• {slack_date(row['at'])} {mention(row['user_id'])} `{show(row['action'], 30)}` "
+            f"via {show(row['via'], 20)}{where}: {show(row['outcome'], 30)}")
+    changes = _changes(row.get("before"), row.get("after"))
+    if changes:
+        line += f" ({changes})"
+    if row.get("detail"):
+        line += f" “{show(row['detail'], 150)}”"
+    return line
+
+
+def _changes(before, after) -> str:
+    """What an action changed, from the audit's before/after snapshots."""
+    if not isinstance(before, dict) or not isinstance(after, dict):
+        return ""
+    parts = []
+    for key in sorted(set(before) | set(after)):
+        old, new = before.get(key), after.get(key)
+        if old != new:
+            parts.append(f"{show(str(key), 30)}: {_value(key, old)} → {_value(key, new)}")
+    return "; ".join(parts[:6])
+
+
+def _value(key: str, value) -> str:
+    if value is None:
+        return "–"
+    if key.endswith("_by"):
+        return mention(str(value))
+    return show(str(value), 60)
+
+
+# --- fix ----------------------------------------------------------------------------------------
+
+_WHERE = {
+    "typed": "the connector you gave",
+    "account": "named by this account's 1018 events",
+    "configured": "configured as this server's submission connector",
+    "server": "named by other accounts' 1018 events on this server",
+    "guess": "not named by any event: the usual client submission connector, a guess",
+}
+
+
+@dataclass(frozen=True)
+class Candidate:
+    connector: str
+    source: str                      # a key of _WHERE
+    seen: ConnectorSeen | None = None
+
+
+@dataclass(frozen=True)
+class ServerFix:
+    """The candidates on one server and the commands for the most likely one."""
+
+    server: str                      # configured name
+    host: str                        # Exchange short name used in the commands
+    candidates: list[Candidate] = field(default_factory=list)
+    fix: Fix | None = None           # for candidates[0]
+    hidden: int = 0                  # candidates not listed
+    refusals: list[str] = field(default_factory=list)  # why some got no command (safe text)
+
+
+def fix_view(fix: Fix) -> tuple[str, list[dict]]:
+    """The commands for one account on the connector the person named."""
+    lines = ["# try it first (changes nothing)", fix.whatif, "# grant", fix.grant,
+             "# verify (a Deny entry wins over a grant)", fix.verify, "# undo", fix.undo,
+             f"# list {fix.server}'s Receive connectors", fix.list_connectors]
+    blocks = [section(f"*Fix for {show(fix.account)}* on `{show(fix.connector)}` "
+                      f"({_WHERE['typed']}). It grants `ms-Exch-SMTP-Submit` to this one "
+                      "account on this one connector. Run in the Exchange Management Shell:"),
+              preformatted("\n".join(lines)),
+              context("Not sure it is the right connector? The last command lists them; "
+                      "`/submitwatch fix` with the account alone shows the candidates.")]
+    return f"Fix for {show(fix.account)} on {show(fix.connector)}", blocks
+
+
+def candidates_view(account: str, servers: list[ServerFix], *, hidden_servers: int = 0,
+                    incident: Incident | None = None) -> tuple[str, list[dict]]:
+    """No connector given: the candidates on each server and how to list them."""
+    intro = (f"*Fix for {show(account)}*: no connector given. The grant belongs on the Receive "
+             "connector this account submits to (587 for mail clients and most devices). "
+             "Candidates per server, most likely first; for one connector's commands: "
+             "`/submitwatch fix ACCOUNT SERVER\\Connector`.")
+    if incident is not None:
+        intro += (f"\nIts newest incident is `#{incident.id}` ({incident.status}, last event "
+                  f"{slack_date(incident.last_seen)}).")
+    blocks = [section(intro)]
+    for entry in servers:
+        blocks += _server_fix_blocks(entry)
+    if not servers:
+        blocks.append(section("No server is configured and no event names one, so there is "
+                              "nothing to suggest. Name the connector: "
+                              "`/submitwatch fix ACCOUNT SERVER\\Connector`."))
+    if hidden_servers:
+        blocks.append(context(f"{hidden_servers} more server(s) not shown."))
+    text = f"Fix for {show(account)}: candidates on {plural(len(servers), 'server')}"
+    return text, fit(blocks)
+
+
+def _server_fix_blocks(entry: ServerFix) -> list[dict]:
+    lines = [f"*{show(entry.server, 64)}* (Exchange host `{show(entry.host, 64)}`)"]
+    for n, candidate in enumerate(entry.candidates):
+        where = _WHERE[candidate.source]
+        if candidate.seen:
+            where += (f" ({plural(candidate.seen.count, 'event')}, last "
+                      f"{slack_date(candidate.seen.last)})")
+        mark = "most likely" if n == 0 else "or"
+        lines.append(f"• {mark}: `{show(candidate.connector, LIST_NAME)}`: {where}")
+    if entry.hidden:
+        lines.append(f"• and {entry.hidden} more candidate(s) not shown")
+    lines += [f"• no command for one of them: {refusal}" for refusal in entry.refusals]
+    blocks = pack(lines)
+    if entry.fix is not None:
+        fix = entry.fix
+        blocks.append(preformatted("\n".join([
+            f"# list {entry.host}'s Receive connectors", fix.list_connectors,
+            "# grant on the most likely one", fix.grant,
+            "# verify (a Deny entry wins over a grant)", fix.verify, "# undo", fix.undo])))
+    return blocks
+
+
+# --- servers and their health -------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ServerRow:
+    """A server as configured (None: no longer configured) and as last polled (None: never)."""
+
+    name: str
+    config: ServerConfig | None
+    state: ServerState | None
+
+
+def health(row: ServerRow, now: datetime, late_after: float) -> str:
+    """One word and an emoji for a server's polling: ok, late, failing, not polled yet."""
+    state = row.state
+    if state is None or state.last_poll_at is None:
+        return ":white_circle: not polled yet"
+    if state.consecutive_failures:
+        return ":x: failing"
+    if state.last_success_at is None or (now - state.last_success_at).total_seconds() > late_after:
+        return ":warning: late"
+    return ":white_check_mark: ok"
+
+
+def _poll_facts(row: ServerRow, now: datetime) -> list[str]:
+    state = row.state
+    if state is None or state.last_poll_at is None:
+        return ["no poll has run yet"]
+    facts = []
+    if state.last_success_at:
+        lag = span((now - state.last_success_at).total_seconds())
+        facts.append(f"last good poll {lag} ago")
+    else:
+        facts.append("never polled successfully")
+    facts.append(f"cursor {state.cursor}" if state.cursor is not None else "no cursor yet")
+    if state.generation:
+        facts.append(f"log cleared {plural(state.generation, 'time')}")
+    if state.last_error:
+        when = f" {slack_date(state.last_error_at)}" if state.last_error_at else ""
+        if state.consecutive_failures:
+            facts.append(f"*{plural(state.consecutive_failures, 'failure')} in a row*, last "
+                         f"error{when}: {show(state.last_error, 300)}")
+        else:
+            facts.append(f"recovered; last error{when}: {show(state.last_error, 300)}")
+    return facts
+
+
+def server_health_line(row: ServerRow, now: datetime, late_after: float) -> str:
+    name = f"*{show(row.name, 64)}*" + (" (no longer configured)" if row.config is None else "")
+    return f"• {name}: {health(row, now, late_after)} · " + " · ".join(_poll_facts(row, now))
+
+
+def delivery_lines(problems: list[dict]) -> list[str]:
+    """Messages held back by a Slack error a person must fix, with the fix in words."""
+    lines = []
+    for p in problems:
+        state = (f"{p['given_up']:,} given up, sent once the cause is fixed" if p["given_up"]
+                 else "retrying, more slowly each time")
+        lines.append(f"• :warning: {plural(p['messages'], 'message')} held back since "
+                     f"{slack_date(p['since'])} ({state}): {escape(clip(p['error'] or '', 400))}")
+    return lines
+
+
+def status_view(rows: list[ServerRow], *, open_count: int, outbox: int, now: datetime,
+                interval: float, late_after: float,
+                delivery: list[dict] = ()) -> tuple[str, list[dict]]:
+    lines = [server_health_line(r, now, late_after) for r in rows] or [
+        "no server is configured or polled"]
+    totals = (f"*Open incidents:* {open_count:,}   *Alerts waiting to be sent:* {outbox:,}")
+    blocks = pack(lines, f"*Servers* (each polled every {span(interval)})") + [section(totals)]
+    problems = delivery_lines(list(delivery))
+    if problems:
+        blocks += pack(problems, "*Slack delivery problems*")
+    text = "\n".join(["*Servers*", *lines, totals, *problems])
+    return cut(text), fit(blocks)
+
+
+def servers_view(rows: list[ServerRow], *, default_channel: str, now: datetime,
+                 late_after: float) -> tuple[str, list[dict]]:
+    lines = [_server_line(r, default_channel, now, late_after) for r in rows if r.config]
+    gone = [r for r in rows if r.config is None]
+    if gone:
+        lines.append("Polled before but no longer configured: " +
+                     ", ".join(f"*{show(r.name, 64)}*" for r in gone))
+    blocks = pack(lines or ["No server is configured: add `[[servers]]` tables to the config."],
+                  f"*Servers watched* ({len(rows) - len(gone)})")
+    text = f"{plural(len(rows) - len(gone), 'server')} watched"
+    return text, fit(blocks)
+
+
+def _server_line(row: ServerRow, default_channel: str, now: datetime, late_after: float) -> str:
+    cfg = row.config
+    parts = urlsplit(cfg.url)
+    where = parts.hostname or "?"
+    if parts.port:
+        where += f":{parts.port}"
+    if parts.scheme == "https":
+        tls = "https, certificate checked" if cfg.validate_certificate else \
+            "https, *certificate not checked*"
+    else:
+        tls = "http (no TLS: the WinRM message encryption protects it)" \
+            if cfg.transport in ("ntlm", "kerberos", "credssp") else "http (no TLS)"
+    channel = channel_ref(cfg.channel or default_channel) + ("" if cfg.channel else " (default)")
+    line = (f"• *{show(row.name, 64)}* `{show(where, 120)}` · {show(cfg.transport, 20)} · {tls} · "
+            f"alerts to {channel} · {health(row, now, late_after)}")
+    if cfg.submission_connector:
+        line += f" · submission connector `{show(cfg.submission_connector, LIST_NAME)}`"
+    if cfg.version:
+        line += f" · Exchange {show(cfg.version, 10)}"
+    return line
+
+
+# --- snoozes ------------------------------------------------------------------------------------
+
+def snooze_line(snooze: Snooze, now: datetime) -> str:
+    what = (f"incident `#{show(snooze.target, 20)}` (*{show(snooze.account, LIST_NAME)}*)"
+            if snooze.kind == "incident" else f"account *{show(snooze.account, LIST_NAME)}*")
+    left = span((snooze.until - now).total_seconds())
+    return (f"• {what} until {slack_date(snooze.until)} ({left} left) · by "
+            f"{mention(snooze.created_by)}: “{show(snooze.reason, 150)}”")
+
+
+def snoozes_view(snoozes: list[Snooze], now: datetime, most: int = 40) -> tuple[str, list[dict]]:
+    if not snoozes:
+        return "No snooze in force.", [section("No snooze in force: every incident alerts.")]
+    lines = [snooze_line(s, now) for s in snoozes[:most]]
+    blocks = pack(lines, f"*Snoozes in force* ({len(snoozes)}), soonest to end first")
+    if len(snoozes) > most:
+        blocks.append(context(f"Showing {most} of {len(snoozes)}."))
+    return f"{plural(len(snoozes), 'snooze')} in force", fit(blocks)
+
+
+# --- App Home -----------------------------------------------------------------------------------
+
+def home_blocks(*, may_act: str, incidents: list[Incident], open_total: int,
+                snoozes: list[Snooze], servers: list[ServerRow], now: datetime,
+                late_after: float, most: int = 40, delivery: list[dict] = ()) -> list[dict]:
+    """The Home tab: who may act, Slack delivery problems, open incidents, snoozes in force,
+    each server's health."""
+    blocks = [header("SubmitWatch"), section(may_act), divider()]
+    problems = delivery_lines(list(delivery))
+    if problems:
+        blocks += pack(problems, "*Slack delivery problems*") + [divider()]
+    lines = [f"• {incident_ref(i)} · {plural(i.event_count, 'event')} · "
+             f"{servers_text(i.server_names)} · last {slack_date(i.last_seen)} · {ack_text(i)}"
+             for i in incidents[:most]]
+    blocks += pack(lines or ["None: all quiet."], f"*Open incidents* ({open_total:,})")
+    if open_total > len(lines):
+        blocks.append(context(f"Showing the {len(lines)} most recently active of "
+                              f"{open_total:,}; `/submitwatch history` lists more."))
+    blocks.append(divider())
+    snooze_lines = [snooze_line(s, now) for s in snoozes[:most]]
+    blocks += pack(snooze_lines or ["None."], f"*Snoozes in force* ({len(snoozes)})")
+    if len(snoozes) > len(snooze_lines):
+        blocks.append(context(f"Showing {len(snooze_lines)} of {len(snoozes)}; "
+                              "`/submitwatch snoozes` lists them all."))
+    blocks.append(divider())
+    blocks += pack([server_health_line(r, now, late_after) for r in servers]
+                   or ["No server is configured."], "*Servers*")
+    blocks.append(context(f"Updated {slack_date(now)}. `/submitwatch help` lists the commands."))
+    return fit(blocks, HOME_BLOCKS)
+
+
+def may_act_text(user_id: str, users: tuple[str, ...], groups: tuple[str, ...]) -> str:
+    """Whether this person may acknowledge and snooze, from the configured permissions."""
+    if not users and not groups:
+        return ("Everyone in this workspace may acknowledge and snooze alerts (no permissions "
+                "are configured).")
+    if user_id in users:
+        return "You may acknowledge and snooze alerts."
+    who = []
+    if users:
+        who.append(", ".join(mention(u) for u in users[:10]) +
+                   (f" and {len(users) - 10} more" if len(users) > 10 else ""))
+    if groups:
+        who.append("members of " + ", ".join(
+            f"<!subteam^{g}>" if _GROUP_ID.fullmatch(g) else show(g, 40) for g in groups[:10]))
+    may = " and ".join(who)
+    if groups:
+        return (f"Acknowledging and snoozing is for {may}. You are not named; if you are in "
+                "one of those groups, you may act too. Anyone may look things up.")
+    return (f"You may look things up; acknowledging and snoozing is for {may}.")

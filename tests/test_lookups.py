@@ -1,0 +1,670 @@
+"""The read-only subcommands (history, show, fix, status, servers, snoozes) through
+handlers.commands.answer: real SQLite files filled by the pipeline's own functions, exact
+content, hostile text, and Block Kit's limits."""
+from __future__ import annotations
+
+import re
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from bot.config import parse_config
+from bot.incidents import decide
+from bot.model import Event
+from bot.poller import apply_changes, resolve_quiet_incidents
+from bot.render import slack_date
+from bot.sim.slack_blocks import validate_blocks
+from handlers.commands import answer
+from handlers.common import Reply, Request
+from store import chat
+from store import db as store
+from store.db import write_transaction
+from tests.pwsh_parse import parse_pipeline
+
+NOW = datetime(2026, 3, 8, 15, 0, tzinfo=timezone.utc)
+SCANNER = "CONTOSO\\svc-scanner"
+RELAY = "EX01\\Relay Scanners"
+FRONTEND = "EX01\\Client Frontend EX01"
+PRINTER, COPIER, OLD, ANCIENT = ("CONTOSO\\printer", "CONTOSO\\copier", "CONTOSO\\old",
+                                 "CONTOSO\\ancient")
+
+
+def at(day: int, hour: int, minute: int = 0) -> datetime:
+    return datetime(2026, 3, day, hour, minute, tzinfo=timezone.utc)
+
+
+# --- the world these tests look up ---------------------------------------------------------------
+
+def make_config(**tables):
+    raw = {
+        "slack": {"channel": "C0ALERTS"},
+        "servers": [
+            {"name": "EX01", "url": "https://127.0.0.1:5986/wsman", "username": "u",
+             "password_env": "PW", "version": "2016"},
+            {"name": "EX02", "url": "http://127.0.0.1:5985/wsman", "username": "u",
+             "password_env": "PW", "submission_connector": "Client Frontend EX02",
+             "channel": "C0EX02"},
+            {"name": "EX03", "url": "https://127.0.0.1:5987/wsman", "username": "u",
+             "password_env": "PW", "version": "2010", "validate_certificate": False},
+        ],
+        **tables,
+    }
+    return parse_config(raw, {"SLACK_BOT_TOKEN": "xoxb-test", "PW": "secret"})
+
+
+class Feed:
+    """Events as the poller stores them: unique record ids per server, the real decide()."""
+
+    def __init__(self, db, config):
+        self.db, self.config, self.record = db, config, 1000
+
+    def event(self, account, time, server="EX01", connector=None):
+        self.record += 1
+        return Event(server=server, record_id=self.record, provider="MSExchangeTransport",
+                     event_id=1018 if connector else 1020, time=time, account=account,
+                     connector=connector, computer=f"{server}.contoso.local")
+
+    def ingest(self, events, now):
+        with write_transaction(self.db):
+            stored = store.store_new_events(self.db, events, 0, now)
+            row_ids = {(e.server, e.record_id): row for row, e in stored}
+            fresh = [e for _row, e in stored]
+            changes = decide(fresh, store.open_incidents(self.db, (e.incident_key for e in fresh)),
+                             now, timedelta(seconds=self.config.incidents.quiet_period),
+                             self.config.channel_for)
+            apply_changes(self.db, changes, now, self.config, row_ids)
+
+    def burst(self, account, first, count, **kw):
+        """`count` events a minute apart, stored a minute after the last (as a poll would)."""
+        events = [self.event(account, first + timedelta(minutes=i), **kw) for i in range(count)]
+        self.ingest(events, events[-1].time + timedelta(minutes=1))
+
+
+@pytest.fixture
+def config():
+    return make_config()
+
+
+@pytest.fixture
+def world(db, config):
+    """A week with a burst, as the poller would have stored it, then the quiet sweep at NOW.
+
+    UTC day:   03-01 03-02 03-03 03-04 03-05 03-06 03-07 03-08
+    events:      1     0     2     0    14     7     0     1    (after --since 7d = 03-01 15:00)
+    """
+    feed = Feed(db, config)
+    feed.burst(ANCIENT, at(1, 1) - timedelta(days=10), 1)     # long before the window
+    feed.burst(OLD, at(1, 10), 1)                             # before the window...
+    feed.burst("contoso\\OLD", at(1, 16), 1)                  # ...and in it: the same account
+    feed.burst(COPIER, at(3, 9), 2, server="EX02")
+    feed.burst(SCANNER, at(5, 9), 14, connector=RELAY)
+    feed.burst("contoso\\SVC-Scanner", at(6, 8), 7, server="EX02")
+    resolve_quiet_incidents(db, config, lambda: NOW - timedelta(hours=1))
+    feed.burst(PRINTER, at(8, 12), 1, connector=FRONTEND)
+    ids = {r["account"]: r["id"] for r in db.query("SELECT id, account FROM incidents")}
+    return feed, ids
+
+
+def ask(db, config, text, user="U0ALICE", now=NOW) -> Reply:
+    return answer(Request(db=db, config=config, now=now, user_id=user, channel_id="C0ALERTS"),
+                  text)
+
+
+# --- what every answer must be ------------------------------------------------------------------
+
+_OUR_TOKENS = re.compile(r"<!date\^\d+\^\{date_short_pretty\} \{time\}\|[^<>]*>|<@[UW][A-Z0-9]+>"
+                         r"|<#[CG][A-Z0-9]+>|<!subteam\^S[A-Z0-9]+>")
+
+
+def mrkdwn_texts(blocks):
+    found = []
+
+    def walk(node):
+        if isinstance(node, dict):
+            if node.get("type") == "mrkdwn":
+                found.append(node["text"])
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+    walk(blocks or [])
+    return found
+
+
+def sections(reply):
+    return [b["text"]["text"] for b in reply.blocks if b["type"] == "section" and "text" in b]
+
+
+def contexts(reply):
+    return [e["text"] for b in reply.blocks if b["type"] == "context" for e in b["elements"]]
+
+
+def preformatted(reply):
+    return [el["elements"][0]["text"] for b in reply.blocks if b["type"] == "rich_text"
+            for el in b["elements"]]
+
+
+def assert_no_markup(texts):
+    """Only our own <tokens> in mrkdwn (dates, user and channel IDs), & only in entities."""
+    for text in texts:
+        bare = _OUR_TOKENS.sub("", text)
+        assert "<" not in bare and ">" not in bare, text
+        assert "&" not in re.sub(r"&(amp|lt|gt);", "", bare), text
+
+
+def assert_inert(reply):
+    """No markup from untrusted text, and within Block Kit's limits for a message."""
+    assert_no_markup(mrkdwn_texts(reply.blocks) + [reply.text])
+    if reply.blocks is not None:
+        assert len(reply.blocks) <= 50
+        assert validate_blocks(reply.blocks) == []
+
+
+# --- history ------------------------------------------------------------------------------------
+
+def test_history_shows_the_burst_the_totals_and_incidents_newest_first(db, config, world):
+    _, ids = world
+    reply = ask(db, config, "history")
+    summary, listing = sections(reply)
+    assert summary == (
+        "*History* of all accounts, the last 7 days\n"
+        "`▂▁▂▁█▅▁▂` 2026-03-01 → 2026-03-08 (events per UTC day, peak 14 on 2026-03-05)\n"
+        "*4* incidents (*1* open) · *25* events in the window")
+    assert listing.split("\n") == [
+        f"`#{ids[PRINTER]}` *CONTOSO\\printer* · open · 1 event · EX01 · "
+        f"last {slack_date(at(8, 12))}",
+        f"`#{ids[SCANNER]}` *CONTOSO\\svc-scanner* · resolved · 21 events · EX01, EX02 · "
+        f"last {slack_date(at(6, 8, 6))}",
+        f"`#{ids[COPIER]}` *CONTOSO\\copier* · resolved · 2 events · EX02 · "
+        f"last {slack_date(at(3, 9, 1))}",
+        f"`#{ids[OLD]}` *CONTOSO\\old* · resolved · 2 events · EX01 · "
+        f"last {slack_date(at(1, 16))}",
+    ]
+    assert contexts(reply) == ["Showing all 4, newest first. `/submitwatch show #N` tells one's "
+                               "story."]
+    assert reply.text.startswith("History of all accounts, the last 7 days: 4 incidents (1 "
+                                 "open), 25 events. ▂▁▂▁█▅▁▂")
+    assert reply.share is False
+    assert_inert(reply)
+
+
+def test_history_of_one_account_matches_it_case_insensitively(db, config, world):
+    reply = ask(db, config, "history contoso\\SVC-SCANNER")
+    summary = sections(reply)[0]
+    assert summary.startswith("*History* of account *contoso\\SVC-SCANNER*, the last 7 days\n"
+                              "`▁▁▁▁█▅▁▁` ")
+    assert summary.endswith("*1* incident (*0* open) · *21* events in the window")
+    assert [line.split(" · ")[0] for line in sections(reply)[1].split("\n")] == [
+        f"`#{world[1][SCANNER]}` *CONTOSO\\svc-scanner*"]
+    assert_inert(reply)
+
+
+def test_history_of_a_server_by_its_name_in_any_case(db, config, world):
+    reply = ask(db, config, "history ex02")
+    summary, listing = sections(reply)
+    assert summary.startswith("*History* of server *EX02*, the last 7 days\n`▁▁▃▁▁█▁▁` ")
+    assert summary.endswith("*2* incidents (*0* open) · *9* events in the window")
+    assert "*CONTOSO\\svc-scanner*" in listing and "*CONTOSO\\copier*" in listing
+    assert "printer" not in listing
+
+
+def test_history_of_an_account_with_nothing_in_the_window_points_to_its_last_incident(
+        db, config, world):
+    reply = ask(db, config, "history CONTOSO\\ancient")
+    assert sections(reply)[1] == (
+        f"No incident for account *CONTOSO\\ancient* in the last 7 days. Its newest is "
+        f"`#{world[1][ANCIENT]}`, last event {slack_date(at(1, 1) - timedelta(days=10))}: "
+        "widen the window with `--since`.")
+    assert sections(ask(db, config, "history nobody"))[1] == (
+        "No incident for account *nobody* in the last 7 days.")
+
+
+def test_history_since_cuts_the_window_to_the_minute(db, config, world):
+    reply = ask(db, config, "history --since 2d")
+    summary, listing = sections(reply)
+    assert summary == (
+        "*History* of all accounts, the last 2 days\n"
+        "`▁▁█` 2026-03-06 → 2026-03-08 (events per UTC day, peak 1 on 2026-03-08)\n"
+        "*1* incident (*1* open) · *1* event in the window")
+    assert listing.startswith(f"`#{world[1][PRINTER]}` *CONTOSO\\printer*")
+
+
+@pytest.mark.parametrize("text, error", [
+    ("history --since 5x", "`5x` is not a duration; write it like `30m`, `4h` or `7d`"),
+    ("history --since 0m", "`0m` is not a duration"),
+    ("history --since 400d", "`--since` goes back at most 366 days"),
+    ("history --limit 0", "`0` is not a whole number above 0"),
+    ("history --limit -3", "`-3` is not a whole number above 0"),
+    ("history --limit 101", "`--limit` is at most 100"),
+    ("history --since", "`--since` needs a value"),
+    ("history --frobnicate", "unknown option `--frobnicate`; options here: `--limit`, `--since`"),
+    ("history a b --limit 5", "give one account or server"),
+])
+def test_history_refuses_bad_options_with_the_usage(db, config, world, text, error):
+    reply = ask(db, config, text)
+    assert error in reply.text
+    assert reply.text.endswith(
+        "Usage: `/submitwatch history [account|server] [--since 7d] [--limit N]`")
+    assert reply.blocks is None
+
+
+def test_history_refuses_overlong_names(db, config):
+    reply = ask(db, config, "history " + "x" * 5000)   # Slack allows it; words_of keeps 1000
+    assert reply.text.startswith("that account or server is 992 characters long; names are at "
+                                 "most 256")
+
+
+def many_incidents(db, config, count, open_ones=True):
+    """`count` incidents of hostile, long account names, one event each, a minute apart."""
+    feed = Feed(db, config)
+    start = NOW - timedelta(minutes=count + 5)
+    events = [feed.event(f"CONTOSO\\{'<&>`*' * 40}{n:05d}", start + timedelta(minutes=n))
+              for n in range(count)]
+    feed.ingest(events, NOW - timedelta(minutes=1))
+    return events
+
+
+def test_history_with_thousands_of_incidents_is_cut_and_says_so(db, config):
+    many_incidents(db, config, 4312)
+    reply = ask(db, config, "history")
+    assert contexts(reply) == ["Showing 20 of 4,312, newest first; use `--limit` (up to 100) "
+                               "or `--since` to see others."]
+    listed = [line for text in sections(reply)[1:] for line in text.split("\n")]
+    assert len(listed) == 20 and listed[0].startswith("`#4312` ")
+    assert sections(reply)[0].endswith("*4,312* incidents (*4,312* open) · *4,312* events in "
+                                       "the window")
+    assert reply.text.endswith("Showing 20 of 4,312.")
+    assert_inert(reply)
+
+    most = ask(db, config, "history --limit 100")
+    listed = [line for text in sections(most)[1:] for line in text.split("\n")]
+    assert len(listed) == 100 and listed[-1].startswith("`#4213` ")
+    assert contexts(most) == ["Showing 100 of 4,312, newest first; narrow it with `--since`, an "
+                              "account or a server."]
+    assert_inert(most)
+    assert all(len(t) <= 3000 for t in mrkdwn_texts(most.blocks))
+
+
+def test_share_posts_the_answer_in_the_channel(db, config, world):
+    assert ask(db, config, "history --share").share is True
+    assert ask(db, config, "status --share").share is True
+    assert ask(db, config, "show --share #1").share is True
+    assert ask(db, config, "snoozes").share is False
+
+
+# --- show ---------------------------------------------------------------------------------------
+
+@pytest.fixture
+def story(db, world):
+    """Chat activity on the scanner's incident, written with store.chat as the actions do."""
+    _, ids = world
+    number = ids[SCANNER]
+    before = chat.incident_snapshot(store.get_incident(db, number))
+    chat.set_ack(db, number, "U0ALICE", "vendor <@U0BOSS> & `co`", at(7, 10))
+    chat.audit(db, now=at(7, 10), user_id="U0ALICE", action="ack", target=f"#{number}",
+               via="button", outcome="done", incident_id=number, channel="C0ALERTS",
+               before=before, after=chat.incident_snapshot(store.get_incident(db, number)),
+               detail="vendor <@U0BOSS> & `co`")
+    mine = chat.add_snooze(db, kind="incident", target=str(number), account=SCANNER,
+                           until=at(7, 15), reason="waiting for *vendor*", user_id="U0BOB",
+                           now=at(7, 11))
+    chat.end_snooze(db, mine.id, at(7, 12), "U0BOB")
+    chat.add_snooze(db, kind="account", target=SCANNER.casefold(), account=SCANNER,
+                    until=at(7, 14), reason="patching", user_id="U0CAROL", now=at(7, 13))
+    # An account snooze that ended before this incident began is not part of its story.
+    chat.add_snooze(db, kind="account", target=SCANNER.casefold(), account=SCANNER,
+                    until=at(2, 1), reason="long ago", user_id="U0CAROL", now=at(1, 1))
+    chat.audit(db, now=at(7, 14, 30), user_id="U0MALLORY", action="ack", target=f"#{number}",
+               via="slash", outcome="refused", incident_id=number, channel="C0RANDOM")
+    return number
+
+
+def test_show_tells_the_whole_story(db, config, story):
+    reply = ask(db, config, f"show #{story}")
+    assert reply.blocks[0] == {"type": "header", "text": {
+        "type": "plain_text", "text": f"Incident #{story}", "emoji": True}}
+    head, groups, timeline, acted = sections(reply)
+    assert head == (f"*CONTOSO\\svc-scanner* · *resolved* {slack_date(NOW - timedelta(hours=1))}"
+                    f" · acknowledged by <@U0ALICE> {slack_date(at(7, 10))}\n"
+                    "Note: “vendor &lt;@U0BOSS&gt; &amp; ˋcoˋ”")
+    assert [f["text"] for f in reply.blocks[2]["fields"]] == [
+        "*Events*\n21 (IDs 1018, 1020)", "*Servers*\nEX01, EX02",
+        f"*First seen*\n{slack_date(at(5, 9))}", f"*Last seen*\n{slack_date(at(6, 8, 6))}"]
+    assert groups.split("\n") == [
+        "*Events per server and connector*",
+        f"• *EX01* · `EX01\\Relay Scanners` · 14 events (1018) · {slack_date(at(5, 9))} → "
+        f"{slack_date(at(5, 9, 13))}",
+        f"• *EX02* · connector not named (event 1020) · 7 events (1020) · "
+        f"{slack_date(at(6, 8))} → {slack_date(at(6, 8, 6))}",
+    ]
+    assert timeline.split("\n") == [
+        "*Timeline*",
+        f"• {slack_date(at(5, 9))} first event",
+        f"• {slack_date(at(5, 9, 14))} opened",
+        f"• {slack_date(at(6, 8, 6))} last event",
+        f"• {slack_date(at(7, 10))} acknowledged by <@U0ALICE>: “vendor &lt;@U0BOSS&gt; &amp; "
+        "ˋcoˋ”",
+        f"• {slack_date(at(7, 11))} incident snoozed until {slack_date(at(7, 15))} by <@U0BOB>: "
+        "“waiting for *vendor*”",
+        f"• {slack_date(at(7, 12))} snooze ended by <@U0BOB>",
+        f"• {slack_date(at(7, 13))} account snoozed until {slack_date(at(7, 14))} by <@U0CAROL>:"
+        " “patching”",
+        f"• {slack_date(at(7, 14))} snooze expired",
+        f"• {slack_date(NOW - timedelta(hours=1))} resolved",
+    ]
+    assert acted.split("\n") == [
+        "*Who acted*",
+        f"• {slack_date(at(7, 10))} <@U0ALICE> `ack` via button in <#C0ALERTS>: done "
+        "(ack_note: – → vendor &lt;@U0BOSS&gt; &amp; ˋcoˋ; acked_by: – → <@U0ALICE>) "
+        "“vendor &lt;@U0BOSS&gt; &amp; ˋcoˋ”",
+        f"• {slack_date(at(7, 14, 30))} <@U0MALLORY> `ack` via slash in <#C0RANDOM>: refused",
+    ]
+    assert reply.text == f"Incident #{story}: CONTOSO\\svc-scanner, resolved, 21 events"
+    assert_inert(reply)
+
+
+def test_show_an_open_snoozed_incident_says_until_when(db, config, world):
+    number = world[1][PRINTER]
+    chat.add_snooze(db, kind="account", target="contoso\\printer", account="CONTOSO\\printer",
+                    until=NOW + timedelta(hours=4), reason="toner", user_id="U0BOB", now=NOW)
+    head = sections(ask(db, config, f"show {number}"))[0]
+    assert head == (f"*CONTOSO\\printer* · *open* · not acknowledged\nSnoozed until "
+                    f"{slack_date(NOW + timedelta(hours=4))} (4h left): events are counted, "
+                    "nobody is alerted.")
+
+
+def test_show_mentions_only_real_user_ids(db, config, world):
+    number = world[1][PRINTER]
+    chat.set_ack(db, number, "<!channel>", None, NOW)
+    reply = ask(db, config, f"show #{number}")
+    assert "acknowledged by &lt;!channel&gt; " in sections(reply)[0]
+    assert_inert(reply)
+
+
+@pytest.mark.parametrize("text, error", [
+    ("show #999", "there is no incident #999; `/submitwatch history` lists them"),
+    ("show 999", "there is no incident #999"),
+    ("show abc", "`abc` is not an incident number; write it like `#42`"),
+    ("show &lt;!channel&gt;", "`&lt;!channel&gt;` is not an incident number"),
+    ("show #1234567890123", "`#1234567890123` is not an incident number"),
+    ("show", "give one incident number, like `#42`"),
+    ("show #1 #2", "give one incident number, like `#42`"),
+])
+def test_show_refuses_what_is_not_an_incident(db, config, world, text, error):
+    reply = ask(db, config, text)
+    assert reply.text.startswith(error)
+    assert reply.text.endswith("Usage: `/submitwatch show <#incident>`")
+    assert "<!channel>" not in reply.text
+
+
+
+def test_show_with_a_flood_of_everything_stays_within_block_kit_limits(db, config):
+    feed = Feed(db, config)
+    nasty = "<!channel> & `x` " * 20
+    feed.ingest([feed.event(SCANNER, NOW - timedelta(minutes=n), connector=f"EX01\\{nasty}{n}")
+                 for n in range(40)], NOW)
+    [incident] = store.open_incidents(db).values()
+    for n in range(60):
+        chat.audit(db, now=NOW, user_id="U0ALICE", action="ack", target=f"#{incident.id}",
+                   via="slash", outcome="done", incident_id=incident.id, channel="C0ALERTS",
+                   before={"ack_note": None}, after={"ack_note": nasty}, detail=nasty * 2)
+        chat.add_snooze(db, kind="incident", target=str(incident.id), account=SCANNER,
+                        until=NOW + timedelta(hours=1), reason=nasty, user_id="U0BOB", now=NOW)
+    reply = ask(db, config, f"show #{incident.id}")
+    assert "15 smaller group(s) not shown." in contexts(reply)
+    assert any(text.startswith("*Timeline* (the last 30 of 33)") for text in sections(reply))
+    assert_inert(reply)
+
+# --- fix ----------------------------------------------------------------------------------------
+
+def command(lines: str, after_comment: str):
+    """The command that follows a `# comment` line in a preformatted block, parsed."""
+    rows = lines.split("\n")
+    return parse_pipeline(rows[rows.index(after_comment) + 1])
+
+
+def literal(arg):
+    assert arg is not None and arg.is_verbatim_literal, arg
+    return arg.value
+
+
+def test_fix_with_a_connector_gives_the_exact_commands_for_it(db, config):
+    reply = ask(db, config, "fix CONTOSO\\svc-scanner EX01\\Client Frontend EX01")  # unquoted
+    [commands] = preformatted(reply)
+    comments = [row for row in commands.split("\n") if row.startswith("#")]
+    assert comments == ["# try it first (changes nothing)", "# grant",
+                        "# verify (a Deny entry wins over a grant)", "# undo",
+                        "# list EX01's Receive connectors"]
+    grant = command(commands, "# grant")
+    assert grant.names == ("Get-ReceiveConnector", "Add-ADPermission")
+    assert literal(grant.commands[0].arg("-Identity")) == FRONTEND
+    assert literal(grant.commands[1].arg("-User")) == SCANNER
+    assert literal(grant.commands[1].arg("-ExtendedRights")) == "ms-Exch-SMTP-Submit"
+    assert command(commands, "# try it first (changes nothing)").commands[1].param_names[-1] \
+        == "-WhatIf"
+    assert command(commands, "# undo").names == ("Get-ReceiveConnector", "Remove-ADPermission")
+    assert literal(command(commands, "# list EX01's Receive connectors").commands[0]
+                   .arg("-Server")) == "EX01"
+    assert sections(reply)[0].startswith(
+        "*Fix for CONTOSO\\svc-scanner* on `EX01\\Client Frontend EX01` (the connector you gave)")
+    assert ask(db, config, 'fix CONTOSO\\svc-scanner "EX01\\Client Frontend EX01"').blocks == \
+        reply.blocks
+    assert_inert(reply)
+
+
+def test_fix_quotes_hostile_names_and_escapes_them_in_prose(db, config):
+    account = "CONTOSO\\O'Brien’s $(whoami) <!channel> & `x`"
+    connector = "EX01\\Relay ‘Scan’ <@U0BOSS>"
+    # As Slack sends it: &, < and > as entities.
+    text = (f'fix "{account}" "{connector}"'.replace("&", "&amp;").replace("<", "&lt;")
+            .replace(">", "&gt;"))
+    reply = ask(db, config, text)
+    [commands] = preformatted(reply)
+    for comment in ("# try it first (changes nothing)", "# grant",
+                    "# verify (a Deny entry wins over a grant)", "# undo"):
+        pipeline = command(commands, comment)
+        assert literal(pipeline.commands[0].arg("-Identity")) == connector
+        assert literal(pipeline.commands[1].arg("-User")) == account
+    assert sections(reply)[0].startswith(
+        "*Fix for CONTOSO\\O'Brien’s $(whoami) &lt;!channel&gt; &amp; ˋxˋ* on "
+        "`EX01\\Relay ‘Scan’ &lt;@U0BOSS&gt;`")
+    assert_inert(reply)
+
+
+@pytest.mark.parametrize("text, error", [
+    ("fix", "name the account, like `CONTOSO\\svc-scanner`"),
+    ("fix CONTOSO\\a Relay", "write the connector as `SERVER\\Name`, like `EX01\\Client Frontend "
+                             "EX01` (got `Relay`)"),
+    ("fix CONTOSO\\a \\Relay", "write the connector as `SERVER\\Name`"),
+    ("fix CONTOSO\\a EX01\\", "write the connector as `SERVER\\Name`"),
+    ("fix CONTOSO\\evil\u202etxt.exe",
+     "No command can be built: account name contains a bidirectional text control (U+202E) at "
+     "position 13; it can make the command look different from what it does, so SubmitWatch "
+     "will not put it in a command"),
+    ("fix CONTOSO\\a EX01\\Relay\x1bX",
+     "No command can be built: connector name contains an escape character (U+001B) at "
+     "position 11"),
+    ("fix " + "a" * 300, "that account is 300 characters long; names are at most 256"),
+    ("fix a EX01\\" + "c" * 300, "that connector is 305 characters long; names are at most 256"),
+])
+def test_fix_refuses_in_words(db, config, text, error):
+    reply = ask(db, config, text)
+    assert reply.text.startswith(error)
+    assert reply.text.endswith("Usage: `/submitwatch fix <account> [SERVER\\Connector]`")
+    assert reply.blocks is None
+
+
+def test_fix_without_a_connector_lists_the_candidates_on_every_server(db, config, world):
+    _, ids = world
+    reply = ask(db, config, "fix contoso\\SVC-SCANNER")
+    intro, ex01, ex02, ex03 = sections(reply)
+    assert intro.endswith(f"Its newest incident is `#{ids[SCANNER]}` (resolved, last event "
+                          f"{slack_date(at(6, 8, 6))}).")
+    assert ex01.split("\n") == [
+        "*EX01* (Exchange host `EX01`)",
+        "• most likely: `EX01\\Relay Scanners`: named by this account's 1018 events (14 events, "
+        f"last {slack_date(at(5, 9, 13))})",
+        "• or: `EX01\\Client Frontend EX01`: named by other accounts' 1018 events on this server",
+    ]
+    assert ex02.split("\n") == [
+        "*EX02* (Exchange host `EX02`)",
+        "• most likely: `EX02\\Client Frontend EX02`: configured as this server's submission "
+        "connector",
+    ]
+    assert ex03.split("\n") == [   # never polled, Exchange 2010: the legacy default, a guess
+        "*EX03* (Exchange host `EX03`)",
+        "• most likely: `EX03\\Client EX03`: not named by any event: the usual client submission "
+        "connector, a guess",
+    ]
+    first, second, third = preformatted(reply)
+    for block, connector, server in ((first, RELAY, "EX01"),
+                                     (second, "EX02\\Client Frontend EX02", "EX02"),
+                                     (third, "EX03\\Client EX03", "EX03")):
+        grant = command(block, "# grant on the most likely one")
+        assert literal(grant.commands[0].arg("-Identity")) == connector
+        assert literal(grant.commands[1].arg("-User")) == "contoso\\SVC-SCANNER"  # as typed
+        listing = command(block, f"# list {server}'s Receive connectors")
+        assert literal(listing.commands[0].arg("-Server")) == server
+    assert reply.text == "Fix for contoso\\SVC-SCANNER: candidates on 3 servers"
+    assert_inert(reply)
+
+
+def test_fix_for_an_incident_number_uses_its_account(db, config, world):
+    by_number = ask(db, config, f"fix #{world[1][SCANNER]}")
+    assert by_number.text == "Fix for CONTOSO\\svc-scanner: candidates on 3 servers"
+    assert by_number.blocks == ask(db, config, "fix CONTOSO\\svc-scanner").blocks
+    assert ask(db, config, "fix #999").text.startswith("there is no incident #999")
+
+def test_fix_skips_a_connector_that_cannot_be_quoted_and_says_why(db, config, world):
+    feed, _ = world
+    feed.burst("CONTOSO\\victim", NOW - timedelta(minutes=30), 1, connector="EX01\\Bad\x1bName")
+    ex01 = sections(ask(db, config, "fix CONTOSO\\victim"))[1]
+    assert ex01.split("\n") == [
+        "*EX01* (Exchange host `EX01`)",
+        "• most likely: `EX01\\Client Frontend EX01`: named by other accounts' 1018 events on "
+        "this server",
+        "• or: `EX01\\Relay Scanners`: named by other accounts' 1018 events on this server",
+        "• no command for one of them: connector name contains an escape character (U+001B) at "
+        "position 9; Receive connector names never contain control characters or line breaks, "
+        "so SubmitWatch will not put it in a command",
+    ]
+
+
+
+def test_fix_on_many_servers_is_cut_and_says_so(db):
+    servers = [{"name": f"EX{n:02d}", "url": f"https://127.0.0.1:{5000 + n}/wsman",
+                "username": "u", "password_env": "PW"} for n in range(25)]
+    config = make_config(servers=servers)
+    feed = Feed(db, config)
+    feed.ingest([feed.event(f"CONTOSO\\user{n}", NOW, server="EX00",
+                            connector=f"EX00\\{n:02d} Relay {'&' * 90}") for n in range(12)], NOW)
+    reply = ask(db, config, "fix CONTOSO\\svc-scanner")
+    assert contexts(reply) == ["5 more server(s) not shown."]
+    ex00 = sections(reply)[1].split("\n")
+    # The first ten connectors seen there (by name) and the guess: five shown, six not.
+    assert [line.split("`")[1][5:7] for line in ex00[1:6]] == ["00", "01", "02", "03", "04"]
+    assert ex00[6:] == ["• and 6 more candidate(s) not shown"]
+    assert_inert(reply)
+
+# --- status, servers, snoozes -------------------------------------------------------------------
+
+@pytest.fixture
+def polled(db):
+    """EX01 healthy, EX02 failing after a good poll, EX03 never polled, OLD01 since removed."""
+    store.save_poll_success(db, store.ServerState("EX01"), generation=0, cursor=1234,
+                            oldest_record=1, newest_record=1300, stored=5,
+                            now=NOW - timedelta(seconds=42))
+    store.save_poll_success(db, store.ServerState("EX02"), generation=1, cursor=50_010,
+                            oldest_record=1, newest_record=50_010, stored=5,
+                            now=NOW - timedelta(hours=2, minutes=3))
+    for minutes in (30, 20, 10):
+        store.save_poll_failure(db, "EX02", "connection refused by <!here> & `x`",
+                                NOW - timedelta(minutes=minutes))
+    store.save_poll_success(db, store.ServerState("OLD01"), generation=0, cursor=7,
+                            oldest_record=1, newest_record=7, stored=1,
+                            now=NOW - timedelta(days=2))
+
+
+def test_status_shows_every_configured_server_with_lag_cursor_and_last_error(
+        db, config, world, polled):
+    reply = ask(db, config, "status")
+    servers, totals = sections(reply)
+    assert servers.split("\n") == [
+        "*Servers* (each polled every 1m)",
+        "• *EX01*: :white_check_mark: ok · last good poll 42s ago · cursor 1234",
+        "• *EX02*: :x: failing · last good poll 2h 3m ago · cursor 50010 · log cleared 1 time · "
+        f"*3 failures in a row*, last error {slack_date(NOW - timedelta(minutes=10))}: "
+        "connection refused by &lt;!here&gt; &amp; ˋxˋ",
+        "• *EX03*: :white_circle: not polled yet · no poll has run yet",
+        "• *OLD01* (no longer configured): :warning: late · last good poll 2d ago · cursor 7",
+    ]
+    assert totals == (f"*Open incidents:* 1   *Alerts waiting to be sent:* "
+                      f"{store.outbox_depth(db)}")
+    assert store.outbox_depth(db) > 0
+    assert reply.text.startswith("*Servers*\n• *EX01*: :white_check_mark: ok")
+    assert_inert(reply)
+
+
+def test_status_after_recovery_keeps_the_last_error_and_says_recovered(db, config, polled):
+    store.save_poll_success(db, store.server_state(db, "EX02"), generation=1, cursor=50_020,
+                            oldest_record=1, newest_record=50_020, stored=0,
+                            now=NOW - timedelta(minutes=1))
+    ex02 = sections(ask(db, config, "status"))[0].split("\n")[2]
+    assert ex02 == ("• *EX02*: :white_check_mark: ok · last good poll 1m ago · cursor 50020 · "
+                    f"log cleared 1 time · recovered; last error "
+                    f"{slack_date(NOW - timedelta(minutes=10))}: connection refused by "
+                    "&lt;!here&gt; &amp; ˋxˋ")
+
+
+def test_servers_lists_how_each_server_is_reached(db, config, polled):
+    reply = ask(db, config, "servers")
+    [text] = sections(reply)
+    assert text.split("\n") == [
+        "*Servers watched* (3)",
+        "• *EX01* `127.0.0.1:5986` · ntlm · https, certificate checked · alerts to <#C0ALERTS> "
+        "(default) · :white_check_mark: ok · Exchange 2016",
+        "• *EX02* `127.0.0.1:5985` · ntlm · http (no TLS: the WinRM message encryption protects "
+        "it) · alerts to <#C0EX02> · :x: failing · submission connector `Client Frontend EX02`",
+        "• *EX03* `127.0.0.1:5987` · ntlm · https, *certificate not checked* · alerts to "
+        "<#C0ALERTS> (default) · :white_circle: not polled yet · Exchange 2010",
+        "Polled before but no longer configured: *OLD01*",
+    ]
+    assert reply.text == "3 servers watched"
+    assert_inert(reply)
+
+
+def test_snoozes_lists_those_in_force_soonest_first(db, config, world):
+    chat.add_snooze(db, kind="account", target="<!channel> & `x`", account="<!channel> & `x`",
+                    until=NOW + timedelta(hours=4), reason="maintenance <@U0BOSS> *window*",
+                    user_id="U0BOB", now=NOW - timedelta(minutes=5))
+    number = world[1][PRINTER]
+    chat.add_snooze(db, kind="incident", target=str(number), account="CONTOSO\\printer",
+                    until=NOW + timedelta(minutes=90), reason="toner", user_id="<!here>", now=NOW)
+    gone = chat.add_snooze(db, kind="account", target="x", account="x", until=NOW + timedelta(
+        hours=1), reason="ended", user_id="U0BOB", now=NOW)
+    chat.end_snooze(db, gone.id, NOW, "U0BOB")
+    chat.add_snooze(db, kind="account", target="y", account="y", until=NOW - timedelta(
+        minutes=1), reason="expired", user_id="U0BOB", now=NOW - timedelta(hours=1))
+    reply = ask(db, config, "snoozes")
+    [text] = sections(reply)
+    assert text.split("\n") == [
+        "*Snoozes in force* (2), soonest to end first",
+        f"• incident `#{number}` (*CONTOSO\\printer*) until "
+        f"{slack_date(NOW + timedelta(minutes=90))} (1h 30m left) · by &lt;!here&gt;: “toner”",
+        f"• account *&lt;!channel&gt; &amp; ˋxˋ* until {slack_date(NOW + timedelta(hours=4))} "
+        "(4h left) · by <@U0BOB>: “maintenance &lt;@U0BOSS&gt; *window*”",
+    ]
+    assert reply.text == "2 snoozes in force"
+    assert_inert(reply)
+
+
+def test_no_snooze(db, config):
+    reply = ask(db, config, "snoozes")
+    assert sections(reply) == ["No snooze in force: every incident alerts."]
+
+
+@pytest.mark.parametrize("name", ["status", "servers", "snoozes"])
+def test_commands_without_arguments_refuse_extra_words(db, config, name):
+    reply = ask(db, config, f"{name} &lt;!channel&gt;")
+    assert reply.text.startswith(f"`{name}` takes no arguments (got `&lt;!channel&gt;`)")
