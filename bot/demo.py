@@ -55,6 +55,24 @@ def show_channel(slack: SlackStandIn, out, *, full: bool) -> None:
         out(f"\n   Preview in Block Kit Builder: {block_kit_builder_url(message['blocks'])}")
 
 
+def chat_ops(db, config, out) -> None:
+    """What a responder does from Slack, through the same handlers the Slack app calls."""
+    from handlers.commands import answer
+    from handlers.common import Request
+
+    def slash(text: str) -> None:
+        out(f"\n   /submitwatch {text}")
+        reply = answer(Request(db=db, config=config, now=utc_now(), user_id="U0DEMOADMIN",
+                               channel_id=CHANNEL), text)
+        out("   " + (render_text({"text": reply.text, "blocks": reply.blocks or []})
+                     .replace("\n", "\n   ")))
+    out("\n== A responder in Slack")
+    slash("history CONTOSO\\svc-scanner")
+    first = db.execute("SELECT id FROM incidents WHERE key = 'contoso\\svc-scanner'").fetchone()[0]
+    slash(f"ack #{first} calling the scanner vendor")
+    slash("fix CONTOSO\\svc-backup")
+
+
 def run_demo(db_path: str, out=print) -> int:
     for suffix in ("", "-wal", "-shm"):
         Path(db_path + suffix).unlink(missing_ok=True)
@@ -87,6 +105,9 @@ def run_demo(db_path: str, out=print) -> int:
         sweep("Sweep 2: new events: app-erp now also fails on EX01, the scanner keeps failing")
         sweep("Sweep 3: nothing new, so nothing is sent")
         show_channel(slack, out, full=True)
+        chat_ops(db, config, out)
+        sweep("Sweep 3b: the acknowledgement reaches Slack (the alert updates, its thread notes it)")
+        show_channel(slack, out, full=False)
         later = start + timedelta(hours=25)
         sweep("Sweep 4: a day later, no new events: incidents resolve", clock=lambda: later)
         show_channel(slack, out, full=False)

@@ -1,0 +1,72 @@
+"""A short run of the benchmark code (bench/, `make bench`) at tiny sizes: it must keep working
+and produce sane figures. No timing is asserted: only that each row measured what it says."""
+from __future__ import annotations
+
+import pytest
+
+from bench import chat, footprint, ingest, latency, startup, storm, sweep
+from bench.common import QUICK, percentile, spread, table
+
+
+def test_statistics_helpers():
+    assert percentile([5, 1, 4, 2, 3], 50) == 3
+    assert percentile(list(range(1, 101)), 99) == 99
+    assert spread([3.0, 1.0, 2.0]) == "2.00 (1.00-3.00, n=3)"
+
+
+def test_ingest_stores_every_event_and_measures_both_sides(tmp_path):
+    result = ingest.run(QUICK, tmp_path)
+    assert result.data["events"] == QUICK.ingest_events
+    assert all(rate > 0 for rate in result.data["rates"] + result.data["floors"])
+    assert result.ratio > 0 and result.met in (True, False)
+
+
+def test_sweep_polls_every_server_over_ntlm_in_a_child_process(tmp_path):
+    result = sweep.run(QUICK, tmp_path)
+    assert result.data["workers"] == QUICK.sweep_servers
+    # gli + qe in one shell, with the NTLM handshake: a handful of requests, no more.
+    assert 5 <= result.data["requests_per_poll"] <= 12
+    assert result.data["one_poll"] > 0 and all(s > 0 for s in result.data["seconds"])
+
+
+def test_latency_matches_every_event_to_its_slack_post(tmp_path):
+    result = latency.run(QUICK, tmp_path)
+    for _label, p50, p99, worst, count in result.data["variants"]:
+        assert count == QUICK.latency_events
+        assert 0 < p50 <= p99 <= worst < 60
+
+
+def test_chat_handlers_answer_on_a_filled_database(tmp_path):
+    result = chat.run(QUICK, tmp_path)
+    assert set(result.data["figures"]) == {"history", "history ACCOUNT", "show", "status"}
+    assert all(p50 > 0 and p95 >= p50 for p50, p95, _, _ in result.data["figures"].values())
+
+
+def test_storm_posts_once_and_loses_nothing(tmp_path):
+    result = storm.run(QUICK, tmp_path)
+    data = result.data
+    assert data["error"] is None and data["events"] == data["linked"] == QUICK.storm_events
+    assert data["posts"] == 1 and data["final_ok"] and data["outbox_left"] == 0
+    assert 0 < data["rss_start_mb"] <= data["peak_mb"]
+
+
+def test_footprint_reads_an_idle_submitwatch_run(tmp_path):
+    result = footprint.run(QUICK, tmp_path)
+    assert result.data["polled"] == QUICK.footprint_servers
+    assert result.data["posts"] == QUICK.footprint_servers  # one alert per server's account
+    assert result.data["rss_mb"] > 10 and result.data["cpu_pct"] >= 0
+
+
+def test_startup_compares_with_a_bare_interpreter(tmp_path):
+    result = startup.run(QUICK, tmp_path)
+    assert len(result.data["help_ms"]) == QUICK.startup_runs
+    assert all(ms > 0 for ms in result.data["help_ms"] + result.data["bare_ms"])
+    assert "| 7 |" in table([result])
+
+
+@pytest.mark.parametrize("argv", [["--quick", "--rows", "7"]])
+def test_the_command_prints_a_table(argv, capsys):
+    from bench.__main__ import main
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "| # | what |" in out and "Machine:" in out
