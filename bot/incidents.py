@@ -41,41 +41,68 @@ def decide(events: Iterable[Event], open_incidents: Mapping[str, Incident], now:
     incident and opens a new one: the quiet sweep may not have run yet (or events arrive in a
     burst after downtime), and the answer must not depend on when the sweep ran.
     """
-    current: dict[str, Incident] = dict(open_incidents)
-    changes: dict[str, IncidentChange] = {}
-    ordered: list[IncidentChange] = []
+    growing: dict[str, _Growth] = {}   # per account: the incident events are added to now
+    ordered: list[_Growth] = []
     for event in sorted(events, key=lambda e: (e.time, e.server, e.record_id)):
         key = event.incident_key
-        incident = current.get(key)
-        if incident is not None and event.time - incident.last_seen > quiet_period:
-            closing = changes.pop(key, None)
-            if closing is None:  # not yet touched in this step
-                closing = IncidentChange(before=incident, after=incident)
-                ordered.append(closing)
-            closing.after = replace(closing.after, status="resolved", resolved_at=now)
-            incident = None
-        if incident is None:
-            incident = _open(event, now, channel_for(event.server))
-            change = IncidentChange(before=None, after=incident, events=[event])
-            changes[key] = change
-            ordered.append(change)
+        growth = growing.get(key)
+        if growth is None and key in open_incidents:
+            growth = growing[key] = _Growth(open_incidents[key])
+            ordered.append(growth)
+        if growth is not None and event.time - growth.last_seen > quiet_period:
+            growth.resolved_at = now
+            growth = None
+        if growth is None:
+            growth = growing[key] = _Growth(_open(event, now, channel_for(event.server)),
+                                            opened_by=event)
+            ordered.append(growth)
         else:
-            change = changes.get(key)
-            if change is None:
-                change = IncidentChange(before=incident, after=incident)
-                changes[key] = change
-                ordered.append(change)
-            grown = _add(incident, event)
-            if not change.opened:
-                change.new_servers += tuple(n for n, _ in grown.servers if n not in
-                                            incident.server_names)
-                change.new_connectors += tuple(c for c in grown.connectors
-                                               if c not in incident.connectors)
-            change.after = grown
-            change.events.append(event)
-            incident = grown
-        current[key] = incident
-    return ordered
+            growth.add(event)
+    return [growth.change() for growth in ordered]
+
+
+class _Growth:
+    """One incident growing through a batch: plain sets and lists while events come in, one
+    Incident built at the end (building a frozen dataclass per event was the ingest's cost)."""
+
+    def __init__(self, base: Incident, opened_by: Event | None = None):
+        self.base = base
+        self.opened = opened_by is not None
+        self.events: list[Event] = [opened_by] if opened_by else []
+        self.first_seen, self.last_seen = base.first_seen, base.last_seen
+        self.count = base.event_count
+        self.servers = list(base.servers)
+        self.server_names = {name for name, _ in base.servers}
+        self.connectors = list(base.connectors)
+        self.event_ids = set(base.event_ids)
+        self.resolved_at: datetime | None = None
+
+    def add(self, event: Event) -> None:
+        self.events.append(event)
+        self.first_seen = min(self.first_seen, event.time)
+        self.last_seen = max(self.last_seen, event.time)
+        self.count += 1
+        if event.server not in self.server_names:
+            self.server_names.add(event.server)
+            self.servers.append((event.server, _host(event)))
+        if event.connector and event.connector not in self.connectors:
+            self.connectors.append(event.connector)
+        self.event_ids.add(event.event_id)
+
+    def change(self) -> IncidentChange:
+        after = replace(self.base, first_seen=self.first_seen, last_seen=self.last_seen,
+                        event_count=self.count, servers=tuple(self.servers),
+                        connectors=tuple(self.connectors),
+                        event_ids=tuple(sorted(self.event_ids)))
+        if self.resolved_at is not None:
+            after = replace(after, status="resolved", resolved_at=self.resolved_at)
+        if self.opened:
+            return IncidentChange(before=None, after=after, events=self.events)
+        before = self.base
+        return IncidentChange(
+            before=before, after=after, events=self.events,
+            new_servers=tuple(n for n, _ in after.servers if n not in before.server_names),
+            new_connectors=tuple(c for c in after.connectors if c not in before.connectors))
 
 
 def resolve_quiet(open_incidents: Iterable[Incident], now: datetime,
@@ -94,22 +121,6 @@ def _open(event: Event, now: datetime, channel: str) -> Incident:
         connectors=(event.connector,) if event.connector else (),
         event_ids=(event.event_id,), opened_at=now,
     )
-
-
-def _add(incident: Incident, event: Event) -> Incident:
-    servers = incident.servers
-    if event.server not in incident.server_names:
-        servers += ((event.server, _host(event)),)
-    connectors = incident.connectors
-    if event.connector and event.connector not in connectors:
-        connectors += (event.connector,)
-    event_ids = incident.event_ids
-    if event.event_id not in event_ids:
-        event_ids = tuple(sorted(event_ids + (event.event_id,)))
-    return replace(incident, first_seen=min(incident.first_seen, event.time),
-                   last_seen=max(incident.last_seen, event.time),
-                   event_count=incident.event_count + 1, servers=servers,
-                   connectors=connectors, event_ids=event_ids)
 
 
 def _host(event: Event) -> str:

@@ -82,6 +82,7 @@ def parse_events(text: str, server: str) -> ParsedBatch:
     _check_gap(text[: starts[0]] if starts else text, server, problems)
     ends = starts[1:] + [len(text)]
     highest = 0
+    chunks: list[str] = []
     # This loop runs for every event ingested: it slices each event out once and leaves the
     # regular expressions to the rare odd case (see docs/benchmarks.md, row 1).
     for start, stop in zip(starts, ends):
@@ -97,9 +98,10 @@ def parse_events(text: str, server: str) -> ParsedBatch:
             if not gap.isspace():
                 _check_gap(gap, server, problems)
         batch.complete_events += 1
-        chunk = text[start:end]
+        chunks.append(text[start:end])
+    for chunk, root in zip(chunks, _parse_all(chunks)):
         try:
-            event = parse_event(chunk, server)
+            event = parse_event(chunk, server, root)
         except ValueError as exc:
             problems.append(Problem(server, "malformed_event", f"an event was skipped: {exc}",
                                     _excerpt(chunk)))
@@ -114,11 +116,13 @@ def parse_events(text: str, server: str) -> ParsedBatch:
     return batch
 
 
-def parse_event(xml_text: str, server: str) -> Event:
-    """Parse one <Event> element. Raises ValueError saying what is wrong."""
+def parse_event(xml_text: str, server: str, root: Element | None = None) -> Event:
+    """Parse one <Event> element (or read `root`, its tree parsed already). Raises ValueError
+    saying what is wrong."""
     if len(xml_text) > MAX_EVENT_CHARS:
         raise ValueError(f"event is {len(xml_text)} characters long, over {MAX_EVENT_CHARS}")
-    root = _parse_xml(xml_text)
+    if root is None:
+        root = _parse_xml(xml_text)
     system = _child(root, _SYSTEM)
     provider = _child(system, _PROVIDER).get("Name", "")
     event_id = _int(_text(_child(system, _EVENT_ID)), "EventID")
@@ -137,6 +141,17 @@ def parse_event(xml_text: str, server: str) -> Event:
         connector = _full_identity(computer, connector)
     return Event(server=server, record_id=record_id, provider=provider, event_id=event_id,
                  time=time, account=data[0], connector=connector, computer=computer)
+
+
+def _parse_all(chunks: list[str]) -> list[Element | None]:
+    """All events of a batch through one parser, the usual case; if any is not well-formed,
+    None for each, so every event is parsed alone and one bad event spoils only itself."""
+    try:
+        root = _parse_xml("<batch>" + "".join(chunks) + "</batch>")
+    except ValueError:
+        return [None] * len(chunks)
+    events = list(root)
+    return events if len(events) == len(chunks) else [None] * len(chunks)
 
 
 def _parse_xml(xml_text: str) -> Element:

@@ -169,42 +169,48 @@ def _decode(raw: bytes, server: str) -> tuple[str, list[Problem]]:
 def _store_batch(db: Database, config: Config, state: store.ServerState, events, problems,
                  generation: int, cursor: int, info: LogInfo, now: datetime) -> int:
     with store.write_transaction(db):
-        stored = store.store_new_events(db, events, generation, now)
+        stored = ingest(db, config, events, generation, now)
         store.record_problems(db, problems, now)
-        fresh = [event for _row, event in stored]
-        row_ids = {(e.server, e.record_id): row for row, e in stored}
-        changes = decide(fresh, store.open_incidents(db, (e.incident_key for e in fresh)), now,
-                         timedelta(seconds=config.incidents.quiet_period), config.channel_for)
-        apply_changes(db, changes, now, config, row_ids)
         store.save_poll_success(db, state, generation=generation, cursor=cursor,
                                 oldest_record=info.oldest_record,
-                                newest_record=info.newest_record, stored=len(stored), now=now)
-    return len(stored)
+                                newest_record=info.newest_record, stored=stored, now=now)
+    return stored
 
 
-def apply_changes(db: Database, changes: Iterable[IncidentChange], now: datetime, config: Config,
-                  row_ids: dict | None = None) -> None:
+def ingest(db: Database, config: Config, events: list, generation: int, now: datetime) -> int:
+    """Store the events not seen before, fold them into incidents and queue the Slack messages
+    that calls for (inside a transaction). Returns how many events were new."""
+    fresh = store.new_events(db, events, generation)
+    changes = decide(fresh, store.open_incidents(db, {e.incident_key for e in fresh}), now,
+                     timedelta(seconds=config.incidents.quiet_period), config.channel_for)
+    store.insert_events(db, apply_changes(db, changes, now, config), generation, now)
+    return len(fresh)
+
+
+def apply_changes(db: Database, changes: Iterable[IncidentChange], now: datetime,
+                  config: Config) -> list[tuple]:
     """Save incident changes and the Slack messages they call for (inside a transaction).
 
+    Returns (event, incident id) for the changes' events, for the caller to store.
     A snoozed incident is updated in place but gets no thread notes, and one that opens while
     its account is snoozed is not posted until the snooze ends; an acknowledged incident is
     updated but gets no thread notes either (someone already owns it).
     """
     changes = list(changes)
     if not changes:
-        return
+        return []
     snoozed_ids, snoozed_keys = chat.snoozed_keys(db, now)
+    pending_of = store.pending_kinds_of(db, (c.before.id for c in changes if c.before))
+    linked = []
     for change in changes:
         incident = store.save_incident(db, change.after)
-        if row_ids:
-            store.link_events(db, (row_ids[(e.server, e.record_id)] for e in change.events),
-                              incident.id)
+        linked += [(event, incident.id) for event in change.events]
         silenced = str(incident.id) in snoozed_ids or incident.key in snoozed_keys
         if change.opened:
             if not silenced:
                 store.enqueue(db, incident.id, "post", now)
             continue
-        pending = store.pending_kinds(db, incident.id)
+        pending = pending_of[incident.id]
         if incident.message_ts is None and "post" not in pending:
             continue  # never posted (snoozed since it opened): it is posted when that ends
         if (change.events or change.resolved) and not pending & {"post", "update"}:
@@ -217,6 +223,7 @@ def apply_changes(db: Database, changes: Iterable[IncidentChange], now: datetime
         if (change.new_servers or change.new_connectors) and not (silenced or incident.acked_by):
             store.enqueue(db, incident.id, "reply", now, detail={
                 "servers": list(change.new_servers), "connectors": list(change.new_connectors)})
+    return linked
 
 
 def resolve_quiet_incidents(db: Database, config: Config, clock: Clock = utc_now) -> int:

@@ -165,13 +165,13 @@ def _path_of(db: Database) -> str:
 
 def iso(moment: datetime) -> str:
     """Fixed-width UTC text, so stored times sort and compare as strings."""
-    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return moment.astimezone(timezone.utc).isoformat(timespec="microseconds")[:-6] + "Z"
 
 
 def from_iso(text: str | None) -> datetime | None:
     if not text:
         return None
-    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc)
+    return datetime.fromisoformat(text)  # reads the trailing Z as UTC (Python 3.11+)
 
 
 # --- servers ------------------------------------------------------------------------------------
@@ -230,40 +230,37 @@ def _server_state(row: dict[str, Any]) -> ServerState:
 
 # --- events and problems ------------------------------------------------------------------------
 
-def store_new_events(db: Database, events: list[Event], generation: int,
-                     now: datetime) -> list[tuple[int, Event]]:
-    """Insert the events not stored yet; return (row id, event) for the new ones only.
+def new_events(db: Database, events: list[Event], generation: int) -> list[Event]:
+    """The events not stored yet (a record repeated within the batch counts once).
 
-    Call inside write_transaction: the look-up and the insert must see the same rows.
+    Call inside write_transaction, with insert_events after: the look-up and the insert must
+    see the same rows.
     """
     if not events:
         return []
     server = events[0].server
     ids = [e.record_id for e in events]
-    known = {r["record_id"] for r in db.query(
+    known = {r[0] for r in db.execute(
         "SELECT record_id FROM events WHERE server = ? AND generation = ? "
         "AND record_id BETWEEN ? AND ?", [server, generation, min(ids), max(ids)])}
     fresh: dict[int, Event] = {}
     for e in events:
         if e.record_id not in known:
-            fresh.setdefault(e.record_id, e)  # a record repeated within one batch counts once
-    # One executemany instead of a statement per event (a third of the insert cost, see
-    # docs/benchmarks.md). It returns no row ids, so the ids are given here: inside
-    # write_transaction nobody else can insert, so max(id) + 1 onwards is free.
-    next_id = db.execute("SELECT coalesce(max(id), 0) + 1 FROM events").fetchone()[0]
+            fresh.setdefault(e.record_id, e)
+    return list(fresh.values())
+
+
+def insert_events(db: Database, linked: Iterable[tuple[Event, int | None]], generation: int,
+                  now: datetime) -> None:
+    """Insert events already linked to their incident: one executemany for a whole batch."""
     stamp = iso(now)
-    stored = list(enumerate(fresh.values(), start=next_id))
     db.conn.executemany(
-        "INSERT INTO events (id, server, generation, record_id, provider, event_id, time, account,"
-        " account_key, connector, computer, stored_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-        [(row_id, e.server, generation, e.record_id, e.provider, e.event_id, iso(e.time),
-          e.account, e.incident_key, e.connector, e.computer, stamp) for row_id, e in stored])
-    return stored
-
-
-def link_events(db: Database, row_ids: Iterable[int], incident_id: int) -> None:
-    db.conn.executemany("UPDATE events SET incident_id = ? WHERE id = ?",
-                        [(incident_id, row_id) for row_id in row_ids])
+        "INSERT INTO events (server, generation, record_id, provider, event_id, time, account,"
+        " account_key, connector, computer, stored_at, incident_id) "
+        "VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+        [(e.server, generation, e.record_id, e.provider, e.event_id, iso(e.time), e.account,
+          e.incident_key, e.connector, e.computer, stamp, incident_id)
+         for e, incident_id in linked])
 
 
 def record_problems(db: Database, problems: Iterable[Problem], now: datetime) -> None:
@@ -308,9 +305,11 @@ def save_incident(db: Database, incident: Incident) -> Incident:
         incident_id = db["incidents"].insert(row).last_pk
         return replace(incident, id=incident_id)
     # message_ts and last_message_at belong to delivery, the ack columns to store.chat: never
-    # overwrite them from a stale copy.
+    # overwrite them from a stale copy. (Plain SQL: sqlite-utils' update re-reads the table's
+    # schema on every call, which was most of the ingest's time.)
     del row["message_ts"], row["last_message_at"]
-    db["incidents"].update(incident.id, row)
+    db.execute(f"UPDATE incidents SET {', '.join(f'{k} = ?' for k in row)} WHERE id = ?",
+               [*row.values(), incident.id])
     return incident
 
 
@@ -367,6 +366,19 @@ def enqueue(db: Database, incident_id: int | None, kind: str, now: datetime, *,
         "state": "pending", "created_at": iso(now), "not_before": iso(not_before or now),
         "attempts": 0,
     })
+
+
+def pending_kinds_of(db: Database, incident_ids: Iterable[int]) -> dict[int, set[str]]:
+    """pending_kinds for many incidents in one query."""
+    ids = list(incident_ids)
+    found: dict[int, set[str]] = {i: set() for i in ids}
+    for start in range(0, len(ids), 500):
+        chunk = ids[start:start + 500]
+        for incident_id, kind in db.execute(
+                "SELECT DISTINCT incident_id, kind FROM outbox WHERE state IN ('pending', "
+                f"'sending') AND incident_id IN ({','.join('?' * len(chunk))})", chunk):
+            found[incident_id].add(kind)
+    return found
 
 
 def pending_kinds(db: Database, incident_id: int) -> set[str]:

@@ -9,9 +9,8 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from bot.config import parse_config
-from bot.incidents import decide
 from bot.model import Event
-from bot.poller import apply_changes, resolve_quiet_incidents
+from bot.poller import ingest, resolve_quiet_incidents
 from bot.render import slack_date
 from bot.sim.slack_blocks import validate_blocks
 from handlers.commands import answer
@@ -66,13 +65,7 @@ class Feed:
 
     def ingest(self, events, now):
         with write_transaction(self.db):
-            stored = store.store_new_events(self.db, events, 0, now)
-            row_ids = {(e.server, e.record_id): row for row, e in stored}
-            fresh = [e for _row, e in stored]
-            changes = decide(fresh, store.open_incidents(self.db, (e.incident_key for e in fresh)),
-                             now, timedelta(seconds=self.config.incidents.quiet_period),
-                             self.config.channel_for)
-            apply_changes(self.db, changes, now, self.config, row_ids)
+            ingest(self.db, self.config, events, 0, now)
 
     def burst(self, account, first, count, **kw):
         """`count` events a minute apart, stored a minute after the last (as a poll would)."""

@@ -28,14 +28,18 @@ def test_wal_mode_and_migrations_are_applied_once(db_path):
 
 
 def test_events_are_unique_per_server_generation_and_record(db):
+    def store_new(events, generation):
+        fresh = store.new_events(db, events, generation)
+        store.insert_events(db, [(e, None) for e in fresh], generation, NOW)
+        return fresh
     with write_transaction(db):
-        first = store.store_new_events(db, [event(1), event(2), event(2)], 0, NOW)
+        first = store_new([event(1), event(2), event(2)], 0)
     with write_transaction(db):
-        second = store.store_new_events(db, [event(2), event(3)], 0, NOW)
-        other_server = store.store_new_events(db, [event(2, server="EX02")], 0, NOW)
-        after_clear = store.store_new_events(db, [event(2)], 1, NOW)
-    assert [e.record_id for _, e in first] == [1, 2]
-    assert [e.record_id for _, e in second] == [3]
+        second = store_new([event(2), event(3)], 0)
+        other_server = store_new([event(2, server="EX02")], 0)
+        after_clear = store_new([event(2)], 1)
+    assert [e.record_id for e in first] == [1, 2]
+    assert [e.record_id for e in second] == [3]
     assert len(other_server) == 1 and len(after_clear) == 1
     with pytest.raises(sqlite3.IntegrityError):
         db.execute("INSERT INTO events (server, generation, record_id, provider, event_id, time, "
@@ -46,7 +50,7 @@ def test_events_are_unique_per_server_generation_and_record(db):
 def test_a_failed_transaction_leaves_nothing_behind(db):
     with pytest.raises(RuntimeError):
         with write_transaction(db):
-            store.store_new_events(db, [event(1)], 0, NOW)
+            store.insert_events(db, [(event(1), None)], 0, NOW)
             raise RuntimeError("crash between insert and cursor update")
     assert db.execute("SELECT count(*) FROM events").fetchone()[0] == 0
 
