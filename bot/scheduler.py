@@ -12,6 +12,7 @@ import threading
 from datetime import datetime, timedelta, timezone
 
 from apscheduler.executors.pool import ThreadPoolExecutor
+from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from store import db as store_db
@@ -62,7 +63,8 @@ def build_scheduler(config: Config, sender: SlackSender) -> BackgroundScheduler:
         source = WinRMSource(server, config.polling)
         # The first poll is jittered too, so a restart does not hit every server at once.
         first = start + timedelta(seconds=random.uniform(0, config.polling.jitter))
-        scheduler.add_job(_guarded(lambda s=source: poll_server_once(dbs.get(), s, config),
+        scheduler.add_job(_guarded(lambda s=source: poll_and_wake(scheduler, dbs.get(), s,
+                                                                  config),
                                    f"poll {server.name}"),
                           "interval", seconds=config.polling.interval,
                           jitter=config.polling.jitter or None, next_run_time=first,
@@ -85,6 +87,16 @@ def prune_old(db, config: Config) -> None:
         seconds=config.store.retention))
     if any(deleted.values()):
         log.info("retention: deleted %s", ", ".join(f"{n} {t}" for t, n in deleted.items() if n))
+
+
+def poll_and_wake(scheduler, db, source: WinRMSource, config: Config) -> None:
+    """Poll; if that stored events, run delivery now rather than at its next tick, so an
+    alert reaches Slack right after the poll that found it."""
+    if poll_server_once(db, source, config).stored:
+        try:
+            scheduler.modify_job("deliver", next_run_time=datetime.now(timezone.utc))
+        except JobLookupError:  # shutting down
+            pass
 
 
 def housekeeping(db, config: Config) -> None:

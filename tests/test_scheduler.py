@@ -26,3 +26,16 @@ def test_one_poll_job_per_server_plus_delivery_and_the_quiet_sweep(make_config):
     assert jobs["retention"].executor == "slack"
     assert jobs["deliver"].max_instances == 1 and jobs["deliver"].coalesce is True
     assert jobs["deliver"].trigger.interval.total_seconds() == config.polling.delivery_interval
+
+
+def test_a_poll_that_stored_events_runs_delivery_at_once(logs, make_config, slack):
+    """Delivery runs every 30 s here; the alert still comes right after the poll that found it."""
+    logs["EX01"].append("MSExchangeFrontEndTransport", 1020, ("CONTOSO\\svc-scanner",))
+    config = make_config(servers=("EX01",), polling={"interval": "1s", "jitter": 0,
+                                                      "delivery_interval": "30s"})
+    scheduler = build_scheduler(config, SlackSender.from_config(config.slack))
+    scheduler.start()
+    try:
+        slack.wait_for_calls("chat.postMessage", 1, timeout=15)
+    finally:
+        scheduler.shutdown(wait=True)
