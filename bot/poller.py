@@ -75,6 +75,8 @@ def _record_health(db: Database, server: str, result: PollResult, alert_after: i
                    now: datetime) -> None:
     """Store the failure; raise one "not being watched" alert after `alert_after` failures in
     a row, and one recovery notice at the next success: never one message per poll."""
+    if not result.error and store.server_state(db, server).down_since is None:
+        return  # the usual case: all is well and was well
     with store.write_transaction(db):
         if result.error:
             log.warning("poll failed: %s", result.error)
@@ -95,15 +97,22 @@ def _record_health(db: Database, server: str, result: PollResult, alert_after: i
 def _poll(db: Database, source: WinRMSource, config: Config, clock: Clock,
           result: PollResult) -> None:
     batch_size = config.polling.batch_size
+    lookback = int(config.polling.lookback * 1000)
     with source.open() as shell:
         state = store.server_state(db, source.server.name)
-        info = shell.log_info()  # read before querying: every record up to its newest is covered
+        # The log's state is read before its events (one command line, gli then qe), so every
+        # record up to the newest gli saw is covered. A server seen for the first time is read
+        # from the look-back, not from record 0.
+        info, raw = shell.log_info_and_query(
+            state.cursor or 0, batch_size, lookback if state.cursor is None else None)
         generation, cursor, notes = check_log(state, info)
-        # A server seen for the first time is read from the look-back, not from record 0.
-        lookback_ms = int(config.polling.lookback * 1000) if cursor is None else None
+        if cursor != state.cursor:
+            raw = None  # the log was cleared: read it again from its start
+        lookback_ms = lookback if cursor is None else None
         cursor = cursor or 0
         while True:
-            raw = shell.query(cursor, batch_size, lookback_ms)
+            if raw is None:
+                raw = shell.query(cursor, batch_size, lookback_ms)
             result.round_trips += 1
             text, problems = _decode(raw, source.server.name)
             batch = parse_events(text, source.server.name)
@@ -122,7 +131,7 @@ def _poll(db: Database, source: WinRMSource, config: Config, clock: Clock,
             notes = []
             if not more or next_cursor == cursor:
                 return
-            cursor, lookback_ms = next_cursor, None
+            cursor, lookback_ms, raw = next_cursor, None, None
             state = store.server_state(db, source.server.name)
 
 

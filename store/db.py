@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import threading
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
@@ -122,22 +123,33 @@ def prune(db: Database, cutoff: datetime, batch: int = 5000) -> dict[str, int]:
     return deleted
 
 
+#: Writers of this process queue on a lock before asking SQLite: SQLite's own busy wait polls
+#: with sleeps of up to 100 ms, which left 32 poll threads mostly asleep (docs/benchmarks.md).
+#: Other processes (a cron poll-once) still meet SQLite's busy timeout.
+_WRITERS = threading.Lock()
+
+
 @contextmanager
 def write_transaction(db: Database) -> Iterator[Database]:
     """All-or-nothing writes. sqlite-utils calls inside nest as savepoints."""
+    if not _WRITERS.acquire(timeout=BUSY_TIMEOUT_MS / 1000):
+        raise StoreError(explain(sqlite3.OperationalError("database is locked"), _path_of(db)))
     try:
-        db.execute("BEGIN IMMEDIATE")
-    except sqlite3.OperationalError as exc:
-        raise StoreError(explain(exc, _path_of(db))) from exc
-    try:
-        yield db
-    except BaseException as exc:
-        db.conn.rollback()
-        if isinstance(exc, sqlite3.OperationalError):
+        try:
+            db.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
             raise StoreError(explain(exc, _path_of(db))) from exc
-        raise
-    else:
-        db.execute("COMMIT")
+        try:
+            yield db
+        except BaseException as exc:
+            db.conn.rollback()
+            if isinstance(exc, sqlite3.OperationalError):
+                raise StoreError(explain(exc, _path_of(db))) from exc
+            raise
+        else:
+            db.execute("COMMIT")
+    finally:
+        _WRITERS.release()
 
 
 def explain(exc: sqlite3.Error, path: str | Path) -> str:
@@ -188,6 +200,7 @@ class ServerState:
     last_error_at: datetime | None = None
     consecutive_failures: int = 0
     events_stored: int = 0
+    down_since: datetime | None = None  # the "not being watched" alert was raised then
 
 
 def server_state(db: Database, server: str) -> ServerState:
@@ -202,12 +215,18 @@ def all_server_states(db: Database) -> list[ServerState]:
 def save_poll_success(db: Database, state: ServerState, *, generation: int, cursor: int | None,
                       oldest_record: int | None, newest_record: int | None, stored: int,
                       now: datetime) -> None:
-    db["server_state"].upsert({
-        "server": state.server, "generation": generation, "cursor": cursor,
-        "oldest_record": oldest_record, "newest_record": newest_record,
-        "last_poll_at": iso(now), "last_success_at": iso(now),
-        "consecutive_failures": 0, "events_stored": state.events_stored + stored,
-    }, pk="server")
+    # Plain SQL: this runs after every batch of every poll, and sqlite-utils' upsert reads
+    # the table's schema each time.
+    db.execute(
+        "INSERT INTO server_state (server, generation, cursor, oldest_record, newest_record, "
+        "last_poll_at, last_success_at, consecutive_failures, events_stored) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, 0, ?) ON CONFLICT (server) DO UPDATE SET "
+        "generation = excluded.generation, cursor = excluded.cursor, "
+        "oldest_record = excluded.oldest_record, newest_record = excluded.newest_record, "
+        "last_poll_at = excluded.last_poll_at, last_success_at = excluded.last_success_at, "
+        "consecutive_failures = 0, events_stored = server_state.events_stored + ?",
+        [state.server, generation, cursor, oldest_record, newest_record, iso(now), iso(now),
+         stored, stored])
 
 
 def save_poll_failure(db: Database, server: str, error: str, now: datetime) -> None:
@@ -225,7 +244,8 @@ def _server_state(row: dict[str, Any]) -> ServerState:
         oldest_record=row["oldest_record"], last_poll_at=from_iso(row["last_poll_at"]),
         last_success_at=from_iso(row["last_success_at"]), last_error=row["last_error"],
         last_error_at=from_iso(row["last_error_at"]),
-        consecutive_failures=row["consecutive_failures"], events_stored=row["events_stored"])
+        consecutive_failures=row["consecutive_failures"], events_stored=row["events_stored"],
+        down_since=from_iso(row["down_since"]))
 
 
 # --- events and problems ------------------------------------------------------------------------
@@ -264,6 +284,9 @@ def insert_events(db: Database, linked: Iterable[tuple[Event, int | None]], gene
 
 
 def record_problems(db: Database, problems: Iterable[Problem], now: datetime) -> None:
+    problems = list(problems)
+    if not problems:
+        return
     db["problems"].insert_all(({"server": p.server, "at": iso(now), "kind": p.kind,
                                 "detail": p.detail, "excerpt": p.excerpt} for p in problems),
                               pk="id")
@@ -360,12 +383,10 @@ CLAIM_TIMEOUT = timedelta(minutes=5)
 def enqueue(db: Database, incident_id: int | None, kind: str, now: datetime, *,
             not_before: datetime | None = None, detail: dict | None = None,
             server: str | None = None) -> None:
-    db["outbox"].insert({
-        "incident_id": incident_id, "server": server, "kind": kind,
-        "detail": json.dumps(detail or {}),
-        "state": "pending", "created_at": iso(now), "not_before": iso(not_before or now),
-        "attempts": 0,
-    })
+    db.execute("INSERT INTO outbox (incident_id, server, kind, detail, state, created_at, "
+               "not_before, attempts) VALUES (?, ?, ?, ?, 'pending', ?, ?, 0)",
+               [incident_id, server, kind, json.dumps(detail or {}), iso(now),
+                iso(not_before or now)])
 
 
 def pending_kinds_of(db: Database, incident_ids: Iterable[int]) -> dict[int, set[str]]:

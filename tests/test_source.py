@@ -173,3 +173,37 @@ def test_an_invalid_query_is_reported_with_the_servers_words(logs, winrm):
     with source_for(winrm.url_for("EX01")).open() as shell:
         with pytest.raises(SourceError, match="exit code"):
             shell.run("wevtutil", ["qe", "Application", '/q:"*[System[Nonsense]]"'])
+
+
+def test_the_authenticated_connection_is_kept_between_polls(logs):
+    with WinRMSimulator(logs, users={WINRM_USER: WINRM_PASSWORD}, auth="ntlm") as sim:
+        source = source_for(sim.url_for("EX01"))
+        for _ in range(3):
+            with source.open() as shell:
+                shell.log_info()
+        stats = sim.stats("EX01")
+        assert stats.auth_successes == 1 and stats.connections == 1
+        assert stats.shells_created == 3 and stats.shells_open == 0
+
+
+def test_a_kept_connection_the_server_no_longer_accepts_is_replaced_once(logs):
+    with WinRMSimulator(logs, users={WINRM_USER: WINRM_PASSWORD}, auth="ntlm") as sim:
+        source = source_for(sim.url_for("EX01"))
+        with source.open() as shell:
+            shell.log_info()
+        sim.inject("EX01", "unauthorized", times=1)   # e.g. the server restarted meanwhile
+        with source.open() as shell:
+            assert shell.log_info().record_count >= 0
+        assert sim.stats("EX01").auth_successes == 2
+
+
+def test_a_failed_poll_does_not_keep_its_connection(logs):
+    with WinRMSimulator(logs, users={WINRM_USER: WINRM_PASSWORD}, auth="ntlm") as sim:
+        source = source_for(sim.url_for("EX01"))
+        sim.inject("EX01", "exit_code", times=1)
+        with pytest.raises(SourceError):
+            with source.open() as shell:
+                shell.log_info()
+        with source.open() as shell:
+            shell.log_info()
+        assert sim.stats("EX01").auth_successes == 2

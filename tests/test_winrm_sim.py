@@ -537,3 +537,18 @@ def test_demo_stream_is_deterministic_and_tells_the_story():
     everything = [ev for log in logs.values() for ev in log.events()]
     assert any(ev.provider not in ("MSExchangeTransport", "MSExchangeFrontEndTransport") for ev in everything)
     assert any(NOW - ev.time > timedelta(hours=24) for ev in everything)  # outside the look-back
+
+
+def test_cmd_exe_runs_commands_joined_by_an_ampersand_in_order():
+    from bot.sim.eventlog import EventLog
+    from bot.sim.wevtutil import run_command_line
+    log = EventLog("EX01.contoso.local", first_record=10)
+    log.append("MSExchangeFrontEndTransport", 1020, ("CONTOSO\\a",))
+    out, err, code = run_command_line(
+        log, 'wevtutil gli Application & wevtutil qe Application /q:"*[System[EventRecordID > 0]]"'
+             ' /f:xml /e:Events')
+    assert out.index("numberOfLogRecords") < out.index("<Events>") and code == 0
+    out, err, code = run_command_line(log, "wevtutil gli Application && wevtutil gli Application")
+    assert code == 1 and "metacharacter '&'" in err
+    out, err, code = run_command_line(log, 'wevtutil qe Application /q:"a & b"')
+    assert "metacharacter" not in err          # a quoted & is text, not a separator

@@ -35,6 +35,11 @@ def run_command_line(log: EventLog, line: str, *, skip_cmd_shell: bool = False) 
     the line is not passed through cmd.exe first.
     """
     if not skip_cmd_shell:
+        parts = _split_commands(line)
+        if len(parts) > 1:  # cmd.exe's `a & b`: run both in order; the exit code is b's
+            results = [run_command_line(log, part) for part in parts]
+            return ("".join(r[0] for r in results), "".join(r[1] for r in results),
+                    results[-1][2])
         line, problem = _apply_cmd_exe_quoting(line)
         if problem:
             return "", f"SubmitWatch simulator: {problem}.\r\n", 1
@@ -50,6 +55,20 @@ def run_command_line(log: EventLog, line: str, *, skip_cmd_shell: bool = False) 
 # --------------------------------------------------------------------------------------------------
 # cmd.exe and the Windows C runtime
 # --------------------------------------------------------------------------------------------------
+
+
+def _split_commands(line: str) -> list[str]:
+    """Split at cmd.exe's unquoted ``&`` (one command after the other); ``&&`` is left to
+    :func:`_apply_cmd_exe_quoting`, which reports it."""
+    parts, start, quoted = [], 0, False
+    for i, ch in enumerate(line):
+        if ch == '"':
+            quoted = not quoted
+        elif ch == "&" and not quoted and line[i - 1:i] != "^" and "&" not in (
+                line[i + 1:i + 2], line[i - 1:i]):
+            parts.append(line[start:i].strip())
+            start = i + 1
+    return parts + [line[start:].strip()]
 
 
 def _apply_cmd_exe_quoting(line: str) -> tuple[str, str | None]:
