@@ -1,8 +1,9 @@
 """Turn what a server returned into Events, without trusting any of it.
 
 Input is the text of `wevtutil qe ... /f:xml /e:Events`: an <Events> wrapper holding one <Event>
-element per line. Each event is cut out and parsed on its own, so one malformed, truncated or
-hostile event becomes a Problem while the good events around it are kept.
+element per line. The events of a batch are cut out and parsed together; if any of them is not
+well-formed, each is parsed on its own, so one malformed, truncated or hostile event becomes a
+Problem while the good events around it are kept.
 
 Safe parsing without defusedxml's cost: defusedxml's parser is pure Python (about 20,000 events/s,
 the whole ingest budget; see docs/benchmarks.md), so each event goes to the standard library's C
