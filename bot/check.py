@@ -72,4 +72,16 @@ def _check_slack(config: Config, out) -> int:
         return 1
     out(f"OK       Slack: signed in as {response.get('user')} in {response.get('team')}; "
         f"alerts go to {config.slack.channel} (invite the bot there)")
-    return 0
+    problems = 0
+    for group in config.permissions.groups:
+        try:
+            members = client.usergroups_users_list(usergroup=group)["users"]
+            out(f"OK       user group {group}: {len(members)} member(s) may act")
+        except Exception as exc:  # the same words the permission check would log
+            code = getattr(getattr(exc, "response", None), "get", lambda _k: None)("error")
+            hint = {"missing_scope": "the app lacks usergroups:read: reinstall it from "
+                                     "manifest.yml",
+                    "no_such_subteam": "no such user group: check the ID (S...)"}.get(code or "")
+            out(f"FAILED   user group {group}: {hint or code or exc}; nobody in it can act")
+            problems += 1
+    return problems
