@@ -58,6 +58,8 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
     if not args.verbose:  # pywinrm and urllib3 are chatty about things we report ourselves
         logging.getLogger("urllib3").setLevel(logging.ERROR)
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_no_auth_tokens)
     from .config import ConfigError
     from store.db import StoreError
     try:
@@ -86,6 +88,16 @@ def main(argv: list[str] | None = None) -> int:
     except StoreError as exc:
         print(f"submitwatch: database error: {exc}", file=sys.stderr)
         return 2
+
+
+def _no_auth_tokens(record: logging.LogRecord) -> bool:
+    """Drop pyspnego's debug dumps of authentication tokens ("NTLM step output: <base64>", the
+    same for SPNEGO, Kerberos, CredSSP): the NTLM AUTHENTICATE message holds the NTLMv2
+    response, from which the WinRM password can be cracked offline. Its other lines stay."""
+    if record.name.startswith("spnego") and record.levelno <= logging.DEBUG:
+        text = record.getMessage()
+        return not ("step input:" in text or "step output:" in text or "TSRequest" in text)
+    return True
 
 
 def _load(path: str | None):

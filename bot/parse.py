@@ -100,6 +100,8 @@ def parse_events(text: str, server: str) -> ParsedBatch:
                 _check_gap(gap, server, problems)
         batch.complete_events += 1
         chunks.append(text[start:end])
+    if not any(p.kind == "truncated_event" for p in problems):
+        _check_closed(text, starts, server, problems)
     for chunk, root in zip(chunks, _parse_all(chunks)):
         try:
             event = parse_event(chunk, server, root)
@@ -216,6 +218,18 @@ def _check_gap(text: str, server: str, problems: list[Problem]) -> None:
         problems.append(Problem(server, "unexpected_output",
                                 "the server returned text that is not an event; it was ignored",
                                 _excerpt(text.strip())))
+
+
+def _check_closed(text: str, starts: list[int], server: str, problems: list[Problem]) -> None:
+    """Output that opened <Events> must close it. Cut off right after a complete event, it
+    would otherwise look like the whole answer, and the cursor would skip what was never read;
+    as a truncated event, the next poll reads on from the last complete one."""
+    head = text[: starts[0]] if starts else text
+    if "<Events>" in head and "</Events>" not in text[starts[-1] if starts else 0:]:
+        problems.append(Problem(server, "truncated_event",
+                                "the output was cut off (no closing </Events>); what followed "
+                                "the last complete event is read again on the next poll",
+                                _excerpt(text[-EXCERPT_CHARS:])))
 
 
 def _child(parent: Element, tag: str) -> Element:

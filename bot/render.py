@@ -52,6 +52,20 @@ def clip(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+def cut(mrkdwn: str, limit: int) -> str:
+    """Shorten mrkdwn that is already escaped without splitting an &entity; or a <token>."""
+    if len(mrkdwn) <= limit:
+        return mrkdwn
+    text = mrkdwn[: limit - 1]
+    amp = text.rfind("&")
+    if amp != -1 and ";" not in text[amp:]:
+        text = text[:amp]
+    lt = text.rfind("<")
+    if lt != -1 and ">" not in text[lt:]:
+        text = text[:lt]
+    return text + "…"
+
+
 def show(text: str, limit: int = NAME_LIMIT) -> str:
     """An untrusted value for mrkdwn: shortened, escaped, control characters made visible.
 
@@ -294,7 +308,7 @@ def _facts(incident: Incident) -> list[dict]:
         f"*Events*\n{incident.event_count}",
         f"*First / last seen*\n{slack_date(incident.first_seen)} / {slack_date(incident.last_seen)}",
     ]
-    return [{"type": "mrkdwn", "text": clip(f, FIELD_LIMIT)} for f in fields]
+    return [{"type": "mrkdwn", "text": cut(f, FIELD_LIMIT)} for f in fields]
 
 
 def _fix_blocks(fixes: list[Fix]) -> list[dict]:
@@ -319,11 +333,11 @@ def _preformatted(text: str) -> dict:
 
 
 def _section(text: str) -> dict:
-    return {"type": "section", "text": {"type": "mrkdwn", "text": clip(text, SECTION_LIMIT)}}
+    return {"type": "section", "text": {"type": "mrkdwn", "text": cut(text, SECTION_LIMIT)}}
 
 
 def _context(text: str) -> dict:
-    return {"type": "context", "elements": [{"type": "mrkdwn", "text": clip(text, SECTION_LIMIT)}]}
+    return {"type": "context", "elements": [{"type": "mrkdwn", "text": cut(text, SECTION_LIMIT)}]}
 
 
 def _printable(text: str) -> str:

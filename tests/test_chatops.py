@@ -295,3 +295,190 @@ def test_unknown_or_empty_input_shows_the_help(posted, db, clock, text):
     reply = ask(db, config, clock, text)
     assert "/submitwatch ack <#incident> [note]" in reply.text
     assert "<!channel>" not in reply.text
+
+
+# --- mutation-testing gaps: boundaries, undo paths and the audit of each ------------------------
+
+def test_a_snooze_of_exactly_90_days_is_allowed(posted, db, clock):
+    _, incident, _ = posted
+    snooze = chatops.snooze(db, incident.id, 90 * 24 * HOUR, "vendor contract", ALICE, clock())
+    assert snooze.until - clock() == chatops.MAX_SNOOZE
+
+
+def test_a_snooze_ends_exactly_at_its_until(posted, db, clock):
+    _, incident, _ = posted
+    snooze = chatops.snooze(db, incident.id, HOUR, "tonight", ALICE, clock())
+    assert chat.active_snoozes(db, snooze.until) == [] and chat.snoozes_for(
+        db, incident, snooze.until) == []
+    assert chat.due_snoozes(db, snooze.until) == [snooze]
+
+
+def test_ending_a_snooze_twice_keeps_who_ended_it_first(posted, db, clock):
+    _, incident, _ = posted
+    snooze = chatops.snooze(db, incident.id, HOUR, "tonight", ALICE, clock())
+    chat.end_snooze(db, snooze.id, clock(), "U0BOB")
+    clock.advance(minutes=1)
+    chat.end_snooze(db, snooze.id, clock(), None)
+    ended = chat.get_snooze(db, snooze.id)
+    assert ended.ended_by == "U0BOB" and ended.ended_at < clock()
+
+
+def test_unsnooze_by_account_ends_the_incidents_own_snooze_too_and_is_audited(
+        posted, db, slack, clock):
+    config, incident, _ = posted
+    own = chatops.snooze(db, incident.id, HOUR, "own", ALICE, clock())
+    chatops.snooze(db, "CONTOSO\\svc-scanner", 4 * HOUR, "account", ALICE, clock())
+    ended = chatops.unsnooze(db, "contoso\\svc-scanner", BOB, clock())
+    assert own in ended and len(ended) == 2 and chat.active_snoozes(db, clock()) == []
+    trail = chat.audit_trail(db, incident.id)
+    assert [r["action"] for r in trail] == ["snooze", "snooze", "unsnooze"]
+    assert trail[-1]["user_id"] == "U0BOB" and trail[-1]["after"]["snoozed_until"] is None
+    assert trail[-1]["before"]["snoozed_until"] == store.iso(clock() + _hours(4))
+
+
+def _hours(n):
+    from datetime import timedelta
+    return timedelta(hours=n)
+
+
+def test_the_audit_keeps_the_latest_end_of_all_snoozes_in_force(posted, db, clock):
+    _, incident, _ = posted
+    chatops.snooze(db, "CONTOSO\\svc-scanner", 4 * HOUR, "account", ALICE, clock())
+    chatops.snooze(db, incident.id, HOUR, "own", ALICE, clock())
+    chatops.acknowledge(db, incident.id, BOB, None, clock())
+    ack = chat.audit_trail(db, incident.id)[-1]
+    assert ack["before"]["snoozed_until"] == store.iso(clock() + _hours(4))
+
+
+def test_unsnoozing_a_resolved_incident_ends_the_snooze_and_touches_no_message(
+        posted, db, slack, clock):
+    from bot.poller import resolve_quiet_incidents
+    config, incident, _ = posted
+    chatops.snooze(db, incident.id, 7 * 24 * HOUR, "long", ALICE, clock())
+    sweep(db, config, clock)
+    clock.advance(hours=25)
+    assert resolve_quiet_incidents(db, config, clock) == 1
+    sweep(db, config, clock)
+    edits, replies = slack.messages(CHANNEL)[0]["edits"], len(slack.messages(CHANNEL)[0]["replies"])
+    [ended] = chatops.unsnooze(db, incident.id, BOB, clock())
+    assert chat.get_snooze(db, ended.id).ended_by == "U0BOB"
+    assert store.pending_messages(db, clock()) == []
+    [row] = chat.recent_audit(db, 1)
+    assert (row["action"], row["target"], row["incident_id"]) == (
+        "unsnooze", f"#{incident.id}", None)
+    sweep(db, config, clock)
+    [message] = slack.messages(CHANNEL)
+    assert (message["edits"], len(message["replies"])) == (edits, replies)
+
+
+def test_unack_of_a_resolved_incident_is_refused(posted, db, clock):
+    _, incident, _ = posted
+    chatops.acknowledge(db, incident.id, ALICE, None, clock())
+    db.execute("UPDATE incidents SET status = 'resolved'")
+    with pytest.raises(ActionError, match="resolved: nothing to unacknowledge"):
+        chatops.unacknowledge(db, incident.id, BOB, clock())
+    assert store.get_incident(db, incident.id).acked_by == "U0ALICE"
+    assert [r["action"] for r in chat.audit_trail(db, incident.id)] == ["ack"]
+
+
+@pytest.mark.xfail(strict=True, reason="bug: bot/chatops.py _snooze_ended returns before queueing "
+                   "any update while another snooze (the account's) remains, so when the "
+                   "incident's own snooze expires the alert keeps showing it")
+def test_when_one_of_two_snoozes_expires_the_alert_stops_showing_it(posted, db, slack, clock):
+    config, incident, _ = posted
+    chatops.snooze(db, incident.id, HOUR, "firmware tonight", ALICE, clock())
+    chatops.snooze(db, "CONTOSO\\svc-scanner", 4 * HOUR, "vendor replacing it", BOB, clock())
+    sweep(db, config, clock)
+    shown = context_text(slack.messages(CHANNEL)[0])
+    assert "firmware tonight" in shown and "vendor replacing it" in shown
+    clock.advance(hours=1, seconds=1)
+    assert chatops.end_expired_snoozes(db, clock()) == 1
+    sweep(db, config, clock)
+    [message] = slack.messages(CHANNEL)
+    assert "vendor replacing it" in context_text(message)      # still snoozed by the account
+    assert "firmware tonight" not in context_text(message)     # but not by an ended snooze
+
+
+def test_acking_an_incident_never_posted_does_not_hold_back_its_alert(
+        logs, db, make_config, slack, clock):
+    config = make_config(servers=("EX01",))
+    chatops.snooze(db, "CONTOSO\\svc-backup", HOUR, "migration", BOB, clock())
+    scanner(logs["EX01"], 2, account="CONTOSO\\svc-backup")
+    sweep(db, config, clock)
+    [incident] = store.open_incidents(db).values()
+    chatops.acknowledge(db, incident.id, ALICE, "mine", clock())
+    assert store.pending_messages(db, clock()) == []   # nothing to update: never posted
+    clock.advance(hours=1, seconds=1)
+    chatops.end_expired_snoozes(db, clock())
+    sweep(db, config, clock)
+    [message] = slack.messages(CHANNEL)
+    assert "Acknowledged by <@U0ALICE>" in context_text(message)
+    assert store.outbox_depth(db) == 0
+
+
+def test_unack_clears_the_note_too(posted, db, clock):
+    _, incident, _ = posted
+    chatops.acknowledge(db, incident.id, ALICE, "calling the vendor", clock())
+    chatops.unacknowledge(db, incident.id, BOB, clock())
+    after = store.get_incident(db, incident.id)
+    assert (after.acked_by, after.acked_at, after.ack_note) == (None, None, None)
+
+
+def test_a_snooze_that_expires_after_its_incident_resolved_touches_no_message(
+        posted, db, slack, clock):
+    from bot.poller import resolve_quiet_incidents
+    config, incident, _ = posted
+    chatops.snooze(db, incident.id, 2 * 24 * HOUR, "long", ALICE, clock())
+    clock.advance(hours=25)
+    resolve_quiet_incidents(db, config, clock)
+    sweep(db, config, clock)
+    clock.advance(hours=24)
+    assert chatops.end_expired_snoozes(db, clock()) == 1
+    assert store.pending_messages(db, clock()) == []
+    assert chat.active_snoozes(db, clock()) == []
+
+
+def test_slash_snooze_takes_a_bare_incident_number_and_wants_a_reason(posted, db, clock):
+    config, incident, _ = posted
+    assert "Give a reason" in ask(db, config, clock, f'snooze #{incident.id} 1h ""').text
+    assert chat.active_snoozes(db, clock()) == []
+    reply = ask(db, config, clock, f"snooze {incident.id} 1h firmware")
+    assert reply.text.startswith(f"Snoozed #{incident.id} (this incident)")
+    [snooze] = chat.active_snoozes(db, clock())
+    assert (snooze.kind, snooze.target) == ("incident", str(incident.id))
+
+
+def test_share_is_recognised_in_any_case_and_a_bug_gets_an_apology(posted, db, clock, caplog):
+    from handlers.commands import answer
+    from handlers.common import Request
+    config, _, _ = posted
+    assert ask(db, config, clock, "servers --SHARE").share
+    broken = Request(db=None, config=config, now=clock(), user_id="U0ALICE", channel_id=CHANNEL)
+    reply = answer(broken, "status")
+    assert reply.text.startswith("Sorry, `/submitwatch status` failed on our side")
+    assert "Traceback" not in reply.text and "/submitwatch status failed" in caplog.text
+
+
+def test_curly_quotes_from_slack_clients_group_words_like_straight_ones(posted, db, clock):
+    config, _, _ = posted
+    reply = ask(db, config, clock, "snooze \u201cCONTOSO\\svc-scanner\u201d 1h vendor")
+    assert reply.text.startswith("Snoozed *CONTOSO\\svc-scanner*")
+    [snooze] = chat.active_snoozes(db, clock())
+    assert (snooze.kind, snooze.target) == ("account", "contoso\\svc-scanner")
+
+
+def test_an_incident_that_grew_while_never_posted_is_posted_when_the_snooze_ends(
+        logs, db, make_config, slack, clock):
+    config = make_config(servers=("EX01",))
+    chatops.snooze(db, "CONTOSO\\svc-backup", HOUR, "migration", BOB, clock())
+    scanner(logs["EX01"], 2, account="CONTOSO\\svc-backup")
+    sweep(db, config, clock)
+    clock.advance(minutes=5)
+    scanner(logs["EX01"], 1, account="CONTOSO\\svc-backup")
+    sweep(db, config, clock)
+    assert store.pending_messages(db, clock()) == []
+    clock.advance(hours=1)
+    chatops.end_expired_snoozes(db, clock())
+    sweep(db, config, clock)
+    [message] = slack.messages(CHANNEL)
+    assert "(3 events)" in message["text"] and store.outbox_depth(db) == 0

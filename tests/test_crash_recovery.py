@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 from datetime import timedelta
+from dataclasses import replace
 
 from bot import workers
 from bot.delivery import deliver_once
@@ -158,3 +159,65 @@ def test_claim_is_dead_decisions():
     import os
     assert workers.claim_is_dead(f"{workers.HOST}:{os.getpid()}:1", now, now, timeout)  # reused pid
     assert not workers.claim_is_dead(None, now, now, timeout)
+
+
+def test_a_server_alert_that_reached_slack_before_the_crash_is_recorded_and_updated_later(
+        logs, db, make_config, slack, winrm, clock):
+    config = make_config(servers=("EX01",), polling={"alert_after_failures": 1})
+    winrm.inject("EX01", "unauthorized", times=None)
+    poll(db, config, clock)
+    row = claimed_row(db, clock, dead_owner())
+    sender = SlackSender.from_config(config.slack)
+    ts = sender.post(CHANNEL, "not watched", [], metadata={
+        "event_type": "submitwatch_server", "event_payload": {"server": "EX01",
+                                                               "outbox_id": row.id}})
+    assert deliver_once(db, sender, config, clock).sent == 1
+    assert len(slack.calls_to("chat.postMessage")) == 1
+    assert store.server_alert_ts(db, "EX01") == ts
+    winrm.clear_faults("EX01")
+    clock.advance(minutes=1)
+    sweep(db, config, clock)            # the recovery edits that alert and replies under it
+    [alert] = slack.messages(CHANNEL)
+    assert alert["ts"] == ts and alert["edits"] == 1 and len(alert["replies"]) == 1
+
+
+def test_a_claim_taken_over_once_cannot_be_taken_over_again_with_the_stale_view(
+        logs, db, make_config, slack, clock):
+    config = make_config(servers=("EX01",))
+    scanner(logs["EX01"], 1)
+    poll(db, config, clock)
+    claimed_row(db, clock, dead_owner())
+    [stale] = store.pending_messages(db, clock())     # two workers both read the dead claim
+    with store.write_transaction(db):
+        assert store.claim(db, stale, clock(), "worker-a")
+        assert not store.claim(db, stale, clock(), "worker-b")
+        assert not store.claim(db, stale, clock(), "worker-a")   # not even by the same view
+    with store.write_transaction(db):
+        pending = replace(stale, state="pending")
+        assert not store.claim(db, pending, clock(), "worker-c")  # it is not pending any more
+
+
+def test_an_unreaped_killed_worker_is_dead_at_once():
+    from datetime import datetime, timezone
+    import signal
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        child.send_signal(signal.SIGKILL)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:          # until it is a zombie (not yet reaped)
+            with open(f"/proc/{child.pid}/stat") as stat:
+                if stat.read().rsplit(")", 1)[1].split()[0] == "Z":
+                    break
+            time.sleep(0.01)
+        now = datetime.now(timezone.utc)
+        assert workers.claim_is_dead(f"{workers.HOST}:{child.pid}:1", now, now,
+                                     timedelta(minutes=5))
+    finally:
+        child.wait()
+
+
+def test_a_claim_from_another_host_is_never_judged_by_a_local_pid():
+    from datetime import datetime, timezone
+    now = datetime.now(timezone.utc)
+    gone = dead_owner().split(":")[1]
+    assert not workers.claim_is_dead(f"another-host:{gone}:1", now, now, timedelta(minutes=5))

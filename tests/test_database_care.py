@@ -162,3 +162,20 @@ def test_retention_never_deletes_what_is_still_to_be_sent(logs, db, make_config,
     prune(db, clock())
     assert store.outbox_depth(db) == 1 and db.execute(
         "SELECT count(*) FROM incidents").fetchone()[0] == 1
+
+
+def test_retention_deletes_snoozes_that_ended_long_ago_and_keeps_the_rest(db, clock):
+    from store import chat
+    now = clock()
+    old = chat.add_snooze(db, kind="account", target="a", account="A", until=now - timedelta(
+        days=199), reason="old", user_id="U0ALICE", now=now - timedelta(days=200))
+    chat.end_snooze(db, old.id, now - timedelta(days=199), None)
+    recent = chat.add_snooze(db, kind="account", target="b", account="B",
+                             until=now - timedelta(days=1), reason="recent", user_id="U0ALICE",
+                             now=now - timedelta(days=2))
+    chat.end_snooze(db, recent.id, now - timedelta(days=1), None)
+    live = chat.add_snooze(db, kind="account", target="c", account="C",
+                           until=now + timedelta(days=1), reason="live", user_id="U0ALICE", now=now)
+    assert store.prune(db, now - timedelta(days=180))["snoozes"] == 1
+    assert chat.get_snooze(db, old.id) is None
+    assert chat.get_snooze(db, recent.id) and chat.get_snooze(db, live.id)

@@ -661,3 +661,35 @@ def test_no_snooze(db, config):
 def test_commands_without_arguments_refuse_extra_words(db, config, name):
     reply = ask(db, config, f"{name} &lt;!channel&gt;")
     assert reply.text.startswith(f"`{name}` takes no arguments (got `&lt;!channel&gt;`)")
+
+
+# --- mutation-testing gaps: lateness and escaping of what the database holds --------------------
+
+def test_a_server_polled_two_intervals_ago_is_not_late_yet(db, config):
+    store.save_poll_success(db, store.ServerState("EX01"), generation=0, cursor=5,
+                            oldest_record=1, newest_record=5, stored=0,
+                            now=NOW - timedelta(seconds=130))
+    text = str(ask(db, config, "status").blocks)
+    assert "*EX01*: :white_check_mark: ok" in text
+    later = str(ask(db, config, "status", now=NOW + timedelta(seconds=60)).blocks)
+    assert "*EX01*: :warning: late" in later
+
+
+def test_status_escapes_delivery_errors_channels_and_old_server_names(db, config, world):
+    _, ids = world
+    with write_transaction(db):
+        store.enqueue(db, None, "server_down", NOW, server="EX01")
+    [row] = [r for r in store.pending_messages(db, NOW) if r.kind == "server_down"]
+    store.mark_retry(db, row.id, "Slack said <!channel> & <@U0BOSS>", NOW, code="weird",
+                     failed_since=NOW)
+    store.save_poll_success(db, store.ServerState("<!here>"), generation=0, cursor=1,
+                            oldest_record=1, newest_record=1, stored=0, now=NOW)
+    chat.audit(db, now=NOW, user_id="U0ALICE", action="ack", target="#1", via="button",
+               outcome="done", incident_id=ids[PRINTER], channel="<!everyone>")
+    status = ask(db, config, "status")
+    servers = ask(db, config, "servers")
+    shown = ask(db, config, f"show #{ids[PRINTER]}")
+    for reply in (status, servers, shown):
+        assert_no_markup(mrkdwn_texts(reply.blocks))
+    assert "Slack said &lt;!channel&gt; &amp; &lt;@U0BOSS&gt;" in str(status.blocks)
+    assert "&lt;!here&gt;" in str(servers.blocks) and "&lt;!everyone&gt;" in str(shown.blocks)

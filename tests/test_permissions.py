@@ -77,3 +77,102 @@ def test_permissions_are_read_from_the_config():
         "users": ["U0ALICE"], "groups": ["S0ONCALL"], "channels": ["C0ALERTS"]}}, {})
     assert config.permissions == PermissionsConfig(("U0ALICE",), ("S0ONCALL",), ("C0ALERTS",))
     assert not config.permissions.open_to_everyone
+
+
+# --- the alert's buttons through real Bolt, and the slash route (mutation-testing gaps) ---------
+
+from datetime import datetime, timedelta, timezone  # noqa: E402
+
+from slack_bolt import App  # noqa: E402
+from slack_bolt.request import BoltRequest  # noqa: E402
+from slack_sdk import WebClient  # noqa: E402
+
+from bot import chatops  # noqa: E402
+from bot.render import ACTION_ACK, ACTION_SNOOZE, ACTION_UNACK, ACTION_UNSNOOZE  # noqa: E402
+from handlers import actions  # noqa: E402
+from store import chat  # noqa: E402
+from store import db as store  # noqa: E402
+from tests.conftest import CHANNEL  # noqa: E402
+from tests.test_chatops import ALICE, ask, posted  # noqa: E402,F401
+from tests.test_pipeline import sweep  # noqa: E402
+
+
+def bolt_actions(slack, db, config, clock):
+    app = App(client=WebClient(token=BOT_TOKEN, base_url=slack.api_url), signing_secret="unused",
+              request_verification_enabled=False, token_verification_enabled=False,
+              process_before_response=True)
+    actions.register(app, lambda: db, config, clock=clock)
+    return app
+
+
+def click(app, slack, user, action_id, message, **value):
+    payload = slack.block_actions_payload(user, CHANNEL, message["ts"], action_id, **value)
+    assert app.dispatch(BoltRequest(body=payload, mode="socket_mode")).status == 200
+    return [r["payload"] for r in slack.responses(payload["response_url"])]
+
+
+@pytest.mark.parametrize("action_id, prepare, value", [
+    (ACTION_ACK, None, "id"),
+    (ACTION_UNACK, "ack", "id"),
+    (ACTION_SNOOZE, None, "select"),
+    (ACTION_UNSNOOZE, "snooze", "id"),
+])
+def test_every_button_refuses_people_not_allowed_and_audits_where(
+        posted, db, slack, clock, make_config, action_id, prepare, value):
+    _, incident, _ = posted
+    config = make_config(servers=("EX01", "EX02"), permissions={"users": ["U0ALICE"]})
+    if prepare == "ack":
+        chatops.acknowledge(db, incident.id, ALICE, None, clock())
+    elif prepare == "snooze":
+        chatops.snooze(db, incident.id, 3600, "tonight", ALICE, clock())
+    sweep(db, config, clock)
+    before = (store.get_incident(db, incident.id), chat.active_snoozes(db, clock()))
+    [message] = slack.messages(CHANNEL)
+    kw = ({"selected_option_value": f"{incident.id}:3600"} if value == "select"
+          else {"value": str(incident.id)})
+    [response] = click(bolt_actions(slack, db, config, clock), slack, "U0MALLORY", action_id,
+                       message, **kw)
+    assert "limited to <@U0ALICE>" in response["text"]
+    assert response["response_type"] == "ephemeral"
+    assert (store.get_incident(db, incident.id), chat.active_snoozes(db, clock())) == before
+    refused = chat.audit_trail(db, incident.id)[-1]
+    assert (refused["user_id"], refused["outcome"], refused["via"], refused["channel"]) == (
+        "U0MALLORY", "refused", "button", CHANNEL)
+
+
+def test_the_snooze_menu_snoozes_for_the_chosen_time_and_a_mistake_is_answered(
+        posted, db, slack, clock):
+    config, incident, message = posted
+    app = bolt_actions(slack, db, config, clock)
+    assert click(app, slack, "U0ALICE", ACTION_SNOOZE, message,
+                 selected_option_value=f"{incident.id}:14400") == []
+    [snooze] = chat.active_snoozes(db, clock())
+    assert snooze.until - clock() == timedelta(hours=4)
+    [row] = chat.audit_trail(db, incident.id)
+    assert (row["action"], row["via"], row["channel"]) == ("snooze", "button", CHANNEL)
+    assert click(app, slack, "U0ALICE", ACTION_ACK, message, value=str(incident.id)) == []
+    [again] = click(app, slack, "U0ALICE", ACTION_ACK, message, value=str(incident.id))
+    assert "You already acknowledged" in again["text"] and again["response_type"] == "ephemeral"
+
+
+def test_slash_unsnooze_and_unack_are_refused_to_people_not_allowed(
+        posted, db, clock, make_config):
+    _, incident, _ = posted
+    config = make_config(servers=("EX01", "EX02"), permissions={"users": ["U0ALICE"]})
+    chatops.snooze(db, incident.id, 3600, "tonight", ALICE, clock())
+    chatops.acknowledge(db, incident.id, ALICE, None, clock())
+    for text in (f"unsnooze #{incident.id}", "unsnooze CONTOSO\\svc-scanner",
+                 f"unack #{incident.id}"):
+        assert "limited to <@U0ALICE>" in ask(db, config, clock, text, user="U0MALLORY").text
+    assert len(chat.active_snoozes(db, clock())) == 1
+    assert store.get_incident(db, incident.id).acked_by == "U0ALICE"
+    assert [r["outcome"] for r in chat.recent_audit(db, 3)] == ["refused"] * 3
+
+
+def test_a_missing_usergroups_scope_is_named_in_the_refusal():
+    from bot.sim.slack_api import SlackStandIn
+    with SlackStandIn(bot_token=BOT_TOKEN, scopes=("chat:write", "commands")) as narrow:
+        narrow.set_usergroup("S0ONCALL", ["U0CAROL"])
+        refusal = Permissions(PermissionsConfig(groups=("S0ONCALL",))).refusal(
+            "U0CAROL", make_client(narrow.api_url, BOT_TOKEN, retries=0))
+    assert "the app lacks the usergroups:read scope; reinstall it from manifest.yml" in refusal
