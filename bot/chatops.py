@@ -189,7 +189,7 @@ def _audit(db: Database, actor: Actor, action: str, now: datetime, incident: Inc
                channel=actor.channel, before=before, after=after, detail=detail)
 
 
-def _tell(db: Database, incident: Incident, now: datetime, note: dict) -> None:
+def _tell(db: Database, incident: Incident, now: datetime, note: dict | None) -> None:
     """Queue the in-place update of the alert and a note in its thread.
 
     An incident never posted (its account was snoozed when it opened) has nothing to update.
@@ -201,12 +201,14 @@ def _tell(db: Database, incident: Incident, now: datetime, note: dict) -> None:
         store.hurry_update(db, incident.id, now)   # a person acted: no coalescing delay
     else:
         store.enqueue(db, incident.id, "update", now)
-    store.enqueue(db, incident.id, "reply", now, detail=note)
+    if note is not None:
+        store.enqueue(db, incident.id, "reply", now, detail=note)
 
 
 def _snooze_ended(db: Database, incident: Incident, now: datetime, note: dict) -> None:
     """Bring an incident back after its last snooze ended (an account snooze may remain)."""
     if chat.snoozes_for(db, incident, now):
+        _tell(db, incident, now, None)  # still silenced: only the alert's snooze line changes
         return
     pending = store.pending_kinds(db, incident.id)
     if incident.message_ts is None and "post" not in pending:

@@ -61,8 +61,10 @@ def deliver_once(db: Database, sender: SlackSender, config: Config,
         needs_message = row.kind in ("update", "reply") and incident.message_ts is None
         if subject in blocked or row.not_before > now or needs_message:
             # An update held back only to coalesce renders the latest state whenever it goes,
-            # so later thread replies need not wait for it; anything else keeps its order.
-            if not (row.kind == "update" and row.attempts == 0):
+            # so later thread replies need not wait for it; a row waiting for its alert to be
+            # (re)posted must not hold back that post. Anything else keeps its order.
+            if not (row.kind == "update" and row.attempts == 0) and not (
+                    needs_message and subject not in blocked):
                 blocked.add(subject)
             result.waiting += 1
             continue

@@ -13,7 +13,7 @@ from typing import Callable
 
 from bot.config import Config
 from bot.permissions import Permissions
-from bot.render import show
+from bot.render import escape, show
 
 from . import actions, lookups
 from .common import CommandError, Reply, Request, Subcommand, words_of
@@ -53,7 +53,9 @@ SUBCOMMANDS: dict[str, Spec] = {
 def help_text() -> str:
     lines = ["*SubmitWatch* watches Exchange for accounts that authenticate over SMTP but may "
              "not submit mail (events 1018/1020), and keeps one living alert per account.", ""]
-    lines += [f"• `{COMMAND} {spec.usage}`: {spec.summary}" for spec in SUBCOMMANDS.values()]
+    # escape: a usage's <#incident> would otherwise be read by Slack as a channel link
+    lines += [f"• `{COMMAND} {escape(spec.usage)}`: {spec.summary}"
+              for spec in SUBCOMMANDS.values()]
     lines += ["", "Answers are only for you; add `--share` to post one in the channel."]
     return "\n".join(lines)
 
@@ -77,7 +79,7 @@ def answer(req: Request, text: str) -> Reply:
         reply.share = len(args) < len(words) - 1
         return reply
     except CommandError as exc:
-        return Reply(f"{exc}\nUsage: `{COMMAND} {spec.usage}`")
+        return Reply(f"{exc}\nUsage: `{COMMAND} {escape(spec.usage)}`")
     except Exception:  # a bug: log it with the stack, tell the person plainly
         log.exception("/submitwatch %s failed", name)
         return Reply(f"Sorry, `{COMMAND} {name}` failed on our side; the SubmitWatch log has the "

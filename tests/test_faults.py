@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-import pytest
 
 from bot.delivery import GIVE_UP_AFTER, backoff, deliver_once
 from bot.poller import poll_server_once
@@ -234,10 +233,6 @@ def test_a_thread_note_of_a_deleted_alert_never_becomes_a_top_level_message(
         "submitwatch_incident"}
 
 
-@pytest.mark.xfail(strict=True, reason="bug: bot/delivery.py:61-66: the thread note waiting for a "
-                   "message (needs_message) blocks its incident, and _repost (line 184) queues the "
-                   "new post behind it, so a deleted alert with a pending note is never posted "
-                   "again (README: 'posted again at its next change')")
 def test_a_deleted_alert_with_a_pending_thread_note_is_posted_again_with_the_note(
         logs, db, make_config, slack, clock):
     _ack_on_a_deleted_alert(db, make_config, logs, slack, clock)

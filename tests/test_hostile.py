@@ -98,10 +98,7 @@ def slack_encoded(value: str) -> str:
 # --- the checks ---------------------------------------------------------------------------------
 
 _DATE = r"<!date\^\d+\^\{date_short_pretty\} \{time\}\|[0-9: -]+UTC>"
-#: The usage lines of handlers/commands.py write placeholders in raw angle brackets (our own text,
-#: not data; Slack shows them as links: reported, not this file's to change).
-_USAGE = r"<#incident\|account>|<#incident>|<duration>|<reason>|<account>"
-_OURS = re.compile(rf"{_DATE}|<@[UW][A-Z0-9]+>|<#[CG][A-Z0-9]+>|<!subteam\^S[A-Z0-9]+>|{_USAGE}")
+_OURS = re.compile(rf"{_DATE}|<@[UW][A-Z0-9]+>|<#[CG][A-Z0-9]+>|<!subteam\^S[A-Z0-9]+>")
 _BIDI = set("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
 
 

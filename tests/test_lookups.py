@@ -387,7 +387,7 @@ def test_show_mentions_only_real_user_ids(db, config, world):
 def test_show_refuses_what_is_not_an_incident(db, config, world, text, error):
     reply = ask(db, config, text)
     assert reply.text.startswith(error)
-    assert reply.text.endswith("Usage: `/submitwatch show <#incident>`")
+    assert reply.text.endswith("Usage: `/submitwatch show &lt;#incident&gt;`")
     assert "<!channel>" not in reply.text
 
 
@@ -484,7 +484,7 @@ def test_fix_quotes_hostile_names_and_escapes_them_in_prose(db, config):
 def test_fix_refuses_in_words(db, config, text, error):
     reply = ask(db, config, text)
     assert reply.text.startswith(error)
-    assert reply.text.endswith("Usage: `/submitwatch fix <account> [SERVER\\Connector]`")
+    assert reply.text.endswith("Usage: `/submitwatch fix &lt;account&gt; [SERVER\\Connector]`")
     assert reply.blocks is None
 
 
