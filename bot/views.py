@@ -21,6 +21,7 @@ from store.queries import ConnectorSeen, History, IncidentDetail, Moment
 from .config import ServerConfig
 from .model import Incident, Snooze
 from .remediation import Fix
+from . import render
 from .render import SECTION_LIMIT, clip, escape, show, slack_date
 
 MESSAGE_BLOCKS = 50
@@ -82,17 +83,8 @@ def sparkline(counts: list[int]) -> str:
 
 
 def cut(mrkdwn: str, limit: int = SECTION_LIMIT) -> str:
-    """Shorten mrkdwn that is already escaped without splitting an &entity; or a <token>."""
-    if len(mrkdwn) <= limit:
-        return mrkdwn
-    text = mrkdwn[: limit - 1]
-    amp = text.rfind("&")
-    if amp != -1 and ";" not in text[amp:]:
-        text = text[:amp]
-    lt = text.rfind("<")
-    if lt != -1 and ">" not in text[lt:]:
-        text = text[:lt]
-    return text + "…"
+    """Shorten escaped mrkdwn without splitting an &entity; or a <token> (render's rule)."""
+    return render.cut(mrkdwn, limit)
 
 
 def section(text: str) -> dict:
