@@ -79,8 +79,10 @@ def deliver_once(db: Database, sender: SlackSender, config: Config,
             if not _already_sent(db, sender, row, incident, channel, now):
                 _send(db, sender, row, incident, channel, config, now)
             result.sent += 1
-            with store.write_transaction(db):
-                revived = store.requeue_failed(db, channel, now)
+            revived = 0
+            if store.has_given_up(db):  # rare: no write transaction per message otherwise
+                with store.write_transaction(db):
+                    revived = store.requeue_failed(db, channel, now)
             if revived:
                 log.info("a message to %s got through: %d given-up message(s) will be sent "
                           "again", channel, revived)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import html
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Callable
 
@@ -39,7 +39,6 @@ class Reply:
     text: str                               # mrkdwn; the notification fallback when blocks are set
     blocks: list[dict] | None = None
     share: bool = False                     # post in the channel for everyone (--share)
-    extra: dict = field(default_factory=dict)
 
 
 class CommandError(ValueError):

@@ -367,7 +367,6 @@ class OutboxRow:
     detail: dict
     attempts: int
     not_before: datetime
-    created_at: datetime
     state: str = "pending"               # or "sending": claimed by a worker
     claimed_by: str | None = None        # "host:pid:start" of the worker that claimed it
     claimed_at: datetime | None = None
@@ -419,8 +418,7 @@ def pending_messages(db: Database, now: datetime, limit: int = 500) -> list[Outb
                     "LIMIT ?", [limit])
     return [OutboxRow(id=r["id"], incident_id=r["incident_id"], kind=r["kind"],
                       detail=json.loads(r["detail"]), attempts=r["attempts"],
-                      not_before=from_iso(r["not_before"]), created_at=from_iso(r["created_at"]),
-                      state=r["state"],
+                      not_before=from_iso(r["not_before"]), state=r["state"],
                       claimed_by=r["claimed_by"], claimed_at=from_iso(r["claimed_at"]),
                       server=r["server"], failed_since=from_iso(r["failed_since"]),
                       error_code=r["error_code"])
@@ -467,6 +465,10 @@ def mark_failed(db: Database, row_id: int, error: str) -> None:
 #: Errors about the token or the app, not one channel: any later success means they are fixed.
 APP_WIDE_ERRORS = ("invalid_auth", "not_authed", "token_revoked", "token_expired",
                    "account_inactive", "missing_scope")
+
+
+def has_given_up(db: Database) -> bool:
+    return db.execute("SELECT 1 FROM outbox WHERE state = 'failed' LIMIT 1").fetchone() is not None
 
 
 def requeue_failed(db: Database, channel: str, now: datetime) -> int:
