@@ -20,8 +20,9 @@ from .runproc import RunProcess
 from .simproc import SimProcess
 
 _ACCOUNT = re.compile(r"CONTOSO\\rate-\d{5}")
-#: (label, polling settings on top of interval and jitter): the shipped delivery interval, and
-#: a shorter one, which is the only lever a user has today (see docs/benchmarks.md).
+#: (label, polling settings on top of interval and jitter): the shipped delivery interval and a
+#: shorter one. A poll that stored events wakes delivery at once, so the two should match; a gap
+#: between them would mean the wake-up is lost again (docs/benchmarks.md, row 3).
 VARIANTS = (("delivery_interval 2 s (default)", {}),
             ("delivery_interval 0.5 s", {"delivery_interval": "0.5s"}))
 

@@ -171,5 +171,5 @@ def run(config: Config, stop: threading.Event | None = None) -> None:
         if server is not None:
             server.shutdown()  # stops accepting; returns once serve_forever has ended
             server.server_close()
-        scheduler.shutdown(wait=True)
+        scheduler.shutdown()
         log.info("stopped")

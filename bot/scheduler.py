@@ -1,8 +1,14 @@
-"""APScheduler wiring: one poll job per server, plus delivery and the quiet-incident sweep.
+"""What runs in the background: one APScheduler poll job per server, the housekeeping jobs,
+and the delivery loop that sends the outbox to Slack.
 
 Each job is one call of a step from bot.poller. Jobs never overlap themselves
 (max_instances=1), missed runs collapse into one (coalesce=True), and polls are jittered so
 hundreds of servers do not all connect in the same second.
+
+Delivery is a thread of its own rather than a job: it runs every delivery_interval and at once
+when a poll stored events. An APScheduler job woken (modify_job) while it is running skips that
+run ("maximum number of running instances reached") and waits a whole interval, which is what
+kept alerts found during a delivery waiting (docs/benchmarks.md, row 3).
 """
 from __future__ import annotations
 
@@ -12,7 +18,6 @@ import threading
 from datetime import datetime, timedelta, timezone
 
 from apscheduler.executors.pool import ThreadPoolExecutor
-from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from store import db as store_db
@@ -46,14 +51,64 @@ class ThreadDatabases:
         return db
 
 
-def build_scheduler(config: Config, sender: SlackSender) -> BackgroundScheduler:
+class DeliveryLoop:
+    """Runs `step` every `interval` seconds, and right away when woken. A wake that comes
+    while `step` runs makes it run once more as soon as it ends: never lost, never doubled."""
+
+    def __init__(self, step, interval: float):
+        self.step = step
+        self.interval = interval
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="deliver to Slack", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Let a delivery under way finish (its Slack call is answered or times out), then end."""
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._wake.clear()  # before the step: a wake during it is kept for the next round
+            self.step()
+            self._wake.wait(self.interval)
+
+
+class Background:
+    """The poll and housekeeping jobs plus the delivery loop, started and stopped together."""
+
+    def __init__(self, jobs: BackgroundScheduler, delivery: DeliveryLoop):
+        self.jobs = jobs
+        self.delivery = delivery
+
+    def start(self) -> None:
+        self.jobs.start()
+        self.delivery.start()
+
+    def shutdown(self) -> None:
+        self.jobs.shutdown(wait=True)  # polls first: what they store is sent on the next start
+        self.delivery.stop()
+
+
+def build_scheduler(config: Config, sender: SlackSender) -> Background:
     open_db(config.store.path).conn.close()  # create or upgrade the schema once, up front
     dbs = ThreadDatabases(config.store.path)
+    delivery = DeliveryLoop(_guarded(lambda: deliver_once(dbs.get(), sender, config), "deliver"),
+                            config.polling.delivery_interval)
     workers = min(MAX_POLL_WORKERS, max(1, len(config.servers)))
     scheduler = BackgroundScheduler(
-        # Delivery has its own thread: slow or hung servers must never hold up Slack messages.
+        # Housekeeping has its own thread: slow or hung servers must never hold it up.
         executors={"default": ThreadPoolExecutor(max_workers=workers),
-                   "slack": ThreadPoolExecutor(max_workers=1)},
+                   "housekeeping": ThreadPoolExecutor(max_workers=1)},
         job_defaults={"max_instances": 1, "coalesce": True,
                       "misfire_grace_time": int(config.polling.interval)},
         timezone=timezone.utc,
@@ -63,23 +118,20 @@ def build_scheduler(config: Config, sender: SlackSender) -> BackgroundScheduler:
         source = WinRMSource(server, config.polling)
         # The first poll is jittered too, so a restart does not hit every server at once.
         first = start + timedelta(seconds=random.uniform(0, config.polling.jitter))
-        scheduler.add_job(_guarded(lambda s=source: poll_and_wake(scheduler, dbs.get(), s,
+        scheduler.add_job(_guarded(lambda s=source: poll_and_wake(delivery.wake, dbs.get(), s,
                                                                   config),
                                    f"poll {server.name}"),
                           "interval", seconds=config.polling.interval,
                           jitter=config.polling.jitter or None, next_run_time=first,
                           id=f"poll:{server.name}", name=f"poll {server.name}")
-    scheduler.add_job(_guarded(lambda: deliver_once(dbs.get(), sender, config), "deliver"),
-                      "interval", seconds=config.polling.delivery_interval, next_run_time=start,
-                      id="deliver", name="deliver to Slack", executor="slack")
     scheduler.add_job(_guarded(lambda: housekeeping(dbs.get(), config), "housekeeping"),
                       "interval", seconds=HOUSEKEEPING_EVERY_SECONDS, id="housekeeping",
-                      name="resolve quiet incidents, end snoozes", executor="slack")
+                      name="resolve quiet incidents, end snoozes", executor="housekeeping")
     scheduler.add_job(_guarded(lambda: prune_old(dbs.get(), config), "retention"),
                       "interval", hours=PRUNE_EVERY_HOURS, next_run_time=start + timedelta(
                           minutes=1), id="retention", name="delete what is past store.retention",
-                      executor="slack")
-    return scheduler
+                      executor="housekeeping")
+    return Background(scheduler, delivery)
 
 
 def prune_old(db, config: Config) -> None:
@@ -89,14 +141,11 @@ def prune_old(db, config: Config) -> None:
         log.info("retention: deleted %s", ", ".join(f"{n} {t}" for t, n in deleted.items() if n))
 
 
-def poll_and_wake(scheduler, db, source: WinRMSource, config: Config) -> None:
+def poll_and_wake(wake_delivery, db, source: WinRMSource, config: Config) -> None:
     """Poll; if that stored events, run delivery now rather than at its next tick, so an
     alert reaches Slack right after the poll that found it."""
     if poll_server_once(db, source, config).stored:
-        try:
-            scheduler.modify_job("deliver", next_run_time=datetime.now(timezone.utc))
-        except JobLookupError:  # shutting down
-            pass
+        wake_delivery()
 
 
 def housekeeping(db, config: Config) -> None:
