@@ -24,8 +24,12 @@ HEALTH_PATH = "/healthz"
 MAX_BODY = 2 * 1024 * 1024
 
 
-def build_bolt_app(config: Config, clock: Callable | None = None):
-    """The Bolt app with every listener; `clock` (a `() -> datetime`) is for tests."""
+def build_bolt_app(config: Config, clock: Callable | None = None,
+                   on_change: Callable[[], None] | None = None):
+    """The Bolt app with every listener; `clock` (a `() -> datetime`) is for tests.
+    `on_change` is called after a click or command that may have queued Slack messages (an
+    acknowledged alert to update): `run` passes the delivery loop's wake, so the alert changes
+    right away instead of at the next delivery tick."""
     from slack_bolt import App
 
     import handlers
@@ -42,7 +46,7 @@ def build_bolt_app(config: Config, clock: Callable | None = None):
         token_verification_enabled=False,
     )
     dbs = ThreadDatabases(config.store.path)
-    handlers.register_all(app, dbs.get, config, clock)
+    handlers.register_all(app, dbs.get, config, clock, on_change or (lambda: None))
     return app
 
 
@@ -145,7 +149,7 @@ def run(config: Config, stop: threading.Event | None = None) -> None:
     stop = stop or threading.Event()
     sender = SlackSender.from_config(config.slack)
     scheduler = build_scheduler(config, sender)
-    app = build_bolt_app(config)
+    app = build_bolt_app(config, on_change=scheduler.delivery.wake)
     # HTTP mode binds before anything starts, so a port in use stops `run` at once, cleanly.
     server = serve_http(app, config.slack.http_host, config.slack.http_port) \
         if config.slack.mode == "http" else None

@@ -17,11 +17,12 @@ LISTENS = {
 }
 
 
-def register_all(app, open_database: Callable, config: Config, clock=None) -> None:
+def register_all(app, open_database: Callable, config: Config, clock=None,
+                 on_change: Callable[[], None] = lambda: None) -> None:
     from bot.permissions import Permissions
 
     from . import actions, commands, home
     permissions = Permissions(config.permissions)  # one cache of group members for all
-    commands.register(app, open_database, config, clock, permissions)
-    actions.register(app, open_database, config, clock, permissions)
+    commands.register(app, open_database, config, clock, permissions, on_change)
+    actions.register(app, open_database, config, clock, permissions, on_change)
     home.register(app, open_database, config, clock)

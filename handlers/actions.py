@@ -1,7 +1,7 @@
 """Acknowledge and snooze: as slash subcommands and as the buttons on each alert.
 
 Both routes end in bot.chatops (one transaction: state, audit, outbox); the alert itself is
-updated by the delivery job a moment later. Only people allowed by [permissions] may act;
+updated by the delivery loop right after (the listener wakes it). Only people allowed by [permissions] may act;
 anyone else gets a private refusal, and the refusal is audited too.
 """
 from __future__ import annotations
@@ -108,7 +108,8 @@ def _act(req: Request, action: str, target: str, incident: int | None,
 
 def register(app, open_database: Callable, config: Config,
              clock: Callable[[], datetime] | None = None,
-             permissions: Permissions | None = None) -> None:
+             permissions: Permissions | None = None,
+             on_change: Callable[[], None] = lambda: None) -> None:
     clock = clock or (lambda: datetime.now(timezone.utc))
     permissions = permissions or Permissions(config.permissions)
 
@@ -134,6 +135,8 @@ def register(app, open_database: Callable, config: Config,
                 do(db, incident, actor, now, extra)
             except (ActionError, ValueError) as exc:
                 respond(text=str(exc), response_type="ephemeral", replace_original=False)
+                return
+            on_change()  # the alert's update is queued: send it now
         return listener
 
     app.action(render.ACTION_ACK)(on_click("ack", lambda db, i, actor, now, _: (

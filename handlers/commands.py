@@ -88,7 +88,8 @@ def answer(req: Request, text: str) -> Reply:
 
 def register(app, open_database: Callable, config: Config,
              clock: Callable[[], datetime] | None = None,
-             permissions: Permissions | None = None) -> None:
+             permissions: Permissions | None = None,
+             on_change: Callable[[], None] = lambda: None) -> None:
     clock = clock or (lambda: datetime.now(timezone.utc))
     permissions = permissions or Permissions(config.permissions)
 
@@ -99,5 +100,8 @@ def register(app, open_database: Callable, config: Config,
                       user_id=command.get("user_id", ""), channel_id=command.get("channel_id"),
                       client=client, permissions=permissions)
         reply = answer(req, command.get("text") or "")
+        # ack, snooze and the rest may have queued alert updates; a delivery round that finds
+        # nothing to send costs one read, so every command wakes it rather than guessing.
+        on_change()
         respond(text=reply.text, blocks=reply.blocks,
                 response_type="in_channel" if reply.share else "ephemeral")

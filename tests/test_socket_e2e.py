@@ -33,8 +33,10 @@ def wait_until(condition, timeout=20.0):
 
 @pytest.fixture
 def running(logs, make_config, slack, db_path):
+    # Delivery's own tick (60 s) is longer than any wait below: the alert and every change to
+    # it go out because the poll, the click or the command woke delivery.
     config = make_config(servers=("EX01",), polling={"interval": "1s", "jitter": 0,
-                                                      "delivery_interval": "0.2s"},
+                                                      "delivery_interval": "60s"},
                          incidents={"update_interval": "0s"},
                          permissions={"users": [ALICE]})
     config = replace(config, slack=replace(config.slack, app_token=Secret(slack.app_token)))
@@ -114,3 +116,12 @@ def test_slash_history_over_socket_mode(running, slack):
     [response] = slack.wait_for_responses(1, timeout=10, url=payload["response_url"])
     assert response["payload"]["response_type"] == "in_channel"
     assert "svc-scanner" in str(response["payload"])
+
+
+def test_slash_ack_updates_the_alert_at_once(running, slack):
+    message, incident_id = running
+    payload = slack.slash_command_payload(f"ack #{incident_id} replacing the scanner's account",
+                                          user_id=ALICE)
+    slack.wait_for_ack(slack.send_envelope("slash_commands", payload), timeout=5)
+    wait_until(lambda: "Acknowledged by <@U0ALICE>" in str(slack.messages(CHANNEL)[0]["blocks"]))
+    assert slack.messages(CHANNEL)[0]["ts"] == message["ts"]
