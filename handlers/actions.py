@@ -1,8 +1,8 @@
 """Acknowledge and snooze: as slash subcommands and as the buttons on each alert.
 
 Both routes end in bot.chatops (one transaction: state, audit, outbox); the alert itself is
-updated by the delivery loop right after (the listener wakes it). Only people allowed by [permissions] may act;
-anyone else gets a private refusal, and the refusal is audited too.
+updated by the delivery loop right after (the listener wakes it). Only people allowed by
+[permissions] may act; anyone else gets a private refusal, and the refusal is audited too.
 """
 from __future__ import annotations
 
