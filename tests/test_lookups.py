@@ -19,6 +19,7 @@ from store import chat
 from store import db as store
 from store.db import write_transaction
 from tests.pwsh_parse import parse_pipeline
+from tests.test_render import mrkdwn_texts
 
 NOW = datetime(2026, 3, 8, 15, 0, tzinfo=timezone.utc)
 SCANNER = "CONTOSO\\svc-scanner"
@@ -107,22 +108,6 @@ def ask(db, config, text, user="U0ALICE", now=NOW) -> Reply:
 
 _OUR_TOKENS = re.compile(r"<!date\^\d+\^\{date_short_pretty\} \{time\}\|[^<>]*>|<@[UW][A-Z0-9]+>"
                          r"|<#[CG][A-Z0-9]+>|<!subteam\^S[A-Z0-9]+>")
-
-
-def mrkdwn_texts(blocks):
-    found = []
-
-    def walk(node):
-        if isinstance(node, dict):
-            if node.get("type") == "mrkdwn":
-                found.append(node["text"])
-            for value in node.values():
-                walk(value)
-        elif isinstance(node, list):
-            for value in node:
-                walk(value)
-    walk(blocks or [])
-    return found
 
 
 def sections(reply):
