@@ -298,7 +298,7 @@ def _server(raw: Mapping[str, Any], where: str, environ: Mapping[str, str]) -> S
         ca_bundle=_str(raw, f"{where}.ca_bundle", None), cert_pem=cert_pem,
         cert_key_pem=cert_key_pem, channel=_str(raw, f"{where}.channel", None),
         submission_connector=_str(raw, f"{where}.submission_connector", None),
-        version=_choice(raw, f"{where}.version", ("2010", "2013", "2016", "2019", "SE"), None),
+        version=_choice(raw, f"{where}.version", ("2007", "2010", "2013", "2016", "2019", "SE"), None),
     )
 
 

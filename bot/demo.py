@@ -34,7 +34,8 @@ def demo_config(slack: SlackStandIn, sim: WinRMSimulator, db_path: str, servers=
         "polling": {"interval": "60s", "lookback": "24h", "batch_size": 500},
         "incidents": {"quiet_period": "24h", "update_interval": "0s"},
         "servers": [{"name": name, "url": sim.url_for(name), "username": WINRM_USER,
-                     "password_env": "SUBMITWATCH_DEMO_PASSWORD"} for name in servers],
+                     "password_env": "SUBMITWATCH_DEMO_PASSWORD", "version": "2019"}
+                    for name in servers],
     }
     environ = {"SLACK_BOT_TOKEN": slack.bot_token, "SUBMITWATCH_DEMO_PASSWORD": WINRM_PASSWORD}
     return parse_config(raw, environ, source="built-in demo configuration")
@@ -67,9 +68,11 @@ def chat_ops(db, config, out) -> None:
         out("   " + (render_text({"text": reply.text, "blocks": reply.blocks or []})
                      .replace("\n", "\n   ")))
     out("\n== A responder in Slack")
-    slash("history CONTOSO\\svc-scanner")
-    first = db.execute("SELECT id FROM incidents WHERE key = 'contoso\\svc-scanner'").fetchone()[0]
-    slash(f"ack #{first} calling the scanner vendor")
+    slash("history CONTOSO\\Administrator")
+    first = db.execute("SELECT id FROM incidents WHERE key = 'contoso\\administrator'"
+                       ).fetchone()[0]
+    slash(f"ack #{first} the scanner gets an account of its own today")
+    slash("fix \"CONTOSO\\app-erp\" 'EX02\\Relay EX02'")
     slash("fix CONTOSO\\svc-backup")
 
 
@@ -98,10 +101,9 @@ def run_demo(db_path: str, out=print) -> int:
             "with NTLM and message encryption on 127.0.0.1, polled by real pywinrm; a local "
             f"Slack stand-in; the database is {db_path}.")
         sweep("Sweep 1: the last 24 h of events (older ones are outside the look-back)")
-        logs["EX01"].append("MSExchangeFrontEndTransport", 1018,
-                            ("CONTOSO\\app-erp", "EX01\\Client Frontend EX01"))
+        logs["EX01"].append_refusal(1018, "CONTOSO\\app-erp", "Client Frontend EX01")
         for _ in range(3):
-            logs["EX02"].append("MSExchangeFrontEndTransport", 1020, ("contoso\\SVC-SCANNER",))
+            logs["EX02"].append_refusal(1020, "contoso\\ADMINISTRATOR")
         sweep("Sweep 2: new events: app-erp now also fails on EX01, the scanner keeps failing")
         sweep("Sweep 3: nothing new, so nothing is sent")
         show_channel(slack, out, full=True)

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Callable, Iterable, Mapping
 
-from .model import Event, Incident
+from .model import Event, Incident, Sighting
 from .remediation import UnsafeValueError, short_server_name
 
 
@@ -75,7 +75,11 @@ class _Growth:
         self.server_names = {name for name, _ in base.servers}
         self.connectors = list(base.connectors)
         self.event_ids = set(base.event_ids)
+        self.sightings = list(base.sightings)
+        self.seen = set(base.sightings)
         self.resolved_at: datetime | None = None
+        if opened_by is not None:
+            self._sighted(opened_by)
 
     def add(self, event: Event) -> None:
         self.events.append(event)
@@ -88,12 +92,20 @@ class _Growth:
         if event.connector and event.connector not in self.connectors:
             self.connectors.append(event.connector)
         self.event_ids.add(event.event_id)
+        self._sighted(event)
+
+    def _sighted(self, event: Event) -> None:
+        sighting = Sighting(event.event_id, event.server, event.connector)
+        if sighting not in self.seen:
+            self.seen.add(sighting)
+            self.sightings.append(sighting)
 
     def change(self) -> IncidentChange:
         after = replace(self.base, first_seen=self.first_seen, last_seen=self.last_seen,
                         event_count=self.count, servers=tuple(self.servers),
                         connectors=tuple(self.connectors),
-                        event_ids=tuple(sorted(self.event_ids)))
+                        event_ids=tuple(sorted(self.event_ids)),
+                        sightings=tuple(self.sightings))
         if self.resolved_at is not None:
             after = replace(after, status="resolved", resolved_at=self.resolved_at)
         if self.opened:

@@ -9,7 +9,8 @@ from datetime import datetime
 
 #: The two providers that log the event; 2013+ front ends use the second one.
 PROVIDERS = ("MSExchangeTransport", "MSExchangeFrontEndTransport")
-#: 1018 names the connector, 1020 does not; both mean "valid credentials, no ms-Exch-SMTP-Submit".
+#: Both mean "valid credentials, and still refused", for different reasons (bot/diagnosis.py):
+#: 1018 = no ms-Exch-SMTP-Submit on the connector; 1020 = a built-in identity (2013 and later).
 EVENT_IDS = (1018, 1020)
 
 
@@ -23,7 +24,8 @@ class Event:
     event_id: int
     time: datetime       # TimeCreated/@SystemTime, UTC
     account: str         # %1: whatever the SMTP client authenticated as (untrusted)
-    connector: str | None  # %2 of a 1018 event (untrusted); None for 1020
+    connector: str | None  # %2, the Receive connector's name as SRV\Name (untrusted); None
+    #                        when the event carried none (1020's template prints only %1)
     computer: str        # the Exchange server's own name, e.g. EX01.contoso.local
 
     @property
@@ -47,6 +49,19 @@ class Problem:
 
 
 @dataclass(frozen=True)
+class Sighting:
+    """Where an incident's account failed and how: one event ID, server and connector.
+
+    An account can fail with 1018 on one server and 1020 on another; the diagnosis and the fix
+    depend on which event named which connector, so an incident keeps each combination once.
+    """
+
+    event_id: int
+    server: str              # the configured server name
+    connector: str | None    # as the event named it, SRV\Name; None when it named none
+
+
+@dataclass(frozen=True)
 class Incident:
     """One problem: an account that keeps failing to submit, on any server or connector."""
 
@@ -59,7 +74,7 @@ class Incident:
     last_seen: datetime
     event_count: int
     servers: tuple[tuple[str, str], ...]  # (configured server name, Exchange host), first-seen order
-    connectors: tuple[str, ...]           # connector identities named by 1018 events (untrusted)
+    connectors: tuple[str, ...]           # connector identities named by its events (untrusted)
     event_ids: tuple[int, ...]
     opened_at: datetime
     message_ts: str | None = None
@@ -68,6 +83,7 @@ class Incident:
     acked_by: str | None = None       # Slack user ID of who acknowledged it
     acked_at: datetime | None = None
     ack_note: str | None = None       # free text from the responder (untrusted)
+    sightings: tuple[Sighting, ...] = ()  # each (event ID, server, connector) once, first-seen order
 
     @property
     def server_names(self) -> tuple[str, ...]:

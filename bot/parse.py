@@ -139,7 +139,9 @@ def parse_event(xml_text: str, server: str, root: Element | None = None) -> Even
     data = [d.text or "" for d in root.iter(_DATA)]
     if not data or not data[0].strip():
         raise ValueError(f"event {record_id} has no account name")
-    connector = data[1] if event_id == 1018 and len(data) > 1 and data[1].strip() else None
+    # Exchange logs both events with {account, connector.Name} (AuthCommandHelpers.cs); 1020's
+    # message prints only %1, but its EventData still holds the connector's name.
+    connector = data[1] if len(data) > 1 and data[1].strip() else None
     if connector and "\\" not in connector:
         connector = _full_identity(computer, connector)
     return Event(server=server, record_id=record_id, provider=provider, event_id=event_id,

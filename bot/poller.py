@@ -229,7 +229,9 @@ def apply_changes(db: Database, changes: Iterable[IncidentChange], now: datetime
             wait = timedelta(seconds=config.incidents.update_interval)
             store.enqueue(db, incident.id, "update", now,
                           not_before=max(now, last + wait) if last else now)
-        if (change.new_servers or change.new_connectors) and not (silenced or incident.acked_by):
+        if (change.new_servers or change.new_connectors) and not (
+                silenced or incident.acked_by or store.UNCLAIMED_POST in pending):
+            # (A post not sent yet shows every server and connector itself: no note for those.)
             store.enqueue(db, incident.id, "reply", now, detail={
                 "servers": list(change.new_servers), "connectors": list(change.new_connectors)})
     return linked

@@ -1,10 +1,12 @@
-"""The Exchange Management Shell commands that fix events 1018/1020.
+"""The Exchange Management Shell commands for events 1018 and 1020.
 
-Events 1018 and 1020 mean: an account authenticated fine on a Receive connector but lacks the
+Event 1018 means an account authenticated fine on a Receive connector but its token has no
 ``ms-Exch-SMTP-Submit`` extended right there.  The least-privilege fix is to grant that one right
-to that one account on that one connector.  This module builds the commands an admin pastes into
-the Exchange Management Shell (grant, a ``-WhatIf`` dry run, verify, undo, and the command that
-lists a server's Receive connectors when the event did not name one).
+to that one account on that one connector: grant, a ``-WhatIf`` dry run, verify, undo, the
+command that lists a server's Receive connectors, and one that shows what a (custom) connector
+accepts.  Event 1020 on Exchange 2013 and later means the account is a built-in identity (the
+RID-500 Administrator, Guest, anonymous) that no permission fixes; for it there is the read-only
+command that shows the account's SID (see bot/diagnosis.py for which applies when).
 
 Every value that came from an event or from configuration (account, connector, server) is
 untrusted text.  It goes into the command only through :func:`ps_quote`, which produces a
@@ -13,7 +15,9 @@ character that needs escaping is the single quote -- of which PowerShell recogni
 (``'`` and U+2018, U+2019, U+201A, U+201B; see CharTraits.cs ``IsSingleQuote``).  Each is
 doubled with itself, as PowerShell's own ``EscapeSingleQuotedStringContent`` does.  Values that
 no Exchange name ever contains (control characters, line breaks, bidirectional overrides) are
-refused with :class:`UnsafeValueError` rather than quoted.
+refused with :class:`UnsafeValueError` rather than quoted, and so are characters that draw
+nothing (format characters, Hangul fillers; see bot/names.py), which would let a command look
+exactly like another.
 
 Pure: no I/O, no clock.
 """
@@ -24,6 +28,8 @@ import ipaddress
 import re
 import unicodedata
 from dataclasses import dataclass
+
+from .names import describe_invisible, is_invisible
 
 __all__ = [
     "MAX_VALUE_LENGTH",
@@ -39,12 +45,16 @@ __all__ = [
     "default_receive_connectors",
     "DefaultConnector",
     "Fix",
+    "choose_connector",
     "fix_for",
     "grant_command",
     "whatif_command",
     "verify_command",
     "undo_command",
     "list_connectors_command",
+    "inspect_connector_command",
+    "sid_command",
+    "is_default_connector",
 ]
 
 #: The longest value ps_quote accepts, in characters.  Exchange names are far shorter
@@ -112,6 +122,8 @@ def _describe_char(ch: str) -> str:
         return f"a bidirectional text control ({code})"
     if unicodedata.category(ch) == "Cs":
         return f"an unpaired surrogate ({code})"
+    if is_invisible(ch):
+        return describe_invisible(ch)
     return f"a control character ({code})"
 
 
@@ -119,7 +131,7 @@ def _refused_char(ch: str) -> bool:
     return (
         unicodedata.category(ch) in ("Cc", "Cs")
         or ch in _LINE_SEPARATORS
-        or ch in _BIDI_CONTROLS
+        or is_invisible(ch)  # format characters (bidirectional controls among them), fillers
     )
 
 
@@ -145,6 +157,8 @@ def check_value(value: str, what: str = "value") -> None:
                 why = "it can make the command look different from what it does"
             elif unicodedata.category(ch) == "Cs":
                 why = "it is not valid Unicode text"
+            elif is_invisible(ch):
+                why = "it draws nothing, and a command must never hide part of a name"
             else:
                 why = f"{plural} never contain control characters or line breaks"
             raise UnsafeValueError(
@@ -211,6 +225,21 @@ def connector_identity(server: str, name: str) -> str:
     identity = name if "\\" in name else f"{_server(server)}\\{name}"
     check_value(identity, "connector")
     return identity
+
+
+def is_default_connector(identity: str, version: str | None = None) -> bool:
+    """True when *identity* (``SRV\\Name``) is one Exchange setup creates on that server for
+    *version*; with the version unknown, a default of any version counts (case-insensitive)."""
+    server, _, name = identity.partition("\\")
+    if not name:
+        return False
+    try:
+        versions = [version] if version else ["2010", "2013"]
+        defaults = {c.identity.casefold() for v in versions
+                    for c in default_receive_connectors(server, v)}
+    except UnsafeValueError:
+        return False
+    return identity.casefold() in defaults
 
 
 _YEAR_RE = re.compile(r"(?<!\d)(2007|2010|2013|2016|2019)(?!\d)")
@@ -300,11 +329,28 @@ def list_connectors_command(server: str) -> str:
             " | Format-Table Identity,Bindings,AuthMechanism,PermissionGroups,TransportRole")
 
 
+def inspect_connector_command(connector: str) -> str:
+    """Read-only: what a connector accepts (who may connect from where, and how)."""
+    return (f"{_get_connector(connector)}"
+            " | Format-List Identity,Enabled,Bindings,RemoteIPRanges,PermissionGroups,"
+            "AuthMechanism,TransportRole")
+
+
+def sid_command(account: str) -> str:
+    """Read-only: the account's SID, resolved by Windows itself (no Exchange or AD module
+    needed). One ending in -500 is the domain's built-in Administrator, renamed or not; -501
+    is Guest. (A pipeline rather than the shorter cast, so the account is one -ArgumentList
+    literal like every other command's arguments.)"""
+    return ("New-Object -TypeName System.Security.Principal.NTAccount -ArgumentList "
+            f"{ps_quote(account, 'account')} | ForEach-Object "
+            "{ $_.Translate([System.Security.Principal.SecurityIdentifier]).Value }")
+
+
 @dataclass(frozen=True)
 class Fix:
     """Everything an alert needs to tell an admin how to fix one account on one connector.
 
-    ``connector_source``: "event" (a 1018 event named the connector), "configured" (the admin
+    ``connector_source``: "event" (an event named the connector), "configured" (the admin
     configured the server's submission connector) or "guess" (the default client-submission
     connector for the server's version: say so, and show ``list_connectors``).
     ``server`` is the short server name used in the commands.
@@ -325,23 +371,18 @@ class Fix:
         return self.connector_source == "guess"
 
 
-def fix_for(
-    account: str,
-    server: str,
-    connector: str | None = None,
-    configured_connector: str | None = None,
-    version: str | None = None,
-) -> Fix:
-    """The fix for *account* on *server*.
+def choose_connector(server: str, connector: str | None = None,
+                     configured_connector: str | None = None,
+                     version: str | None = None) -> tuple[str, str]:
+    """(identity, source) of the connector a fix on *server* belongs on.
 
-    The connector comes from the event (1018's second value) when given, else from
-    configuration, else it is the likely client-submission connector for *version*.
-    A connector given as a bare name (``Client Frontend EX01``) is prefixed with the server
-    (``EX01\\Client Frontend EX01``); one that already holds a backslash is used as is.
-    Raises UnsafeValueError when any value cannot safely go into a command.
+    From the event when it named one ("event"), else from configuration ("configured"), else
+    the likely client-submission connector for *version* ("guess"). A bare name
+    (``Client Frontend EX01``) is prefixed with the server (``EX01\\Client Frontend EX01``); one
+    that already holds a backslash is used as is. Raises UnsafeValueError for a name that
+    cannot safely go into a command.
     """
     srv = _server(server)
-    check_value(account, "account")
     if connector:
         identity, source = connector_identity(srv, connector), "event"
     elif configured_connector:
@@ -349,6 +390,23 @@ def fix_for(
     else:
         identity, source = likely_submission_connector(srv, version), "guess"
     check_value(identity, "connector")
+    return identity, source
+
+
+def fix_for(
+    account: str,
+    server: str,
+    connector: str | None = None,
+    configured_connector: str | None = None,
+    version: str | None = None,
+) -> Fix:
+    """The fix for *account* on *server*, on the connector :func:`choose_connector` picks.
+
+    Raises UnsafeValueError when any value cannot safely go into a command.
+    """
+    srv = _server(server)
+    check_value(account, "account")
+    identity, source = choose_connector(srv, connector, configured_connector, version)
     return Fix(
         account=account,
         connector=identity,

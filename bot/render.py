@@ -1,7 +1,10 @@
 """Block Kit for alerts and thread notes: the one place event-derived text meets Slack.
 
 Rules, in one place:
+- prose that carries an account or connector name is rich text (bot/richtext.py): Slack shows
+  its text elements literally, so `*boss*` in a name is not bold and `<!channel>` pings nobody;
 - every untrusted value in mrkdwn goes through `escape` (after `clip`, so an entity is never cut);
+- control and invisible characters are shown as escapes, in rich text and mrkdwn alike;
 - PowerShell commands go into `rich_text_preformatted` blocks, whose text Slack shows literally:
   no mrkdwn, no mentions, no way for a backtick in an account name to end a code span;
 - header text is plain_text, which Slack never parses for mentions or links;
@@ -10,19 +13,25 @@ Pure: no I/O, no clock (`now` comes in).
 """
 from __future__ import annotations
 
-import re
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Iterable, Mapping
 
+from . import richtext as rt
 from .config import ServerConfig
+from .diagnosis import (BUILTIN, LEGACY_1020, NO_SUBMIT, Diagnosis, Target, diagnose_incident,
+                        sightings_of)
 from .model import Incident, Snooze
-from .remediation import Fix, UnsafeValueError, fix_for
+from .names import is_invisible, mixed_script_warning
+from .remediation import SUBMIT_RIGHT
+from .richtext import Part
 
 HEADER_LIMIT = 150
 SECTION_LIMIT = 3000
 FIELD_LIMIT = 2000
 NAME_LIMIT = 200            # how much of an untrusted name is shown in prose
-MAX_FIXES = 3               # commands per alert; `/submitwatch fix` gives the rest
+MAX_FIXES = 3               # connectors with commands per cause in an alert; Show fix: more
+FIX_MOST = 15               # ... in Show fix (each takes two blocks; a message holds 50)
+MESSAGE_BLOCKS = 50
 
 # The buttons on an alert; handlers.actions listens for these action_ids.
 ACTION_ACK = "submitwatch_ack"
@@ -34,22 +43,13 @@ ACTION_IDS = (ACTION_ACK, ACTION_UNACK, ACTION_SNOOZE, ACTION_UNSNOOZE, ACTION_S
 SNOOZE_CHOICES = (("1 hour", 3600), ("4 hours", 4 * 3600), ("24 hours", 24 * 3600),
                   ("7 days", 7 * 24 * 3600))
 
-EXPLANATION = ("authenticated over SMTP with *valid credentials* but is not allowed to submit "
-               "mail: it lacks the `ms-Exch-SMTP-Submit` extended right on the Receive connector "
-               "it connects to, so Exchange refuses its mail (events 1018/1020).")
-USER_ACTION = ("*What to do:* if this account should send mail (a scanner, an application, a "
-               "service), grant it `ms-Exch-SMTP-Submit` on that connector, for this one account "
-               "rather than a whole permission group. If it should not, find who uses it: "
-               "the credentials work. Run in the Exchange Management Shell:")
-
 
 def escape(text: str) -> str:
     """Make untrusted text inert in mrkdwn: no pings, no links, no fake entities."""
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
-def clip(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+clip = rt.clip
 
 
 def cut(mrkdwn: str, limit: int) -> str:
@@ -72,8 +72,13 @@ def show(text: str, limit: int = NAME_LIMIT) -> str:
     A backtick becomes U+02CB (ˋ), which looks the same but cannot open or close a code span in
     our own text; the commands, in rich text, keep the exact name.
     """
-    visible = "".join(ch if ch.isprintable() else f"\\x{ord(ch):02x}" for ch in text)
-    return escape(clip(visible, limit).replace("`", "\u02cb"))
+    return escape(clip(rt.visible(text), limit).replace("`", "\u02cb"))
+
+
+def literal(text: str, limit: int = NAME_LIMIT) -> str:
+    """An untrusted name for mrkdwn, in a code span: Slack formats nothing inside one, so
+    `*boss*` is not bold; `show` keeps a backtick from the name from closing the span."""
+    return f"`{show(text, limit)}`"
 
 
 def slack_date(moment: datetime) -> str:
@@ -82,33 +87,9 @@ def slack_date(moment: datetime) -> str:
     return f"<!date^{int(moment.timestamp())}^{{date_short_pretty}} {{time}}|{fallback}>"
 
 
-def fixes_for(incident: Incident, servers: Mapping[str, ServerConfig]) -> tuple[list[Fix], str | None]:
-    """The commands for an incident: one per named connector, else one guess per server.
-
-    Returns (fixes, refusal): refusal explains why no command could be built safely.
-    """
-    fixes: list[Fix] = []
-    try:
-        hosts_with_connector = set()
-        for connector in incident.connectors:
-            host = connector.split("\\", 1)[0]
-            hosts_with_connector.add(host.casefold())
-            fixes.append(fix_for(incident.account, host, connector=connector))
-        for name, host in incident.servers:
-            if host.casefold() in hosts_with_connector:
-                continue
-            cfg = servers.get(name)
-            fixes.append(fix_for(incident.account, host,
-                                 configured_connector=cfg.submission_connector if cfg else None,
-                                 version=cfg.version if cfg else None))
-    except UnsafeValueError as exc:
-        return [], str(exc)
-    return fixes, None
-
-
 def user(user_id: str | None) -> str:
     """A Slack user ID as a mention; anything that is not an ID is shown as text."""
-    if user_id and re.fullmatch(r"[UW][A-Z0-9]{2,20}", user_id):
+    if user_id and rt.USER_ID.fullmatch(user_id):
         return f"<@{user_id}>"
     return show(user_id or "someone", 40)
 
@@ -136,6 +117,149 @@ def chat_state(incident: Incident, snoozes: Iterable[Snooze] = ()) -> list[str]:
     return lines
 
 
+# --- the diagnosis: one cause, what it means and what to run --------------------------------------
+
+HEADLINES = {
+    NO_SUBMIT: "No Submit right on the connector (event 1018)",
+    BUILTIN: "A built-in account, refused whatever its rights (event 1020)",
+    LEGACY_1020: "Not authorized to use the server (event 1020, Exchange 2007/2010)",
+}
+#: What each cause calls for, in one sentence (`/submitwatch show`, digests).
+ADVICE = {
+    NO_SUBMIT: "grant this one account ms-Exch-SMTP-Submit on the connector the event names.",
+    BUILTIN: "give the device or application an account of its own; no permission fixes a "
+             "built-in identity.",
+    LEGACY_1020: "check whether it is a built-in account (then give the device its own); if "
+                 "not, grant ms-Exch-SMTP-Submit on the connector, as Microsoft documents for "
+                 "2007/2010.",
+}
+WHY_BUILTIN = ("Why: Exchange's own transport code (2013; 2016, 2019 and SE share it) checks "
+               "for these identities before it reads any permission, and logs 1020 for them.")
+_WHERE = {
+    "event": "named by the event",
+    "configured": "configured as this server's submission connector",
+    "guess": "not named by any event: the usual client submission connector, a guess; list "
+             "them to be sure",
+}
+_SUBMIT = rt.code(SUBMIT_RIGHT)
+
+
+def diagnosis_blocks(diagnosis: Diagnosis, account: str, *, most: int = MAX_FIXES,
+                     whatif: bool = False, only: Iterable[Target] | None = None) -> list[dict]:
+    """What one cause means, what to do, and its commands.
+
+    With `only` (a thread note about new servers or connectors): the headline and those
+    targets' commands; the alert above it explains the cause.
+    """
+    targets = list(diagnosis.targets if only is None else only)
+    if only is not None:
+        return _brief_blocks(diagnosis, account, targets, most)
+    blocks = [rt.rich(*_intro(diagnosis, account))]
+    if diagnosis.account_refusal:
+        blocks.append(rt.rich([rt.bold("No command is shown: "), diagnosis.account_refusal]))
+    elif diagnosis.sid_check:
+        blocks.append(rt.preformatted("# read-only: the account's SID (-500 = built-in "
+                                      f"Administrator, -501 = Guest)\n{diagnosis.sid_check}"))
+    if diagnosis.cause == BUILTIN:
+        seen = [t for t in targets if t.source == "event"]
+        line: list[Part] = [WHY_BUILTIN]
+        if seen:
+            line += [" Seen on ", *rt.joined(_connector(t) for t in seen[:most])]
+        blocks.append(rt.rich(line))
+        return blocks
+    if diagnosis.cause == LEGACY_1020:
+        blocks.append(rt.rich([rt.bold("2. If not, Microsoft's documented fix for 2007/2010: "),
+                               "grant ", rt.name(account), " ", _SUBMIT, " on the connector:"]))
+    for target in targets[:most]:
+        blocks += _target_blocks(target, whatif=whatif)
+    if len(targets) > most:
+        blocks.append(rt.rich([f"{len(targets) - most} more connector(s) not shown: Show fix "
+                               "gives the commands for each."]))
+    return blocks
+
+
+def _brief_blocks(diagnosis: Diagnosis, account: str, targets: list[Target],
+                  most: int) -> list[dict]:
+    line: list[Part] = [*_headline(diagnosis), ": ", ADVICE[diagnosis.cause]]
+    blocks = [rt.rich(line)]
+    if diagnosis.grants and not diagnosis.account_refusal:
+        for target in targets[:most]:
+            blocks += _target_blocks(target, whatif=False)
+    return blocks
+
+
+def _headline(diagnosis: Diagnosis) -> list[Part]:
+    servers = [s for s in diagnosis.servers if s]
+    line: list[Part] = [rt.bold(HEADLINES[diagnosis.cause])]
+    if servers:
+        line += [" on ", *rt.joined(rt.name(s, 64, strong=False) for s in servers)]
+    return line
+
+
+def _intro(diagnosis: Diagnosis, account: str) -> list[list[Part]]:
+    who = rt.name(account)
+    lines: list[list[Part]] = [_headline(diagnosis)]
+    if diagnosis.cause == NO_SUBMIT:
+        lines += [[who, " authenticated over SMTP with valid credentials, but neither it nor any "
+                   "of its groups holds ", _SUBMIT, " on the Receive connector it used (a Deny "
+                   "entry wins over any grant), so Exchange refused its mail."],
+                  [rt.bold("What to do: "), "if this account should send mail (a scanner, an "
+                   "application, a service), grant it ", _SUBMIT, " on that connector, for this "
+                   "one account rather than a whole permission group. If it should not, find who "
+                   "uses it: the credentials work. In the Exchange Management Shell:"]]
+    elif diagnosis.cause == BUILTIN:
+        lines += [[who, " authenticated over SMTP with valid credentials, but Exchange refuses "
+                   "mail submission from built-in identities: the domain's built-in "
+                   "Administrator (even renamed), Guest and anonymous, whatever their "
+                   "permissions. Granting ", _SUBMIT, " cannot fix this."],
+                  [rt.bold("What to do: "), "give the device or application an account of its "
+                   "own and set it up with that one (should that account then get event 1018, "
+                   "grant it the right). To confirm first, this read-only command prints the "
+                   "account's SID:"]]
+    else:
+        lines += [["Microsoft documents event 1020 on Exchange 2007 and 2010 as a missing ",
+                   _SUBMIT, " right on the Receive connector; Exchange 2013 and later log it only "
+                   "for built-in identities (the built-in Administrator, even renamed; Guest; "
+                   "anonymous), and the older versions' code is not public. Check both:"],
+                  [rt.bold("1. A built-in account? "), "If the SID ends in -500 or -501, give the "
+                   "device an account of its own: no grant helps."]]
+    return lines
+
+
+def _connector(target: Target) -> list[Part] | dict:
+    return rt.name(target.connector or "?", 120)
+
+
+def _target_blocks(target: Target, *, whatif: bool) -> list[dict]:
+    if target.refusal or target.fix is None:
+        return [rt.rich([rt.bold("No command for connector "), _connector(target), " on ",
+                         rt.name(target.server, 64, strong=False), ": ",
+                         target.refusal or "no connector could be named"])]
+    fix = target.fix
+    blocks = [rt.rich(["Connector ", _connector(target), f" ({_WHERE[target.source]})"])]
+    lines = ["# try it first (changes nothing)", fix.whatif] if whatif else []
+    lines += ["# grant", fix.grant, "# verify (a Deny entry wins over a grant)", fix.verify,
+              "# undo", fix.undo]
+    if target.source != "event":
+        lines += ["# list this server's Receive connectors", fix.list_connectors]
+    blocks.append(rt.preformatted("\n".join(lines)))
+    if target.custom and target.inspect:
+        blocks += [rt.rich([_connector(target), " is not one of Exchange's default Receive "
+                            "connectors for this server's version. A custom connector (often a "
+                            "relay connector whose RemoteIPRanges caught this client's address) "
+                            "is the usual reason an ordinary account lands where it has no "
+                            "Submit right. What it accepts, read-only:"]),
+                   rt.preformatted(target.inspect)]
+    return blocks
+
+
+def cause_lines(diagnoses: Iterable[Diagnosis]) -> list[list[Part]]:
+    """One line per cause: what it is, where, and what it calls for (for `show`)."""
+    return [[*_headline(d), ": ", ADVICE[d.cause]] for d in diagnoses]
+
+
+# --- the alert ------------------------------------------------------------------------------------
+
 def alert(incident: Incident, servers: Mapping[str, ServerConfig],
           snoozes: Iterable[Snooze] = ()) -> tuple[str, list[dict]]:
     """The living alert message for an incident: (fallback text, blocks)."""
@@ -147,22 +271,19 @@ def alert(incident: Incident, servers: Mapping[str, ServerConfig],
         {"type": "header", "text": {"type": "plain_text", "emoji": False,
                                     "text": clip(_printable(title), HEADER_LIMIT)}},
         *[_context(line) for line in chat_state(incident, snoozes)],
-        _section(f"*{account}* {EXPLANATION}" if not resolved else
-                 f"No new event for *{account}* since {slack_date(incident.last_seen)}; "
-                 f"resolved {slack_date(incident.resolved_at or incident.last_seen)}. "
-                 "A new event opens a new alert."),
-        {"type": "section", "fields": _facts(incident)},
     ]
-    if not resolved:
-        fixes, refusal = fixes_for(incident, servers)
-        if refusal:
-            blocks.append(_section(f"*No command is shown:* {escape(refusal)}"))
-        else:
-            blocks.append(_section(USER_ACTION))
-            blocks.extend(_fix_blocks(fixes[:MAX_FIXES]))
-            if len(fixes) > MAX_FIXES:
-                blocks.append(_context(f"{len(fixes) - MAX_FIXES} more connector(s) not shown: "
-                                       "each needs the same grant with its own -Identity."))
+    warning = mixed_script_warning(incident.account)
+    if warning and not resolved:
+        blocks.append(rt.rich([rt.emoji("warning"), " ", warning]))
+    if resolved:
+        blocks.append(rt.rich([
+            "No new event for ", rt.name(incident.account), " since ", rt.date(incident.last_seen),
+            "; resolved ", rt.date(incident.resolved_at or incident.last_seen),
+            ". A new event opens a new alert."]))
+    else:
+        for diagnosis in diagnose_incident(incident, servers):
+            blocks += diagnosis_blocks(diagnosis, incident.account)
+    blocks.append(rt.rich(*facts(incident)))
     if not resolved:
         blocks.append(_buttons(incident, snoozed=bool(snoozes)))
     blocks.append(_context(f"SubmitWatch · incident #{incident.id} · events "
@@ -170,74 +291,125 @@ def alert(incident: Incident, servers: Mapping[str, ServerConfig],
     servers_text = ", ".join(show(n, 64) for n in incident.server_names)
     text = (f"{'Resolved' if resolved else 'SMTP submit denied'}: {account} on {servers_text} "
             f"({incident.event_count} event{'s' if incident.event_count != 1 else ''})")
-    return text, blocks
+    return text, _fit(blocks)
+
+
+def facts(incident: Incident) -> list[list[Part]]:
+    """Servers, connectors (with the event that named each), count, first and last seen."""
+    named: dict[str, set[int]] = {}
+    for sighting in sightings_of(incident):
+        if sighting.connector:
+            named.setdefault(sighting.connector, set()).add(sighting.event_id)
+    connectors: list[Part] = []
+    for connector, ids in list(named.items())[:5]:
+        if connectors:
+            connectors.append(", ")
+        connectors += [rt.name(connector, 120, strong=False),
+                       f" ({'/'.join(str(i) for i in sorted(ids))})"]
+    if len(named) > 5:
+        connectors.append(f" and {len(named) - 5} more")
+    return [
+        [rt.bold("Servers: "), *rt.joined(rt.name(n, 64, strong=False)
+                                          for n in incident.server_names[:10])],
+        [rt.bold("Connectors: "), *(connectors or ["not named by any event"])],
+        [rt.bold("Events: "), f"{incident.event_count:,}"],
+        [rt.bold("First / last seen: "), rt.date(incident.first_seen), " / ",
+         rt.date(incident.last_seen)],
+    ]
 
 
 def fix_message(incident: Incident, servers: Mapping[str, ServerConfig]) -> tuple[str, list[dict]]:
-    """Every command for an incident (the alert shows at most MAX_FIXES), for "Show fix"."""
-    fixes, refusal = fixes_for(incident, servers)
-    if refusal:
-        text = f"No command can be built safely for *{show(incident.account)}*: {escape(refusal)}"
-        return text, [_section(text)]
-    text = f"The fix for *{show(incident.account)}* (incident #{incident.id}):"
-    blocks = [_section(f"{text} {USER_ACTION[len('*What to do:* '):]}")]
-    blocks.extend(_fix_blocks(fixes[:20]))
-    if len(fixes) > 20:
-        blocks.append(_context(f"{len(fixes) - 20} more connector(s): `/submitwatch fix` with "
-                               "the account and connector gives each."))
-    return text, blocks
+    """Every cause and command for an incident (the alert shows fewer), for "Show fix"."""
+    text = f"The fix for {show(incident.account)} (incident #{incident.id})"
+    blocks = [rt.rich([rt.bold("The fix for "), rt.name(incident.account),
+                       f" (incident #{incident.id})"])]
+    for diagnosis in diagnose_incident(incident, servers):
+        blocks += diagnosis_blocks(diagnosis, incident.account, most=FIX_MOST, whatif=True)
+    return text, _fit(blocks)
 
 
 def thread_note(incident: Incident, detail: Mapping[str, list[str]],
                 servers: Mapping[str, ServerConfig]) -> tuple[str, list[dict]]:
     """A thread reply when the incident spreads to a new server or connector."""
-    parts = []
-    if detail.get("servers"):
-        parts.append("now also seen on " + ", ".join(f"*{show(s, 64)}*" for s in detail["servers"]))
-    if detail.get("connectors"):
-        parts.append("connector named by event 1018: " +
-                     ", ".join(f"*{show(c)}*" for c in detail["connectors"]))
+    new_servers = list(detail.get("servers", []))
+    new_connectors = list(detail.get("connectors", []))
+    parts, line = [], [rt.name(incident.account), ": "]
+    if new_servers:
+        parts.append("now also seen on " + ", ".join(f"*{show(s, 64)}*" for s in new_servers))
+        line += ["now also seen on ", *rt.joined(rt.name(s, 64) for s in new_servers)]
+    if new_connectors:
+        parts.append("connector named by the event: " +
+                     ", ".join(f"*{show(c)}*" for c in new_connectors))
+        line += ["; " if new_servers else "", "connector named by the event: ",
+                 *rt.joined(rt.name(c) for c in new_connectors)]
     text = f"{show(incident.account)}: " + "; ".join(parts)
-    blocks = [_section(text)]
-    fixes, refusal = fixes_for(incident, servers)
-    new_connectors = set(detail.get("connectors", []))
-    new_hosts = {host.casefold() for name, host in incident.servers
-                 if name in detail.get("servers", [])}
-    relevant = [f for f in fixes
-                if f.connector in new_connectors or f.server.casefold() in new_hosts]
-    if refusal is None and relevant:
-        blocks.extend(_fix_blocks(relevant[:MAX_FIXES]))
-    return text, blocks
+    blocks = [rt.rich(line)]
+    wanted = {c.casefold() for c in new_connectors}
+    for diagnosis in diagnose_incident(incident, servers):
+        relevant = [t for t in diagnosis.targets if t.server in new_servers
+                    or (t.connector or "").casefold() in wanted]
+        if relevant:
+            blocks += diagnosis_blocks(diagnosis, incident.account, only=relevant)
+    return text, _fit(blocks)
+
+
+def _fit(blocks: list[dict]) -> list[dict]:
+    """Never more blocks than a message takes (the footer and buttons are kept)."""
+    if len(blocks) <= MESSAGE_BLOCKS:
+        return blocks
+    return blocks[: MESSAGE_BLOCKS - 1] + [_context("More did not fit in one Slack message: "
+                                                    "Show fix gives every command.")]
 
 
 def action_note(incident: Incident, detail: Mapping) -> tuple[str, list[dict]]:
-    """A thread reply recording what a responder (or a snooze's end) did to the incident."""
+    """A thread reply recording what a responder (or a snooze's end) did to the incident.
+
+    Rich text, since the note carries the account's name (and the responder's own words)."""
     action = detail["action"]
     at = datetime.fromisoformat(detail["at"].replace("Z", "+00:00"))
-    by = user(detail.get("by"))
+    by = rt.user(detail.get("by"))
+    when = utc_time(at)
     if action == "ack":
-        text = f"Acknowledged by {by} at {utc_time(at)}"
+        line: list[Part] = ["Acknowledged by ", by, f" at {when}"]
         if detail.get("took_over_from"):
-            text += f", taking over from {user(detail['took_over_from'])}"
+            line += [", taking over from ", rt.user(detail["took_over_from"])]
         if detail.get("note"):
-            text += f": {show(detail['note'], 300)}"
+            line += [": ", rt.name(detail["note"], 300, strong=False)]
     elif action == "unack":
-        text = (f"{by} removed the acknowledgement of {user(detail.get('was'))} at "
-                f"{utc_time(at)}")
+        line = [by, " removed the acknowledgement of ", rt.user(detail.get("was")), f" at {when}"]
     elif action == "snooze":
         until = datetime.fromisoformat(detail["until"].replace("Z", "+00:00"))
         what = "every incident of this account" if detail.get("scope") == "account" else \
             "this incident"
-        text = (f"{by} snoozed {what} until {slack_date(until)}: "
-                f"{show(detail.get('reason') or '', 300)}")
+        line = [by, f" snoozed {what} until ", rt.date(until), ": ",
+                rt.name(detail.get("reason") or "", 300, strong=False)]
     elif action == "unsnooze":
-        text = f"{by} ended the snooze at {utc_time(at)}; the alert is live again"
+        line = [by, f" ended the snooze at {when}; the alert is live again"]
     elif action == "snooze_expired":
-        text = f"The snooze ended at {utc_time(at)}; the alert is live again"
+        line = [f"The snooze ended at {when}; the alert is live again"]
     else:
         raise ValueError(f"unknown action note {action!r}")
-    text = f"{text}. ({show(incident.account)}: {incident.event_count} event(s) so far)"
-    return text, [_section(text)]
+    line += [". (", rt.name(incident.account, strong=False),
+             f": {incident.event_count} event(s) so far)"]
+    block = rt.rich(line)
+    return _fallback(block), [block]
+
+
+def _fallback(block: dict) -> str:
+    """A rich block as the notification text: inert mrkdwn, mentions and dates kept."""
+    out = []
+    for section in block["elements"]:
+        for element in section["elements"]:
+            kind = element["type"]
+            if kind == "user":
+                out.append(f"<@{element['user_id']}>")  # rt.user made it only for a real ID
+            elif kind == "date":
+                out.append(slack_date(datetime.fromtimestamp(element["timestamp"], timezone.utc)))
+            elif kind == "emoji":
+                out.append(f":{element['name']}:")
+            else:
+                out.append(escape(element["text"].replace("`", "\u02cb")))
+    return cut("".join(out), SECTION_LIMIT)
 
 
 def server_down(server: str, detail: Mapping, *, recovered: bool = False) -> tuple[str, list[dict]]:
@@ -295,43 +467,6 @@ def _button(label: str, action_id: str, value: str, style: str | None = None) ->
     return button
 
 
-def _facts(incident: Incident) -> list[dict]:
-    if incident.connectors:
-        connectors = ", ".join(show(c, 120) for c in incident.connectors[:5])
-        if len(incident.connectors) > 5:
-            connectors += f" and {len(incident.connectors) - 5} more"
-    else:
-        connectors = "not named (event 1020 only)"
-    fields = [
-        f"*Servers*\n{', '.join(show(n, 64) for n in incident.server_names[:10])}",
-        f"*Connectors*\n{connectors}",
-        f"*Events*\n{incident.event_count}",
-        f"*First / last seen*\n{slack_date(incident.first_seen)} / {slack_date(incident.last_seen)}",
-    ]
-    return [{"type": "mrkdwn", "text": cut(f, FIELD_LIMIT)} for f in fields]
-
-
-def _fix_blocks(fixes: list[Fix]) -> list[dict]:
-    blocks = []
-    for fix in fixes:
-        where = {"event": "named by the event",
-                 "configured": "configured as this server's submission connector",
-                 "guess": "not named by any event: the usual client submission connector, a "
-                          "guess; list them to be sure"}[fix.connector_source]
-        blocks.append(_context(f"Connector *{show(fix.connector)}* ({where})"))
-        lines = ["# grant", fix.grant, "# verify (a Deny entry wins over a grant)", fix.verify,
-                 "# undo", fix.undo]
-        if fix.connector_source != "event":
-            lines += ["# list this server's Receive connectors", fix.list_connectors]
-        blocks.append(_preformatted("\n".join(lines)))
-    return blocks
-
-
-def _preformatted(text: str) -> dict:
-    return {"type": "rich_text", "elements": [
-        {"type": "rich_text_preformatted", "elements": [{"type": "text", "text": text}]}]}
-
-
 def _section(text: str) -> dict:
     return {"type": "section", "text": {"type": "mrkdwn", "text": cut(text, SECTION_LIMIT)}}
 
@@ -341,4 +476,4 @@ def _context(text: str) -> dict:
 
 
 def _printable(text: str) -> str:
-    return "".join(ch if ch.isprintable() else "?" for ch in text)
+    return "".join("?" if not ch.isprintable() or is_invisible(ch) else ch for ch in text)

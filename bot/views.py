@@ -18,11 +18,13 @@ from urllib.parse import urlsplit
 from store.db import ServerState
 from store.queries import ConnectorSeen, History, IncidentDetail, Moment
 
+from . import render
+from . import richtext as rt
 from .config import ServerConfig
+from .diagnosis import NO_SUBMIT, Diagnosis
 from .model import Incident, Snooze
 from .remediation import Fix
-from . import render
-from .render import SECTION_LIMIT, clip, escape, show, slack_date
+from .render import SECTION_LIMIT, clip, escape, literal, show, slack_date
 
 MESSAGE_BLOCKS = 50
 HOME_BLOCKS = 100
@@ -30,7 +32,7 @@ BARS = "▁▂▃▄▅▆▇█"
 #: How much of an untrusted name a list line shows (escaped, it may grow up to five times).
 LIST_NAME = 80
 
-_USER_ID = re.compile(r"[UW][A-Z0-9]+")
+_USER_ID = rt.USER_ID
 _CHANNEL_ID = re.compile(r"[CG][A-Z0-9]+")
 _GROUP_ID = re.compile(r"S[A-Z0-9]+")
 
@@ -104,9 +106,7 @@ def divider() -> dict:
     return {"type": "divider"}
 
 
-def preformatted(text: str) -> dict:
-    return {"type": "rich_text", "elements": [
-        {"type": "rich_text_preformatted", "elements": [{"type": "text", "text": text}]}]}
+preformatted = rt.preformatted
 
 
 def pack(lines: list[str], title: str | None = None) -> list[dict]:
@@ -136,7 +136,7 @@ def fit(blocks: list[dict], limit: int = MESSAGE_BLOCKS) -> list[dict]:
 # --- incidents in lists -------------------------------------------------------------------------
 
 def incident_ref(incident: Incident) -> str:
-    return f"`#{incident.id}` *{show(incident.account, LIST_NAME)}*"
+    return f"`#{incident.id}` {literal(incident.account, LIST_NAME)}"
 
 
 def servers_text(names: tuple[str, ...] | list[str], most: int = 3) -> str:
@@ -173,7 +173,7 @@ class Subject:
     def words(self) -> str:
         if self.kind is None:
             return "all accounts"
-        return f"{self.kind} *{show(self.name, LIST_NAME)}*"
+        return f"{self.kind} {literal(self.name, LIST_NAME)}"
 
 
 def history_view(page: History, *, subject: Subject, since_seconds: float, limit: int,
@@ -222,13 +222,14 @@ def history_view(page: History, *, subject: Subject, since_seconds: float, limit
 
 # --- show ---------------------------------------------------------------------------------------
 
-def show_view(detail: IncidentDetail, now: datetime,
+def show_view(detail: IncidentDetail, now: datetime, diagnoses: list[Diagnosis] = (),
               max_timeline: int = 30) -> tuple[str, list[dict]]:
+    """One incident's story; `diagnoses` (bot.diagnosis) say why it was refused."""
     incident = detail.incident
     account = show(incident.account)
     state = "*open*" if incident.status == "open" else (
         f"*resolved* {slack_date(incident.resolved_at)}" if incident.resolved_at else "*resolved*")
-    lines = [f"*{account}* · {state} · {ack_text(incident)}"]
+    lines = [f"{literal(incident.account)} · {state} · {ack_text(incident)}"]
     if incident.ack_note:
         lines.append(f"Note: “{show(incident.ack_note, 300)}”")
     if detail.snoozed_until:
@@ -244,6 +245,8 @@ def show_view(detail: IncidentDetail, now: datetime,
                   {"type": "mrkdwn", "text": f"*First seen*\n{slack_date(incident.first_seen)}"},
                   {"type": "mrkdwn", "text": f"*Last seen*\n{slack_date(incident.last_seen)}"},
               ]}]
+    if diagnoses:
+        blocks.append(rt.rich(*render.cause_lines(diagnoses)))
     blocks += pack([_group_line(g) for g in detail.groups]
                    or ["no event is linked to this incident"],
                    "*Events per server and connector*")
@@ -257,7 +260,8 @@ def show_view(detail: IncidentDetail, now: datetime,
     blocks += pack([_moment_line(m) for m in moments], title)
     blocks += pack([_audit_line(row) for row in detail.audit]
                    or ["nobody has acted on it from Slack"], "*Who acted*")
-    blocks.append(context("The commands that fix it: `/submitwatch fix` with this account."))
+    blocks.append(context("The commands: *Show fix* on the alert, or `/submitwatch fix` with "
+                          "this account."))
     text = (f"Incident #{incident.id}: {account}, {incident.status}, "
             f"{plural(incident.event_count, 'event')}")
     return text, fit(blocks)
@@ -265,7 +269,7 @@ def show_view(detail: IncidentDetail, now: datetime,
 
 def _group_line(group) -> str:
     connector = (f"`{show(group.connector, 120)}`" if group.connector
-                 else "connector not named (event 1020)")
+                 else "connector not named by the event")
     ids = "/".join(str(i) for i in group.event_ids)
     when = (slack_date(group.first) if group.first == group.last
             else f"{slack_date(group.first)} → {slack_date(group.last)}")
@@ -322,7 +326,7 @@ _WHERE = {
     "typed": "the connector you gave",
     "account": "named by this account's 1018 events",
     "configured": "configured as this server's submission connector",
-    "server": "named by other accounts' 1018 events on this server",
+    "server": "named by events of other accounts on this server",
     "guess": "not named by any event: the usual client submission connector, a guess",
 }
 
@@ -346,60 +350,83 @@ class ServerFix:
     refusals: list[str] = field(default_factory=list)  # why some got no command (safe text)
 
 
-def fix_view(fix: Fix) -> tuple[str, list[dict]]:
-    """The commands for one account on the connector the person named."""
-    lines = ["# try it first (changes nothing)", fix.whatif, "# grant", fix.grant,
-             "# verify (a Deny entry wins over a grant)", fix.verify, "# undo", fix.undo,
-             f"# list {fix.server}'s Receive connectors", fix.list_connectors]
-    blocks = [section(f"*Fix for {show(fix.account)}* on `{show(fix.connector)}` "
-                      f"({_WHERE['typed']}). It grants `ms-Exch-SMTP-Submit` to this one "
-                      "account on this one connector. Run in the Exchange Management Shell:"),
-              preformatted("\n".join(lines)),
-              context("Not sure it is the right connector? The last command lists them; "
-                      "`/submitwatch fix` with the account alone shows the candidates.")]
-    return f"Fix for {show(fix.account)} on {show(fix.connector)}", blocks
+@dataclass(frozen=True)
+class Understood:
+    """What `fix` read from the person's words, said back before the answer."""
+
+    account: str
+    connector: str | None
+    event_ids: tuple[int, ...]       # the causes explained
+    why: str | None                  # "you said", "from its stored events"; None: not known
 
 
-def candidates_view(account: str, servers: list[ServerFix], *, hidden_servers: int = 0,
-                    incident: Incident | None = None) -> tuple[str, list[dict]]:
-    """No connector given: the candidates on each server and how to list them."""
-    intro = (f"*Fix for {show(account)}*: no connector given. The grant belongs on the Receive "
-             "connector this account submits to (587 for mail clients and most devices). "
-             "Candidates per server, most likely first; for one connector's commands: "
-             "`/submitwatch fix ACCOUNT SERVER\\Connector`.")
+def fix_reply(understood: Understood, sections: list[list[dict]]) -> tuple[str, list[dict]]:
+    line: list[rt.Part] = ["Understood: account ", rt.name(understood.account)]
+    if understood.connector:
+        line += [", connector ", rt.name(understood.connector)]
+    kinds = " and ".join(str(i) for i in understood.event_ids)
+    if understood.why:
+        line += [f", event {kinds} ({understood.why})."]
+    else:
+        line += [". No stored event of this account says whether it gets 1018 or 1020, and "
+                 "they have different causes, so both follow; add `1018` or `1020` to choose."]
+    blocks = [rt.rich(line)]
+    for section in sections:
+        blocks += section
+    return f"Fix for {show(understood.account)} (event {kinds})", fit(blocks)
+
+
+def diagnosed_blocks(diagnoses: list[Diagnosis], account: str) -> list[dict]:
+    """Each cause's explanation and commands, with the -WhatIf dry run (for `fix`)."""
+    blocks: list[dict] = []
+    for diagnosis in diagnoses:
+        blocks += render.diagnosis_blocks(diagnosis, account, most=5, whatif=True)
+    return blocks
+
+
+def candidates_blocks(account: str, servers: list[ServerFix], *, hidden_servers: int = 0,
+                      incident: Incident | None = None) -> list[dict]:
+    """Event 1018 and no connector given: the candidates on each server and how to list them."""
+    intro: list[rt.Part] = [
+        rt.bold(render.HEADLINES[NO_SUBMIT]), ": the grant belongs on the Receive connector ",
+        rt.name(account), " submits to (587 for mail clients and most devices). Candidates per "
+        "server, most likely first; for one connector's commands: ",
+        rt.code("/submitwatch fix ACCOUNT 'SERVER\\Connector'"), "."]
     if incident is not None:
-        intro += (f"\nIts newest incident is `#{incident.id}` ({incident.status}, last event "
-                  f"{slack_date(incident.last_seen)}).")
-    blocks = [section(intro)]
+        intro += [f"\nIts newest incident is #{incident.id} ({incident.status}, last event ",
+                  rt.date(incident.last_seen), ")."]
+    blocks = [rt.rich(intro)]
     for entry in servers:
         blocks += _server_fix_blocks(entry)
     if not servers:
         blocks.append(section("No server is configured and no event names one, so there is "
                               "nothing to suggest. Name the connector: "
-                              "`/submitwatch fix ACCOUNT SERVER\\Connector`."))
+                              "`/submitwatch fix ACCOUNT 'SERVER\\Connector'`."))
     if hidden_servers:
         blocks.append(context(f"{hidden_servers} more server(s) not shown."))
-    text = f"Fix for {show(account)}: candidates on {plural(len(servers), 'server')}"
-    return text, fit(blocks)
+    return blocks
 
 
 def _server_fix_blocks(entry: ServerFix) -> list[dict]:
-    lines = [f"*{show(entry.server, 64)}* (Exchange host `{show(entry.host, 64)}`)"]
+    lines: list[list[rt.Part]] = [[rt.name(entry.server, 64), " (Exchange host ",
+                                   rt.code(rt.visible(entry.host)[:64]), ")"]]
     for n, candidate in enumerate(entry.candidates):
         where = _WHERE[candidate.source]
+        line: list[rt.Part] = ["• most likely: " if n == 0 else "• or: ",
+                               rt.name(candidate.connector, LIST_NAME, strong=False), f": {where}"]
         if candidate.seen:
-            where += (f" ({plural(candidate.seen.count, 'event')}, last "
-                      f"{slack_date(candidate.seen.last)})")
-        mark = "most likely" if n == 0 else "or"
-        lines.append(f"• {mark}: `{show(candidate.connector, LIST_NAME)}`: {where}")
+            line += [f" ({plural(candidate.seen.count, 'event')}, last ",
+                     rt.date(candidate.seen.last), ")"]
+        lines.append(line)
     if entry.hidden:
-        lines.append(f"• and {entry.hidden} more candidate(s) not shown")
-    lines += [f"• no command for one of them: {refusal}" for refusal in entry.refusals]
-    blocks = pack(lines)
+        lines.append([f"• and {entry.hidden} more candidate(s) not shown"])
+    lines += [["• no command for one of them: ", refusal] for refusal in entry.refusals]
+    blocks = [rt.rich(*lines)]
     if entry.fix is not None:
         fix = entry.fix
         blocks.append(preformatted("\n".join([
             f"# list {entry.host}'s Receive connectors", fix.list_connectors,
+            "# try it first on the most likely one (changes nothing)", fix.whatif,
             "# grant on the most likely one", fix.grant,
             "# verify (a Deny entry wins over a grant)", fix.verify, "# undo", fix.undo])))
     return blocks
@@ -519,8 +546,8 @@ def _server_line(row: ServerRow, default_channel: str, now: datetime, late_after
 # --- snoozes ------------------------------------------------------------------------------------
 
 def snooze_line(snooze: Snooze, now: datetime) -> str:
-    what = (f"incident `#{show(snooze.target, 20)}` (*{show(snooze.account, LIST_NAME)}*)"
-            if snooze.kind == "incident" else f"account *{show(snooze.account, LIST_NAME)}*")
+    what = (f"incident `#{show(snooze.target, 20)}` ({literal(snooze.account, LIST_NAME)})"
+            if snooze.kind == "incident" else f"account {literal(snooze.account, LIST_NAME)}")
     left = span((snooze.until - now).total_seconds())
     return (f"• {what} until {slack_date(snooze.until)} ({left} left) · by "
             f"{mention(snooze.created_by)}: “{show(snooze.reason, 150)}”")

@@ -34,8 +34,9 @@ SUBCOMMANDS: dict[str, Spec] = {
                     "incidents and event counts, newest first, with a per-day sparkline"),
     "show": Spec(lookups.show_incident, "show <#incident>",
                  "one incident: events per server and connector, timeline, who acted"),
-    "fix": Spec(lookups.fix, "fix <account> [SERVER\\Connector]",
-                "the grant, verify and undo commands for an account"),
+    "fix": Spec(lookups.fix, "fix <account> [SERVER\\Connector] [1018|1020]",
+                "why an account is refused and the commands that fix it; put names with "
+                "spaces in quotes"),
     "ack": Spec(actions.ack_command, "ack <#incident> [note]", "take ownership of an incident"),
     "unack": Spec(actions.unack_command, "unack <#incident>", "undo an acknowledgement"),
     "snooze": Spec(actions.snooze_command, "snooze <#incident|account> <duration> <reason>",
@@ -62,7 +63,10 @@ def help_text() -> str:
 
 def answer(req: Request, text: str) -> Reply:
     """The reply to one slash command's text. Never raises."""
-    words = words_of(text)
+    try:
+        words = words_of(text)
+    except CommandError as exc:
+        return Reply(f"I could not read that: {exc}.")
     name = words[0].lower() if words else "help"
     spec = SUBCOMMANDS.get(name)
     if spec is None:

@@ -48,14 +48,43 @@ class CommandError(ValueError):
 Subcommand = Callable[[Request, list[str]], Reply]
 
 
+#: Quote pairs a word may start with. Curly ones too: phones and Macs turn '...' into ‘...’.
+_QUOTES = {'"': '"', "'": "'", "\u2018": "\u2019"}
+
+
 def words_of(text: str) -> list[str]:
-    """Split slash-command text into words; "double quotes" (also “curly”) keep spaces.
+    """Split slash-command text into words the way a shell would, with two differences.
+
+    A word that starts with a quote ("double", 'single', “curly” or ‘curly’) runs to the
+    matching closing quote, spaces and all, and the quotes are not part of it:
+    `fix "CONTOSO\\svc scan" 'EX01\\Client Frontend EX01'` gives two words. Unlike a shell,
+    a quote inside a word is just a character (`O'Brien`, `it's`), and backslashes are always
+    kept as they are (`DOMAIN\\account`). A quote that is never closed is a CommandError.
 
     Slack sends &, < and > as HTML entities; they are decoded so an account is matched as typed.
-    Backslashes are kept as they are (DOMAIN\\account).
     """
     text = html.unescape(text or "")[:MAX_TEXT].replace("\u201c", '"').replace("\u201d", '"')
-    return [bare or quoted for quoted, bare in re.findall(r'"([^"]*)"|(\S+)', text)]
+    words: list[str] = []
+    i = 0
+    while i < len(text):
+        if text[i].isspace():
+            i += 1
+            continue
+        word = ""
+        if text[i] in _QUOTES:
+            close = text.find(_QUOTES[text[i]], i + 1)
+            if close < 0:
+                raise CommandError(
+                    f"the quote {text[i]} before `{show(text[i + 1:i + 41], 40)}` is never "
+                    "closed: close it, or put a name that holds that quote in the other kind "
+                    "of quotes")
+            word, i = text[i + 1:close], close + 1
+        end = i
+        while end < len(text) and not text[end].isspace():
+            end += 1
+        words.append(word + text[i:end])  # what follows a closing quote belongs to the word
+        i = end
+    return words
 
 
 def take_options(args: list[str], options: dict[str, Callable[[str], Any]],

@@ -9,7 +9,8 @@ from datetime import timedelta
 
 from bot import views
 from bot.config import Config, ServerConfig
-from bot.model import Incident, incident_key
+from bot.diagnosis import diagnose, diagnose_incident
+from bot.model import Incident, Sighting, incident_key
 from bot.remediation import (UnsafeValueError, check_value, connector_identity, fix_for,
                              likely_submission_connector, short_server_name)
 from bot.render import escape, show
@@ -85,7 +86,9 @@ def show_incident(req: Request, args: list[str]) -> Reply:
     if len(args) != 1:
         raise CommandError("give one incident number, like `#42`")
     incident = _incident(req, args[0])
-    text, blocks = views.show_view(queries.incident_detail(req.db, incident, req.now), req.now)
+    servers = {s.name: s for s in req.config.servers}
+    text, blocks = views.show_view(queries.incident_detail(req.db, incident, req.now), req.now,
+                                   diagnose_incident(incident, servers))
     return Reply(text, blocks)
 
 
@@ -100,17 +103,75 @@ def _incident(req: Request, word: str) -> Incident:
 # --- fix ----------------------------------------------------------------------------------------
 
 def fix(req: Request, args: list[str]) -> Reply:
+    """`fix <account> [SERVER\\Connector] [1018|1020]`: the cause and its commands.
+
+    The cause comes from the event kind given, else from the account's stored events; when
+    neither tells, both causes are explained. The reply says what it understood first.
+    """
     if not args:
         raise CommandError("name the account, like `CONTOSO\\svc-scanner`")
+    kinds = [int(w) for w in args[1:] if w in ("1018", "1020")]
+    rest = [w for w in args[1:] if w not in ("1018", "1020")]
+    if len(set(kinds)) > 1:
+        raise CommandError("give one event kind, `1018` or `1020`, or none")
     account = _name(args[0], "account")
     if account.startswith("#") and looks_like_incident(account):
         account = _incident(req, account).account  # `fix #42`: that incident's account
     _refuse_unsafe(account, "account")
-    if len(args) > 1:
-        # Connector names hold spaces ("EX01\Client Frontend EX01"): the rest of the words are
-        # the connector, quoted or not.
-        return _fix_on_connector(account, _name(" ".join(args[1:]), "connector"))
-    return _fix_candidates(req, account)
+    # An unquoted connector name is the rest of the words ("EX01\\Client Frontend EX01").
+    connector = _connector_arg(" ".join(rest)) if rest else None
+    server = _server_of(req, connector) if connector else None
+    events = queries.event_kinds_of_account(req.db, incident_key(account))
+    if kinds:
+        causes, why = set(kinds), "you said"
+    else:
+        causes = set().union(*([events.get(server, set())] if server else events.values()))
+        why = "from its stored events" if causes else None
+    understood = views.Understood(account, connector, tuple(sorted(causes or (1018, 1020))), why)
+    sections: list[list[dict]] = []
+    for event_id in understood.event_ids:
+        if event_id == 1018 and connector is None:
+            sections.append(_fix_candidates(req, account))
+        else:
+            sections.append(_diagnosed(req, account, event_id, server, connector, events))
+    text, blocks = views.fix_reply(understood, sections)
+    return Reply(text, blocks)
+
+
+def _connector_arg(connector: str) -> str:
+    connector = _name(connector, "connector")
+    server, _, name = connector.partition("\\")
+    if not server.strip() or not name.strip() or " " in server.strip():
+        raise CommandError(f"write the connector as `SERVER\\Name`, like `EX01\\Client Frontend "
+                           f"EX01` (got `{show(connector, 80)}`); put an account or connector "
+                           "with spaces in quotes")
+    return connector
+
+
+def _server_of(req: Request, connector: str) -> str:
+    """The configured server a connector identity belongs to: by name or by Exchange host."""
+    prefix = connector.partition("\\")[0].strip().casefold()
+    for cfg in req.config.servers:
+        if prefix in (cfg.name.casefold(), _exchange_host(req, cfg.name).casefold()):
+            return cfg.name
+    return connector.partition("\\")[0].strip()
+
+
+def _diagnosed(req: Request, account: str, event_id: int, server: str | None,
+               connector: str | None, events: dict[str, set[int]]) -> list[dict]:
+    """One event kind's diagnosis: on the connector given, else on the servers the account's
+    events of that kind came from, else on every configured server."""
+    if server:
+        names = [server]
+    else:
+        names = ([n for n, ids in events.items() if event_id in ids]
+                 or [s.name for s in req.config.servers])
+    sightings = [Sighting(event_id, name, connector) for name in names[:FIX_SERVERS]]
+    hosts = {name: _exchange_host(req, name) for name in names[:FIX_SERVERS]}
+    if connector:
+        hosts[server] = connector.partition("\\")[0].strip()
+    configured = {s.name: s for s in req.config.servers}
+    return views.diagnosed_blocks(diagnose(account, sightings, hosts, configured), account)
 
 
 def _refuse_unsafe(value: str, what: str) -> None:
@@ -120,22 +181,9 @@ def _refuse_unsafe(value: str, what: str) -> None:
         raise CommandError(f"No command can be built: {escape(str(exc))}") from None
 
 
-def _fix_on_connector(account: str, connector: str) -> Reply:
-    server, _, name = connector.partition("\\")
-    if not server.strip() or not name.strip():
-        raise CommandError(f"write the connector as `SERVER\\Name`, like `EX01\\Client Frontend "
-                           f"EX01` (got `{show(connector, 80)}`)")
-    try:
-        found = fix_for(account, server, connector=connector)
-    except UnsafeValueError as exc:
-        raise CommandError(f"No command can be built: {escape(str(exc))}") from None
-    text, blocks = views.fix_view(found)
-    return Reply(text, blocks)
-
-
-def _fix_candidates(req: Request, account: str) -> Reply:
+def _fix_candidates(req: Request, account: str) -> list[dict]:
     seen_by_server: dict[str, list[queries.ConnectorSeen]] = {}
-    for seen in queries.connectors_of_account(req.db, incident_key(account)):
+    for seen in queries.connectors_of_account(req.db, incident_key(account), event_id=1018):
         seen_by_server.setdefault(seen.server, []).append(seen)
     configured = {s.name: s for s in req.config.servers}
     # Configured servers first, then any other server this account's events came from.
@@ -143,10 +191,9 @@ def _fix_candidates(req: Request, account: str) -> Reply:
     entries = [_server_fix(req, account, name, configured.get(name), seen_by_server.get(name, []))
                for name in names[:FIX_SERVERS]]
     newest = next(iter(queries.incidents_of_account(req.db, incident_key(account), 1)), None)
-    text, blocks = views.candidates_view(account, entries,
-                                         hidden_servers=max(0, len(names) - FIX_SERVERS),
-                                         incident=newest)
-    return Reply(text, blocks)
+    return views.candidates_blocks(account, entries,
+                                   hidden_servers=max(0, len(names) - FIX_SERVERS),
+                                   incident=newest)
 
 
 def _server_fix(req: Request, account: str, name: str, cfg: ServerConfig | None,
@@ -174,15 +221,13 @@ def _server_fix(req: Request, account: str, name: str, cfg: ServerConfig | None,
                     refusals)
     if guess:
         add(guess, "guess")
-    best = None
-    for candidate in list(candidates):
-        # A hostile name in an event gets no command: say why, and try the next candidate.
-        best = _safely(lambda: fix_for(account, host, connector=candidate.connector), refusals)
-        if best:
-            break
-        candidates.remove(candidate)
-    return views.ServerFix(name, host, candidates[:FIX_CANDIDATES], best,
-                           hidden=max(0, len(candidates) - FIX_CANDIDATES),
+    # A hostile name in an event gets no command, and is never ranked first: say why instead.
+    fixes = [(c, _safely(lambda: fix_for(account, host, connector=c.connector), refusals))
+             for c in candidates]
+    safe = [(c, f) for c, f in fixes if f]
+    return views.ServerFix(name, host, [c for c, _ in safe][:FIX_CANDIDATES],
+                           safe[0][1] if safe else None,
+                           hidden=max(0, len(safe) - FIX_CANDIDATES),
                            refusals=list(dict.fromkeys(refusals)))  # each reason once
 
 

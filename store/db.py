@@ -18,7 +18,7 @@ from typing import Any, Iterable, Iterator
 
 from sqlite_utils import Database
 
-from bot.model import Event, Incident, Problem
+from bot.model import Event, Incident, Problem, Sighting
 
 from .migrations import migrations
 
@@ -320,6 +320,7 @@ def save_incident(db: Database, incident: Incident) -> Incident:
         "servers": json.dumps([list(pair) for pair in incident.servers]),
         "connectors": json.dumps(list(incident.connectors)),
         "event_ids": json.dumps(list(incident.event_ids)),
+        "sightings": json.dumps([[s.event_id, s.server, s.connector] for s in incident.sightings]),
         "opened_at": iso(incident.opened_at),
         "resolved_at": iso(incident.resolved_at) if incident.resolved_at else None,
         "last_message_at": iso(incident.last_message_at) if incident.last_message_at else None,
@@ -354,7 +355,8 @@ def _incident(row: dict[str, Any]) -> Incident:
         event_ids=tuple(json.loads(row["event_ids"])), opened_at=from_iso(row["opened_at"]),
         message_ts=row["message_ts"], resolved_at=from_iso(row["resolved_at"]),
         last_message_at=from_iso(row["last_message_at"]), acked_by=row.get("acked_by"),
-        acked_at=from_iso(row.get("acked_at")), ack_note=row.get("ack_note"))
+        acked_at=from_iso(row.get("acked_at")), ack_note=row.get("ack_note"),
+        sightings=tuple(Sighting(*triple) for triple in json.loads(row.get("sightings") or "[]")))
 
 
 # --- outbox -------------------------------------------------------------------------------------
@@ -388,16 +390,24 @@ def enqueue(db: Database, incident_id: int | None, kind: str, now: datetime, *,
                 iso(not_before or now)])
 
 
+#: In pending_kinds_of: the incident's first post waits and no worker has taken it yet, so it
+#: will show the incident as it is when sent.
+UNCLAIMED_POST = "post, not yet claimed"
+
+
 def pending_kinds_of(db: Database, incident_ids: Iterable[int]) -> dict[int, set[str]]:
-    """pending_kinds for many incidents in one query."""
+    """pending_kinds for many incidents in one query, plus UNCLAIMED_POST where it applies."""
     ids = list(incident_ids)
     found: dict[int, set[str]] = {i: set() for i in ids}
     for start in range(0, len(ids), 500):
         chunk = ids[start:start + 500]
-        for incident_id, kind in db.execute(
-                "SELECT DISTINCT incident_id, kind FROM outbox WHERE state IN ('pending', "
-                f"'sending') AND incident_id IN ({','.join('?' * len(chunk))})", chunk):
+        for incident_id, kind, state in db.execute(
+                "SELECT DISTINCT incident_id, kind, state FROM outbox WHERE state IN "
+                f"('pending', 'sending') AND incident_id IN ({','.join('?' * len(chunk))})",
+                chunk):
             found[incident_id].add(kind)
+            if kind == "post" and state == "pending":
+                found[incident_id].add(UNCLAIMED_POST)
     return found
 
 

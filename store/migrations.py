@@ -4,6 +4,8 @@ Never edit a migration that has shipped; add a new one.
 """
 from __future__ import annotations
 
+import json
+
 from sqlite_utils import Database
 from sqlite_utils.migrations import Migrations
 
@@ -127,3 +129,20 @@ def m006_health_messages_and_dead_letters(db: Database) -> None:
     # The "not being watched" alert of a server, while it is down.
     db["server_state"].add_column("down_since", str)
     db["server_state"].add_column("down_message_ts", str)
+
+
+@migrations()
+def m007_sightings(db: Database) -> None:
+    # Which event ID named which connector on which server, once each: an account failing with
+    # 1018 on one server and 1020 on another needs a different diagnosis for each. JSON list of
+    # [event_id, server, connector], first-seen order; filled from the events already stored.
+    db["incidents"].add_column("sightings", str)
+    rows = db.execute(
+        "SELECT incident_id, event_id, server, connector FROM events "
+        "WHERE incident_id IS NOT NULL GROUP BY incident_id, event_id, server, connector "
+        "ORDER BY incident_id, min(time), min(id)").fetchall()
+    sightings: dict[int, list] = {}
+    for incident_id, event_id, server, connector in rows:
+        sightings.setdefault(incident_id, []).append([event_id, server, connector])
+    db.conn.executemany("UPDATE incidents SET sightings = ? WHERE id = ?",
+                        [(json.dumps(found), incident_id) for incident_id, found in sightings.items()])

@@ -207,19 +207,32 @@ class ConnectorSeen:
     last: datetime
 
 
-def connectors_of_account(db: Database, key: str, limit: int = 50) -> list[ConnectorSeen]:
-    """The connectors an account's 1018 events named, per server, most recent first."""
+def connectors_of_account(db: Database, key: str, limit: int = 50,
+                          event_id: int | None = None) -> list[ConnectorSeen]:
+    """The connectors an account's events (of `event_id`, or any) named, per server, most
+    recent first."""
+    kind = "" if event_id is None else " AND event_id = :event_id"
     rows = db.execute(
         "SELECT server, connector, count(*), max(time) AS last FROM events "
-        "WHERE account_key = ? AND connector IS NOT NULL GROUP BY server, connector "
-        "ORDER BY last DESC LIMIT ?", [key, limit]).fetchall()
+        f"WHERE account_key = :key AND connector IS NOT NULL{kind} GROUP BY server, connector "
+        "ORDER BY last DESC LIMIT :limit",
+        {"key": key, "limit": limit, "event_id": event_id}).fetchall()
     return [ConnectorSeen(s, c, n, from_iso(last)) for s, c, n, last in rows]
+
+
+def event_kinds_of_account(db: Database, key: str) -> dict[str, set[int]]:
+    """Which event IDs an account's stored events have, per server (the cause `fix` explains)."""
+    found: dict[str, set[int]] = {}
+    for server, event_id in db.execute("SELECT DISTINCT server, event_id FROM events "
+                                       "WHERE account_key = ?", [key]):
+        found.setdefault(server, set()).add(event_id)
+    return found
 
 
 # --- servers ------------------------------------------------------------------------------------
 
 def connectors_on_server(db: Database, server: str, limit: int = 10) -> list[str]:
-    """Distinct connectors named by a server's 1018 events (any account), at most `limit`.
+    """Distinct connectors named by a server's events (any account), at most `limit`.
 
     A loose index scan: each step jumps to the next connector name in the partial index on
     events(server, connector), so the cost is one seek per distinct name however many events

@@ -9,6 +9,7 @@ from bot.chatops import ActionError, Actor
 from bot.render import (ACTION_ACK, ACTION_SNOOZE, ACTION_UNACK, ACTION_UNSNOOZE)
 from store import chat
 from store import db as store
+from tests.blocks import prose
 from tests.conftest import CHANNEL
 from tests.test_pipeline import scanner, sweep
 
@@ -119,8 +120,7 @@ def test_an_acknowledged_incident_keeps_counting_but_never_re_alerts(
     sweep(db, config, clock)
     [message] = slack.messages(CHANNEL)
     assert len(message["replies"]) == replies_before
-    assert "*Events*\n5" in "\n".join(f["text"] for b in message["blocks"]
-                                      for f in b.get("fields", []))
+    assert "Events: 5" in prose(message["blocks"])
     assert len([c for c in slack.calls_to("chat.postMessage")
                 if not c.params.get("thread_ts")]) == 1
 
@@ -141,8 +141,7 @@ def test_a_snoozed_incident_collects_silently_and_comes_back_when_the_snooze_end
     sweep(db, config, clock)
     [message] = slack.messages(CHANNEL)
     assert len(message["replies"]) == 1
-    assert "*Events*\n6" in "\n".join(f["text"] for b in message["blocks"]
-                                      for f in b.get("fields", []))
+    assert "Events: 6" in prose(message["blocks"])
 
     clock.advance(minutes=31)
     assert chatops.end_expired_snoozes(db, clock()) == 1

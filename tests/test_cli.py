@@ -143,9 +143,18 @@ def test_demo_runs_the_whole_pipeline(tmp_path):
     assert result.returncode == 0, result.stderr
     out = result.stdout
     assert "EX01: 27 new event(s)" in out and "EX02: 23 new event(s)" in out
-    assert "SMTP submit denied: CONTOSO\\svc-scanner" in out
+    # A 1020 for the built-in Administrator, its connector named by the event: no grant.
+    admin = out[out.index("SMTP submit denied: CONTOSO\\Administrator"):]
+    admin = admin[:admin.index("Preview in Block Kit Builder")]
+    assert "A built-in account, refused whatever its rights (event 1020)" in admin
+    assert "EX01\\Client Frontend EX01 (1020)" in admin and "Add-ADPermission" not in admin
+    assert "NTAccount -ArgumentList 'CONTOSO\\Administrator'" in admin
+    # Its first post already names EX02 (same first sweep): no "now also seen on EX02" note.
+    assert "Servers: EX01, EX02" in admin and "now also seen on EX02" not in out
+    # 1018 on a custom relay connector, and an ordinary account on a default one.
+    assert "EX02\\Relay EX02 is not one of Exchange's default Receive connectors" in out
     assert "Add-ADPermission -User 'CONTOSO\\jürgen.müller'" in out
-    assert "> thread: CONTOSO\\svc-scanner: now also seen on *EX02*" in out
+    assert "> thread: CONTOSO\\app-erp: now also seen on EX01" in out
     assert "Preview in Block Kit Builder: https://app.slack.com/block-kit-builder/#" in out
     assert "Resolved: CONTOSO\\app-erp" in out
     assert (tmp_path / "demo.db").exists()

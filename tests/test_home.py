@@ -77,18 +77,18 @@ def test_home_shows_open_incidents_snoozes_and_server_health(db, config, watched
         "configured).",
         "---",
         "*Open incidents* (3)\n"
-        f"• `#{ids[PRINTER]}` *CONTOSO\\printer* · 2 events · EX01 · last "
+        f"• `#{ids[PRINTER]}` `CONTOSO\\printer` · 2 events · EX01 · last "
         f"{slack_date(NOW - timedelta(minutes=59))} · not acknowledged\n"
-        f"• `#{ids['<!channel> & `x`']}` *&lt;!channel&gt; &amp; ˋxˋ* · 1 event · EX02 · last "
+        f"• `#{ids['<!channel> & `x`']}` `&lt;!channel&gt; &amp; ˋxˋ` · 1 event · EX02 · last "
         f"{slack_date(NOW - timedelta(hours=2))} · not acknowledged\n"
-        f"• `#{ids[SCANNER]}` *CONTOSO\\svc-scanner* · 5 events · EX01 · last "
+        f"• `#{ids[SCANNER]}` `CONTOSO\\svc-scanner` · 5 events · EX01 · last "
         f"{slack_date(NOW - timedelta(hours=3) + timedelta(minutes=4))} · acknowledged by "
         f"<@U0ALICE> {slack_date(NOW - timedelta(minutes=50))}",
         "---",
         "*Snoozes in force* (2)\n"
-        f"• incident `#{ids[PRINTER]}` (*CONTOSO\\printer*) until "
+        f"• incident `#{ids[PRINTER]}` (`CONTOSO\\printer`) until "
         f"{slack_date(NOW + timedelta(minutes=30))} (30m left) · by <@U0BOB>: “toner”\n"
-        f"• account *&lt;!channel&gt; &amp; ˋxˋ* until {slack_date(NOW + timedelta(hours=4))} "
+        f"• account `&lt;!channel&gt; &amp; ˋxˋ` until {slack_date(NOW + timedelta(hours=4))} "
         "(4h left) · by <@U0BOB>: “pen test”",
         "---",
         "*Servers*\n"

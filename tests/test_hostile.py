@@ -37,7 +37,7 @@ from bot.remediation import UnsafeValueError, check_value, connector_identity
 from bot.sim.slack_blocks import validate_blocks
 from bot.source import WinRMSource
 from handlers.commands import answer
-from handlers.common import MAX_TEXT, Request, words_of
+from handlers.common import MAX_TEXT, CommandError, Request, words_of
 from handlers.home import home_view
 from store import db as store
 from store.db import open_db, write_transaction
@@ -394,14 +394,17 @@ def slash_scenario(world: World, account: str, connector: str, host: str, words:
 
 def expected_fix_arguments(world: World, command: str):
     """(account, connector or None) that `fix` must quote, from the command's words."""
-    words = words_of(command)[1:]
+    try:
+        words = [w for w in words_of(command)[1:] if w.lower() != "--share"]
+    except CommandError:   # an unclosed quote: the reply says so and builds no command
+        return None, None
     if not words:
         return None, None
     account = words[0]
     if re.fullmatch(r"#\d{1,12}", account):
         found = store.get_incident(world.db, int(account[1:]))
         account = found.account if found else None
-    return account, " ".join(words[1:]) or None
+    return account, " ".join(w for w in words[1:] if w not in ("1018", "1020")) or None
 
 
 @SLOW_PROP
@@ -427,11 +430,15 @@ def test_slash_commands_notes_and_home_never_let_data_ping_link_or_break_out(
             continue
         account_arg, connector_arg = expected_fix_arguments(world, command)
         lines = check_commands(blocks, account=account_arg)
-        if lines == 0:  # refused: the person is told why, with the usage
-            assert "Usage: `/submitwatch fix" in text_, text_
+        if lines == 0:  # refused: the person is told why (with the usage, or per connector)
+            assert ("Usage: `/submitwatch fix" in text_
+                    or text_.startswith("I could not read that: the quote ")
+                    or "No command for connector" in str(blocks)), text_
             continue
         if connector_arg is not None and "\\" in connector_arg:
-            assert literal_values(blocks, "-Identity") == {connector_arg}
+            # The grant goes on the connector given; a 1020 alone gets the SID check, no grant.
+            grants = "Add-ADPermission" in "\n".join(commands_of(blocks))
+            assert literal_values(blocks, "-Identity") == ({connector_arg} if grants else set())
     # Tied to the input itself, not only to the tokenizer: a quoted account arrives exactly.
     quoted = f'fix "{slack_encoded(shown_account)}"'
     if len(quoted) <= MAX_TEXT and not set(shown_account) & set('"\u201c\u201d') and \

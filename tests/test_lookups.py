@@ -19,7 +19,9 @@ from store import chat
 from store import db as store
 from store.db import write_transaction
 from tests.pwsh_parse import parse_pipeline
-from tests.test_render import mrkdwn_texts
+from bot.richtext import text_of
+from tests import blocks
+from tests.blocks import mrkdwn_texts
 
 NOW = datetime(2026, 3, 8, 15, 0, tzinfo=timezone.utc)
 SCANNER = "CONTOSO\\svc-scanner"
@@ -111,7 +113,14 @@ _OUR_TOKENS = re.compile(r"<!date\^\d+\^\{date_short_pretty\} \{time\}\|[^<>]*>|
 
 
 def sections(reply):
-    return [b["text"]["text"] for b in reply.blocks if b["type"] == "section" and "text" in b]
+    """The prose blocks in order: mrkdwn sections, and rich text as a reader sees it."""
+    out = []
+    for b in reply.blocks:
+        if b["type"] == "section" and "text" in b:
+            out.append(b["text"]["text"])
+        elif b["type"] == "rich_text" and b["elements"][0]["type"] == "rich_text_section":
+            out.append(text_of(b))
+    return out
 
 
 def contexts(reply):
@@ -119,8 +128,7 @@ def contexts(reply):
 
 
 def preformatted(reply):
-    return [el["elements"][0]["text"] for b in reply.blocks if b["type"] == "rich_text"
-            for el in b["elements"]]
+    return blocks.preformatted(reply.blocks)
 
 
 def assert_no_markup(texts):
@@ -150,13 +158,13 @@ def test_history_shows_the_burst_the_totals_and_incidents_newest_first(db, confi
         "`▂▁▂▁█▅▁▂` 2026-03-01 → 2026-03-08 (events per UTC day, peak 14 on 2026-03-05)\n"
         "*4* incidents (*1* open) · *25* events in the window")
     assert listing.split("\n") == [
-        f"`#{ids[PRINTER]}` *CONTOSO\\printer* · open · 1 event · EX01 · "
+        f"`#{ids[PRINTER]}` `CONTOSO\\printer` · open · 1 event · EX01 · "
         f"last {slack_date(at(8, 12))}",
-        f"`#{ids[SCANNER]}` *CONTOSO\\svc-scanner* · resolved · 21 events · EX01, EX02 · "
+        f"`#{ids[SCANNER]}` `CONTOSO\\svc-scanner` · resolved · 21 events · EX01, EX02 · "
         f"last {slack_date(at(6, 8, 6))}",
-        f"`#{ids[COPIER]}` *CONTOSO\\copier* · resolved · 2 events · EX02 · "
+        f"`#{ids[COPIER]}` `CONTOSO\\copier` · resolved · 2 events · EX02 · "
         f"last {slack_date(at(3, 9, 1))}",
-        f"`#{ids[OLD]}` *CONTOSO\\old* · resolved · 2 events · EX01 · "
+        f"`#{ids[OLD]}` `CONTOSO\\old` · resolved · 2 events · EX01 · "
         f"last {slack_date(at(1, 16))}",
     ]
     assert contexts(reply) == ["Showing all 4, newest first. `/submitwatch show #N` tells one's "
@@ -170,20 +178,20 @@ def test_history_shows_the_burst_the_totals_and_incidents_newest_first(db, confi
 def test_history_of_one_account_matches_it_case_insensitively(db, config, world):
     reply = ask(db, config, "history contoso\\SVC-SCANNER")
     summary = sections(reply)[0]
-    assert summary.startswith("*History* of account *contoso\\SVC-SCANNER*, the last 7 days\n"
+    assert summary.startswith("*History* of account `contoso\\SVC-SCANNER`, the last 7 days\n"
                               "`▁▁▁▁█▅▁▁` ")
     assert summary.endswith("*1* incident (*0* open) · *21* events in the window")
     assert [line.split(" · ")[0] for line in sections(reply)[1].split("\n")] == [
-        f"`#{world[1][SCANNER]}` *CONTOSO\\svc-scanner*"]
+        f"`#{world[1][SCANNER]}` `CONTOSO\\svc-scanner`"]
     assert_inert(reply)
 
 
 def test_history_of_a_server_by_its_name_in_any_case(db, config, world):
     reply = ask(db, config, "history ex02")
     summary, listing = sections(reply)
-    assert summary.startswith("*History* of server *EX02*, the last 7 days\n`▁▁▃▁▁█▁▁` ")
+    assert summary.startswith("*History* of server `EX02`, the last 7 days\n`▁▁▃▁▁█▁▁` ")
     assert summary.endswith("*2* incidents (*0* open) · *9* events in the window")
-    assert "*CONTOSO\\svc-scanner*" in listing and "*CONTOSO\\copier*" in listing
+    assert "`CONTOSO\\svc-scanner`" in listing and "`CONTOSO\\copier`" in listing
     assert "printer" not in listing
 
 
@@ -191,11 +199,11 @@ def test_history_of_an_account_with_nothing_in_the_window_points_to_its_last_inc
         db, config, world):
     reply = ask(db, config, "history CONTOSO\\ancient")
     assert sections(reply)[1] == (
-        f"No incident for account *CONTOSO\\ancient* in the last 7 days. Its newest is "
+        f"No incident for account `CONTOSO\\ancient` in the last 7 days. Its newest is "
         f"`#{world[1][ANCIENT]}`, last event {slack_date(at(1, 1) - timedelta(days=10))}: "
         "widen the window with `--since`.")
     assert sections(ask(db, config, "history nobody"))[1] == (
-        "No incident for account *nobody* in the last 7 days.")
+        "No incident for account `nobody` in the last 7 days.")
 
 
 def test_history_since_cuts_the_window_to_the_minute(db, config, world):
@@ -205,7 +213,7 @@ def test_history_since_cuts_the_window_to_the_minute(db, config, world):
         "*History* of all accounts, the last 2 days\n"
         "`▁▁█` 2026-03-06 → 2026-03-08 (events per UTC day, peak 1 on 2026-03-08)\n"
         "*1* incident (*1* open) · *1* event in the window")
-    assert listing.startswith(f"`#{world[1][PRINTER]}` *CONTOSO\\printer*")
+    assert listing.startswith(f"`#{world[1][PRINTER]}` `CONTOSO\\printer`")
 
 
 @pytest.mark.parametrize("text, error", [
@@ -302,18 +310,23 @@ def test_show_tells_the_whole_story(db, config, story):
     reply = ask(db, config, f"show #{story}")
     assert reply.blocks[0] == {"type": "header", "text": {
         "type": "plain_text", "text": f"Incident #{story}", "emoji": True}}
-    head, groups, timeline, acted = sections(reply)
-    assert head == (f"*CONTOSO\\svc-scanner* · *resolved* {slack_date(NOW - timedelta(hours=1))}"
+    head, causes, groups, timeline, acted = sections(reply)
+    assert head == (f"`CONTOSO\\svc-scanner` · *resolved* {slack_date(NOW - timedelta(hours=1))}"
                     f" · acknowledged by <@U0ALICE> {slack_date(at(7, 10))}\n"
                     "Note: “vendor &lt;@U0BOSS&gt; &amp; ˋcoˋ”")
     assert [f["text"] for f in reply.blocks[2]["fields"]] == [
         "*Events*\n21 (IDs 1018, 1020)", "*Servers*\nEX01, EX02",
         f"*First seen*\n{slack_date(at(5, 9))}", f"*Last seen*\n{slack_date(at(6, 8, 6))}"]
+    assert causes.split("\n") == [  # 1018 on EX01, 1020 on EX02 (version not configured)
+        "No Submit right on the connector (event 1018) on EX01: grant this one account "
+        "ms-Exch-SMTP-Submit on the connector the event names.",
+        "A built-in account, refused whatever its rights (event 1020) on EX02: give the device "
+        "or application an account of its own; no permission fixes a built-in identity."]
     assert groups.split("\n") == [
         "*Events per server and connector*",
         f"• *EX01* · `EX01\\Relay Scanners` · 14 events (1018) · {slack_date(at(5, 9))} → "
         f"{slack_date(at(5, 9, 13))}",
-        f"• *EX02* · connector not named (event 1020) · 7 events (1020) · "
+        f"• *EX02* · connector not named by the event · 7 events (1020) · "
         f"{slack_date(at(6, 8))} → {slack_date(at(6, 8, 6))}",
     ]
     assert timeline.split("\n") == [
@@ -347,7 +360,7 @@ def test_show_an_open_snoozed_incident_says_until_when(db, config, world):
     chat.add_snooze(db, kind="account", target="contoso\\printer", account="CONTOSO\\printer",
                     until=NOW + timedelta(hours=4), reason="toner", user_id="U0BOB", now=NOW)
     head = sections(ask(db, config, f"show {number}"))[0]
-    assert head == (f"*CONTOSO\\printer* · *open* · not acknowledged\nSnoozed until "
+    assert head == (f"`CONTOSO\\printer` · *open* · not acknowledged\nSnoozed until "
                     f"{slack_date(NOW + timedelta(hours=4))} (4h left): events are counted, "
                     "nobody is alerted.")
 
@@ -408,12 +421,11 @@ def literal(arg):
 
 
 def test_fix_with_a_connector_gives_the_exact_commands_for_it(db, config):
-    reply = ask(db, config, "fix CONTOSO\\svc-scanner EX01\\Client Frontend EX01")  # unquoted
+    reply = ask(db, config, "fix CONTOSO\\svc-scanner EX01\\Client Frontend EX01 1018")  # unquoted
     [commands] = preformatted(reply)
     comments = [row for row in commands.split("\n") if row.startswith("#")]
     assert comments == ["# try it first (changes nothing)", "# grant",
-                        "# verify (a Deny entry wins over a grant)", "# undo",
-                        "# list EX01's Receive connectors"]
+                        "# verify (a Deny entry wins over a grant)", "# undo"]
     grant = command(commands, "# grant")
     assert grant.names == ("Get-ReceiveConnector", "Add-ADPermission")
     assert literal(grant.commands[0].arg("-Identity")) == FRONTEND
@@ -422,31 +434,91 @@ def test_fix_with_a_connector_gives_the_exact_commands_for_it(db, config):
     assert command(commands, "# try it first (changes nothing)").commands[1].param_names[-1] \
         == "-WhatIf"
     assert command(commands, "# undo").names == ("Get-ReceiveConnector", "Remove-ADPermission")
-    assert literal(command(commands, "# list EX01's Receive connectors").commands[0]
-                   .arg("-Server")) == "EX01"
-    assert sections(reply)[0].startswith(
-        "*Fix for CONTOSO\\svc-scanner* on `EX01\\Client Frontend EX01` (the connector you gave)")
-    assert ask(db, config, 'fix CONTOSO\\svc-scanner "EX01\\Client Frontend EX01"').blocks == \
-        reply.blocks
+    understood, cause, where = sections(reply)
+    assert understood == ("Understood: account CONTOSO\\svc-scanner, connector "
+                          "EX01\\Client Frontend EX01, event 1018 (you said).")
+    assert cause.startswith("No Submit right on the connector (event 1018) on EX01\n")
+    assert where == "Connector EX01\\Client Frontend EX01 (named by the event)"
+    quoted = ask(db, config, "fix 'CONTOSO\\svc-scanner' \"EX01\\Client Frontend EX01\" 1018")
+    assert quoted.blocks == reply.blocks
     assert_inert(reply)
 
 
-def test_fix_quotes_hostile_names_and_escapes_them_in_prose(db, config):
-    account = "CONTOSO\\O'Brien’s $(whoami) <!channel> & `x`"
+def test_fix_splits_words_like_a_shell_and_says_what_it_understood(db, config):
+    reply = ask(db, config, "fix \"CONTOSO\\svc scan\" 'EX01\\Client Frontend EX01' 1018")
+    assert sections(reply)[0] == ("Understood: account CONTOSO\\svc scan, connector "
+                                  "EX01\\Client Frontend EX01, event 1018 (you said).")
+    grant = command(preformatted(reply)[0], "# grant")
+    assert literal(grant.commands[1].arg("-User")) == "CONTOSO\\svc scan"   # no quotes in it
+    assert literal(grant.commands[0].arg("-Identity")) == FRONTEND
+    curly = ask(db, config, "fix “CONTOSO\\svc scan” ‘EX01\\Client Frontend EX01’ 1018")
+    assert curly.blocks == reply.blocks
+    # A quote inside a word is a character, as in O'Brien; only an unclosed opening one fails.
+    assert "O'Brien" in sections(ask(db, config, "fix CONTOSO\\O'Brien 1018"))[0]
+    for text in ("fix \"CONTOSO\\svc scan", "fix CONTOSO\\a 'EX01\\Client Frontend"):
+        unbalanced = ask(db, config, text)
+        assert unbalanced.blocks is None
+        assert unbalanced.text.startswith("I could not read that: the quote ")
+        assert "is never closed" in unbalanced.text
+    unquoted = ask(db, config, "fix CONTOSO\\svc scan EX01\\Client Frontend EX01")
+    assert "put an account or connector with spaces in quotes" in unquoted.text
+
+
+def test_fix_reads_the_cause_from_the_stored_events(db, config, world):
+    # EX01's events of this account are 1018 on a relay connector: the grant there.
+    reply = ask(db, config, f"fix {SCANNER} '{RELAY}'")
+    assert sections(reply)[0].endswith("event 1018 (from its stored events).")
+    assert "Add-ADPermission" in "\n".join(preformatted(reply))
+    # Its EX02 events are 1020 (EX02's version is not configured: 2013 or later's code).
+    reply = ask(db, config, f"fix {SCANNER} 'EX02\\Client Frontend EX02'")
+    assert sections(reply)[0].endswith("event 1020 (from its stored events).")
+    assert sections(reply)[1].startswith("A built-in account, refused whatever its rights")
+    [sid] = preformatted(reply)
+    assert "Add-ADPermission" not in sid
+    assert literal(command(sid, "# read-only: the account's SID (-500 = built-in Administrator, "
+                                "-501 = Guest)").commands[0].arg("-ArgumentList")) == SCANNER
+    assert_inert(reply)
+
+
+def test_fix_on_a_2010_server_for_1020_gives_the_documented_grant_and_the_check(db, config):
+    reply = ask(db, config, "fix CONTOSO\\scan 'EX03\\Client EX03' 1020")
+    words = "\n".join(sections(reply))
+    assert "Not authorized to use the server (event 1020, Exchange 2007/2010) on EX03" in words
+    assert "the older versions' code is not public" in words
+    sid, grant = preformatted(reply)
+    assert "NTAccount -ArgumentList 'CONTOSO\\scan'" in sid
+    assert literal(command(grant, "# grant").commands[0].arg("-Identity")) == "EX03\\Client EX03"
+
+
+def test_fix_without_a_known_cause_says_both(db, config):
+    reply = ask(db, config, "fix CONTOSO\\never-seen")
+    assert "No stored event of this account says whether it gets 1018 or 1020" in \
+        sections(reply)[0]
+    words = "\n".join(sections(reply))
+    assert "No Submit right on the connector (event 1018)" in words
+    assert "A built-in account, refused whatever its rights (event 1020) on EX01, EX02" in words
+    assert "(event 1020, Exchange 2007/2010) on EX03" in words
+    assert reply.text == "Fix for CONTOSO\\never-seen (event 1018 and 1020)"
+    assert_inert(reply)
+
+
+def test_fix_quotes_hostile_names_and_shows_them_literally(db, config):
+    account = "CONTOSO\\O'Brien’s $(whoami) <!channel> & `x` *bold*"
     connector = "EX01\\Relay ‘Scan’ <@U0BOSS>"
     # As Slack sends it: &, < and > as entities.
-    text = (f'fix "{account}" "{connector}"'.replace("&", "&amp;").replace("<", "&lt;")
+    text = (f'fix "{account}" "{connector}" 1018'.replace("&", "&amp;").replace("<", "&lt;")
             .replace(">", "&gt;"))
     reply = ask(db, config, text)
-    [commands] = preformatted(reply)
+    commands = preformatted(reply)[0]
     for comment in ("# try it first (changes nothing)", "# grant",
                     "# verify (a Deny entry wins over a grant)", "# undo"):
         pipeline = command(commands, comment)
         assert literal(pipeline.commands[0].arg("-Identity")) == connector
         assert literal(pipeline.commands[1].arg("-User")) == account
-    assert sections(reply)[0].startswith(
-        "*Fix for CONTOSO\\O'Brien’s $(whoami) &lt;!channel&gt; &amp; ˋxˋ* on "
-        "`EX01\\Relay ‘Scan’ &lt;@U0BOSS&gt;`")
+    assert sections(reply)[0] == (f"Understood: account {account}, connector {connector}, "
+                                  "event 1018 (you said).")
+    names = [e["text"] for e in blocks.rich_elements(reply.blocks) if e["type"] == "text"]
+    assert account in names and connector in names   # literal text elements, never mrkdwn
     assert_inert(reply)
 
 
@@ -456,43 +528,54 @@ def test_fix_quotes_hostile_names_and_escapes_them_in_prose(db, config):
                              "EX01` (got `Relay`)"),
     ("fix CONTOSO\\a \\Relay", "write the connector as `SERVER\\Name`"),
     ("fix CONTOSO\\a EX01\\", "write the connector as `SERVER\\Name`"),
+    ("fix CONTOSO\\a EX01\\Relay 1018 1020", "give one event kind, `1018` or `1020`, or none"),
     ("fix CONTOSO\\evil\u202etxt.exe",
      "No command can be built: account name contains a bidirectional text control (U+202E) at "
      "position 13; it can make the command look different from what it does, so SubmitWatch "
      "will not put it in a command"),
-    ("fix CONTOSO\\a EX01\\Relay\x1bX",
-     "No command can be built: connector name contains an escape character (U+001B) at "
-     "position 11"),
+    ("fix CONTOSO\\ev\u200bil",
+     "No command can be built: account name contains an invisible character, zero width space "
+     "(U+200B) at position 11; it draws nothing"),
     ("fix " + "a" * 300, "that account is 300 characters long; names are at most 256"),
     ("fix a EX01\\" + "c" * 300, "that connector is 305 characters long; names are at most 256"),
 ])
 def test_fix_refuses_in_words(db, config, text, error):
     reply = ask(db, config, text)
     assert reply.text.startswith(error)
-    assert reply.text.endswith("Usage: `/submitwatch fix &lt;account&gt; [SERVER\\Connector]`")
+    assert reply.text.endswith("Usage: `/submitwatch fix &lt;account&gt; [SERVER\\Connector] "
+                               "[1018|1020]`")
     assert reply.blocks is None
+
+
+def test_fix_gives_one_bad_connector_its_reason_and_keeps_the_others(db, config):
+    reply = ask(db, config, "fix CONTOSO\\a EX01\\Relay\x1bX 1018")
+    [cause, refused] = sections(reply)[1:]
+    assert refused.startswith("No command for connector EX01\\Relay\\x1bX on EX01: connector "
+                              "name contains an escape character (U+001B) at position 11")
+    assert preformatted(reply) == []
 
 
 def test_fix_without_a_connector_lists_the_candidates_on_every_server(db, config, world):
     _, ids = world
-    reply = ask(db, config, "fix contoso\\SVC-SCANNER")
-    intro, ex01, ex02, ex03 = sections(reply)
-    assert intro.endswith(f"Its newest incident is `#{ids[SCANNER]}` (resolved, last event "
-                          f"{slack_date(at(6, 8, 6))}).")
+    reply = ask(db, config, "fix contoso\\SVC-SCANNER 1018")
+    understood, intro, ex01, ex02, ex03 = sections(reply)
+    assert understood == "Understood: account contoso\\SVC-SCANNER, event 1018 (you said)."
+    assert intro.endswith(f"Its newest incident is #{ids[SCANNER]} (resolved, last event "
+                          "2026-03-06 08:06 UTC).")
     assert ex01.split("\n") == [
-        "*EX01* (Exchange host `EX01`)",
-        "• most likely: `EX01\\Relay Scanners`: named by this account's 1018 events (14 events, "
-        f"last {slack_date(at(5, 9, 13))})",
-        "• or: `EX01\\Client Frontend EX01`: named by other accounts' 1018 events on this server",
+        "EX01 (Exchange host EX01)",
+        "• most likely: EX01\\Relay Scanners: named by this account's 1018 events (14 events, "
+        "last 2026-03-05 09:13 UTC)",
+        "• or: EX01\\Client Frontend EX01: named by events of other accounts on this server",
     ]
     assert ex02.split("\n") == [
-        "*EX02* (Exchange host `EX02`)",
-        "• most likely: `EX02\\Client Frontend EX02`: configured as this server's submission "
+        "EX02 (Exchange host EX02)",
+        "• most likely: EX02\\Client Frontend EX02: configured as this server's submission "
         "connector",
     ]
     assert ex03.split("\n") == [   # never polled, Exchange 2010: the legacy default, a guess
-        "*EX03* (Exchange host `EX03`)",
-        "• most likely: `EX03\\Client EX03`: not named by any event: the usual client submission "
+        "EX03 (Exchange host EX03)",
+        "• most likely: EX03\\Client EX03: not named by any event: the usual client submission "
         "connector, a guess",
     ]
     first, second, third = preformatted(reply)
@@ -504,30 +587,32 @@ def test_fix_without_a_connector_lists_the_candidates_on_every_server(db, config
         assert literal(grant.commands[1].arg("-User")) == "contoso\\SVC-SCANNER"  # as typed
         listing = command(block, f"# list {server}'s Receive connectors")
         assert literal(listing.commands[0].arg("-Server")) == server
-    assert reply.text == "Fix for contoso\\SVC-SCANNER: candidates on 3 servers"
+    assert reply.text == "Fix for contoso\\SVC-SCANNER (event 1018)"
     assert_inert(reply)
 
 
 def test_fix_for_an_incident_number_uses_its_account(db, config, world):
     by_number = ask(db, config, f"fix #{world[1][SCANNER]}")
-    assert by_number.text == "Fix for CONTOSO\\svc-scanner: candidates on 3 servers"
+    assert by_number.text == "Fix for CONTOSO\\svc-scanner (event 1018 and 1020)"
     assert by_number.blocks == ask(db, config, "fix CONTOSO\\svc-scanner").blocks
     assert ask(db, config, "fix #999").text.startswith("there is no incident #999")
+
 
 def test_fix_skips_a_connector_that_cannot_be_quoted_and_says_why(db, config, world):
     feed, _ = world
     feed.burst("CONTOSO\\victim", NOW - timedelta(minutes=30), 1, connector="EX01\\Bad\x1bName")
-    ex01 = sections(ask(db, config, "fix CONTOSO\\victim"))[1]
-    assert ex01.split("\n") == [
-        "*EX01* (Exchange host `EX01`)",
-        "• most likely: `EX01\\Client Frontend EX01`: named by other accounts' 1018 events on "
-        "this server",
-        "• or: `EX01\\Relay Scanners`: named by other accounts' 1018 events on this server",
+    reply = ask(db, config, "fix CONTOSO\\victim")
+    assert sections(reply)[0].endswith("event 1018 (from its stored events).")
+    ex01 = sections(reply)[2]
+    assert ex01.split("\n") == [   # never "most likely", though this account's events named it
+        "EX01 (Exchange host EX01)",
+        "• most likely: EX01\\Client Frontend EX01: named by events of other accounts on this "
+        "server",
+        "• or: EX01\\Relay Scanners: named by events of other accounts on this server",
         "• no command for one of them: connector name contains an escape character (U+001B) at "
         "position 9; Receive connector names never contain control characters or line breaks, "
         "so SubmitWatch will not put it in a command",
     ]
-
 
 
 def test_fix_on_many_servers_is_cut_and_says_so(db):
@@ -537,11 +622,11 @@ def test_fix_on_many_servers_is_cut_and_says_so(db):
     feed = Feed(db, config)
     feed.ingest([feed.event(f"CONTOSO\\user{n}", NOW, server="EX00",
                             connector=f"EX00\\{n:02d} Relay {'&' * 90}") for n in range(12)], NOW)
-    reply = ask(db, config, "fix CONTOSO\\svc-scanner")
+    reply = ask(db, config, "fix CONTOSO\\svc-scanner 1018")
     assert contexts(reply) == ["5 more server(s) not shown."]
-    ex00 = sections(reply)[1].split("\n")
+    ex00 = sections(reply)[2].split("\n")
     # The first ten connectors seen there (by name) and the guess: five shown, six not.
-    assert [line.split("`")[1][5:7] for line in ex00[1:6]] == ["00", "01", "02", "03", "04"]
+    assert [line.split(": ")[1][5:7] for line in ex00[1:6]] == ["00", "01", "02", "03", "04"]
     assert ex00[6:] == ["• and 6 more candidate(s) not shown"]
     assert_inert(reply)
 
@@ -628,9 +713,9 @@ def test_snoozes_lists_those_in_force_soonest_first(db, config, world):
     [text] = sections(reply)
     assert text.split("\n") == [
         "*Snoozes in force* (2), soonest to end first",
-        f"• incident `#{number}` (*CONTOSO\\printer*) until "
+        f"• incident `#{number}` (`CONTOSO\\printer`) until "
         f"{slack_date(NOW + timedelta(minutes=90))} (1h 30m left) · by &lt;!here&gt;: “toner”",
-        f"• account *&lt;!channel&gt; &amp; ˋxˋ* until {slack_date(NOW + timedelta(hours=4))} "
+        f"• account `&lt;!channel&gt; &amp; ˋxˋ` until {slack_date(NOW + timedelta(hours=4))} "
         "(4h left) · by <@U0BOB>: “maintenance &lt;@U0BOSS&gt; *window*”",
     ]
     assert reply.text == "2 snoozes in force"

@@ -11,6 +11,7 @@ from bot.slack_out import SlackSender
 from bot.source import WinRMSource
 from store import db as store
 from store.db import open_db
+from tests.blocks import preformatted, prose
 from tests.conftest import CHANNEL
 
 FE, BE = "MSExchangeFrontEndTransport", "MSExchangeTransport"
@@ -29,8 +30,8 @@ def sweep(db, config, clock):
 
 
 def fields(message):
-    """The alert's facts (Servers, Connectors, Events, First / last seen) as one text."""
-    return "\n".join(f["text"] for b in message["blocks"] for f in b.get("fields", []))
+    """The alert's prose, its facts (Servers, Connectors, Events, First / last seen) included."""
+    return prose(message["blocks"])
 
 
 def count(db, table):
@@ -61,7 +62,7 @@ def test_two_servers_one_post_per_incident_then_updates_and_a_thread_reply(
     [message, _] = slack.messages(CHANNEL)
     assert len(updates) == 1 and updates[0].params["ts"] == message["ts"]
     assert message["edits"] == 1
-    assert "*Events*\n5" in fields(message)
+    assert "Events: 5" in fields(message)
     [reply] = message["replies"]
     assert "now also seen on *EX02*" in reply["text"]
     assert len(slack.calls_to("chat.postMessage")) == 3  # 2 alerts + 1 thread reply
@@ -219,7 +220,7 @@ def test_updates_are_coalesced_to_one_per_interval(logs, db, make_config, slack,
     clock.advance(seconds=10)
     sweep(db, config, clock)  # the last state always reaches Slack
     [message] = slack.messages(CHANNEL)
-    assert "*Events*\n25" in fields(message)
+    assert "Events: 25" in fields(message)
 
 
 def test_quiet_incidents_resolve_and_the_message_says_so(logs, db, make_config, slack, clock):
@@ -375,7 +376,7 @@ def test_a_deleted_alert_is_posted_again(logs, db, make_config, slack, clock):
     sweep(db, config, clock)
     assert len(slack.calls_to("chat.postMessage")) == 2
     newest = slack.messages(CHANNEL)[-1]
-    assert "*Events*\n2" in fields(newest)
+    assert "Events: 2" in fields(newest)
     assert db.execute("SELECT message_ts FROM incidents").fetchone()[0] == newest["ts"]
 
 
@@ -404,9 +405,8 @@ def test_a_newly_named_connector_gets_a_thread_reply(logs, db, make_config, slac
     sweep(db, config, clock)
     [message] = slack.messages(CHANNEL)
     [reply] = message["replies"]
-    assert "connector named by event 1018: *EX01\\Scanners EX01*" in reply["text"]
-    commands = "\n".join(element["elements"][0]["text"] for block in reply["blocks"]
-                          if block["type"] == "rich_text" for element in block["elements"])
+    assert "connector named by the event: *EX01\\Scanners EX01*" in reply["text"]
+    commands = "\n".join(preformatted(reply["blocks"]))
     assert "-Identity 'EX01\\Scanners EX01'" in commands
 
 

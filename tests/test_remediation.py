@@ -239,7 +239,6 @@ HOSTILE = [
     "山田太郎@contoso.co.jp",
     "svc 📠 scanner",
     "\u00a0nbsp\u00a0",
-    "\u200bzero-width",
     "\\",
     "a\\",
     "'",
@@ -365,6 +364,18 @@ REFUSED_CHARS = [
     ("\u202e", "a bidirectional text control (U+202E)"),
     ("\u2066", "a bidirectional text control (U+2066)"),
     ("\ud800", "an unpaired surrogate (U+D800)"),
+    # Characters that draw nothing: format characters (Cf) and the Hangul fillers.
+    ("\u200b", "an invisible character, zero width space (U+200B)"),
+    ("\u200d", "an invisible character, zero width joiner (U+200D)"),
+    ("\u2060", "an invisible character, word joiner (U+2060)"),
+    ("\ufeff", "an invisible character, zero width no-break space (U+FEFF)"),
+    ("\u00ad", "an invisible character, soft hyphen (U+00AD)"),
+    ("\U000e0041", "an invisible tag character (U+E0041)"),
+    ("\U000e007f", "an invisible tag character (U+E007F)"),
+    ("\u115f", "an invisible Hangul filler (U+115F)"),
+    ("\u1160", "an invisible Hangul filler (U+1160)"),
+    ("\u3164", "an invisible Hangul filler (U+3164)"),
+    ("\uffa0", "an invisible Hangul filler (U+FFA0)"),
 ]
 
 
@@ -482,8 +493,8 @@ def should_refuse(value: str) -> bool:
     return (
         value == ""
         or len(value) > MAX_VALUE_LENGTH
-        or any(unicodedata.category(c) in ("Cc", "Cs") or c in "\u2028\u2029" or c in _BIDI
-               for c in value)
+        or any(unicodedata.category(c) in ("Cc", "Cs", "Cf") or c in "\u2028\u2029" or c in _BIDI
+               or c in "\u115f\u1160\u3164\uffa0" for c in value)
     )
 
 
@@ -491,7 +502,8 @@ _quotes = st.sampled_from(ALL_QUOTES)
 _special = st.sampled_from(
     list("$`\"@(){}[];|&#<>\\ -:,.=+*?!%^~") + ["\u201c", "\u201d", "\u2013", "\u00a0", "ü", "张", "📠"]
 )
-_refused = st.sampled_from(["\n", "\r", "\t", "\x00", "\u2028", "\u0085", "\u202e"])
+_refused = st.sampled_from(["\n", "\r", "\t", "\x00", "\u2028", "\u0085", "\u202e", "\u200b",
+                           "\u3164", "\U000e0041", "\u00ad"])
 
 
 def _text(*alphabets):

@@ -1,5 +1,6 @@
 """The alert message: what it says, and that nothing from an event can ping, link or inject."""
 import json
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -8,7 +9,9 @@ from bot import render
 from bot.config import ServerConfig
 from bot.model import Incident
 from bot.remediation import fix_for
+from bot.richtext import visible
 from bot.sim.slack_blocks import validate_blocks
+from tests.blocks import mrkdwn_texts, preformatted, prose, rich_elements
 from tests.pwsh_parse import parse_pipeline
 
 T0 = datetime(2026, 3, 8, 8, 0, tzinfo=timezone.utc)
@@ -25,37 +28,16 @@ def incident(account="CONTOSO\\svc-scanner", connectors=(), servers=(("EX01", "E
                     resolved_at=T0 + timedelta(hours=30) if status == "resolved" else None)
 
 
-def mrkdwn_texts(blocks):
-    """Every string Slack will parse as mrkdwn."""
-    found = []
-
-    def walk(node):
-        if isinstance(node, dict):
-            if node.get("type") == "mrkdwn":
-                found.append(node["text"])
-            for value in node.values():
-                walk(value)
-        elif isinstance(node, list):
-            for value in node:
-                walk(value)
-    walk(blocks)
-    return found
-
-
-def preformatted(blocks):
-    return [el["elements"][0]["text"] for b in blocks if b["type"] == "rich_text"
-            for el in b["elements"]]
-
-
 def test_a_1018_alert_explains_and_gives_the_exact_commands():
     inc = incident(connectors=("EX01\\Client Frontend EX01",))
     text, blocks = render.alert(inc, SERVERS)
     assert validate_blocks(blocks) == []
     assert blocks[0] == {"type": "header", "text": {"type": "plain_text", "emoji": False,
                                                     "text": "SMTP submit denied: CONTOSO\\svc-scanner"}}
-    prose = "\n".join(mrkdwn_texts(blocks))
-    assert "valid credentials" in prose and "ms-Exch-SMTP-Submit" in prose
-    assert "*Events*\n3" in prose and "EX01\\Client Frontend EX01" in prose
+    words = prose(blocks)
+    assert "No Submit right on the connector (event 1018)" in words
+    assert "valid credentials" in words and "ms-Exch-SMTP-Submit" in words
+    assert "Events: 3" in words and "EX01\\Client Frontend EX01 (1018)" in words
     fix = fix_for(inc.account, "EX01", connector="EX01\\Client Frontend EX01")
     [commands] = preformatted(blocks)
     assert fix.grant in commands.splitlines()
@@ -63,20 +45,31 @@ def test_a_1018_alert_explains_and_gives_the_exact_commands():
     assert text == "SMTP submit denied: CONTOSO\\svc-scanner on EX01 (3 events)"
 
 
-def test_a_1020_alert_says_the_connector_is_a_guess_and_how_to_list_them():
-    _, blocks = render.alert(incident(), SERVERS)
-    prose = "\n".join(mrkdwn_texts(blocks))
-    assert "not named (event 1020 only)" in prose
-    assert "a guess" in prose and "EX01\\Client Frontend EX01" in prose
-    [commands] = preformatted(blocks)
+def test_a_1018_with_no_connector_named_says_the_connector_is_a_guess_and_how_to_list_them():
+    inc = replace(incident(), event_ids=(1018,))
+    words = prose(render.alert(inc, SERVERS)[1])
+    assert "not named by any event" in words
+    assert "a guess" in words and "EX01\\Client Frontend EX01" in words
+    [commands] = preformatted(render.alert(inc, SERVERS)[1])
     assert "Get-ReceiveConnector -Server 'EX01' | Format-Table" in commands
+
+
+def test_a_1020_alert_says_built_in_identity_and_offers_no_grant():
+    _, blocks = render.alert(incident(account="CONTOSO\\Administrator"), SERVERS)
+    words = prose(blocks)
+    assert "A built-in account, refused whatever its rights (event 1020)" in words
+    assert "cannot fix this" in words and "an account of its own" in words
+    assert "Exchange's own transport code" in words
+    [commands] = preformatted(blocks)
+    assert "Add-ADPermission" not in commands
+    assert "NTAccount -ArgumentList 'CONTOSO\\Administrator'" in commands
 
 
 def test_a_configured_submission_connector_is_used_and_named_as_such():
     servers = {"EX01": ServerConfig(name="EX01", url="https://ex01:5986/wsman", username="u",
                                     password_env="P", submission_connector="EX01\\Scanners")}
-    _, blocks = render.alert(incident(), servers)
-    assert "configured as this server's submission connector" in "\n".join(mrkdwn_texts(blocks))
+    _, blocks = render.alert(replace(incident(), event_ids=(1018,)), servers)
+    assert "configured as this server's submission connector" in prose(blocks)
     assert "-Identity 'EX01\\Scanners'" in preformatted(blocks)[0]
 
 
@@ -99,12 +92,24 @@ def test_event_text_can_never_ping_link_or_break_out(account):
                 stripped = stripped[:start] + stripped[stripped.index(">", start) + 1:]
         assert "<" not in stripped and ">" not in stripped
         assert "&" not in stripped.replace("&amp;", "").replace("&lt;", "").replace("&gt;", "")
+    # In rich text the name is one literal text element: never a mention, link or broadcast.
+    kinds = {e["type"] for e in rich_elements(blocks)}
+    assert kinds <= {"text", "date", "emoji"}, kinds
+    assert visible(account) in [e["text"] for e in rich_elements(blocks) if e["type"] == "text"]
     assert validate_blocks(blocks) == [] or "\n" in account  # refusal path checked below
+
+
+@pytest.mark.parametrize("account", ["*boss*", "_x_", "~gone~", "`code`", "> quote"])
+def test_mrkdwn_markers_in_a_name_are_shown_as_they_are(account):
+    _, blocks = render.alert(incident(account=account, connectors=("EX01\\*Relay*",)), SERVERS)
+    texts = [e["text"] for e in rich_elements(blocks) if e["type"] == "text"]
+    assert account in texts and "EX01\\*Relay*" in texts
+    assert all(account not in m for m in mrkdwn_texts(blocks))  # never where Slack formats
 
 
 def test_commands_for_hostile_names_are_literal_arguments_equal_to_the_input():
     account = "CONTOSO\\O'Brien’s $(whoami) `n <!channel>"
-    _, blocks = render.alert(incident(account=account), SERVERS)
+    _, blocks = render.alert(replace(incident(account=account), event_ids=(1018,)), SERVERS)
     [commands] = preformatted(blocks)
     grant = next(line for line in commands.splitlines() if "Add-ADPermission" in line)
     pipeline = parse_pipeline(grant)
@@ -113,11 +118,13 @@ def test_commands_for_hostile_names_are_literal_arguments_equal_to_the_input():
 
 
 def test_an_unsafe_name_gets_no_command_and_a_reason():
-    _, blocks = render.alert(incident(account="evil\nGet-Process"), SERVERS)
-    assert preformatted(blocks) == []
-    prose = "\n".join(mrkdwn_texts(blocks))
-    assert "No command is shown" in prose and "line break" in prose
-    assert validate_blocks(blocks) == []
+    for event_id in (1018, 1020):
+        inc = replace(incident(account="evil\nGet-Process"), event_ids=(event_id,))
+        _, blocks = render.alert(inc, SERVERS)
+        assert preformatted(blocks) == []
+        words = prose(blocks)
+        assert "No command is shown" in words and "line break" in words
+        assert validate_blocks(blocks) == []
 
 
 def test_very_long_names_stay_within_block_kit_limits():
@@ -129,8 +136,19 @@ def test_very_long_names_stay_within_block_kit_limits():
     assert validate_blocks(blocks) == []
 
 
-def test_control_characters_are_shown_visibly_in_prose():
+def test_control_and_invisible_characters_are_shown_visibly_in_prose():
     assert render.show("a\x1bb") == "a\\x1bb"
+    assert render.show("a\u200bb\u3164c") == "a\\x200bb\\x3164c"
+    _, blocks = render.alert(incident(account="CONTOSO\\ad\u200bmin"), SERVERS)
+    assert "CONTOSO\\ad\\x200bmin" in prose(blocks)
+    assert not any("\u200b" in e.get("text", "") for e in rich_elements(blocks))
+
+
+def test_a_name_mixing_latin_and_cyrillic_in_one_word_gets_a_warning():
+    _, blocks = render.alert(incident(account="CONTOSO\\\u0430dmin"), SERVERS)  # Cyrillic а
+    assert "mixes Latin letters with Cyrillic letters" in prose(blocks)
+    _, blocks = render.alert(incident(account="CONTOSO\\Сканер"), SERVERS)  # one script a word
+    assert "mixes" not in prose(blocks)
 
 
 def test_resolved_alert_says_so_and_drops_the_commands():
@@ -138,11 +156,11 @@ def test_resolved_alert_says_so_and_drops_the_commands():
     assert blocks[0]["text"]["text"].startswith("Resolved: ")
     assert text.startswith("Resolved: ")
     assert preformatted(blocks) == []
-    assert "A new event opens a new alert" in "\n".join(mrkdwn_texts(blocks))
+    assert "A new event opens a new alert" in prose(blocks)
 
 
 def test_thread_note_for_a_new_server_carries_its_fix():
-    inc = incident(servers=(("EX01", "EX01"), ("EX02", "EX02")))
+    inc = replace(incident(servers=(("EX01", "EX01"), ("EX02", "EX02"))), event_ids=(1018,))
     text, blocks = render.thread_note(inc, {"servers": ["EX02"], "connectors": []}, SERVERS)
     assert "now also seen on *EX02*" in text
     [commands] = preformatted(blocks)
@@ -161,24 +179,24 @@ QUOTES = "'\u2018\u2019\u201a\u201b"
 def test_every_command_in_the_alert_parses_with_arguments_equal_to_the_input(account):
     connector = f"EX01\\{account}"
     _, blocks = render.alert(incident(account=account, connectors=(connector,)), SERVERS)
-    [commands] = preformatted(blocks)
-    lines = [line for line in commands.splitlines() if not line.startswith("#")]
-    assert len(lines) == 3  # grant, verify, undo
+    lines = [line for commands in preformatted(blocks) for line in commands.splitlines()
+             if not line.startswith("#")]
+    assert len(lines) == 4  # grant, verify, undo; and what this custom connector accepts
     for line in lines:
         pipeline = parse_pipeline(line)  # fails on any parse error or smart quote left single
-        first, second = pipeline.commands[0], pipeline.commands[1]
+        first = pipeline.commands[0]
         assert first.arg("-Identity").is_verbatim_literal
         assert first.arg("-Identity").value == connector
-        assert second.arg("-User").is_verbatim_literal and second.arg("-User").value == account
+        if "ADPermission" in line:
+            second = pipeline.commands[1]
+            assert second.arg("-User").is_verbatim_literal and second.arg("-User").value == account
 
 
 def test_backticks_in_names_cannot_open_or_close_code_spans():
     account = "CONTOSO\\a`b"
-    _, blocks = render.alert(incident(account=account), SERVERS)
-    prose = mrkdwn_texts(blocks)
-    ours = mrkdwn_texts(render.alert(incident(account="CONTOSO\\ab"), SERVERS)[1])
-    assert [t.count("`") for t in prose] == [t.count("`") for t in ours]
-    assert "CONTOSO\\a\u02cbb" in "\n".join(prose)
+    text, blocks = render.alert(replace(incident(account=account), event_ids=(1018,)), SERVERS)
+    assert "CONTOSO\\a\u02cbb" in text                # the mrkdwn fallback gets the twin
+    assert account in prose(blocks)                    # rich text shows the exact name
     assert f"-User '{account}'" in preformatted(blocks)[0]  # the command keeps the exact name
 
 

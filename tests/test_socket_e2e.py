@@ -96,7 +96,9 @@ def test_snooze_menu_and_show_fix(running, slack, db_path):
     payload = click(slack, MALLORY, message, ACTION_SHOW_FIX, value=str(incident_id))
     [response] = slack.wait_for_responses(1, timeout=10, url=payload["response_url"])
     shown = str(response["payload"]["blocks"])
-    assert "Add-ADPermission -User 'CONTOSO\\\\svc-scanner'" in shown   # reading is for anyone
+    # Reading is for anyone. A 1020 (a built-in identity on 2013+): the SID check, no grant.
+    assert "NTAccount -ArgumentList 'CONTOSO\\\\svc-scanner'" in shown
+    assert "Add-ADPermission" not in shown
     assert response["payload"]["response_type"] == "ephemeral"
 
 

@@ -188,6 +188,7 @@ class EventLog:
         first_record: int = 1,
         now: Callable[[], datetime] | None = None,
         max_records: int | None = None,
+        connector_in_1020: bool = True,
     ) -> None:
         if first_record < 1:
             raise ValueError("first_record must be >= 1")
@@ -196,6 +197,7 @@ class EventLog:
         self.computer = computer
         self.now: Callable[[], datetime] = now or utc_now
         self.max_records = max_records
+        self.connector_in_1020 = connector_in_1020
         self._lock = threading.Lock()
         self._events: list[SimEvent] = []
         self._ids: list[int] = []  # parallel to _events, for bisect
@@ -237,6 +239,30 @@ class EventLog:
         return self._add(
             lambda rid: SimEvent(rid, provider, int(event_id), when, tuple(data), computer or self.computer)
         )
+
+    def append_refusal(
+        self,
+        event_id: int,
+        account: str,
+        connector: str | None = None,
+        *,
+        provider: str = "MSExchangeFrontEndTransport",
+        time: datetime | None = None,
+    ) -> SimEvent:
+        """Log a 1018 or 1020 the way Exchange does: ``{account, connector.Name}``.
+
+        Exchange's transport code (AuthCommandHelpers.cs) logs both events with the account
+        and the Receive connector's bare *Name* (``Client Frontend EX01``), even though 1020's
+        message template prints only the first.  ``connector`` defaults to the server's
+        client-submission connector; with ``connector_in_1020=False`` (the log's setting) a
+        1020 carries the account alone, as older documentation shows it.
+        """
+        if event_id not in (1018, 1020):
+            raise ValueError("append_refusal logs event 1018 or 1020")
+        short = self.computer.split(".", 1)[0]
+        name = connector if connector is not None else f"Client Frontend {short}"
+        data = (account,) if event_id == 1020 and not self.connector_in_1020 else (account, name)
+        return self.append(provider, event_id, data, time=time)
 
     def append_raw(
         self,
@@ -429,7 +455,7 @@ class EventRate:
                 return
             log = self.logs[n % len(self.logs)]
             account = self.account(n)
-            ev = log.append(self.provider, self.event_id, (account,))
+            ev = log.append_refusal(self.event_id, account, provider=self.provider)
             self.appended.append((log.computer, account, ev.record_id, _time.time()))
 
 
@@ -692,13 +718,14 @@ def demo_stream(now: datetime | None = None, *, seed: int = 1020, hours: float =
 
     The story (times relative to ``now``):
 
-    * ``CONTOSO\\svc-scanner`` (a multifunction scanner) fails with 1020 every
-      few minutes on EX01 for the first half of the window, then - after
-      someone repoints it - on EX02 for the second half;
-    * ``CONTOSO\\app-erp`` fails with 1018 on ``EX02\\Client Frontend EX02``;
-    * ``printer@contoso.com`` (UPN form) fails with 1020 on EX01;
+    * ``CONTOSO\\Administrator`` (a multifunction scanner set up with the domain's built-in
+      Administrator) fails with 1020 on ``Client Frontend EX01`` for the first half of the
+      window, then - after someone repoints it - on EX02 for the second half;
+    * ``CONTOSO\\app-erp`` fails with 1018 on ``Relay EX02``, a custom relay connector whose
+      remote IP range caught the ERP server;
+    * ``printer@contoso.com`` (UPN form) fails with 1018 on EX01's backend ``Client Proxy EX01``;
     * ``CONTOSO\\jürgen.müller`` (non-ASCII: breaks under codepage 437) fails
-      with 1018 on ``EX01\\Client Frontend EX01``;
+      with 1018 on ``Client Frontend EX01``;
     * 1035 brute-force noise and unrelated events from other providers on both
       servers (the bot must not report them);
     * two scanner events 30 hours old, outside a 24 h first-poll look-back.
@@ -717,18 +744,19 @@ def demo_stream(now: datetime | None = None, *, seed: int = 1020, hours: float =
         out.append(DemoEvent(server, provider, event_id, tuple(data), when))
 
     fe, be = "MSExchangeFrontEndTransport", "MSExchangeTransport"
+    admin = "CONTOSO\\Administrator"
     for i in range(2):  # stale: outside the 24 h look-back
-        add("EX01", fe, 1020, ["CONTOSO\\svc-scanner"], now - timedelta(hours=30, minutes=7 * i))
+        add("EX01", fe, 1020, [admin, "Client Frontend EX01"], now - timedelta(hours=30, minutes=7 * i))
     for i in range(18):  # scanner on EX01, first half
-        add("EX01", fe, 1020, ["CONTOSO\\svc-scanner"], at(0.5 * i / 18))
+        add("EX01", fe, 1020, [admin, "Client Frontend EX01"], at(0.5 * i / 18))
     for i in range(14):  # scanner on EX02, second half
-        add("EX02", fe, 1020, ["CONTOSO\\svc-scanner"], at(0.5 + 0.5 * i / 14))
+        add("EX02", fe, 1020, [admin, "Client Frontend EX02"], at(0.5 + 0.5 * i / 14))
     for i in range(9):
-        add("EX02", fe, 1018, ["CONTOSO\\app-erp", "EX02\\Client Frontend EX02"], at(rng.random()))
+        add("EX02", fe, 1018, ["CONTOSO\\app-erp", "Relay EX02"], at(rng.random()))
     for i in range(5):
-        add("EX01", be, 1020, ["printer@contoso.com"], at(rng.random()))
+        add("EX01", be, 1018, ["printer@contoso.com", "Client Proxy EX01"], at(rng.random()))
     for i in range(4):
-        add("EX01", fe, 1018, ["CONTOSO\\jürgen.müller", "EX01\\Client Frontend EX01"], at(rng.random()))
+        add("EX01", fe, 1018, ["CONTOSO\\jürgen.müller", "Client Frontend EX01"], at(rng.random()))
     for i in range(12):
         add(
             rng.choice(["EX01", "EX02"]),

@@ -145,6 +145,39 @@ def validate_blocks(blocks: Any, *, max_blocks: int = MAX_BLOCKS, pointer: str =
             elif kind == "actions":
                 for j, element in enumerate(elements):
                     problems += _element_problems(element, f"{at}/elements/{j}")
+        elif kind == "rich_text":
+            problems += _rich_text_problems(block.get("elements"), f"{at}/elements")
+    return problems
+
+
+_RICH_CONTAINERS = frozenset({"rich_text_section", "rich_text_preformatted", "rich_text_quote",
+                              "rich_text_list"})
+_RICH_LEAVES = frozenset({"text", "link", "user", "usergroup", "channel", "emoji", "date",
+                          "broadcast", "color"})
+
+
+def _rich_text_problems(elements: Any, pointer: str) -> list[str]:
+    """rich_text: containers of leaves; a text leaf needs non-empty text, a date a timestamp."""
+    if not isinstance(elements, list) or not elements:
+        return [f"[ERROR] must have at least 1 item [json-pointer:{pointer}]"]
+    problems: list[str] = []
+    for i, container in enumerate(elements):
+        at = f"{pointer}/{i}"
+        if not isinstance(container, dict) or container.get("type") not in _RICH_CONTAINERS:
+            problems.append(f"[ERROR] unsupported rich text element [json-pointer:{at}/type]")
+            continue
+        if container["type"] == "rich_text_list":
+            problems += _rich_text_problems(container.get("elements"), f"{at}/elements")
+            continue
+        for j, leaf in enumerate(container.get("elements") or []):
+            where = f"{at}/elements/{j}"
+            kind = leaf.get("type") if isinstance(leaf, dict) else None
+            if kind not in _RICH_LEAVES:
+                problems.append(f"[ERROR] unsupported rich text element [json-pointer:{where}/type]")
+            elif kind == "text" and (not isinstance(leaf.get("text"), str) or not leaf["text"]):
+                problems.append(f"[ERROR] must be more than 0 characters [json-pointer:{where}/text]")
+            elif kind == "date" and not isinstance(leaf.get("timestamp"), int):
+                problems.append(f"[ERROR] must be an integer [json-pointer:{where}/timestamp]")
     return problems
 
 
@@ -229,6 +262,8 @@ def _rich_text(node: Any) -> str:
         return f"#{node.get('channel_id', '')}"
     if kind == "emoji":
         return f":{node.get('name', '')}:"
+    if kind == "date":
+        return str(node.get("fallback", ""))
     if kind == "rich_text_list":
         return "\n".join(f"- {_rich_text(item)}" for item in node.get("elements", [])) + "\n"
     return _rich_text(node.get("elements", []))
