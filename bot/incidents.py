@@ -76,7 +76,8 @@ class _Growth:
         self.connectors = list(base.connectors)
         self.event_ids = set(base.event_ids)
         self.sightings = list(base.sightings)
-        self.seen = set(base.sightings)
+        # plain tuples to look up, a Sighting built only for a new one (this runs per event)
+        self.seen = {(s.event_id, s.server, s.connector) for s in base.sightings}
         self.resolved_at: datetime | None = None
         if opened_by is not None:
             self._sighted(opened_by)
@@ -95,10 +96,10 @@ class _Growth:
         self._sighted(event)
 
     def _sighted(self, event: Event) -> None:
-        sighting = Sighting(event.event_id, event.server, event.connector)
-        if sighting not in self.seen:
-            self.seen.add(sighting)
-            self.sightings.append(sighting)
+        key = (event.event_id, event.server, event.connector)
+        if key not in self.seen:
+            self.seen.add(key)
+            self.sightings.append(Sighting(*key))
 
     def change(self) -> IncidentChange:
         after = replace(self.base, first_seen=self.first_seen, last_seen=self.last_seen,

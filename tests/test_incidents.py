@@ -78,3 +78,17 @@ def test_quiet_incidents_resolve_and_busy_ones_do_not():
 
 def test_nothing_new_changes_nothing():
     assert run([]) == []
+
+
+def test_an_incident_keeps_each_event_id_server_and_connector_once_in_first_seen_order():
+    from dataclasses import replace
+    from bot.model import Sighting
+    first = run([event(1, connector="EX01\\Relay", minutes=1), event(2, server="EX02", minutes=2),
+                 event(3, connector="EX01\\Relay", minutes=3)])[0].after
+    assert first.sightings == (Sighting(1018, "EX01", "EX01\\Relay"), Sighting(1020, "EX02", None))
+    stored = replace(first, id=1)
+    [grown] = run([event(4, server="EX02", minutes=4),
+                   replace(event(5, server="EX02", minutes=5, connector="EX02\\Client"),
+                           event_id=1020)], {stored.key: stored})
+    assert grown.after.sightings == (*first.sightings, Sighting(1020, "EX02", "EX02\\Client"))
+    assert grown.new_connectors == ("EX02\\Client",)   # named by a 1020: news all the same
