@@ -14,12 +14,26 @@ CONFIG_HELP = ("the config file (default: $SUBMITWATCH_CONFIG, else ./submitwatc
                "SLACK_SIGNING_SECRET and each server's password_env (or NAME_FILE)")
 
 
+def _global_options(*, config: bool, defaults: bool) -> argparse.ArgumentParser:
+    """-v and --config, for the top level (with defaults) or a subcommand (without them).
+
+    A subcommand's parser would otherwise set its own default over a value given before the
+    subcommand (`submitwatch --config X check` lost X): argparse.SUPPRESS leaves it alone.
+    """
+    unset = {} if defaults else {"default": argparse.SUPPRESS}
+    options = argparse.ArgumentParser(add_help=False)
+    options.add_argument("-v", "--verbose", action="store_true", help="log debug detail",
+                         **({"default": False} if defaults else unset))
+    if config:
+        options.add_argument("--config", metavar="PATH", help=CONFIG_HELP, **unset)
+    return options
+
+
 def build_parser() -> argparse.ArgumentParser:
-    verbose = argparse.ArgumentParser(add_help=False)
-    verbose.add_argument("-v", "--verbose", action="store_true", help="log debug detail")
-    common = argparse.ArgumentParser(add_help=False, parents=[verbose])
-    common.add_argument("--config", metavar="PATH", help=CONFIG_HELP)
-    parser = argparse.ArgumentParser(prog="submitwatch", description=DESCRIPTION, parents=[common])
+    verbose = _global_options(config=False, defaults=False)
+    common = _global_options(config=True, defaults=False)
+    parser = argparse.ArgumentParser(prog="submitwatch", description=DESCRIPTION,
+                                     parents=[_global_options(config=True, defaults=True)])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     sub.add_parser("run", parents=[common], help="poll every server on schedule and serve Slack",
                    description="Run the scheduler (one poll job per server, delivery to Slack) "

@@ -224,3 +224,32 @@ def test_check_warns_when_anyone_may_act_and_checks_the_user_groups(tmp_path, wi
     assert "OK       user group S0ONCALL: 2 member(s) may act" in result.stdout
     assert "FAILED   user group S0GONE: no such user group" in result.stdout
     assert result.returncode == 1
+
+
+def _subcommands():
+    from bot.cli import build_parser
+    actions = [a for a in build_parser()._actions if isinstance(a, __import__("argparse")._SubParsersAction)]
+    return sorted(actions[0].choices)
+
+
+@pytest.mark.parametrize("command", _subcommands())
+def test_global_options_work_before_or_after_every_subcommand(command):
+    from bot.cli import build_parser
+    extra = {"backup": ["/tmp/copy.db"]}.get(command, [])
+    takes_config = command != "demo"
+    options = ["-v"] + (["--config", "/etc/sw.toml"] if takes_config else [])
+    before = build_parser().parse_args(options + [command] + extra)
+    after = build_parser().parse_args([command] + extra + options)
+    for args in (before, after):
+        assert args.command == command and args.verbose is True
+        assert args.config == ("/etc/sw.toml" if takes_config else None)
+    plain = build_parser().parse_args([command] + extra)
+    assert plain.verbose is False and plain.config is None
+
+
+def test_config_before_the_subcommand_is_used_by_a_real_run(tmp_path, winrm, slack):
+    config = write_config(tmp_path, slack, winrm)
+    before = run_cli("--config", str(config), "check", env=ENV)
+    after = run_cli("check", "--config", str(config), env=ENV)
+    assert f"config {config}: OK" in before.stdout and "OK       EX01" in before.stdout
+    assert (before.returncode, before.stdout) == (after.returncode, after.stdout)
