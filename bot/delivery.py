@@ -75,7 +75,7 @@ def deliver_once(db: Database, sender: SlackSender, config: Config,
             continue
         try:
             incident = store.get_incident(db, row.incident_id) if row.incident_id else None
-            channel = incident.channel if incident else config.channel_for(row.server)
+            channel = _channel_of(db, row, incident, config)
             if not _already_sent(db, sender, row, incident, channel, now):
                 _send(db, sender, row, incident, channel, config, now)
             result.sent += 1
@@ -165,8 +165,18 @@ def _already_sent(db: Database, sender: SlackSender, row: store.OutboxRow, incid
         if row.kind == "post":
             store.set_message(db, incident.id, ts=ts, now=now)
         elif row.kind == "server_down":
-            store.set_server_alert_ts(db, row.server, ts)
+            store.set_server_alert(db, row.server, ts, channel)
     return True
+
+
+def _channel_of(db: Database, row: store.OutboxRow, incident, config: Config) -> str:
+    """Where a row goes: the incident's channel (the ID once its alert was posted), the channel
+    of the server's "not being watched" alert for its recovery, else the configured one."""
+    if incident is not None:
+        return incident.channel
+    if row.kind == "server_up":
+        return store.server_alert(db, row.server)[1] or config.channel_for(row.server)
+    return config.channel_for(row.server)
 
 
 def _thread_of(db: Database, row: store.OutboxRow, incident) -> str | None:
@@ -211,14 +221,14 @@ def _send(db: Database, sender: SlackSender, row: store.OutboxRow, incident, cha
     snoozes = chat.snoozes_for(db, incident, now)
     text, blocks = render.alert(incident, servers, snoozes)
     if row.kind == "post":
-        ts = sender.post(channel, text, blocks,
-                         metadata=_marker(row, "submitwatch_incident", incident_id=incident.id))
+        ts, channel_id = sender.post(channel, text, blocks, metadata=_marker(
+            row, "submitwatch_incident", incident_id=incident.id))
     else:
         sender.update(channel, incident.message_ts, text, blocks)
-        ts = None
+        ts = channel_id = None
     with store.write_transaction(db):
         store.mark_sent(db, row.id, now)
-        store.set_message(db, incident.id, ts=ts, now=now)
+        store.set_message(db, incident.id, ts=ts, now=now, channel=channel_id)
         # A poll may have added events while this render was on its way (it saw the pending
         # row and did not queue another): queue one more update so the message catches up.
         current = store.get_incident(db, incident.id)
@@ -233,11 +243,11 @@ def _send_server_health(db: Database, sender: SlackSender, row: store.OutboxRow,
     """The one "not being watched" alert of a server, and its recovery in the same thread."""
     if row.kind == "server_down":
         text, blocks = render.server_down(row.server, row.detail)
-        ts = sender.post(channel, text, blocks, metadata=_marker(
+        posted = sender.post(channel, text, blocks, metadata=_marker(
             row, "submitwatch_server", server=row.server))
         with store.write_transaction(db):
             store.mark_sent(db, row.id, now)
-            store.set_server_alert_ts(db, row.server, ts)
+            store.set_server_alert(db, row.server, posted.ts, posted.channel)
         return
     text, blocks = render.server_up(row.server, row.detail)
     alert_ts = store.server_alert_ts(db, row.server)
@@ -253,11 +263,11 @@ def _send_server_health(db: Database, sender: SlackSender, row: store.OutboxRow,
                 metadata=_marker(row, "submitwatch_server", server=row.server))
     with store.write_transaction(db):
         store.mark_sent(db, row.id, now)
-        store.set_server_alert_ts(db, row.server, None)
+        store.set_server_alert(db, row.server, None)
 
 
 def _shown(incident, snoozes) -> tuple:
     """What the alert message displays; a change here needs a chat.update."""
     return (incident.status, incident.event_count, incident.last_seen, incident.servers,
-            incident.connectors, incident.acked_by, incident.ack_note,
+            incident.connectors, incident.sightings, incident.acked_by, incident.ack_note,
             tuple(s.id for s in snoozes))

@@ -84,9 +84,13 @@ def _record_health(db: Database, server: str, result: PollResult, alert_after: i
             state = store.server_state(db, server)
             if (state.consecutive_failures >= alert_after
                     and store.mark_server_down(db, server, now)):
+                # "since": the last good poll; a server that never had one says since when
+                # SubmitWatch has watched it instead (no made-up "last good poll").
+                never = state.last_success_at is None
                 store.enqueue(db, None, "server_down", now, server=server, detail={
                     "error": result.error, "failures": state.consecutive_failures,
-                    "since": store.iso(state.last_success_at or now)})
+                    "since": store.iso(state.first_poll_at or now if never
+                                       else state.last_success_at), "never": never})
             return
         down_since = store.mark_server_up(db, server)
         if down_since is not None:

@@ -416,13 +416,17 @@ def server_down(server: str, detail: Mapping, *, recovered: bool = False) -> tup
     """The one alert for a server SubmitWatch cannot poll: silence from it means nothing now."""
     name = show(server, 64)
     since = datetime.fromisoformat(detail["since"].replace("Z", "+00:00"))
+    never = bool(detail.get("never"))
     if recovered:
-        text = (f":white_check_mark: *{name}* is watched again (it could not be polled from "
-                f"{slack_date(since)}; see the thread).")
+        was = ("it had never been polled successfully since SubmitWatch started watching it at "
+               if never else "it could not be polled from ")
+        text = (f":white_check_mark: *{name}* is watched again ({was}{slack_date(since)}; see "
+                "the thread).")
         return text, [_section(text)]
+    last = (f"It never polled successfully since SubmitWatch started watching it at "
+            f"{slack_date(since)}." if never else f"Last good poll: {slack_date(since)}.")
     text = (f":rotating_light: *{name} is not being watched*: {detail['failures']} polls in a "
-            f"row failed, so 1018/1020 events there go unnoticed. Last good poll: "
-            f"{slack_date(since)}.")
+            f"row failed, so 1018/1020 events there go unnoticed. {last}")
     return text, [
         {"type": "header", "text": {"type": "plain_text", "emoji": False,
                                     "text": clip(f"Not being watched: {_printable(server)}",

@@ -8,6 +8,7 @@ it twice. The outbox retries instead, and first looks for the message in Slack (
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
@@ -34,6 +35,14 @@ FIXES = {
     "msg_too_long": "the message was too long (a SubmitWatch bug: please report it)",
     "message_not_found": "the alert message was deleted in Slack",
 }
+
+
+class Posted(NamedTuple):
+    """A message Slack took: its ts, and the channel ID Slack answered with (the config may
+    name the channel, `#alerts`; chat.update and conversations.* need the ID)."""
+
+    ts: str
+    channel: str
 
 
 class DeliveryError(Exception):
@@ -72,12 +81,12 @@ class SlackSender:
         return None
 
     def post(self, channel: str, text: str, blocks: list[dict], *, thread_ts: str | None = None,
-             metadata: dict | None = None) -> str:
-        """Post a message; return its ts."""
+             metadata: dict | None = None) -> Posted:
+        """Post a message; return its ts and the channel's ID."""
         response = self._call("chat.postMessage", channel, channel=channel, text=text,
                               blocks=blocks, thread_ts=thread_ts, metadata=metadata,
                               unfurl_links=False, unfurl_media=False)
-        return response["ts"]
+        return Posted(response["ts"], response.get("channel") or channel)
 
     def update(self, channel: str, ts: str, text: str, blocks: list[dict]) -> None:
         self._call("chat.update", channel, channel=channel, ts=ts, text=text, blocks=blocks)

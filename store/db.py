@@ -201,6 +201,7 @@ class ServerState:
     consecutive_failures: int = 0
     events_stored: int = 0
     down_since: datetime | None = None  # the "not being watched" alert was raised then
+    first_poll_at: datetime | None = None  # SubmitWatch's first poll of it, good or not
 
 
 def server_state(db: Database, server: str) -> ServerState:
@@ -219,14 +220,14 @@ def save_poll_success(db: Database, state: ServerState, *, generation: int, curs
     # the table's schema each time.
     db.execute(
         "INSERT INTO server_state (server, generation, cursor, oldest_record, newest_record, "
-        "last_poll_at, last_success_at, consecutive_failures, events_stored) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, 0, ?) ON CONFLICT (server) DO UPDATE SET "
+        "last_poll_at, last_success_at, consecutive_failures, events_stored, first_poll_at) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, 0, ?, ?) ON CONFLICT (server) DO UPDATE SET "
         "generation = excluded.generation, cursor = excluded.cursor, "
         "oldest_record = excluded.oldest_record, newest_record = excluded.newest_record, "
         "last_poll_at = excluded.last_poll_at, last_success_at = excluded.last_success_at, "
         "consecutive_failures = 0, events_stored = server_state.events_stored + ?",
         [state.server, generation, cursor, oldest_record, newest_record, iso(now), iso(now),
-         stored, stored])
+         stored, iso(now), stored])
 
 
 def save_poll_failure(db: Database, server: str, error: str, now: datetime) -> None:
@@ -235,6 +236,7 @@ def save_poll_failure(db: Database, server: str, error: str, now: datetime) -> N
         "server": server, "generation": state.generation, "last_poll_at": iso(now),
         "last_error": error, "last_error_at": iso(now),
         "consecutive_failures": state.consecutive_failures + 1,
+        "first_poll_at": iso(state.first_poll_at or now),
     }, pk="server")
 
 
@@ -245,7 +247,7 @@ def _server_state(row: dict[str, Any]) -> ServerState:
         last_success_at=from_iso(row["last_success_at"]), last_error=row["last_error"],
         last_error_at=from_iso(row["last_error_at"]),
         consecutive_failures=row["consecutive_failures"], events_stored=row["events_stored"],
-        down_since=from_iso(row["down_since"]))
+        down_since=from_iso(row["down_since"]), first_poll_at=from_iso(row.get("first_poll_at")))
 
 
 # --- events and problems ------------------------------------------------------------------------
@@ -337,12 +339,16 @@ def save_incident(db: Database, incident: Incident) -> Incident:
     return incident
 
 
-def set_message(db: Database, incident_id: int, *, ts: str | None, now: datetime) -> None:
+def set_message(db: Database, incident_id: int, *, ts: str | None, now: datetime,
+                channel: str | None = None) -> None:
+    """Record a sent alert: its ts (None: an update) and the channel ID Slack answered with,
+    which every later update, reply and look-up uses whatever the configuration says."""
     if ts is None:
         db.execute("UPDATE incidents SET last_message_at = ? WHERE id = ?", [iso(now), incident_id])
     else:
-        db.execute("UPDATE incidents SET message_ts = ?, last_message_at = ? WHERE id = ?",
-                   [ts, iso(now), incident_id])
+        db.execute("UPDATE incidents SET message_ts = ?, last_message_at = ?, "
+                   "channel = coalesce(?, channel) WHERE id = ?",
+                   [ts, iso(now), channel, incident_id])
 
 
 def _incident(row: dict[str, Any]) -> Incident:
@@ -541,9 +547,17 @@ def mark_server_up(db: Database, server: str) -> datetime | None:
 
 
 def server_alert_ts(db: Database, server: str) -> str | None:
-    rows = list(db.query("SELECT down_message_ts FROM server_state WHERE server = ?", [server]))
-    return rows[0]["down_message_ts"] if rows else None
+    return server_alert(db, server)[0]
 
 
-def set_server_alert_ts(db: Database, server: str, ts: str | None) -> None:
-    db.execute("UPDATE server_state SET down_message_ts = ? WHERE server = ?", [ts, server])
+def server_alert(db: Database, server: str) -> tuple[str | None, str | None]:
+    """(ts, channel ID) of the server's "not being watched" alert, while there is one."""
+    rows = list(db.query("SELECT down_message_ts, down_channel FROM server_state "
+                         "WHERE server = ?", [server]))
+    return (rows[0]["down_message_ts"], rows[0]["down_channel"]) if rows else (None, None)
+
+
+def set_server_alert(db: Database, server: str, ts: str | None,
+                     channel: str | None = None) -> None:
+    db.execute("UPDATE server_state SET down_message_ts = ?, down_channel = ? WHERE server = ?",
+               [ts, channel, server])

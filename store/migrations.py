@@ -146,3 +146,13 @@ def m007_sightings(db: Database) -> None:
         sightings.setdefault(incident_id, []).append([event_id, server, connector])
     db.conn.executemany("UPDATE incidents SET sightings = ? WHERE id = ?",
                         [(json.dumps(found), incident_id) for incident_id, found in sightings.items()])
+
+
+@migrations()
+def m008_server_alert_channel(db: Database) -> None:
+    # The channel ID Slack answered the "not being watched" alert with: its update and the
+    # recovery notice go there even when the configuration names the channel (`#alerts`).
+    db["server_state"].add_column("down_channel", str)
+    # When SubmitWatch first polled the server: a server that never polled successfully is
+    # "not watched since then", not "last good poll <now>".
+    db["server_state"].add_column("first_poll_at", str)

@@ -59,7 +59,7 @@ def test_a_post_that_reached_slack_before_the_crash_is_recorded_not_repeated(
     sender = SlackSender.from_config(config.slack)
     ts = sender.post(CHANNEL, "alert", [], metadata={
         "event_type": "submitwatch_incident",
-        "event_payload": {"incident_id": incident.id, "outbox_id": row.id}})
+        "event_payload": {"incident_id": incident.id, "outbox_id": row.id}}).ts
     assert incident.message_ts is None
 
     result = deliver_once(db, sender, config, clock)
@@ -170,7 +170,7 @@ def test_a_server_alert_that_reached_slack_before_the_crash_is_recorded_and_upda
     sender = SlackSender.from_config(config.slack)
     ts = sender.post(CHANNEL, "not watched", [], metadata={
         "event_type": "submitwatch_server", "event_payload": {"server": "EX01",
-                                                               "outbox_id": row.id}})
+                                                               "outbox_id": row.id}}).ts
     assert deliver_once(db, sender, config, clock).sent == 1
     assert len(slack.calls_to("chat.postMessage")) == 1
     assert store.server_alert_ts(db, "EX01") == ts

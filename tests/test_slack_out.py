@@ -14,7 +14,7 @@ def sender(slack):
 
 def test_post_sends_exactly_this_payload(sender, slack):
     ts = sender.post(CHANNEL, "fallback", BLOCKS, metadata={
-        "event_type": "submitwatch_incident", "event_payload": {"incident_id": 7}})
+        "event_type": "submitwatch_incident", "event_payload": {"incident_id": 7}}).ts
     [call] = slack.calls_to("chat.postMessage")
     assert call.params == {"channel": CHANNEL, "text": "fallback", "blocks": BLOCKS,
                            "metadata": {"event_type": "submitwatch_incident",
@@ -25,7 +25,7 @@ def test_post_sends_exactly_this_payload(sender, slack):
 
 
 def test_update_and_thread_reply(sender, slack):
-    ts = sender.post(CHANNEL, "first", BLOCKS)
+    ts = sender.post(CHANNEL, "first", BLOCKS).ts
     sender.update(CHANNEL, ts, "second", BLOCKS)
     sender.post(CHANNEL, "in thread", BLOCKS, thread_ts=ts)
     [update] = slack.calls_to("chat.update")

@@ -1160,9 +1160,12 @@ class SlackStandIn:
             raise KeyError(f"no channel {ref!r} in the stand-in")
         return channel
 
-    def _channel_param(self, params: dict, *, member: bool) -> _Channel:
-        channel = self._find_channel(params.get("channel"))
-        if channel is None:
+    def _channel_param(self, params: dict, *, member: bool, names: bool = False) -> _Channel:
+        """The channel a call names. As on Slack, only chat.postMessage (and postEphemeral)
+        take a channel's name (`#alerts`); chat.update and conversations.* need its ID."""
+        ref = params.get("channel")
+        channel = self._find_channel(ref)
+        if channel is None or (not names and channel.id != ref):
             raise _SlackError("channel_not_found")
         if member and not channel.joined:
             raise _SlackError("not_in_channel")
@@ -1197,7 +1200,7 @@ class SlackStandIn:
             raise _SlackError("internal_error") from None
 
     def _chat_post_message(self, params: dict) -> dict:
-        channel = self._channel_param(params, member=True)
+        channel = self._channel_param(params, member=True, names=True)
         content = _message_content(params, require=True)
         parent = None
         if params.get("thread_ts"):
@@ -1240,7 +1243,7 @@ class SlackStandIn:
         }
 
     def _chat_post_ephemeral(self, params: dict) -> dict:
-        channel = self._channel_param(params, member=True)
+        channel = self._channel_param(params, member=True, names=True)
         user = params.get("user")
         if not isinstance(user, str) or not user:
             raise _SlackError("user_not_found")
