@@ -1,6 +1,7 @@
 """`submitwatch check`: is the configuration usable, and can we reach everything it names?"""
 from __future__ import annotations
 
+import re
 from urllib.parse import urlsplit
 
 from .config import Config, missing_secrets
@@ -60,28 +61,138 @@ def server_warnings(server) -> list[str]:
     return warnings
 
 
+#: What the bot token needs, and what for (`check` compares it with the token's scopes).
+NEEDED_SCOPES = {
+    "chat:write": "post alerts, update them, reply in their threads",
+    "commands": "the /submitwatch slash command",
+    "channels:history": "find its own post after a crash before sending it again",
+}
+_CHANNEL_ID = re.compile(r"[CGD][A-Z0-9]{2,}")
+
+
 def _check_slack(config: Config, out) -> int:
     client = make_client(config.slack.api_url, config.slack.bot_token.reveal(), timeout=10,
                          retries=1)
     try:
         response = client.auth_test()
     except Exception as exc:  # SlackApiError or a network error: say it in words
-        code = getattr(getattr(exc, "response", None), "get", lambda _k: None)("error")
-        fix = FIXES.get(code or "", "").format(channel=config.slack.channel)
-        out(f"FAILED   Slack at {config.slack.api_url}: {fix or code or exc}")
+        out(f"FAILED   Slack at {config.slack.api_url}: {_slack_error(exc, config.slack.channel)}")
         return 1
-    out(f"OK       Slack: signed in as {response.get('user')} in {response.get('team')}; "
-        f"alerts go to {config.slack.channel} (invite the bot there)")
+    out(f"OK       Slack: signed in as {response.get('user')} in {response.get('team')}")
+    scopes = _scopes(response)
+    problems = _check_scopes(config, scopes, out)
+    channels = dict.fromkeys([config.slack.channel] + [s.channel for s in config.servers
+                                                       if s.channel])
+    for channel in channels:
+        problems += _check_channel(client, channel, scopes, out)
+    problems += _check_groups(client, config, out)
+    if config.slack.mode == "socket" and config.slack.app_token is not None:
+        problems += _check_app_token(config, out)
+    return problems
+
+
+def _scopes(response) -> set[str] | None:
+    """The token's scopes, from the x-oauth-scopes header Slack sends (None: not told)."""
+    header = next((v for k, v in (response.headers or {}).items()
+                   if k.lower() == "x-oauth-scopes"), None)
+    if header is None:
+        return None
+    return {scope.strip() for scope in header.split(",") if scope.strip()}
+
+
+def _check_scopes(config: Config, scopes: set[str] | None, out) -> int:
+    if scopes is None:
+        out("WARNING  Slack did not say which scopes the bot token has; not checked")
+        return 0
+    needed = dict(NEEDED_SCOPES)
+    if config.permissions.groups:
+        needed["usergroups:read"] = "check who is in permissions.groups"
+    missing = [f"{scope} ({why})" for scope, why in needed.items() if scope not in scopes]
+    if missing:
+        out("FAILED   the bot token lacks " + "; ".join(missing) + ": add them and reinstall "
+            "the app (manifest.yml, or `submitwatch manifest`, has them)")
+        return 1
+    out(f"OK       the bot token has the scopes this configuration uses ({', '.join(needed)})")
+    return 0
+
+
+def _check_channel(client, channel: str, scopes: set[str] | None, out) -> int:
+    """The channel exists and the bot is in it (reading one message proves both)."""
+    channel_id = channel
+    if not _CHANNEL_ID.fullmatch(channel):
+        channel_id = _channel_id_of(client, channel, scopes)
+        if channel_id is None:
+            out(f"FAILED   channel {channel}: this is a name, and no channel the bot can see "
+                "has it (a private channel must invite the bot first). Use the channel's ID: "
+                "in Slack, open the channel's details; the ID (C...) is at the bottom")
+            return 1
+        out(f"WARNING  channel {channel} is a name; its ID is {channel_id}: write "
+            f"channel = \"{channel_id}\" so a rename cannot break alerts")
+    try:
+        client.conversations_history(channel=channel_id, limit=1)
+    except Exception as exc:
+        out(f"FAILED   channel {channel}: {_slack_error(exc, channel)}")
+        return 1
+    out(f"OK       channel {channel}: exists and the bot is in it")
+    return 0
+
+
+def _channel_id_of(client, name: str, scopes: set[str] | None) -> str | None:
+    """Look a channel name up (needs channels:read; groups:read for a private one)."""
+    wanted = name.removeprefix("#").casefold()
+    if scopes is not None and "channels:read" not in scopes:
+        return None
+    types = "public_channel,private_channel" if scopes and "groups:read" in scopes else \
+        "public_channel"
+    try:
+        for page in client.conversations_list(types=types, exclude_archived=True, limit=1000):
+            for found in page.get("channels", []):
+                if found.get("name", "").casefold() == wanted:
+                    return found["id"]
+    except Exception:  # no scope, or Slack refused: say "a name" without the ID
+        return None
+    return None
+
+
+def _check_groups(client, config: Config, out) -> int:
     problems = 0
     for group in config.permissions.groups:
         try:
             members = client.usergroups_users_list(usergroup=group)["users"]
             out(f"OK       user group {group}: {len(members)} member(s) may act")
         except Exception as exc:  # the same words the permission check would log
-            code = getattr(getattr(exc, "response", None), "get", lambda _k: None)("error")
+            code = _code(exc)
             hint = {"missing_scope": "the app lacks usergroups:read: reinstall it from "
                                      "manifest.yml",
                     "no_such_subteam": "no such user group: check the ID (S...)"}.get(code or "")
             out(f"FAILED   user group {group}: {hint or code or exc}; nobody in it can act")
             problems += 1
     return problems
+
+
+def _check_app_token(config: Config, out) -> int:
+    """Socket Mode: the app-level token may open a connection (apps.connections.open)."""
+    client = make_client(config.slack.api_url, None, timeout=10, retries=1)
+    try:
+        client.apps_connections_open(app_token=config.slack.app_token.reveal())
+    except Exception as exc:
+        code = _code(exc)
+        hint = {"invalid_auth": "Slack rejected SLACK_APP_TOKEN: check it (xapp-...)",
+                "not_allowed_token_type": "SLACK_APP_TOKEN holds a bot token: it needs the "
+                                          "app-level token (xapp-...) with connections:write",
+                "missing_scope": "SLACK_APP_TOKEN lacks connections:write: create an app-level "
+                                 "token with that scope"}.get(code or "")
+        out(f"FAILED   Socket Mode: {hint or _slack_error(exc, config.slack.channel)}")
+        return 1
+    out("OK       Socket Mode: the app token opens a connection")
+    return 0
+
+
+def _code(exc: Exception) -> str | None:
+    return getattr(getattr(exc, "response", None), "get", lambda _k: None)("error")
+
+
+def _slack_error(exc: Exception, channel: str) -> str:
+    code = _code(exc)
+    fix = FIXES.get(code or "", "").format(channel=channel)
+    return fix or code or str(exc)

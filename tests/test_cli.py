@@ -212,14 +212,14 @@ def test_run_in_socket_mode_answers_a_slash_command_and_stops_cleanly(tmp_path, 
 
 def test_check_warns_when_anyone_may_act_and_checks_the_user_groups(tmp_path, winrm, slack):
     config = write_config(tmp_path, slack, winrm)
-    result = run_cli("check", "--config", str(config), env={**ENV, "SLACK_APP_TOKEN": "xapp-1"})
+    result = run_cli("check", "--config", str(config), env={**ENV, "SLACK_APP_TOKEN": slack.app_token})
     assert "WARNING  anyone in the Slack workspace may acknowledge and snooze" in result.stdout
     assert result.returncode == 0
 
     slack.set_usergroup("S0ONCALL", ["U0ALICE", "U0BOB"])
     config.write_text(config.read_text().replace(
         "[store]", '[permissions]\ngroups = ["S0ONCALL", "S0GONE"]\n\n[store]'))
-    result = run_cli("check", "--config", str(config), env={**ENV, "SLACK_APP_TOKEN": "xapp-1"})
+    result = run_cli("check", "--config", str(config), env={**ENV, "SLACK_APP_TOKEN": slack.app_token})
     assert "anyone in the Slack workspace" not in result.stdout
     assert "OK       user group S0ONCALL: 2 member(s) may act" in result.stdout
     assert "FAILED   user group S0GONE: no such user group" in result.stdout

@@ -133,11 +133,13 @@ _RESPONSE_PATH = "/response/"
 #: Channels in the stand-in are public, hence channels:* rather than groups:*/im:*.
 SCOPES_NEEDED: dict[str, str | None] = {
     "api.test": None,
+    "apps.connections.open": None,  # the app-level token's connections:write, not a bot scope
     "auth.test": None,
     "chat.postMessage": "chat:write",
     "chat.update": "chat:write",
     "chat.postEphemeral": "chat:write",
     "conversations.info": "channels:read",
+    "conversations.list": "channels:read",
     "conversations.history": "channels:history",
     "conversations.replies": "channels:history",
     "usergroups.users.list": "usergroups:read",
@@ -483,6 +485,7 @@ class SlackStandIn:
             "chat.update": self._chat_update,
             "chat.postEphemeral": self._chat_post_ephemeral,
             "conversations.info": self._conversations_info,
+            "conversations.list": self._conversations_list,
             "conversations.history": self._conversations_history,
             "conversations.replies": self._conversations_replies,
             "usergroups.users.list": self._usergroups_users_list,
@@ -1037,7 +1040,16 @@ class SlackStandIn:
             payload = handler(params)
         except _SlackError as exc:
             return _Reply.of_json({"ok": False, "error": exc.error, **exc.extra})
-        return _Reply.of_json({"ok": True, **payload})
+        # Slack tells a bot token's scopes in every answer; `check` reads them from auth.test.
+        scopes = {} if method in _APP_TOKEN_METHODS else {"x-oauth-scopes": ",".join(
+            sorted(self.granted_scopes()))}
+        return _Reply.of_json({"ok": True, **payload}, headers=scopes)
+
+    def granted_scopes(self) -> frozenset[str]:
+        """The bot token's scopes: those given, or every scope the stand-in knows and commands."""
+        if self.scopes is not None:
+            return self.scopes
+        return frozenset({s for s in SCOPES_NEEDED.values() if s} | {"commands", "groups:history"})
 
     def _take_fault(self, method: str) -> _Fault | None:
         for key in (method, "*"):
@@ -1275,6 +1287,11 @@ class SlackStandIn:
             }
         }
 
+    def _conversations_list(self, params: dict) -> dict:
+        channels = [{"id": c.id, "name": c.name, "is_channel": True, "is_private": False,
+                     "is_archived": False, "is_member": c.joined} for c in self._channels.values()]
+        return _paginate(channels, params, default_limit=100, key="channels")
+
     def _conversations_history(self, params: dict) -> dict:
         channel = self._channel_param(params, member=True)
         newest_first = [m for m in reversed(channel.messages) if _in_window(m.ts, params)]
@@ -1465,7 +1482,7 @@ def _in_window(ts: str, params: dict) -> bool:
     return True
 
 
-def _paginate(items: list, params: dict, *, default_limit: int) -> dict:
+def _paginate(items: list, params: dict, *, default_limit: int, key: str = "messages") -> dict:
     """One page of ``items`` as a conversations.* payload.
 
     The cursor is an opaque base64 offset, like Slack's opaque cursors;
@@ -1489,4 +1506,4 @@ def _paginate(items: list, params: dict, *, default_limit: int) -> dict:
     end = offset + limit
     more = end < len(items)
     next_cursor = base64.urlsafe_b64encode(f"offset:{end}".encode()).decode() if more else ""
-    return {"messages": items[offset:end], "has_more": more, "response_metadata": {"next_cursor": next_cursor}}
+    return {key: items[offset:end], "has_more": more, "response_metadata": {"next_cursor": next_cursor}}
