@@ -54,6 +54,13 @@ def build_parser() -> argparse.ArgumentParser:
                                         "SQLite's online backup API: consistent even while "
                                         "`submitwatch run` writes to it. PATH must not exist.")
     backup.add_argument("path", metavar="PATH", help="the new file to write")
+    sub.add_parser("manifest", parents=[common], help="print the Slack app manifest for this "
+                                                      "configuration",
+                   description="Print, as JSON, the Slack app manifest that matches the "
+                               "configuration: Socket Mode, or HTTP mode with slack.public_url "
+                               "filled in as every request URL, and only the scopes it uses. "
+                               "Paste it at api.slack.com/apps (Create New App -> From an app "
+                               "manifest, or the app's Manifest page).")
     demo = sub.add_parser("demo", parents=[verbose], help="the full pipeline against the built-in "
                                                          "Exchange simulator and Slack stand-in",
                           description="Start the built-in Exchange simulator (WS-Management, NTLM "
@@ -86,6 +93,11 @@ def main(argv: list[str] | None = None) -> int:
             return run_check(config)
         if args.command == "poll-once":
             return _poll_once(config)
+        if args.command == "manifest":
+            import json
+            from .manifest import app_manifest
+            print(json.dumps(app_manifest(config), indent=2))
+            return 0
         if args.command == "backup":
             from store.db import backup
             counts = backup(config.store.path, args.path)

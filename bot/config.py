@@ -32,7 +32,7 @@ SECRET_ENV = {
 _SECRET_WORDS = ("token", "password", "secret")
 #: Every key the file may hold, per table (the README's reference is checked against this).
 KEYS = {
-    "slack": {"channel", "api_url", "mode", "http_host", "http_port"},
+    "slack": {"channel", "api_url", "mode", "http_host", "http_port", "public_url"},
     "store": {"path", "retention"},
     "polling": {"interval", "jitter", "lookback", "batch_size", "operation_timeout",
                 "read_timeout", "delivery_interval", "alert_after_failures"},
@@ -85,6 +85,7 @@ class SlackConfig:
     mode: str = "socket"
     http_host: str = "127.0.0.1"
     http_port: int = 3000
+    public_url: str | None = None    # HTTP mode: where Slack reaches us (`submitwatch manifest`)
     bot_token: Secret | None = None
     app_token: Secret | None = None
     signing_secret: Secret | None = None
@@ -192,12 +193,19 @@ def parse_config(raw: Mapping[str, Any], environ: Mapping[str, str], source: str
     if urlsplit(api_url).scheme not in ("http", "https") or not urlsplit(api_url).netloc:
         raise ConfigError(f"slack.api_url must be an http(s) URL such as {SLACK_API_URL!r}, "
                           f"got {api_url!r}")
+    public_url = _str(slack, "slack.public_url", None)
+    if public_url is not None and (urlsplit(public_url).scheme != "https"
+                                   or not urlsplit(public_url).netloc):
+        raise ConfigError("slack.public_url must be the https URL your reverse proxy serves "
+                          f"SubmitWatch at, such as 'https://submitwatch.contoso.com', got "
+                          f"{public_url!r} (Slack calls only https URLs)")
     slack_cfg = SlackConfig(
         channel=_str(slack, "slack.channel", required=True),
         api_url=api_url if api_url.endswith("/") else api_url + "/",
         mode=_choice(slack, "slack.mode", MODES, "socket"),
         http_host=_listen_address(slack, "slack.http_host", SlackConfig.http_host),
         http_port=_int(slack, "slack.http_port", 3000, low=1, high=65535),
+        public_url=public_url,
         bot_token=_secret(environ, SECRET_ENV["bot_token"]),
         app_token=_secret(environ, SECRET_ENV["app_token"]),
         signing_secret=_secret(environ, SECRET_ENV["signing_secret"]),

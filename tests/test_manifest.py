@@ -195,3 +195,57 @@ def test_every_needed_scope_is_requested_and_every_requested_scope_is_needed():
     requested = set(MANIFEST["oauth_config"]["scopes"]["bot"])
     assert requested == needed, (f"missing: {sorted(needed - requested)}; "
                                  f"requested but unused: {sorted(requested - needed)}")
+
+
+# --- `submitwatch manifest`: the manifest that matches the configuration -------------------------
+
+def _config(**slack):
+    from bot.config import parse_config
+    raw = {"slack": {"channel": "C0ALERTS", **slack},
+           "permissions": {"groups": ["S0ONCALL"]},
+           "servers": [{"name": "EX01", "url": "https://ex01:5986/wsman", "username": "u",
+                        "password_env": "PW"}]}
+    return parse_config(raw, {"PW": "x"})
+
+
+def test_manifest_yml_is_what_the_command_prints_for_socket_mode():
+    from bot.manifest import app_manifest
+    assert app_manifest(_config()) == MANIFEST
+
+
+def test_the_http_mode_manifest_carries_the_public_url_and_validates():
+    from dataclasses import replace
+
+    from bot.config import ConfigError
+    from bot.manifest import app_manifest
+    built = app_manifest(_config(mode="http", public_url="https://sw.contoso.com/"))
+    url = "https://sw.contoso.com/slack/events"
+    assert built["features"]["slash_commands"][0]["url"] == url
+    assert built["settings"]["interactivity"]["request_url"] == url
+    assert built["settings"]["event_subscriptions"]["request_url"] == url
+    assert built["settings"]["socket_mode_enabled"] is False
+    jsonschema.validate(built, json.loads(SCHEMA.read_text(encoding="utf-8")))
+    with pytest.raises(ConfigError, match="slack.public_url is needed"):
+        app_manifest(_config(mode="http"))
+    no_groups = replace(_config(), permissions=replace(_config().permissions, groups=()))
+    assert "usergroups:read" not in app_manifest(no_groups)["oauth_config"]["scopes"]["bot"]
+
+
+def test_public_url_must_be_https():
+    from bot.config import ConfigError
+    with pytest.raises(ConfigError, match="slack.public_url must be the https URL"):
+        _config(public_url="http://sw.contoso.com")
+
+
+def test_the_manifest_command_prints_json(tmp_path):
+    import json
+    import subprocess
+    import sys
+    path = tmp_path / "sw.toml"
+    path.write_text('[slack]\nchannel = "C0ALERTS"\nmode = "http"\n'
+                    'public_url = "https://sw.contoso.com"\n', encoding="utf-8")
+    result = subprocess.run([sys.executable, "-m", "bot.cli", "manifest", "--config", str(path)],
+                            capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert result.returncode == 0, result.stderr
+    printed = json.loads(result.stdout)
+    assert printed["features"]["slash_commands"][0]["url"] == "https://sw.contoso.com/slack/events"
