@@ -59,14 +59,18 @@ def _plain(start_response, status: str, text: str) -> Iterable[bytes]:
     return [body]
 
 
-def slack_wsgi_app(app):
-    """WSGI: POST /slack/events to Bolt, GET /healthz for the reverse proxy, 404 for the rest."""
+def slack_wsgi_app(app, ops=None):
+    """WSGI: POST /slack/events to Bolt; GET /healthz for the reverse proxy, and with `ops`
+    (bot.metrics.ops_app) /metrics and /readyz too; 404 for the rest."""
     from slack_bolt.adapter.wsgi import SlackRequestHandler
 
     bolt = SlackRequestHandler(app, EVENTS_PATH)
 
     def application(environ, start_response):
         method, path = environ.get("REQUEST_METHOD"), environ.get("PATH_INFO")
+        answered = ops(environ, start_response) if ops else None
+        if answered is not None:
+            return answered
         if (method, path) == ("GET", HEALTH_PATH):
             return _plain(start_response, "200 OK", "ok")
         if (method, path) != ("POST", EVENTS_PATH):
@@ -107,21 +111,59 @@ class _LoggingHandler(WSGIRequestHandler):
         log.debug("http %s: " + format, self.address_string(), *args)
 
 
-def serve_http(app, host: str, port: int) -> WSGIServer:
+def serve_http(app, host: str, port: int, ops=None) -> WSGIServer:
     """Bind `host:port` now, in the caller's thread, and serve in a daemon thread.
 
     Binding here makes a port in use fail `run` with a message instead of killing a background
     thread silently. Stop with `server.shutdown()` then `server.server_close()`.
     """
+    return _serve(slack_wsgi_app(app, ops), host, port, "slack.http_host", "slack.http_port",
+                  "slack-http")
+
+
+def serve_ops(ops, host: str, port: int) -> WSGIServer:
+    """The [metrics] listener: /metrics, /healthz, /readyz (both modes)."""
+    def application(environ, start_response):
+        answered = ops(environ, start_response)
+        return answered if answered is not None else _plain(start_response, "404 Not Found",
+                                                            "Not Found")
+    return _serve(application, host, port, "metrics.host", "metrics.port", "metrics-http")
+
+
+def _serve(application, host: str, port: int, host_key: str, port_key: str,
+           name: str) -> WSGIServer:
     try:
-        server = make_server(host, port, slack_wsgi_app(app),
-                             server_class=_ThreadingWSGIServer, handler_class=_LoggingHandler)
+        server = make_server(host, port, application, server_class=_ThreadingWSGIServer,
+                             handler_class=_LoggingHandler)
     except OSError as exc:
-        raise ConfigError(f"slack.http_host {host} / slack.http_port {port} cannot be opened: "
+        raise ConfigError(f"{host_key} {host} / {port_key} {port} cannot be opened: "
                           f"{exc.strerror or exc}") from None
     threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.5},
-                     name="slack-http", daemon=True).start()
+                     name=name, daemon=True).start()
     return server
+
+
+def ops_for(config: Config, clock: Callable | None = None):
+    """The /metrics, /healthz and /readyz WSGI app for `run`."""
+    from datetime import datetime, timezone
+
+    from . import metrics
+
+    clock = clock or (lambda: datetime.now(timezone.utc))
+    dbs = ThreadDatabases(config.store.path)
+    client = make_client(config.slack.api_url, config.slack.bot_token.reveal(), timeout=5,
+                         retries=0, connection_retries=False)
+
+    def slack_answers() -> str | None:
+        try:
+            client.auth_test()
+        except Exception as exc:  # SlackApiError or a network error
+            code = getattr(getattr(exc, "response", None), "get", lambda _k: None)("error")
+            return f"Slack does not answer at {config.slack.api_url}: {code or exc}"
+        return None
+
+    readiness = metrics.Readiness(config, dbs.get, clock, slack_answers)
+    return metrics.ops_app(metrics.registry_for(dbs.get, clock), readiness)
 
 
 def _connect_when_possible(handler, stop: threading.Event) -> None:
@@ -150,9 +192,15 @@ def run(config: Config, stop: threading.Event | None = None) -> None:
     sender = SlackSender.from_config(config.slack)
     scheduler = build_scheduler(config, sender)
     app = build_bolt_app(config, on_change=scheduler.delivery.wake)
-    # HTTP mode binds before anything starts, so a port in use stops `run` at once, cleanly.
-    server = serve_http(app, config.slack.http_host, config.slack.http_port) \
+    ops = ops_for(config)
+    # Listeners bind before anything starts, so a port in use stops `run` at once, cleanly.
+    server = serve_http(app, config.slack.http_host, config.slack.http_port, ops) \
         if config.slack.mode == "http" else None
+    ops_server = serve_ops(ops, config.metrics.host, config.metrics.port) \
+        if config.metrics.port else None
+    if ops_server is not None:
+        log.info("metrics and health on http://%s:%d (/metrics, /healthz, /readyz)",
+                 config.metrics.host, ops_server.server_port)
     scheduler.start()
     log.info("watching %d server(s); alerts go to %s", len(config.servers), config.slack.channel)
     for warning in permission_warnings(config):
@@ -172,8 +220,9 @@ def run(config: Config, stop: threading.Event | None = None) -> None:
                      config.slack.http_host, server.server_port, EVENTS_PATH, HEALTH_PATH)
             stop.wait()
     finally:
-        if server is not None:
-            server.shutdown()  # stops accepting; returns once serve_forever has ended
-            server.server_close()
+        for listener in (server, ops_server):
+            if listener is not None:
+                listener.shutdown()  # stops accepting; returns once serve_forever has ended
+                listener.server_close()
         scheduler.shutdown()
         log.info("stopped")

@@ -24,6 +24,10 @@ def _global_options(*, config: bool, defaults: bool) -> argparse.ArgumentParser:
     options = argparse.ArgumentParser(add_help=False)
     options.add_argument("-v", "--verbose", action="store_true", help="log debug detail",
                          **({"default": False} if defaults else unset))
+    options.add_argument("--log-format", choices=("text", "json"),
+                         help="log lines for a person (text, the default) or one JSON object "
+                              "per line for a log shipper (default: logging.format)",
+                         **({"default": None} if defaults else unset))
     if config:
         options.add_argument("--config", metavar="PATH", help=CONFIG_HELP, **unset)
     return options
@@ -75,8 +79,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from .logs import TEXT_FORMAT, use_format
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
+                        format=TEXT_FORMAT, stream=sys.stderr)
+    use_format(args.log_format or "text")
     if not args.verbose:  # pywinrm and urllib3 are chatty about things we report ourselves
         logging.getLogger("urllib3").setLevel(logging.ERROR)
     for handler in logging.getLogger().handlers:
@@ -88,6 +94,8 @@ def main(argv: list[str] | None = None) -> int:
             from .demo import run_demo
             return run_demo(args.db)
         config = _load(args.config)
+        if args.log_format is None:
+            use_format(config.log_format)
         if args.command == "check":
             from .check import run_check
             return run_check(config)

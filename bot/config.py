@@ -38,6 +38,8 @@ KEYS = {
                 "read_timeout", "delivery_interval", "alert_after_failures"},
     "incidents": {"quiet_period", "update_interval"},
     "permissions": {"users", "groups", "channels"},
+    "metrics": {"host", "port"},
+    "logging": {"format"},
     "servers": {"name", "url", "username", "transport", "password_env", "validate_certificate",
                 "ca_bundle", "cert_pem", "cert_key_pem", "channel", "submission_connector",
                 "version"},
@@ -149,6 +151,14 @@ class ServerConfig:
 
 
 @dataclass(frozen=True)
+class MetricsConfig:
+    """The listener for /metrics, /healthz and /readyz; off while port is None."""
+
+    host: str = "127.0.0.1"
+    port: int | None = None
+
+
+@dataclass(frozen=True)
 class Config:
     slack: SlackConfig
     store: StoreConfig
@@ -157,6 +167,8 @@ class Config:
     servers: tuple[ServerConfig, ...]
     source: str = "<memory>"
     permissions: PermissionsConfig = PermissionsConfig()
+    metrics: MetricsConfig = MetricsConfig()
+    log_format: str = "text"          # or "json": one object per line, for log shippers
 
     def channel_for(self, server_name: str) -> str:
         for server in self.servers:
@@ -259,8 +271,16 @@ def parse_config(raw: Mapping[str, Any], environ: Mapping[str, str], source: str
     for name in names:
         if names.count(name) > 1:
             raise ConfigError(f"two [[servers]] entries are named {name!r}; names must be unique")
+    metrics = _table(raw, "metrics")
+    _only(metrics, "metrics", KEYS["metrics"])
+    metrics_cfg = MetricsConfig(
+        host=_listen_address(metrics, "metrics.host", MetricsConfig.host),
+        port=_int(metrics, "metrics.port", 0, low=1, high=65535) if "port" in metrics else None)
+    logging_table = _table(raw, "logging")
+    _only(logging_table, "logging", KEYS["logging"])
+    log_format = _choice(logging_table, "logging.format", ("text", "json"), "text")
     return Config(slack_cfg, store_cfg, polling_cfg, incident_cfg, servers, source,
-                  permissions_cfg)
+                  permissions_cfg, metrics_cfg, log_format)
 
 
 def _server(raw: Mapping[str, Any], where: str, environ: Mapping[str, str]) -> ServerConfig:

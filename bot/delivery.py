@@ -97,7 +97,8 @@ def deliver_once(db: Database, sender: SlackSender, config: Config,
             if exc.code == "unreachable" or exc.code.startswith("http_"):
                 break  # Slack is down: do not hammer it with every row
         except Exception as exc:  # a bug (say, in rendering): keep the row, say so, go on
-            log.exception("could not send outbox row %d", row.id)
+            log.exception("could not send outbox row %d", row.id,
+                          extra={"outbox_id": row.id, "incident": row.incident_id})
             blocked.add(subject)
             result.failed += 1
             result.errors.append(f"unexpected {type(exc).__name__}: {exc}")
@@ -120,7 +121,7 @@ def _retry_later(db: Database, row: store.OutboxRow, exc: DeliveryError, now: da
                          failed_since=failed_since)
     (log.error if exc.permanent else log.warning)(
         "delivery failed (attempt %d, next try %s): %s", row.attempts + 1, store.iso(retry_at),
-        exc)
+        exc, extra={"outbox_id": row.id, "incident": row.incident_id, "server": row.server})
 
 
 def backoff(attempts: int, permanent: bool) -> timedelta:
@@ -159,7 +160,7 @@ def _already_sent(db: Database, sender: SlackSender, row: store.OutboxRow, incid
     if ts is None:
         return False
     log.warning("outbox row %d had reached Slack before (ts %s); recorded, not sent again",
-                row.id, ts)
+                row.id, ts, extra={"outbox_id": row.id, "incident": row.incident_id})
     with store.write_transaction(db):
         store.mark_sent(db, row.id, now)
         if row.kind == "post":

@@ -8,6 +8,7 @@ Delivery to Slack is bot.delivery's.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Callable, Iterable
@@ -17,6 +18,7 @@ from sqlite_utils import Database
 from store import chat
 from store import db as store
 
+from . import metrics
 from .config import Config
 from .incidents import IncidentChange, decide, resolve_quiet
 from .model import Problem
@@ -54,16 +56,20 @@ def poll_server_once(db: Database, source: WinRMSource, config: Config,
     """One sweep of one server. Never raises: a failure is recorded for `status` and the log."""
     server = source.server
     result = PollResult(server.name)
+    started = time.monotonic()
     try:
         _poll(db, source, config, clock, result)
         for problem in result.problems[:5]:
-            log.warning("%s: %s", server.name, problem.detail)
+            log.warning("%s: %s", server.name, problem.detail, extra={"server": server.name})
     except SourceError as exc:
         result.error = str(exc)
     except Exception as exc:  # a bug or a database failure: say so, keep the other servers going
-        log.exception("unexpected error while polling %s", server.name)
+        log.exception("unexpected error while polling %s", server.name,
+                      extra={"server": server.name})
         result.error = (f"{server.name}: unexpected {type(exc).__name__} while polling: {exc} "
                         "(see the log; please report it)")
+    metrics.record_poll(server.name, time.monotonic() - started, result.stored,
+                        failed=result.error is not None)
     try:
         _record_health(db, server.name, result, config.polling.alert_after_failures, clock())
     except Exception:
@@ -79,7 +85,7 @@ def _record_health(db: Database, server: str, result: PollResult, alert_after: i
         return  # the usual case: all is well and was well
     with store.write_transaction(db):
         if result.error:
-            log.warning("poll failed: %s", result.error)
+            log.warning("poll failed: %s", result.error, extra={"server": server})
             store.save_poll_failure(db, server, result.error, now)
             state = store.server_state(db, server)
             if (state.consecutive_failures >= alert_after

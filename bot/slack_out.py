@@ -16,6 +16,7 @@ from slack_sdk.http_retry.builtin_handlers import (ConnectionErrorRetryHandler,
                                                    RateLimitErrorRetryHandler,
                                                    ServerErrorRetryHandler)
 
+from . import metrics
 from .config import SlackConfig
 
 #: Errors that will not go away by waiting; each needs a person to do something.
@@ -95,12 +96,16 @@ class SlackSender:
         kwargs = {k: v for k, v in kwargs.items() if v is not None}
         try:
             if method.startswith("conversations."):  # read methods take form parameters
-                return self.client.api_call(method, params=kwargs)
-            return self.client.api_call(method, json=kwargs)
+                response = self.client.api_call(method, params=kwargs)
+            else:
+                response = self.client.api_call(method, json=kwargs)
+            metrics.record_slack_call(method)
+            return response
         except SlackApiError as exc:
             status = exc.response.status_code
             # A non-200 answer (429 after retries, 5xx) may not even be JSON: name it by status.
             code = (exc.response.get("error") if status == 200 else None) or f"http_{status}"
+            metrics.record_slack_call(method, code)
             fix = FIXES.get(code)
             if fix:
                 raise DeliveryError(f"Slack {method} failed ({code}): " + fix.format(channel=where),
@@ -108,6 +113,7 @@ class SlackSender:
             raise DeliveryError(f"Slack {method} failed ({code}, HTTP {status}); will retry",
                                 code=code, permanent=False) from None
         except OSError as exc:  # URLError, timeouts, resets left after the retry handlers
+            metrics.record_slack_call(method, "unreachable")
             raise DeliveryError(f"Slack is unreachable at {self.client.base_url} ({exc}); "
                                 "alerts wait in the outbox", code="unreachable",
                                 permanent=False) from None

@@ -190,6 +190,8 @@ def test_run_in_socket_mode_answers_a_slash_command_and_stops_cleanly(tmp_path, 
                                                                       slack):
     logs["EX01"].append(FE, 1020, ("CONTOSO\\svc-scanner",))
     config = write_config(tmp_path, slack, winrm, mode="socket")
+    metrics_port = free_port()
+    config.write_text(config.read_text() + f"\n[metrics]\nport = {metrics_port}\n")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "WINRM_"))}
     env.update(ENV, SLACK_APP_TOKEN=slack.app_token, PYTHONPATH=str(ROOT))
     proc = subprocess.Popen(EXE + ["run", "--config", str(config)], env=env, cwd=ROOT,
@@ -197,6 +199,13 @@ def test_run_in_socket_mode_answers_a_slash_command_and_stops_cleanly(tmp_path, 
     try:
         slack.wait_for_socket(timeout=30)
         slack.wait_for_calls("chat.postMessage", 1, timeout=30)
+        # Socket Mode has no Slack server of its own: [metrics] opens the ops listener.
+        from tests.test_service import samples, scrape
+        status, text = scrape(metrics_port, "/metrics")
+        assert status == 200
+        assert samples(text)[("submitwatch_incidents", (("state", "open"),))] == 1
+        assert scrape(metrics_port, "/healthz") == (200, "ok")
+        assert scrape(metrics_port, "/readyz")[0] == 200
         payload = slack.slash_command_payload("status")
         envelope = slack.send_envelope("slash_commands", payload)
         assert slack.wait_for_ack(envelope, timeout=10)["envelope_id"] == envelope
@@ -237,14 +246,15 @@ def test_global_options_work_before_or_after_every_subcommand(command):
     from bot.cli import build_parser
     extra = {"backup": ["/tmp/copy.db"]}.get(command, [])
     takes_config = command != "demo"
-    options = ["-v"] + (["--config", "/etc/sw.toml"] if takes_config else [])
+    options = ["-v", "--log-format", "json"] + (["--config", "/etc/sw.toml"] if takes_config
+                                                  else [])
     before = build_parser().parse_args(options + [command] + extra)
     after = build_parser().parse_args([command] + extra + options)
     for args in (before, after):
-        assert args.command == command and args.verbose is True
+        assert args.command == command and args.verbose is True and args.log_format == "json"
         assert args.config == ("/etc/sw.toml" if takes_config else None)
     plain = build_parser().parse_args([command] + extra)
-    assert plain.verbose is False and plain.config is None
+    assert plain.verbose is False and plain.config is None and plain.log_format is None
 
 
 def test_config_before_the_subcommand_is_used_by_a_real_run(tmp_path, winrm, slack):

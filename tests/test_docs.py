@@ -39,10 +39,13 @@ def test_secrets_named_in_the_readme_are_the_ones_the_code_reads():
 
 
 def test_documented_defaults_are_the_real_defaults():
-    from bot.config import (IncidentConfig, PermissionsConfig, PollingConfig, ServerConfig,
-                            SlackConfig, StoreConfig, parse_duration)
+    from bot.config import (Config, IncidentConfig, MetricsConfig, PermissionsConfig,
+                            PollingConfig, ServerConfig, SlackConfig, StoreConfig,
+                            parse_duration)
+    logging_defaults = type("Logging", (), {"format": Config.log_format})
     defaults = {"slack": SlackConfig(channel="C"), "store": StoreConfig(),
-                "permissions": PermissionsConfig(),
+                "permissions": PermissionsConfig(), "metrics": MetricsConfig(),
+                "logging": logging_defaults,
                 "polling": PollingConfig(), "incidents": IncidentConfig(),
                 "servers": ServerConfig(name="x", url="u")}
     rows = re.findall(r"^\| `([a-z_]+)\.([a-z_]+)` \| `([^`|]+)` \|", README, re.M)

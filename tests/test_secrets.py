@@ -190,6 +190,10 @@ def test_check_and_poll_once_never_show_a_secret_even_when_everything_fails(tmp_
     faulted = cli("poll-once", "-v")
     assert "EX01: FAILED" in faulted.stdout and "Access is denied" in faulted.stdout
     assert "token_revoked" in faulted.stdout or "SLACK_BOT_TOKEN" in faulted.stdout
+    # JSON log lines go through the same filters.
+    scanner(logs, "EX02", "CONTOSO\\json")
+    as_json = cli("poll-once", "-v", "--log-format", "json")
+    assert as_json.stderr.lstrip().startswith('{"time": ')
 
     for what, result in outputs:
         assert "Traceback" not in result.stderr, result.stderr[-2000:]

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import pytest
+
 from store import db as store
 from tests.blocks import prose
 from tests.conftest import CHANNEL
@@ -140,3 +142,171 @@ def test_check_fails_an_app_token_that_cannot_open_socket_mode(make_config, slac
     assert status == 1 and "FAILED   Socket Mode: Slack rejected SLACK_APP_TOKEN" in out
     status, out = run_check_of(make_config(servers=("EX01",)), BOT_TOKEN)
     assert status == 1 and "SLACK_APP_TOKEN holds a bot token" in out
+
+
+# --- metrics and health, scraped over HTTP and parsed with prometheus_client's own parser --------
+
+def scrape(port, path):
+    import urllib.error
+    import urllib.request
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+def samples(text):
+    from prometheus_client.parser import text_string_to_metric_families
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
+
+
+def ops_listener(config, clock):
+    from bot.app import ops_for, serve_ops
+    return serve_ops(ops_for(config, clock), "127.0.0.1", 0)
+
+
+def test_metrics_count_polls_events_slack_calls_and_read_the_database(
+        logs, db, make_config, slack, winrm, clock):
+    config = make_config(servers=("EX01", "EX02"))
+    server = ops_listener(config, clock)
+    try:
+        port = server.server_port
+        status, before = scrape(port, "/metrics")
+        assert status == 200
+        before = samples(before)
+        scanner(logs["EX01"], 3)
+        winrm.inject("EX02", "unauthorized", times=None)
+        sweep(db, config, clock)
+        after = samples(scrape(port, "/metrics")[1])
+    finally:
+        server.shutdown()
+        server.server_close()
+
+    def delta(name, **labels):
+        key = (name, tuple(sorted(labels.items())))
+        return after.get(key, 0) - before.get(key, 0)
+    assert delta("submitwatch_polls_total", server="EX01", outcome="ok") == 1
+    assert delta("submitwatch_polls_total", server="EX02", outcome="failed") == 1
+    assert delta("submitwatch_events_stored_total", server="EX01") == 3
+    assert delta("submitwatch_poll_duration_seconds_count", server="EX01") == 1
+    assert delta("submitwatch_slack_api_calls_total", method="chat.postMessage") == 1
+    assert after[("submitwatch_incidents", (("state", "open"),))] == 1
+    assert after[("submitwatch_incidents", (("state", "acknowledged"),))] == 0
+    assert after[("submitwatch_outbox_messages", ())] == 0
+    assert after[("submitwatch_server_consecutive_failures", (("server", "EX02"),))] == 1
+    assert after[("submitwatch_server_last_success_timestamp_seconds", (("server", "EX01"),))] \
+        == pytest.approx(clock().timestamp(), abs=1)
+    assert after[("submitwatch_server_records_behind", (("server", "EX01"),))] == 0
+
+
+def test_slack_errors_are_counted_by_method_and_code(logs, db, make_config, slack, clock):
+    from bot import metrics
+    config = make_config(servers=("EX01",))
+    key = ("chat.postMessage", "not_in_channel")
+    before = metrics.SLACK_ERRORS.labels(*key)._value.get()
+    slack.set_joined(CHANNEL, False)
+    scanner(logs["EX01"], 1)
+    sweep(db, config, clock)
+    assert metrics.SLACK_ERRORS.labels(*key)._value.get() == before + 1
+    # ... and the waiting message shows in the outbox gauges.
+    server = ops_listener(config, clock)
+    try:
+        clock.advance(minutes=2)
+        found = samples(scrape(server.server_port, "/metrics")[1])
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert found[("submitwatch_outbox_messages", ())] == 1
+    assert found[("submitwatch_outbox_oldest_age_seconds", ())] == pytest.approx(120, abs=1)
+
+
+def test_readyz_says_what_is_wrong_database_slack_or_polling(
+        db, db_path, make_config, slack, clock):
+    import json
+    import sqlite3
+    config = make_config(servers=("EX01",))
+    sweep(db, config, clock)
+    server = ops_listener(config, clock)
+    try:
+        port = server.server_port
+        assert scrape(port, "/healthz") == (200, "ok")
+        status, body = scrape(port, "/readyz")
+        assert status == 200 and json.loads(body) == {
+            "ready": True, "checks": {"database": "ok", "slack": "ok", "polling": "ok"}}
+        blocker = sqlite3.connect(db_path, isolation_level=None)
+        blocker.execute("BEGIN IMMEDIATE")     # another writer holds the lock
+        status, body = scrape(port, "/readyz")
+        blocker.execute("ROLLBACK")
+        blocker.close()
+        assert status == 503 and "takes no writes" in json.loads(body)["checks"]["database"]
+        clock.advance(minutes=10)              # no poll since: three intervals and more
+        status, body = scrape(port, "/readyz")
+        assert status == 503
+        assert json.loads(body)["checks"]["polling"] == "not polled in the last 185s: EX01"
+        assert scrape(port, "/nothing")[0] == 404
+    finally:
+        server.shutdown()
+        server.server_close()
+    slack.set_down(True)
+    server = ops_listener(config, clock)       # a new listener: nothing cached
+    try:
+        status, body = scrape(server.server_port, "/readyz")
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert status == 503 and json.loads(body)["checks"]["slack"].startswith(
+        "Slack does not answer at")
+
+
+def test_http_mode_serves_metrics_and_readiness_beside_the_slack_events(
+        db, make_config, slack, clock):
+    from bot.app import build_bolt_app, ops_for, serve_http
+    config = make_config(servers=("EX01",), slack={"mode": "http"})
+    server = serve_http(build_bolt_app(config), "127.0.0.1", 0, ops_for(config, clock))
+    try:
+        port = server.server_port
+        status, text = scrape(port, "/metrics")
+        assert status == 200 and "submitwatch_outbox_messages" in text
+        assert scrape(port, "/healthz") == (200, "ok")
+        assert scrape(port, "/readyz")[0] == 200
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_json_logs_are_one_object_per_line_with_structured_fields(tmp_path, winrm, slack):
+    import json
+    from tests.test_cli import ENV, run_cli, write_config
+    config = write_config(tmp_path, slack, winrm)
+    winrm.inject("EX01", "unauthorized", times=None)
+    for args, extra in ((["--log-format", "json"], ""), ([], '\n[logging]\nformat = "json"\n')):
+        if extra:
+            config.write_text(config.read_text() + extra)
+        result = run_cli("poll-once", "--config", str(config), *args, env=ENV)
+        lines = [json.loads(line) for line in result.stderr.splitlines() if line.strip()]
+        [failed] = [line for line in lines if line["message"].startswith("poll failed")]
+        assert failed["level"] == "WARNING" and failed["logger"] == "submitwatch"
+        assert failed["server"] == "EX01" and failed["time"].endswith("Z")
+        assert ENV["WINRM_PASSWORD"] not in result.stderr   # the secret filters apply too
+
+
+@pytest.mark.parametrize("table, error", [
+    ({"metrics": {"port": 0}}, "metrics.port must be a whole number from 1 to 65535"),
+    ({"metrics": {"port": 9464, "host": "metrics.local"}}, "metrics.host must be the IP address"),
+    ({"metrics": {"listen": 1}}, "metrics"),
+    ({"logging": {"format": "xml"}}, "logging.format must be one of"),
+])
+def test_metrics_and_logging_keys_are_checked(table, error):
+    from bot.config import ConfigError, parse_config
+    raw = {"slack": {"channel": "C0ALERTS"}, **table}
+    with pytest.raises(ConfigError, match=error):
+        parse_config(raw, {})
+
+
+def test_metrics_are_off_unless_a_port_is_set():
+    from bot.config import parse_config
+    assert parse_config({"slack": {"channel": "C"}}, {}).metrics.port is None
+    on = parse_config({"slack": {"channel": "C"}, "metrics": {"port": 9464}}, {})
+    assert (on.metrics.host, on.metrics.port) == ("127.0.0.1", 9464)

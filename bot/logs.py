@@ -1,0 +1,42 @@
+"""Log lines for a person (text) or for a log shipper (one JSON object per line).
+
+JSON lines carry the time (UTC, ISO 8601), level, logger and message, and the structured fields
+a call passes with `extra=` (server, incident, outbox_id), so a shipper can filter on them
+without parsing the message. The filters on the handler (no NTLM tokens) apply to both.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from datetime import datetime, timezone
+
+TEXT_FORMAT = "%(asctime)s %(levelname)s %(message)s"
+#: Fields a log call may attach with extra={...}; JSON lines carry them as keys.
+FIELDS = ("server", "incident", "outbox_id")
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        line = {
+            "time": datetime.fromtimestamp(record.created, timezone.utc).isoformat(
+                timespec="milliseconds").replace("+00:00", "Z"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for field in FIELDS:
+            if getattr(record, field, None) is not None:
+                line[field] = getattr(record, field)
+        if record.exc_info:
+            line["exception"] = self.formatException(record.exc_info)
+        return json.dumps(line, ensure_ascii=False, default=str)
+
+
+def formatter(kind: str) -> logging.Formatter:
+    return JsonFormatter() if kind == "json" else logging.Formatter(TEXT_FORMAT)
+
+
+def use_format(kind: str) -> None:
+    """Switch every root handler to `kind` ("text" or "json")."""
+    for handler in logging.getLogger().handlers:
+        handler.setFormatter(formatter(kind))
