@@ -16,6 +16,7 @@ demo: $(STAMP)
 	$(BIN)/submitwatch demo
 
 test: $(STAMP)
+	@bash .ci/debian-packages
 	$(BIN)/python -m pytest
 
 # The benchmark suite (docs/benchmarks.md): about 6 minutes on 2 cores; prints a markdown table.
