@@ -431,6 +431,11 @@ def _choice(table: Mapping[str, Any], name: str, allowed: tuple[str, ...], defau
     return value
 
 
+#: The longest duration anything takes (ten years): beyond it date arithmetic overflows, and
+#: no interval, period or snooze is meant to be that long.
+MAX_DURATION = 3650 * 86400.0
+
+
 def _duration(table: Mapping[str, Any], name: str, default: float, low: float) -> float:
     key = name.rsplit(".", 1)[-1]
     if key not in table:
@@ -438,9 +443,9 @@ def _duration(table: Mapping[str, Any], name: str, default: float, low: float) -
     value = table[key]
     seconds = parse_duration(value) if isinstance(value, str) else value
     if (isinstance(seconds, bool) or not isinstance(seconds, (int, float))
-            or not math.isfinite(seconds) or seconds < low):
-        raise ConfigError(f"{name} must be a duration of at least {low:g}s, as seconds or text "
-                          f"like '90s', '5m', '24h', '7d'; got {value!r}")
+            or not math.isfinite(seconds) or not low <= seconds <= MAX_DURATION):
+        raise ConfigError(f"{name} must be a duration from {low:g}s to 3650d, as seconds or "
+                          f"text like '90s', '5m', '24h', '7d'; got {value!r}")
     return float(seconds)
 
 

@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 from sqlite_utils import Database
 
-from bot.config import Config, parse_duration
+from bot.config import MAX_DURATION, Config, parse_duration
 from bot.render import show
 
 #: Longest slash-command text we read; Slack itself allows a few thousand characters.
@@ -118,6 +118,9 @@ def duration(text: str) -> float:
     if seconds is None or seconds <= 0:
         raise CommandError(f"`{show(text, 40)}` is not a duration; write it like `30m`, `4h` or "
                            "`7d`")
+    if seconds > MAX_DURATION:  # checked before any date arithmetic, which would overflow
+        raise CommandError(f"`{show(text, 40)}` is too long: durations go up to `3650d` "
+                           "(ten years)")
     return seconds
 
 

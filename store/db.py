@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import tempfile
 import threading
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -35,31 +36,84 @@ def open_db(path: str | Path, *, migrate: bool = True) -> Database:
     try:
         if path.parent and not path.parent.exists():
             raise StoreError(f"the folder for the database {path} does not exist")
-        conn = sqlite3.connect(str(path), timeout=BUSY_TIMEOUT_MS / 1000, check_same_thread=False,
-                               isolation_level=None)
-        db = Database(conn)
-        db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-        db.execute("PRAGMA journal_mode = WAL")
-        # FULL: a commit survives a power cut too, so "sent" marks are never lost (re-posts).
-        db.execute("PRAGMA synchronous = FULL")
-        db.execute("PRAGMA foreign_keys = ON")
-        if migrate:
+        if not migrate:
+            return _connect(path)
+        # Creating the file, switching it to WAL and the schema: one process at a time.
+        with _migration_lock(path):
+            _create_private(path)
+            db = _connect(path)
             migrations.apply(db)
     except sqlite3.DatabaseError as exc:
         raise StoreError(f"cannot open the database: {explain(exc, path)}") from exc
     return db
 
 
+def _connect(path: Path) -> Database:
+    conn = sqlite3.connect(str(path), timeout=BUSY_TIMEOUT_MS / 1000, check_same_thread=False,
+                           isolation_level=None)
+    db = Database(conn)
+    db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+    db.execute("PRAGMA journal_mode = WAL")
+    # FULL: a commit survives a power cut too, so "sent" marks are never lost (re-posts).
+    db.execute("PRAGMA synchronous = FULL")
+    db.execute("PRAGMA foreign_keys = ON")
+    return db
+
+
+@contextmanager
+def _migration_lock(path: Path) -> Iterator[None]:
+    """One process at a time creates or upgrades the schema.
+
+    Two processes starting on a new database at once (`run` and a cron `poll-once`) would both
+    see no schema and both create it: one then failed at once with "database is locked"
+    (SQLite refuses the second writer of a deferred transaction without waiting). An OS lock on
+    `<database>.lock` makes the second wait, then find the schema in place.
+    """
+    try:
+        fd = os.open(f"{path}.lock", os.O_CREAT | os.O_RDWR, 0o600)
+    except OSError:  # a read-only folder: nobody can create the schema there anyway
+        yield
+        return
+    try:
+        if os.name == "nt":
+            import msvcrt
+            msvcrt.locking(fd, msvcrt.LK_LOCK, 1)   # retries for 10 s, then raises OSError
+        else:
+            import fcntl
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)   # closing releases the lock
+
+
+def _create_private(path: Path) -> None:
+    """Create the database file readable by its owner only (it holds account names, the audit
+    and channel IDs); SQLite gives its -wal and -shm files the same mode. An existing file is
+    left as it is."""
+    try:
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+    except FileExistsError:
+        pass
+
+
 def backup(path: str | Path, target: str | Path) -> dict[str, int]:
     """A consistent copy of the live database (SQLite's online backup API), safe while `run`
-    writes to it. Written beside the target and renamed, so a half copy never has its name."""
+    writes to it. Written to a new private file beside the target (a random name, created with
+    O_EXCL and O_NOFOLLOW: nothing planted there is followed) and linked to the target's name,
+    which fails if anything, a symlink included, has that name by then."""
     target = Path(target)
-    if target.exists():
+    if target.exists() or target.is_symlink():
         raise StoreError(f"{target} already exists; give a new file name (backups are never "
                          "overwritten)")
     if not Path(path).exists():
         raise StoreError(f"there is no database at {path} to back up (check store.path)")
-    partial = target.with_name(target.name + ".partial")
+    try:
+        handle, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".partial",
+                                        dir=target.parent if str(target.parent) else ".")
+        os.close(handle)
+    except OSError as exc:
+        raise StoreError(f"cannot write the backup {target}: {exc.strerror}") from exc
+    partial = Path(name)
     try:
         source = sqlite3.connect(f"file:{Path(path).resolve()}?mode=ro", uri=True,
                                  timeout=BUSY_TIMEOUT_MS / 1000)
@@ -74,14 +128,32 @@ def backup(path: str | Path, target: str | Path) -> dict[str, int]:
         finally:
             copy.close()
             source.close()
-        os.replace(partial, target)
+        _publish(partial, target)
     except sqlite3.Error as exc:
         partial.unlink(missing_ok=True)
         raise StoreError(f"backup failed: {explain(exc, path)}") from exc
+    except FileExistsError:
+        partial.unlink(missing_ok=True)
+        raise StoreError(f"{target} appeared while the backup was written; the copy was "
+                         "removed, nothing was overwritten") from None
     except OSError as exc:
         partial.unlink(missing_ok=True)
         raise StoreError(f"cannot write the backup {target}: {exc.strerror}") from exc
     return counts
+
+
+def _publish(partial: Path, target: Path) -> None:
+    """Give the finished copy its name without ever replacing a file (or symlink) there."""
+    try:
+        os.link(partial, target, follow_symlinks=False)
+    except FileExistsError:
+        raise
+    except OSError:  # a file system without hard links: check, then rename (a small race)
+        if target.exists() or target.is_symlink():
+            raise FileExistsError(str(target)) from None
+        os.rename(partial, target)
+        return
+    partial.unlink()
 
 
 def prune(db: Database, cutoff: datetime, batch: int = 5000) -> dict[str, int]:

@@ -111,7 +111,10 @@ def test_wrong_keys_types_and_values_name_the_key(tmp_path, patch, message):
     ("[polling]\nbatch_size = 0", "polling.batch_size must be a whole number from 1 to 5000"),
     ("[polling]\nbatch_size = true", "polling.batch_size must be a whole number"),
     ("[polling]\nread_timeout = 10\noperation_timeout = 20", "read_timeout must be longer"),
-    ("[incidents]\nquiet_period = '5s'", "incidents.quiet_period must be a duration of at least 60s"),
+    ("[incidents]\nquiet_period = '5s'", "incidents.quiet_period must be a duration from 60s to 3650d"),
+    ("[incidents]\nquiet_period = '99999999999d'", "quiet_period must be a duration from 60s to "
+                                                    "3650d"),
+    ("[store]\nretention = 1e300", "store.retention must be a duration from"),
     ("[store]\npath = ''", "store.path must be a non-empty string"),
     ("[extra]\nx = 1", "unknown key 'extra'"),
 ])
