@@ -24,8 +24,46 @@ HEALTH_PATH = "/healthz"
 MAX_BODY = 2 * 1024 * 1024
 
 
+class BotIdentity:
+    """Who the bot is (auth.test), learnt in the background and handed to Bolt.
+
+    Bolt's single-team authorization calls auth.test before the first listener may ack, with
+    the client's long timeouts, and keeps the answer only after a success: a slow Web API made
+    the first slash command miss Slack's 3 s deadline. Here every request is authorized at once
+    with the token; the identity (for the context's bot_user_id) arrives when Slack answers.
+    """
+
+    def __init__(self, token: str):
+        self.token = token
+        self.answer: dict | None = None
+
+    def learn(self, client, stop: threading.Event) -> None:
+        """Ask auth.test until Slack answers (in a background thread)."""
+        delay = 5.0
+        while not stop.is_set() and self.answer is None:
+            try:
+                self.answer = dict(client.auth_test(token=self.token).data)
+            except Exception as exc:  # Slack down or slow: acks do not wait for this
+                log.debug("auth.test failed (%s); asking again in %.0fs", exc, delay)
+                stop.wait(delay)
+                delay = min(delay * 2, 300.0)
+
+    def authorizer(self):
+        """Bolt's `authorize` function (a plain function: Bolt passes arguments by name)."""
+        from slack_bolt.authorization import AuthorizeResult
+
+        def authorize(enterprise_id, team_id, user_id):
+            known = self.answer or {}
+            return AuthorizeResult(enterprise_id=enterprise_id,
+                                   team_id=team_id or known.get("team_id"), bot_token=self.token,
+                                   bot_id=known.get("bot_id"), bot_user_id=known.get("user_id"),
+                                   user_id=user_id)
+        return authorize
+
+
 def build_bolt_app(config: Config, clock: Callable | None = None,
-                   on_change: Callable[[], None] | None = None):
+                   on_change: Callable[[], None] | None = None,
+                   identity: BotIdentity | None = None):
     """The Bolt app with every listener; `clock` (a `() -> datetime`) is for tests.
     `on_change` is called after a click or command that may have queued Slack messages (an
     acknowledged alert to update): `run` passes the delivery loop's wake, so the alert changes
@@ -35,6 +73,7 @@ def build_bolt_app(config: Config, clock: Callable | None = None,
     import handlers
 
     slack = config.slack
+    identity = identity or BotIdentity(slack.bot_token.reveal())
     app = App(
         client=make_client(slack.api_url, slack.bot_token.reveal()),
         signing_secret=slack.signing_secret.reveal() if slack.signing_secret else "",
@@ -42,8 +81,9 @@ def build_bolt_app(config: Config, clock: Callable | None = None,
         # signature; over HTTP anyone can knock, so Bolt checks every request's signature
         # and refuses (401) bad ones and timestamps more than 5 minutes off.
         request_verification_enabled=slack.mode == "http",
-        # No auth.test at start-up: polling must begin even while Slack is unreachable.
-        token_verification_enabled=False,
+        # No auth.test before a request is acked (BotIdentity), nor at start-up: polling
+        # must begin even while Slack is unreachable.
+        authorize=identity.authorizer(),
     )
     dbs = ThreadDatabases(config.store.path)
     handlers.register_all(app, dbs.get, config, clock, on_change or (lambda: None))
@@ -191,7 +231,11 @@ def run(config: Config, stop: threading.Event | None = None) -> None:
     stop = stop or threading.Event()
     sender = SlackSender.from_config(config.slack)
     scheduler = build_scheduler(config, sender)
-    app = build_bolt_app(config, on_change=scheduler.delivery.wake)
+    identity = BotIdentity(config.slack.bot_token.reveal())
+    app = build_bolt_app(config, on_change=scheduler.delivery.wake, identity=identity)
+    threading.Thread(target=identity.learn, args=(make_client(
+        config.slack.api_url, config.slack.bot_token.reveal(), timeout=10), stop),
+        name="auth.test", daemon=True).start()
     ops = ops_for(config)
     # Listeners bind before anything starts, so a port in use stops `run` at once, cleanly.
     server = serve_http(app, config.slack.http_host, config.slack.http_port, ops) \

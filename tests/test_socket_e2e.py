@@ -127,3 +127,27 @@ def test_slash_ack_updates_the_alert_at_once(running, slack):
     slack.wait_for_ack(slack.send_envelope("slash_commands", payload), timeout=5)
     wait_until(lambda: "Acknowledged by <@U0ALICE>" in str(slack.messages(CHANNEL)[0]["blocks"]))
     assert slack.messages(CHANNEL)[0]["ts"] == message["ts"]
+
+
+def test_the_first_slash_command_is_acked_in_time_while_the_web_api_is_slow(
+        make_config, slack):
+    # auth.test takes 6 s: Bolt used to call it before the first listener could ack.
+    slack.slow("auth.test", 6)
+    config = make_config(servers=("EX01",), polling={"interval": "60s", "jitter": 0})
+    config = replace(config, slack=replace(config.slack, app_token=Secret(slack.app_token)))
+    stop = threading.Event()
+    thread = threading.Thread(target=run, args=(config, stop), daemon=True)
+    thread.start()
+    try:
+        slack.wait_for_socket(timeout=20)
+        payload = slack.slash_command_payload("help")
+        envelope = slack.send_envelope("slash_commands", payload)
+        slack.wait_for_ack(envelope, timeout=5)
+        [record] = [e for e in slack.envelopes() if e["envelope_id"] == envelope]
+        assert not record["late"] and record["ack_seconds"] < 3, record
+        [response] = slack.wait_for_responses(1, timeout=10, url=payload["response_url"])
+        assert "/submitwatch" in response["payload"]["text"]
+    finally:
+        stop.set()
+        thread.join(30)
+    assert not thread.is_alive()

@@ -439,6 +439,8 @@ class SlackStandIn:
         self.scopes: frozenset[str] | None = None if scopes is None else frozenset(scopes)
         #: Seconds each request waits before being processed (benchmarks).
         self.delay = float(delay)
+        #: Extra seconds before answering one method (``slow("auth.test", 5)``).
+        self.method_delays: dict[str, float] = {}
         #: Seconds each Web API answer waits after the request took effect: widens the window
         #: in which a client may die after Slack acted but before it heard so (crash tests).
         self.answer_delay = 0.0
@@ -579,6 +581,10 @@ class SlackStandIn:
             self._revoked = True
 
     # -- fault injection ---------------------------------------------------
+
+    def slow(self, method: str, seconds: float) -> None:
+        """Answer `method` `seconds` late from now on (0 ends it): a slow Web API."""
+        self.method_delays[method] = float(seconds)
 
     def fail_next(
         self,
@@ -1000,8 +1006,9 @@ class SlackStandIn:
     def _process(self, *, method: str, query: str, body: bytes, headers: dict[str, str]) -> _Reply:
         """Decode one request, answer it and record it as a :class:`Call`."""
         arrived = time.time()
-        if self.delay > 0:
-            time.sleep(self.delay)
+        pause = self.delay + self.method_delays.get(method, 0.0)
+        if pause > 0:
+            time.sleep(pause)
         try:
             params = _decode_params(query, body, headers.get("content-type", ""))
         except _SlackError as exc:
