@@ -33,7 +33,7 @@ log = logging.getLogger("submitwatch")
 #: How long an error a person must fix is retried before the row is given up.
 GIVE_UP_AFTER = timedelta(days=1)
 #: The kinds of row that create a new message (and may have reached Slack before a crash).
-CREATES_MESSAGE = ("post", "reply", "server_down", "server_up")
+CREATES_MESSAGE = ("post", "reply", "server_down", "server_up", "bot_late")
 
 
 @dataclass
@@ -59,7 +59,7 @@ def deliver_once(db: Database, sender: SlackSender, config: Config,
             continue
         incident = store.get_incident(db, row.incident_id) if row.incident_id else None
         needs_message = row.kind in ("update", "reply") and incident.message_ts is None
-        if subject in blocked or row.not_before > now or needs_message:
+        if subject in blocked or _not_due(row, now, config) or needs_message:
             # An update held back only to coalesce renders the latest state whenever it goes,
             # so later thread replies need not wait for it; a row waiting for its alert to be
             # (re)posted must not hold back that post. Anything else keeps its order.
@@ -122,6 +122,17 @@ def _retry_later(db: Database, row: store.OutboxRow, exc: DeliveryError, now: da
     (log.error if exc.permanent else log.warning)(
         "delivery failed (attempt %d, next try %s): %s", row.attempts + 1, store.iso(retry_at),
         exc, extra={"outbox_id": row.id, "incident": row.incident_id, "server": row.server})
+
+
+def _not_due(row: store.OutboxRow, now: datetime, config: Config) -> bool:
+    """Still waiting. A wait longer than any SubmitWatch sets (a backoff, a coalescing delay)
+    means the wall clock was stepped back since it was set: the row is due now, instead of
+    slipping by the size of the step."""
+    if row.not_before <= now:
+        return False
+    longest = max(backoff(99, row.failed_since is not None),
+                  timedelta(seconds=config.incidents.update_interval))
+    return row.not_before - now <= longest
 
 
 def backoff(attempts: int, permanent: bool) -> timedelta:
@@ -207,6 +218,12 @@ def _send(db: Database, sender: SlackSender, row: store.OutboxRow, incident, cha
           config: Config, now: datetime) -> None:
     if row.kind in ("server_down", "server_up"):
         _send_server_health(db, sender, row, channel, now)
+        return
+    if row.kind == "bot_late":
+        text, blocks = render.bot_late(row.detail)
+        sender.post(channel, text, blocks, metadata=_marker(row, "submitwatch_bot"))
+        with store.write_transaction(db):
+            store.mark_sent(db, row.id, now)
         return
     servers = {s.name: s for s in config.servers}
     if row.kind == "reply":

@@ -15,7 +15,9 @@ from __future__ import annotations
 import logging
 import random
 import threading
+import time
 from datetime import datetime, timedelta, timezone
+from typing import Callable
 
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
@@ -29,6 +31,7 @@ from .delivery import deliver_once
 from .poller import poll_server_once, resolve_quiet_incidents
 from .slack_out import SlackSender
 from .source import WinRMSource
+from .watchdog import Watchdog
 
 log = logging.getLogger("submitwatch")
 MAX_POLL_WORKERS = 32
@@ -84,22 +87,30 @@ class DeliveryLoop:
 
 
 class Background:
-    """The poll and housekeeping jobs plus the delivery loop, started and stopped together."""
+    """The poll and housekeeping jobs, their watchdog and the delivery loop, started and
+    stopped together."""
 
-    def __init__(self, jobs: BackgroundScheduler, delivery: DeliveryLoop):
+    def __init__(self, jobs: BackgroundScheduler, delivery: DeliveryLoop, watchdog: Watchdog,
+                 watch_every: float):
         self.jobs = jobs
         self.delivery = delivery
+        self.watchdog = watchdog
+        self.watch_every = watch_every
 
     def start(self) -> None:
         self.jobs.start()
         self.delivery.start()
+        self.watchdog.start(self.watch_every)
 
     def shutdown(self) -> None:
+        self.watchdog.stop()
         self.jobs.shutdown(wait=True)  # polls first: what they store is sent on the next start
         self.delivery.stop()
 
 
-def build_scheduler(config: Config, sender: SlackSender) -> Background:
+def build_scheduler(config: Config, sender: SlackSender, *,
+                    monotonic: Callable[[], float] = time.monotonic) -> Background:
+    """`monotonic` is the watchdog's clock (tests pass their own)."""
     open_db(config.store.path).conn.close()  # create or upgrade the schema once, up front
     dbs = ThreadDatabases(config.store.path)
     delivery = DeliveryLoop(_guarded(lambda: deliver_once(dbs.get(), sender, config), "deliver"),
@@ -113,25 +124,33 @@ def build_scheduler(config: Config, sender: SlackSender) -> Background:
                       "misfire_grace_time": int(config.polling.interval)},
         timezone=timezone.utc,
     )
+    watchdog = Watchdog(scheduler, dbs.get, monotonic=monotonic)
     start = datetime.now(timezone.utc)
     for server in config.servers:
         source = WinRMSource(server, config.polling)
+        job_id = f"poll:{server.name}"
         # The first poll is jittered too, so a restart does not hit every server at once.
         first = start + timedelta(seconds=random.uniform(0, config.polling.jitter))
-        scheduler.add_job(_guarded(lambda s=source: poll_and_wake(delivery.wake, dbs.get(), s,
-                                                                  config),
-                                   f"poll {server.name}"),
-                          "interval", seconds=config.polling.interval,
-                          jitter=config.polling.jitter or None, next_run_time=first,
-                          id=f"poll:{server.name}", name=f"poll {server.name}")
-    scheduler.add_job(_guarded(lambda: housekeeping(dbs.get(), config), "housekeeping"),
-                      "interval", seconds=HOUSEKEEPING_EVERY_SECONDS, id="housekeeping",
-                      name="resolve quiet incidents, end snoozes", executor="housekeeping")
+        scheduler.add_job(watchdog.wrap(job_id, _guarded(
+            lambda s=source: poll_and_wake(delivery.wake, dbs.get(), s, config),
+            f"poll {server.name}")),
+            "interval", seconds=config.polling.interval, jitter=config.polling.jitter or None,
+            next_run_time=first, id=job_id, name=f"poll {server.name}")
+        watchdog.watch(job_id, f"poll {server.name}", config.polling.interval,
+                       config.polling.jitter)
+    scheduler.add_job(watchdog.wrap("housekeeping", _guarded(
+        lambda: housekeeping(dbs.get(), config), "housekeeping")),
+        "interval", seconds=HOUSEKEEPING_EVERY_SECONDS, id="housekeeping",
+        name="resolve quiet incidents, end snoozes", executor="housekeeping")
+    watchdog.watch("housekeeping", "housekeeping (quiet incidents, snoozes)",
+                   HOUSEKEEPING_EVERY_SECONDS, 0)
     scheduler.add_job(_guarded(lambda: prune_old(dbs.get(), config), "retention"),
                       "interval", hours=PRUNE_EVERY_HOURS, next_run_time=start + timedelta(
                           minutes=1), id="retention", name="delete what is past store.retention",
                       executor="housekeeping")
-    return Background(scheduler, delivery)
+    # Checked often enough to repair a stalled poll within about one interval.
+    watch_every = max(1.0, min(config.polling.interval, HOUSEKEEPING_EVERY_SECONDS))
+    return Background(scheduler, delivery, watchdog, watch_every)
 
 
 def prune_old(db, config: Config) -> None:

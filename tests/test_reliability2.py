@@ -88,3 +88,102 @@ def test_processes_racing_to_create_a_new_database_all_succeed(tmp_path):
                                         "_sqlite_migrations").fetchone()
         assert applied[0] == applied[1] >= 8     # each migration applied exactly once
     assert outcomes == ["ok"] * len(outcomes), [o for o in outcomes if o != "ok"]
+
+
+# --- the clock stepped back: polling must not stop silently --------------------------------------
+
+def test_a_clock_stepped_back_an_hour_does_not_stop_polling_and_slack_hears_it_once(
+        logs, db, make_config, slack, clock):
+    import time as real_time
+    from datetime import datetime, timedelta, timezone
+
+    from bot.delivery import deliver_once
+    from bot.scheduler import build_scheduler
+    from bot.slack_out import SlackSender
+    from store import db as store
+    from tests.conftest import CHANNEL
+    config = make_config(servers=("EX01",), polling={"interval": "60s", "jitter": 0})
+    monotonic = [1000.0]
+    background = build_scheduler(config, SlackSender.from_config(config.slack),
+                                 monotonic=lambda: monotonic[0])
+    background.jobs.start()
+    try:
+        def polls():
+            return store.server_state(db, "EX01").last_poll_at
+        deadline = real_time.monotonic() + 20
+        while polls() is None and real_time.monotonic() < deadline:
+            real_time.sleep(0.05)
+        first = polls()
+        assert first is not None
+        # What APScheduler holds after NTP stepped the clock back an hour: the next run an
+        # hour ahead of the wall clock. Without the watchdog it sleeps that hour.
+        background.jobs.modify_job("poll:EX01", next_run_time=datetime.now(timezone.utc)
+                                   + timedelta(hours=1))
+        monotonic[0] += 121                               # two intervals and a second later
+        assert background.watchdog.check() == ["poll EX01",   # housekeeping's 30 s too
+                                                "housekeeping (quiet incidents, snoozes)"]
+        deadline = real_time.monotonic() + 20
+        while polls() == first and real_time.monotonic() < deadline:
+            real_time.sleep(0.05)
+        assert polls() != first                           # polled again, at once
+        job = background.jobs.get_job("poll:EX01")
+        assert job.next_run_time - datetime.now(timezone.utc) <= timedelta(seconds=61)
+        monotonic[0] += 10
+        assert background.watchdog.check() == []          # on time again
+    finally:
+        background.jobs.shutdown(wait=True)
+    clock.advance(seconds=30)                             # the test's clock began earlier
+    sent = deliver_once(db, SlackSender.from_config(config.slack), config, clock)
+    assert sent.failed == 0
+    [notice] = [m for m in slack.messages(CHANNEL) if "could not poll on time" in m["text"]]
+    assert "poll EX01" in notice["text"] and "stepped back" in notice["text"]
+
+
+def test_a_later_late_episode_is_told_again_but_one_episode_only_once(db, make_config):
+    from bot.watchdog import Watchdog
+    from store import db as store
+
+    class Jobs:   # the scheduler's one method the watchdog calls
+        def __init__(self):
+            self.moved = []
+
+        def modify_job(self, job_id, next_run_time):
+            self.moved.append(job_id)
+
+    monotonic = [0.0]
+    jobs = Jobs()
+    dog = Watchdog(jobs, lambda: db, monotonic=lambda: monotonic[0])
+    dog.watch("poll:EX01", "poll EX01", 60, 5)
+    monotonic[0] = 124
+    assert dog.check() == []                              # 2 x 60 + 5 s allowed
+    monotonic[0] = 126
+    assert dog.check() == ["poll EX01"] and jobs.moved == ["poll:EX01"]
+    monotonic[0] = 300                                    # still not started: repaired again,
+    assert dog.check() == ["poll EX01"]                   # but not told again
+    dog.wrap("poll:EX01", lambda: None)()                 # it ran
+    monotonic[0] = 310
+    assert dog.check() == []
+    monotonic[0] = 600
+    assert dog.check() == ["poll EX01"]                   # a new episode: told again
+    rows = [r for r in store.pending_messages(db, __import__("datetime").datetime.max.replace(
+        tzinfo=__import__("datetime").timezone.utc)) if r.kind == "bot_late"]
+    assert len(rows) == 2 and rows[0].detail["jobs"] == ["poll EX01"]
+
+
+def test_a_backoff_set_before_the_clock_stepped_back_does_not_slip_by_the_step(
+        logs, db, make_config, slack, clock):
+    from datetime import timedelta
+
+    from store import db as store
+    from tests.conftest import CHANNEL
+    from tests.test_pipeline import scanner, sweep
+    config = make_config(servers=("EX01",))
+    slack.set_down(True)
+    scanner(logs["EX01"], 1)
+    sweep(db, config, clock)                  # the post fails: retried 5 s later (wall clock)
+    [row] = store.pending_messages(db, clock())
+    assert row.not_before - clock() == timedelta(seconds=5)
+    slack.set_down(False)
+    clock.advance(hours=-1)                   # NTP steps the clock back an hour
+    _, delivery = sweep(db, config, clock)
+    assert delivery.sent == 1 and len(slack.messages(CHANNEL)) == 1
