@@ -37,7 +37,7 @@ KEYS = {
     "polling": {"interval", "jitter", "lookback", "batch_size", "operation_timeout",
                 "read_timeout", "delivery_interval", "alert_after_failures"},
     "incidents": {"quiet_period", "update_interval"},
-    "permissions": {"users", "groups", "channels"},
+    "permissions": {"users", "groups", "channels", "group_cache"},
     "metrics": {"host", "port"},
     "logging": {"format"},
     "servers": {"name", "url", "username", "transport", "password_env", "validate_certificate",
@@ -127,6 +127,7 @@ class PermissionsConfig:
     users: tuple[str, ...] = ()
     groups: tuple[str, ...] = ()
     channels: tuple[str, ...] = ()
+    group_cache: float = 300.0   # seconds a group's members are remembered (0: ask each time)
 
     @property
     def open_to_everyone(self) -> bool:
@@ -260,8 +261,10 @@ def parse_config(raw: Mapping[str, Any], environ: Mapping[str, str], source: str
 
     permissions = _table(raw, "permissions")
     _only(permissions, "permissions", KEYS["permissions"])
-    permissions_cfg = PermissionsConfig(**{
-        key: _slack_ids(permissions, key) for key in KEYS["permissions"]})
+    permissions_cfg = PermissionsConfig(
+        **{key: _slack_ids(permissions, key) for key in ("users", "groups", "channels")},
+        group_cache=_duration(permissions, "permissions.group_cache",
+                              PermissionsConfig.group_cache, low=0))
 
     servers_raw = raw.get("servers", [])
     if not isinstance(servers_raw, list) or not all(isinstance(s, dict) for s in servers_raw):

@@ -2,7 +2,8 @@
 
 Anyone may read (history, show, fix). Acting (ack, snooze and their undo) needs a listed user ID
 or membership of a listed user group; group members are asked of Slack (usergroups.users.list)
-and remembered for a few minutes. When Slack cannot say, the answer is no, with the reason.
+and remembered for permissions.group_cache (5 minutes by default: someone removed from a group
+may act for that long). When Slack cannot say, the answer is no, with the reason.
 """
 from __future__ import annotations
 
@@ -14,7 +15,6 @@ from typing import Any, Callable
 from .config import PermissionsConfig
 
 log = logging.getLogger("submitwatch")
-GROUP_CACHE_SECONDS = 300.0
 
 
 class Permissions:
@@ -48,7 +48,7 @@ class Permissions:
     def _group_members(self, group: str, client: Any) -> frozenset[str]:
         with self._lock:
             cached = self._members.get(group)
-            if cached and self._monotonic() - cached[0] < GROUP_CACHE_SECONDS:
+            if cached and self._monotonic() - cached[0] < self.config.group_cache:
                 return cached[1]
         if client is None:
             raise RuntimeError("no Slack client to ask")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from bot.config import ConfigError, PermissionsConfig, parse_config
-from bot.permissions import GROUP_CACHE_SECONDS, Permissions
+from bot.permissions import Permissions
 from bot.slack_out import make_client
 from tests.conftest import BOT_TOKEN
 
@@ -45,8 +45,19 @@ def test_group_members_may_act_and_membership_is_cached_for_a_while(client, slac
 
     slack.set_usergroup("S0ONCALL", ["U0BOB", "U0CAROL"])   # Carol joins the on-call group
     assert permissions.refusal("U0CAROL", client) is not None  # still the cached members
-    ticks.now += GROUP_CACHE_SECONDS + 1
+    ticks.now += PermissionsConfig.group_cache + 1
     assert permissions.refusal("U0CAROL", client) is None
+    assert len(slack.calls_to("usergroups.users.list")) == 2
+
+
+def test_the_group_cache_is_configurable_down_to_asking_every_time(client, slack):
+    slack.set_usergroup("S0ONCALL", ["U0BOB"])
+    ticks = Ticks()
+    permissions = Permissions(PermissionsConfig(groups=("S0ONCALL",), group_cache=0),
+                              monotonic=ticks)
+    assert permissions.refusal("U0BOB", client) is None
+    slack.set_usergroup("S0ONCALL", [])                     # Bob is removed from the group
+    assert permissions.refusal("U0BOB", client) is not None   # at once, not 5 minutes later
     assert len(slack.calls_to("usergroups.users.list")) == 2
 
 
