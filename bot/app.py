@@ -61,6 +61,16 @@ class BotIdentity:
         return authorize
 
 
+def _not_about_the_unused_token(record: logging.LogRecord) -> bool:
+    """Bolt reads SLACK_BOT_TOKEN from the environment by itself and then warns that it is
+    unused, since BotIdentity authorizes with it: true, and alarming for nothing."""
+    return not record.getMessage().startswith(("As you gave `client` as well, `token`",
+                                               "As `installation_store` or `authorize` has"))
+
+
+logging.getLogger("slack_bolt.App").addFilter(_not_about_the_unused_token)
+
+
 def build_bolt_app(config: Config, clock: Callable | None = None,
                    on_change: Callable[[], None] | None = None,
                    identity: BotIdentity | None = None):

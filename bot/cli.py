@@ -118,6 +118,7 @@ def main(argv: list[str] | None = None) -> int:
         from .app import run
         _require_secrets(config, config.slack.mode)
         run(config)
+        _end_hung_work()
         return 0
     except ConfigError as exc:
         print(f"submitwatch: configuration error: {exc}", file=sys.stderr)
@@ -125,6 +126,30 @@ def main(argv: list[str] | None = None) -> int:
     except StoreError as exc:
         print(f"submitwatch: database error: {exc}", file=sys.stderr)
         return 2
+
+
+def _end_hung_work(grace: float = 3.0) -> None:
+    """After `run` stopped: a poll or Slack call that hangs (a dead server that never answers)
+    keeps a worker thread, and Python waits for it at exit, a minute or more (concurrent.futures
+    joins its workers, daemon or not). Give them `grace` seconds, then exit anyway: SQLite's
+    transactions make that as safe as a kill, which the crash tests prove."""
+    import threading
+    import time
+
+    def blocking(thread: threading.Thread) -> bool:
+        return (thread is not threading.current_thread() and thread.is_alive()
+                and (not thread.daemon or thread.name.startswith("ThreadPoolExecutor")))
+    deadline = time.monotonic() + grace
+    for thread in [t for t in threading.enumerate() if blocking(t)]:
+        thread.join(max(0.0, deadline - time.monotonic()))
+    hung = [t.name for t in threading.enumerate() if blocking(t)]
+    if hung:
+        logging.getLogger("submitwatch").warning(
+            "abandoning %d request(s) still under way (%s); they run again after the restart",
+            len(hung), ", ".join(hung[:5]))
+        logging.shutdown()
+        sys.stdout.flush()
+        os._exit(0)
 
 
 def _no_auth_tokens(record: logging.LogRecord) -> bool:

@@ -46,6 +46,8 @@ KEYS = {
 }
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?")
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
+#: Exchange versions `servers.version` takes (2007/2010 change how a 1020 is explained).
+VERSIONS = ("2007", "2010", "2013", "2016", "2019", "SE")
 _SERVER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
 #: Slack IDs as the permissions table takes them: users (U/W), user groups (S), channels (C/G).
 _SLACK_IDS = {"users": (re.compile(r"[UW][A-Z0-9]{2,20}"), "user IDs such as 'U024BE7LH'"),
@@ -329,7 +331,7 @@ def _server(raw: Mapping[str, Any], where: str, environ: Mapping[str, str]) -> S
         ca_bundle=_str(raw, f"{where}.ca_bundle", None), cert_pem=cert_pem,
         cert_key_pem=cert_key_pem, channel=_str(raw, f"{where}.channel", None),
         submission_connector=_str(raw, f"{where}.submission_connector", None),
-        version=_choice(raw, f"{where}.version", ("2007", "2010", "2013", "2016", "2019", "SE"), None),
+        version=_choice(raw, f"{where}.version", VERSIONS, None),
     )
 
 

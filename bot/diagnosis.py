@@ -114,12 +114,16 @@ def sightings_of(incident: Incident) -> tuple[Sighting, ...]:
     servers, connectors and event IDs (a connector is matched to its server by host prefix)."""
     if incident.sightings:
         return incident.sightings
+    hosts = {host.casefold(): name for name, host in incident.servers}
+    first = incident.servers[0][0] if incident.servers else ""
+    named: dict[str, list[str]] = {}
+    for connector in incident.connectors:   # one whose prefix is no server's: the first one's
+        server = hosts.get(connector.split("\\", 1)[0].casefold(), first)
+        named.setdefault(server, []).append(connector)
     derived = []
-    for name, host in incident.servers:
-        named = [c for c in incident.connectors
-                 if c.split("\\", 1)[0].casefold() == host.casefold()]
+    for name, _host in incident.servers:
         for event_id in incident.event_ids:
-            derived += [Sighting(event_id, name, c) for c in named or [None]]
+            derived += [Sighting(event_id, name, c) for c in named.get(name) or [None]]
     return tuple(derived)
 
 

@@ -136,7 +136,8 @@ class Readiness:
     SLACK_CACHE = 30.0   # seconds an auth.test answer is trusted, so scrapes do not hit Slack
 
     def __init__(self, config, open_database: Callable, clock: Callable[[], datetime],
-                 slack_ok: Callable[[], str | None], monotonic: Callable[[], float] = time.monotonic):
+                 slack_ok: Callable[[], str | None],
+                 monotonic: Callable[[], float] = time.monotonic):
         self.config, self.open_database, self.clock = config, open_database, clock
         self.slack_ok, self.monotonic = slack_ok, monotonic
         self.started = clock()

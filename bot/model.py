@@ -83,7 +83,7 @@ class Incident:
     acked_by: str | None = None       # Slack user ID of who acknowledged it
     acked_at: datetime | None = None
     ack_note: str | None = None       # free text from the responder (untrusted)
-    sightings: tuple[Sighting, ...] = ()  # each (event ID, server, connector) once, first-seen order
+    sightings: tuple[Sighting, ...] = ()  # each (event ID, server, connector) once, in order
 
     @property
     def server_names(self) -> tuple[str, ...]:

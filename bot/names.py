@@ -40,7 +40,8 @@ def describe_invisible(ch: str) -> str:
         return f"an invisible Hangul filler ({code})"
     if 0xE0000 <= ord(ch) <= 0xE007F:
         return f"an invisible tag character ({code})"
-    return f"an invisible character, {name} ({code})" if name else f"an invisible character ({code})"
+    return f"an invisible character, {name} ({code})" if name else \
+        f"an invisible character ({code})"
 
 
 def script_of(ch: str) -> str | None:

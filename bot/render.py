@@ -442,7 +442,8 @@ def bot_late(detail: Mapping) -> tuple[str, list[dict]]:
     """SubmitWatch itself could not poll on time (its scheduler's jobs did not start)."""
     jobs = ", ".join(show(job, 64) for job in detail.get("jobs", [])[:10])
     late = int(detail.get("late_seconds") or 0)
-    span = f"{late // 3600}h {late % 3600 // 60}m" if late >= 3600 else f"{late // 60}m {late % 60}s"
+    span = (f"{late // 3600}h {late % 3600 // 60}m" if late >= 3600
+            else f"{late // 60}m {late % 60}s")
     text = (f":warning: *SubmitWatch could not poll on time*: {jobs} had not started for {span} "
             "past their interval (the system clock was probably stepped back, or the machine "
             "was suspended). They run again now and keep their schedule; no event is lost, "

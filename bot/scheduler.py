@@ -37,6 +37,8 @@ log = logging.getLogger("submitwatch")
 MAX_POLL_WORKERS = 32
 HOUSEKEEPING_EVERY_SECONDS = 30
 PRUNE_EVERY_HOURS = 6
+#: Seconds a stop waits for polls and Slack calls under way (`docker stop` waits 10 s).
+SHUTDOWN_GRACE = 5.0
 
 
 class ThreadDatabases:
@@ -72,12 +74,13 @@ class DeliveryLoop:
         self._thread = threading.Thread(target=self._run, name="deliver to Slack", daemon=True)
         self._thread.start()
 
-    def stop(self) -> None:
-        """Let a delivery under way finish (its Slack call is answered or times out), then end."""
+    def stop(self, timeout: float | None = None) -> None:
+        """Let a delivery under way finish (its Slack call is answered or times out), then end;
+        after `timeout` seconds stop waiting for it (its row is sent again after a restart)."""
         self._stop.set()
         self._wake.set()
         if self._thread is not None:
-            self._thread.join()
+            self._thread.join(timeout)
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -102,10 +105,14 @@ class Background:
         self.delivery.start()
         self.watchdog.start(self.watch_every)
 
-    def shutdown(self) -> None:
+    def shutdown(self, grace: float = SHUTDOWN_GRACE) -> None:
+        """Stop everything within about `grace` seconds, whatever is hanging: a poll or Slack
+        call still under way then is abandoned (a poll stores nothing half-way; an unsent row
+        is sent after the restart, looked up first in case Slack had it)."""
+        deadline = time.monotonic() + grace
         self.watchdog.stop()
-        self.jobs.shutdown(wait=True)  # polls first: what they store is sent on the next start
-        self.delivery.stop()
+        self.jobs.shutdown(wait=False)
+        self.delivery.stop(timeout=max(0.1, deadline - time.monotonic()))
 
 
 def build_scheduler(config: Config, sender: SlackSender, *,

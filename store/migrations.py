@@ -145,7 +145,7 @@ def m007_sightings(db: Database) -> None:
     for incident_id, event_id, server, connector in rows:
         sightings.setdefault(incident_id, []).append([event_id, server, connector])
     db.conn.executemany("UPDATE incidents SET sightings = ? WHERE id = ?",
-                        [(json.dumps(found), incident_id) for incident_id, found in sightings.items()])
+                        [(json.dumps(found), id_) for id_, found in sightings.items()])
 
 
 @migrations()

@@ -238,9 +238,11 @@ def test_check_warns_when_anyone_may_act_and_checks_the_user_groups(tmp_path, wi
 
 
 def _subcommands():
+    import argparse
+
     from bot.cli import build_parser
-    actions = [a for a in build_parser()._actions if isinstance(a, __import__("argparse")._SubParsersAction)]
-    return sorted(actions[0].choices)
+    [sub] = [a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)]
+    return sorted(sub.choices)
 
 
 @pytest.mark.parametrize("command", _subcommands())

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import unicodedata
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -147,6 +148,9 @@ def test_an_incident_stored_before_sightings_were_kept_is_still_diagnosed():
                                  Sighting(1018, "EX03", None))
     [d] = diagnose_incident(old, SERVERS)
     assert [t.connector for t in d.targets] == ["EX01\\Relay", "EX03\\Client Frontend EX03"]
+    # A connector whose prefix is no server's still gets its commands (on the first server).
+    odd = replace(old, connectors=("\\", "EX01\\Relay"))
+    assert Sighting(1018, "EX01", "\\") in sightings_of(odd)
 
 
 # --- the commands: every argument one literal equal to the input --------------------------------

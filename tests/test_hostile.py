@@ -255,6 +255,8 @@ def render_everything(account, connector, host, note, by):
 @example(account=SPECIAL[2], connector=SPECIAL[3], host=SPECIAL[4], note=SPECIAL[5], by="<!here>")
 @example(account=SPECIAL[8], connector="EX01\\" + SPECIAL[8], host="EX02", note=SPECIAL[7],
          by=ALICE)
+# Found by this test: a stored connector naming no known server lost its commands.
+@example(account="<!channel>", connector="\\", host="&" * 50, note="", by=ALICE)
 def test_renderers_never_let_data_ping_link_or_break_out(account, connector, host, note, by):
     out = render_everything(account, connector, host, note, by)
     mentions = {by} if re.fullmatch(r"[UW][A-Z0-9]{2,20}", by) else set()

@@ -187,3 +187,45 @@ def test_a_backoff_set_before_the_clock_stepped_back_does_not_slip_by_the_step(
     clock.advance(hours=-1)                   # NTP steps the clock back an hour
     _, delivery = sweep(db, config, clock)
     assert delivery.sent == 1 and len(slack.messages(CHANNEL)) == 1
+
+
+# --- a stop is prompt whatever hangs --------------------------------------------------------------
+
+@pytest.mark.parametrize("what", ["winrm", "slack"])
+def test_sigterm_stops_within_docker_stops_ten_seconds_whatever_hangs(tmp_path, logs, winrm,
+                                                                      slack, what):
+    import os
+    import signal
+    import subprocess
+    import time
+
+    from tests.test_cli import ENV, EXE, FE, ROOT, free_port, write_config
+    logs["EX01"].append(FE, 1020, ("CONTOSO\\svc-scanner",))
+    if what == "winrm":
+        winrm.inject("EX01", "hang", times=None, seconds=120)
+    else:
+        slack.slow("chat.postMessage", 120)
+    config = write_config(tmp_path, slack, winrm, mode="http", http_port=free_port())
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "WINRM_"))}
+    env.update(ENV, SLACK_SIGNING_SECRET="s3cret", PYTHONPATH=str(ROOT))
+    proc = subprocess.Popen(EXE + ["run", "--config", str(config)], env=env, cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        if what == "winrm":
+            deadline = time.monotonic() + 30
+            while winrm.pending_faults("EX01") == ["hang"] and \
+                    winrm.stats("EX01").http_requests == 0 and time.monotonic() < deadline:
+                time.sleep(0.1)
+        else:   # the stand-in records a call when it answers: wait for the poll and the post
+            time.sleep(4)
+        time.sleep(0.5)                              # the call is under way, and hangs
+        proc.send_signal(signal.SIGTERM)
+        asked = time.monotonic()
+        out, err = proc.communicate(timeout=30)
+        took = time.monotonic() - asked
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    assert took < 10, (took, err[-2000:])           # the hang is 120 s
+    assert "stopped" in err
