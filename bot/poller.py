@@ -40,6 +40,7 @@ class PollResult:
     problems: list[Problem] = field(default_factory=list)
     error: str | None = None
     round_trips: int = 0
+    disk_full: bool = False     # the database could not be written: nothing was stored
 
     def summary(self) -> str:
         if self.error:
@@ -63,6 +64,9 @@ def poll_server_once(db: Database, source: WinRMSource, config: Config,
             log.warning("%s: %s", server.name, problem.detail, extra={"server": server.name})
     except SourceError as exc:
         result.error = str(exc)
+    except store.StoreError as exc:   # locked, full, read-only: already in words
+        result.error = f"{server.name}: {exc}"
+        result.disk_full = isinstance(exc, store.DiskFullError)
     except Exception as exc:  # a bug or a database failure: say so, keep the other servers going
         log.exception("unexpected error while polling %s", server.name,
                       extra={"server": server.name})
@@ -70,6 +74,8 @@ def poll_server_once(db: Database, source: WinRMSource, config: Config,
                         "(see the log; please report it)")
     metrics.record_poll(server.name, time.monotonic() - started, result.stored,
                         failed=result.error is not None)
+    if result.disk_full:
+        return result   # recording its health would fail the same way; the caller says it once
     try:
         _record_health(db, server.name, result, config.polling.alert_after_failures, clock())
     except Exception:

@@ -25,6 +25,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from store import db as store_db
 from store.db import open_db
 
+from . import render
 from .chatops import end_expired_snoozes
 from .config import Config
 from .delivery import deliver_once
@@ -132,6 +133,7 @@ def build_scheduler(config: Config, sender: SlackSender, *,
         timezone=timezone.utc,
     )
     watchdog = Watchdog(scheduler, dbs.get, monotonic=monotonic)
+    disk = DiskAlarm(sender, config.slack.channel)
     start = datetime.now(timezone.utc)
     for server in config.servers:
         source = WinRMSource(server, config.polling)
@@ -139,7 +141,7 @@ def build_scheduler(config: Config, sender: SlackSender, *,
         # The first poll is jittered too, so a restart does not hit every server at once.
         first = start + timedelta(seconds=random.uniform(0, config.polling.jitter))
         scheduler.add_job(watchdog.wrap(job_id, _guarded(
-            lambda s=source: poll_and_wake(delivery.wake, dbs.get(), s, config),
+            lambda s=source: poll_and_wake(delivery.wake, dbs.get(), s, config, disk),
             f"poll {server.name}")),
             "interval", seconds=config.polling.interval, jitter=config.polling.jitter or None,
             next_run_time=first, id=job_id, name=f"poll {server.name}")
@@ -167,10 +169,53 @@ def prune_old(db, config: Config) -> None:
         log.info("retention: deleted %s", ", ".join(f"{n} {t}" for t, n in deleted.items() if n))
 
 
-def poll_and_wake(wake_delivery, db, source: WinRMSource, config: Config) -> None:
+class DiskAlarm:
+    """A full disk, said once: in the log and, since the outbox cannot be written, straight to
+    Slack; and once more when the database takes writes again."""
+
+    def __init__(self, sender: SlackSender, channel: str):
+        self.sender, self.channel = sender, channel
+        self.since: datetime | None = None
+        self._lock = threading.Lock()
+
+    def polled(self, result, now: datetime) -> None:
+        with self._lock:
+            if result.disk_full:
+                first, self.since = self.since is None, self.since or now
+            elif result.error is None and self.since is not None:
+                first, since, self.since = False, self.since, None
+                log.info("the database takes writes again (full since %s); storing resumes",
+                         store_db.iso(since))
+                self._tell(f":white_check_mark: SubmitWatch stores events again: the disk "
+                           f"holding its database had been full since {since:%H:%M} UTC on "
+                           f"{since.day} {since:%b}. Nothing was lost.")
+                return
+            else:
+                return
+        if first:
+            log.error("%s", result.error)
+            self._tell(":rotating_light: *SubmitWatch has stopped storing events*: "
+                       f"{render.escape(result.error)}. Polling goes on and resumes storing by "
+                       "itself once there is space.")
+        else:
+            log.debug("%s", result.error)
+
+    def _tell(self, text: str) -> None:
+        try:
+            self.sender.post(self.channel, text, [{"type": "section", "text": {
+                "type": "mrkdwn", "text": text}}])
+        except Exception as exc:  # Slack down too: the log line says it
+            log.warning("could not tell Slack about the database: %s", exc)
+
+
+def poll_and_wake(wake_delivery, db, source: WinRMSource, config: Config,
+                  disk: DiskAlarm | None = None) -> None:
     """Poll; if that stored events, run delivery now rather than at its next tick, so an
     alert reaches Slack right after the poll that found it."""
-    if poll_server_once(db, source, config).stored:
+    result = poll_server_once(db, source, config)
+    if disk is not None:
+        disk.polled(result, datetime.now(timezone.utc))
+    if result.stored:
         wake_delivery()
 
 
@@ -184,6 +229,8 @@ def _guarded(step, name: str):
     def run():
         try:
             return step()
+        except store_db.DiskFullError as exc:  # said once by the polls' DiskAlarm, not per run
+            log.debug("%s: %s", name, exc)
         except Exception:
             log.exception("%s failed unexpectedly; it will run again on schedule", name)
     return run

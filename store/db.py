@@ -27,7 +27,17 @@ BUSY_TIMEOUT_MS = 15_000
 
 
 class StoreError(RuntimeError):
-    """The database cannot be used; the message says why in words."""
+    """A database problem, in words a person can act on (see `explain`)."""
+
+
+class DiskFullError(StoreError):
+    """The disk holding the database is full: nothing can be written until there is space."""
+
+
+def store_error(exc: sqlite3.Error, path: str | Path) -> StoreError:
+    text = str(exc)
+    full = "disk is full" in text or "database or disk is full" in text
+    return (DiskFullError if full else StoreError)(explain(exc, path))
 
 
 def open_db(path: str | Path, *, migrate: bool = True) -> Database:
@@ -210,16 +220,21 @@ def write_transaction(db: Database) -> Iterator[Database]:
         try:
             db.execute("BEGIN IMMEDIATE")
         except sqlite3.OperationalError as exc:
-            raise StoreError(explain(exc, _path_of(db))) from exc
+            raise store_error(exc, _path_of(db)) from exc
         try:
             yield db
         except BaseException as exc:
             db.conn.rollback()
             if isinstance(exc, sqlite3.OperationalError):
-                raise StoreError(explain(exc, _path_of(db))) from exc
+                raise store_error(exc, _path_of(db)) from exc
             raise
         else:
-            db.execute("COMMIT")
+            try:
+                db.execute("COMMIT")
+            except sqlite3.OperationalError as exc:   # a full disk often shows only here
+                if db.conn.in_transaction:
+                    db.conn.rollback()
+                raise store_error(exc, _path_of(db)) from exc
     finally:
         _WRITERS.release()
 
@@ -235,7 +250,9 @@ def explain(exc: sqlite3.Error, path: str | Path) -> str:
         return (f"the database {path} (or its folder, which holds the -wal and -shm files) is "
                 "read-only for this user: give the user running SubmitWatch write access")
     if "disk is full" in text or "database or disk is full" in text:
-        return f"the disk holding {path} is full: free space; nothing was lost"
+        return (f"the disk holding the database {path} is full: SubmitWatch stores nothing "
+                "until there is space, and then goes on by itself; nothing is lost meanwhile "
+                "(the events wait on the servers, the cursors have not moved)")
     if "malformed" in text or "not a database" in text:
         return (f"{path} is damaged or not a SubmitWatch database ({text}); restore the last "
                 "`submitwatch backup`")

@@ -229,3 +229,40 @@ def test_sigterm_stops_within_docker_stops_ten_seconds_whatever_hangs(tmp_path, 
     assert proc.returncode == 0, err
     assert took < 10, (took, err[-2000:])           # the hang is 120 s
     assert "stopped" in err
+
+
+# --- a full disk: said once, nothing lost, recovers by itself ------------------------------------
+
+def test_a_full_disk_is_said_once_in_words_and_storing_resumes_by_itself(
+        logs, db, make_config, slack, caplog):
+    import logging
+
+    from bot.scheduler import DiskAlarm, poll_and_wake
+    from bot.slack_out import SlackSender
+    from bot.source import WinRMSource
+    from store import db as store
+    from tests.conftest import CHANNEL
+    from tests.test_pipeline import scanner
+    config = make_config(servers=("EX01",))
+    source = WinRMSource(config.servers[0], config.polling)
+    alarm = DiskAlarm(SlackSender.from_config(config.slack), CHANNEL)
+    wakes = []
+    poll_and_wake(lambda: wakes.append(1), db, source, config, alarm)   # schema in place
+    pages = db.execute("PRAGMA page_count").fetchone()[0]
+    db.execute(f"PRAGMA max_page_count = {pages}")   # SQLite's own "database or disk is full"
+    scanner(logs["EX01"], 200)
+    caplog.set_level(logging.DEBUG, logger="submitwatch")
+    for _ in range(3):
+        poll_and_wake(lambda: wakes.append(1), db, source, config, alarm)
+    said = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(said) == 1, [r.getMessage() for r in said]
+    assert "the disk holding the database" in said[0].getMessage()
+    assert "is full" in said[0].getMessage() and not said[0].exc_info   # words, no traceback
+    [notice] = slack.messages(CHANNEL)
+    assert "SubmitWatch has stopped storing events" in notice["text"]
+    assert db.execute("SELECT count(*) FROM events").fetchone()[0] == 0
+    db.execute("PRAGMA max_page_count = 1073741823")   # space again
+    poll_and_wake(lambda: wakes.append(1), db, source, config, alarm)
+    assert db.execute("SELECT count(*) FROM events").fetchone()[0] == 200   # none lost
+    assert "stores events again" in slack.messages(CHANNEL)[-1]["text"] and wakes
+    assert store.server_state(db, "EX01").consecutive_failures == 0
