@@ -25,8 +25,9 @@ from store import db as store
 
 from . import render
 from .config import Config
+from .model import Problem
 from .poller import Clock, utc_now
-from .slack_out import DeliveryError, SlackSender
+from .slack_out import DeliveryError, Posted, SlackSender
 from .workers import OWNER, claim_is_dead
 
 log = logging.getLogger("submitwatch")
@@ -34,6 +35,11 @@ log = logging.getLogger("submitwatch")
 GIVE_UP_AFTER = timedelta(days=1)
 #: The kinds of row that create a new message (and may have reached Slack before a crash).
 CREATES_MESSAGE = ("post", "reply", "server_down", "server_up", "bot_late")
+#: After an attempt that got no answer, how long before the look-up and the retry: Slack may
+#: still be acting on it (seen: posted after the client's timeout).
+LOOK_AGAIN_AFTER = timedelta(seconds=60)
+#: After such a retry, when to look for a twin that Slack posted later still.
+TWIN_CHECK_AFTER = timedelta(minutes=2)
 
 
 @dataclass
@@ -52,6 +58,8 @@ def deliver_once(db: Database, sender: SlackSender, config: Config,
     for row in store.pending_messages(db, clock()):
         now = clock()
         subject = row.incident_id if row.incident_id is not None else ("server", row.server)
+        if row.kind == "dedupe":
+            subject = ("dedupe", row.id)   # a later check holds nothing else back
         if row.state == "sending" and not claim_is_dead(row.claimed_by, row.claimed_at, now,
                                                         store.CLAIM_TIMEOUT):
             blocked.add(subject)  # another worker is sending it right now
@@ -77,7 +85,10 @@ def deliver_once(db: Database, sender: SlackSender, config: Config,
             incident = store.get_incident(db, row.incident_id) if row.incident_id else None
             channel = _channel_of(db, row, incident, config)
             if not _already_sent(db, sender, row, incident, channel, now):
-                _send(db, sender, row, incident, channel, config, now)
+                thread = _thread_of(db, row, incident)
+                posted = _send(db, sender, row, incident, channel, config, now)
+                if posted is not None and row.error_code == "unreachable":
+                    _check_for_a_late_twin(db, row, posted, thread, now)
             result.sent += 1
             revived = 0
             if store.has_given_up(db):  # rare: no write transaction per message otherwise
@@ -117,6 +128,9 @@ def _retry_later(db: Database, row: store.OutboxRow, exc: DeliveryError, now: da
                       row.id, store.iso(failed_since), exc)
             return
         retry_at = now + backoff(row.attempts, exc.permanent)
+        if row.kind in CREATES_MESSAGE and exc.code == "unreachable":
+            # Slack may act on it later still: give it time before the look-up and the retry.
+            retry_at = max(retry_at, now + LOOK_AGAIN_AFTER)
         store.mark_retry(db, row.id, str(exc), retry_at, code=exc.code,
                          failed_since=failed_since)
     (log.error if exc.permanent else log.warning)(
@@ -154,8 +168,7 @@ def _already_sent(db: Database, sender: SlackSender, row: store.OutboxRow, incid
         return False
     # Only a worker that died mid-send, or an attempt whose answer never came, may have reached
     # Slack; a message Slack refused (not_in_channel ...) did not.
-    unanswered = row.error_code == "unreachable" or (row.error_code or "").startswith("http_")
-    if row.state != "sending" and not unanswered:
+    if row.state != "sending" and not _unanswered(row):
         return False
     thread = _thread_of(db, row, incident)
     try:
@@ -179,6 +192,41 @@ def _already_sent(db: Database, sender: SlackSender, row: store.OutboxRow, incid
         elif row.kind == "server_down":
             store.set_server_alert(db, row.server, ts, channel)
     return True
+
+
+def _unanswered(row: store.OutboxRow) -> bool:
+    """The last attempt got no answer (a timeout, a reset, a 5xx): Slack may have acted on it."""
+    return row.error_code == "unreachable" or (row.error_code or "").startswith("http_")
+
+
+def _check_for_a_late_twin(db: Database, row: store.OutboxRow, posted: Posted,
+                           thread: str | None, now: datetime) -> None:
+    """An attempt that timed out may still be posted by Slack after the look-up before this
+    retry: look again a little later, and delete the twin (a dedupe row, never blocking)."""
+    with store.write_transaction(db):
+        store.enqueue(db, row.incident_id, "dedupe", now, not_before=now + TWIN_CHECK_AFTER,
+                      server=row.server, detail={"outbox_id": row.id, "keep": posted.ts,
+                                                 "channel": posted.channel, "thread": thread})
+
+
+def _remove_duplicates(db: Database, sender: SlackSender, row: store.OutboxRow,
+                       now: datetime) -> None:
+    detail = row.detail
+    found = sender.find_all_sent(detail["channel"], {"outbox_id": detail["outbox_id"]},
+                                 thread_ts=detail.get("thread"))
+    extra = [ts for ts in found if ts != detail["keep"]]
+    for ts in extra:
+        sender.delete(detail["channel"], ts)
+    with store.write_transaction(db):
+        store.mark_sent(db, row.id, now)
+        if extra:
+            log.warning("Slack posted outbox row %d twice (it acted on an attempt after our "
+                        "timeout); deleted the extra message(s) %s", detail["outbox_id"],
+                        ", ".join(extra), extra={"outbox_id": detail["outbox_id"]})
+            store.record_problems(db, [Problem(
+                "slack", "slack_duplicate_removed",
+                f"Slack posted message {detail['outbox_id']} twice after a timed-out attempt; "
+                f"the extra copy ({', '.join(extra)}) was deleted")], now)
 
 
 def _channel_of(db: Database, row: store.OutboxRow, incident, config: Config) -> str:
@@ -215,32 +263,37 @@ def _marker(row: store.OutboxRow, event_type: str, **payload) -> dict:
 
 
 def _send(db: Database, sender: SlackSender, row: store.OutboxRow, incident, channel: str,
-          config: Config, now: datetime) -> None:
+          config: Config, now: datetime) -> Posted | None:
+    """Send one row; the message it created, if it created one."""
     if row.kind in ("server_down", "server_up"):
-        _send_server_health(db, sender, row, channel, now)
-        return
+        return _send_server_health(db, sender, row, channel, now)
+    if row.kind == "dedupe":
+        _remove_duplicates(db, sender, row, now)
+        return None
     if row.kind == "bot_late":
         text, blocks = render.bot_late(row.detail)
-        sender.post(channel, text, blocks, metadata=_marker(row, "submitwatch_bot"))
+        posted = sender.post(channel, text, blocks, metadata=_marker(row, "submitwatch_bot"))
         with store.write_transaction(db):
             store.mark_sent(db, row.id, now)
-        return
+        return posted
     servers = {s.name: s for s in config.servers}
     if row.kind == "reply":
         if "action" in row.detail:
             text, blocks = render.action_note(incident, row.detail)
         else:
             text, blocks = render.thread_note(incident, row.detail, servers)
-        sender.post(channel, text, blocks, thread_ts=incident.message_ts,
-                    metadata=_marker(row, "submitwatch_note", incident_id=incident.id))
+        posted = sender.post(channel, text, blocks, thread_ts=incident.message_ts,
+                             metadata=_marker(row, "submitwatch_note", incident_id=incident.id))
         with store.write_transaction(db):
             store.mark_sent(db, row.id, now)
-        return
+        return posted
     snoozes = chat.snoozes_for(db, incident, now)
     text, blocks = render.alert(incident, servers, snoozes)
+    posted = None
     if row.kind == "post":
-        ts, channel_id = sender.post(channel, text, blocks, metadata=_marker(
+        posted = sender.post(channel, text, blocks, metadata=_marker(
             row, "submitwatch_incident", incident_id=incident.id))
+        ts, channel_id = posted
     else:
         sender.update(channel, incident.message_ts, text, blocks)
         ts = channel_id = None
@@ -254,10 +307,11 @@ def _send(db: Database, sender: SlackSender, row: store.OutboxRow, incident, cha
         if changed and not store.pending_kinds(db, incident.id) & {"post", "update"}:
             store.enqueue(db, incident.id, "update", now, not_before=now + timedelta(
                 seconds=config.incidents.update_interval))
+    return posted
 
 
 def _send_server_health(db: Database, sender: SlackSender, row: store.OutboxRow, channel: str,
-                        now: datetime) -> None:
+                        now: datetime) -> Posted:
     """The one "not being watched" alert of a server, and its recovery in the same thread."""
     if row.kind == "server_down":
         text, blocks = render.server_down(row.server, row.detail)
@@ -266,7 +320,7 @@ def _send_server_health(db: Database, sender: SlackSender, row: store.OutboxRow,
         with store.write_transaction(db):
             store.mark_sent(db, row.id, now)
             store.set_server_alert(db, row.server, posted.ts, posted.channel)
-        return
+        return posted
     text, blocks = render.server_up(row.server, row.detail)
     alert_ts = store.server_alert_ts(db, row.server)
     if alert_ts:
@@ -277,11 +331,12 @@ def _send_server_health(db: Database, sender: SlackSender, row: store.OutboxRow,
             if exc.code != "message_not_found":
                 raise
             alert_ts = None   # the alert was deleted: the recovery stands on its own
-    sender.post(channel, text, blocks, thread_ts=alert_ts,
-                metadata=_marker(row, "submitwatch_server", server=row.server))
+    posted = sender.post(channel, text, blocks, thread_ts=alert_ts,
+                         metadata=_marker(row, "submitwatch_server", server=row.server))
     with store.write_transaction(db):
         store.mark_sent(db, row.id, now)
         store.set_server_alert(db, row.server, None)
+    return posted
 
 
 def _shown(incident, snoozes) -> tuple:

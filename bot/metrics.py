@@ -62,8 +62,8 @@ class StoreCollector:
 
     def collect(self) -> Iterable[GaugeMetricFamily]:
         db, now = self.open_database(), self.clock()
-        depth, oldest = db.execute("SELECT count(*), min(created_at) FROM outbox "
-                                   "WHERE state IN ('pending', 'sending')").fetchone()
+        depth, oldest = db.execute("SELECT count(*), min(created_at) FROM outbox WHERE state "
+                                   "IN ('pending', 'sending') AND kind != 'dedupe'").fetchone()
         yield GaugeMetricFamily("submitwatch_outbox_messages",
                                 "Slack messages waiting to be sent.", value=depth)
         yield GaugeMetricFamily("submitwatch_outbox_oldest_age_seconds",

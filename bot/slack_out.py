@@ -70,16 +70,26 @@ class SlackSender:
         Used before sending again a post or reply whose earlier attempt may have reached Slack.
         No time window: Slack's clock and ours need not agree.
         """
+        found = self.find_all_sent(channel, marker, thread_ts=thread_ts)
+        return found[0] if found else None
+
+    def find_all_sent(self, channel: str, marker: dict, *,
+                      thread_ts: str | None = None) -> list[str]:
+        """The ts of every message (newest 200) whose metadata payload holds `marker`."""
         method, params = "conversations.history", {"channel": channel, "limit": 200,
                                                    "include_all_metadata": True}
         if thread_ts:
             method, params = "conversations.replies", {**params, "ts": thread_ts}
         response = self._call(method, channel, **params)
+        found = []
         for message in response.get("messages", []):
             payload = (message.get("metadata") or {}).get("event_payload") or {}
             if all(payload.get(k) == v for k, v in marker.items()):
-                return message["ts"]
-        return None
+                found.append(message["ts"])
+        return found
+
+    def delete(self, channel: str, ts: str) -> None:
+        self._call("chat.delete", channel, channel=channel, ts=ts)
 
     def post(self, channel: str, text: str, blocks: list[dict], *, thread_ts: str | None = None,
              metadata: dict | None = None) -> Posted:

@@ -607,8 +607,9 @@ def forget_message(db: Database, incident_id: int) -> None:
 
 
 def outbox_depth(db: Database) -> int:
-    return db.execute("SELECT count(*) FROM outbox WHERE state IN ('pending', 'sending')"
-                      ).fetchone()[0]
+    """Messages waiting to be sent (a later check for a duplicate is not one)."""
+    return db.execute("SELECT count(*) FROM outbox WHERE state IN ('pending', 'sending') "
+                      "AND kind != 'dedupe'").fetchone()[0]
 
 
 def hurry_update(db: Database, incident_id: int, now: datetime) -> None:

@@ -266,3 +266,55 @@ def test_a_full_disk_is_said_once_in_words_and_storing_resumes_by_itself(
     assert db.execute("SELECT count(*) FROM events").fetchone()[0] == 200   # none lost
     assert "stores events again" in slack.messages(CHANNEL)[-1]["text"] and wakes
     assert store.server_state(db, "EX01").consecutive_failures == 0
+
+
+# --- Slack posts after our timeout, and after the look-up before the retry ----------------------
+
+@pytest.mark.parametrize("kind", ["alert", "thread note"])
+def test_a_post_slack_makes_late_ends_as_exactly_one_message(logs, db, make_config, slack, clock,
+                                                            kind):
+    import time as real_time
+
+    from bot.delivery import deliver_once
+    from bot.poller import poll_server_once
+    from bot.slack_out import SlackSender
+    from bot.source import WinRMSource
+    from store import db as store
+    from tests.conftest import CHANNEL
+    from tests.test_pipeline import scanner, sweep
+    config = make_config(servers=("EX01", "EX02"))
+    quick = SlackSender.from_config(config.slack, timeout=1)
+    scanner(logs["EX01"], 1)
+    if kind == "thread note":
+        sweep(db, config, clock)                       # the alert is there
+        clock.advance(seconds=30)
+        scanner(logs["EX02"], 1)                       # a new server: a thread note
+    for server in config.servers:                      # polls only: delivery is the test's
+        poll_server_once(db, WinRMSource(server, config.polling), config, clock)
+    method_calls = len(slack.calls_to("chat.postMessage"))
+    slack.slow("chat.postMessage", 4, times=1)         # acted on 4 s after it was sent
+    result = deliver_once(db, quick, config, clock)
+    assert result.failed == 1 and "unreachable" in result.errors[0]
+
+    def visible():
+        top = slack.messages(CHANNEL)
+        return top if kind == "alert" else top[0]["replies"]
+    clock.advance(seconds=6)                           # the 5 s backoff of before: too soon
+    assert deliver_once(db, quick, config, clock).sent == 0
+    clock.advance(seconds=55)                          # a minute on: the look-up, then the retry
+    assert visible() == []                             # Slack has not acted yet (real time)
+    assert deliver_once(db, quick, config, clock).sent == 1
+    deadline = real_time.monotonic() + 10
+    while len(visible()) < 2 and real_time.monotonic() < deadline:
+        real_time.sleep(0.05)
+    assert len(visible()) == 2                          # the late one landed: two, for now
+    clock.advance(minutes=2)
+    assert deliver_once(db, quick, config, clock).failed == 0
+    assert len(visible()) == 1                          # the twin was deleted
+    [problem] = db.query("SELECT * FROM problems WHERE kind = 'slack_duplicate_removed'")
+    assert "twice after a timed-out attempt" in problem["detail"]
+    assert len(slack.deleted) == 1 and store.outbox_depth(db) == 0
+    if kind == "alert":
+        [incident] = store.open_incidents(db).values()
+        assert incident.message_ts == visible()[0]["ts"]   # the one kept is the one updated
+    assert len(slack.calls_to("chat.postMessage")) > method_calls

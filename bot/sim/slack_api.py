@@ -137,6 +137,7 @@ SCOPES_NEEDED: dict[str, str | None] = {
     "auth.test": None,
     "chat.postMessage": "chat:write",
     "chat.update": "chat:write",
+    "chat.delete": "chat:write",
     "chat.postEphemeral": "chat:write",
     "conversations.info": "channels:read",
     "conversations.list": "channels:read",
@@ -441,6 +442,9 @@ class SlackStandIn:
         self.delay = float(delay)
         #: Extra seconds before answering one method (``slow("auth.test", 5)``).
         self.method_delays: dict[str, float] = {}
+        self.method_delay_times: dict[str, int] = {}
+        #: Messages removed with chat.delete: {"channel", "ts"}.
+        self.deleted: list[dict] = []
         #: Seconds each Web API answer waits after the request took effect: widens the window
         #: in which a client may die after Slack acted but before it heard so (crash tests).
         self.answer_delay = 0.0
@@ -485,6 +489,7 @@ class SlackStandIn:
             "auth.test": self._auth_test,
             "chat.postMessage": self._chat_post_message,
             "chat.update": self._chat_update,
+            "chat.delete": self._chat_delete,
             "chat.postEphemeral": self._chat_post_ephemeral,
             "conversations.info": self._conversations_info,
             "conversations.list": self._conversations_list,
@@ -582,9 +587,17 @@ class SlackStandIn:
 
     # -- fault injection ---------------------------------------------------
 
-    def slow(self, method: str, seconds: float) -> None:
-        """Answer `method` `seconds` late from now on (0 ends it): a slow Web API."""
+    def slow(self, method: str, seconds: float, times: int | None = None) -> None:
+        """Handle `method` `seconds` late (0 ends it), for the next `times` calls (None: all).
+
+        The call is acted on after the delay, as Slack does when it is slow: a client that
+        timed out meanwhile still gets its message posted.
+        """
         self.method_delays[method] = float(seconds)
+        if times is None:
+            self.method_delay_times.pop(method, None)
+        else:
+            self.method_delay_times[method] = int(times)
 
     def fail_next(
         self,
@@ -1006,7 +1019,7 @@ class SlackStandIn:
     def _process(self, *, method: str, query: str, body: bytes, headers: dict[str, str]) -> _Reply:
         """Decode one request, answer it and record it as a :class:`Call`."""
         arrived = time.time()
-        pause = self.delay + self.method_delays.get(method, 0.0)
+        pause = self.delay + self._method_delay(method)
         if pause > 0:
             time.sleep(pause)
         try:
@@ -1030,6 +1043,15 @@ class SlackStandIn:
         if self.answer_delay > 0:
             time.sleep(self.answer_delay)
         return reply
+
+    def _method_delay(self, method: str) -> float:
+        with self._lock:
+            left = self.method_delay_times.get(method)
+            if left is not None:
+                if left <= 0:
+                    return 0.0
+                self.method_delay_times[method] = left - 1
+            return self.method_delays.get(method, 0.0)
 
     def _answer(self, method: str, params: dict, headers: dict[str, str]) -> _Reply:
         """Outage, then scripted faults, then method lookup, auth and the method."""
@@ -1241,6 +1263,18 @@ class SlackStandIn:
             parent.replies.append(message)
         channel.by_ts[message.ts] = message
         return {"channel": channel.id, "ts": message.ts, "message": self._api_message(message, True)}
+
+    def _chat_delete(self, params: dict) -> dict:
+        channel = self._channel_param(params, member=False)
+        message = channel.by_ts.pop(str(params.get("ts") or ""), None)
+        if message is None:
+            raise _SlackError("message_not_found")
+        if message.parent is None:
+            channel.messages.remove(message)
+        else:
+            message.parent.replies.remove(message)
+        self.deleted.append({"channel": channel.id, "ts": message.ts})
+        return {"channel": channel.id, "ts": message.ts}
 
     def _chat_update(self, params: dict) -> dict:
         channel = self._channel_param(params, member=False)
