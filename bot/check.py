@@ -1,10 +1,10 @@
 """`submitwatch check`: is the configuration usable, and can we reach everything it names?"""
 from __future__ import annotations
 
-import re
 from urllib.parse import urlsplit
 
 from .config import Config, missing_secrets
+from .delivery import CHANNEL_ID
 from .slack_out import FIXES, make_client
 from .source import SourceError, WinRMSource
 
@@ -67,7 +67,6 @@ NEEDED_SCOPES = {
     "commands": "the /submitwatch slash command",
     "channels:history": "find its own post after a crash before sending it again",
 }
-_CHANNEL_ID = re.compile(r"[CGD][A-Z0-9]{2,}")
 
 
 def _check_slack(config: Config, out) -> int:
@@ -119,22 +118,28 @@ def _check_scopes(config: Config, scopes: set[str] | None, out) -> int:
 def _check_channel(client, channel: str, scopes: set[str] | None, out) -> int:
     """The channel exists and the bot is in it (reading one message proves both)."""
     channel_id = channel
-    if not _CHANNEL_ID.fullmatch(channel):
+    if not CHANNEL_ID.fullmatch(channel):
         channel_id = _channel_id_of(client, channel, scopes)
         if channel_id is None:
             out(f"FAILED   channel {channel}: this is a name, and no channel the bot can see "
                 "has it (a private channel must invite the bot first). Use the channel's ID: "
                 "in Slack, open the channel's details; the ID (C...) is at the bottom")
             return 1
-        out(f"WARNING  channel {channel} is a name; its ID is {channel_id}: write "
-            f"channel = \"{channel_id}\" so a rename cannot break alerts")
+        # Alerts work with a name, but an alert whose first post got no answer cannot be
+        # looked up before it is sent again (conversations.history takes only IDs).
+        out(f"FAILED   channel {channel} is a name; its ID is {channel_id}: write "
+            f"channel = \"{channel_id}\" (a name breaks the look-up that keeps an alert "
+            "from being posted twice, and a rename breaks alerts)")
+        problems = 1
+    else:
+        problems = 0
     try:
         client.conversations_history(channel=channel_id, limit=1)
     except Exception as exc:
         out(f"FAILED   channel {channel}: {_slack_error(exc, channel)}")
         return 1
     out(f"OK       channel {channel}: exists and the bot is in it")
-    return 0
+    return problems
 
 
 def _channel_id_of(client, name: str, scopes: set[str] | None) -> str | None:

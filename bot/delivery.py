@@ -15,6 +15,7 @@ Errors:
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -35,6 +36,8 @@ log = logging.getLogger("submitwatch")
 GIVE_UP_AFTER = timedelta(days=1)
 #: The kinds of row that create a new message (and may have reached Slack before a crash).
 CREATES_MESSAGE = ("post", "reply", "server_down", "server_up", "bot_late")
+#: What a Slack channel ID looks like (public C..., private G..., direct D...).
+CHANNEL_ID = re.compile(r"[CGD][A-Z0-9]{2,}")
 #: After an attempt that got no answer, how long before the look-up and the retry: Slack may
 #: still be acting on it (seen: posted after the client's timeout).
 LOOK_AGAIN_AFTER = timedelta(seconds=60)
@@ -171,6 +174,13 @@ def _already_sent(db: Database, sender: SlackSender, row: store.OutboxRow, incid
     if row.state != "sending" and not _unanswered(row):
         return False
     thread = _thread_of(db, row, incident)
+    if not CHANNEL_ID.fullmatch(channel):
+        # conversations.history takes only IDs; the first post of a channel given by its name
+        # (`#alerts`) cannot be looked up. Better a possible duplicate than a lost alert.
+        log.warning("cannot look for outbox row %d in %s before sending it again (a channel "
+                    "name, not an ID: `submitwatch check` gives the ID); sending it", row.id,
+                    channel)
+        return False
     try:
         ts = sender.find_sent(channel, {"outbox_id": row.id}, thread_ts=thread)
     except DeliveryError as exc:
@@ -212,11 +222,20 @@ def _check_for_a_late_twin(db: Database, row: store.OutboxRow, posted: Posted,
 def _remove_duplicates(db: Database, sender: SlackSender, row: store.OutboxRow,
                        now: datetime) -> None:
     detail = row.detail
-    found = sender.find_all_sent(detail["channel"], {"outbox_id": detail["outbox_id"]},
-                                 thread_ts=detail.get("thread"))
-    extra = [ts for ts in found if ts != detail["keep"]]
-    for ts in extra:
-        sender.delete(detail["channel"], ts)
+    try:
+        found = sender.find_all_sent(detail["channel"], {"outbox_id": detail["outbox_id"]},
+                                     thread_ts=detail.get("thread"))
+        extra = [ts for ts in found if ts != detail["keep"]]
+        for ts in extra:
+            sender.delete(detail["channel"], ts)
+    except DeliveryError as exc:
+        if not exc.permanent:
+            raise   # Slack down: look again later
+        # No history scope, the twin deleted by someone, ...: a check is not worth a day of
+        # retries; the message itself was sent.
+        log.warning("could not check outbox row %d for a duplicate: %s", detail["outbox_id"],
+                    exc, extra={"outbox_id": detail["outbox_id"]})
+        extra = []
     with store.write_transaction(db):
         store.mark_sent(db, row.id, now)
         if extra:

@@ -31,6 +31,11 @@ class _Job:
     allowed: float           # how late it may start before the watchdog steps in
     last_start: float        # monotonic time of its last start (or of the watchdog's start)
     running: bool = False
+    last_end: float = 0.0    # and of the end of its last run: a slow run is not a stalled job
+
+    @property
+    def since(self) -> float:
+        return max(self.last_start, self.last_end)
 
 
 class Watchdog:
@@ -59,15 +64,15 @@ class Watchdog:
                 return step()
             finally:
                 with self._lock:
-                    job.running = False
+                    job.running, job.last_end = False, self.monotonic()
         return run
 
     def check(self) -> list[str]:
         """Reschedule every overdue job to run now; the names of those it rescheduled."""
         now = self.monotonic()
         with self._lock:
-            overdue = [(j, now - j.last_start - j.interval) for j in self.jobs.values()
-                       if not j.running and now - j.last_start > j.allowed]
+            overdue = [(j, now - j.since - j.interval) for j in self.jobs.values()
+                       if not j.running and now - j.since > j.allowed]
             for job, _late in overdue:
                 # Counted from now, so one repair is enough even if the job is slow to start.
                 job.last_start = now

@@ -179,9 +179,13 @@ def prune(db: Database, cutoff: datetime, batch: int = 5000) -> dict[str, int]:
         "events": ("DELETE FROM events WHERE id IN (SELECT id FROM events WHERE time < ? AND "
                    f"(incident_id IS NULL OR incident_id IN ({old_incidents})) LIMIT ?)",
                    [stamp, stamp, batch]),
+        # The newest row always stays: SQLite gives a new row the highest id + 1, so deleting
+        # it would hand its id out again, and Slack messages carry outbox ids (the crash
+        # look-up and the duplicate check match on them).
         "outbox": ("DELETE FROM outbox WHERE id IN (SELECT id FROM outbox WHERE state IN "
                    "('sent', 'superseded') AND (created_at < ? OR incident_id IN "
-                   f"({old_incidents})) LIMIT ?)", [stamp, stamp, batch]),
+                   f"({old_incidents})) AND id < (SELECT max(id) FROM outbox) LIMIT ?)",
+                   [stamp, stamp, batch]),
         "incidents": ("DELETE FROM incidents WHERE id IN (SELECT id FROM incidents i WHERE "
                       "status = 'resolved' AND resolved_at < ? AND NOT EXISTS (SELECT 1 FROM "
                       "events e WHERE e.incident_id = i.id) AND NOT EXISTS (SELECT 1 FROM "

@@ -318,3 +318,39 @@ def test_a_post_slack_makes_late_ends_as_exactly_one_message(logs, db, make_conf
         [incident] = store.open_incidents(db).values()
         assert incident.message_ts == visible()[0]["ts"]   # the one kept is the one updated
     assert len(slack.calls_to("chat.postMessage")) > method_calls
+
+
+def test_a_slow_poll_is_not_taken_for_a_stalled_one(db):
+    from bot.watchdog import Watchdog
+
+    class Jobs:
+        def modify_job(self, job_id, next_run_time):
+            raise AssertionError("a slow run must not be rescheduled")
+
+    monotonic = [0.0]
+    dog = Watchdog(Jobs(), lambda: db, monotonic=lambda: monotonic[0])
+    dog.watch("poll:EX01", "poll EX01", 10, 0)
+
+    def slow_poll():               # started on time, then a 30 s read timeout
+        monotonic[0] += 30
+    dog.wrap("poll:EX01", slow_poll)()
+    assert dog.check() == []       # measured from its end, not its start
+    monotonic[0] += 15
+    assert dog.check() == []
+
+
+def test_retention_never_hands_out_an_outbox_id_again(db):
+    from datetime import datetime, timedelta, timezone
+
+    from store import db as store
+    now = datetime(2026, 3, 8, tzinfo=timezone.utc)
+    with store.write_transaction(db):
+        for _ in range(3):
+            store.enqueue(db, None, "server_down", now, server="EX01")
+        db.execute("UPDATE outbox SET state = 'sent'")
+    newest = db.execute("SELECT max(id) FROM outbox").fetchone()[0]
+    store.prune(db, now + timedelta(days=400))
+    assert [r[0] for r in db.execute("SELECT id FROM outbox")] == [newest]   # the newest stays
+    with store.write_transaction(db):
+        store.enqueue(db, None, "server_down", now, server="EX01")
+    assert db.execute("SELECT max(id) FROM outbox").fetchone()[0] == newest + 1

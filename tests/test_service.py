@@ -108,12 +108,13 @@ def test_check_fails_a_channel_the_bot_is_not_in_or_that_does_not_exist(make_con
     assert "FAILED   channel C0NOSUCH: the channel C0NOSUCH does not exist" in out
 
 
-def test_check_gives_the_id_of_a_channel_named_by_its_name(make_config, slack):
+def test_check_gives_the_id_of_a_channel_named_by_its_name_and_fails_it(make_config, slack):
     slack.add_channel("C0NAMED", "alerts")
     status, out = run_check_of(make_config(servers=("EX01",), slack={"channel": "#alerts"}),
                                slack.app_token)
-    assert status == 0, out
-    assert 'channel #alerts is a name; its ID is C0NAMED: write channel = "C0NAMED"' in out
+    assert status == 1, out    # it works, but breaks the look-up that prevents duplicates
+    assert 'FAILED   channel #alerts is a name; its ID is C0NAMED: write channel = "C0NAMED"' \
+        in out
     assert "OK       channel #alerts: exists and the bot is in it" in out
     status, out = run_check_of(make_config(servers=("EX01",), slack={"channel": "#nowhere"}),
                                slack.app_token)
@@ -310,3 +311,18 @@ def test_metrics_are_off_unless_a_port_is_set():
     assert parse_config({"slack": {"channel": "C"}}, {}).metrics.port is None
     on = parse_config({"slack": {"channel": "C"}, "metrics": {"port": 9464}}, {})
     assert (on.metrics.host, on.metrics.port) == ("127.0.0.1", 9464)
+
+
+def test_an_alert_to_a_named_channel_whose_post_got_no_answer_is_never_lost(
+        logs, db, make_config, slack, clock):
+    from bot.delivery import deliver_once
+    from bot.slack_out import SlackSender
+    slack.add_channel("C0NAMED", "alerts")
+    config = make_config(servers=("EX01",), slack={"channel": "#alerts"})
+    scanner(logs["EX01"], 1)
+    slack.fail_next("chat.postMessage", status=503, times=5)   # no answer to the first post
+    sweep(db, config, clock)
+    clock.advance(minutes=2)
+    result = deliver_once(db, SlackSender.from_config(config.slack), config, clock)
+    assert result.sent == 1 and result.failed == 0, result.errors   # no channel_not_found
+    assert len(slack.messages("C0NAMED")) == 1
