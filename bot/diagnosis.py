@@ -19,7 +19,7 @@ the result.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Iterable, Mapping
 
 from .config import ServerConfig
@@ -88,12 +88,13 @@ def cause_of(event_id: int, version: str | None) -> str:
 
 
 def diagnose(account: str, sightings: Iterable[Sighting], hosts: Mapping[str, str],
-             servers: Mapping[str, ServerConfig]) -> list[Diagnosis]:
+             servers: Mapping[str, ServerConfig], *, typed: bool = False) -> list[Diagnosis]:
     """One Diagnosis per cause, in the order the causes were first seen.
 
     `hosts` maps a configured server name to the Exchange host its events came from (the
     short name commands use); `servers` holds the configuration (version, submission
-    connector). A name that cannot go into a command spoils only its own target.
+    connector). A name that cannot go into a command spoils only its own target. `typed`:
+    the sightings' connectors are what a person typed (`fix`), not what events named.
     """
     by_cause: dict[str, list[Sighting]] = {}
     for sighting in sightings:
@@ -101,8 +102,18 @@ def diagnose(account: str, sightings: Iterable[Sighting], hosts: Mapping[str, st
         by_cause.setdefault(cause_of(sighting.event_id, cfg.version if cfg else None),
                             []).append(sighting)
     account_refusal = _refusal(lambda: check_value(account, "account"))
-    return [_diagnosis(cause, account, found, hosts, servers, account_refusal)
-            for cause, found in by_cause.items()]
+    found = [_diagnosis(cause, account, seen, hosts, servers, account_refusal)
+             for cause, seen in by_cause.items()]
+    if typed:
+        found = [replace(d, targets=tuple(_typed(t) for t in d.targets)) for d in found]
+    return found
+
+
+def _typed(target: Target) -> Target:
+    if target.source != "event":
+        return target
+    fix = replace(target.fix, connector_source="typed") if target.fix else None
+    return replace(target, source="typed", fix=fix)
 
 
 def diagnose_incident(incident: Incident, servers: Mapping[str, ServerConfig]) -> list[Diagnosis]:
@@ -164,9 +175,9 @@ def _target(cause: str, account: str, sighting: Sighting, hosts: Mapping[str, st
         return Target(sighting.server, connector, source, refusal=account_refusal)
     custom = (cause == NO_SUBMIT and source == "event"
               and not is_default_connector(connector, version))
-    return Target(sighting.server, connector, source,
-                  fix=fix_for(account, host, connector=connector),
-                  custom=custom, inspect=inspect_connector_command(connector) if custom else None)
+    fix = replace(fix_for(account, host, connector=connector), connector_source=source)
+    return Target(sighting.server, connector, source, fix=fix, custom=custom,
+                  inspect=inspect_connector_command(connector) if custom else None)
 
 
 def _refusal(check) -> str | None:

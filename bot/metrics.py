@@ -16,6 +16,7 @@ import json
 import sqlite3
 import threading
 import time
+from pathlib import Path
 from datetime import datetime, timezone
 from typing import Callable, Iterable
 
@@ -151,7 +152,9 @@ class Readiness:
 
     def _database(self) -> str | None:
         try:
-            conn = sqlite3.connect(self.config.store.path, timeout=1, isolation_level=None)
+            # mode=rw: a readiness probe must never create a missing database
+            uri = Path(self.config.store.path).resolve().as_uri() + "?mode=rw"
+            conn = sqlite3.connect(uri, uri=True, timeout=1, isolation_level=None)
             try:
                 conn.execute("BEGIN IMMEDIATE")   # takes the write lock, writes nothing
                 conn.execute("ROLLBACK")

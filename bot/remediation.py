@@ -350,7 +350,8 @@ def sid_command(account: str) -> str:
 class Fix:
     """Everything an alert needs to tell an admin how to fix one account on one connector.
 
-    ``connector_source``: "event" (an event named the connector), "configured" (the admin
+    ``connector_source``: "event" (an event named the connector), "typed" (a person gave it to
+    `/submitwatch fix`), "configured" (the admin
     configured the server's submission connector) or "guess" (the default client-submission
     connector for the server's version: say so, and show ``list_connectors``).
     ``server`` is the short server name used in the commands.

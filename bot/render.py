@@ -32,6 +32,14 @@ NAME_LIMIT = 200            # how much of an untrusted name is shown in prose
 MAX_FIXES = 3               # connectors with commands per cause in an alert; Show fix: more
 FIX_MOST = 15               # ... in Show fix (each takes two blocks; a message holds 50)
 MESSAGE_BLOCKS = 50
+# Where the rest is, when a message is cut (mrkdwn), and after "N more connector(s)" (plain).
+MORE_IN_FIX = ("More did not fit in one Slack message: *Show fix* gives every command, and "
+               "`/submitwatch fix` each connector's.")
+MORE_PER_CONNECTOR = ("More did not fit in one Slack message: `/submitwatch fix ACCOUNT "
+                      "'SERVER\\Connector'` gives one connector's commands.")
+FIX_GIVES_EACH = "Show fix gives the commands for each."
+SLASH_FIX_GIVES_EACH = ("/submitwatch fix with the account and 'SERVER\\Connector' gives each "
+                        "one's commands.")
 
 # The buttons on an alert; handlers.actions listens for these action_ids.
 ACTION_ACK = "submitwatch_ack"
@@ -137,6 +145,7 @@ WHY_BUILTIN = ("Why: Exchange's own transport code (2013; 2016, 2019 and SE shar
                "for these identities before it reads any permission, and logs 1020 for them.")
 _WHERE = {
     "event": "named by the event",
+    "typed": "the connector you gave",
     "configured": "configured as this server's submission connector",
     "guess": "not named by any event: the usual client submission connector, a guess; list "
              "them to be sure",
@@ -145,7 +154,8 @@ _SUBMIT = rt.code(SUBMIT_RIGHT)
 
 
 def diagnosis_blocks(diagnosis: Diagnosis, account: str, *, most: int = MAX_FIXES,
-                     whatif: bool = False, only: Iterable[Target] | None = None) -> list[dict]:
+                     whatif: bool = False, only: Iterable[Target] | None = None,
+                     more: str | None = None) -> list[dict]:
     """What one cause means, what to do, and its commands.
 
     With `only` (a thread note about new servers or connectors): the headline and those
@@ -173,8 +183,8 @@ def diagnosis_blocks(diagnosis: Diagnosis, account: str, *, most: int = MAX_FIXE
     for target in targets[:most]:
         blocks += _target_blocks(target, whatif=whatif)
     if len(targets) > most:
-        blocks.append(rt.rich([f"{len(targets) - most} more connector(s) not shown: Show fix "
-                               "gives the commands for each."]))
+        blocks.append(rt.rich([f"{len(targets) - most} more connector(s) not shown. " +
+                               (more or FIX_GIVES_EACH)]))
     return blocks
 
 
@@ -291,7 +301,7 @@ def alert(incident: Incident, servers: Mapping[str, ServerConfig],
     servers_text = ", ".join(show(n, 64) for n in incident.server_names)
     text = (f"{'Resolved' if resolved else 'SMTP submit denied'}: {account} on {servers_text} "
             f"({incident.event_count} event{'s' if incident.event_count != 1 else ''})")
-    return text, _fit(blocks)
+    return text, _fit(blocks, tail=3 if not resolved else 2)
 
 
 def facts(incident: Incident) -> list[list[Part]]:
@@ -324,8 +334,9 @@ def fix_message(incident: Incident, servers: Mapping[str, ServerConfig]) -> tupl
     blocks = [rt.rich([rt.bold("The fix for "), rt.name(incident.account),
                        f" (incident #{incident.id})"])]
     for diagnosis in diagnose_incident(incident, servers):
-        blocks += diagnosis_blocks(diagnosis, incident.account, most=FIX_MOST, whatif=True)
-    return text, _fit(blocks)
+        blocks += diagnosis_blocks(diagnosis, incident.account, most=FIX_MOST, whatif=True,
+                                   more=SLASH_FIX_GIVES_EACH)
+    return text, _fit(blocks, more=MORE_PER_CONNECTOR)
 
 
 def thread_note(incident: Incident, detail: Mapping[str, list[str]],
@@ -353,12 +364,13 @@ def thread_note(incident: Incident, detail: Mapping[str, list[str]],
     return text, _fit(blocks)
 
 
-def _fit(blocks: list[dict]) -> list[dict]:
-    """Never more blocks than a message takes (the footer and buttons are kept)."""
+def _fit(blocks: list[dict], *, tail: int = 0, more: str = MORE_IN_FIX) -> list[dict]:
+    """Never more blocks than a message takes: the middle is cut, the last `tail` blocks
+    (facts, buttons, footer) are kept, and a line says where the rest is."""
     if len(blocks) <= MESSAGE_BLOCKS:
         return blocks
-    return blocks[: MESSAGE_BLOCKS - 1] + [_context("More did not fit in one Slack message: "
-                                                    "Show fix gives every command.")]
+    keep = MESSAGE_BLOCKS - 1 - tail
+    return blocks[:keep] + [_context(more)] + blocks[len(blocks) - tail:]
 
 
 def action_note(incident: Incident, detail: Mapping) -> tuple[str, list[dict]]:

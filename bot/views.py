@@ -323,7 +323,6 @@ def _value(key: str, value) -> str:
 # --- fix ----------------------------------------------------------------------------------------
 
 _WHERE = {
-    "typed": "the connector you gave",
     "account": "named by this account's 1018 events",
     "configured": "configured as this server's submission connector",
     "server": "named by events of other accounts on this server",
@@ -380,7 +379,8 @@ def diagnosed_blocks(diagnoses: list[Diagnosis], account: str) -> list[dict]:
     """Each cause's explanation and commands, with the -WhatIf dry run (for `fix`)."""
     blocks: list[dict] = []
     for diagnosis in diagnoses:
-        blocks += render.diagnosis_blocks(diagnosis, account, most=5, whatif=True)
+        blocks += render.diagnosis_blocks(diagnosis, account, most=5, whatif=True,
+                                          more=render.SLASH_FIX_GIVES_EACH)
     return blocks
 
 

@@ -171,7 +171,8 @@ def _diagnosed(req: Request, account: str, event_id: int, server: str | None,
     if connector:
         hosts[server] = connector.partition("\\")[0].strip()
     configured = {s.name: s for s in req.config.servers}
-    return views.diagnosed_blocks(diagnose(account, sightings, hosts, configured), account)
+    return views.diagnosed_blocks(diagnose(account, sightings, hosts, configured,
+                                           typed=connector is not None), account)
 
 
 def _refuse_unsafe(value: str, what: str) -> None:

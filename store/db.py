@@ -55,6 +55,9 @@ def open_db(path: str | Path, *, migrate: bool = True) -> Database:
             migrations.apply(db)
     except sqlite3.DatabaseError as exc:
         raise StoreError(f"cannot open the database: {explain(exc, path)}") from exc
+    except OSError as exc:   # creating the file or its lock in a folder we may not write
+        raise StoreError(f"cannot create the database {path}: {exc.strerror or exc}; give the "
+                         "user running SubmitWatch write access to its folder") from exc
     return db
 
 

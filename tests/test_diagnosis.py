@@ -374,3 +374,6 @@ def test_rendered_alerts_for_every_cause_fit_block_kit(db):
                    opened_at=T0, sightings=sightings)
     for _text, blocks in (render.alert(inc, SERVERS), render.fix_message(inc, SERVERS)):
         assert validate_blocks(blocks) == [] and len(blocks) <= 50
+    blocks = render.alert(inc, SERVERS)[1]
+    assert [b["type"] for b in blocks[-3:]] == ["rich_text", "actions", "context"]  # kept
+    assert "SubmitWatch · incident #9" in blocks[-1]["elements"][0]["text"]

@@ -425,7 +425,10 @@ def test_fix_with_a_connector_gives_the_exact_commands_for_it(db, config):
     [commands] = preformatted(reply)
     comments = [row for row in commands.split("\n") if row.startswith("#")]
     assert comments == ["# try it first (changes nothing)", "# grant",
-                        "# verify (a Deny entry wins over a grant)", "# undo"]
+                        "# verify (a Deny entry wins over a grant)", "# undo",
+                        "# list this server's Receive connectors"]
+    assert literal(command(commands, "# list this server's Receive connectors").commands[0]
+                   .arg("-Server")) == "EX01"
     grant = command(commands, "# grant")
     assert grant.names == ("Get-ReceiveConnector", "Add-ADPermission")
     assert literal(grant.commands[0].arg("-Identity")) == FRONTEND
@@ -438,7 +441,7 @@ def test_fix_with_a_connector_gives_the_exact_commands_for_it(db, config):
     assert understood == ("Understood: account CONTOSO\\svc-scanner, connector "
                           "EX01\\Client Frontend EX01, event 1018 (you said).")
     assert cause.startswith("No Submit right on the connector (event 1018) on EX01\n")
-    assert where == "Connector EX01\\Client Frontend EX01 (named by the event)"
+    assert where == "Connector EX01\\Client Frontend EX01 (the connector you gave)"
     quoted = ask(db, config, "fix 'CONTOSO\\svc-scanner' \"EX01\\Client Frontend EX01\" 1018")
     assert quoted.blocks == reply.blocks
     assert_inert(reply)
