@@ -354,3 +354,12 @@ def test_retention_never_hands_out_an_outbox_id_again(db):
     with store.write_transaction(db):
         store.enqueue(db, None, "server_down", now, server="EX01")
     assert db.execute("SELECT max(id) FROM outbox").fetchone()[0] == newest + 1
+
+
+def test_a_database_that_cannot_be_created_is_said_in_words(tmp_path):
+    from store.db import StoreError, open_db
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("x", encoding="utf-8")
+    with pytest.raises(StoreError, match="cannot create the database .*give the user running "
+                                         "SubmitWatch write access"):
+        open_db(blocker / "sw.db")
