@@ -126,10 +126,12 @@ def unsnooze(db: Database, target: int | str, actor: Actor, now: datetime) -> li
     return ending
 
 
-def end_expired_snoozes(db: Database, now: datetime) -> int:
-    """Called by the scheduler: end snoozes whose time is up and bring their alerts back."""
+def end_expired_snoozes(db: Database, now: datetime, guard=None) -> int:
+    """Called by the scheduler: end snoozes whose time is up and bring their alerts back
+    (`guard`: a snooze set before a clock step forward lasts its real length)."""
     with store.write_transaction(db):
-        due = chat.due_snoozes(db, now)
+        due = [s for s in chat.due_snoozes(db, now)
+               if guard is None or guard.real_now(s.created_at, now) >= s.until]
         for s in due:
             covered = chat.incidents_covered(db, s)
             chat.end_snooze(db, s.id, now, None)

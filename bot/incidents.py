@@ -39,7 +39,9 @@ def decide(events: Iterable[Event], open_incidents: Mapping[str, Incident], now:
 
     An event that comes more than `quiet_period` after its incident's last event closes that
     incident and opens a new one: the quiet sweep may not have run yet (or events arrive in a
-    burst after downtime), and the answer must not depend on when the sweep ran.
+    burst after downtime), and the answer must not depend on when the sweep ran. Only if the
+    bot, too, stored nothing for it for that long: an Exchange clock that jumps ahead must not
+    split a live incident (and post it again) on every sweep.
     """
     growing: dict[str, _Growth] = {}   # per account: the incident events are added to now
     ordered: list[_Growth] = []
@@ -49,7 +51,8 @@ def decide(events: Iterable[Event], open_incidents: Mapping[str, Incident], now:
         if growth is None and key in open_incidents:
             growth = growing[key] = _Growth(open_incidents[key])
             ordered.append(growth)
-        if growth is not None and event.time - growth.last_seen > quiet_period:
+        if (growth is not None and event.time - growth.last_seen > quiet_period
+                and not growth.stored_within(now, quiet_period)):
             growth.resolved_at = now
             growth = None
         if growth is None:
@@ -58,7 +61,7 @@ def decide(events: Iterable[Event], open_incidents: Mapping[str, Incident], now:
             ordered.append(growth)
         else:
             growth.add(event)
-    return [growth.change() for growth in ordered]
+    return [growth.change(now) for growth in ordered]
 
 
 class _Growth:
@@ -75,6 +78,7 @@ class _Growth:
         self.server_names = {name for name, _ in base.servers}
         self.connectors = list(base.connectors)
         self.event_ids = set(base.event_ids)
+        self.stored_before = None if self.opened else base.last_stored_at
         self.sightings = list(base.sightings)
         # plain tuples to look up, a Sighting built only for a new one (this runs per event)
         self.seen = {(s.event_id, s.server, s.connector) for s in base.sightings}
@@ -95,18 +99,23 @@ class _Growth:
         self.event_ids.add(event.event_id)
         self._sighted(event)
 
+    def stored_within(self, now: datetime, period: timedelta) -> bool:
+        """Did the bot store an event of this incident, before this batch, within `period`?"""
+        return self.stored_before is not None and now - self.stored_before <= period
+
     def _sighted(self, event: Event) -> None:
         key = (event.event_id, event.server, event.connector)
         if key not in self.seen:
             self.seen.add(key)
             self.sightings.append(Sighting(*key))
 
-    def change(self) -> IncidentChange:
+    def change(self, now: datetime) -> IncidentChange:
         after = replace(self.base, first_seen=self.first_seen, last_seen=self.last_seen,
                         event_count=self.count, servers=tuple(self.servers),
                         connectors=tuple(self.connectors),
                         event_ids=tuple(sorted(self.event_ids)),
-                        sightings=tuple(self.sightings))
+                        sightings=tuple(self.sightings),
+                        last_stored_at=now if self.events else self.base.last_stored_at)
         if self.resolved_at is not None:
             after = replace(after, status="resolved", resolved_at=self.resolved_at)
         if self.opened:
@@ -118,12 +127,14 @@ class _Growth:
             new_connectors=tuple(c for c in after.connectors if c not in before.connectors))
 
 
-def resolve_quiet(open_incidents: Iterable[Incident], now: datetime,
-                  quiet_period: timedelta) -> list[IncidentChange]:
-    """Close every open incident with no event for the quiet period."""
+def resolve_quiet(open_incidents: Iterable[Incident], now: datetime, quiet_period: timedelta,
+                  elapsed: Callable[[datetime, datetime], timedelta] = lambda a, b: b - a,
+                  ) -> list[IncidentChange]:
+    """Close every open incident with no event for the quiet period. `elapsed(since, now)` is
+    the real time between the two (bot.clockguard leaves a clock step forward out of it)."""
     return [IncidentChange(before=i, after=replace(i, status="resolved", resolved_at=now))
             for i in open_incidents
-            if i.status == "open" and now - i.last_seen > quiet_period]
+            if i.status == "open" and elapsed(i.quiet_since(), now) > quiet_period]
 
 
 def _open(event: Event, now: datetime, channel: str) -> Incident:

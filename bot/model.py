@@ -84,6 +84,12 @@ class Incident:
     acked_at: datetime | None = None
     ack_note: str | None = None       # free text from the responder (untrusted)
     sightings: tuple[Sighting, ...] = ()  # each (event ID, server, connector) once, in order
+    last_stored_at: datetime | None = None  # the bot's time when its newest event was stored
+
+    def quiet_since(self) -> datetime:
+        """Since when nothing new was seen, by the bot's clock as well as Exchange's: an
+        Exchange clock behind the bot's must not make a live incident look quiet."""
+        return max(self.last_seen, self.last_stored_at or self.last_seen)
 
     @property
     def server_names(self) -> tuple[str, ...]:

@@ -253,11 +253,14 @@ def apply_changes(db: Database, changes: Iterable[IncidentChange], now: datetime
     return linked
 
 
-def resolve_quiet_incidents(db: Database, config: Config, clock: Clock = utc_now) -> int:
-    """Close incidents that have been quiet for the configured period."""
+def resolve_quiet_incidents(db: Database, config: Config, clock: Clock = utc_now,
+                            guard=None) -> int:
+    """Close incidents that have been quiet for the configured period (`guard`, a
+    bot.clockguard.ClockGuard, leaves clock steps forward out of the quiet time)."""
     now = clock()
+    elapsed = guard.elapsed if guard is not None else (lambda since, at: at - since)
     with store.write_transaction(db):
         changes = resolve_quiet(store.open_incidents(db).values(), now,
-                                timedelta(seconds=config.incidents.quiet_period))
+                                timedelta(seconds=config.incidents.quiet_period), elapsed)
         apply_changes(db, changes, now, config)
     return len(changes)

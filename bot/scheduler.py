@@ -32,6 +32,7 @@ from .delivery import deliver_once
 from .poller import poll_server_once, resolve_quiet_incidents
 from .slack_out import SlackSender
 from .source import WinRMSource
+from .clockguard import ClockGuard
 from .watchdog import Watchdog
 
 log = logging.getLogger("submitwatch")
@@ -147,8 +148,9 @@ def build_scheduler(config: Config, sender: SlackSender, *,
             next_run_time=first, id=job_id, name=f"poll {server.name}")
         watchdog.watch(job_id, f"poll {server.name}", config.polling.interval,
                        config.polling.jitter)
+    guard = ClockGuard(monotonic)
     scheduler.add_job(watchdog.wrap("housekeeping", _guarded(
-        lambda: housekeeping(dbs.get(), config), "housekeeping")),
+        lambda: housekeeping(dbs.get(), config, guard), "housekeeping")),
         "interval", seconds=HOUSEKEEPING_EVERY_SECONDS, id="housekeeping",
         name="resolve quiet incidents, end snoozes", executor="housekeeping")
     watchdog.watch("housekeeping", "housekeeping (quiet incidents, snoozes)",
@@ -219,9 +221,13 @@ def poll_and_wake(wake_delivery, db, source: WinRMSource, config: Config,
         wake_delivery()
 
 
-def housekeeping(db, config: Config) -> None:
-    resolve_quiet_incidents(db, config)
-    end_expired_snoozes(db, datetime.now(timezone.utc))
+def housekeeping(db, config: Config, guard: ClockGuard | None = None,
+                 clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)) -> None:
+    now = clock()
+    if guard is not None:
+        guard.observe(now)
+    resolve_quiet_incidents(db, config, lambda: now, guard)
+    end_expired_snoozes(db, now, guard)
 
 
 def _guarded(step, name: str):

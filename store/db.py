@@ -419,6 +419,7 @@ def save_incident(db: Database, incident: Incident) -> Incident:
         "connectors": json.dumps(list(incident.connectors)),
         "event_ids": json.dumps(list(incident.event_ids)),
         "sightings": json.dumps([[s.event_id, s.server, s.connector] for s in incident.sightings]),
+        "last_stored_at": iso(incident.last_stored_at) if incident.last_stored_at else None,
         "opened_at": iso(incident.opened_at),
         "resolved_at": iso(incident.resolved_at) if incident.resolved_at else None,
         "last_message_at": iso(incident.last_message_at) if incident.last_message_at else None,
@@ -458,7 +459,8 @@ def _incident(row: dict[str, Any]) -> Incident:
         message_ts=row["message_ts"], resolved_at=from_iso(row["resolved_at"]),
         last_message_at=from_iso(row["last_message_at"]), acked_by=row.get("acked_by"),
         acked_at=from_iso(row.get("acked_at")), ack_note=row.get("ack_note"),
-        sightings=tuple(Sighting(*triple) for triple in json.loads(row.get("sightings") or "[]")))
+        sightings=tuple(Sighting(*triple) for triple in json.loads(row.get("sightings") or "[]")),
+        last_stored_at=from_iso(row.get("last_stored_at")))
 
 
 # --- outbox -------------------------------------------------------------------------------------

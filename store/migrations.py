@@ -156,3 +156,13 @@ def m008_server_alert_channel(db: Database) -> None:
     # When SubmitWatch first polled the server: a server that never polled successfully is
     # "not watched since then", not "last good poll <now>".
     db["server_state"].add_column("first_poll_at", str)
+
+
+@migrations()
+def m009_last_stored_at(db: Database) -> None:
+    # The bot's own time when an incident's newest event was stored: quietness is decided on it
+    # as well as on Exchange's event times, so an Exchange clock behind the bot's (or jumping
+    # ahead) neither resolves live incidents nor splits them. Filled from the events stored.
+    db["incidents"].add_column("last_stored_at", str)
+    db.execute("UPDATE incidents SET last_stored_at = (SELECT max(stored_at) FROM events "
+               "WHERE events.incident_id = incidents.id)")

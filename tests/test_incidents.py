@@ -58,7 +58,7 @@ def test_out_of_order_events_keep_first_and_last_seen_right():
 
 
 def test_an_event_after_the_quiet_period_closes_the_old_incident_and_opens_a_new_one():
-    [opened] = run([event(1)])
+    [opened] = run([event(1)], now=T0)      # stored as it happened
     old = opened.after
     late = T0 + QUIET + timedelta(minutes=1)
     changes = decide([event(9, minutes=24 * 60 + 1)], {old.key: old}, late, QUIET, channel_for)
@@ -68,8 +68,8 @@ def test_an_event_after_the_quiet_period_closes_the_old_incident_and_opens_a_new
 
 
 def test_quiet_incidents_resolve_and_busy_ones_do_not():
-    [quiet] = run([event(1, "quiet")])
-    [busy] = run([event(2, "busy", minutes=60)])
+    [quiet] = run([event(1, "quiet")], now=T0)
+    [busy] = run([event(2, "busy", minutes=60)], now=T0 + timedelta(minutes=60))
     now = T0 + QUIET + timedelta(minutes=30)
     changes = resolve_quiet([quiet.after, busy.after], now, QUIET)
     assert [(c.after.account, c.after.status, c.after.resolved_at) for c in changes] == [
@@ -92,3 +92,19 @@ def test_an_incident_keeps_each_event_id_server_and_connector_once_in_first_seen
                            event_id=1020)], {stored.key: stored})
     assert grown.after.sightings == (*first.sightings, Sighting(1020, "EX02", "EX02\\Client"))
     assert grown.new_connectors == ("EX02\\Client",)   # named by a 1020: news all the same
+
+
+def test_an_exchange_clock_behind_the_bots_neither_resolves_nor_splits_a_live_incident():
+    """The bot's clock two days ahead of Exchange's (or Exchange's stepped back): quietness
+    counts from when the bot stored the events too."""
+    now = T0 + timedelta(days=2)
+    [opened] = run([event(1)], now=now)
+    live = opened.after
+    assert resolve_quiet([live], now + timedelta(minutes=5), QUIET) == []
+    # Exchange's clock jumps ahead a day: the bot stored this incident's events minutes ago,
+    # so it grows instead of closing and posting again.
+    [grown] = decide([event(2, minutes=24 * 60 + 5)], {live.key: live},
+                     now + timedelta(minutes=5), QUIET, channel_for)
+    assert not grown.opened and grown.after.status == "open" and grown.after.event_count == 2
+    # Quiet for a real day by both clocks: resolved.
+    assert resolve_quiet([grown.after], now + QUIET + timedelta(minutes=6), QUIET) != []

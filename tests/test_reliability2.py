@@ -363,3 +363,59 @@ def test_a_database_that_cannot_be_created_is_said_in_words(tmp_path):
     with pytest.raises(StoreError, match="cannot create the database .*give the user running "
                                          "SubmitWatch write access"):
         open_db(blocker / "sw.db")
+
+
+# --- the clock stepped forward: nothing resolves or ends early ------------------------------------
+
+def test_a_clock_step_forward_resolves_nothing_and_ends_no_snooze_early(
+        logs, db, make_config, slack, clock):
+    from datetime import timedelta
+
+    from bot import chatops
+    from bot.chatops import Actor
+    from bot.clockguard import ClockGuard
+    from bot.scheduler import housekeeping
+    from store import chat
+    from store import db as store
+    from tests.test_pipeline import scanner, sweep
+    config = make_config(servers=("EX01",))
+    scanner(logs["EX01"], 1)
+    sweep(db, config, clock)
+    [incident] = store.open_incidents(db).values()
+    chatops.snooze(db, incident.id, 4 * 3600, "patching", Actor("U0ALICE", "slash"), clock())
+    monotonic = [0.0]
+    guard = ClockGuard(lambda: monotonic[0])
+    housekeeping(db, config, guard, clock)
+    monotonic[0] += 30
+    clock.advance(days=1, seconds=30)                   # NTP steps the clock a day forward
+    housekeeping(db, config, guard, clock)
+    assert [i.status for i in store.open_incidents(db).values()] == ["open"]
+    assert len(chat.active_snoozes(db, clock() - timedelta(days=1))) == 1   # not ended
+    monotonic[0] += 4 * 3600 + 60                       # four real hours later
+    clock.advance(hours=4, seconds=60)
+    housekeeping(db, config, guard, clock)
+    assert chat.active_snoozes(db, clock()) == []        # the snooze ended on time
+    assert [i.status for i in store.open_incidents(db).values()] == ["open"]
+    monotonic[0] += 20 * 3600                           # a real quiet day: resolved
+    clock.advance(hours=20)
+    housekeeping(db, config, guard, clock)
+    assert store.open_incidents(db) == {}
+
+
+def test_the_guard_leaves_only_steps_after_a_moment_out_of_its_elapsed_time():
+    from datetime import datetime, timedelta, timezone
+
+    from bot.clockguard import ClockGuard
+    t0 = datetime(2026, 3, 8, tzinfo=timezone.utc)
+    monotonic = [0.0]
+    guard = ClockGuard(lambda: monotonic[0])
+    guard.observe(t0)
+    monotonic[0] = 30
+    guard.observe(t0 + timedelta(days=1, seconds=30))   # a day forward
+    now = t0 + timedelta(days=1, minutes=1)
+    assert guard.elapsed(t0 - timedelta(hours=1), now) == timedelta(hours=1, minutes=1)
+    after = t0 + timedelta(days=1, seconds=40)           # a moment after the step
+    assert guard.elapsed(after, now) == now - after
+    monotonic[0] = 60
+    guard.observe(t0 + timedelta(days=1, seconds=65))   # 5 s of scheduling noise: no step
+    assert len(guard.steps) == 1
