@@ -31,6 +31,9 @@ def run_check(config: Config, out=print) -> int:
                 shell.query(info.newest_record or 0, 1)
             out(f"OK       {server.name}: WinRM works and the event query runs; the Application "
                 f"log holds {info.record_count} record(s)")
+            skew = _measured_skew(config, server.name)
+            if skew:
+                out(f"WARNING  {server.name}: {skew}")
         except SourceError as exc:
             out(f"FAILED   {exc}")
             problems += 1
@@ -40,6 +43,23 @@ def run_check(config: Config, out=print) -> int:
     if config.slack.bot_token is not None:
         problems += _check_slack(config, out)
     return 1 if problems else 0
+
+
+def _measured_skew(config: Config, server: str) -> str | None:
+    """The clock skew the polls last measured for a server (check itself sees no event)."""
+    from pathlib import Path
+
+    from store import db as store
+    from .views import skew_text
+    if not Path(config.store.path).exists():
+        return None
+    try:
+        state = store.server_state(store.open_db(config.store.path, migrate=False), server)
+    except Exception:  # an old or locked database: the skew is a hint, not a check
+        return None
+    if not state.clock_skew:
+        return None
+    return f"{skew_text(state.clock_skew)} (measured {store.iso(state.clock_skew_at)})"
 
 
 def permission_warnings(config: Config) -> list[str]:

@@ -122,6 +122,8 @@ def _poll(db: Database, source: WinRMSource, config: Config, clock: Clock,
         info, raw = shell.log_info_and_query(
             state.cursor or 0, batch_size, lookback if state.cursor is None else None)
         generation, cursor, notes = check_log(state, info)
+        # Events read now were written after the last good poll began: the reference for skew.
+        previous = state.last_success_at if state.cursor is not None else None
         if cursor != state.cursor:
             raw = None  # the log was cleared: read it again from its start
         lookback_ms = lookback if cursor is None else None
@@ -142,7 +144,7 @@ def _poll(db: Database, source: WinRMSource, config: Config, clock: Clock,
                 # After a cut-off event the cursor stays before it: the next poll reads it again.
                 next_cursor = max(next_cursor, info.newest_record or 0)
             result.stored += _store_batch(db, config, state, batch.events, notes + problems,
-                                          generation, next_cursor, info, clock())
+                                          generation, next_cursor, info, clock(), previous)
             result.problems += notes + problems
             notes = []
             if not more or next_cursor == cursor:
@@ -192,14 +194,39 @@ def _decode(raw: bytes, server: str) -> tuple[str, list[Problem]]:
 
 
 def _store_batch(db: Database, config: Config, state: store.ServerState, events, problems,
-                 generation: int, cursor: int, info: LogInfo, now: datetime) -> int:
+                 generation: int, cursor: int, info: LogInfo, now: datetime,
+                 previous: datetime | None = None) -> int:
     with store.write_transaction(db):
         stored = ingest(db, config, events, generation, now)
         store.record_problems(db, problems, now)
         store.save_poll_success(db, state, generation=generation, cursor=cursor,
                                 oldest_record=info.oldest_record,
                                 newest_record=info.newest_record, stored=stored, now=now)
+        skew = clock_skew(events, previous, now)
+        if skew is not None:
+            store.set_clock_skew(db, state.server, skew, now)
     return stored
+
+
+#: A difference between Exchange's event times and the bot's clock under this is not reported.
+SKEW_LIMIT = timedelta(minutes=5)
+
+
+def clock_skew(events, previous: datetime | None, now: datetime) -> float | None:
+    """How far the server's event times are off the bot's clock, in seconds (0 when within
+    SKEW_LIMIT; None when this batch cannot tell).
+
+    Ahead: an event stamped after the bot's now. Behind: the newest of the events logged since
+    the last good poll (`previous`; they were written after it began) stamped well before it.
+    """
+    if not events:
+        return None
+    newest = max(event.time for event in events)
+    if newest - now > SKEW_LIMIT:
+        return (newest - now).total_seconds()
+    if previous is not None and previous - newest > SKEW_LIMIT:
+        return -(previous - newest).total_seconds()
+    return 0.0
 
 
 def ingest(db: Database, config: Config, events: list, generation: int, now: datetime) -> int:

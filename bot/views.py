@@ -466,6 +466,8 @@ def _poll_facts(row: ServerRow, now: datetime) -> list[str]:
     else:
         facts.append("never polled successfully")
     facts.append(f"cursor {state.cursor}" if state.cursor is not None else "no cursor yet")
+    if state.clock_skew:
+        facts.append(f"*{skew_text(state.clock_skew)}* (seen {slack_date(state.clock_skew_at)})")
     if state.generation:
         facts.append(f"log cleared {plural(state.generation, 'time')}")
     if state.last_error:
@@ -476,6 +478,12 @@ def _poll_facts(row: ServerRow, now: datetime) -> list[str]:
         else:
             facts.append(f"recovered; last error{when}: {show(state.last_error, 300)}")
     return facts
+
+
+def skew_text(seconds: float) -> str:
+    side = "ahead of" if seconds > 0 else "behind"
+    return (f"its events are stamped {span(seconds)} {side} SubmitWatch's clock: fix the clock "
+            "that is wrong (quiet periods count on SubmitWatch's own time meanwhile)")
 
 
 def server_health_line(row: ServerRow, now: datetime, late_after: float) -> str:

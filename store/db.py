@@ -298,6 +298,8 @@ class ServerState:
     events_stored: int = 0
     down_since: datetime | None = None  # the "not being watched" alert was raised then
     first_poll_at: datetime | None = None  # SubmitWatch's first poll of it, good or not
+    clock_skew: float | None = None      # seconds its event times were ahead (+) or behind (-)
+    clock_skew_at: datetime | None = None
 
 
 def server_state(db: Database, server: str) -> ServerState:
@@ -326,6 +328,11 @@ def save_poll_success(db: Database, state: ServerState, *, generation: int, curs
          stored, iso(now), stored])
 
 
+def set_clock_skew(db: Database, server: str, seconds: float, now: datetime) -> None:
+    db.execute("UPDATE server_state SET clock_skew = ?, clock_skew_at = ? WHERE server = ?",
+               [seconds, iso(now), server])
+
+
 def save_poll_failure(db: Database, server: str, error: str, now: datetime) -> None:
     state = server_state(db, server)
     db["server_state"].upsert({
@@ -343,7 +350,8 @@ def _server_state(row: dict[str, Any]) -> ServerState:
         last_success_at=from_iso(row["last_success_at"]), last_error=row["last_error"],
         last_error_at=from_iso(row["last_error_at"]),
         consecutive_failures=row["consecutive_failures"], events_stored=row["events_stored"],
-        down_since=from_iso(row["down_since"]), first_poll_at=from_iso(row.get("first_poll_at")))
+        down_since=from_iso(row["down_since"]), first_poll_at=from_iso(row.get("first_poll_at")),
+        clock_skew=row.get("clock_skew"), clock_skew_at=from_iso(row.get("clock_skew_at")))
 
 
 # --- events and problems ------------------------------------------------------------------------

@@ -166,3 +166,7 @@ def m009_last_stored_at(db: Database) -> None:
     db["incidents"].add_column("last_stored_at", str)
     db.execute("UPDATE incidents SET last_stored_at = (SELECT max(stored_at) FROM events "
                "WHERE events.incident_id = incidents.id)")
+    # How far a server's event times are from the bot's clock, when that was last measurable
+    # (seconds; positive: Exchange ahead), for `status` and `check`.
+    db["server_state"].add_column("clock_skew", float)
+    db["server_state"].add_column("clock_skew_at", str)

@@ -419,3 +419,31 @@ def test_the_guard_leaves_only_steps_after_a_moment_out_of_its_elapsed_time():
     monotonic[0] = 60
     guard.observe(t0 + timedelta(days=1, seconds=65))   # 5 s of scheduling noise: no step
     assert len(guard.steps) == 1
+
+
+# --- a server's clock off the bot's: measured, shown in status and check --------------------------
+
+def test_a_server_clock_off_the_bots_is_measured_and_shown_in_status_and_check(
+        logs, db, make_config, slack, clock):
+    from datetime import timedelta
+
+    from bot.check import run_check
+    from handlers.commands import answer
+    from handlers.common import Request
+    from store import db as store
+    from tests.test_pipeline import FE, sweep
+    config = make_config(servers=("EX01", "EX02"))
+    sweep(db, config, clock)                              # a good first poll of each
+    clock.advance(minutes=1)
+    logs["EX01"].append(FE, 1020, ("CONTOSO\\a",), time=clock() - timedelta(hours=2))
+    logs["EX02"].append(FE, 1020, ("CONTOSO\\b",), time=clock() + timedelta(minutes=1))
+    sweep(db, config, clock)
+    assert store.server_state(db, "EX01").clock_skew == pytest.approx(-2 * 3600 + 60, abs=2)
+    assert store.server_state(db, "EX02").clock_skew == 0.0   # within the 5 minutes allowed
+    reply = answer(Request(db=db, config=config, now=clock(), user_id="U0ALICE"), "status")
+    assert "its events are stamped 1h 59m behind SubmitWatch's clock" in reply.text
+    lines: list[str] = []
+    run_check(config, out=lines.append)
+    assert any(line.startswith("WARNING  EX01: its events are stamped 1h 59m behind")
+               for line in lines), lines
+    assert not any(line.startswith("WARNING  EX02: its events") for line in lines)
