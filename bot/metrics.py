@@ -88,16 +88,23 @@ class StoreCollector:
                                    labels=["server"])
         failures = GaugeMetricFamily("submitwatch_server_consecutive_failures",
                                      "Failed polls in a row, per server.", labels=["server"])
-        for server, success, newest, cursor, failed in db.execute(
-                "SELECT server, last_success_at, newest_record, cursor, consecutive_failures "
-                "FROM server_state"):
+        skew = GaugeMetricFamily("submitwatch_server_clock_skew_seconds",
+                                 "How far a server's event times were from SubmitWatch's clock "
+                                 "when last measured (positive: ahead; 0: within 5 minutes).",
+                                 labels=["server"])
+        for server, success, newest, cursor, failed, off in db.execute(
+                "SELECT server, last_success_at, newest_record, cursor, consecutive_failures, "
+                "clock_skew FROM server_state"):
             if success:
                 last_good.add_metric([server], _parse(success).timestamp())
             behind.add_metric([server], max(0, (newest or 0) - (cursor or 0)))
             failures.add_metric([server], failed)
+            if off is not None:
+                skew.add_metric([server], off)
         yield last_good
         yield behind
         yield failures
+        yield skew
 
 
 def _incident_counts(db, now: datetime) -> dict[str, int]:

@@ -447,3 +447,7 @@ def test_a_server_clock_off_the_bots_is_measured_and_shown_in_status_and_check(
     assert any(line.startswith("WARNING  EX01: its events are stamped 1h 59m behind")
                for line in lines), lines
     assert not any(line.startswith("WARNING  EX02: its events") for line in lines)
+    from bot.metrics import StoreCollector
+    [skew] = [f for f in StoreCollector(lambda: db, clock).collect()
+              if f.name == "submitwatch_server_clock_skew_seconds"]
+    assert {s.labels["server"]: s.value for s in skew.samples}["EX01"] < -7000
