@@ -12,7 +12,7 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 from .check import permission_warnings
 from .config import Config, ConfigError
 from .scheduler import ThreadDatabases, build_scheduler
-from .slack_out import SlackSender, make_client
+from .slack_out import SlackSender, error_code, make_client
 
 log = logging.getLogger("submitwatch")
 
@@ -195,11 +195,10 @@ def _serve(application, host: str, port: int, host_key: str, port_key: str,
 
 def ops_for(config: Config, clock: Callable | None = None):
     """The /metrics, /healthz and /readyz WSGI app for `run`."""
-    from datetime import datetime, timezone
-
     from . import metrics
+    from .poller import utc_now
 
-    clock = clock or (lambda: datetime.now(timezone.utc))
+    clock = clock or utc_now
     dbs = ThreadDatabases(config.store.path)
     client = make_client(config.slack.api_url, config.slack.bot_token.reveal(), timeout=5,
                          retries=0, connection_retries=False)
@@ -208,8 +207,8 @@ def ops_for(config: Config, clock: Callable | None = None):
         try:
             client.auth_test()
         except Exception as exc:  # SlackApiError or a network error
-            code = getattr(getattr(exc, "response", None), "get", lambda _k: None)("error")
-            return f"Slack does not answer at {config.slack.api_url}: {code or exc}"
+            return (f"Slack does not answer at {config.slack.api_url}: "
+                    f"{error_code(exc) or exc}")
         return None
 
     readiness = metrics.Readiness(config, dbs.get, clock, slack_answers)

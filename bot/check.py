@@ -5,7 +5,7 @@ from urllib.parse import urlsplit
 
 from .config import Config, missing_secrets
 from .delivery import CHANNEL_ID
-from .slack_out import FIXES, make_client
+from .slack_out import FIXES, error_code as _code, make_client
 from .source import SourceError, WinRMSource
 
 
@@ -211,10 +211,6 @@ def _check_app_token(config: Config, out) -> int:
         return 1
     out("OK       Socket Mode: the app token opens a connection")
     return 0
-
-
-def _code(exc: Exception) -> str | None:
-    return getattr(getattr(exc, "response", None), "get", lambda _k: None)("error")
 
 
 def _slack_error(exc: Exception, channel: str) -> str:

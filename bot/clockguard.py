@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import Callable
 
 log = logging.getLogger("submitwatch")
@@ -50,7 +50,3 @@ class ClockGuard:
     def real_now(self, since: datetime, now: datetime) -> datetime:
         """`now` as the clock would say it without the steps made after `since`."""
         return since + self.elapsed(since, now)
-
-
-def utc_now() -> datetime:
-    return datetime.now(timezone.utc)

@@ -88,9 +88,10 @@ def deliver_once(db: Database, sender: SlackSender, config: Config,
             incident = store.get_incident(db, row.incident_id) if row.incident_id else None
             channel = _channel_of(db, row, incident, config)
             if not _already_sent(db, sender, row, incident, channel, now):
-                thread = _thread_of(db, row, incident)
+                late = _slack_may_act_late(row)
+                thread = _thread_of(db, row, incident) if late else None  # before _send moves it
                 posted = _send(db, sender, row, incident, channel, config, now)
-                if posted is not None and row.error_code == "unreachable":
+                if posted is not None and late:
                     _check_for_a_late_twin(db, row, posted, thread, now)
             result.sent += 1
             revived = 0
@@ -132,7 +133,8 @@ def _retry_later(db: Database, row: store.OutboxRow, exc: DeliveryError, now: da
             return
         retry_at = now + backoff(row.attempts, exc.permanent)
         if row.kind in CREATES_MESSAGE and exc.code == "unreachable":
-            # Slack may act on it later still: give it time before the look-up and the retry.
+            # Slack may act on it later still (_slack_may_act_late): give it time before the
+            # look-up and the retry.
             retry_at = max(retry_at, now + LOOK_AGAIN_AFTER)
         store.mark_retry(db, row.id, str(exc), retry_at, code=exc.code,
                          failed_since=failed_since)
@@ -207,6 +209,12 @@ def _already_sent(db: Database, sender: SlackSender, row: store.OutboxRow, incid
 def _unanswered(row: store.OutboxRow) -> bool:
     """The last attempt got no answer (a timeout, a reset, a 5xx): Slack may have acted on it."""
     return row.error_code == "unreachable" or (row.error_code or "").startswith("http_")
+
+
+def _slack_may_act_late(row: store.OutboxRow) -> bool:
+    """The last attempt to create this message timed out or was cut off (not refused): Slack
+    may post it after the retry's look-up, so a twin is looked for later."""
+    return row.kind in CREATES_MESSAGE and row.error_code == "unreachable"
 
 
 def _check_for_a_late_twin(db: Database, row: store.OutboxRow, posted: Posted,

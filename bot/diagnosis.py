@@ -53,10 +53,6 @@ class Target:
     custom: bool = False          # 1018 on a connector that is not one of Exchange's defaults
     inspect: str | None = None    # read-only: what that custom connector accepts
 
-    @property
-    def is_guess(self) -> bool:
-        return self.source == "guess"
-
 
 @dataclass(frozen=True)
 class Diagnosis:
@@ -75,10 +71,6 @@ class Diagnosis:
     @property
     def grants(self) -> bool:
         return self.cause in GRANTING
-
-    @property
-    def refused_targets(self) -> list[Target]:
-        return [t for t in self.targets if t.refusal]
 
 
 def cause_of(event_id: int, version: str | None) -> str:
@@ -101,7 +93,7 @@ def diagnose(account: str, sightings: Iterable[Sighting], hosts: Mapping[str, st
         cfg = servers.get(sighting.server)
         by_cause.setdefault(cause_of(sighting.event_id, cfg.version if cfg else None),
                             []).append(sighting)
-    account_refusal = _refusal(lambda: check_value(account, "account"))
+    account_refusal = _refusal(account)
     found = [_diagnosis(cause, account, seen, hosts, servers, account_refusal)
              for cause, seen in by_cause.items()]
     if typed:
@@ -180,9 +172,10 @@ def _target(cause: str, account: str, sighting: Sighting, hosts: Mapping[str, st
                   inspect=inspect_connector_command(connector) if custom else None)
 
 
-def _refusal(check) -> str | None:
+def _refusal(account: str) -> str | None:
+    """Why no command can name this account (None: every command may)."""
     try:
-        check()
+        check_value(account, "account")
     except UnsafeValueError as exc:
         return str(exc)
     return None

@@ -17,12 +17,14 @@ import sqlite3
 import threading
 import time
 from pathlib import Path
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Callable, Iterable
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram
 from prometheus_client import generate_latest
 from prometheus_client.core import GaugeMetricFamily
+
+from store.db import from_iso, iso
 
 METRICS_PATH, HEALTH_PATH, READY_PATH = "/metrics", "/healthz", "/readyz"
 
@@ -96,7 +98,7 @@ class StoreCollector:
                 "SELECT server, last_success_at, newest_record, cursor, consecutive_failures, "
                 "clock_skew FROM server_state"):
             if success:
-                last_good.add_metric([server], _parse(success).timestamp())
+                last_good.add_metric([server], from_iso(success).timestamp())
             behind.add_metric([server], max(0, (newest or 0) - (cursor or 0)))
             failures.add_metric([server], failed)
             if off is not None:
@@ -109,23 +111,18 @@ class StoreCollector:
 
 def _incident_counts(db, now: datetime) -> dict[str, int]:
     """open (all), acknowledged, snoozed (by an incident or an account snooze in force)."""
-    iso_now = now.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
     total, acked = db.execute("SELECT count(*), count(acked_by) FROM incidents "
                               "WHERE status = 'open'").fetchone()
     snoozed = db.execute(
         "SELECT count(*) FROM incidents i WHERE status = 'open' AND EXISTS (SELECT 1 FROM "
         "snoozes s WHERE s.ended_at IS NULL AND s.until > ? AND ((s.kind = 'incident' AND "
         "s.target = CAST(i.id AS TEXT)) OR (s.kind = 'account' AND s.target = i.key)))",
-        [iso_now]).fetchone()[0]
+        [iso(now)]).fetchone()[0]
     return {"open": total, "acknowledged": acked, "snoozed": snoozed}
 
 
-def _parse(text: str) -> datetime:
-    return datetime.fromisoformat(text.replace("Z", "+00:00"))
-
-
 def _age(text: str | None, now: datetime) -> float:
-    return max(0.0, (now - _parse(text)).total_seconds()) if text else 0.0
+    return max(0.0, (now - from_iso(text)).total_seconds()) if text else 0.0
 
 
 def registry_for(open_database: Callable, clock: Callable[[], datetime]) -> CollectorRegistry:
@@ -186,7 +183,7 @@ class Readiness:
         polled = {r[0]: r[1] for r in self.open_database().execute(
             "SELECT server, last_poll_at FROM server_state")}
         stale = [s.name for s in self.config.servers if not polled.get(s.name)
-                 or (now - _parse(polled[s.name])).total_seconds() > late]
+                 or (now - from_iso(polled[s.name])).total_seconds() > late]
         if stale:
             return f"not polled in the last {late:g}s: {', '.join(stale)}"
         return None

@@ -27,7 +27,6 @@ from .richtext import Part
 
 HEADER_LIMIT = 150
 SECTION_LIMIT = 3000
-FIELD_LIMIT = 2000
 NAME_LIMIT = 200            # how much of an untrusted name is shown in prose
 MAX_FIXES = 3               # connectors with commands per cause in an alert; Show fix: more
 FIX_MOST = 15               # ... in Show fix (each takes two blocks; a message holds 50)
@@ -100,6 +99,16 @@ def user(user_id: str | None) -> str:
     if user_id and rt.USER_ID.fullmatch(user_id):
         return f"<@{user_id}>"
     return show(user_id or "someone", 40)
+
+
+def span(seconds: float) -> str:
+    """A length of time in at most two units: '45s', '12m', '3h 5m', '2d 4h'."""
+    seconds = int(abs(seconds))
+    for unit, size, smaller, small_size in (("d", 86400, "h", 3600), ("h", 3600, "m", 60)):
+        if seconds >= size:
+            rest = (seconds % size) // small_size
+            return f"{seconds // size}{unit}" + (f" {rest}{smaller}" if rest else "")
+    return f"{seconds // 60}m" if seconds >= 60 else f"{seconds}s"
 
 
 def utc_time(moment: datetime) -> str:
@@ -453,10 +462,8 @@ def server_down(server: str, detail: Mapping, *, recovered: bool = False) -> tup
 def bot_late(detail: Mapping) -> tuple[str, list[dict]]:
     """SubmitWatch itself could not poll on time (its scheduler's jobs did not start)."""
     jobs = ", ".join(show(job, 64) for job in detail.get("jobs", [])[:10])
-    late = int(detail.get("late_seconds") or 0)
-    span = (f"{late // 3600}h {late % 3600 // 60}m" if late >= 3600
-            else f"{late // 60}m {late % 60}s")
-    text = (f":warning: *SubmitWatch could not poll on time*: {jobs} had not started for {span} "
+    late = span(detail.get("late_seconds") or 0)
+    text = (f":warning: *SubmitWatch could not poll on time*: {jobs} had not started for {late} "
             "past their interval (the system clock was probably stepped back, or the machine "
             "was suspended). They run again now and keep their schedule; no event is lost, "
             "the next polls read on from each server's cursor.")

@@ -105,7 +105,7 @@ def preformatted(text: str) -> dict:
 
 
 def text_of(block: dict) -> str:
-    """The plain text of a rich_text block as a reader sees it (for fallbacks and tests)."""
+    """The plain text of a rich_text block as a reader sees it (how the tests read one)."""
     out = []
     for section in block.get("elements", []):
         for element in section.get("elements", []):

@@ -129,6 +129,11 @@ class SlackSender:
                                 permanent=False) from None
 
 
+def error_code(exc: Exception) -> str | None:
+    """Slack's error code (`invalid_auth` ...) of a failed slack_sdk call; None for others."""
+    return getattr(getattr(exc, "response", None), "get", lambda _key: None)("error")
+
+
 def make_client(api_url: str, token: str | None, *, timeout: int = 15, retries: int = 2,
                 connection_retries: bool = True) -> WebClient:
     handlers = [RateLimitErrorRetryHandler(max_retry_count=retries),

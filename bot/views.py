@@ -24,7 +24,7 @@ from .config import ServerConfig
 from .diagnosis import NO_SUBMIT, Diagnosis
 from .model import Incident, Snooze
 from .remediation import Fix
-from .render import SECTION_LIMIT, clip, escape, literal, show, slack_date
+from .render import SECTION_LIMIT, clip, escape, literal, show, slack_date, span
 
 MESSAGE_BLOCKS = 50
 HOME_BLOCKS = 100
@@ -50,16 +50,6 @@ def channel_ref(channel: str | None) -> str:
     if not channel:
         return "(no channel)"
     return f"<#{channel}>" if _CHANNEL_ID.fullmatch(channel) else f"*{show(channel, 80)}*"
-
-
-def span(seconds: float) -> str:
-    """A length of time in at most two units: '45s', '12m', '3h 5m', '2d 4h'."""
-    seconds = int(abs(seconds))
-    for unit, size, smaller, small_size in (("d", 86400, "h", 3600), ("h", 3600, "m", 60)):
-        if seconds >= size:
-            rest = (seconds % size) // small_size
-            return f"{seconds // size}{unit}" + (f" {rest}{smaller}" if rest else "")
-    return f"{seconds // 60}m" if seconds >= 60 else f"{seconds}s"
 
 
 def window(seconds: float) -> str:

@@ -6,6 +6,7 @@ A person's mistake raises CommandError with safe mrkdwn; nothing here writes.
 from __future__ import annotations
 
 from datetime import timedelta
+from functools import partial
 
 from bot import views
 from bot.config import Config, ServerConfig
@@ -223,7 +224,7 @@ def _server_fix(req: Request, account: str, name: str, cfg: ServerConfig | None,
     if guess:
         add(guess, "guess")
     # A hostile name in an event gets no command, and is never ranked first: say why instead.
-    fixes = [(c, _safely(lambda: fix_for(account, host, connector=c.connector), refusals))
+    fixes = [(c, _safely(partial(fix_for, account, host, connector=c.connector), refusals))
              for c in candidates]
     safe = [(c, f) for c, f in fixes if f]
     return views.ServerFix(name, host, [c for c, _ in safe][:FIX_CANDIDATES],
