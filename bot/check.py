@@ -6,7 +6,7 @@ from urllib.parse import urlsplit
 from .config import Config, missing_secrets
 from .delivery import CHANNEL_ID
 from .slack_out import FIXES, error_code as _code, make_client
-from .source import SourceError, WinRMSource
+from .source import SETUP_DOC, SourceError, WinRMSource
 
 
 def run_check(config: Config, out=print) -> int:
@@ -28,9 +28,11 @@ def run_check(config: Config, out=print) -> int:
                 info = shell.log_info()
                 # The same query a poll runs, from the newest record: proves the account may
                 # read the log and the query is understood, without reading any history.
-                shell.query(info.newest_record or 0, 1)
+                answer = shell.query(info.newest_record or 0, 1)
             out(f"OK       {server.name}: WinRM works and the event query runs; the Application "
                 f"log holds {info.record_count} record(s)")
+            for warning in answer_warnings(answer):
+                out(f"WARNING  {server.name}: {warning}")
             skew = _measured_skew(config, server.name)
             if skew:
                 out(f"WARNING  {server.name}: {skew}")
@@ -60,6 +62,17 @@ def _measured_skew(config: Config, server: str) -> str | None:
     if not state.clock_skew:
         return None
     return f"{skew_text(state.clock_skew)} (measured {store.iso(state.clock_skew_at)})"
+
+
+def answer_warnings(answer) -> list[str]:
+    """What the test query's answer says about names and framing on this server."""
+    warnings = [problem.detail for problem in answer.problems]
+    if answer.encoding != "utf-16-le":
+        warnings.append(
+            f"wevtutil ignored /uni:true and answered in {answer.encoding}: names are decoded "
+            "from it, but a character that code page cannot hold reaches SubmitWatch as '?' "
+            f"({SETUP_DOC}, Names)")
+    return warnings
 
 
 def permission_warnings(config: Config) -> list[str]:

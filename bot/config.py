@@ -35,7 +35,7 @@ KEYS = {
     "slack": {"channel", "api_url", "mode", "http_host", "http_port", "public_url"},
     "store": {"path", "retention"},
     "polling": {"interval", "jitter", "lookback", "batch_size", "operation_timeout",
-                "read_timeout", "delivery_interval", "alert_after_failures"},
+                "read_timeout", "delivery_interval", "alert_after_failures", "max_output"},
     "incidents": {"quiet_period", "update_interval"},
     "permissions": {"users", "groups", "channels", "group_cache"},
     "metrics": {"host", "port"},
@@ -46,6 +46,9 @@ KEYS = {
 }
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?")
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
+_SIZE = re.compile(r"(\d+)\s*(b|kb|kib|mb|mib|gb|gib)?")
+_SIZE_UNITS = {None: 1, "b": 1, "kb": 1024, "kib": 1024, "mb": 1024**2, "mib": 1024**2,
+               "gb": 1024**3, "gib": 1024**3}
 #: Exchange versions `servers.version` takes (2007/2010 change how a 1020 is explained).
 VERSIONS = ("2007", "2010", "2013", "2016", "2019", "SE")
 _SERVER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
@@ -111,6 +114,8 @@ class PollingConfig:
     read_timeout: float = 30.0
     delivery_interval: float = 2.0
     alert_after_failures: int = 3
+    #: Bytes one query's output may take (500 events are about 1 MB in UTF-16): bounds memory.
+    max_output: int = 4 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -246,6 +251,9 @@ def parse_config(raw: Mapping[str, Any], environ: Mapping[str, str], source: str
                                     low=0.1),
         alert_after_failures=_int(polling, "polling.alert_after_failures",
                                   d.alert_after_failures, low=1, high=1000),
+        # At least twice the largest event parse.py accepts (64K characters in UTF-16).
+        max_output=_size(polling, "polling.max_output", d.max_output, low=256 * 1024,
+                         high=1024**3),
     )
     if polling_cfg.read_timeout <= polling_cfg.operation_timeout:
         raise ConfigError("polling.read_timeout must be longer than polling.operation_timeout "
@@ -398,6 +406,18 @@ def _int(table: Mapping[str, Any], name: str, default: int, low: int, high: int)
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
         raise ConfigError(f"{name} must be a whole number from {low} to {high}, got {value!r}")
     return value
+
+
+def _size(table: Mapping[str, Any], name: str, default: int, low: int, high: int) -> int:
+    """A number of bytes, as a whole number or text like '4MB' or '512KB' (binary units)."""
+    key = name.rsplit(".", 1)[-1]
+    value = table.get(key, default)
+    match = _SIZE.fullmatch(value.strip().lower()) if isinstance(value, str) else None
+    size = int(match.group(1)) * _SIZE_UNITS[match.group(2)] if match else value
+    if isinstance(size, bool) or not isinstance(size, int) or not low <= size <= high:
+        raise ConfigError(f"{name} must be a size from {low // 1024}KB to {high // 1024**2}MB, "
+                          f"as bytes or text like '4MB'; got {value!r}")
+    return size
 
 
 def _listen_address(table: Mapping[str, Any], name: str, default: str) -> str:

@@ -1,7 +1,10 @@
 """Turn what a server returned into Events, without trusting any of it.
 
-Input is the text of `wevtutil qe ... /f:xml /e:Events`: an <Events> wrapper holding one <Event>
-element per line. The events of a batch are cut out and parsed together; if any of them is not
+Input is the text of `wevtutil qe ... /f:xml /e:Events`: an <Events> wrapper holding <Event>
+elements. No byte-level capture from a real server was found and the fixtures that claim to be
+real disagree, so every framing is accepted without a problem: one event per line (CRLF or LF)
+or none between them, `</Events>` glued to the last event, an empty answer as `<Events/>`,
+`<Events></Events>` or nothing, a byte-order mark and an XML declaration before it all. The events of a batch are cut out and parsed together; if any of them is not
 well-formed, each is parsed on its own, so one malformed, truncated or hostile event becomes a
 Problem while the good events around it are kept.
 
@@ -37,7 +40,7 @@ _SYSTEM, _PROVIDER, _EVENT_ID, _RECORD, _TIME_CREATED, _COMPUTER, _DATA = (
 
 _EVENT_START = re.compile(r"<Event[\s>]")
 _EVENT_END = "</Event>"
-_WRAPPER = re.compile(r"\s*(?:</?Events>\s*)*")
+_WRAPPER = re.compile(r"\ufeff?\s*(?:<\?xml\s[^<>]*\?>\s*)?(?:(?:</?Events>|<Events\s*/>)\s*)*")
 _RECORD_ID = re.compile(r"<EventRecordID>\s*(\d{1,19})\s*</EventRecordID>")
 _SYSTEM_TIME = re.compile(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?(Z|[+-]\d\d:\d\d)?")
 

@@ -119,24 +119,26 @@ def _poll(db: Database, source: WinRMSource, config: Config, clock: Clock,
         # The log's state is read before its events (one command line, gli then qe), so every
         # record up to the newest gli saw is covered. A server seen for the first time is read
         # from the look-back, not from record 0.
-        info, raw = shell.log_info_and_query(
+        info, answer = shell.log_info_and_query(
             state.cursor or 0, batch_size, lookback if state.cursor is None else None)
         generation, cursor, notes = check_log(state, info)
         # Events read now were written after the last good poll began: the reference for skew.
         previous = state.last_success_at if state.cursor is not None else None
         if cursor != state.cursor:
-            raw = None  # the log was cleared: read it again from its start
+            answer = None  # the log was cleared: read it again from its start
         lookback_ms = lookback if cursor is None else None
         cursor = cursor or 0
         while True:
-            if raw is None:
-                raw = shell.query(cursor, batch_size, lookback_ms)
+            if answer is None:
+                answer = shell.query(cursor, batch_size, lookback_ms)
             result.round_trips += 1
-            text, problems = _decode(raw, source.server.name)
-            batch = parse_events(text, source.server.name)
-            problems += batch.problems
+            batch = parse_events(answer.text, source.server.name)
+            # Output cut at the size cap or deadline ends in a partial event: the cut problem
+            # says so once, and the cursor stays before it, as after any cut-off event.
+            problems = answer.problems + [p for p in batch.problems
+                                          if not (answer.cut and p.kind == "truncated_event")]
             next_cursor = max(cursor, batch.highest_record or 0)
-            truncated = any(p.kind == "truncated_event" for p in batch.problems)
+            truncated = answer.cut or any(p.kind == "truncated_event" for p in batch.problems)
             more = batch.complete_events >= batch_size and not truncated
             if not more and not truncated:
                 # Nothing more matched up to the newest record gli saw: skip past it all, so
@@ -149,7 +151,7 @@ def _poll(db: Database, source: WinRMSource, config: Config, clock: Clock,
             notes = []
             if not more or next_cursor == cursor:
                 return
-            cursor, lookback_ms, raw = next_cursor, None, None
+            cursor, lookback_ms, answer = next_cursor, None, None
             state = store.server_state(db, source.server.name)
 
 
@@ -180,17 +182,6 @@ def check_log(state: store.ServerState, info: LogInfo) -> tuple[int, int | None,
             "cleared) before SubmitWatch read them; any 1018/1020 among them are lost. Raise the "
             "Application log's maximum size or poll more often")]
     return state.generation, state.cursor, []
-
-
-def _decode(raw: bytes, server: str) -> tuple[str, list[Problem]]:
-    try:
-        return raw.decode("utf-8"), []
-    except UnicodeDecodeError as exc:
-        return raw.decode("utf-8", errors="replace"), [Problem(
-            server, "invalid_utf8",
-            f"the server's output was not valid UTF-8 (first bad byte at {exc.start}); "
-            "damaged characters were replaced with U+FFFD",
-            raw[max(0, exc.start - 60): exc.start + 20].decode("utf-8", errors="replace"))]
 
 
 def _store_batch(db: Database, config: Config, state: store.ServerState, events, problems,

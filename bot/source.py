@@ -1,12 +1,25 @@
 """Read 1018/1020 events from one Exchange server over WinRM, with real pywinrm.
 
-One poll opens one remote shell (codepage 65001, so non-ASCII account names arrive intact), asks
-`wevtutil gli Application` how the log stands, then pages through matching events with
-`wevtutil qe` (raw XML, no PowerShell start-up on the Exchange server), and closes the shell.
+One poll opens one remote shell, asks `wevtutil gli Application` how the log stands, then pages
+through matching events with `wevtutil qe ... /uni:true` (raw XML in UTF-16LE, so every name
+arrives exact whatever the server's code pages: bot/output.py), and closes the shell.
+
+Shells never pile up on the server: each is opened with a short idle timeout, so one whose
+Delete failed is gone within minutes instead of hours, and its deletion is tried once more at
+the next poll. (WinRM refuses new shells past MaxShellsPerUser: 30 by default, fewer on some
+servers; a leak per minute would stop every poll within half an hour.)
+
+One command's output is bounded in bytes (polling.max_output) and in time (the read deadline
+covers the whole output, not only each operation timeout): past either, reading stops, the
+command is terminated, and what arrived is returned marked as cut, so the complete events before
+the cut are kept and the cursor moves only past them.
+
 The authenticated, encrypted HTTP connection is kept from one poll to the next: NTLM
 authenticates a connection, and doing it again every poll cost three of nine round trips, the
-client's CPU, and a logon event on the server each minute.
-Every failure becomes a SourceError whose message a person can act on.
+client's CPU, and a logon event on the server each minute. HTTP.sys drops a connection idle for
+120 s; the next poll then authenticates once on a new one, silently.
+Every failure becomes a SourceError whose message a person can act on, with anything the server
+said made inert (bot/output.py).
 """
 from __future__ import annotations
 
@@ -22,21 +35,44 @@ from winrm.exceptions import (InvalidCredentialsError, WinRMError, WinRMOperatio
                               WinRMTransportError, WSManFaultError)
 from winrm.protocol import Protocol
 
+from . import output
 from .config import PollingConfig, ServerConfig
-from .model import EVENT_IDS, PROVIDERS
+from .model import EVENT_IDS, PROVIDERS, Problem
 from .parse import LogInfo, ParseFailure, parse_log_info
 
+#: The shell's code page: what stderr and cmd.exe's own messages are written in. The events
+#: themselves are asked for in UTF-16 (/uni:true), which no code page setting affects.
 UTF8_CODEPAGE = 65001
 LOG = "Application"
+#: A shell left behind (its Delete failed) is deleted by the server after this long without a
+#: request. Longer than any wait inside one poll (see _idle_timeout), far below WinRM's default.
+SHELL_IDLE_TIMEOUT = 120
+#: Where Windows keeps the ANSI code page (value ACP), read only when output is not UTF-16/UTF-8.
+NLS_KEY = "HKLM\\SYSTEM\\CurrentControlSet\\Control\\Nls\\CodePage"
+SETUP_DOC = "docs/windows-setup.md"
 _CLIXML_TEXT = re.compile(r"<S S=\"Error\">(.*?)</S>", re.S)
+_ACCESS_DENIED = 5
 
 
 class SourceError(Exception):
-    """Polling a server failed. `retryable` says whether trying again later can help."""
+    """Polling a server failed. `retryable` says whether trying again later can help.
+
+    The message is made inert: it quotes what the server said, and goes to logs and chat."""
 
     def __init__(self, message: str, *, retryable: bool = True):
-        super().__init__(message)
+        super().__init__(output.inert(message))
         self.retryable = retryable
+
+
+@dataclass
+class Answer:
+    """What one event query returned, decoded: `cut` when reading stopped early (size cap or
+    deadline), so only the complete events in `text` count and the rest is read again."""
+
+    text: str
+    problems: list[Problem] = field(default_factory=list)
+    cut: bool = False
+    encoding: str = "utf-16-le"  # what the bytes were decoded as (bot/output.py)
 
 
 def event_query(cursor: int, lookback_ms: int | None = None) -> str:
@@ -61,20 +97,38 @@ class WinRMSource:
     polling: PollingConfig
     clock: Callable[[], float] = time.monotonic
     _kept: Protocol | None = field(default=None, repr=False, compare=False)
+    #: Shells whose Delete failed: deleted once more at the next poll (they expire anyway).
+    leftover_shells: list[str] = field(default_factory=list, repr=False, compare=False)
+    #: The server's ANSI code page, read once, only if its output is neither UTF-16 nor UTF-8.
+    ansi_codepage: int | None = field(default=None, repr=False, compare=False)
 
     def open(self) -> "Shell":
         with _explained(self.server):
             protocol, self._kept = self._kept, None
             if protocol is not None:
                 try:
-                    return Shell(self, protocol, self._open_shell(protocol))
+                    return self._shell(protocol)
                 except Exception:  # the server closed the kept connection: authenticate anew
                     protocol.transport.close_session()
-            protocol = self._protocol()
-            return Shell(self, protocol, self._open_shell(protocol))
+            return self._shell(self._protocol())
 
-    def _open_shell(self, protocol: Protocol) -> str:
-        return protocol.open_shell(codepage=UTF8_CODEPAGE, noprofile=True)
+    def _shell(self, protocol: Protocol) -> "Shell":
+        shell = Shell(self, protocol, protocol.open_shell(
+            codepage=UTF8_CODEPAGE, noprofile=True, idle_timeout=f"PT{self._idle_timeout()}S"))
+        self._delete_leftovers(protocol)
+        return shell
+
+    def _idle_timeout(self) -> int:
+        # The longest pause between two requests on a shell is one Receive's read timeout.
+        return max(SHELL_IDLE_TIMEOUT, int(math.ceil(2 * self.polling.read_timeout)))
+
+    def _delete_leftovers(self, protocol: Protocol) -> None:
+        leftovers, self.leftover_shells = self.leftover_shells, []
+        for shell_id in leftovers:
+            try:
+                protocol.close_shell(shell_id, close_session=False)
+            except Exception:  # expired already, or still failing: its idle timeout ends it
+                pass
 
     def keep(self, protocol: Protocol) -> None:
         """A poll went well: keep its connection for the next one."""
@@ -118,7 +172,8 @@ class Shell:
     def __exit__(self, exc_type, *exc_info) -> None:
         try:  # pywinrm would close the connection too; keep it for the next poll
             self.protocol.close_shell(self.shell_id, close_session=False)
-        except Exception:  # the shell times out on the server anyway; never mask the real error
+        except Exception:  # never mask the real error; the shell is deleted next time or expires
+            self.source.leftover_shells = [*self.source.leftover_shells, self.shell_id][-10:]
             self.protocol.transport.close_session()
             return
         if exc_type is None:
@@ -127,22 +182,38 @@ class Shell:
             self.protocol.transport.close_session()
 
     def log_info(self) -> LogInfo:
-        return self._log_info(self.run("wevtutil", ["gli", LOG]))
+        return self._log_info(self.run("wevtutil", ["gli", LOG])[0])
 
-    def query(self, cursor: int, batch_size: int, lookback_ms: int | None = None) -> bytes:
-        """Up to batch_size matching events above the cursor, oldest first, as raw XML bytes."""
-        return self.run("wevtutil", _query_args(cursor, batch_size, lookback_ms))
+    def query(self, cursor: int, batch_size: int, lookback_ms: int | None = None) -> Answer:
+        """Up to batch_size matching events above the cursor, oldest first, decoded."""
+        return self._answer(*self.run("wevtutil", _query_args(cursor, batch_size, lookback_ms)))
 
     def log_info_and_query(self, cursor: int, batch_size: int,
-                           lookback_ms: int | None = None) -> tuple[LogInfo, bytes]:
+                           lookback_ms: int | None = None) -> tuple[LogInfo, Answer]:
         """`gli` then the first `qe` in one command line (cmd.exe runs `a & b` in order): the
         log's state is still read before its events, in one round trip instead of two."""
-        out = self.run("wevtutil", ["gli", LOG, "&", "wevtutil",
-                                    *_query_args(cursor, batch_size, lookback_ms)])
-        split = out.find(b"<")  # gli prints plain "name: value" lines; the events are XML
-        if split < 0:
-            return self._log_info(out), b""
-        return self._log_info(out[:split]), out[split:]
+        out, cut = self.run("wevtutil", ["gli", LOG, "&", "wevtutil",
+                                         *_query_args(cursor, batch_size, lookback_ms)])
+        split = output.xml_start(out)  # gli prints plain "name: value" lines; the events are XML
+        return self._log_info(out[:split]), self._answer(out[split:], cut)
+
+    def _answer(self, raw: bytes, cut: str | None) -> Answer:
+        name = self.source.server.name
+        text, problems, encoding = output.decode(raw, name, self._ansi_codepage,
+                                                 partial=cut is not None)
+        if cut is not None:
+            problems.append(Problem(name, "output_cut", cut))
+        return Answer(text, problems, cut is not None, encoding)
+
+    def _ansi_codepage(self) -> int | None:
+        """The server's ANSI code page, asked once (`reg query`, read-only) and remembered."""
+        if self.source.ansi_codepage is None:
+            try:
+                out, _ = self.run("reg", ["query", NLS_KEY, "/v", "ACP"])
+            except SourceError:
+                return None
+            self.source.ansi_codepage = output.parse_acp(out.decode("ascii", errors="replace"))
+        return self.source.ansi_codepage
 
     def _log_info(self, out: bytes) -> LogInfo:
         try:
@@ -150,33 +221,43 @@ class Shell:
         except ParseFailure as exc:
             raise SourceError(f"{self.source.server.name}: {exc}") from None
 
-    def run(self, command: str, args: list[str]) -> bytes:
-        """Run one command; return stdout, or raise SourceError when it failed."""
+    def run(self, command: str, args: list[str]) -> tuple[bytes, str | None]:
+        """Run one command: (stdout, why it was cut off or None); SourceError when it failed."""
         name = self.source.server.name
         with _explained(self.source.server):
             command_id = self.protocol.run_command(self.shell_id, command, args)
             try:
-                stdout, stderr, code = self._output(command_id)
+                stdout, stderr, code, cut = self._output(command_id)
             except BaseException:
-                # Only a command that may still be running needs a terminate Signal. A finished
-                # one is released with its shell, which every poll deletes right after: skipping
-                # that Signal saves two of a poll's eleven HTTP round trips (docs/benchmarks.md).
-                try:
-                    self.protocol.cleanup_command(self.shell_id, command_id)
-                except Exception:
-                    pass
+                self._terminate(command_id)
                 raise
+        if cut is not None:  # the command may still be writing: stop it, keep what arrived
+            self._terminate(command_id)
+            return stdout, cut
         if code != 0:
             raise SourceError(f"{name}: `{command} {args[0]}` failed with exit code {code}: "
-                              f"{_stderr_text(stderr)}")
-        return stdout
+                              f"{_stderr_text(stderr)}{_exit_hint(command, code)}")
+        return stdout, None
 
-    def _output(self, command_id: str) -> tuple[bytes, bytes, int]:
-        """Like pywinrm's get_command_output, but gives up after a deadline instead of
-        retrying operation timeouts forever (a wedged server must not wedge its poll job)."""
+    def _terminate(self, command_id: str) -> None:
+        """Signal a command that may still be running to stop. (A finished one is released with
+        its shell, which every poll deletes right after: skipping that Signal saves two of a
+        poll's eleven HTTP round trips, docs/benchmarks.md.)"""
+        try:
+            self.protocol.cleanup_command(self.shell_id, command_id)
+        except Exception:  # the shell's deletion, or its idle timeout, ends the command too
+            pass
+
+    def _output(self, command_id: str) -> tuple[bytes, bytes, int, str | None]:
+        """Like pywinrm's get_command_output, but bounded: it gives up after a deadline instead
+        of retrying operation timeouts forever (a wedged server must not wedge its poll job),
+        and stops reading at polling.max_output bytes or when the deadline passes while output
+        still streams (the fourth value says why; the caller keeps what arrived)."""
         polling = self.source.polling
         deadline = self.source.clock() + polling.read_timeout + 2 * polling.operation_timeout
-        out, err = [], []
+        out: list[bytes] = []
+        err: list[bytes] = []
+        size = 0
         while True:
             try:
                 stdout, stderr, code, done = self.protocol.get_command_output_raw(
@@ -189,13 +270,31 @@ class Shell:
                 continue
             out.append(stdout)
             err.append(stderr)
+            size += len(stdout)
             if done:
-                return b"".join(out), b"".join(err), code
+                return b"".join(out), b"".join(err), code, None
+            if size > polling.max_output:
+                return b"".join(out)[:polling.max_output], b"".join(err), 0, (
+                    f"the server sent more than {polling.max_output:,} bytes for one query "
+                    "(polling.max_output); SubmitWatch kept the complete events before that "
+                    "point and reads on from there next time")
+            if self.source.clock() > deadline:
+                return b"".join(out), b"".join(err), 0, (
+                    f"the server was still sending after {polling.read_timeout:g}s "
+                    "(polling.read_timeout); SubmitWatch kept the complete events that arrived "
+                    "and reads on from there next time")
 
 
 def _query_args(cursor: int, batch_size: int, lookback_ms: int | None) -> list[str]:
     return ["qe", LOG, f'/q:"{event_query(cursor, lookback_ms)}"', "/f:xml",
-            f"/c:{int(batch_size)}", "/e:Events", "/rd:false"]
+            f"/c:{int(batch_size)}", "/e:Events", "/rd:false", "/uni:true"]
+
+
+def _exit_hint(command: str, code: int) -> str:
+    if command == "wevtutil" and code == _ACCESS_DENIED:
+        return (". The account may not read the Application log: add it to the local group "
+                f"'Event Log Readers' (S-1-5-32-573) on this server ({SETUP_DOC})")
+    return ""
 
 
 @contextmanager
@@ -235,6 +334,20 @@ def explain(exc: BaseException, server: ServerConfig) -> str:
                     "(`winrm enumerate winrm/config/listener`) and the port open?")
         return f"cannot reach {url}: {text}"
     if isinstance(exc, WSManFaultError):
+        if exc.wsman_fault_code == _ACCESS_DENIED:
+            return (f"WinRM let {server.username!r} sign in but refused it the command shell "
+                    "(WS-Management fault 5, Access is denied). pywinrm runs commands in the "
+                    "WinRS cmd shell, which WinRM's RootSDDL governs, and its default allows only "
+                    "Administrators and Interactive Users. Add the account to 'Remote Management "
+                    "Users' (S-1-5-32-580) and give that group Read and Execute in RootSDDL: "
+                    f"contrib/windows/Grant-SubmitWatchAccess.ps1 does both ({SETUP_DOC})")
+        if (exc.fault_subcode or "").endswith("QuotaLimit"):
+            return (f"WinRM refused a new shell: {server.username!r} has as many shells open as "
+                    "its quota allows (MaxShellsPerUser; the server said: "
+                    f"{(exc.reason or '').strip()[:200]}). SubmitWatch's own shells expire "
+                    f"within {SHELL_IDLE_TIMEOUT}s, so if this lasts, something else uses this "
+                    "account's shells: give SubmitWatch its own account, or raise the quota "
+                    "(`winrm set winrm/config/winrs @{MaxShellsPerUser=\"30\"}`)")
         return (f"the WinRM service answered with a fault (HTTP {exc.code}, WSManFault "
                 f"{exc.wsman_fault_code}): {(exc.reason or '').strip()[:300]}")
     if isinstance(exc, WinRMTransportError):

@@ -435,14 +435,14 @@ def test_the_look_back_is_configurable(logs, db, make_config, clock):
     assert [r["account"] for r in db.query("SELECT account FROM events")] == ["CONTOSO\\just-now"]
 
 
-def test_invalid_utf8_is_a_problem_and_the_event_is_kept(logs, db, make_config, winrm, clock):
+def test_undecodable_output_is_a_problem_and_the_event_is_kept(logs, db, make_config, winrm, clock):
     config = make_config(servers=("EX01",))
     scanner(logs["EX01"], 1)
     # Output faults act on the next command: let `gli` through, damage the `qe` output.
-    winrm.inject("EX01", "invalid_utf8", times=2)
+    winrm.inject("EX01", "invalid_text", times=2)
     [result], _ = sweep(db, config, clock)
     assert result.stored == 1
-    assert "invalid_utf8" in [p.kind for p in result.problems]
+    assert "invalid_text" in [p.kind for p in result.problems]
     assert "\ufffd" in db.execute("SELECT account FROM events").fetchone()[0]
 
 

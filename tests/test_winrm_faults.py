@@ -33,8 +33,8 @@ import pytest
 from bot.config import parse_config
 from bot.poller import poll_server_once
 from bot.sim.eventlog import EventLog
-from bot.sim.wevtutil import run_command_line
-from bot.sim.winrm_server import WinRMSimulator
+from bot.sim.wevtutil import run_command_line, run_encoded
+from bot.sim.winrm_server import WinRMSimulator, first_half
 from bot.source import WinRMSource, _query_args
 from store import db as store
 from tests.conftest import BOT_TOKEN, CHANNEL, WINRM_PASSWORD, WINRM_USER
@@ -136,12 +136,16 @@ CASES = {
         lambda env: config_for(env.winrm.url_for("EX01"), env.db_path,
                                password="not-the-Passw0rd"),
         absent=("not-the-Passw0rd", WINRM_PASSWORD)),
-    "WS-Man fault on any request": Case(
-        ("answered with a fault", "WSManFault 5", "Access is denied"),
+    "WS-Man fault 5 on any request": Case(
+        ("fault 5, Access is denied", "RootSDDL", "Remote Management Users"),
         lambda env: env.inject("wsman_fault", times=None)),
-    "WS-Man fault once the shell is open": Case(
-        ("answered with a fault", "Access is denied"),
+    "WS-Man fault 5 once the shell is open": Case(
+        ("Access is denied", "RootSDDL"),
         lambda env: env.inject("wsman_fault", times=None, on="Command")),
+    "another WS-Man fault": Case(
+        ("answered with a fault", "WSManFault 2150858770", "cannot connect"),
+        lambda env: env.inject("wsman_fault", times=None, code=2150858770,
+                               reason="The client cannot connect to the destination.")),
     "operation timeouts without end": Case(
         ("produced no output for over 1.5s", "overloaded"),
         lambda env: env.inject("operation_timeout", times=None), polls=1),
@@ -157,8 +161,8 @@ CASES = {
                                stderr="Failed to read events. The specified query is invalid.")),
     "garbage and truncated output": Case(
         ("cut off",), lambda env: env.inject("garbage", times=1), polls=1, error=False),
-    "invalid UTF-8": Case(
-        ("not valid UTF-8",), lambda env: env.inject("invalid_utf8", times=1), polls=1,
+    "invalid UTF-16": Case(
+        ("not valid UTF-16-LE",), lambda env: env.inject("invalid_text", times=1), polls=1,
         error=False),
 }
 
@@ -260,9 +264,9 @@ def test_output_cut_off_right_after_an_event_is_read_again_not_skipped(db, db_pa
                         *_query_args(0, 500, None)])
 
     def half(pad: int) -> bytes:
-        out = run_command_line(boundary_log(pad), command)[0].encode()
-        return out[: len(out) // 2]
-    pad = next(p for p in range(2000) if half(p).endswith(b"</Event>\r\n"))
+        return first_half(run_encoded(boundary_log(pad), command, codepage=65001)[0])
+    end = "</Event>\r\n".encode("utf-16-le")
+    pad = next(p for p in range(2000) if half(p).endswith(end))
 
     log = EventLog("EX01.contoso.local", first_record=1000, now=lambda: FIXED)
     with WinRMSimulator({"EX01": log}, users={WINRM_USER: WINRM_PASSWORD}, auth="ntlm") as sim:
@@ -276,7 +280,7 @@ def test_output_cut_off_right_after_an_event_is_read_again_not_skipped(db, db_pa
         assert run_command_line(log, command)[0] == run_command_line(expected, command)[0]
         sim.inject("EX01", "garbage", times=1)
         cut = poll_server_once(db, source, config, clock)
-        assert cut.error is None and cut.stored == half(pad).count(b"</Event>") == 2
+        assert cut.error is None and cut.stored == half(pad).count(end) == 2
         assert [p.kind for p in cut.problems] == ["truncated_event"]
         assert "cut off" in cut.problems[0].detail
         assert store.server_state(db, "EX01").cursor == 1001          # the last event it saw

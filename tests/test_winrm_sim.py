@@ -31,7 +31,7 @@ from bot.sim.eventlog import (
     format_system_time,
     seed_demo,
 )
-from bot.sim.wevtutil import run_wevtutil, split_windows_args
+from bot.sim.wevtutil import WindowsTraits, run_wevtutil, split_windows_args
 from bot.sim.winrm_server import DEFAULT_PASSWORD, DEFAULT_USER, WinRMSimulator
 
 NOW = datetime(2026, 3, 8, 9, 0, tzinfo=timezone.utc)
@@ -108,13 +108,18 @@ def basic(sim: WinRMSimulator, server: str = "EX01", password: str = DEFAULT_PAS
 
 @pytest.fixture
 def sim():
+    """The WS-Management and command mechanics, with wevtutil writing in the shell's code page
+    (the "console" mode); tests/test_windows.py covers the ANSI and Unicode modes."""
     with WinRMSimulator({"EX01": make_log(), "EX02": EventLog("EX02.contoso.local", now=lambda: NOW)}, record_wire=True) as s:
+        for name in s.servers:
+            s.set_traits(name, WindowsTraits(text_output="console"))
         yield s
 
 
 @pytest.fixture
 def basic_sim():
     with WinRMSimulator({"EX01": make_log()}, auth="basic") as s:
+        s.set_traits("EX01", WindowsTraits(text_output="console"))
         yield s
 
 
@@ -258,7 +263,7 @@ def test_qe_lookback_uses_the_simulator_clock(sim):
     assert [e[0] for e in parse_events(out)] == [1006, 1007, 1008]
 
 
-def test_non_ascii_account_needs_codepage_65001(sim):
+def test_in_console_mode_a_non_ascii_account_needs_codepage_65001(sim):
     q = qe_args(cursor_query(1005), count=1)
     out, _, _ = run(ntlm(sim), q, codepage=65001)
     assert parse_events(out)[0][3] == ("CONTOSO\\jürgen.müller",)
@@ -377,7 +382,7 @@ def test_exit_code_fault_returns_clixml(sim):
     assert err.startswith(b"#< CLIXML\r\n<Objs ")
 
 
-def test_garbage_and_invalid_utf8_faults(sim):
+def test_garbage_and_invalid_text_faults(sim):
     good, _, _ = run(ntlm(sim), qe_args(cursor_query(0)))
     sim.inject("EX01", "garbage")
     junk, _, code = run(ntlm(sim), qe_args(cursor_query(0)))
@@ -385,7 +390,7 @@ def test_garbage_and_invalid_utf8_faults(sim):
     with pytest.raises(SafeET.ParseError):
         SafeET.fromstring(junk)
 
-    sim.inject("EX01", "invalid_utf8")
+    sim.inject("EX01", "invalid_text")
     bad, _, code = run(ntlm(sim), qe_args(cursor_query(0)))
     assert code == 0 and bad.replace(b"\xff\xfe\xc3(", b"", 1) == good
     with pytest.raises(UnicodeDecodeError):

@@ -188,6 +188,7 @@ class NtlmConnection:
     def __init__(self) -> None:
         self._context: Any = None  # established security context
         self._pending: Any = None  # context between CHALLENGE and AUTHENTICATE
+        self.principal: str | None = None  # who authenticated this connection
 
     @property
     def authenticated(self) -> bool:
@@ -235,6 +236,7 @@ class NtlmConnection:
                 principal = None
             if principal and knows_user(principal):
                 self._context = ctx
+                self.principal = principal
                 return HandshakeStep("authenticated")
         self._pending = None
         return HandshakeStep("failed")

@@ -12,23 +12,116 @@
 * ``wevtutil`` (:func:`run_wevtutil`) answers ``gli`` and ``qe`` against a
   :class:`bot.sim.eventlog.EventLog`; any other program is "not recognized".
 
-Output is text with CRLF line endings; encoding it in the shell's codepage is
-the WS-Management side's job.
+Output is text with CRLF line endings. :func:`run_encoded` turns it into the
+bytes a server sends, the way :class:`WindowsTraits` says that server writes
+them (code page, Unicode switch, framing of ``qe`` output).
 """
 
 from __future__ import annotations
 
+import codecs
 import ntpath
 import re
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Iterable
+from typing import Iterable, Literal
 
 from bot.sim.eventlog import EventLog, QueryError, compile_query, event_xml
 
-__all__ = ["run_command_line", "run_wevtutil", "split_windows_args"]
+__all__ = ["WindowsTraits", "run_command_line", "run_encoded", "run_wevtutil", "split_windows_args"]
 
 
-def run_command_line(log: EventLog, line: str, *, skip_cmd_shell: bool = False) -> tuple[str, str, int]:
+@dataclass(frozen=True)
+class WindowsTraits:
+    """How one simulated Windows server writes command output (../shared/DOMAIN.md section 3).
+
+    ansi_codepage: the system's ANSI code page (registry ``Nls\\CodePage`` value ``ACP``):
+        1252 in Western Europe and the Americas, 1251 for Cyrillic.
+    text_output: what code page wevtutil's plain output is in. ``"ansi"``: the ANSI code page,
+        whatever code page the shell was opened with (the one public report: ``á`` = 0xE1);
+        ``"console"``: the shell's code page (``WINRS_CODEPAGE``), as the documentation suggests.
+    unicode_switch: ``wevtutil ... /uni:true`` writes UTF-16LE (documented: "Displays the
+        output in Unicode"). ``False`` models a wevtutil that ignores it (no evidence; it tests
+        the bot's fallback).
+    bom: the UTF-16 output starts with a byte-order mark (FF FE); plain output with EF BB BF.
+    declaration: ``qe`` output starts with an XML declaration.
+    separator: what comes between events (and before ``</Events>``): CRLF, LF or nothing.
+    empty: what ``qe /e:Events`` prints when nothing matched.
+    Characters a code page cannot hold become ``?``, as Windows' best-fit conversion writes them.
+    """
+
+    ansi_codepage: int = 1252
+    text_output: Literal["ansi", "console"] = "ansi"
+    unicode_switch: bool = True
+    bom: bool = False
+    declaration: bool = False
+    separator: str = "\r\n"
+    empty: Literal["<Events></Events>", "<Events/>", ""] = "<Events></Events>"
+
+    def __post_init__(self) -> None:
+        if codec_for(self.ansi_codepage) is None:
+            raise ValueError(f"no codec for ANSI code page {self.ansi_codepage}")
+
+
+def codec_for(codepage: int) -> str | None:
+    """Python codec of a Windows codepage, or None if there is none."""
+    name = "utf-8" if codepage == 65001 else f"cp{codepage}"
+    try:
+        return codecs.lookup(name).name
+    except LookupError:
+        return None
+
+
+def _encode_errors(exc: UnicodeError) -> tuple[bytes, int]:
+    """Codec error handler for command output.
+
+    Unrepresentable characters become ``?`` (what a Windows console program
+    writes under a narrow codepage).  Lone surrogates U+DC80..U+DCFF become the
+    raw bytes 0x80..0xFF, so :meth:`EventLog.append_raw` can plant invalid UTF-8.
+    """
+    if not isinstance(exc, UnicodeEncodeError):
+        raise exc
+    out = bytearray()
+    for ch in exc.object[exc.start : exc.end]:
+        code = ord(ch)
+        out += bytes([code - 0xDC00]) if 0xDC80 <= code <= 0xDCFF else b"?"
+    return bytes(out), exc.end
+
+
+codecs.register_error("submitwatch-sim", _encode_errors)
+
+#: The registry key and value that hold the ANSI code page (what the bot may read with reg.exe).
+NLS_KEY = "HKLM\\SYSTEM\\CurrentControlSet\\Control\\Nls\\CodePage"
+
+
+def run_encoded(log: EventLog, line: str, *, codepage: int, traits: WindowsTraits = WindowsTraits(),
+                skip_cmd_shell: bool = False) -> tuple[bytes, bytes, int]:
+    """Run a WinRS command line and encode what each program wrote as ``traits`` says:
+    (stdout bytes, stderr bytes, exit code). ``codepage`` is the shell's (WINRS_CODEPAGE)."""
+    console = codec_for(codepage) or "cp437"
+    parts = [line] if skip_cmd_shell else _split_commands(line)
+    stdout, stderr, code = b"", b"", 0
+    for part in parts:
+        out, err, code = run_command_line(log, part, skip_cmd_shell=skip_cmd_shell, traits=traits)
+        stdout += _encode_stdout(out, split_windows_args(part), console, traits)
+        stderr += err.encode(console, "submitwatch-sim")
+    return stdout, stderr, code
+
+
+def _encode_stdout(text: str, argv: list[str], console: str, traits: WindowsTraits) -> bytes:
+    program = ntpath.basename(argv[0]).lower() if argv else ""
+    if program not in ("wevtutil", "wevtutil.exe") or not text:
+        return text.encode(console, "submitwatch-sim")
+    unicode = any(re.fullmatch(r"[/-](uni|unicode):true", arg, re.I) for arg in argv[1:])
+    if unicode and traits.unicode_switch:
+        return (b"\xff\xfe" if traits.bom else b"") + text.encode("utf-16-le", "surrogatepass")
+    codec = codec_for(traits.ansi_codepage) if traits.text_output == "ansi" else console
+    return (b"\xef\xbb\xbf" if traits.bom and codec == "utf-8" else b"") + text.encode(
+        codec or console, "submitwatch-sim")
+
+
+def run_command_line(log: EventLog, line: str, *, skip_cmd_shell: bool = False,
+                     traits: WindowsTraits = WindowsTraits()) -> tuple[str, str, int]:
     """Run a WinRS command line against ``log``: (stdout, stderr, exit code).
 
     ``skip_cmd_shell`` mirrors the WINRS_SKIP_CMD_SHELL shell option: when set,
@@ -37,7 +130,7 @@ def run_command_line(log: EventLog, line: str, *, skip_cmd_shell: bool = False) 
     if not skip_cmd_shell:
         parts = _split_commands(line)
         if len(parts) > 1:  # cmd.exe's `a & b`: run both in order; the exit code is b's
-            results = [run_command_line(log, part) for part in parts]
+            results = [run_command_line(log, part, traits=traits) for part in parts]
             return ("".join(r[0] for r in results), "".join(r[1] for r in results),
                     results[-1][2])
         line, problem = _apply_cmd_exe_quoting(line)
@@ -48,7 +141,9 @@ def run_command_line(log: EventLog, line: str, *, skip_cmd_shell: bool = False) 
         return "", "", 0
     program = ntpath.basename(argv[0]).lower()
     if program in ("wevtutil", "wevtutil.exe"):
-        return run_wevtutil(log, argv[1:])
+        return run_wevtutil(log, argv[1:], traits)
+    if program in ("reg", "reg.exe"):
+        return _reg_query(argv[1:], traits)
     return "", f"'{argv[0]}' is not recognized as an internal or external command,\r\noperable program or batch file.\r\n", 1
 
 
@@ -155,7 +250,16 @@ def split_windows_args(line: str) -> list[str]:
 # --------------------------------------------------------------------------------------------------
 
 
-def run_wevtutil(log: EventLog, args: Iterable[str]) -> tuple[str, str, int]:
+def _reg_query(args: list[str], traits: WindowsTraits) -> tuple[str, str, int]:
+    """``reg query <Nls\\CodePage key> /v ACP``, the one registry read the simulator answers."""
+    if len(args) == 4 and args[0].lower() == "query" and args[1].upper() == NLS_KEY.upper() \
+            and args[2].lower() == "/v" and args[3].upper() == "ACP":
+        return (f"\r\n{NLS_KEY}\r\n    ACP    REG_SZ    {traits.ansi_codepage}\r\n\r\n", "", 0)
+    return "", "ERROR: The system was unable to find the specified registry key or value.\r\n", 1
+
+
+def run_wevtutil(log: EventLog, args: Iterable[str],
+                 traits: WindowsTraits = WindowsTraits()) -> tuple[str, str, int]:
     """Run ``wevtutil <args>`` (already split into argv) against ``log``: (stdout, stderr, exit code).
 
     Supports ``gli Application`` and ``qe Application [/q:XPATH] [/f:xml]
@@ -175,6 +279,10 @@ def run_wevtutil(log: EventLog, args: Iterable[str]) -> tuple[str, str, int]:
             options[name.lower()] = value if sep else None
         else:
             positional.append(arg)
+    # /uni is a global option (any verb); its effect, the encoding, is run_encoded's.
+    unicode = options.pop("unicode", None) or options.pop("uni", None)
+    if unicode is not None and unicode.lower() not in ("true", "false"):
+        return "", f"Invalid /uni value {unicode!r}.\r\nThe parameter is incorrect.\r\n", 87
 
     def bad(detail: str) -> tuple[str, str, int]:
         return "", f"{detail}\r\nThe parameter is incorrect.\r\n", 87
@@ -217,12 +325,21 @@ def run_wevtutil(log: EventLog, args: Iterable[str]) -> tuple[str, str, int]:
         except QueryError:
             return "", "Failed to read events. The specified query is invalid.\r\n", QueryError.win32_error
         events = log.query(query, count, reverse=rd_text == "true")
-        body = "".join(event_xml(ev) + "\r\n" for ev in events)
-        if root:
-            body = f"<{root}>{body}</{root}>\r\n"
-        return body, "", 0
+        return _qe_output([event_xml(ev) for ev in events], root, traits), "", 0
 
     return "", f"Unknown command: {args[0]}\r\nThe parameter is incorrect.\r\n", 87
+
+
+def _qe_output(events: list[str], root: str | None, traits: WindowsTraits) -> str:
+    """The events as ``qe /f:xml`` prints them, framed the way ``traits`` says."""
+    sep = traits.separator
+    head = '<?xml version="1.0" encoding="UTF-16"?>' + sep if traits.declaration else ""
+    if not root:
+        return head + "".join(event + sep for event in events)
+    if not events:
+        empty = traits.empty.replace("Events", root)
+        return head + empty + ("\r\n" if empty else "")
+    return head + f"<{root}>" + sep.join(events) + f"{sep}</{root}>\r\n"
 
 
 def _gli_output(log: EventLog) -> str:

@@ -48,7 +48,6 @@ from __future__ import annotations
 import argparse
 import base64
 import binascii
-import codecs
 import collections
 import copy
 import dataclasses
@@ -58,9 +57,10 @@ import socket
 import ssl
 import sys
 import threading
+import time
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Iterable, Literal, Mapping
+from typing import Any, Callable, Iterable, Literal, Mapping
 from urllib.parse import quote, unquote, urlsplit
 from xml.etree.ElementTree import Element
 from xml.sax.saxutils import escape, quoteattr
@@ -75,14 +75,16 @@ from bot.sim.ntlm_server import (
     register_users,
     unregister_users,
 )
-from bot.sim.wevtutil import run_command_line
+from bot.sim.wevtutil import WindowsTraits, codec_for, run_encoded
 
 __all__ = [
     "DEFAULT_USER",
     "DEFAULT_PASSWORD",
     "FAULTS",
+    "first_half",
     "OPERATION_TIMEOUT_CODE",
     "ServerStats",
+    "WindowsTraits",
     "WinRMSimulator",
     "main",
 ]
@@ -94,11 +96,17 @@ DEFAULT_PASSWORD = "Sim-Passw0rd!"
 OPERATION_TIMEOUT_CODE = 2150858793
 #: WSManFault code of "the shell was not found on the server".
 SHELL_NOT_FOUND_CODE = 2150858843
+#: WSManFault code of "access denied": what Windows answers when RootSDDL does not let the account
+#: use the cmd shell (pywinrm issues #336, #362).
+ACCESS_DENIED_CODE = 5
+#: WSManFault code of a quota violation; subcode w:QuotaLimit is what identifies it.
+QUOTA_LIMIT_CODE = 2150859173
 #: Code used for faults the simulator raises for requests it does not support (unsupported action,
 #: resource URI or codepage).  Not a verified Windows code: do not make the bot depend on it.
 _PLACEHOLDER_CODE = 2150858752
 
-FaultName = Literal["unauthorized", "wsman_fault", "operation_timeout", "exit_code", "garbage", "invalid_utf8", "hang"]
+FaultName = Literal["unauthorized", "wsman_fault", "operation_timeout", "exit_code", "garbage", "invalid_text", "hang",
+                    "flood"]
 
 #: Fault name -> the WS-Man action that triggers it by default (None: the next SOAP request).
 FAULTS: Mapping[str, str | None] = {
@@ -107,10 +115,11 @@ FAULTS: Mapping[str, str | None] = {
     "operation_timeout": "Receive",  # HTTP 500 + WSManFault 2150858793: pywinrm retries the Receive
     "exit_code": "Command",  # the command exits 5 with CLIXML on stderr
     "garbage": "Command",  # stdout is a junk line followed by truncated XML
-    "invalid_utf8": "Command",  # stdout carries bytes that are not UTF-8
+    "invalid_text": "Command",  # stdout carries bytes its encoding does not allow
     "hang": None,  # no answer until the client's read timeout fires
+    "flood": "Command",  # after the events, ``bytes`` of padding stream without end in sight
 }
-_OUTPUT_FAULTS = frozenset({"exit_code", "garbage", "invalid_utf8"})
+_OUTPUT_FAULTS = frozenset({"exit_code", "garbage", "invalid_text", "flood"})
 _VERBS = ("Create", "Command", "Receive", "Signal", "Delete")
 
 # XML namespaces of WS-Management / WinRS.
@@ -140,34 +149,6 @@ _CLIXML_ACCESS_DENIED = (
 )
 
 
-def _encode_errors(exc: UnicodeError) -> tuple[bytes, int]:
-    """Codec error handler for command output.
-
-    Unrepresentable characters become ``?`` (what a Windows console program
-    writes under a narrow codepage).  Lone surrogates U+DC80..U+DCFF become the
-    raw bytes 0x80..0xFF, so :meth:`EventLog.append_raw` can plant invalid UTF-8.
-    """
-    if not isinstance(exc, UnicodeEncodeError):
-        raise exc
-    out = bytearray()
-    for ch in exc.object[exc.start : exc.end]:
-        code = ord(ch)
-        out += bytes([code - 0xDC00]) if 0xDC80 <= code <= 0xDCFF else b"?"
-    return bytes(out), exc.end
-
-
-codecs.register_error("submitwatch-sim", _encode_errors)
-
-
-def _codec_for(codepage: int) -> str | None:
-    """Python codec of a Windows codepage, or None if there is none."""
-    name = "utf-8" if codepage == 65001 else f"cp{codepage}"
-    try:
-        return codecs.lookup(name).name
-    except LookupError:
-        return None
-
-
 # --------------------------------------------------------------------------------------------------
 # Per-server state
 # --------------------------------------------------------------------------------------------------
@@ -192,6 +173,11 @@ class ServerStats:
     commands_run: int = 0
     command_lines: list[str] = dataclasses.field(default_factory=list)  # the most recent 200
     codepages: list[int] = dataclasses.field(default_factory=list)  # per shell, the most recent 200
+    idle_timeouts: list[float] = dataclasses.field(default_factory=list)  # per shell asked for, seconds
+    shells_expired: int = 0  # shells the server deleted after their idle timeout
+    quota_refusals: int = 0  # Create refused: the user had max_shells_per_user shells open
+    connections_dropped: int = 0  # idle keep-alive connections the server closed
+    stdout_bytes_sent: int = 0
     faults: collections.Counter = dataclasses.field(default_factory=collections.Counter)  # injected faults fired
 
 
@@ -211,13 +197,30 @@ class _Command:
     exit_code: int
     sent: int = 0  # stdout bytes already returned
     done: bool = False
+    padding: bytes = b""  # the "flood" fault: this unit repeats after stdout ...
+    padding_bytes: int = 0  # ... for this many bytes in all, produced as they are sent
+
+    @property
+    def length(self) -> int:
+        return len(self.stdout) + self.padding_bytes
+
+    def chunk(self, start: int, size: int) -> bytes:
+        head = self.stdout[start : start + size]
+        rest = min(size - len(head), self.length - start - len(head))
+        if rest <= 0 or not self.padding:
+            return head
+        offset = max(0, start - len(self.stdout)) % len(self.padding)
+        reps = (offset + rest) // len(self.padding) + 1
+        return head + (self.padding * reps)[offset : offset + rest]
 
 
 @dataclasses.dataclass
 class _Shell:
     id: str
     codepage: int
-    codec: str
+    owner: str  # the authenticated user: MaxShellsPerUser counts per user
+    idle_timeout: float  # seconds without a request after which the server deletes the shell
+    last_used: float
     commands: dict[str, _Command] = dataclasses.field(default_factory=dict)
 
 
@@ -235,6 +238,18 @@ class _ServerState:
         self.faults: list[_Fault] = []
         self.request_delay: float | None = None  # None: the simulator's default
         self.chunk_size: int | None = None
+        self.traits = WindowsTraits()
+        self.root_sddl_allows = True  # False: the account is not in WinRM's RootSDDL
+        self.max_shells_per_user = 30  # MS-WSMV's default MaxShellsPerUser
+        self.default_idle_timeout = 7200.0  # seconds; what 2016+ servers report
+
+    def expire_shells(self, now: float) -> None:
+        """Delete the shells idle for longer than their timeout, as WinRM does (under lock)."""
+        for shell_id, shell in list(self.shells.items()):
+            if now - shell.last_used > shell.idle_timeout:
+                del self.shells[shell_id]
+                self.stats.shells_open -= 1
+                self.stats.shells_expired += 1
 
     def bump(self, **fields: int) -> None:
         with self.lock:
@@ -305,8 +320,34 @@ def _fault(
     return _Outcome(status, _envelope("http://schemas.dmtf.org/wbem/wsman/1/wsman/fault", relates_to, body))
 
 
+def is_wide(stdout: bytes) -> bool:
+    """Whether output holds wevtutil's /uni:true text (UTF-16LE), by its BOM or zero bytes."""
+    return stdout[:2] == b"\xff\xfe" or b"<\x00" in stdout
+
+
+def first_half(stdout: bytes) -> bytes:
+    """The first half of a command's output (the "garbage" fault), cut between characters."""
+    cut = len(stdout) // 2
+    start = stdout.find(b"<\x00")  # where UTF-16 output starts, after any 8-bit gli text
+    if 0 <= start < cut:
+        cut -= (cut - start) % 2
+    return stdout[:cut]
+
+
 def _text(elem: Element | None) -> str:
     return (elem.text or "").strip() if elem is not None else ""
+
+
+_XS_DURATION = re.compile(r"P(?:(\d+)D)?T?(?:(\d+)H)?(?:(\d+)M)?(?:(\d+(?:\.\d+)?)S)?")
+
+
+def _duration_seconds(text: str) -> float | None:
+    """An xs:duration such as ``PT120S`` or ``PT1H30M`` in seconds (None: not one)."""
+    m = _XS_DURATION.fullmatch(text.strip())
+    if not m or not any(m.groups()):
+        return None
+    days, hours, minutes, seconds = (float(g) if g else 0.0 for g in m.groups())
+    return ((days * 24 + hours) * 60 + minutes) * 60 + seconds
 
 
 # --------------------------------------------------------------------------------------------------
@@ -333,6 +374,11 @@ class WinRMSimulator:
         port: TCP port, 0 for an ephemeral one.
         tls: serve HTTPS with this server-side SSL context (port 5986 style); plaintext SOAP
             bodies are then accepted, as Windows accepts them inside TLS.
+        clock: seconds, monotonic; what shell idle timeouts and idle connections are measured
+            with (tests pass one they move by hand).
+        idle_connection_timeout: HTTP.sys closes a keep-alive connection idle this long (120 s
+            by default on Windows); :meth:`sweep_idle_connections` does it, and a background
+            sweep each ``sweep_every`` seconds of real time (None: only when called).
     """
 
     def __init__(
@@ -348,6 +394,9 @@ class WinRMSimulator:
         record_wire: bool = False,
         port: int = 0,
         tls: ssl.SSLContext | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        idle_connection_timeout: float = 120.0,
+        sweep_every: float | None = 1.0,
     ) -> None:
         if auth not in ("ntlm", "basic"):
             raise ValueError(f"auth must be 'ntlm' or 'basic', not {auth!r}")
@@ -371,6 +420,9 @@ class WinRMSimulator:
         #: (server, Content-Type, raw body) of recent requests, when ``record_wire`` is set.
         self.wire_log: collections.deque[tuple[str, str, bytes]] = collections.deque(maxlen=1000)
         self._port = port
+        self.clock = clock
+        self.idle_connection_timeout = float(idle_connection_timeout)
+        self.sweep_every = sweep_every
         self._servers: dict[str, _ServerState] = {}
         self._servers_lock = threading.Lock()
         for name, log in (logs or {}).items():
@@ -378,7 +430,7 @@ class WinRMSimulator:
         self._httpd: _HTTPServer | None = None
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
-        self._conns: set[socket.socket] = set()
+        self._conns: dict[socket.socket, list] = {}  # -> [last request's clock time, busy]
         self._conns_lock = threading.Lock()
 
     # -- lifecycle ----------------------------------------------------------------------------------
@@ -404,7 +456,31 @@ class WinRMSimulator:
             target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, name=f"winrm-sim-{self.port}", daemon=True
         )
         self._thread.start()
+        if self.sweep_every:
+            threading.Thread(target=self._sweep_loop, name=f"winrm-sim-sweep-{self.port}", daemon=True).start()
         return self
+
+    def _sweep_loop(self) -> None:
+        while not self._stopping.wait(self.sweep_every):
+            self.sweep_idle_connections()
+
+    def sweep_idle_connections(self) -> int:
+        """Close keep-alive connections idle for over ``idle_connection_timeout`` (by the
+        simulator's clock), as HTTP.sys does; returns how many were closed."""
+        now = self.clock()
+        with self._conns_lock:
+            idle = [conn for conn, (last, busy) in self._conns.items()
+                    if not busy and now - last > self.idle_connection_timeout]
+        for conn in idle:
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        with self._servers_lock:
+            states = list(self._servers.values())
+        if idle and states:  # connections are not tied to one server; count them on the first
+            states[0].bump(connections_dropped=len(idle))
+        return len(idle)
 
     def stop(self) -> None:
         """Stop serving, wake stalled requests and close every open connection.  Idempotent."""
@@ -498,14 +574,16 @@ class WinRMSimulator:
 
         ``on`` restricts a transport fault to one WS-Man verb ("Create", "Command",
         "Receive", "Signal", "Delete", or "any"); the default is :data:`FAULTS`.
-        Faults of output kind (exit_code, garbage, invalid_utf8) always act on Command.
+        Faults of output kind (exit_code, garbage, invalid_text, flood) always act on Command.
         Parameters:
 
         * ``wsman_fault``: ``code`` (WSManFault code, default 5), ``reason``
           (default "Access is denied."), ``subcode`` (default "w:AccessDenied").
         * ``hang``: ``seconds`` (default ``hang_seconds``).
         * ``exit_code``: ``code`` (default 5), ``stderr`` (default a CLIXML error record).
-        * ``invalid_utf8``: ``payload`` (bytes inserted after the first ``<Data>``, default ``b"\\xff\\xfe\\xc3("``).
+        * ``invalid_text``: ``payload`` (bytes inserted after the first ``<Data>``; default a lone
+          surrogate in UTF-16 output, ``b"\\xff\\xfe\\xc3("`` in 8-bit output).
+        * ``flood``: ``bytes`` of padding streamed after the events (default 500 MB, made as sent).
         """
         if fault not in FAULTS:
             raise ValueError(f"unknown fault {fault!r}; known: {sorted(FAULTS)}")
@@ -542,6 +620,31 @@ class WinRMSimulator:
         """Per-server latency; ``None`` falls back to the simulator-wide ``request_delay``."""
         self._state(server).request_delay = seconds
 
+    def set_traits(self, server: str, traits: WindowsTraits) -> None:
+        """How this server writes command output (code pages, /uni, framing)."""
+        with self._state(server).lock:
+            self._state(server).traits = traits
+
+    def deny_shell_access(self, server: str, denied: bool = True) -> None:
+        """The account is not in WinRM's RootSDDL: it authenticates, and every request for the
+        cmd shell is answered "Access is denied" (WS-Management fault 5), as Windows does."""
+        self._state(server).root_sddl_allows = not denied
+
+    def set_shell_quota(self, server: str, max_shells_per_user: int,
+                        default_idle_timeout: float | None = None) -> None:
+        """MaxShellsPerUser, and the idle timeout of shells that ask for none (seconds)."""
+        state = self._state(server)
+        state.max_shells_per_user = int(max_shells_per_user)
+        if default_idle_timeout is not None:
+            state.default_idle_timeout = float(default_idle_timeout)
+
+    def open_shells(self, server: str) -> int:
+        """Shells open on the server now (idle ones past their timeout are deleted first)."""
+        state = self._state(server)
+        with state.lock:
+            state.expire_shells(self.clock())
+            return len(state.shells)
+
     def set_chunk_size(self, server: str, size: int | None) -> None:
         """Per-server stdout bytes per Receive; ``None`` falls back to ``chunk_size``."""
         if size is not None and size < 1:
@@ -563,7 +666,15 @@ class WinRMSimulator:
 
     def _track(self, conn: socket.socket, alive: bool) -> None:
         with self._conns_lock:
-            (self._conns.add if alive else self._conns.discard)(conn)
+            if alive:
+                self._conns[conn] = [self.clock(), False]
+            else:
+                self._conns.pop(conn, None)
+
+    def _busy(self, conn: socket.socket, busy: bool) -> None:
+        with self._conns_lock:
+            if conn in self._conns:
+                self._conns[conn] = [self.clock(), busy]
 
     def _check_password(self, user: str, password: str) -> bool:
         expected = self._users_ci.get(user.lower())
@@ -574,8 +685,8 @@ class WinRMSimulator:
 
     # -- SOAP dispatch ------------------------------------------------------------------------------
 
-    def _dispatch(self, state: _ServerState, soap: bytes) -> _Outcome:
-        """Answer one decrypted SOAP request."""
+    def _dispatch(self, state: _ServerState, soap: bytes, user: str = "") -> _Outcome:
+        """Answer one decrypted SOAP request from ``user``."""
         try:
             root = SafeET.fromstring(soap)
         except Exception:  # malformed XML, or a DTD/entity trick defusedxml refuses
@@ -621,12 +732,19 @@ class WinRMSimulator:
         if _text(header.find(f"{{{NS_W}}}ResourceURI")) != RESOURCE_CMD:
             return _fault(message_id, machine, wsman_code=_PLACEHOLDER_CODE, subcode="w:DestinationUnreachable",
                           code="s:Sender", reason="The simulator only serves the WinRS cmd resource URI.")
+        if not state.root_sddl_allows:
+            # Authenticated, but RootSDDL (which governs the cmd shell) does not list the account.
+            return _fault(message_id, machine, wsman_code=ACCESS_DENIED_CODE, subcode="w:AccessDenied",
+                          code="s:Sender", reason="Access is denied. ")
         options = {
             opt.get("Name", ""): _text(opt)
             for opt in header.findall(f"{{{NS_W}}}OptionSet/{{{NS_W}}}Option")
         }
+        now = self.clock()
+        with state.lock:
+            state.expire_shells(now)
         if verb == "Create":
-            return self._create(state, message_id, options)
+            return self._create(state, message_id, options, body, user, now)
 
         shell_id = ""
         for sel in header.findall(f"{{{NS_W}}}SelectorSet/{{{NS_W}}}Selector"):
@@ -634,6 +752,8 @@ class WinRMSimulator:
                 shell_id = _text(sel)
         with state.lock:
             shell = state.shells.get(shell_id)
+            if shell is not None:
+                shell.last_used = now
         if shell is None:
             return _fault(
                 message_id, machine, wsman_code=SHELL_NOT_FOUND_CODE, subcode="w:InvalidSelectors", code="s:Sender",
@@ -667,21 +787,42 @@ class WinRMSimulator:
                                            message_id, "<rsp:SignalResponse/>"))
         return self._receive(state, command, message_id)
 
-    def _create(self, state: _ServerState, message_id: str, options: Mapping[str, str]) -> _Outcome:
+    def _create(self, state: _ServerState, message_id: str, options: Mapping[str, str],
+                body: Element | None, user: str, now: float) -> _Outcome:
         raw_codepage = options.get("WINRS_CODEPAGE", "437")
-        codec = _codec_for(int(raw_codepage)) if raw_codepage.isdigit() else None
+        codec = codec_for(int(raw_codepage)) if raw_codepage.isdigit() else None
         if codec is None:
             return _fault(message_id, state.log.computer, wsman_code=_PLACEHOLDER_CODE, subcode="w:InvalidOptions", code="s:Sender",
                           reason=f"The WinRS codepage {raw_codepage!r} is not valid.")
-        shell = _Shell(str(uuid.uuid4()).upper(), int(raw_codepage), codec)
+        asked = _text(body.find(f"{{{NS_RSP}}}Shell/{{{NS_RSP}}}IdleTimeOut")) if body is not None else ""
+        idle_timeout = _duration_seconds(asked) if asked else state.default_idle_timeout
+        if idle_timeout is None:
+            return _fault(message_id, state.log.computer, wsman_code=_PLACEHOLDER_CODE, subcode="w:InvalidOptions", code="s:Sender",
+                          reason=f"The IdleTimeOut {asked!r} is not a valid xs:duration.")
+        shell = _Shell(str(uuid.uuid4()).upper(), int(raw_codepage), user.lower(), idle_timeout, now)
         with state.lock:
-            state.shells[shell.id] = shell
+            mine = sum(1 for s in state.shells.values() if s.owner == shell.owner)
+            if mine >= state.max_shells_per_user:
+                state.stats.quota_refusals += 1
+                quota = state.max_shells_per_user
+            else:
+                quota = None
+                state.shells[shell.id] = shell
+        if quota is not None:  # Windows' words for MaxShellsPerUser exceeded
+            return _fault(message_id, state.log.computer, wsman_code=QUOTA_LIMIT_CODE, subcode="w:QuotaLimit",
+                          code="s:Receiver", reason=(
+                              "The WS-Management service cannot process the request. This user is allowed a "
+                              f"maximum number of {quota} concurrent shells, which has been exceeded. Close "
+                              "existing shells or raise the quota for this user. "))
+        with state.lock:
             st = state.stats
             st.shells_created += 1
             st.shells_open += 1
             st.max_shells_open = max(st.max_shells_open, st.shells_open)
             st.codepages.append(shell.codepage)
             del st.codepages[: -_ServerState._HISTORY]
+            st.idle_timeouts.append(idle_timeout)
+            del st.idle_timeouts[: -_ServerState._HISTORY]
         body = (
             "<x:ResourceCreated>"
             f"<a:Address>http://{escape(state.log.computer)}:5985/wsman</a:Address>"
@@ -689,7 +830,7 @@ class WinRMSimulator:
             f'<w:SelectorSet><w:Selector Name="ShellId">{shell.id}</w:Selector></w:SelectorSet>'
             "</a:ReferenceParameters></x:ResourceCreated>"
             f"<rsp:Shell><rsp:ShellId>{shell.id}</rsp:ShellId><rsp:ResourceUri>{RESOURCE_CMD}</rsp:ResourceUri>"
-            "<rsp:IdleTimeOut>PT7200.000S</rsp:IdleTimeOut><rsp:InputStreams>stdin</rsp:InputStreams>"
+            f"<rsp:IdleTimeOut>PT{idle_timeout:.3f}S</rsp:IdleTimeOut><rsp:InputStreams>stdin</rsp:InputStreams>"
             "<rsp:OutputStreams>stdout stderr</rsp:OutputStreams></rsp:Shell>"
         )
         return _Outcome(200, _envelope("http://schemas.xmlsoap.org/ws/2004/09/transfer/CreateResponse", message_id, body))
@@ -706,24 +847,34 @@ class WinRMSimulator:
             state.stats.command_lines.append(line)
             del state.stats.command_lines[: -_ServerState._HISTORY]
 
-        stdout_text, stderr_text, exit_code = run_command_line(state.log, line, skip_cmd_shell=skip_cmd)
-        stdout = stdout_text.encode(shell.codec, "submitwatch-sim")
-        stderr = stderr_text.encode(shell.codec, "submitwatch-sim")
+        stdout, stderr, exit_code = run_encoded(state.log, line, codepage=shell.codepage, traits=state.traits,
+                                                skip_cmd_shell=skip_cmd)
+        padding, padding_bytes = b"", 0
 
         fault = state.take_fault("Command", _OUTPUT_FAULTS)
+        wide = is_wide(stdout)
         if fault is not None:
             if fault.name == "exit_code":
                 stdout, exit_code = b"", int(fault.params.get("code", 5))
                 stderr = str(fault.params.get("stderr", _CLIXML_ACCESS_DENIED)).encode("utf-8")
             elif fault.name == "garbage":
-                stdout = b"\x1b[0m*** not XML: the quick brown fox ***\r\n" + stdout[: len(stdout) // 2]
-            elif fault.name == "invalid_utf8":
-                payload = bytes(fault.params.get("payload", b"\xff\xfe\xc3("))
-                at = stdout.find(b"<Data>")
-                at = 0 if at < 0 else at + len(b"<Data>")
+                junk = "\x1b[0m*** not XML: the quick brown fox ***\r\n".encode("utf-16-le" if wide else "ascii")
+                stdout = junk + first_half(stdout)
+            elif fault.name == "invalid_text":
+                # In UTF-16 output the damage is a lone surrogate: bytes no decoder accepts.
+                payload = bytes(fault.params.get("payload", b"\x00\xd8A\x00" if wide else b"\xff\xfe\xc3("))
+                tag = "<Data>".encode("utf-16-le" if wide else "ascii")
+                at = stdout.find(tag)
+                at = 0 if at < 0 else at + len(tag)
                 stdout = stdout[:at] + payload + stdout[at:]
+            elif fault.name == "flood":
+                end = stdout.rfind("</Events>".encode("utf-16-le" if wide else "ascii"))
+                stdout = stdout[:end] if end >= 0 else stdout
+                padding = " ".encode("utf-16-le" if wide else "ascii")
+                padding_bytes = int(fault.params.get("bytes", 500 * 1024 * 1024))
 
-        command = _Command(str(uuid.uuid4()).upper(), stdout, stderr, exit_code)
+        command = _Command(str(uuid.uuid4()).upper(), stdout, stderr, exit_code, padding=padding,
+                           padding_bytes=padding_bytes)
         with state.lock:
             shell.commands[command.id] = command
         return _Outcome(200, _envelope(
@@ -735,9 +886,10 @@ class WinRMSimulator:
         chunk_size = state.chunk_size or self.chunk_size
         with state.lock:
             start = command.sent
-            chunk = command.stdout[start : start + chunk_size]
+            chunk = command.chunk(start, chunk_size)
             command.sent = start + len(chunk)
-            finished = command.sent >= len(command.stdout)
+            state.stats.stdout_bytes_sent += len(chunk)
+            finished = command.sent >= command.length
             first_done = finished and not command.done
             command.done = command.done or finished
         cid = command.id
@@ -784,6 +936,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.sim = self.server.simulator
         self.sim._track(self.connection, True)
         self._ntlm = NtlmConnection()  # never authenticated under Basic, so sealed bodies are refused there
+        self._basic_user = ""
         self._seen: set[str] = set()
 
     def finish(self) -> None:
@@ -821,10 +974,13 @@ class _Handler(BaseHTTPRequestHandler):
         return self.rfile.read(length) if length else b""
 
     def do_POST(self) -> None:  # noqa: N802 - stdlib naming
+        self.sim._busy(self.connection, True)
         try:
             self._post()
         except (ConnectionError, TimeoutError, OSError):
             self.close_connection = True  # the client went away (e.g. it timed out on a "hang")
+        finally:
+            self.sim._busy(self.connection, False)
 
     def _refuse(self) -> None:
         self._send(405, headers=[("Allow", "POST")])
@@ -875,7 +1031,7 @@ class _Handler(BaseHTTPRequestHandler):
             soap = body
             state.bump(unencrypted_requests=1)
 
-        outcome = self.sim._dispatch(state, soap)
+        outcome = self.sim._dispatch(state, soap, self._ntlm.principal or self._basic_user)
         if outcome.special == "hang":
             self.sim._pause(outcome.hang_seconds)
             self.close_connection = True  # never answer; the client has long given up
@@ -907,6 +1063,7 @@ class _Handler(BaseHTTPRequestHandler):
             except (binascii.Error, UnicodeDecodeError):
                 ok = False
         if ok:
+            self._basic_user = user
             return True
         state.bump(auth_failures=1)
         self._send(401, headers=self._challenge_headers())
