@@ -412,8 +412,7 @@ def _size(table: Mapping[str, Any], name: str, default: int, low: int, high: int
     """A number of bytes, as a whole number or text like '4MB' or '512KB' (binary units)."""
     key = name.rsplit(".", 1)[-1]
     value = table.get(key, default)
-    match = _SIZE.fullmatch(value.strip().lower()) if isinstance(value, str) else None
-    size = int(match.group(1)) * _SIZE_UNITS[match.group(2)] if match else value
+    size = parse_size(value) if isinstance(value, str) else value
     if isinstance(size, bool) or not isinstance(size, int) or not low <= size <= high:
         raise ConfigError(f"{name} must be a size from {low // 1024}KB to {high // 1024**2}MB, "
                           f"as bytes or text like '4MB'; got {value!r}")
@@ -472,6 +471,12 @@ def _duration(table: Mapping[str, Any], name: str, default: float, low: float) -
         raise ConfigError(f"{name} must be a duration from {low:g}s to 3650d, as seconds or "
                           f"text like '90s', '5m', '24h', '7d'; got {value!r}")
     return float(seconds)
+
+
+def parse_size(text: str) -> int | None:
+    """'4MB' -> 4194304, '512KB', '1GB', '65536'; None when unreadable."""
+    m = _SIZE.fullmatch(text.strip().lower())
+    return int(m.group(1)) * _SIZE_UNITS[m.group(2)] if m else None
 
 
 def parse_duration(text: str) -> float | None:

@@ -312,7 +312,7 @@ def _explained(server: ServerConfig) -> Iterator[None]:
 def explain(exc: BaseException, server: ServerConfig) -> str:
     url = server.url
     if isinstance(exc, InvalidCredentialsError):
-        return (f"the server refused the credentials of {server.username!r} (HTTP 401) at {url}. "
+        return (f"the server refused the credentials of '{server.username}' (HTTP 401) at {url}. "
                 f"Check the password in {server.password_env or 'the configured variable'}, that "
                 f"transport {server.transport!r} is enabled on the WinRM listener, and that the "
                 "account is in 'Event Log Readers' and 'Remote Management Users'")
@@ -335,14 +335,14 @@ def explain(exc: BaseException, server: ServerConfig) -> str:
         return f"cannot reach {url}: {text}"
     if isinstance(exc, WSManFaultError):
         if exc.wsman_fault_code == _ACCESS_DENIED:
-            return (f"WinRM let {server.username!r} sign in but refused it the command shell "
+            return (f"WinRM let '{server.username}' sign in but refused it the command shell "
                     "(WS-Management fault 5, Access is denied). pywinrm runs commands in the "
                     "WinRS cmd shell, which WinRM's RootSDDL governs, and its default allows only "
                     "Administrators and Interactive Users. Add the account to 'Remote Management "
                     "Users' (S-1-5-32-580) and give that group Read and Execute in RootSDDL: "
                     f"contrib/windows/Grant-SubmitWatchAccess.ps1 does both ({SETUP_DOC})")
         if (exc.fault_subcode or "").endswith("QuotaLimit"):
-            return (f"WinRM refused a new shell: {server.username!r} has as many shells open as "
+            return (f"WinRM refused a new shell: '{server.username}' has as many shells open as "
                     "its quota allows (MaxShellsPerUser; the server said: "
                     f"{(exc.reason or '').strip()[:200]}). SubmitWatch's own shells expire "
                     f"within {SHELL_IDLE_TIMEOUT}s, so if this lasts, something else uses this "

@@ -41,7 +41,7 @@ def test_secrets_named_in_the_readme_are_the_ones_the_code_reads():
 def test_documented_defaults_are_the_real_defaults():
     from bot.config import (Config, IncidentConfig, MetricsConfig, PermissionsConfig,
                             PollingConfig, ServerConfig, SlackConfig, StoreConfig,
-                            parse_duration)
+                            parse_duration, parse_size)
     logging_defaults = type("Logging", (), {"format": Config.log_format})
     defaults = {"slack": SlackConfig(channel="C"), "store": StoreConfig(),
                 "permissions": PermissionsConfig(), "metrics": MetricsConfig(),
@@ -61,5 +61,7 @@ def test_documented_defaults_are_the_real_defaults():
             assert shown == str(real).lower(), (table, key)
         elif isinstance(real, float):
             assert parse_duration(shown) == real, (table, key)
+        elif isinstance(real, int) and not shown.isdigit():
+            assert parse_size(shown) == real, (table, key)
         else:
             assert shown == str(real), (table, key)

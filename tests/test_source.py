@@ -91,7 +91,7 @@ def test_wrong_password_says_what_to_check(winrm):
     with pytest.raises(SourceError) as info:
         source_for(winrm.url_for("EX01"), password="wrong").open()
     message = str(info.value)
-    assert "refused the credentials of 'CONTOSO\\\\svc-submitwatch' (HTTP 401)" in message
+    assert "refused the credentials of 'CONTOSO\\svc-submitwatch' (HTTP 401)" in message
     assert "Event Log Readers" in message and info.value.retryable is False
     assert "wrong" not in message and WINRM_PASSWORD not in message
 
