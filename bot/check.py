@@ -29,9 +29,10 @@ def run_check(config: Config, out=print) -> int:
                 # The same query a poll runs, from the newest record: proves the account may
                 # read the log and the query is understood, without reading any history.
                 answer = shell.query(info.newest_record or 0, 1)
+                codepage = shell.ansi_codepage() if answer.encoding != "utf-16-le" else None
             out(f"OK       {server.name}: WinRM works and the event query runs; the Application "
                 f"log holds {info.record_count} record(s)")
-            for warning in answer_warnings(answer):
+            for warning in answer_warnings(answer, codepage):
                 out(f"WARNING  {server.name}: {warning}")
             skew = _measured_skew(config, server.name)
             if skew:
@@ -64,14 +65,15 @@ def _measured_skew(config: Config, server: str) -> str | None:
     return f"{skew_text(state.clock_skew)} (measured {store.iso(state.clock_skew_at)})"
 
 
-def answer_warnings(answer) -> list[str]:
+def answer_warnings(answer, codepage: int | None) -> list[str]:
     """What the test query's answer says about names and framing on this server."""
     warnings = [problem.detail for problem in answer.problems]
     if answer.encoding != "utf-16-le":
         warnings.append(
-            f"wevtutil ignored /uni:true and answered in {answer.encoding}: names are decoded "
-            "from it, but a character that code page cannot hold reaches SubmitWatch as '?' "
-            f"({SETUP_DOC}, Names)")
+            "wevtutil ignored /uni:true (it answered in 8-bit text, not UTF-16): names are "
+            "decoded as UTF-8 or else as the server's ANSI code page "
+            f"({codepage or 'unreadable'}), and a character that code page cannot hold "
+            f"reaches SubmitWatch as '?' ({SETUP_DOC}, Names)")
     return warnings
 
 

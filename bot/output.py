@@ -51,8 +51,10 @@ def looks_utf16le(raw: bytes) -> bool:
 
 def xml_start(raw: bytes) -> int:
     """Where XML output starts after `wevtutil gli` text (plain `name: value` lines): the first
-    byte-order mark or `<`; len(raw) when there is none."""
-    found = [i for i in (raw.find(BOM_UTF16_LE), raw.find(BOM_UTF8), raw.find(b"<")) if i >= 0]
+    byte-order mark or `<` (a mark before the gli text itself belongs to it); len(raw) when
+    there is none."""
+    found = [i for i in (raw.find(BOM_UTF16_LE, 1), raw.find(BOM_UTF8, 1), raw.find(b"<"))
+             if i >= 0]
     return min(found, default=len(raw))
 
 

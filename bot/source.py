@@ -47,6 +47,11 @@ LOG = "Application"
 #: A shell left behind (its Delete failed) is deleted by the server after this long without a
 #: request. Longer than any wait inside one poll (see _idle_timeout), far below WinRM's default.
 SHELL_IDLE_TIMEOUT = 120
+#: HTTP.sys closes a connection idle for 120 s (its default IdleConnectionTimeout). A connection
+#: kept longer than this is not tried: sent on a closed connection, a request is answered 401,
+#: requests_ntlm signs in again and resends a body sealed for the old connection, which fails,
+#: and a new connection signs in once more. Starting afresh costs one sign-in instead of two.
+KEEP_IDLE_LIMIT = 110.0
 #: Where Windows keeps the ANSI code page (value ACP), read only when output is not UTF-16/UTF-8.
 NLS_KEY = "HKLM\\SYSTEM\\CurrentControlSet\\Control\\Nls\\CodePage"
 SETUP_DOC = "docs/windows-setup.md"
@@ -97,6 +102,7 @@ class WinRMSource:
     polling: PollingConfig
     clock: Callable[[], float] = time.monotonic
     _kept: Protocol | None = field(default=None, repr=False, compare=False)
+    _kept_at: float = field(default=0.0, repr=False, compare=False)
     #: Shells whose Delete failed: deleted once more at the next poll (they expire anyway).
     leftover_shells: list[str] = field(default_factory=list, repr=False, compare=False)
     #: The server's ANSI code page, read once, only if its output is neither UTF-16 nor UTF-8.
@@ -105,6 +111,9 @@ class WinRMSource:
     def open(self) -> "Shell":
         with _explained(self.server):
             protocol, self._kept = self._kept, None
+            if protocol is not None and self.clock() - self._kept_at > KEEP_IDLE_LIMIT:
+                protocol.transport.close_session()  # the server has closed it by now
+                protocol = None
             if protocol is not None:
                 try:
                     return self._shell(protocol)
@@ -132,7 +141,7 @@ class WinRMSource:
 
     def keep(self, protocol: Protocol) -> None:
         """A poll went well: keep its connection for the next one."""
-        self._kept = protocol
+        self._kept, self._kept_at = protocol, self.clock()
 
     def _protocol(self) -> Protocol:
         protocol = Protocol(
@@ -199,13 +208,13 @@ class Shell:
 
     def _answer(self, raw: bytes, cut: str | None) -> Answer:
         name = self.source.server.name
-        text, problems, encoding = output.decode(raw, name, self._ansi_codepage,
+        text, problems, encoding = output.decode(raw, name, self.ansi_codepage,
                                                  partial=cut is not None)
         if cut is not None:
             problems.append(Problem(name, "output_cut", cut))
         return Answer(text, problems, cut is not None, encoding)
 
-    def _ansi_codepage(self) -> int | None:
+    def ansi_codepage(self) -> int | None:
         """The server's ANSI code page, asked once (`reg query`, read-only) and remembered."""
         if self.source.ansi_codepage is None:
             try:
@@ -217,7 +226,7 @@ class Shell:
 
     def _log_info(self, out: bytes) -> LogInfo:
         try:
-            return parse_log_info(out.decode("utf-8", errors="replace"))
+            return parse_log_info(out.decode("utf-8", errors="replace").lstrip("\ufeff"))
         except ParseFailure as exc:
             raise SourceError(f"{self.source.server.name}: {exc}") from None
 

@@ -43,7 +43,7 @@ class WindowsTraits:
     unicode_switch: ``wevtutil ... /uni:true`` writes UTF-16LE (documented: "Displays the
         output in Unicode"). ``False`` models a wevtutil that ignores it (no evidence; it tests
         the bot's fallback).
-    bom: the UTF-16 output starts with a byte-order mark (FF FE); plain output with EF BB BF.
+    bom: ``qe`` output starts with a byte-order mark: FF FE in UTF-16, EF BB BF in UTF-8.
     declaration: ``qe`` output starts with an XML declaration.
     separator: what comes between events (and before ``</Events>``): CRLF, LF or nothing.
     empty: what ``qe /e:Events`` prints when nothing matched.
@@ -113,10 +113,11 @@ def _encode_stdout(text: str, argv: list[str], console: str, traits: WindowsTrai
     if program not in ("wevtutil", "wevtutil.exe") or not text:
         return text.encode(console, "submitwatch-sim")
     unicode = any(re.fullmatch(r"[/-](uni|unicode):true", arg, re.I) for arg in argv[1:])
+    bom = traits.bom and len(argv) > 1 and argv[1].lower() in ("qe", "query-events")
     if unicode and traits.unicode_switch:
-        return (b"\xff\xfe" if traits.bom else b"") + text.encode("utf-16-le", "surrogatepass")
+        return (b"\xff\xfe" if bom else b"") + text.encode("utf-16-le", "surrogatepass")
     codec = codec_for(traits.ansi_codepage) if traits.text_output == "ansi" else console
-    return (b"\xef\xbb\xbf" if traits.bom and codec == "utf-8" else b"") + text.encode(
+    return (b"\xef\xbb\xbf" if bom and codec == "utf-8" else b"") + text.encode(
         codec or console, "submitwatch-sim")
 
 
