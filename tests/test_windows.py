@@ -289,7 +289,7 @@ def test_the_shell_quota_fault_names_the_quota_and_the_fix(logs, sim, seconds, d
                                                           slack, clock):
     sim.set_shell_quota("EX01", 3)
     other_tool = winrm.Protocol(sim.url_for("EX01"), transport="ntlm", username=WINRM_USER,
-                                password=WINRM_PASSWORD, proxy=None)
+                                password=WINRM_PASSWORD, proxy=None, ca_trust_path=None)
     for _ in range(3):   # another tool on the same account, shells with WinRM's 2-hour timeout
         other_tool.open_shell()
     config = config_for(sim, db_path, slack)
