@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from bot.sim.slack_api import SlackStandIn
+from sim.slack_api import SlackStandIn
 
 from .common import APP_TOKEN, BOT_TOKEN, CHANNEL, Result, Sizes, cpu_seconds, peak_rss_mb, \
     raw_config, rss_mb

@@ -20,7 +20,7 @@ import defusedxml.ElementTree as SafeET
 from bot.config import PollingConfig
 from bot.parse import LogInfo, parse_events
 from bot.poller import _store_batch
-from bot.sim.eventlog import SimEvent, event_xml
+from sim.eventlog import SimEvent, event_xml
 from store import db as store
 from store.db import iso, open_db, write_transaction
 

@@ -13,7 +13,7 @@ import statistics
 import time
 from pathlib import Path
 
-from bot.sim.slack_api import SlackStandIn
+from sim.slack_api import SlackStandIn
 
 from .common import APP_TOKEN, BOT_TOKEN, CHANNEL, Result, Sizes, percentile, raw_config
 from .runproc import RunProcess

@@ -16,8 +16,8 @@ FE = "MSExchangeFrontEndTransport"
 
 def _serve(conn, names: Sequence[str], delay: float) -> None:
     """The child: one WinRMSimulator serving every name; commands come over `conn`."""
-    from bot.sim.eventlog import EventLog, EventRate
-    from bot.sim.winrm_server import WinRMSimulator
+    from sim.eventlog import EventLog, EventRate
+    from sim.winrm_server import WinRMSimulator
 
     logs = {name: EventLog(f"{name}.contoso.local", first_record=1000) for name in names}
     sim = WinRMSimulator(logs, users={WINRM_USER: WINRM_PASSWORD}, request_delay=delay).start()

@@ -15,7 +15,7 @@ import threading
 import time
 from pathlib import Path
 
-from bot.sim.slack_api import SlackStandIn
+from sim.slack_api import SlackStandIn
 
 from .common import BOT_TOKEN, CHANNEL, ROOT, Result, Sizes, raw_config
 

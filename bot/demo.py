@@ -14,10 +14,10 @@ from store.db import open_db
 from .config import parse_config
 from .delivery import deliver_once
 from .poller import poll_server_once, resolve_quiet_incidents, utc_now
-from .sim.eventlog import seed_demo
-from .sim.slack_api import SlackStandIn
-from .sim.slack_blocks import block_kit_builder_url, render_text
-from .sim.winrm_server import WinRMSimulator
+from sim.eventlog import seed_demo
+from sim.slack_api import SlackStandIn
+from sim.slack_blocks import block_kit_builder_url, render_text
+from sim.winrm_server import WinRMSimulator
 from .slack_out import SlackSender
 from .source import WinRMSource
 

@@ -6,9 +6,10 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from bot.config import parse_config
-from bot.sim.eventlog import EventLog
-from bot.sim.slack_api import SlackStandIn
-from bot.sim.winrm_server import WinRMSimulator
+from sim.eventlog import EventLog
+from sim.slack_api import SlackStandIn
+from sim.winrm_server import WinRMSimulator
+from store import db as store
 from store.db import open_db
 
 WINRM_USER = "CONTOSO\\svc-submitwatch"
@@ -91,3 +92,15 @@ class Clock:
 @pytest.fixture
 def clock():
     return Clock()
+
+
+@pytest.fixture
+def posted(logs, db, make_config, slack, clock):
+    """One open incident for CONTOSO\\svc-scanner on EX01, posted to Slack."""
+    from tests.helpers import scanner, sweep
+    config = make_config(servers=("EX01", "EX02"))
+    scanner(logs["EX01"], 2)
+    sweep(db, config, clock)
+    [message] = slack.messages(CHANNEL)
+    [incident] = store.open_incidents(db).values()
+    return config, incident, message

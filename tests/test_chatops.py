@@ -5,16 +5,14 @@ from __future__ import annotations
 import pytest
 
 from bot import chatops
-from bot.chatops import ActionError, Actor
+from bot.chatops import ActionError
 from bot.render import (ACTION_ACK, ACTION_SNOOZE, ACTION_UNACK, ACTION_UNSNOOZE)
 from store import chat
 from store import db as store
 from tests.blocks import prose
 from tests.conftest import CHANNEL
-from tests.test_pipeline import scanner, sweep
+from tests.helpers import ALICE, BOB, ask, scanner, sweep
 
-ALICE = Actor("U0ALICE", "button", CHANNEL)
-BOB = Actor("U0BOB", "slash", CHANNEL)
 HOUR = 3600
 
 
@@ -27,17 +25,6 @@ def elements(message):
 def context_text(message):
     return "\n".join(e["text"] for b in message["blocks"] if b["type"] == "context"
                      for e in b["elements"])
-
-
-@pytest.fixture
-def posted(logs, db, make_config, slack, clock):
-    """One open incident for CONTOSO\\svc-scanner on EX01, posted to Slack."""
-    config = make_config(servers=("EX01", "EX02"))
-    scanner(logs["EX01"], 2)
-    sweep(db, config, clock)
-    [message] = slack.messages(CHANNEL)
-    [incident] = store.open_incidents(db).values()
-    return config, incident, message
 
 
 def test_an_alert_offers_acknowledge_snooze_and_fix(posted):
@@ -221,13 +208,6 @@ def test_a_refusal_is_audited(posted, db, clock):
 
 
 # --- the same through /submitwatch ------------------------------------------------------------
-
-def ask(db, config, clock, text, user="U0ALICE", channel=CHANNEL, client=None):
-    from handlers.commands import answer
-    from handlers.common import Request
-    return answer(Request(db=db, config=config, now=clock(), user_id=user, channel_id=channel,
-                          client=client), text)
-
 
 def test_slash_ack_and_unack(posted, db, clock):
     config, incident, _ = posted

@@ -3,57 +3,14 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
-import sys
-import time
-from pathlib import Path
 
 import pytest
 
-from tests.conftest import BOT_TOKEN, CHANNEL, WINRM_PASSWORD, WINRM_USER
+from tests.conftest import BOT_TOKEN, CHANNEL
+from tests.helpers import ENV, EXE, ROOT, free_port, run_cli, write_config
 
 FE = "MSExchangeFrontEndTransport"
-EXE = [sys.executable, "-m", "bot.cli"]
-ROOT = Path(__file__).parent.parent
-
-
-def run_cli(*args, env=None, timeout=60, cwd=None):
-    full_env = {k: v for k, v in os.environ.items()
-                if not k.startswith(("SLACK_", "SUBMITWATCH_", "WINRM_"))}
-    full_env.update(env or {})
-    full_env["PYTHONPATH"] = str(ROOT)
-    return subprocess.run(EXE + list(args), capture_output=True, text=True, env=full_env,
-                          timeout=timeout, cwd=cwd or ROOT)
-
-
-def write_config(tmp_path, slack, winrm, *, extra_server="", mode="socket", http_port=3000,
-                 polling='interval = "2s"\njitter = 0\ndelivery_interval = "0.5s"'):
-    path = tmp_path / "submitwatch.toml"
-    path.write_text(f"""
-[slack]
-channel = "{CHANNEL}"
-api_url = "{slack.api_url}"
-mode = "{mode}"
-http_port = {http_port}
-
-[store]
-path = "{tmp_path / 'sw.db'}"
-
-[polling]
-{polling}
-
-[[servers]]
-name = "EX01"
-url = "{winrm.url_for('EX01')}"
-username = '{WINRM_USER}'
-password_env = "WINRM_PASSWORD"
-{extra_server}
-""", encoding="utf-8")
-    return path
-
-
-ENV = {"SLACK_BOT_TOKEN": BOT_TOKEN, "WINRM_PASSWORD": WINRM_PASSWORD}
 
 
 @pytest.mark.parametrize("command", [[], ["run"], ["poll-once"], ["check"], ["demo"]])
@@ -158,12 +115,6 @@ def test_demo_runs_the_whole_pipeline(tmp_path):
     assert "Preview in Block Kit Builder: https://app.slack.com/block-kit-builder/#" in out
     assert "Resolved: CONTOSO\\app-erp" in out
     assert (tmp_path / "demo.db").exists()
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_run_in_http_mode_polls_posts_and_stops_cleanly_on_sigterm(tmp_path, logs, winrm, slack):

@@ -16,7 +16,7 @@ from bot.slack_out import SlackSender
 from bot.source import WinRMSource
 from store import db as store
 from tests.conftest import BOT_TOKEN, CHANNEL
-from tests.test_pipeline import scanner, sweep
+from tests.helpers import scanner, sweep
 
 
 def dead_owner() -> str:
@@ -123,7 +123,7 @@ def test_a_post_whose_answer_timed_out_is_looked_up_not_reposted(
 
 def test_without_the_history_scope_it_still_delivers_and_says_why(
         logs, db, make_config, clock, caplog):
-    from bot.sim.slack_api import SlackStandIn
+    from sim.slack_api import SlackStandIn
     with SlackStandIn(bot_token=BOT_TOKEN, channels=(CHANNEL,),
                       scopes=("chat:write", "commands")) as narrow:
         config = make_config(servers=("EX01",), slack={"api_url": narrow.api_url})

@@ -14,8 +14,8 @@ from bot.poller import poll_server_once
 from bot.source import WinRMSource
 from store import db as store
 from store.db import StoreError, backup, open_db, prune
-from tests.test_cli import ENV, run_cli, write_config
-from tests.test_pipeline import scanner, sweep
+from tests.helpers import ENV, run_cli, write_config
+from tests.helpers import scanner, sweep
 
 
 def test_wal_and_busy_timeout_are_on(db):

@@ -21,15 +21,15 @@ from bot.names import is_invisible, mixed_script_warning, mixed_script_words
 from bot.parse import parse_events
 from bot.remediation import (UnsafeValueError, check_value, choose_connector,
                              inspect_connector_command, is_default_connector, sid_command)
-from bot.sim.eventlog import EventLog, event_xml
-from bot.sim.slack_blocks import validate_blocks
+from sim.eventlog import EventLog, event_xml
+from sim.slack_blocks import validate_blocks
 from store import db as store
 from store.db import open_db
 from store.migrations import migrations
 from tests.blocks import mrkdwn_texts, preformatted, prose, rich_elements
 from tests.conftest import CHANNEL
 from tests.pwsh_parse import parse_pipeline
-from tests.test_pipeline import sweep
+from tests.helpers import sweep
 
 T0 = datetime(2026, 3, 8, 8, 0, tzinfo=timezone.utc)
 FE, BE = "MSExchangeFrontEndTransport", "MSExchangeTransport"

@@ -12,7 +12,7 @@ from bot.slack_out import SlackSender
 from bot.source import WinRMSource
 from store import db as store
 from tests.conftest import CHANNEL
-from tests.test_pipeline import scanner, sweep
+from tests.helpers import scanner, sweep
 
 
 def test_a_failing_server_raises_one_alert_and_one_recovery_notice(

@@ -12,13 +12,14 @@ from slack_bolt.request import BoltRequest
 from slack_sdk import WebClient
 
 from bot.render import slack_date
-from bot.sim.slack_blocks import MAX_HOME_BLOCKS, validate_blocks
+from sim.slack_blocks import MAX_HOME_BLOCKS, validate_blocks
 from handlers import home
 from store import chat
 from store import db as store
 from tests.conftest import BOT_TOKEN
-from tests.test_lookups import (FRONTEND, NOW, PRINTER, RELAY, SCANNER, Feed, assert_no_markup,
-                                make_config, many_incidents, mrkdwn_texts)
+from tests.blocks import mrkdwn_texts
+from tests.helpers import (FRONTEND, NOW, PRINTER, RELAY, SCANNER, Feed, assert_no_markup,
+                           lookup_config, many_incidents)
 
 
 def texts(view):
@@ -43,7 +44,7 @@ def assert_valid_home(view):
 
 @pytest.fixture
 def config():
-    return make_config()
+    return lookup_config()
 
 
 @pytest.fixture
@@ -117,7 +118,7 @@ def test_home_shows_open_incidents_snoozes_and_server_health(db, config, watched
      "You may acknowledge and snooze alerts."),
 ])
 def test_home_says_whether_this_person_may_act(db, permissions, user, expected):
-    view = home.home_view(db, make_config(permissions=permissions), NOW, user)
+    view = home.home_view(db, lookup_config(permissions=permissions), NOW, user)
     assert texts(view)[1] == expected
     assert_valid_home(view)
 

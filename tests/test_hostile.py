@@ -34,7 +34,7 @@ from bot.model import Event, Incident, Snooze
 from bot.parse import MAX_EVENT_CHARS, parse_event, parse_events
 from bot.poller import ingest, poll_server_once
 from bot.remediation import UnsafeValueError, check_value, connector_identity
-from bot.sim.slack_blocks import validate_blocks
+from sim.slack_blocks import validate_blocks
 from bot.source import WinRMSource
 from handlers.commands import answer
 from handlers.common import MAX_TEXT, CommandError, Request, words_of

@@ -19,7 +19,7 @@ import pytest
 
 from bot.model import EVENT_IDS, PROVIDERS
 from tests.conftest import CHANNEL
-from tests.test_cli import ENV, EXE, ROOT, write_config
+from tests.helpers import ENV, EXE, ROOT, write_config
 
 ROUNDS = int(os.environ.get("SUBMITWATCH_KILL_ROUNDS", "6"))
 FE = "MSExchangeFrontEndTransport"

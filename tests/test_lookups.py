@@ -3,16 +3,13 @@ handlers.commands.answer: real SQLite files filled by the pipeline's own functio
 content, hostile text, and Block Kit's limits."""
 from __future__ import annotations
 
-import re
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 
 import pytest
 
-from bot.config import parse_config
-from bot.model import Event
-from bot.poller import ingest, resolve_quiet_incidents
+from bot.poller import resolve_quiet_incidents
 from bot.render import slack_date
-from bot.sim.slack_blocks import validate_blocks
+from sim.slack_blocks import validate_blocks
 from handlers.commands import answer
 from handlers.common import Reply, Request
 from store import chat
@@ -22,63 +19,12 @@ from tests.pwsh_parse import parse_pipeline
 from bot.richtext import text_of
 from tests import blocks
 from tests.blocks import mrkdwn_texts
-
-NOW = datetime(2026, 3, 8, 15, 0, tzinfo=timezone.utc)
-SCANNER = "CONTOSO\\svc-scanner"
-RELAY = "EX01\\Relay Scanners"
-FRONTEND = "EX01\\Client Frontend EX01"
-PRINTER, COPIER, OLD, ANCIENT = ("CONTOSO\\printer", "CONTOSO\\copier", "CONTOSO\\old",
-                                 "CONTOSO\\ancient")
-
-
-def at(day: int, hour: int, minute: int = 0) -> datetime:
-    return datetime(2026, 3, day, hour, minute, tzinfo=timezone.utc)
-
-
-# --- the world these tests look up ---------------------------------------------------------------
-
-def make_config(**tables):
-    raw = {
-        "slack": {"channel": "C0ALERTS"},
-        "servers": [
-            {"name": "EX01", "url": "https://127.0.0.1:5986/wsman", "username": "u",
-             "password_env": "PW", "version": "2016"},
-            {"name": "EX02", "url": "http://127.0.0.1:5985/wsman", "username": "u",
-             "password_env": "PW", "submission_connector": "Client Frontend EX02",
-             "channel": "C0EX02"},
-            {"name": "EX03", "url": "https://127.0.0.1:5987/wsman", "username": "u",
-             "password_env": "PW", "version": "2010", "validate_certificate": False},
-        ],
-        **tables,
-    }
-    return parse_config(raw, {"SLACK_BOT_TOKEN": "xoxb-test", "PW": "secret"})
-
-
-class Feed:
-    """Events as the poller stores them: unique record ids per server, the real decide()."""
-
-    def __init__(self, db, config):
-        self.db, self.config, self.record = db, config, 1000
-
-    def event(self, account, time, server="EX01", connector=None):
-        self.record += 1
-        return Event(server=server, record_id=self.record, provider="MSExchangeTransport",
-                     event_id=1018 if connector else 1020, time=time, account=account,
-                     connector=connector, computer=f"{server}.contoso.local")
-
-    def ingest(self, events, now):
-        with write_transaction(self.db):
-            ingest(self.db, self.config, events, 0, now)
-
-    def burst(self, account, first, count, **kw):
-        """`count` events a minute apart, stored a minute after the last (as a poll would)."""
-        events = [self.event(account, first + timedelta(minutes=i), **kw) for i in range(count)]
-        self.ingest(events, events[-1].time + timedelta(minutes=1))
-
+from tests.helpers import (ANCIENT, COPIER, FRONTEND, NOW, OLD, PRINTER, RELAY, SCANNER, Feed, at,
+                           assert_no_markup, lookup_config, many_incidents)
 
 @pytest.fixture
 def config():
-    return make_config()
+    return lookup_config()
 
 
 @pytest.fixture
@@ -108,10 +54,6 @@ def ask(db, config, text, user="U0ALICE", now=NOW) -> Reply:
 
 # --- what every answer must be ------------------------------------------------------------------
 
-_OUR_TOKENS = re.compile(r"<!date\^\d+\^\{date_short_pretty\} \{time\}\|[^<>]*>|<@[UW][A-Z0-9]+>"
-                         r"|<#[CG][A-Z0-9]+>|<!subteam\^S[A-Z0-9]+>")
-
-
 def sections(reply):
     """The prose blocks in order: mrkdwn sections, and rich text as a reader sees it."""
     out = []
@@ -129,14 +71,6 @@ def contexts(reply):
 
 def preformatted(reply):
     return blocks.preformatted(reply.blocks)
-
-
-def assert_no_markup(texts):
-    """Only our own <tokens> in mrkdwn (dates, user and channel IDs), & only in entities."""
-    for text in texts:
-        bare = _OUR_TOKENS.sub("", text)
-        assert "<" not in bare and ">" not in bare, text
-        assert "&" not in re.sub(r"&(amp|lt|gt);", "", bare), text
 
 
 def assert_inert(reply):
@@ -239,16 +173,6 @@ def test_history_refuses_overlong_names(db, config):
     reply = ask(db, config, "history " + "x" * 5000)   # Slack allows it; words_of keeps 1000
     assert reply.text.startswith("that account or server is 992 characters long; names are at "
                                  "most 256")
-
-
-def many_incidents(db, config, count, open_ones=True):
-    """`count` incidents of hostile, long account names, one event each, a minute apart."""
-    feed = Feed(db, config)
-    start = NOW - timedelta(minutes=count + 5)
-    events = [feed.event(f"CONTOSO\\{'<&>`*' * 40}{n:05d}", start + timedelta(minutes=n))
-              for n in range(count)]
-    feed.ingest(events, NOW - timedelta(minutes=1))
-    return events
 
 
 def test_history_with_thousands_of_incidents_is_cut_and_says_so(db, config):
@@ -621,7 +545,7 @@ def test_fix_skips_a_connector_that_cannot_be_quoted_and_says_why(db, config, wo
 def test_fix_on_many_servers_is_cut_and_says_so(db):
     servers = [{"name": f"EX{n:02d}", "url": f"https://127.0.0.1:{5000 + n}/wsman",
                 "username": "u", "password_env": "PW"} for n in range(25)]
-    config = make_config(servers=servers)
+    config = lookup_config(servers=servers)
     feed = Feed(db, config)
     feed.ingest([feed.event(f"CONTOSO\\user{n}", NOW, server="EX00",
                             connector=f"EX00\\{n:02d} Relay {'&' * 90}") for n in range(12)], NOW)

@@ -24,14 +24,14 @@ import handlers
 from bot.app import build_bolt_app
 from bot.config import parse_config
 from bot.render import ACTION_SNOOZE
-from bot.sim.slack_api import SCOPES_NEEDED
+from sim.slack_api import SCOPES_NEEDED
 from handlers.commands import COMMAND, SUBCOMMANDS
 from store.db import open_db
 from tests.conftest import BOT_TOKEN, CHANNEL
 
 ROOT = Path(__file__).parent.parent
 SCHEMA = ROOT / "tests/data/slack-manifest-schema/manifest.schema.1.0.0.json"
-#: Where the product calls Slack from (bot/sim is the stand-in, not the product).
+#: Where the product calls Slack from (sim is the stand-in, not the product).
 CODE = [p for folder in ("bot", "handlers", "store") for p in (ROOT / folder).rglob("*.py")
         if "sim" not in p.relative_to(ROOT).parts]
 
@@ -185,7 +185,7 @@ def test_the_scan_finds_web_api_calls():
 def test_every_needed_scope_is_requested_and_every_requested_scope_is_needed():
     called = web_api_methods_called(CODE)
     unknown = sorted(m for m in called if m not in SCOPES_NEEDED)
-    assert not unknown, (f"add {unknown} to SCOPES_NEEDED in bot/sim/slack_api.py with the scope "
+    assert not unknown, (f"add {unknown} to SCOPES_NEEDED in sim/slack_api.py with the scope "
                          "its Slack docs page names (called from "
                          f"{sorted(set().union(*(called[m] for m in unknown)))})")
     needed = {SCOPES_NEEDED[m] for m in called if SCOPES_NEEDED[m]}

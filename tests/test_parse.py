@@ -4,7 +4,7 @@ from datetime import datetime, timezone
 import pytest
 
 from bot.parse import ParseFailure, parse_event, parse_events, parse_log_info, parse_system_time
-from bot.sim.eventlog import EventLog, SimEvent, event_xml
+from sim.eventlog import EventLog, event_xml
 
 NS = "http://schemas.microsoft.com/win/2004/08/events/event"
 

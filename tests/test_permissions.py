@@ -92,7 +92,7 @@ def test_permissions_are_read_from_the_config():
 
 # --- the alert's buttons through real Bolt, and the slash route (mutation-testing gaps) ---------
 
-from datetime import datetime, timedelta, timezone  # noqa: E402
+from datetime import timedelta  # noqa: E402
 
 from slack_bolt import App  # noqa: E402
 from slack_bolt.request import BoltRequest  # noqa: E402
@@ -104,8 +104,7 @@ from handlers import actions  # noqa: E402
 from store import chat  # noqa: E402
 from store import db as store  # noqa: E402
 from tests.conftest import CHANNEL  # noqa: E402
-from tests.test_chatops import ALICE, ask, posted  # noqa: E402,F401
-from tests.test_pipeline import sweep  # noqa: E402
+from tests.helpers import ALICE, ask, sweep  # noqa: E402
 
 
 def bolt_actions(slack, db, config, clock):
@@ -181,7 +180,7 @@ def test_slash_unsnooze_and_unack_are_refused_to_people_not_allowed(
 
 
 def test_a_missing_usergroups_scope_is_named_in_the_refusal():
-    from bot.sim.slack_api import SlackStandIn
+    from sim.slack_api import SlackStandIn
     with SlackStandIn(bot_token=BOT_TOKEN, scopes=("chat:write", "commands")) as narrow:
         narrow.set_usergroup("S0ONCALL", ["U0CAROL"])
         refusal = Permissions(PermissionsConfig(groups=("S0ONCALL",))).refusal(

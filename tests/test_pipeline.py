@@ -13,20 +13,9 @@ from store import db as store
 from store.db import open_db
 from tests.blocks import preformatted, prose
 from tests.conftest import CHANNEL
+from tests.helpers import scanner, sweep
 
 FE, BE = "MSExchangeFrontEndTransport", "MSExchangeTransport"
-
-
-def scanner(log, n=1, account="CONTOSO\\svc-scanner"):
-    for _ in range(n):
-        log.append(FE, 1020, (account,))
-
-
-def sweep(db, config, clock):
-    results = [poll_server_once(db, WinRMSource(s, config.polling), config, clock)
-               for s in config.servers]
-    delivery = deliver_once(db, SlackSender.from_config(config.slack, retries=2), config, clock)
-    return results, delivery
 
 
 def fields(message):

@@ -6,14 +6,14 @@ import pytest
 
 from handlers.commands import answer
 from handlers.common import Request
-from tests.test_lookups import NOW, make_config
+from tests.helpers import NOW, lookup_config
 
 
 @pytest.mark.parametrize("text", ["snooze CONTOSO\\x 99999999999d why",
                                   "history --since 99999999999999d",
                                   "snooze CONTOSO\\x " + "9" * 400 + "d why"])
 def test_huge_durations_get_the_allowed_range_not_a_traceback(db, text):
-    reply = answer(Request(db=db, config=make_config(), now=NOW, user_id="U0ALICE",
+    reply = answer(Request(db=db, config=lookup_config(), now=NOW, user_id="U0ALICE",
                            channel_id="C0ALERTS"), text)
     assert "too long: durations go up to `3650d` (ten years)" in reply.text, reply.text
     assert "Sorry" not in reply.text
@@ -176,7 +176,7 @@ def test_a_backoff_set_before_the_clock_stepped_back_does_not_slip_by_the_step(
 
     from store import db as store
     from tests.conftest import CHANNEL
-    from tests.test_pipeline import scanner, sweep
+    from tests.helpers import scanner, sweep
     config = make_config(servers=("EX01",))
     slack.set_down(True)
     scanner(logs["EX01"], 1)
@@ -199,7 +199,7 @@ def test_sigterm_stops_within_docker_stops_ten_seconds_whatever_hangs(tmp_path, 
     import subprocess
     import time
 
-    from tests.test_cli import ENV, EXE, FE, ROOT, free_port, write_config
+    from tests.helpers import ENV, EXE, FE, ROOT, free_port, write_config
     logs["EX01"].append(FE, 1020, ("CONTOSO\\svc-scanner",))
     if what == "winrm":
         winrm.inject("EX01", "hang", times=None, seconds=120)
@@ -242,7 +242,7 @@ def test_a_full_disk_is_said_once_in_words_and_storing_resumes_by_itself(
     from bot.source import WinRMSource
     from store import db as store
     from tests.conftest import CHANNEL
-    from tests.test_pipeline import scanner
+    from tests.helpers import scanner
     config = make_config(servers=("EX01",))
     source = WinRMSource(config.servers[0], config.polling)
     alarm = DiskAlarm(SlackSender.from_config(config.slack), CHANNEL)
@@ -281,7 +281,7 @@ def test_a_post_slack_makes_late_ends_as_exactly_one_message(logs, db, make_conf
     from bot.source import WinRMSource
     from store import db as store
     from tests.conftest import CHANNEL
-    from tests.test_pipeline import scanner, sweep
+    from tests.helpers import scanner, sweep
     config = make_config(servers=("EX01", "EX02"))
     quick = SlackSender.from_config(config.slack, timeout=1)
     scanner(logs["EX01"], 1)
@@ -377,7 +377,7 @@ def test_a_clock_step_forward_resolves_nothing_and_ends_no_snooze_early(
     from bot.scheduler import housekeeping
     from store import chat
     from store import db as store
-    from tests.test_pipeline import scanner, sweep
+    from tests.helpers import scanner, sweep
     config = make_config(servers=("EX01",))
     scanner(logs["EX01"], 1)
     sweep(db, config, clock)

@@ -10,7 +10,7 @@ from bot.config import ServerConfig
 from bot.model import Incident
 from bot.remediation import fix_for
 from bot.richtext import visible
-from bot.sim.slack_blocks import validate_blocks
+from sim.slack_blocks import validate_blocks
 from tests.blocks import mrkdwn_texts, preformatted, prose, rich_elements
 from tests.pwsh_parse import parse_pipeline
 

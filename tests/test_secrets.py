@@ -27,14 +27,15 @@ import pytest
 from bot.config import Secret, parse_config
 from bot.delivery import deliver_once
 from bot.poller import poll_server_once
-from bot.sim.eventlog import EventLog
-from bot.sim.slack_api import SlackStandIn
-from bot.sim.winrm_server import WinRMSimulator
+from sim.eventlog import EventLog
+from sim.slack_api import SlackStandIn
+from sim.winrm_server import WinRMSimulator
 from bot.slack_out import SlackSender
 from bot.source import SourceError, WinRMSource
 from store.db import open_db
 from tests.conftest import CHANNEL, WINRM_USER
-from tests.test_cli import EXE, ROOT, free_port, run_cli
+from tests.helpers import EXE, ROOT, free_port, run_cli
+from tests.helpers import wait_until
 
 FE = "MSExchangeFrontEndTransport"
 # Each secret carries a marker that survives URL- and JSON-encoding, so a partial or encoded
@@ -228,14 +229,6 @@ def stop_run(proc) -> tuple[str, str]:
         file.close()
     assert proc.returncode == 0, texts[1][-3000:]
     return texts[0], texts[1]
-
-
-def wait_until(condition, timeout=30.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{what} not reached within {timeout}s")
-        time.sleep(0.1)
 
 
 def failures(db_path: Path, server: str) -> int:

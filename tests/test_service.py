@@ -8,7 +8,7 @@ import pytest
 from store import db as store
 from tests.blocks import prose
 from tests.conftest import CHANNEL
-from tests.test_pipeline import scanner, sweep
+from tests.helpers import scanner, sweep
 
 
 def test_a_channel_given_by_name_works_for_the_post_and_every_later_update(
@@ -122,7 +122,7 @@ def test_check_gives_the_id_of_a_channel_named_by_its_name_and_fails_it(make_con
 
 
 def test_check_names_the_scopes_the_configuration_needs_and_the_token_lacks(make_config):
-    from bot.sim.slack_api import SlackStandIn
+    from sim.slack_api import SlackStandIn
     from tests.conftest import BOT_TOKEN
     with SlackStandIn(bot_token=BOT_TOKEN, channels=(CHANNEL,),
                       scopes={"chat:write", "channels:history", "commands"}) as narrow:
@@ -279,7 +279,7 @@ def test_http_mode_serves_metrics_and_readiness_beside_the_slack_events(
 
 def test_json_logs_are_one_object_per_line_with_structured_fields(tmp_path, winrm, slack):
     import json
-    from tests.test_cli import ENV, run_cli, write_config
+    from tests.helpers import ENV, run_cli, write_config
     config = write_config(tmp_path, slack, winrm)
     winrm.inject("EX01", "unauthorized", times=None)
     for args, extra in ((["--log-format", "json"], ""), ([], '\n[logging]\nformat = "json"\n')):

@@ -26,8 +26,9 @@ from slack_sdk.http_retry import FixedValueRetryIntervalCalculator
 from slack_sdk.http_retry.builtin_handlers import RateLimitErrorRetryHandler, ServerErrorRetryHandler
 from slack_sdk.webhook import WebhookClient
 
-from bot.sim.slack_api import RESPONSE_URL_MAX_POSTS, Call, SlackStandIn
-from bot.sim.slack_blocks import block_kit_builder_url, render_text
+from sim.slack_api import RESPONSE_URL_MAX_POSTS, Call, SlackStandIn
+from sim.slack_blocks import block_kit_builder_url, render_text
+from tests.helpers import wait_until
 
 TOKEN = "xoxb-test"
 APP_TOKEN = "xapp-test"
@@ -533,13 +534,6 @@ def bolt_socket(slack):
         handler.close()
 
 
-def wait_until(predicate, timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.02)
-
-
 def raw_post(url: str, body: bytes, content_type: str, headers: dict | None = None) -> tuple[int, dict]:
     """POST without slack_sdk, which always moves a token into the Authorization header."""
     request = urllib.request.Request(url, data=body, headers={"Content-Type": content_type, **(headers or {})})
@@ -953,7 +947,7 @@ def test_bolt_answers_a_button_click_and_app_home_opened_over_socket_mode(slack)
 
 
 def test_validate_blocks_checks_selects_and_takes_the_home_limit():
-    from bot.sim.slack_blocks import MAX_HOME_BLOCKS, validate_blocks
+    from sim.slack_blocks import MAX_HOME_BLOCKS, validate_blocks
 
     assert validate_blocks(CLICKABLE) == []
     bad = {**SNOOZE_SELECT, "options": [{"text": {"type": "mrkdwn", "text": "x"}, "value": ""}]}

@@ -4,7 +4,6 @@ that the Slack stand-in delivers as websocket envelopes. Acks are checked for ea
 from __future__ import annotations
 
 import threading
-import time
 from dataclasses import replace
 from datetime import datetime, timezone
 
@@ -16,19 +15,10 @@ from bot.render import ACTION_ACK, ACTION_SHOW_FIX, ACTION_SNOOZE
 from store import chat
 from store.db import open_db
 from tests.conftest import CHANNEL
-from tests.test_pipeline import scanner
+from tests.helpers import scanner
+from tests.helpers import wait_until
 
 ALICE, MALLORY = "U0ALICE", "U0MALLORY"
-
-
-def wait_until(condition, timeout=20.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError("timed out waiting")
 
 
 @pytest.fixture

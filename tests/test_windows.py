@@ -24,32 +24,19 @@ from bot.delivery import deliver_once
 from bot.output import decode, inert
 from bot.parse import parse_events
 from bot.poller import poll_server_once
-from bot.sim.eventlog import EventLog
-from bot.sim.wevtutil import WindowsTraits
-from bot.sim.winrm_server import WinRMSimulator
+from sim.wevtutil import WindowsTraits
+from sim.winrm_server import WinRMSimulator
 from bot.slack_out import SlackSender
 from bot.source import WinRMSource
 from store import db as store
 from tests.conftest import BOT_TOKEN, CHANNEL, WINRM_PASSWORD, WINRM_USER
+from tests.helpers import Seconds
 
 FE = "MSExchangeFrontEndTransport"
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "contrib" / "windows" / "Grant-SubmitWatchAccess.ps1"
 JURGEN = "CONTOSO\\jürgen.müller"
 SKANER = "КОНТОСО\\Сканер"
-
-
-class Seconds:
-    """The simulator's monotonic clock, moved by hand."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 @pytest.fixture

@@ -32,9 +32,9 @@ import pytest
 
 from bot.config import parse_config
 from bot.poller import poll_server_once
-from bot.sim.eventlog import EventLog
-from bot.sim.wevtutil import run_command_line, run_encoded
-from bot.sim.winrm_server import WinRMSimulator, first_half
+from sim.eventlog import EventLog
+from sim.wevtutil import run_command_line, run_encoded
+from sim.winrm_server import WinRMSimulator, first_half
 from bot.source import WinRMSource, _query_args
 from store import db as store
 from tests.conftest import BOT_TOKEN, CHANNEL, WINRM_PASSWORD, WINRM_USER

@@ -20,7 +20,7 @@ import requests
 import winrm
 from winrm.exceptions import InvalidCredentialsError, WinRMError, WSManFaultError
 
-from bot.sim.eventlog import (
+from sim.eventlog import (
     EVENT_NS,
     EventLog,
     QueryError,
@@ -31,8 +31,8 @@ from bot.sim.eventlog import (
     format_system_time,
     seed_demo,
 )
-from bot.sim.wevtutil import WindowsTraits, run_wevtutil, split_windows_args
-from bot.sim.winrm_server import DEFAULT_PASSWORD, DEFAULT_USER, WinRMSimulator
+from sim.wevtutil import WindowsTraits, run_wevtutil, split_windows_args
+from sim.winrm_server import DEFAULT_PASSWORD, DEFAULT_USER, WinRMSimulator
 
 NOW = datetime(2026, 3, 8, 9, 0, tzinfo=timezone.utc)
 PROVIDERS = "Provider[@Name='MSExchangeTransport' or @Name='MSExchangeFrontEndTransport']"
@@ -549,8 +549,8 @@ def test_demo_stream_is_deterministic_and_tells_the_story():
 
 
 def test_cmd_exe_runs_commands_joined_by_an_ampersand_in_order():
-    from bot.sim.eventlog import EventLog
-    from bot.sim.wevtutil import run_command_line
+    from sim.eventlog import EventLog
+    from sim.wevtutil import run_command_line
     log = EventLog("EX01.contoso.local", first_record=10)
     log.append("MSExchangeFrontEndTransport", 1020, ("CONTOSO\\a",))
     out, err, code = run_command_line(

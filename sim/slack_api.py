@@ -17,7 +17,7 @@ use an unmodified ``WebClient(token=..., base_url=stand_in.api_url)``.
 Three audiences use it:
 
 * ``submitwatch demo`` prints what was posted (:meth:`SlackStandIn.messages`
-  plus :func:`bot.sim.slack_blocks.render_text`);
+  plus :func:`sim.slack_blocks.render_text`);
 * tests assert on received payloads (:attr:`SlackStandIn.calls`) and inject
   faults (:meth:`SlackStandIn.fail_next`, :meth:`SlackStandIn.set_down`);
 * benchmarks add latency (:attr:`SlackStandIn.delay`).
@@ -53,7 +53,7 @@ Deliberate strictness (to catch product bugs early):
 
 * Block Kit limits are enforced (50 blocks, header 150 chars, section text
   3,000, field 2,000, button text 75 / value 2,000 / action_id 255, unique
-  block_id, known block types; see :func:`bot.sim.slack_blocks.validate_blocks`);
+  block_id, known block types; see :func:`sim.slack_blocks.validate_blocks`);
   failures answer ``invalid_blocks`` with Slack-style
   ``response_metadata.messages``.
 * ``thread_ts`` must name an existing message in that channel, otherwise
@@ -71,7 +71,7 @@ Socket Mode (how the product receives slash commands and button clicks):
   an unknown token ``invalid_auth``.  The answer is
   ``{"ok": true, "url": "ws://127.0.0.1:PORT/link/?ticket=...&app_id=..."}``.
 * The websocket side (tickets, ``hello``, envelopes, acks, disconnects) lives
-  in :mod:`bot.sim.slack_socket`; the Socket Mode methods of
+  in :mod:`sim.slack_socket`; the Socket Mode methods of
   :class:`SlackStandIn` delegate to it.
 * ``response_url`` values point back at this server (``/response/N``) and
   are recorded (:meth:`SlackStandIn.responses`); like Slack's they accept
@@ -414,7 +414,7 @@ class SlackStandIn:
     All state lives behind one lock, taken for the whole of each API call, so
     concurrent posts get distinct, increasing timestamps and ``calls`` is in
     the same order as the state changes.  The Socket Mode side
-    (:class:`~bot.sim.slack_socket.SocketModeHub`) records under the same
+    (:class:`~sim.slack_socket.SocketModeHub`) records under the same
     lock, from its loop thread.
     """
 
@@ -730,20 +730,20 @@ class SlackStandIn:
     # -- Socket Mode -------------------------------------------------------
     #
     # The websocket server starts with the first apps.connections.open (see
-    # _apps_connections_open) and stops with the stand-in; bot.sim.slack_socket
+    # _apps_connections_open) and stops with the stand-in; sim.slack_socket
     # owns it and its state, these methods only forward.
 
     def connected_clients(self) -> list[dict]:
         """Open Socket Mode connections, oldest first.
 
-        See :meth:`SocketModeHub.connected_clients <bot.sim.slack_socket.SocketModeHub.connected_clients>`.
+        See :meth:`SocketModeHub.connected_clients <sim.slack_socket.SocketModeHub.connected_clients>`.
         """
         return self._socket_mode.connected_clients()
 
     def wait_for_socket(self, timeout: float = 5.0, *, newer_than: int = 0) -> dict:
         """Block until a client is connected (and got ``hello``); return the newest.
 
-        See :meth:`SocketModeHub.wait_for_socket <bot.sim.slack_socket.SocketModeHub.wait_for_socket>`.
+        See :meth:`SocketModeHub.wait_for_socket <sim.slack_socket.SocketModeHub.wait_for_socket>`.
         """
         return self._socket_mode.wait_for_socket(timeout, newer_than=newer_than)
 
@@ -756,42 +756,42 @@ class SlackStandIn:
     ) -> str:
         """Deliver an envelope to the newest open connection; return its ``envelope_id``.
 
-        See :meth:`SocketModeHub.send_envelope <bot.sim.slack_socket.SocketModeHub.send_envelope>`.
+        See :meth:`SocketModeHub.send_envelope <sim.slack_socket.SocketModeHub.send_envelope>`.
         """
         return self._socket_mode.send_envelope(type, payload, accepts_response_payload=accepts_response_payload)
 
     def wait_for_ack(self, envelope_id: str, timeout: float = 5.0) -> dict:
         """Block until the client acked ``envelope_id``; return the ack as sent.
 
-        See :meth:`SocketModeHub.wait_for_ack <bot.sim.slack_socket.SocketModeHub.wait_for_ack>`.
+        See :meth:`SocketModeHub.wait_for_ack <sim.slack_socket.SocketModeHub.wait_for_ack>`.
         """
         return self._socket_mode.wait_for_ack(envelope_id, timeout)
 
     def envelopes(self) -> list[dict]:
         """Sent envelopes in send order, each with what came back.
 
-        See :meth:`SocketModeHub.envelopes <bot.sim.slack_socket.SocketModeHub.envelopes>`.
+        See :meth:`SocketModeHub.envelopes <sim.slack_socket.SocketModeHub.envelopes>`.
         """
         return self._socket_mode.envelopes()
 
     def socket_messages(self) -> list[dict]:
         """Everything clients sent over their sockets: ``{"client", "at", "message"}``.
 
-        See :meth:`SocketModeHub.socket_messages <bot.sim.slack_socket.SocketModeHub.socket_messages>`.
+        See :meth:`SocketModeHub.socket_messages <sim.slack_socket.SocketModeHub.socket_messages>`.
         """
         return self._socket_mode.socket_messages()
 
     def disconnect_sockets(self, *, code: int = 1001, reason: str = "") -> int:
         """Close every open connection from the server side; return how many.
 
-        See :meth:`SocketModeHub.disconnect_sockets <bot.sim.slack_socket.SocketModeHub.disconnect_sockets>`.
+        See :meth:`SocketModeHub.disconnect_sockets <sim.slack_socket.SocketModeHub.disconnect_sockets>`.
         """
         return self._socket_mode.disconnect_sockets(code=code, reason=reason)
 
     def send_disconnect(self, reason: str = "refresh_requested") -> int:
         """Send Slack's ``{"type": "disconnect", ...}`` to every open connection; return how many.
 
-        See :meth:`SocketModeHub.send_disconnect <bot.sim.slack_socket.SocketModeHub.send_disconnect>`.
+        See :meth:`SocketModeHub.send_disconnect <sim.slack_socket.SocketModeHub.send_disconnect>`.
         """
         return self._socket_mode.send_disconnect(reason)
 

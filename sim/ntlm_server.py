@@ -1,6 +1,6 @@
 """The server side of NTLM for the WinRM simulator: credentials, handshake, message encryption.
 
-:mod:`bot.sim.winrm_server` uses three things from here:
+:mod:`sim.winrm_server` uses three things from here:
 
 * :func:`register_users` / :func:`unregister_users` keep the credential file
   that pyspnego's NTLM acceptor reads.  pyspnego finds it through the

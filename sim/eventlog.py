@@ -1,7 +1,7 @@
 """Simulated Windows Application event logs of Exchange servers.
 
 This module is the data side of SubmitWatch's built-in Exchange simulator
-(:mod:`bot.sim.winrm_server` is the WS-Management side).  It models exactly as
+(:mod:`sim.winrm_server` is the WS-Management side).  It models exactly as
 much of the Windows event log as the bot observes through ``wevtutil``:
 
 * an Application log with monotonically increasing record numbers, which can be

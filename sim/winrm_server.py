@@ -26,18 +26,18 @@ What is simulated (and why it is shaped this way):
   65001 gets non-ASCII account names intact.  Output is returned in chunks of
   ``chunk_size`` bytes over several Receive calls.
 * **Commands.**  ``wevtutil gli`` and ``wevtutil qe`` against
-  :class:`bot.sim.eventlog.EventLog`; the command line goes through cmd.exe
+  :class:`sim.eventlog.EventLog`; the command line goes through cmd.exe
   style checks and Windows argv splitting, so quoting mistakes show up.
 * **Faults**, injected per server with :meth:`WinRMSimulator.inject`, and a
   per-request delay for latency in benchmarks.
 
 The server side of NTLM (credentials, handshake, message encryption) lives in
-:mod:`bot.sim.ntlm_server`, the command line (cmd.exe, argv, ``wevtutil``) in
-:mod:`bot.sim.wevtutil`; this module is the HTTP and WS-Management layer.
+:mod:`sim.ntlm_server`, the command line (cmd.exe, argv, ``wevtutil``) in
+:mod:`sim.wevtutil`; this module is the HTTP and WS-Management layer.
 
 NTLM caveat: pyspnego's acceptor reads users from the file named by the
 ``NTLM_USER_FILE`` environment variable, which is process-global.  Running
-simulators share one generated file (see :func:`bot.sim.ntlm_server.register_users`);
+simulators share one generated file (see :func:`sim.ntlm_server.register_users`);
 each simulator still only accepts its own users.  The variable is restored when
 the last NTLM simulator stops.  Do not run an NTLM simulator in a process that
 needs its own ``NTLM_USER_FILE``.
@@ -67,15 +67,15 @@ from xml.sax.saxutils import escape, quoteattr
 
 import defusedxml.ElementTree as SafeET
 
-from bot.sim.eventlog import EventLog, seed_demo
-from bot.sim.ntlm_server import (
+from sim.eventlog import EventLog, seed_demo
+from sim.ntlm_server import (
     ENCRYPTED_CONTENT_TYPE,
     SPNEGO_ENCRYPTED_PROTOCOL,
     NtlmConnection,
     register_users,
     unregister_users,
 )
-from bot.sim.wevtutil import WindowsTraits, codec_for, run_encoded
+from sim.wevtutil import WindowsTraits, codec_for, run_encoded
 
 __all__ = [
     "DEFAULT_USER",
@@ -1083,13 +1083,13 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 # --------------------------------------------------------------------------------------------------
-# python -m bot.sim.winrm_server
+# python -m sim.winrm_server
 # --------------------------------------------------------------------------------------------------
 
 
 def main(argv: list[str] | None = None) -> int:
     """Serve the demo logs until interrupted and print how to connect."""
-    parser = argparse.ArgumentParser(prog="python -m bot.sim.winrm_server", description=main.__doc__)
+    parser = argparse.ArgumentParser(prog="python -m sim.winrm_server", description=main.__doc__)
     parser.add_argument("--port", type=int, default=0, help="TCP port on 127.0.0.1 (default: any free port)")
     parser.add_argument("--auth", choices=["ntlm", "basic"], default="ntlm")
     parser.add_argument("--user", default=DEFAULT_USER)

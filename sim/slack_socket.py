@@ -1,6 +1,6 @@
 """Socket Mode for the Slack stand-in: how the product receives slash commands and button clicks.
 
-:class:`SocketModeHub` owns this half of :class:`~bot.sim.slack_api.SlackStandIn`
+:class:`SocketModeHub` owns this half of :class:`~sim.slack_api.SlackStandIn`
 (tickets, connections, envelopes and acks); the stand-in's Socket Mode
 methods delegate to it.  Fidelity notes (behaviour copied from Slack):
 
@@ -23,7 +23,7 @@ methods delegate to it.  Fidelity notes (behaviour copied from Slack):
   pay for it (nor need the package).
 
 ``response_url`` posts are plain HTTP to the Web API server, so they are
-handled in :mod:`bot.sim.slack_api`, not here.
+handled in :mod:`sim.slack_api`, not here.
 """
 
 from __future__ import annotations
@@ -123,7 +123,7 @@ class _SocketServer:
     One event loop in one daemon thread serves every connection.  That, not
     ``websockets.sync``, because the threaded server's per-connection threads
     are not daemons: a test that forgot :meth:`SlackStandIn.stop
-    <bot.sim.slack_api.SlackStandIn.stop>` with a bot still connected would
+    <sim.slack_api.SlackStandIn.stop>` with a bot still connected would
     hang interpreter exit.
 
     Holds no state: each event goes to the hub, which records it under the

@@ -1,6 +1,6 @@
 """The command line of a simulated Exchange server: cmd.exe, argv splitting and ``wevtutil``.
 
-:mod:`bot.sim.winrm_server` hands every WinRS command line to
+:mod:`sim.winrm_server` hands every WinRS command line to
 :func:`run_command_line`, which treats it the way Windows would:
 
 * unless the shell was opened with ``WINRS_SKIP_CMD_SHELL``, the line first
@@ -10,7 +10,7 @@
 * the line is split into ``argv`` by the Microsoft C runtime's rules
   (:func:`split_windows_args`);
 * ``wevtutil`` (:func:`run_wevtutil`) answers ``gli`` and ``qe`` against a
-  :class:`bot.sim.eventlog.EventLog`; any other program is "not recognized".
+  :class:`sim.eventlog.EventLog`; any other program is "not recognized".
 
 Output is text with CRLF line endings. :func:`run_encoded` turns it into the
 bytes a server sends, the way :class:`WindowsTraits` says that server writes
@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Iterable, Literal
 
-from bot.sim.eventlog import EventLog, QueryError, compile_query, event_xml
+from sim.eventlog import EventLog, QueryError, compile_query, event_xml
 
 __all__ = ["WindowsTraits", "run_command_line", "run_encoded", "run_wevtutil", "split_windows_args"]
 
