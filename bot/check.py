@@ -29,7 +29,10 @@ def run_check(config: Config, out=print) -> int:
                 # The same query a poll runs, from the newest record: proves the account may
                 # read the log and the query is understood, without reading any history.
                 answer = shell.query(info.newest_record or 0, 1)
-                codepage = shell.ansi_codepage() if answer.encoding != "utf-16-le" else None
+                # An empty answer ("") tells nothing; 8-bit text, even ASCII, means /uni:true
+                # was ignored (UTF-16 would hold zero bytes).
+                ignored = answer.encoding not in ("utf-16-le", "")
+                codepage = shell.ansi_codepage() if ignored else None
             out(f"OK       {server.name}: WinRM works and the event query runs; the Application "
                 f"log holds {info.record_count} record(s)")
             for warning in answer_warnings(answer, codepage):
@@ -68,7 +71,7 @@ def _measured_skew(config: Config, server: str) -> str | None:
 def answer_warnings(answer, codepage: int | None) -> list[str]:
     """What the test query's answer says about names and framing on this server."""
     warnings = [problem.detail for problem in answer.problems]
-    if answer.encoding != "utf-16-le":
+    if answer.encoding not in ("utf-16-le", ""):
         warnings.append(
             "wevtutil ignored /uni:true (it answered in 8-bit text, not UTF-16): names are "
             "decoded as UTF-8 or else as the server's ANSI code page "

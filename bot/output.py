@@ -25,9 +25,13 @@ from .model import Problem
 BOM_UTF16_LE = codecs.BOM_UTF16_LE
 BOM_UTF8 = codecs.BOM_UTF8
 EXCERPT_BYTES = 60
-#: Control characters (C0, DEL, C1), line and paragraph separators, and format characters
-#: (bidirectional overrides, zero-width characters): what can rewrite a line when printed.
+#: Control characters (C0, DEL, C1), line and paragraph separators, format characters
+#: (bidirectional overrides, zero-width characters) and lone surrogates: what can rewrite a
+#: line when printed, or hide in it.
 _UNSAFE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]|[^\x00-\x7f]")
+#: Format characters that names need: ZWNJ and ZWJ join or part letters in Persian and Indic
+#: scripts, and neither can move or hide text on a line.
+_NAME_JOINERS = "\u200c\u200d"
 
 
 def inert(text: str) -> str:
@@ -37,8 +41,11 @@ def inert(text: str) -> str:
 
 def _escape(match: re.Match) -> str:
     ch = match.group()
-    if ch >= "\x80" and ch not in "\u2028\u2029" and unicodedata.category(ch) not in ("Cc", "Cf"):
+    if ch in _NAME_JOINERS or (ch >= "\x80" and ch not in "\u2028\u2029"
+                               and unicodedata.category(ch) not in ("Cc", "Cf", "Cs")):
         return ch   # ordinary non-ASCII text (names in any script) stays as it is
+    if "\ud800" <= ch <= "\udfff":
+        return f"\\u{ord(ch):04x}"   # unicode_escape cannot encode a lone surrogate
     return ch.encode("unicode_escape").decode("ascii")
 
 
@@ -66,6 +73,8 @@ def decode(raw: bytes, server: str, ansi_codepage: Callable[[], int | None], *,
     `partial`: the output was cut off (see bot.source's output cap), so an incomplete character
     at its end is dropped rather than taken for damage.
     """
+    if not raw:
+        return "", [], ""   # nothing to tell the encoding by
     if looks_utf16le(raw):
         return _decode_as(raw.removeprefix(BOM_UTF16_LE), "utf-16-le", server, partial)
     raw = raw.removeprefix(BOM_UTF8)

@@ -24,6 +24,7 @@ from xml.etree.ElementTree import Element
 from xml.etree.ElementTree import ParseError, XMLParser
 
 from .model import EVENT_IDS, PROVIDERS, Event, Problem
+from .output import inert
 from .remediation import UnsafeValueError, connector_identity
 
 NS = "{http://schemas.microsoft.com/win/2004/08/events/event}"
@@ -231,7 +232,7 @@ def _check_closed(text: str, starts: list[int], server: str, problems: list[Prob
     as a truncated event, the next poll reads on from the last complete one."""
     head = text[: starts[0]] if starts else text
     if "<Events>" in head and "</Events>" not in text[starts[-1] if starts else 0:]:
-        problems.append(Problem(server, "truncated_event",
+        problems.append(Problem(server, "truncated_output",
                                 "the output was cut off (no closing </Events>); what followed "
                                 "the last complete event is read again on the next poll",
                                 _excerpt(text[-EXCERPT_CHARS:])))
@@ -256,4 +257,4 @@ def _int(value: str, name: str) -> int:
 
 
 def _excerpt(text: str) -> str:
-    return text[:EXCERPT_CHARS]
+    return inert(text[:EXCERPT_CHARS])

@@ -132,13 +132,18 @@ def _poll(db: Database, source: WinRMSource, config: Config, clock: Clock,
             if answer is None:
                 answer = shell.query(cursor, batch_size, lookback_ms)
             result.round_trips += 1
-            batch = parse_events(answer.text, source.server.name)
-            # Output cut at the size cap or deadline ends in a partial event: the cut problem
-            # says so once, and the cursor stays before it, as after any cut-off event.
+            batch = parse_events(_complete_part(answer), source.server.name)
+            if answer.cut and not batch.complete_events:
+                raise SourceError(f"{source.server.name}: {answer.cut.split(';')[0]} before a "
+                                  "single complete event arrived; nothing was stored. Raise "
+                                  "polling.max_output or polling.read_timeout")
+            # Output cut at the size cap or the deadline lost its end: the cut problem says so
+            # once, and the cursor stays before what was not read, as after a truncated answer.
             problems = answer.problems + [p for p in batch.problems
-                                          if not (answer.cut and p.kind == "truncated_event")]
+                                          if not (answer.cut and p.kind == "truncated_output")]
             next_cursor = max(cursor, batch.highest_record or 0)
-            truncated = answer.cut or any(p.kind == "truncated_event" for p in batch.problems)
+            truncated = bool(answer.cut) or any(p.kind in ("truncated_event", "truncated_output")
+                                                for p in batch.problems)
             more = batch.complete_events >= batch_size and not truncated
             if not more and not truncated:
                 # Nothing more matched up to the newest record gli saw: skip past it all, so
@@ -153,6 +158,15 @@ def _poll(db: Database, source: WinRMSource, config: Config, clock: Clock,
                 return
             cursor, lookback_ms, answer = next_cursor, None, None
             state = store.server_state(db, source.server.name)
+
+
+def _complete_part(answer) -> str:
+    """A cut answer up to its last complete event: the partial one after it was cut by us, not
+    by the server, and is read again next time."""
+    if not answer.cut:
+        return answer.text
+    end = answer.text.rfind("</Event>")
+    return answer.text[:end + len("</Event>")] if end >= 0 else ""
 
 
 def check_log(state: store.ServerState, info: LogInfo) -> tuple[int, int | None, list[Problem]]:

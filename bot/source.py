@@ -45,7 +45,7 @@ from .parse import LogInfo, ParseFailure, parse_log_info
 UTF8_CODEPAGE = 65001
 LOG = "Application"
 #: A shell left behind (its Delete failed) is deleted by the server after this long without a
-#: request. Longer than any wait inside one poll (see _idle_timeout), far below WinRM's default.
+#: request. Longer than any wait inside one poll (see idle_timeout), far below WinRM's default.
 SHELL_IDLE_TIMEOUT = 120
 #: HTTP.sys closes a connection idle for 120 s (its default IdleConnectionTimeout). A connection
 #: kept longer than this is not tried: sent on a closed connection, a request is answered 401,
@@ -76,8 +76,8 @@ class Answer:
 
     text: str
     problems: list[Problem] = field(default_factory=list)
-    cut: bool = False
-    encoding: str = "utf-16-le"  # what the bytes were decoded as (bot/output.py)
+    cut: str | None = None       # why reading stopped early, or None
+    encoding: str = "utf-16-le"  # what the bytes were decoded as ("" for no bytes: unknown)
 
 
 def event_query(cursor: int, lookback_ms: int | None = None) -> str:
@@ -105,7 +105,8 @@ class WinRMSource:
     _kept_at: float = field(default=0.0, repr=False, compare=False)
     #: Shells whose Delete failed: deleted once more at the next poll (they expire anyway).
     leftover_shells: list[str] = field(default_factory=list, repr=False, compare=False)
-    #: The server's ANSI code page, read once, only if its output is neither UTF-16 nor UTF-8.
+    #: The server's ANSI code page, read once, only if its output is neither UTF-16 nor UTF-8
+    #: (None: not asked yet; 0: asked, and it could not be read).
     ansi_codepage: int | None = field(default=None, repr=False, compare=False)
 
     def open(self) -> "Shell":
@@ -122,12 +123,11 @@ class WinRMSource:
             return self._shell(self._protocol())
 
     def _shell(self, protocol: Protocol) -> "Shell":
-        shell = Shell(self, protocol, protocol.open_shell(
-            codepage=UTF8_CODEPAGE, noprofile=True, idle_timeout=f"PT{self._idle_timeout()}S"))
-        self._delete_leftovers(protocol)
-        return shell
+        self._delete_leftovers(protocol)   # first: they may be what keeps the quota full
+        return Shell(self, protocol, protocol.open_shell(
+            codepage=UTF8_CODEPAGE, noprofile=True, idle_timeout=f"PT{self.idle_timeout()}S"))
 
-    def _idle_timeout(self) -> int:
+    def idle_timeout(self) -> int:
         # The longest pause between two requests on a shell is one Receive's read timeout.
         return max(SHELL_IDLE_TIMEOUT, int(math.ceil(2 * self.polling.read_timeout)))
 
@@ -212,17 +212,19 @@ class Shell:
                                                  partial=cut is not None)
         if cut is not None:
             problems.append(Problem(name, "output_cut", cut))
-        return Answer(text, problems, cut is not None, encoding)
+        return Answer(text, problems, cut, encoding)
 
     def ansi_codepage(self) -> int | None:
-        """The server's ANSI code page, asked once (`reg query`, read-only) and remembered."""
+        """The server's ANSI code page, asked once (`reg query`, read-only) and remembered,
+        as is a failure to read it (None then)."""
         if self.source.ansi_codepage is None:
             try:
                 out, _ = self.run("reg", ["query", NLS_KEY, "/v", "ACP"])
+                found = output.parse_acp(out.decode("ascii", errors="replace"))
             except SourceError:
-                return None
-            self.source.ansi_codepage = output.parse_acp(out.decode("ascii", errors="replace"))
-        return self.source.ansi_codepage
+                found = None
+            self.source.ansi_codepage = found or 0
+        return self.source.ansi_codepage or None
 
     def _log_info(self, out: bytes) -> LogInfo:
         try:
@@ -263,7 +265,11 @@ class Shell:
         and stops reading at polling.max_output bytes or when the deadline passes while output
         still streams (the fourth value says why; the caller keeps what arrived)."""
         polling = self.source.polling
-        deadline = self.source.clock() + polling.read_timeout + 2 * polling.operation_timeout
+        limit = polling.read_timeout + 2 * polling.operation_timeout
+        deadline = self.source.clock() + limit
+        late = (f"the server was still sending after {limit:g}s (polling.read_timeout plus "
+                "twice polling.operation_timeout); SubmitWatch kept the complete events that "
+                "arrived and reads on from there next time")
         out: list[bytes] = []
         err: list[bytes] = []
         size = 0
@@ -272,6 +278,8 @@ class Shell:
                 stdout, stderr, code, done = self.protocol.get_command_output_raw(
                     self.shell_id, command_id)
             except WinRMOperationTimeoutError:
+                if self.source.clock() > deadline and size:
+                    return b"".join(out), b"".join(err), 0, late
                 if self.source.clock() > deadline:
                     raise SourceError(f"{self.source.server.name}: the command produced no "
                                       f"output for over {polling.read_timeout:g}s; the server "
@@ -288,10 +296,7 @@ class Shell:
                     "(polling.max_output); SubmitWatch kept the complete events before that "
                     "point and reads on from there next time")
             if self.source.clock() > deadline:
-                return b"".join(out), b"".join(err), 0, (
-                    f"the server was still sending after {polling.read_timeout:g}s "
-                    "(polling.read_timeout); SubmitWatch kept the complete events that arrived "
-                    "and reads on from there next time")
+                return b"".join(out), b"".join(err), 0, late
 
 
 def _query_args(cursor: int, batch_size: int, lookback_ms: int | None) -> list[str]:
@@ -344,7 +349,7 @@ def explain(exc: BaseException, server: ServerConfig) -> str:
         return f"cannot reach {url}: {text}"
     if isinstance(exc, WSManFaultError):
         if exc.wsman_fault_code == _ACCESS_DENIED:
-            return (f"WinRM let '{server.username}' sign in but refused it the command shell "
+            return (f"WinRM let '{server.username}' sign in but refused its command-shell request "
                     "(WS-Management fault 5, Access is denied). pywinrm runs commands in the "
                     "WinRS cmd shell, which WinRM's RootSDDL governs, and its default allows only "
                     "Administrators and Interactive Users. Add the account to 'Remote Management "
@@ -354,9 +359,10 @@ def explain(exc: BaseException, server: ServerConfig) -> str:
             return (f"WinRM refused a new shell: '{server.username}' has as many shells open as "
                     "its quota allows (MaxShellsPerUser; the server said: "
                     f"{(exc.reason or '').strip()[:200]}). SubmitWatch's own shells expire "
-                    f"within {SHELL_IDLE_TIMEOUT}s, so if this lasts, something else uses this "
-                    "account's shells: give SubmitWatch its own account, or raise the quota "
-                    "(`winrm set winrm/config/winrs @{MaxShellsPerUser=\"30\"}`)")
+                    "within minutes (their idle timeout), so if this lasts, something else uses "
+                    "this account's shells: give SubmitWatch its own account, or raise the quota "
+                    "above what `winrm get winrm/config/winrs` shows (`winrm set "
+                    "winrm/config/winrs @{MaxShellsPerUser=\"50\"}`)")
         return (f"the WinRM service answered with a fault (HTTP {exc.code}, WSManFault "
                 f"{exc.wsman_fault_code}): {(exc.reason or '').strip()[:300]}")
     if isinstance(exc, WinRMTransportError):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import re
 import tracemalloc
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -141,6 +142,9 @@ def test_the_setup_script_parses_and_does_exactly_the_documented_steps():
     # -1610612736 is GENERIC_READ | GENERIC_EXECUTE as a signed 32-bit mask.
     assert "$ReadAndExecute = -1610612736" in text
     assert -1610612736 & 0xFFFFFFFF == 0x80000000 | 0x20000000
+    # Membership is not compared by name (a UPN or another spelling would not match): adding
+    # is tried, and "already a member" is the answer that makes a re-run harmless.
+    assert "MemberExistsException" in text and "Get-LocalGroupMember -" not in text
     for forbidden in ("Invoke-Expression", "iex ", "Remove-", "winrm configSDDL"):
         assert forbidden not in text
     docs = (ROOT / "docs" / "windows-setup.md").read_text(encoding="utf-8")
@@ -165,7 +169,7 @@ def _poll_and_deliver(db, config, clock):
 
 
 @pytest.mark.parametrize("mode", EXACT_MODES)
-def test_non_ascii_names_arrive_exactly_in_every_mode(mode, logs, winrm, db, make_config, slack,
+def test_non_ascii_names_arrive_exactly_whatever_the_servers_code_pages(mode, logs, winrm, db, make_config, slack,
                                                       clock):
     winrm.set_traits("EX01", EXACT_MODES[mode])
     logs["EX01"].append(FE, 1020, (JURGEN,))
@@ -203,6 +207,13 @@ def test_a_server_ignoring_uni_is_decoded_with_its_ansi_code_page_read_once(
         f"names are decoded as UTF-8 or else as the server's ANSI code page ({codepage}), and a " \
         "character that code page cannot hold reaches SubmitWatch as '?' " \
         "(docs/windows-setup.md, Names)" in lines
+
+
+def test_check_does_not_take_an_empty_answer_for_one_that_ignored_uni(logs, winrm, make_config):
+    winrm.set_traits("EX01", WindowsTraits(empty=""))   # nothing at all when nothing matched
+    _code, lines = check_lines(make_config(servers=("EX01",)))
+    assert not any("ignored /uni:true" in line for line in lines)
+    assert not any(line.startswith("reg ") for line in winrm.stats("EX01").command_lines)
 
 
 def test_a_server_writing_utf8_without_uni_needs_no_registry(logs, winrm, db, make_config, clock):
@@ -261,6 +272,19 @@ def test_shells_whose_delete_fails_expire_and_never_reach_the_quota(logs, sim, s
     assert len(stored_accounts(db)) == 6
 
 
+def test_leftover_shells_are_deleted_before_a_new_one_is_asked_for(logs, sim, db, db_path,
+                                                                    clock):
+    """With the quota full of our own leftovers, deleting them first is what lets the poll in."""
+    sim.set_shell_quota("EX01", 1)
+    sim.inject("EX01", "wsman_fault", times=1, on="Delete", code=2150858770, reason="Busy.")
+    config = config_for(sim, db_path)
+    source = source_of(config)
+    assert poll_server_once(db, source, config, clock).error is None
+    assert sim.open_shells("EX01") == 1 and len(source.leftover_shells) == 1   # quota full
+    assert poll_server_once(db, source, config, clock).error is None
+    assert sim.open_shells("EX01") == 0 and sim.stats("EX01").quota_refusals == 0
+
+
 def test_a_shell_whose_delete_failed_once_is_deleted_at_the_next_poll(logs, sim, db, db_path,
                                                                       clock):
     sim.inject("EX01", "wsman_fault", times=1, on="Delete", code=2150858770, reason="Busy.")
@@ -282,7 +306,7 @@ def test_the_shell_quota_fault_names_the_quota_and_the_fix(logs, sim, seconds, d
     config = config_for(sim, db_path, slack)
     result = poll_server_once(db, source_of(config), config, clock)
     for words in ("refused a new shell", "'CONTOSO\\svc-submitwatch'", "MaxShellsPerUser",
-                  "maximum number of 3 concurrent shells", "within 120s",
+                  "maximum number of 3 concurrent shells", "expire within minutes",
                   "give SubmitWatch its own account", "winrm set winrm/config/winrs"):
         assert words in result.error
     code, lines = check_lines(config)
@@ -385,6 +409,27 @@ def test_a_batch_larger_than_max_output_is_read_over_several_polls_without_loss(
     assert stored_accounts(db) == accounts
 
 
+def test_a_cut_before_any_complete_event_is_a_failed_poll_and_keeps_the_look_back(
+        logs, sim, db, db_path, clock):
+    old = logs["EX01"].append(FE, 1020, ("CONTOSO\\long-gone",),
+                              time=clock() - timedelta(days=3))   # before polling.lookback
+    logs["EX01"].append(FE, 1020, ("CONTOSO\\svc-scanner",))
+    sim.set_chunk_size("EX01", 200)
+    config = config_for(sim, db_path)
+    ticks = Seconds()
+
+    def slow_clock():
+        ticks.advance(5)
+        return ticks.now
+    slow = WinRMSource(config.servers[0], config.polling, clock=slow_clock)
+    failed = poll_server_once(db, slow, config, clock)
+    assert "before a single complete event arrived; nothing was stored" in failed.error
+    assert "polling.max_output or polling.read_timeout" in failed.error
+    assert store.server_state(db, "EX01").cursor is None   # still a first poll, look-back kept
+    assert poll_server_once(db, source_of(config), config, clock).stored == 1
+    assert old.record_id not in [r[0] for r in db.execute("SELECT record_id FROM events")]
+
+
 def test_the_read_deadline_covers_the_whole_output(logs, sim, db, db_path, clock):
     for n in range(40):
         logs["EX01"].append(FE, 1020, (f"CONTOSO\\app{n}",))
@@ -399,7 +444,7 @@ def test_the_read_deadline_covers_the_whole_output(logs, sim, db, db_path, clock
     first = poll_server_once(db, source, config, clock)
     assert first.error is None and 0 < first.stored < 40
     [problem] = first.problems
-    assert problem.kind == "output_cut" and "still sending after 5s" in problem.detail
+    assert problem.kind == "output_cut" and "still sending after 9s" in problem.detail
     for _ in range(40):
         if len(stored_accounts(db)) == 40:
             break

@@ -281,7 +281,7 @@ def test_output_cut_off_right_after_an_event_is_read_again_not_skipped(db, db_pa
         sim.inject("EX01", "garbage", times=1)
         cut = poll_server_once(db, source, config, clock)
         assert cut.error is None and cut.stored == half(pad).count(end) == 2
-        assert [p.kind for p in cut.problems] == ["truncated_event"]
+        assert [p.kind for p in cut.problems] == ["truncated_output"]
         assert "cut off" in cut.problems[0].detail
         assert store.server_state(db, "EX01").cursor == 1001          # the last event it saw
         after = poll_server_once(db, source, config, clock)

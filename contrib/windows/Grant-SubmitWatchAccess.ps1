@@ -41,15 +41,18 @@ $RemoteManagementUsers = 'S-1-5-32-580'
 $ReadAndExecute = -1610612736
 $RootSddlPath = 'WSMan:\localhost\Service\RootSDDL'
 
+# Adding is tried and "already a member" taken as done: comparing names would miss a UPN or
+# another spelling of the account, and Get-LocalGroupMember fails on groups holding orphaned SIDs.
 foreach ($groupSid in @($EventLogReaders, $RemoteManagementUsers)) {
     $group = Get-LocalGroup -SID $groupSid
-    $members = @(Get-LocalGroupMember -SID $groupSid | Where-Object { $_.Name -eq $Account })
-    if ($members.Count -gt 0) {
-        Write-Output "$Account is already in $($group.Name)."
-    }
-    elseif ($PSCmdlet.ShouldProcess($group.Name, "Add member $Account")) {
-        Add-LocalGroupMember -SID $groupSid -Member $Account
-        Write-Output "Added $Account to $($group.Name)."
+    if ($PSCmdlet.ShouldProcess($group.Name, "Add member $Account")) {
+        try {
+            Add-LocalGroupMember -SID $groupSid -Member $Account
+            Write-Output "Added $Account to $($group.Name)."
+        }
+        catch [Microsoft.PowerShell.Commands.MemberExistsException] {
+            Write-Output "$Account is already in $($group.Name)."
+        }
     }
 }
 
