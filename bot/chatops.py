@@ -15,6 +15,7 @@ from sqlite_utils import Database
 from store import chat
 from store import db as store
 
+from . import outbox
 from .model import Incident, Snooze, incident_key
 from .render import show
 
@@ -196,24 +197,12 @@ def _tell(db: Database, incident: Incident, now: datetime, note: dict | None) ->
 
     An incident never posted (its account was snoozed when it opened) has nothing to update.
     """
-    pending = store.pending_kinds(db, incident.id)
-    if incident.message_ts is None and "post" not in pending:
-        return
-    if pending & {"post", "update"}:
-        store.hurry_update(db, incident.id, now)   # a person acted: no coalescing delay
-    else:
-        store.enqueue(db, incident.id, "update", now)
-    if note is not None:
-        store.enqueue(db, incident.id, "reply", now, detail=note)
+    store.enqueue_messages(db, outbox.for_action(
+        incident.id, incident.message_ts, store.pending_kinds(db, incident.id), note), now)
 
 
 def _snooze_ended(db: Database, incident: Incident, now: datetime, note: dict) -> None:
     """Bring an incident back after its last snooze ended (an account snooze may remain)."""
-    if chat.snoozes_for(db, incident, now):
-        _tell(db, incident, now, None)  # still silenced: only the alert's snooze line changes
-        return
-    pending = store.pending_kinds(db, incident.id)
-    if incident.message_ts is None and "post" not in pending:
-        store.enqueue(db, incident.id, "post", now)   # silent since it opened: alert now
-        return
-    _tell(db, incident, now, note)
+    store.enqueue_messages(db, outbox.for_snooze_end(
+        incident.id, incident.message_ts, store.pending_kinds(db, incident.id),
+        still_snoozed=bool(chat.snoozes_for(db, incident, now)), note=note), now)

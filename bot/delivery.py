@@ -24,7 +24,7 @@ from sqlite_utils import Database
 from store import chat
 from store import db as store
 
-from . import render
+from . import outbox, render
 from .config import Config
 from .model import Problem
 from .poller import Clock, utc_now
@@ -59,67 +59,82 @@ def deliver_once(db: Database, sender: SlackSender, config: Config,
     result = DeliveryResult()
     blocked: set = set()  # subjects whose earlier message failed or waits: keep their order
     for row in store.pending_messages(db, clock()):
-        now = clock()
-        subject = row.incident_id if row.incident_id is not None else ("server", row.server)
-        if row.kind == "dedupe":
-            subject = ("dedupe", row.id)   # a later check holds nothing else back
-        if row.state == "sending" and not claim_is_dead(row.claimed_by, row.claimed_at, now,
-                                                        store.CLAIM_TIMEOUT):
-            blocked.add(subject)  # another worker is sending it right now
-            result.waiting += 1
-            continue
-        incident = store.get_incident(db, row.incident_id) if row.incident_id else None
-        needs_message = row.kind in ("update", "reply") and incident.message_ts is None
-        if subject in blocked or _not_due(row, now, config) or needs_message:
-            # An update held back only to coalesce renders the latest state whenever it goes,
-            # so later thread replies need not wait for it; a row waiting for its alert to be
-            # (re)posted must not hold back that post. Anything else keeps its order.
-            if not (row.kind == "update" and row.attempts == 0) and not (
-                    needs_message and subject not in blocked):
-                blocked.add(subject)
-            result.waiting += 1
-            continue
-        with store.write_transaction(db):
-            claimed = store.claim(db, row, now, OWNER)
-        if not claimed:  # another worker (a cron poll-once beside `run`) is sending it
-            blocked.add(subject)
-            continue
-        try:
-            incident = store.get_incident(db, row.incident_id) if row.incident_id else None
-            channel = _channel_of(db, row, incident, config)
-            if not _already_sent(db, sender, row, incident, channel, now):
-                late = _slack_may_act_late(row)
-                thread = _thread_of(db, row, incident) if late else None  # before _send moves it
-                posted = _send(db, sender, row, incident, channel, config, now)
-                if posted is not None and late:
-                    _check_for_a_late_twin(db, row, posted, thread, now)
-            result.sent += 1
-            revived = 0
-            if store.has_given_up(db):  # rare: no write transaction per message otherwise
-                with store.write_transaction(db):
-                    revived = store.requeue_failed(db, channel, now)
-            if revived:
-                log.info("a message to %s got through: %d given-up message(s) will be sent "
-                          "again", channel, revived)
-        except DeliveryError as exc:
-            blocked.add(subject)
-            result.failed += 1
-            result.errors.append(str(exc))
-            if exc.code == "message_not_found" and row.kind == "update" and incident:
-                _repost(db, row, now)
-                continue
-            _retry_later(db, row, exc, now)
-            if exc.code == "unreachable" or exc.code.startswith("http_"):
-                break  # Slack is down: do not hammer it with every row
-        except Exception as exc:  # a bug (say, in rendering): keep the row, say so, go on
-            log.exception("could not send outbox row %d", row.id,
-                          extra={"outbox_id": row.id, "incident": row.incident_id})
-            blocked.add(subject)
-            result.failed += 1
-            result.errors.append(f"unexpected {type(exc).__name__}: {exc}")
-            _retry_later(db, row, DeliveryError(f"unexpected {type(exc).__name__}: {exc}",
-                                                code="bug", permanent=True), now)
+        if deliver_one(db, sender, row, config, clock(), blocked, result) == "stop":
+            break
     return result
+
+
+def _subject(row: store.OutboxRow):
+    """What a row keeps its order with: its incident, or its server."""
+    if row.kind == "dedupe":
+        return ("dedupe", row.id)   # a later check holds nothing else back
+    return row.incident_id if row.incident_id is not None else ("server", row.server)
+
+
+def deliver_one(db: Database, sender: SlackSender, row: store.OutboxRow, config: Config,
+                now: datetime, blocked: set, result: DeliveryResult) -> str | None:
+    """Send one row if bot.outbox says it is due; "stop" when Slack is unreachable."""
+    subject = _subject(row)
+    incident = store.get_incident(db, row.incident_id) if row.incident_id else None
+    verdict = outbox.verdict(
+        row.kind, row.attempts, subject_blocked=subject in blocked,
+        due=not _not_due(row, now, config),
+        needs_message=row.kind in ("update", "reply") and incident is not None
+        and incident.message_ts is None,
+        sending_elsewhere=row.state == "sending" and not claim_is_dead(
+            row.claimed_by, row.claimed_at, now, store.CLAIM_TIMEOUT))
+    if verdict is not outbox.Verdict.DUE:
+        if verdict is outbox.Verdict.BLOCK:
+            blocked.add(subject)
+        result.waiting += 1
+        return None
+    with store.write_transaction(db):
+        claimed = store.claim(db, row, now, OWNER)
+    if not claimed:  # another worker (a cron poll-once beside `run`) is sending it
+        blocked.add(subject)
+        return None
+    try:
+        _deliver_claimed(db, sender, row, config, now)
+        result.sent += 1
+    except DeliveryError as exc:
+        blocked.add(subject)
+        result.failed += 1
+        result.errors.append(str(exc))
+        if exc.code == "message_not_found" and row.kind == "update" and incident:
+            _repost(db, row, now)
+            return None
+        _retry_later(db, row, exc, now)
+        if exc.code == "unreachable" or exc.code.startswith("http_"):
+            return "stop"  # Slack is down: do not hammer it with every row
+    except Exception as exc:  # a bug (say, in rendering): keep the row, say so, go on
+        log.exception("could not send outbox row %d", row.id,
+                      extra={"outbox_id": row.id, "incident": row.incident_id})
+        blocked.add(subject)
+        result.failed += 1
+        result.errors.append(f"unexpected {type(exc).__name__}: {exc}")
+        _retry_later(db, row, DeliveryError(f"unexpected {type(exc).__name__}: {exc}",
+                                            code="bug", permanent=True), now)
+    return None
+
+
+def _deliver_claimed(db: Database, sender: SlackSender, row: store.OutboxRow, config: Config,
+                     now: datetime) -> None:
+    """Send a claimed row (unless an earlier attempt reached Slack after all), then revive
+    given-up messages to the same channel: this one shows their cause fixed."""
+    incident = store.get_incident(db, row.incident_id) if row.incident_id else None
+    channel = _channel_of(db, row, incident, config)
+    if not _already_sent(db, sender, row, incident, channel, now):
+        late = _slack_may_act_late(row)
+        thread = _thread_of(db, row, incident) if late else None  # before _send moves it
+        posted = _send(db, sender, row, incident, channel, config, now)
+        if posted is not None and late:
+            _check_for_a_late_twin(db, row, posted, thread, now)
+    if store.has_given_up(db):  # rare: no write transaction per message otherwise
+        with store.write_transaction(db):
+            revived = store.requeue_failed(db, channel, now)
+        if revived:
+            log.info("a message to %s got through: %d given-up message(s) will be sent "
+                     "again", channel, revived)
 
 
 def _retry_later(db: Database, row: store.OutboxRow, exc: DeliveryError, now: datetime) -> None:
@@ -282,7 +297,7 @@ def _repost(db: Database, row: store.OutboxRow, now: datetime) -> None:
     with store.write_transaction(db):
         store.mark_superseded(db, row.id)
         store.forget_message(db, row.incident_id)
-        store.enqueue(db, row.incident_id, "post", now)
+        store.enqueue_messages(db, outbox.after_deleted_alert(row.incident_id), now)
 
 
 def _marker(row: store.OutboxRow, event_type: str, **payload) -> dict:
@@ -331,9 +346,9 @@ def _send(db: Database, sender: SlackSender, row: store.OutboxRow, incident, cha
         # row and did not queue another): queue one more update so the message catches up.
         current = store.get_incident(db, incident.id)
         changed = _shown(current, chat.snoozes_for(db, current, now)) != _shown(incident, snoozes)
-        if changed and not store.pending_kinds(db, incident.id) & {"post", "update"}:
-            store.enqueue(db, incident.id, "update", now, not_before=now + timedelta(
-                seconds=config.incidents.update_interval))
+        store.enqueue_messages(db, outbox.after_send(
+            incident.id, changed, store.pending_kinds(db, incident.id), now,
+            timedelta(seconds=config.incidents.update_interval)), now)
     return posted
 
 

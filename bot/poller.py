@@ -18,7 +18,7 @@ from sqlite_utils import Database
 from store import chat
 from store import db as store
 
-from . import metrics
+from . import metrics, outbox
 from .config import Config
 from .incidents import IncidentChange, decide, resolve_quiet
 from .model import Problem
@@ -258,30 +258,20 @@ def apply_changes(db: Database, changes: Iterable[IncidentChange], now: datetime
         return []
     snoozed_ids, snoozed_keys = chat.snoozed_keys(db, now)
     pending_of = store.pending_kinds_of(db, (c.before.id for c in changes if c.before))
+    interval = timedelta(seconds=config.incidents.update_interval)
     linked = []
     for change in changes:
         incident = store.save_incident(db, change.after)
         linked += [(event, incident.id) for event in change.events]
-        silenced = str(incident.id) in snoozed_ids or incident.key in snoozed_keys
-        if change.opened:
-            if not silenced:
-                store.enqueue(db, incident.id, "post", now)
-            continue
-        pending = pending_of[incident.id]
-        if incident.message_ts is None and "post" not in pending:
-            continue  # never posted (snoozed since it opened): it is posted when that ends
-        if (change.events or change.resolved) and not pending & {"post", "update"}:
-            # Coalesce: at most one update per update_interval; the update renders the
-            # incident as it is when sent, so later events ride along.
-            last = change.before.last_message_at if change.before else None
-            wait = timedelta(seconds=config.incidents.update_interval)
-            store.enqueue(db, incident.id, "update", now,
-                          not_before=max(now, last + wait) if last else now)
-        if (change.new_servers or change.new_connectors) and not (
-                silenced or incident.acked_by or store.UNCLAIMED_POST in pending):
-            # (A post not sent yet shows every server and connector itself: no note for those.)
-            store.enqueue(db, incident.id, "reply", now, detail={
-                "servers": list(change.new_servers), "connectors": list(change.new_connectors)})
+        store.enqueue_messages(db, outbox.for_change(
+            incident.id, opened=change.opened, message_ts=incident.message_ts,
+            pending=pending_of.get(incident.id, set()), has_events=bool(change.events),
+            resolved=change.resolved, new_servers=change.new_servers,
+            new_connectors=change.new_connectors,
+            silenced=str(incident.id) in snoozed_ids or incident.key in snoozed_keys,
+            acked=bool(incident.acked_by),
+            last_message_at=change.before.last_message_at if change.before else None,
+            now=now, update_interval=interval), now)
     return linked
 
 

@@ -20,6 +20,7 @@ from typing import Any, Iterable, Iterator
 from sqlite_utils import Database
 
 from bot.model import Event, Incident, Problem, Sighting
+from bot.outbox import UNCLAIMED_POST, Hurry, Instruction
 
 from .migrations import migrations
 
@@ -502,9 +503,14 @@ def enqueue(db: Database, incident_id: int | None, kind: str, now: datetime, *,
                 iso(not_before or now)])
 
 
-#: In pending_kinds_of: the incident's first post waits and no worker has taken it yet, so it
-#: will show the incident as it is when sent.
-UNCLAIMED_POST = "post, not yet claimed"
+def enqueue_messages(db: Database, instructions: Iterable[Instruction], now: datetime) -> None:
+    """Write what bot.outbox decided (inside the caller's transaction)."""
+    for item in instructions:
+        if isinstance(item, Hurry):
+            hurry_update(db, item.incident_id, now)
+        else:
+            enqueue(db, item.incident_id, item.kind, now, not_before=item.not_before,
+                    detail=item.detail)
 
 
 def pending_kinds_of(db: Database, incident_ids: Iterable[int]) -> dict[int, set[str]]:

@@ -1,0 +1,133 @@
+"""Which Slack messages an incident change calls for, and when a waiting one may go: pure rules.
+
+Every Slack message goes through the outbox (store.db), and this module alone decides what is
+written there and whether a waiting row is sent now. The poller (new events, quiet incidents),
+chat-ops (ack, snooze) and delivery (catching up, a deleted alert) each hand it what they know
+and write back what it returns, with `store.db.enqueue_messages`. Nothing here touches SQLite
+or Slack, so the rules are tested as tables (tests/test_outbox_policy.py), the way
+`bot.incidents.decide` is (Alertmanager's pure `needsUpdate` is the model).
+
+The rules, in words:
+- one top-level post per incident, when it opens, unless it is snoozed (then when that ends);
+- updates are coalesced: at most one waiting, sent no sooner than `update_interval` after the
+  last one (it renders the incident as it is when sent, so later events ride along); a person's
+  action sends the waiting one at once;
+- a thread note when the incident spreads to a new server or connector, unless it is snoozed,
+  acknowledged, or its post has not been claimed yet (that post will show them itself);
+- nothing is updated or noted for an incident never posted.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import Enum
+from typing import Collection, Literal
+
+#: In a set of pending kinds: a post still waiting (not claimed by a worker), which renders the
+#: incident as it will be when sent.
+UNCLAIMED_POST = "post, not yet claimed"
+
+
+@dataclass(frozen=True)
+class Message:
+    """One outbox row to write: a post, an in-place update or a thread reply of an incident."""
+
+    kind: Literal["post", "update", "reply"]
+    incident_id: int
+    not_before: datetime | None = None   # None: as soon as possible
+    detail: dict | None = None           # a reply's note
+
+
+@dataclass(frozen=True)
+class Hurry:
+    """Send the incident's waiting update now instead of after its coalescing delay."""
+
+    incident_id: int
+
+
+Instruction = Message | Hurry
+
+
+def never_posted(message_ts: str | None, pending: Collection[str]) -> bool:
+    """No alert in Slack and none on its way (its account was snoozed when it opened)."""
+    return message_ts is None and "post" not in pending
+
+
+def for_change(incident_id: int, *, opened: bool, message_ts: str | None,
+               pending: Collection[str], has_events: bool, resolved: bool,
+               new_servers: tuple = (), new_connectors: tuple = (), silenced: bool,
+               acked: bool, last_message_at: datetime | None, now: datetime,
+               update_interval: timedelta) -> list[Instruction]:
+    """What one change of an incident (new events, new places, resolved) calls for."""
+    if opened:
+        return [] if silenced else [Message("post", incident_id)]
+    if never_posted(message_ts, pending):
+        return []   # posted when its snooze ends
+    out: list[Instruction] = []
+    if (has_events or resolved) and not set(pending) & {"post", "update"}:
+        not_before = max(now, last_message_at + update_interval) if last_message_at else now
+        out.append(Message("update", incident_id, not_before=not_before))
+    if (new_servers or new_connectors) and not (silenced or acked or UNCLAIMED_POST in pending):
+        out.append(Message("reply", incident_id, detail={
+            "servers": list(new_servers), "connectors": list(new_connectors)}))
+    return out
+
+
+def for_action(incident_id: int, message_ts: str | None, pending: Collection[str],
+               note: dict | None) -> list[Instruction]:
+    """A person acknowledged or snoozed: update the alert now, and say so in its thread."""
+    if never_posted(message_ts, pending):
+        return []
+    out: list[Instruction] = [Hurry(incident_id) if set(pending) & {"post", "update"}
+                              else Message("update", incident_id)]
+    if note is not None:
+        out.append(Message("reply", incident_id, detail=note))
+    return out
+
+
+def for_snooze_end(incident_id: int, message_ts: str | None, pending: Collection[str],
+                   still_snoozed: bool, note: dict) -> list[Instruction]:
+    """The last snooze of an incident ended (or one ended while another holds)."""
+    if still_snoozed:
+        return for_action(incident_id, message_ts, pending, None)  # only its snooze line
+    if never_posted(message_ts, pending):
+        return [Message("post", incident_id)]   # silent since it opened: alert now
+    return for_action(incident_id, message_ts, pending, note)
+
+
+def after_send(incident_id: int, shown_changed: bool, pending: Collection[str],
+               now: datetime, update_interval: timedelta) -> list[Instruction]:
+    """A post or update went out rendering the incident as it was; a poll may have changed it
+    meanwhile (it saw the pending row and queued nothing): one more update catches up."""
+    if shown_changed and not set(pending) & {"post", "update"}:
+        return [Message("update", incident_id, not_before=now + update_interval)]
+    return []
+
+
+def after_deleted_alert(incident_id: int) -> list[Instruction]:
+    """Someone deleted the alert in Slack: post it again rather than update nothing forever."""
+    return [Message("post", incident_id)]
+
+
+class Verdict(Enum):
+    DUE = "due"          # send it now
+    WAIT = "wait"        # not now; later rows of its subject may still go
+    BLOCK = "block"      # not now, and later rows of its subject wait behind it
+
+
+def verdict(kind: str, attempts: int, *, subject_blocked: bool, due: bool,
+            needs_message: bool, sending_elsewhere: bool) -> Verdict:
+    """Whether a waiting row is sent now. Order is kept per subject (an incident, a server):
+    a row that waits holds back the later rows of the same subject, except
+
+    - an update held back only to coalesce (never tried): it renders the latest state whenever
+      it goes, so thread replies behind it need not wait;
+    - a row waiting for its alert to be (re)posted: it must not hold back that post.
+    """
+    if sending_elsewhere:
+        return Verdict.BLOCK   # another worker is sending it right now
+    if not (subject_blocked or not due or needs_message):
+        return Verdict.DUE
+    if (kind == "update" and attempts == 0) or (needs_message and not subject_blocked):
+        return Verdict.WAIT
+    return Verdict.BLOCK
