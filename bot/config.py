@@ -42,7 +42,7 @@ KEYS = {
     "logging": {"format"},
     "servers": {"name", "url", "username", "transport", "password_env", "validate_certificate",
                 "ca_bundle", "cert_pem", "cert_key_pem", "channel", "submission_connector",
-                "version"},
+                "version", "log"},
 }
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?")
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
@@ -156,6 +156,7 @@ class ServerConfig:
     channel: str | None = None
     submission_connector: str | None = None
     version: str | None = None
+    log: str = "Application"   # the event log read: a Windows Event Collector's is ForwardedEvents
 
 
 @dataclass(frozen=True)
@@ -340,7 +341,20 @@ def _server(raw: Mapping[str, Any], where: str, environ: Mapping[str, str]) -> S
         cert_key_pem=cert_key_pem, channel=_str(raw, f"{where}.channel", None),
         submission_connector=_str(raw, f"{where}.submission_connector", None),
         version=_choice(raw, f"{where}.version", VERSIONS, None),
+        log=_log_name(raw, f"{where}.log"),
     )
+
+
+#: An event log's name as wevtutil takes it on a cmd.exe line: no spaces or quotes to escape.
+_LOG_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_.\-/]{0,127}")
+
+
+def _log_name(raw: Mapping[str, Any], name: str) -> str:
+    value = _str(raw, name, "Application")
+    if not _LOG_NAME.fullmatch(value):
+        raise ConfigError(f"{name} must be an event log's name such as 'Application' or "
+                          f"'ForwardedEvents' (letters, digits, '.', '_', '-', '/'); got {value!r}")
+    return value
 
 
 def missing_secrets(config: Config, *, slack_mode: str | None) -> list[str]:

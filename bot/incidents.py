@@ -45,7 +45,7 @@ def decide(events: Iterable[Event], open_incidents: Mapping[str, Incident], now:
     """
     growing: dict[str, _Growth] = {}   # per account: the incident events are added to now
     ordered: list[_Growth] = []
-    for event in sorted(events, key=lambda e: (e.time, e.server, e.record_id)):
+    for event in sorted(events, key=lambda e: (e.time, e.origin, e.record_id)):
         key = event.incident_key
         growth = growing.get(key)
         if growth is None and key in open_incidents:
@@ -56,7 +56,7 @@ def decide(events: Iterable[Event], open_incidents: Mapping[str, Incident], now:
             growth.resolved_at = now
             growth = None
         if growth is None:
-            growth = growing[key] = _Growth(_open(event, now, channel_for(event.server)),
+            growth = growing[key] = _Growth(_open(event, now, channel_for(event.origin)),
                                             opened_by=event)
             ordered.append(growth)
         else:
@@ -91,9 +91,9 @@ class _Growth:
         self.first_seen = min(self.first_seen, event.time)
         self.last_seen = max(self.last_seen, event.time)
         self.count += 1
-        if event.server not in self.server_names:
-            self.server_names.add(event.server)
-            self.servers.append((event.server, _host(event)))
+        if event.origin not in self.server_names:
+            self.server_names.add(event.origin)
+            self.servers.append((event.origin, _host(event)))
         if event.connector and event.connector not in self.connectors:
             self.connectors.append(event.connector)
         self.event_ids.add(event.event_id)
@@ -104,7 +104,7 @@ class _Growth:
         return self.stored_before is not None and now - self.stored_before <= period
 
     def _sighted(self, event: Event) -> None:
-        key = (event.event_id, event.server, event.connector)
+        key = (event.event_id, event.origin, event.connector)
         if key not in self.seen:
             self.seen.add(key)
             self.sightings.append(Sighting(*key))
@@ -141,7 +141,7 @@ def _open(event: Event, now: datetime, channel: str) -> Incident:
     return Incident(
         id=None, key=event.incident_key, account=event.account, status="open", channel=channel,
         first_seen=event.time, last_seen=event.time, event_count=1,
-        servers=((event.server, _host(event)),),
+        servers=((event.origin, _host(event)),),
         connectors=(event.connector,) if event.connector else (),
         event_ids=(event.event_id,), opened_at=now,
     )
@@ -154,6 +154,6 @@ def _host(event: Event) -> str:
     stop the incident from being recorded.
     """
     try:
-        return short_server_name(event.computer or event.server)
+        return short_server_name(event.computer or event.origin)
     except UnsafeValueError:
-        return event.server
+        return event.origin

@@ -27,6 +27,14 @@ class Event:
     connector: str | None  # %2, the Receive connector's name as SRV\Name (untrusted); None
     #                        when the event carried none (1020's template prints only %1)
     computer: str        # the Exchange server's own name, e.g. EX01.contoso.local
+    #: The configured name of the Exchange server that logged the event: what decides its
+    #: channel, its connector's server prefix and its fix. `server` (the endpoint polled) owns
+    #: the cursor. The same for a direct source; a collector's log holds many origins.
+    origin: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.origin:
+            object.__setattr__(self, "origin", self.server)
 
     @property
     def incident_key(self) -> str:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from typing import Callable
 from xml.etree.ElementTree import Element
 
 from xml.etree.ElementTree import ParseError, XMLParser
@@ -74,8 +75,12 @@ class ParseFailure(ValueError):
     """The output as a whole cannot be understood (not a single bad event)."""
 
 
-def parse_events(text: str, server: str) -> ParsedBatch:
+def parse_events(text: str, server: str,
+                 origin_of: Callable[[str], str] | None = None) -> ParsedBatch:
     """Parse wevtutil XML output into events (in the order given) and problems.
+
+    `origin_of` maps an event's <Computer> to the configured server that logged it (the
+    source's rule; None: the server polled, as for a direct source).
 
     `highest_record` also counts malformed but complete events (their EventRecordID is read with
     a plain search), so a cursor can move past a bad event instead of re-reading it forever; a
@@ -108,7 +113,7 @@ def parse_events(text: str, server: str) -> ParsedBatch:
         _check_closed(text, starts, server, problems)
     for chunk, root in zip(chunks, _parse_all(chunks)):
         try:
-            event = parse_event(chunk, server, root)
+            event = parse_event(chunk, server, root, origin_of)
         except ValueError as exc:
             problems.append(Problem(server, "malformed_event", f"an event was skipped: {exc}",
                                     _excerpt(chunk)))
@@ -123,7 +128,8 @@ def parse_events(text: str, server: str) -> ParsedBatch:
     return batch
 
 
-def parse_event(xml_text: str, server: str, root: Element | None = None) -> Event:
+def parse_event(xml_text: str, server: str, root: Element | None = None,
+                origin_of: Callable[[str], str] | None = None) -> Event:
     """Parse one <Event> element (or read `root`, its tree parsed already). Raises ValueError
     saying what is wrong."""
     if len(xml_text) > MAX_EVENT_CHARS:
@@ -149,7 +155,8 @@ def parse_event(xml_text: str, server: str, root: Element | None = None) -> Even
     if connector and "\\" not in connector:
         connector = _full_identity(computer, connector)
     return Event(server=server, record_id=record_id, provider=provider, event_id=event_id,
-                 time=time, account=data[0], connector=connector, computer=computer)
+                 time=time, account=data[0], connector=connector, computer=computer,
+                 origin=origin_of(computer) if origin_of else server)
 
 
 def _parse_all(chunks: list[str]) -> list[Element | None]:

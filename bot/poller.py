@@ -23,7 +23,7 @@ from .config import Config
 from .incidents import IncidentChange, decide, resolve_quiet
 from .model import Problem
 from .parse import LogInfo, parse_events
-from .source import SourceError, WinRMSource
+from .source import EventSource, SourceError
 
 log = logging.getLogger("submitwatch")
 Clock = Callable[[], datetime]
@@ -52,7 +52,7 @@ class PollResult:
         return text
 
 
-def poll_server_once(db: Database, source: WinRMSource, config: Config,
+def poll_server_once(db: Database, source: EventSource, config: Config,
                      clock: Clock = utc_now) -> PollResult:
     """One sweep of one server. Never raises: a failure is recorded for `status` and the log."""
     server = source.server
@@ -110,7 +110,7 @@ def _record_health(db: Database, server: str, result: PollResult, alert_after: i
                 "since": store.iso(down_since), "at": store.iso(now)})
 
 
-def _poll(db: Database, source: WinRMSource, config: Config, clock: Clock,
+def _poll(db: Database, source: EventSource, config: Config, clock: Clock,
           result: PollResult) -> None:
     batch_size = config.polling.batch_size
     lookback = int(config.polling.lookback * 1000)
@@ -132,7 +132,7 @@ def _poll(db: Database, source: WinRMSource, config: Config, clock: Clock,
             if answer is None:
                 answer = shell.query(cursor, batch_size, lookback_ms)
             result.round_trips += 1
-            batch = parse_events(_complete_part(answer), source.server.name)
+            batch = parse_events(_complete_part(answer), source.server.name, source.origin_of)
             if answer.cut and not batch.complete_events:
                 raise SourceError(f"{source.server.name}: {answer.cut.split(';')[0]} before a "
                                   "single complete event arrived; nothing was stored. Raise "

@@ -28,6 +28,7 @@ import re
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+import typing
 from typing import Callable, Iterator
 
 import requests
@@ -43,7 +44,6 @@ from .parse import LogInfo, ParseFailure, parse_log_info
 #: The shell's code page: what stderr and cmd.exe's own messages are written in. The events
 #: themselves are asked for in UTF-16 (/uni:true), which no code page setting affects.
 UTF8_CODEPAGE = 65001
-LOG = "Application"
 #: A shell left behind (its Delete failed) is deleted by the server after this long without a
 #: request. Longer than any wait inside one poll (see idle_timeout), far below WinRM's default.
 SHELL_IDLE_TIMEOUT = 120
@@ -93,6 +93,31 @@ def event_query(cursor: int, lookback_ms: int | None = None) -> str:
     return f"*[System[{query}]]"
 
 
+class EventShell(typing.Protocol):
+    """One open session with an event source, for one poll (a context manager)."""
+
+    def __enter__(self) -> "EventShell": ...
+
+    def __exit__(self, *exc_info: object) -> None: ...
+
+    def log_info_and_query(self, cursor: int, batch_size: int,
+                           lookback_ms: int | None = None) -> tuple[LogInfo, "Answer"]: ...
+
+    def query(self, cursor: int, batch_size: int, lookback_ms: int | None = None) -> "Answer": ...
+
+
+class EventSource(typing.Protocol):
+    """Where a server's events come from: what bot.poller needs, and all it needs. WinRMSource
+    reads one Exchange server's own log; a Windows Event Collector's ForwardedEvents log, one
+    endpoint holding many servers' events, would map each <Computer> to its origin."""
+
+    server: ServerConfig
+
+    def open(self) -> EventShell: ...
+
+    def origin_of(self, computer: str) -> str: ...
+
+
 @dataclass
 class WinRMSource:
     """Opens shells on one server, one poll at a time, keeping the authenticated connection
@@ -138,6 +163,10 @@ class WinRMSource:
                 protocol.close_shell(shell_id, close_session=False)
             except Exception:  # expired already, or still failing: its idle timeout ends it
                 pass
+
+    def origin_of(self, computer: str) -> str:
+        """Every event in an Exchange server's own log was logged by that server."""
+        return self.server.name
 
     def keep(self, protocol: Protocol) -> None:
         """A poll went well: keep its connection for the next one."""
@@ -191,20 +220,24 @@ class Shell:
             self.protocol.transport.close_session()
 
     def log_info(self) -> LogInfo:
-        return self._log_info(self.run("wevtutil", ["gli", LOG])[0])
+        return self._log_info(self.run("wevtutil", ["gli", self.source.server.log])[0])
 
     def query(self, cursor: int, batch_size: int, lookback_ms: int | None = None) -> Answer:
         """Up to batch_size matching events above the cursor, oldest first, decoded."""
-        return self._answer(*self.run("wevtutil", _query_args(cursor, batch_size, lookback_ms)))
+        return self._answer(*self.run("wevtutil", self._query_args(cursor, batch_size,
+                                                                    lookback_ms)))
 
     def log_info_and_query(self, cursor: int, batch_size: int,
                            lookback_ms: int | None = None) -> tuple[LogInfo, Answer]:
         """`gli` then the first `qe` in one command line (cmd.exe runs `a & b` in order): the
         log's state is still read before its events, in one round trip instead of two."""
-        out, cut = self.run("wevtutil", ["gli", LOG, "&", "wevtutil",
-                                         *_query_args(cursor, batch_size, lookback_ms)])
+        out, cut = self.run("wevtutil", ["gli", self.source.server.log, "&", "wevtutil",
+                                         *self._query_args(cursor, batch_size, lookback_ms)])
         split = output.xml_start(out)  # gli prints plain "name: value" lines; the events are XML
         return self._log_info(out[:split]), self._answer(out[split:], cut)
+
+    def _query_args(self, cursor: int, batch_size: int, lookback_ms: int | None) -> list[str]:
+        return query_args(self.source.server.log, cursor, batch_size, lookback_ms)
 
     def _answer(self, raw: bytes, cut: str | None) -> Answer:
         name = self.source.server.name
@@ -299,8 +332,9 @@ class Shell:
                 return b"".join(out), b"".join(err), 0, late
 
 
-def _query_args(cursor: int, batch_size: int, lookback_ms: int | None) -> list[str]:
-    return ["qe", LOG, f'/q:"{event_query(cursor, lookback_ms)}"', "/f:xml",
+def query_args(log: str, cursor: int, batch_size: int, lookback_ms: int | None) -> list[str]:
+    """wevtutil's arguments for one page of events (the log name is checked by bot.config)."""
+    return ["qe", log, f'/q:"{event_query(cursor, lookback_ms)}"', "/f:xml",
             f"/c:{int(batch_size)}", "/e:Events", "/rd:false", "/uni:true"]
 
 

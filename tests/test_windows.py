@@ -20,7 +20,7 @@ import tree_sitter_powershell
 import winrm
 
 from bot.check import run_check
-from bot.config import parse_config
+from bot.config import ConfigError, parse_config
 from bot.delivery import deliver_once
 from bot.output import decode, inert
 from bot.parse import parse_events
@@ -513,3 +513,27 @@ def test_text_from_a_server_cannot_forge_log_lines_or_send_escapes(
 def test_inert_keeps_names_in_any_script_and_escapes_what_rewrites_a_line():
     assert inert("КОНТОСО\\Сканер jürgen 山田") == "КОНТОСО\\Сканер jürgen 山田"
     assert inert("a\nb\x1b[2Jc\u202ed\u200be\x85") == "a\\nb\\x1b[2Jc\\u202ed\\u200be\\x85"
+
+
+# --- the event source seam: the log's name, and who logged an event ----------------------------
+
+def test_the_log_name_comes_from_the_configuration(logs, winrm, db, make_config, clock):
+    config = make_config(servers=({"name": "EX01", "log": "ForwardedEvents"},))
+    result = poll_server_once(db, source_of(config), config, clock)
+    assert winrm.stats("EX01").command_lines[-1].startswith("wevtutil gli ForwardedEvents & ")
+    assert "The specified channel could not be found" in result.error   # the simulator's only log
+    with pytest.raises(ConfigError, match="servers.EX01.log must be an event log's name"):
+        make_config(servers=({"name": "EX01", "log": "App & calc"},))
+
+
+def test_the_origin_decides_routing_while_the_polled_server_owns_the_cursor():
+    """A collector's endpoint returns events of many servers: each is routed by its origin."""
+    xml = "".join(
+        f"<Event xmlns='http://schemas.microsoft.com/win/2004/08/events/event'><System>"
+        f"<Provider Name='{FE}'/><EventID>1020</EventID><EventRecordID>{n}</EventRecordID>"
+        f"<TimeCreated SystemTime='2026-03-08T10:00:0{n}Z'/><Computer>{host}</Computer></System>"
+        f"<EventData><Data>CONTOSO\\app</Data></EventData></Event>"
+        for n, host in ((1, "EX01.contoso.local"), (2, "EX02.contoso.local")))
+    batch = parse_events(xml, "WEC01", lambda computer: computer.split(".")[0].upper())
+    assert [(e.server, e.origin) for e in batch.events] == [("WEC01", "EX01"), ("WEC01", "EX02")]
+    assert [e.origin for e in parse_events(xml, "EX01").events] == ["EX01", "EX01"]
