@@ -30,7 +30,7 @@ def child(args: dict) -> dict:
         from bot.delivery import deliver_once
     except ImportError:
         from bot.poller import deliver_once
-    from bot.slack_out import SlackSender
+    from bot.slack.sender import SlackSender
     from bot.source import WinRMSource
     from store.db import open_db, outbox_depth
 

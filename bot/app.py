@@ -12,7 +12,7 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 from .check import permission_warnings
 from .config import Config, ConfigError
 from .scheduler import ThreadDatabases, build_scheduler
-from .slack_out import SlackSender, error_code, make_client
+from .slack.sender import SlackSender, error_code, make_client
 
 log = logging.getLogger("submitwatch")
 

@@ -17,7 +17,7 @@ from store import db as store
 
 from . import outbox
 from .model import Incident, Snooze, incident_key
-from .render import show
+from .slack.alerts import show
 
 #: Longer silence than this hides a problem rather than pausing it: fix the cause instead.
 MAX_SNOOZE = timedelta(days=90)

@@ -178,7 +178,7 @@ def _poll_once(config) -> int:
     from store.db import open_db
     from .delivery import deliver_once
     from .poller import poll_server_once, resolve_quiet_incidents
-    from .slack_out import SlackSender
+    from .slack.sender import SlackSender
     from .source import WinRMSource
 
     _require_secrets(config, None)

@@ -24,11 +24,12 @@ from sqlite_utils import Database
 from store import chat
 from store import db as store
 
-from . import outbox, render
+from . import outbox
+from .slack import alerts as render
 from .config import Config
 from .model import Problem
 from .poller import Clock, utc_now
-from .slack_out import DeliveryError, Posted, SlackSender
+from .slack.sender import DeliveryError, Posted, SlackSender
 from .workers import OWNER, claim_is_dead
 
 log = logging.getLogger("submitwatch")

@@ -18,7 +18,7 @@ from sim.eventlog import seed_demo
 from sim.slack_api import SlackStandIn
 from sim.slack_blocks import block_kit_builder_url, render_text
 from sim.winrm_server import WinRMSimulator
-from .slack_out import SlackSender
+from .slack.sender import SlackSender
 from .source import WinRMSource
 
 CHANNEL = "C0ALERTS"

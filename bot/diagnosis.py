@@ -14,7 +14,7 @@ Both events carry {account, connector name}. For Exchange 2007/2010 Microsoft do
 a missing Submit right and their code is not public, so a 1020 from a server configured as one
 of those gets both the documented fix and the built-in-identity check.
 
-Pure: plain data in, plain data out. The commands come from bot.remediation; bot.render shows
+Pure: plain data in, plain data out. The commands come from bot.remediation; bot.slack.alerts shows
 the result.
 """
 from __future__ import annotations

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 #: The two providers that log the event; 2013+ front ends use the second one.
 PROVIDERS = ("MSExchangeTransport", "MSExchangeFrontEndTransport")
@@ -128,3 +129,79 @@ class Snooze:
         if self.kind == "incident":
             return self.target == str(incident.id)
         return self.target == incident.key
+
+
+# --- what the store reads back for status and the chat lookups (rendered by bot.slack) --------
+
+@dataclass(frozen=True)
+class ServerState:
+    server: str
+    generation: int = 0
+    cursor: int | None = None          # highest EventRecordID examined; None: never polled
+    oldest_record: int | None = None   # the log's oldest record at the last good poll
+    last_poll_at: datetime | None = None
+    last_success_at: datetime | None = None
+    last_error: str | None = None
+    last_error_at: datetime | None = None
+    consecutive_failures: int = 0
+    events_stored: int = 0
+    down_since: datetime | None = None  # the "not being watched" alert was raised then
+    first_poll_at: datetime | None = None  # SubmitWatch's first poll of it, good or not
+    clock_skew: float | None = None      # seconds its event times were ahead (+) or behind (-)
+    clock_skew_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class History:
+    """Incidents active in a window (last event at or after `since`), newest first."""
+
+    incidents: list[Incident]              # at most `limit`
+    total: int                             # incidents in the window, all of them
+    open: int                              # of which still open
+    per_day: list[tuple[str, int]]         # every UTC day of the window, oldest first:
+                                           # ('YYYY-MM-DD', events in the window that day)
+
+    @property
+    def events(self) -> int:
+        return sum(count for _day, count in self.per_day)
+
+
+@dataclass(frozen=True)
+class EventGroup:
+    """An incident's events from one server on one connector (None: event 1020 names none)."""
+
+    server: str
+    connector: str | None
+    event_ids: tuple[int, ...]
+    count: int
+    first: datetime
+    last: datetime
+
+
+@dataclass(frozen=True)
+class Moment:
+    """One line of an incident's timeline. `detail` is untrusted text (a note, a reason)."""
+
+    at: datetime
+    what: str
+    user: str | None = None        # a Slack user ID
+    detail: str | None = None
+    until: datetime | None = None  # for a snooze: when it was set to end
+
+
+@dataclass(frozen=True)
+class IncidentDetail:
+    incident: Incident
+    groups: list[EventGroup]
+    group_count: int
+    timeline: list[Moment]
+    audit: list[dict[str, Any]]        # store.chat.audit_trail rows, oldest first
+    snoozed_until: datetime | None     # when the snooze in force ends, if one is
+
+
+@dataclass(frozen=True)
+class ConnectorSeen:
+    server: str
+    connector: str
+    count: int
+    last: datetime

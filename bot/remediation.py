@@ -372,6 +372,14 @@ class Fix:
         return self.connector_source == "guess"
 
 
+def command_lines(fix: Fix, *, whatif: bool = False, on: str = "") -> list[str]:
+    """A fix as the lines an admin pastes, each command under a comment: the dry run (when
+    asked), grant, verify, undo. `on` names where, e.g. " on the most likely one"."""
+    lines = [f"# try it first{on} (changes nothing)", fix.whatif] if whatif else []
+    return lines + [f"# grant{on}", fix.grant, "# verify (a Deny entry wins over a grant)",
+                    fix.verify, "# undo", fix.undo]
+
+
 def choose_connector(server: str, connector: str | None = None,
                      configured_connector: str | None = None,
                      version: str | None = None) -> tuple[str, str]:

@@ -25,12 +25,12 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from store import db as store_db
 from store.db import open_db
 
-from . import render
+from .slack import alerts as render
 from .chatops import end_expired_snoozes
 from .config import Config
 from .delivery import deliver_once
 from .poller import poll_server_once, resolve_quiet_incidents
-from .slack_out import SlackSender
+from .slack.sender import SlackSender
 from .source import WinRMSource
 from .clockguard import ClockGuard
 from .watchdog import Watchdog

@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Callable
 
 from bot.config import Config
-from bot.render import ACTION_IDS
+from bot.slack.alerts import ACTION_IDS
 
 LISTENS = {
     "commands": ("/submitwatch",),

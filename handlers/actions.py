@@ -10,11 +10,12 @@ import logging
 from datetime import datetime, timezone
 from typing import Callable
 
-from bot import chatops, render
+from bot import chatops
+from bot.slack import alerts as render
 from bot.chatops import ActionError, Actor
 from bot.config import Config
 from bot.permissions import Permissions
-from bot.render import show
+from bot.slack.blocks import show
 from store import db as store
 
 from .common import (MAX_NOTE, CommandError, Reply, Request, duration, incident_id,

@@ -13,7 +13,7 @@ from typing import Callable
 
 from bot.config import Config
 from bot.permissions import Permissions
-from bot.render import escape, show
+from bot.slack.alerts import escape, show
 
 from . import actions, lookups
 from .common import CommandError, Reply, Request, Subcommand, words_of

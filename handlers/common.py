@@ -15,7 +15,7 @@ from typing import Any, Callable
 from sqlite_utils import Database
 
 from bot.config import MAX_DURATION, Config, parse_duration
-from bot.render import show
+from bot.slack.blocks import show
 
 #: Longest slash-command text we read; Slack itself allows a few thousand characters.
 MAX_TEXT = 1000

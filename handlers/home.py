@@ -9,7 +9,7 @@ from typing import Callable
 from slack_sdk.errors import SlackApiError, SlackClientError
 from sqlite_utils import Database
 
-from bot import views
+from bot.slack import replies as views
 from bot.config import Config
 from store import chat, queries
 from store import db as store

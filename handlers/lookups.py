@@ -1,6 +1,6 @@
 """Read-only subcommands: history, show, fix, status, servers, snoozes.
 
-Each is `(Request, args) -> Reply`: parse the words, ask store.queries, render with bot.views.
+Each is `(Request, args) -> Reply`: parse the words, ask store.queries, render with bot.slack.replies.
 A person's mistake raises CommandError with safe mrkdwn; nothing here writes.
 """
 from __future__ import annotations
@@ -8,13 +8,13 @@ from __future__ import annotations
 from datetime import timedelta
 from functools import partial
 
-from bot import views
+from bot.slack import replies as views
 from bot.config import Config, ServerConfig
 from bot.diagnosis import diagnose, diagnose_incident
 from bot.model import Incident, Sighting, incident_key
 from bot.remediation import (UnsafeValueError, check_value, connector_identity, fix_for,
                              likely_submission_connector, short_server_name)
-from bot.render import escape, show
+from bot.slack.alerts import escape, show
 from store import chat, queries
 from store import db as store
 

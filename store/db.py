@@ -19,7 +19,7 @@ from typing import Any, Iterable, Iterator
 
 from sqlite_utils import Database
 
-from bot.model import Event, Incident, Problem, Sighting
+from bot.model import Event, Incident, Problem, ServerState, Sighting
 from bot.outbox import UNCLAIMED_POST, Hurry, Instruction
 
 from .migrations import migrations
@@ -284,24 +284,6 @@ def from_iso(text: str | None) -> datetime | None:
 
 
 # --- servers ------------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class ServerState:
-    server: str
-    generation: int = 0
-    cursor: int | None = None          # highest EventRecordID examined; None: never polled
-    oldest_record: int | None = None   # the log's oldest record at the last good poll
-    last_poll_at: datetime | None = None
-    last_success_at: datetime | None = None
-    last_error: str | None = None
-    last_error_at: datetime | None = None
-    consecutive_failures: int = 0
-    events_stored: int = 0
-    down_since: datetime | None = None  # the "not being watched" alert was raised then
-    first_poll_at: datetime | None = None  # SubmitWatch's first poll of it, good or not
-    clock_skew: float | None = None      # seconds its event times were ahead (+) or behind (-)
-    clock_skew_at: datetime | None = None
-
 
 def server_state(db: Database, server: str) -> ServerState:
     rows = list(db.query("SELECT * FROM server_state WHERE server = ?", [server]))

@@ -13,13 +13,12 @@ and tens of thousands of incidents:
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
 from sqlite_utils import Database
 
-from bot.model import Incident, Snooze
+from bot.model import (ConnectorSeen, EventGroup, History, Incident, IncidentDetail, Moment,
+                       Snooze)
 
 from . import chat
 from .db import _incident as incident_from_row
@@ -27,21 +26,6 @@ from .db import from_iso, iso
 
 
 # --- history ------------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class History:
-    """Incidents active in a window (last event at or after `since`), newest first."""
-
-    incidents: list[Incident]              # at most `limit`
-    total: int                             # incidents in the window, all of them
-    open: int                              # of which still open
-    per_day: list[tuple[str, int]]         # every UTC day of the window, oldest first:
-                                           # ('YYYY-MM-DD', events in the window that day)
-
-    @property
-    def events(self) -> int:
-        return sum(count for _day, count in self.per_day)
-
 
 def history(db: Database, *, since: datetime, until: datetime, limit: int,
             account_key: str | None = None, server: str | None = None) -> History:
@@ -92,18 +76,6 @@ def known_servers(db: Database) -> list[str]:
 
 # --- one incident -------------------------------------------------------------------------------
 
-@dataclass(frozen=True)
-class EventGroup:
-    """An incident's events from one server on one connector (None: event 1020 names none)."""
-
-    server: str
-    connector: str | None
-    event_ids: tuple[int, ...]
-    count: int
-    first: datetime
-    last: datetime
-
-
 def event_groups(db: Database, incident_id: int, limit: int = 25) -> tuple[list[EventGroup], int]:
     """(the `limit` biggest groups, how many groups there are in all)."""
     rows = db.execute(
@@ -115,17 +87,6 @@ def event_groups(db: Database, incident_id: int, limit: int = 25) -> tuple[list[
                          from_iso(first), from_iso(last))
               for server, connector, ids, n, first, last, _ in rows]
     return groups, rows[0][6] if rows else 0
-
-
-@dataclass(frozen=True)
-class Moment:
-    """One line of an incident's timeline. `detail` is untrusted text (a note, a reason)."""
-
-    at: datetime
-    what: str
-    user: str | None = None        # a Slack user ID
-    detail: str | None = None
-    until: datetime | None = None  # for a snooze: when it was set to end
 
 
 def timeline(db: Database, incident: Incident, now: datetime) -> list[Moment]:
@@ -171,16 +132,6 @@ def snoozes_of(db: Database, incident: Incident, now: datetime,
     return [chat._snooze(r) for r in reversed(list(rows))]
 
 
-@dataclass(frozen=True)
-class IncidentDetail:
-    incident: Incident
-    groups: list[EventGroup]
-    group_count: int
-    timeline: list[Moment]
-    audit: list[dict[str, Any]]        # store.chat.audit_trail rows, oldest first
-    snoozed_until: datetime | None     # when the snooze in force ends, if one is
-
-
 def incident_detail(db: Database, incident: Incident, now: datetime,
                     group_limit: int = 25, audit_limit: int = 30) -> IncidentDetail:
     groups, group_count = event_groups(db, incident.id, group_limit)
@@ -197,14 +148,6 @@ def incidents_of_account(db: Database, key: str, limit: int = 10) -> list[Incide
     return [incident_from_row(r) for r in db.query(
         "SELECT * FROM incidents WHERE key = ? ORDER BY last_seen DESC, id DESC LIMIT ?",
         [key, limit])]
-
-
-@dataclass(frozen=True)
-class ConnectorSeen:
-    server: str
-    connector: str
-    count: int
-    last: datetime
 
 
 def connectors_of_account(db: Database, key: str, limit: int = 50,

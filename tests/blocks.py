@@ -3,7 +3,7 @@
 Prose lives in mrkdwn text objects and in rich_text sections (where untrusted names go, since
 Slack shows their text literally); commands live in rich_text_preformatted blocks.
 """
-from bot.richtext import text_of
+from bot.slack.richtext import text_of
 
 
 def mrkdwn_texts(blocks):

@@ -16,7 +16,7 @@ from bot.config import parse_config
 from bot.delivery import deliver_once
 from bot.model import Event
 from bot.poller import ingest, poll_server_once
-from bot.slack_out import SlackSender
+from bot.slack.sender import SlackSender
 from bot.source import WinRMSource
 from store.db import write_transaction
 from tests.conftest import BOT_TOKEN, CHANNEL, WINRM_PASSWORD, WINRM_USER

@@ -12,7 +12,7 @@ from dataclasses import replace
 from bot import workers
 from bot.delivery import deliver_once
 from bot.poller import poll_server_once
-from bot.slack_out import SlackSender
+from bot.slack.sender import SlackSender
 from bot.source import WinRMSource
 from store import db as store
 from tests.conftest import BOT_TOKEN, CHANNEL

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bot import render
+from bot.slack import alerts as render
 from bot.config import ServerConfig
 from bot.diagnosis import (BUILTIN, LEGACY_1020, NO_SUBMIT, cause_of, diagnose,
                            diagnose_incident, sightings_of)

@@ -8,7 +8,7 @@ from datetime import timedelta
 
 from bot.delivery import GIVE_UP_AFTER, backoff, deliver_once
 from bot.poller import poll_server_once
-from bot.slack_out import SlackSender
+from bot.slack.sender import SlackSender
 from bot.source import WinRMSource
 from store import db as store
 from tests.conftest import CHANNEL

@@ -11,7 +11,7 @@ from slack_bolt import App
 from slack_bolt.request import BoltRequest
 from slack_sdk import WebClient
 
-from bot.render import slack_date
+from bot.slack.blocks import slack_date
 from sim.slack_blocks import MAX_HOME_BLOCKS, validate_blocks
 from handlers import home
 from store import chat

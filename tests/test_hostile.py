@@ -28,7 +28,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from bot import render
+from bot.slack import alerts as render
 from bot.config import parse_config
 from bot.model import Event, Incident, Snooze
 from bot.parse import MAX_EVENT_CHARS, parse_event, parse_events
@@ -215,7 +215,7 @@ SERVERS = {s.name: s for s in parse_config({
 
 
 def render_everything(account, connector, host, note, by):
-    """Every message bot.render builds, for one set of untrusted values."""
+    """Every message bot.slack.alerts builds, for one set of untrusted values."""
     incident = Incident(
         id=7, key=account.casefold(), account=account, status="open", channel="C0ALERTS",
         first_seen=T0, last_seen=NOW, event_count=3, servers=(("EX01", "EX01"), ("EX02", host)),

@@ -8,7 +8,7 @@ from datetime import timedelta
 import pytest
 
 from bot.poller import resolve_quiet_incidents
-from bot.render import slack_date
+from bot.slack.blocks import slack_date
 from sim.slack_blocks import validate_blocks
 from handlers.commands import answer
 from handlers.common import Reply, Request
@@ -16,7 +16,7 @@ from store import chat
 from store import db as store
 from store.db import write_transaction
 from tests.pwsh_parse import parse_pipeline
-from bot.richtext import text_of
+from bot.slack.richtext import text_of
 from tests import blocks
 from tests.blocks import mrkdwn_texts
 from tests.helpers import (ANCIENT, COPIER, FRONTEND, NOW, OLD, PRINTER, RELAY, SCANNER, Feed, at,

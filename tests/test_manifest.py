@@ -23,7 +23,7 @@ from slack_sdk import WebClient
 import handlers
 from bot.app import build_bolt_app
 from bot.config import parse_config
-from bot.render import ACTION_SNOOZE
+from bot.slack.alerts import ACTION_SNOOZE
 from sim.slack_api import SCOPES_NEEDED
 from handlers.commands import COMMAND, SUBCOMMANDS
 from store.db import open_db
@@ -178,7 +178,7 @@ def web_api_methods_called(paths) -> dict[str, set[str]]:
 
 
 def test_the_scan_finds_web_api_calls():
-    sample = ROOT / "bot/slack_out.py"
+    sample = ROOT / "bot/slack/sender.py"
     assert {"chat.postMessage", "chat.update"} <= set(web_api_methods_called([sample]))
 
 

@@ -6,7 +6,7 @@ import pytest
 
 from bot.config import ConfigError, PermissionsConfig, parse_config
 from bot.permissions import Permissions
-from bot.slack_out import make_client
+from bot.slack.sender import make_client
 from tests.conftest import BOT_TOKEN
 
 
@@ -99,7 +99,7 @@ from slack_bolt.request import BoltRequest  # noqa: E402
 from slack_sdk import WebClient  # noqa: E402
 
 from bot import chatops  # noqa: E402
-from bot.render import ACTION_ACK, ACTION_SNOOZE, ACTION_UNACK, ACTION_UNSNOOZE  # noqa: E402
+from bot.slack.alerts import ACTION_ACK, ACTION_SNOOZE, ACTION_UNACK, ACTION_UNSNOOZE  # noqa: E402
 from handlers import actions  # noqa: E402
 from store import chat  # noqa: E402
 from store import db as store  # noqa: E402

@@ -7,7 +7,7 @@ from datetime import timedelta
 from bot import workers
 from bot.delivery import deliver_once
 from bot.poller import poll_server_once, resolve_quiet_incidents
-from bot.slack_out import SlackSender
+from bot.slack.sender import SlackSender
 from bot.source import WinRMSource
 from store import db as store
 from store.db import open_db

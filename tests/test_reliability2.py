@@ -99,7 +99,7 @@ def test_a_clock_stepped_back_an_hour_does_not_stop_polling_and_slack_hears_it_o
 
     from bot.delivery import deliver_once
     from bot.scheduler import build_scheduler
-    from bot.slack_out import SlackSender
+    from bot.slack.sender import SlackSender
     from store import db as store
     from tests.conftest import CHANNEL
     config = make_config(servers=("EX01",), polling={"interval": "60s", "jitter": 0})
@@ -238,7 +238,7 @@ def test_a_full_disk_is_said_once_in_words_and_storing_resumes_by_itself(
     import logging
 
     from bot.scheduler import DiskAlarm, poll_and_wake
-    from bot.slack_out import SlackSender
+    from bot.slack.sender import SlackSender
     from bot.source import WinRMSource
     from store import db as store
     from tests.conftest import CHANNEL
@@ -277,7 +277,7 @@ def test_a_post_slack_makes_late_ends_as_exactly_one_message(logs, db, make_conf
 
     from bot.delivery import deliver_once
     from bot.poller import poll_server_once
-    from bot.slack_out import SlackSender
+    from bot.slack.sender import SlackSender
     from bot.source import WinRMSource
     from store import db as store
     from tests.conftest import CHANNEL

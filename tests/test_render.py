@@ -5,11 +5,11 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from bot import render
+from bot.slack import alerts as render
 from bot.config import ServerConfig
 from bot.model import Incident
 from bot.remediation import fix_for
-from bot.richtext import visible
+from bot.slack.richtext import visible
 from sim.slack_blocks import validate_blocks
 from tests.blocks import mrkdwn_texts, preformatted, prose, rich_elements
 from tests.pwsh_parse import parse_pipeline

@@ -3,7 +3,7 @@ for, housekeeping beside them, and the delivery loop that polls wake."""
 from apscheduler.triggers.interval import IntervalTrigger
 
 from bot.scheduler import build_scheduler
-from bot.slack_out import SlackSender
+from bot.slack.sender import SlackSender
 
 
 def test_one_poll_job_per_server_plus_delivery_and_the_quiet_sweep(make_config):

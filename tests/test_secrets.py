@@ -30,7 +30,7 @@ from bot.poller import poll_server_once
 from sim.eventlog import EventLog
 from sim.slack_api import SlackStandIn
 from sim.winrm_server import WinRMSimulator
-from bot.slack_out import SlackSender
+from bot.slack.sender import SlackSender
 from bot.source import SourceError, WinRMSource
 from store.db import open_db
 from tests.conftest import CHANNEL, WINRM_USER

@@ -316,7 +316,7 @@ def test_metrics_are_off_unless_a_port_is_set():
 def test_an_alert_to_a_named_channel_whose_post_got_no_answer_is_never_lost(
         logs, db, make_config, slack, clock):
     from bot.delivery import deliver_once
-    from bot.slack_out import SlackSender
+    from bot.slack.sender import SlackSender
     slack.add_channel("C0NAMED", "alerts")
     config = make_config(servers=("EX01",), slack={"channel": "#alerts"})
     scanner(logs["EX01"], 1)

@@ -1,7 +1,7 @@
 """Delivery through real slack_sdk to the Slack stand-in: the exact payloads, and each failure."""
 import pytest
 
-from bot.slack_out import DeliveryError, SlackSender, make_client
+from bot.slack.sender import DeliveryError, SlackSender, make_client
 from tests.conftest import BOT_TOKEN, CHANNEL
 
 BLOCKS = [{"type": "section", "text": {"type": "mrkdwn", "text": "hello"}}]

@@ -11,7 +11,7 @@ import pytest
 
 from bot.app import run
 from bot.config import Secret
-from bot.render import ACTION_ACK, ACTION_SHOW_FIX, ACTION_SNOOZE
+from bot.slack.alerts import ACTION_ACK, ACTION_SHOW_FIX, ACTION_SNOOZE
 from store import chat
 from store.db import open_db
 from tests.conftest import CHANNEL

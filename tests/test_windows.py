@@ -27,7 +27,7 @@ from bot.parse import parse_events
 from bot.poller import poll_server_once
 from sim.wevtutil import WindowsTraits
 from sim.winrm_server import WinRMSimulator
-from bot.slack_out import SlackSender
+from bot.slack.sender import SlackSender
 from bot.source import WinRMSource
 from store import db as store
 from tests.conftest import BOT_TOKEN, CHANNEL, WINRM_PASSWORD, WINRM_USER

@@ -1,7 +1,7 @@
 """Block Kit for alerts and thread notes: the one place event-derived text meets Slack.
 
 Rules, in one place:
-- prose that carries an account or connector name is rich text (bot/richtext.py): Slack shows
+- prose that carries an account or connector name is rich text (bot/slack/richtext.py): Slack shows
   its text elements literally, so `*boss*` in a name is not bold and `<!channel>` pings nobody;
 - every untrusted value in mrkdwn goes through `escape` (after `clip`, so an entity is never cut);
 - control and invisible characters are shown as escapes, in rich text and mrkdwn alike;
@@ -17,29 +17,21 @@ from datetime import datetime, timezone
 from typing import Iterable, Mapping
 
 from . import richtext as rt
-from .config import ServerConfig
-from .diagnosis import (BUILTIN, LEGACY_1020, NO_SUBMIT, Diagnosis, Target, diagnose_incident,
+from .blocks import (HEADER_LIMIT, MESSAGE_BLOCKS, SECTION_LIMIT, clip, context, cut,
+                     escape, section, show, slack_date, span, user, utc_time)
+from ..config import ServerConfig
+from ..diagnosis import (BUILTIN, LEGACY_1020, NO_SUBMIT, Diagnosis, Target, diagnose_incident,
                         sightings_of)
-from .model import Incident, Snooze
-from .names import is_invisible, mixed_script_warning
-from .remediation import SUBMIT_RIGHT
+from ..model import Incident, Snooze
+from ..names import is_invisible, mixed_script_warning
+from ..remediation import SUBMIT_RIGHT, command_lines
 from .richtext import Part
+from .text import (ADVICE, FIX_GIVES_EACH, HEADLINES, MORE_IN_FIX, MORE_PER_CONNECTOR,
+                   SLASH_FIX_GIVES_EACH, TARGET_SOURCE, WHY_BUILTIN)
 
-HEADER_LIMIT = 150
-SECTION_LIMIT = 3000
-NAME_LIMIT = 200            # how much of an untrusted name is shown in prose
 MAX_FIXES = 3               # connectors with commands per cause in an alert; Show fix: more
 FIX_MOST = 15               # ... in Show fix (each takes two blocks; a message holds 50)
-MESSAGE_BLOCKS = 50
 # Where the rest is, when a message is cut (mrkdwn), and after "N more connector(s)" (plain).
-MORE_IN_FIX = ("More did not fit in one Slack message: *Show fix* gives every command, and "
-               "`/submitwatch fix` each connector's.")
-MORE_PER_CONNECTOR = ("More did not fit in one Slack message: `/submitwatch fix ACCOUNT "
-                      "'SERVER\\Connector'` gives one connector's commands.")
-FIX_GIVES_EACH = "Show fix gives the commands for each."
-SLASH_FIX_GIVES_EACH = ("/submitwatch fix with the account and 'SERVER\\Connector' gives each "
-                        "one's commands.")
-
 # The buttons on an alert; handlers.actions listens for these action_ids.
 ACTION_ACK = "submitwatch_ack"
 ACTION_UNACK = "submitwatch_unack"
@@ -49,71 +41,6 @@ ACTION_SHOW_FIX = "submitwatch_show_fix"
 ACTION_IDS = (ACTION_ACK, ACTION_UNACK, ACTION_SNOOZE, ACTION_UNSNOOZE, ACTION_SHOW_FIX)
 SNOOZE_CHOICES = (("1 hour", 3600), ("4 hours", 4 * 3600), ("24 hours", 24 * 3600),
                   ("7 days", 7 * 24 * 3600))
-
-
-def escape(text: str) -> str:
-    """Make untrusted text inert in mrkdwn: no pings, no links, no fake entities."""
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-
-
-clip = rt.clip
-
-
-def cut(mrkdwn: str, limit: int) -> str:
-    """Shorten mrkdwn that is already escaped without splitting an &entity; or a <token>."""
-    if len(mrkdwn) <= limit:
-        return mrkdwn
-    text = mrkdwn[: limit - 1]
-    amp = text.rfind("&")
-    if amp != -1 and ";" not in text[amp:]:
-        text = text[:amp]
-    lt = text.rfind("<")
-    if lt != -1 and ">" not in text[lt:]:
-        text = text[:lt]
-    return text + "…"
-
-
-def show(text: str, limit: int = NAME_LIMIT) -> str:
-    """An untrusted value for mrkdwn: shortened, escaped, control characters made visible.
-
-    A backtick becomes U+02CB (ˋ), which looks the same but cannot open or close a code span in
-    our own text; the commands, in rich text, keep the exact name.
-    """
-    return escape(clip(rt.visible(text), limit).replace("`", "\u02cb"))
-
-
-def literal(text: str, limit: int = NAME_LIMIT) -> str:
-    """An untrusted name for mrkdwn, in a code span: Slack formats nothing inside one, so
-    `*boss*` is not bold; `show` keeps a backtick from the name from closing the span."""
-    return f"`{show(text, limit)}`"
-
-
-def slack_date(moment: datetime) -> str:
-    """Shown in each reader's own time zone, with a UTC fallback."""
-    fallback = moment.strftime("%Y-%m-%d %H:%M UTC")
-    return f"<!date^{int(moment.timestamp())}^{{date_short_pretty}} {{time}}|{fallback}>"
-
-
-def user(user_id: str | None) -> str:
-    """A Slack user ID as a mention; anything that is not an ID is shown as text."""
-    if user_id and rt.USER_ID.fullmatch(user_id):
-        return f"<@{user_id}>"
-    return show(user_id or "someone", 40)
-
-
-def span(seconds: float) -> str:
-    """A length of time in at most two units: '45s', '12m', '3h 5m', '2d 4h'."""
-    seconds = int(abs(seconds))
-    for unit, size, smaller, small_size in (("d", 86400, "h", 3600), ("h", 3600, "m", 60)):
-        if seconds >= size:
-            rest = (seconds % size) // small_size
-            return f"{seconds // size}{unit}" + (f" {rest}{smaller}" if rest else "")
-    return f"{seconds // 60}m" if seconds >= 60 else f"{seconds}s"
-
-
-def utc_time(moment: datetime) -> str:
-    """'14:02 UTC on 27 Nov': plain text, the same for every reader and in the audit."""
-    return f"{moment:%H:%M} UTC on {moment.day} {moment:%b}"
 
 
 def chat_state(incident: Incident, snoozes: Iterable[Snooze] = ()) -> list[str]:
@@ -136,29 +63,6 @@ def chat_state(incident: Incident, snoozes: Iterable[Snooze] = ()) -> list[str]:
 
 # --- the diagnosis: one cause, what it means and what to run --------------------------------------
 
-HEADLINES = {
-    NO_SUBMIT: "No Submit right on the connector (event 1018)",
-    BUILTIN: "A built-in account, refused whatever its rights (event 1020)",
-    LEGACY_1020: "Not authorized to use the server (event 1020, Exchange 2007/2010)",
-}
-#: What each cause calls for, in one sentence (`/submitwatch show`, digests).
-ADVICE = {
-    NO_SUBMIT: "grant this one account ms-Exch-SMTP-Submit on the connector the event names.",
-    BUILTIN: "give the device or application an account of its own; no permission fixes a "
-             "built-in identity.",
-    LEGACY_1020: "check whether it is a built-in account (then give the device its own); if "
-                 "not, grant ms-Exch-SMTP-Submit on the connector, as Microsoft documents for "
-                 "2007/2010.",
-}
-WHY_BUILTIN = ("Why: Exchange's own transport code (2013; 2016, 2019 and SE share it) checks "
-               "for these identities before it reads any permission, and logs 1020 for them.")
-_WHERE = {
-    "event": "named by the event",
-    "typed": "the connector you gave",
-    "configured": "configured as this server's submission connector",
-    "guess": "not named by any event: the usual client submission connector, a guess; list "
-             "them to be sure",
-}
 _SUBMIT = rt.code(SUBMIT_RIGHT)
 
 
@@ -255,10 +159,8 @@ def _target_blocks(target: Target, *, whatif: bool) -> list[dict]:
                          rt.name(target.server, 64, strong=False), ": ",
                          target.refusal or "no connector could be named"])]
     fix = target.fix
-    blocks = [rt.rich(["Connector ", _connector(target), f" ({_WHERE[target.source]})"])]
-    lines = ["# try it first (changes nothing)", fix.whatif] if whatif else []
-    lines += ["# grant", fix.grant, "# verify (a Deny entry wins over a grant)", fix.verify,
-              "# undo", fix.undo]
+    blocks = [rt.rich(["Connector ", _connector(target), f" ({TARGET_SOURCE[target.source]})"])]
+    lines = command_lines(fix, whatif=whatif)
     if target.source != "event":
         lines += ["# list this server's Receive connectors", fix.list_connectors]
     blocks.append(rt.preformatted("\n".join(lines)))
@@ -289,7 +191,7 @@ def alert(incident: Incident, servers: Mapping[str, ServerConfig],
     blocks: list[dict] = [
         {"type": "header", "text": {"type": "plain_text", "emoji": False,
                                     "text": clip(_printable(title), HEADER_LIMIT)}},
-        *[_context(line) for line in chat_state(incident, snoozes)],
+        *[context(line) for line in chat_state(incident, snoozes)],
     ]
     warning = mixed_script_warning(incident.account)
     if warning and not resolved:
@@ -305,7 +207,7 @@ def alert(incident: Incident, servers: Mapping[str, ServerConfig],
     blocks.append(rt.rich(*facts(incident)))
     if not resolved:
         blocks.append(_buttons(incident, snoozed=bool(snoozes)))
-    blocks.append(_context(f"SubmitWatch · incident #{incident.id} · events "
+    blocks.append(context(f"SubmitWatch · incident #{incident.id} · events "
                            f"{', '.join(str(i) for i in incident.event_ids)}"))
     servers_text = ", ".join(show(n, 64) for n in incident.server_names)
     text = (f"{'Resolved' if resolved else 'SMTP submit denied'}: {account} on {servers_text} "
@@ -379,7 +281,7 @@ def _fit(blocks: list[dict], *, tail: int = 0, more: str = MORE_IN_FIX) -> list[
     if len(blocks) <= MESSAGE_BLOCKS:
         return blocks
     keep = MESSAGE_BLOCKS - 1 - tail
-    return blocks[:keep] + [_context(more)] + blocks[len(blocks) - tail:]
+    return blocks[:keep] + [context(more)] + blocks[len(blocks) - tail:]
 
 
 def action_note(incident: Incident, detail: Mapping) -> tuple[str, list[dict]]:
@@ -419,8 +321,8 @@ def action_note(incident: Incident, detail: Mapping) -> tuple[str, list[dict]]:
 def _fallback(block: dict) -> str:
     """A rich block as the notification text: inert mrkdwn, mentions and dates kept."""
     out = []
-    for section in block["elements"]:
-        for element in section["elements"]:
+    for line in block["elements"]:
+        for element in line["elements"]:
             kind = element["type"]
             if kind == "user":
                 out.append(f"<@{element['user_id']}>")  # rt.user made it only for a real ID
@@ -443,7 +345,7 @@ def server_down(server: str, detail: Mapping, *, recovered: bool = False) -> tup
                if never else "it could not be polled from ")
         text = (f":white_check_mark: *{name}* is watched again ({was}{slack_date(since)}; see "
                 "the thread).")
-        return text, [_section(text)]
+        return text, [section(text)]
     last = (f"It never polled successfully since SubmitWatch started watching it at "
             f"{slack_date(since)}." if never else f"Last good poll: {slack_date(since)}.")
     text = (f":rotating_light: *{name} is not being watched*: {detail['failures']} polls in a "
@@ -452,9 +354,9 @@ def server_down(server: str, detail: Mapping, *, recovered: bool = False) -> tup
         {"type": "header", "text": {"type": "plain_text", "emoji": False,
                                     "text": clip(f"Not being watched: {_printable(server)}",
                                                  HEADER_LIMIT)}},
-        _section(text),
-        _section(f"*Last error:* {show(detail['error'], 1500)}"),
-        _context("Events are not lost while the server keeps them: the next good poll reads "
+        section(text),
+        section(f"*Last error:* {show(detail['error'], 1500)}"),
+        context("Events are not lost while the server keeps them: the next good poll reads "
                  "from where SubmitWatch stopped. `/submitwatch status` shows every server."),
     ]
 
@@ -467,7 +369,7 @@ def bot_late(detail: Mapping) -> tuple[str, list[dict]]:
             "past their interval (the system clock was probably stepped back, or the machine "
             "was suspended). They run again now and keep their schedule; no event is lost, "
             "the next polls read on from each server's cursor.")
-    return text, [_section(text)]
+    return text, [section(text)]
 
 
 def server_up(server: str, detail: Mapping) -> tuple[str, list[dict]]:
@@ -475,7 +377,7 @@ def server_up(server: str, detail: Mapping) -> tuple[str, list[dict]]:
     at = datetime.fromisoformat(detail["at"].replace("Z", "+00:00"))
     text = (f"*{show(server, 64)}* polls again since {utc_time(at)} (down since "
             f"{utc_time(since)}); events from that time are being read now.")
-    return text, [_section(text)]
+    return text, [section(text)]
 
 
 def _buttons(incident: Incident, *, snoozed: bool) -> dict:
@@ -501,14 +403,6 @@ def _button(label: str, action_id: str, value: str, style: str | None = None) ->
     if style:
         button["style"] = style
     return button
-
-
-def _section(text: str) -> dict:
-    return {"type": "section", "text": {"type": "mrkdwn", "text": cut(text, SECTION_LIMIT)}}
-
-
-def _context(text: str) -> dict:
-    return {"type": "context", "elements": [{"type": "mrkdwn", "text": cut(text, SECTION_LIMIT)}]}
 
 
 def _printable(text: str) -> str:

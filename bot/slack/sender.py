@@ -16,26 +16,9 @@ from slack_sdk.http_retry.builtin_handlers import (ConnectionErrorRetryHandler,
                                                    RateLimitErrorRetryHandler,
                                                    ServerErrorRetryHandler)
 
-from . import metrics
-from .config import SlackConfig
-
-#: Errors that will not go away by waiting; each needs a person to do something.
-FIXES = {
-    "channel_not_found": "the channel {channel} does not exist or the bot cannot see it: set "
-                         "slack.channel (or the server's channel) to a channel ID such as "
-                         "C0123456789",
-    "not_in_channel": "the bot is not in channel {channel}: type `/invite @SubmitWatch` there",
-    "is_archived": "channel {channel} is archived: unarchive it or configure another channel",
-    "invalid_auth": "Slack rejected the bot token: check SLACK_BOT_TOKEN (xoxb-...)",
-    "not_authed": "no bot token was sent: set SLACK_BOT_TOKEN",
-    "token_revoked": "the bot token was revoked: reinstall the app and update SLACK_BOT_TOKEN",
-    "token_expired": "the bot token expired: reinstall the app and update SLACK_BOT_TOKEN",
-    "account_inactive": "the app's bot user was deactivated: reinstall the app",
-    "missing_scope": "the app lacks a scope: reinstall it from manifest.yml",
-    "invalid_blocks": "Slack refused the message layout (a SubmitWatch bug: please report it)",
-    "msg_too_long": "the message was too long (a SubmitWatch bug: please report it)",
-    "message_not_found": "the alert message was deleted in Slack",
-}
+from .. import metrics
+from ..config import SlackConfig
+from .text import FIXES
 
 
 class Posted(NamedTuple):

@@ -1,6 +1,6 @@
 """Block Kit for the chat lookups and the App Home: history, show, fix, status, servers, snoozes.
 
-Pure: plain data in (`now` passed in), (fallback text, blocks) out. The rules are bot/render.py's:
+Pure: plain data in (`now` passed in), (fallback text, blocks) out. The rules are bot/slack/alerts.py's:
 every untrusted value (accounts, connectors, notes, reasons, errors) reaches mrkdwn only through
 `show`/`escape`; PowerShell goes only into rich_text_preformatted blocks, which Slack shows
 literally. Slack user and channel IDs become mentions only when they look like IDs.
@@ -10,118 +10,25 @@ characters per section): long lists are cut and the answer says so.
 """
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from urllib.parse import urlsplit
 
-from store.db import ServerState
-from store.queries import ConnectorSeen, History, IncidentDetail, Moment
-
-from . import render
+from . import alerts as render
 from . import richtext as rt
-from .config import ServerConfig
-from .diagnosis import NO_SUBMIT, Diagnosis
-from .model import Incident, Snooze
-from .remediation import Fix
-from .render import SECTION_LIMIT, clip, escape, literal, show, slack_date, span
+from ..config import ServerConfig
+from ..diagnosis import NO_SUBMIT, Diagnosis
+from ..model import ConnectorSeen, History, Incident, IncidentDetail, Moment, ServerState, Snooze
+from ..remediation import Fix, command_lines
+from .blocks import (GROUP_ID, HOME_BLOCKS, channel_ref, clip, context,
+                     cut, divider, escape, fit, header, literal, mention, pack, plural,
+                     preformatted, section, show, slack_date, span, sparkline, window)
+from .text import CANDIDATE_SOURCE
 
-MESSAGE_BLOCKS = 50
-HOME_BLOCKS = 100
-BARS = "▁▂▃▄▅▆▇█"
 #: How much of an untrusted name a list line shows (escaped, it may grow up to five times).
 LIST_NAME = 80
 
-_USER_ID = rt.USER_ID
-_CHANNEL_ID = re.compile(r"[CG][A-Z0-9]+")
-_GROUP_ID = re.compile(r"S[A-Z0-9]+")
-
-
 # --- small pieces -------------------------------------------------------------------------------
-
-def mention(user_id: str | None) -> str:
-    """A Slack user ID as a mention; anything else (it should not happen) as inert text."""
-    if not user_id:
-        return "someone"
-    return f"<@{user_id}>" if _USER_ID.fullmatch(user_id) else show(user_id, 40)
-
-
-def channel_ref(channel: str | None) -> str:
-    if not channel:
-        return "(no channel)"
-    return f"<#{channel}>" if _CHANNEL_ID.fullmatch(channel) else f"*{show(channel, 80)}*"
-
-
-def window(seconds: float) -> str:
-    """The --since window in words: 7d -> '7 days', 90m -> '90 minutes'."""
-    for size, word in ((86400, "day"), (3600, "hour"), (60, "minute"), (1, "second")):
-        if seconds >= size and seconds % size == 0:
-            n = int(seconds // size)
-            return f"{n} {word}" + ("s" if n != 1 else "")
-    return f"{seconds:g} seconds"
-
-
-def plural(n: int, word: str) -> str:
-    return f"{n:,} {word}" + ("s" if n != 1 else "")
-
-
-def sparkline(counts: list[int]) -> str:
-    """One bar per day. A day without events is ▁; any event lifts a day to at least ▂ and the
-    busiest day is █, so a burst stands out and a quiet day never looks like an empty one."""
-    peak = max(counts, default=0)
-    if peak == 0:
-        return BARS[0] * len(counts)
-    return "".join(BARS[0] if n == 0 else BARS[max(1, -(-n * 7 // peak))] for n in counts)
-
-
-def cut(mrkdwn: str, limit: int = SECTION_LIMIT) -> str:
-    """Shorten escaped mrkdwn without splitting an &entity; or a <token> (render's rule)."""
-    return render.cut(mrkdwn, limit)
-
-
-def section(text: str) -> dict:
-    return {"type": "section", "text": {"type": "mrkdwn", "text": cut(text)}}
-
-
-def context(text: str) -> dict:
-    return {"type": "context", "elements": [{"type": "mrkdwn", "text": cut(text)}]}
-
-
-def header(text: str) -> dict:
-    """Only for our own words: plain_text, never parsed."""
-    return {"type": "header", "text": {"type": "plain_text", "text": text[:150], "emoji": True}}
-
-
-def divider() -> dict:
-    return {"type": "divider"}
-
-
-preformatted = rt.preformatted
-
-
-def pack(lines: list[str], title: str | None = None) -> list[dict]:
-    """Lines into as few sections as fit 3000 characters each (a line is never split)."""
-    blocks: list[dict] = []
-    current = title or ""
-    for line in lines:
-        line = cut(line, SECTION_LIMIT // 2)
-        if current and len(current) + 1 + len(line) > SECTION_LIMIT:
-            blocks.append(section(current))
-            current = line
-        else:
-            current = f"{current}\n{line}" if current else line
-    if current:
-        blocks.append(section(current))
-    return blocks
-
-
-def fit(blocks: list[dict], limit: int = MESSAGE_BLOCKS) -> list[dict]:
-    """The last guard: never more blocks than Slack takes, and say so when some were cut."""
-    if len(blocks) <= limit:
-        return blocks
-    return blocks[: limit - 1] + [context(f"{len(blocks) - limit + 1} more block(s) did not fit "
-                                          "in one Slack message; narrow the question.")]
-
 
 # --- incidents in lists -------------------------------------------------------------------------
 
@@ -312,18 +219,10 @@ def _value(key: str, value) -> str:
 
 # --- fix ----------------------------------------------------------------------------------------
 
-_WHERE = {
-    "account": "named by this account's 1018 events",
-    "configured": "configured as this server's submission connector",
-    "server": "named by events of other accounts on this server",
-    "guess": "not named by any event: the usual client submission connector, a guess",
-}
-
-
 @dataclass(frozen=True)
 class Candidate:
     connector: str
-    source: str                      # a key of _WHERE
+    source: str                      # a key of CANDIDATE_SOURCE
     seen: ConnectorSeen | None = None
 
 
@@ -360,8 +259,8 @@ def fix_reply(understood: Understood, sections: list[list[dict]]) -> tuple[str, 
         line += [". No stored event of this account says whether it gets 1018 or 1020, and "
                  "they have different causes, so both follow; add `1018` or `1020` to choose."]
     blocks = [rt.rich(line)]
-    for section in sections:
-        blocks += section
+    for part in sections:
+        blocks += part
     return f"Fix for {show(understood.account)} (event {kinds})", fit(blocks)
 
 
@@ -401,7 +300,7 @@ def _server_fix_blocks(entry: ServerFix) -> list[dict]:
     lines: list[list[rt.Part]] = [[rt.name(entry.server, 64), " (Exchange host ",
                                    rt.code(rt.visible(entry.host)[:64]), ")"]]
     for n, candidate in enumerate(entry.candidates):
-        where = _WHERE[candidate.source]
+        where = CANDIDATE_SOURCE[candidate.source]
         line: list[rt.Part] = ["• most likely: " if n == 0 else "• or: ",
                                rt.name(candidate.connector, LIST_NAME, strong=False), f": {where}"]
         if candidate.seen:
@@ -416,9 +315,7 @@ def _server_fix_blocks(entry: ServerFix) -> list[dict]:
         fix = entry.fix
         blocks.append(preformatted("\n".join([
             f"# list {entry.host}'s Receive connectors", fix.list_connectors,
-            "# try it first on the most likely one (changes nothing)", fix.whatif,
-            "# grant on the most likely one", fix.grant,
-            "# verify (a Deny entry wins over a grant)", fix.verify, "# undo", fix.undo])))
+            *command_lines(fix, whatif=True, on=" on the most likely one")])))
     return blocks
 
 
@@ -605,7 +502,7 @@ def may_act_text(user_id: str, users: tuple[str, ...], groups: tuple[str, ...]) 
                    (f" and {len(users) - 10} more" if len(users) > 10 else ""))
     if groups:
         who.append("members of " + ", ".join(
-            f"<!subteam^{g}>" if _GROUP_ID.fullmatch(g) else show(g, 40) for g in groups[:10]))
+            f"<!subteam^{g}>" if GROUP_ID.fullmatch(g) else show(g, 40) for g in groups[:10]))
     may = " and ".join(who)
     if groups:
         return (f"Acknowledging and snoozing is for {may}. You are not named; if you are in "

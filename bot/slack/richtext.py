@@ -15,7 +15,7 @@ import re
 from datetime import datetime
 from typing import Iterable, Union
 
-from .names import is_invisible
+from ..names import is_invisible
 
 Part = Union[str, dict]
 

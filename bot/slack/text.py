@@ -1,0 +1,66 @@
+"""The words SubmitWatch says in Slack that are not built from data: headlines, advice, the
+notes on where a connector came from, what a Slack error means and its fix. One place to read,
+review and (one day) translate them; the modules that build messages take them from here."""
+from __future__ import annotations
+
+from ..diagnosis import BUILTIN, LEGACY_1020, NO_SUBMIT
+
+MORE_IN_FIX = ("More did not fit in one Slack message: *Show fix* gives every command, and "
+               "`/submitwatch fix` each connector's.")
+MORE_PER_CONNECTOR = ("More did not fit in one Slack message: `/submitwatch fix ACCOUNT "
+                      "'SERVER\\Connector'` gives one connector's commands.")
+FIX_GIVES_EACH = "Show fix gives the commands for each."
+SLASH_FIX_GIVES_EACH = ("/submitwatch fix with the account and 'SERVER\\Connector' gives each "
+                        "one's commands.")
+#: The alert's headline per cause.
+HEADLINES = {
+    NO_SUBMIT: "No Submit right on the connector (event 1018)",
+    BUILTIN: "A built-in account, refused whatever its rights (event 1020)",
+    LEGACY_1020: "Not authorized to use the server (event 1020, Exchange 2007/2010)",
+}
+#: What each cause calls for, in one sentence (`/submitwatch show`, digests).
+ADVICE = {
+    NO_SUBMIT: "grant this one account ms-Exch-SMTP-Submit on the connector the event names.",
+    BUILTIN: "give the device or application an account of its own; no permission fixes a "
+             "built-in identity.",
+    LEGACY_1020: "check whether it is a built-in account (then give the device its own); if "
+                 "not, grant ms-Exch-SMTP-Submit on the connector, as Microsoft documents for "
+                 "2007/2010.",
+}
+WHY_BUILTIN = ("Why: Exchange's own transport code (2013; 2016, 2019 and SE share it) checks "
+               "for these identities before it reads any permission, and logs 1020 for them.")
+
+#: Where the connector of a fix came from (alerts, Show fix, `/submitwatch fix` of one).
+TARGET_SOURCE = {
+    "event": "named by the event",
+    "typed": "the connector you gave",
+    "configured": "configured as this server's submission connector",
+    "guess": "not named by any event: the usual client submission connector, a guess; list "
+             "them to be sure",
+}
+#: Where a candidate connector came from (`/submitwatch fix` without a connector).
+CANDIDATE_SOURCE = {
+    "account": "named by this account's 1018 events",
+    "configured": "configured as this server's submission connector",
+    "server": "named by events of other accounts on this server",
+    "guess": "not named by any event: the usual client submission connector, a guess",
+}
+
+#: What a Slack error code means and what to do, for the log, `status` and `check`:
+#: errors that will not go away by waiting; each needs a person to do something.
+FIXES = {
+    "channel_not_found": "the channel {channel} does not exist or the bot cannot see it: set "
+                         "slack.channel (or the server's channel) to a channel ID such as "
+                         "C0123456789",
+    "not_in_channel": "the bot is not in channel {channel}: type `/invite @SubmitWatch` there",
+    "is_archived": "channel {channel} is archived: unarchive it or configure another channel",
+    "invalid_auth": "Slack rejected the bot token: check SLACK_BOT_TOKEN (xoxb-...)",
+    "not_authed": "no bot token was sent: set SLACK_BOT_TOKEN",
+    "token_revoked": "the bot token was revoked: reinstall the app and update SLACK_BOT_TOKEN",
+    "token_expired": "the bot token expired: reinstall the app and update SLACK_BOT_TOKEN",
+    "account_inactive": "the app's bot user was deactivated: reinstall the app",
+    "missing_scope": "the app lacks a scope: reinstall it from manifest.yml",
+    "invalid_blocks": "Slack refused the message layout (a SubmitWatch bug: please report it)",
+    "msg_too_long": "the message was too long (a SubmitWatch bug: please report it)",
+    "message_not_found": "the alert message was deleted in Slack",
+}
