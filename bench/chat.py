@@ -13,7 +13,7 @@ import json
 import random
 import statistics
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from store.db import iso, open_db
@@ -87,7 +87,7 @@ def run(sizes: Sizes, workdir: Path) -> Result:
     from handlers import lookups
     from handlers.common import Request
 
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     db_path = str(workdir / "chat.db")
     started = time.perf_counter()
     build(db_path, sizes, now)

@@ -6,9 +6,10 @@ import platform
 import sqlite3
 import statistics
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from bot.config import Config, parse_config
 

@@ -11,8 +11,17 @@ from pathlib import Path
 
 from sim.slack_api import SlackStandIn
 
-from .common import APP_TOKEN, BOT_TOKEN, CHANNEL, Result, Sizes, cpu_seconds, peak_rss_mb, \
-    raw_config, rss_mb
+from .common import (
+    APP_TOKEN,
+    BOT_TOKEN,
+    CHANNEL,
+    Result,
+    Sizes,
+    cpu_seconds,
+    peak_rss_mb,
+    raw_config,
+    rss_mb,
+)
 from .runproc import RunProcess
 from .simproc import SimProcess
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import statistics
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import defusedxml.ElementTree as SafeET
@@ -84,7 +84,7 @@ def floor(batches, db_path: str) -> tuple[float, float]:
     """(parse seconds, insert seconds): defusedxml alone, then executemany alone."""
     parse_s = insert_s = 0.0
     db = open_db(db_path)
-    stamp = iso(datetime.now(timezone.utc))
+    stamp = iso(datetime.now(UTC))
     for name, text, _ in batches:
         t0 = time.perf_counter()
         rows = []
@@ -111,7 +111,7 @@ def floor(batches, db_path: str) -> tuple[float, float]:
 
 
 def run(sizes: Sizes, workdir: Path) -> Result:
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     batches = make_batches(sizes, now)
     n = sum(text.count("<Event ") for _, text, _ in batches)
     rates, floors, parse_rates, insert_rates = [], [], [], []

@@ -25,7 +25,7 @@ class RunProcess:
         self.db_path = raw_config["store"]["path"]
         self.proc: subprocess.Popen | None = None
 
-    def __enter__(self) -> "RunProcess":
+    def __enter__(self) -> RunProcess:
         env = {**os.environ, **environ()}
         self._log = open(self.log_path, "wb")
         self.proc = subprocess.Popen([*submitwatch_command(), "run", "--config",

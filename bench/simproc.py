@@ -7,7 +7,8 @@ bot is. A real Exchange server does that work on its own CPUs, so here it gets i
 from __future__ import annotations
 
 import multiprocessing
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from .common import WINRM_PASSWORD, WINRM_USER
 
@@ -84,7 +85,7 @@ class SimProcess:
                                  name="winrm-simulator", daemon=True)
         self.base_url = ""
 
-    def __enter__(self) -> "SimProcess":
+    def __enter__(self) -> SimProcess:
         self._proc.start()
         if not self._conn.poll(60):
             self._proc.kill()

@@ -8,6 +8,7 @@ The parent then counts the Slack calls: exactly one post, updates at most one pe
 """
 from __future__ import annotations
 
+import itertools
 import json
 import subprocess
 import sys
@@ -83,7 +84,7 @@ def run(sizes: Sizes, workdir: Path) -> Result:
         posts = [c for c in slack.calls_to("chat.postMessage") if c.ok]
         updates = [c for c in slack.calls_to("chat.update") if c.ok]
         messages = slack.messages(CHANNEL)
-    gaps = [b.at - a.at for a, b in zip(updates, updates[1:])]
+    gaps = [b.at - a.at for a, b in itertools.pairwise(updates)]
     # The update interval is measured on the bot's clock when it queues; allow 0.1 s of jitter.
     coalesced = all(gap >= sizes.storm_update_interval - 0.1 for gap in gaps)
     shown = json.dumps(messages[-1]["blocks"]) if messages else ""

@@ -5,7 +5,8 @@ from urllib.parse import urlsplit
 
 from .config import Config, missing_secrets
 from .delivery import CHANNEL_ID
-from .slack.sender import FIXES, error_code as _code, make_client
+from .slack.sender import FIXES, make_client
+from .slack.sender import error_code as _code
 from .source import SETUP_DOC, SourceError, WinRMSource
 
 
@@ -56,6 +57,7 @@ def _measured_skew(config: Config, server: str) -> str | None:
     from pathlib import Path
 
     from store import db as store
+
     from .slack.replies import skew_text
     if not Path(config.store.path).exists():
         return None

@@ -90,8 +90,9 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger("apscheduler.executors").setLevel(logging.WARNING)
     for handler in logging.getLogger().handlers:
         handler.addFilter(_no_auth_tokens)
-    from .config import ConfigError
     from store.db import StoreError
+
+    from .config import ConfigError
     try:
         if args.command == "demo":
             from .demo import run_demo
@@ -106,6 +107,7 @@ def main(argv: list[str] | None = None) -> int:
             return _poll_once(config)
         if args.command == "manifest":
             import json
+
             from .manifest import app_manifest
             print(json.dumps(app_manifest(config), indent=2))
             return 0
@@ -176,6 +178,7 @@ def _require_secrets(config, mode) -> None:
 
 def _poll_once(config) -> int:
     from store.db import open_db
+
     from .delivery import deliver_once
     from .poller import poll_server_once, resolve_quiet_incidents
     from .slack.sender import SlackSender

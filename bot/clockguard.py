@@ -12,8 +12,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import Callable
 
 log = logging.getLogger("submitwatch")
 #: A difference between the two clocks smaller than this is scheduling noise, not a step.

@@ -12,9 +12,10 @@ import math
 import os
 import re
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 from urllib.parse import urlsplit
 
 DEFAULT_CONFIG_NAME = "submitwatch.toml"
@@ -206,7 +207,8 @@ def load_config(path: str | os.PathLike, environ: Mapping[str, str] | None = Non
     return parse_config(raw, environ, source=str(path))
 
 
-def parse_config(raw: Mapping[str, Any], environ: Mapping[str, str], source: str = "<memory>") -> Config:
+def parse_config(raw: Mapping[str, Any], environ: Mapping[str, str],
+                 source: str = "<memory>") -> Config:
     _only(raw, "", set(KEYS))
     slack = _table(raw, "slack", required=True)
     _only(slack, "slack", KEYS["slack"])
@@ -246,7 +248,8 @@ def parse_config(raw: Mapping[str, Any], environ: Mapping[str, str], source: str
         jitter=_duration(polling, "polling.jitter", d.jitter, low=0),
         lookback=_duration(polling, "polling.lookback", d.lookback, low=0),
         batch_size=_int(polling, "polling.batch_size", d.batch_size, low=1, high=5000),
-        operation_timeout=_duration(polling, "polling.operation_timeout", d.operation_timeout, low=1),
+        operation_timeout=_duration(polling, "polling.operation_timeout", d.operation_timeout,
+                                    low=1),
         read_timeout=_duration(polling, "polling.read_timeout", d.read_timeout, low=1),
         delivery_interval=_duration(polling, "polling.delivery_interval", d.delivery_interval,
                                     low=0.1),

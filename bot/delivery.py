@@ -25,10 +25,10 @@ from store import chat
 from store import db as store
 
 from . import outbox
-from .slack import alerts as render
 from .config import Config
 from .model import Problem
 from .poller import Clock, utc_now
+from .slack import alerts as render
 from .slack.sender import DeliveryError, Posted, SlackSender
 from .workers import OWNER, claim_is_dead
 

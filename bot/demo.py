@@ -9,15 +9,15 @@ from __future__ import annotations
 from datetime import timedelta
 from pathlib import Path
 
+from sim.eventlog import seed_demo
+from sim.slack_api import SlackStandIn
+from sim.slack_blocks import block_kit_builder_url, render_text
+from sim.winrm_server import WinRMSimulator
 from store.db import open_db
 
 from .config import parse_config
 from .delivery import deliver_once
 from .poller import poll_server_once, resolve_quiet_incidents, utc_now
-from sim.eventlog import seed_demo
-from sim.slack_api import SlackStandIn
-from sim.slack_blocks import block_kit_builder_url, render_text
-from sim.winrm_server import WinRMSimulator
 from .slack.sender import SlackSender
 from .source import WinRMSource
 
@@ -108,7 +108,8 @@ def run_demo(db_path: str, out=print) -> int:
         sweep("Sweep 3: nothing new, so nothing is sent")
         show_channel(slack, out, full=True)
         chat_ops(db, config, out)
-        sweep("Sweep 3b: the acknowledgement reaches Slack (the alert updates, its thread notes it)")
+        sweep("Sweep 3b: the acknowledgement reaches Slack (the alert updates, its thread "
+              "notes it)")
         show_channel(slack, out, full=False)
         later = start + timedelta(hours=25)
         sweep("Sweep 4: a day later, no new events: incidents resolve", clock=lambda: later)

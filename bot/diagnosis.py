@@ -19,14 +19,22 @@ the result.
 """
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
-from typing import Iterable, Mapping
 
 from .config import ServerConfig
 from .model import Incident, Sighting
-from .remediation import (Fix, UnsafeValueError, check_value, choose_connector, fix_for,
-                          inspect_connector_command, is_default_connector, is_legacy_version,
-                          sid_command)
+from .remediation import (
+    Fix,
+    UnsafeValueError,
+    check_value,
+    choose_connector,
+    fix_for,
+    inspect_connector_command,
+    is_default_connector,
+    is_legacy_version,
+    sid_command,
+)
 
 #: Event 1018: the account's token has no ms-Exch-SMTP-Submit on the connector.
 NO_SUBMIT = "no_submit"

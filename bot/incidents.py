@@ -5,9 +5,9 @@ the outbox rows they imply in one transaction.
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import Callable, Iterable, Mapping
 
 from .model import Event, Incident, Sighting
 from .remediation import UnsafeValueError, short_server_name

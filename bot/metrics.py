@@ -16,12 +16,17 @@ import json
 import sqlite3
 import threading
 import time
-from pathlib import Path
+from collections.abc import Callable, Iterable
 from datetime import datetime
-from typing import Callable, Iterable
+from pathlib import Path
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram
-from prometheus_client import generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+)
 from prometheus_client.core import GaugeMetricFamily
 
 from store.db import from_iso, iso

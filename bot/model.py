@@ -82,7 +82,7 @@ class Incident:
     first_seen: datetime
     last_seen: datetime
     event_count: int
-    servers: tuple[tuple[str, str], ...]  # (configured server name, Exchange host), first-seen order
+    servers: tuple[tuple[str, str], ...]  # (configured name, Exchange host), first-seen order
     connectors: tuple[str, ...]           # connector identities named by its events (untrusted)
     event_ids: tuple[int, ...]
     opened_at: datetime

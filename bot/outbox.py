@@ -18,10 +18,11 @@ The rules, in words:
 """
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import Enum
-from typing import Collection, Literal
+from typing import Literal
 
 #: In a set of pending kinds: a post still waiting (not claimed by a worker), which renders the
 #: incident as it will be when sent.

@@ -18,7 +18,7 @@ from __future__ import annotations
 import codecs
 import re
 import unicodedata
-from typing import Callable
+from collections.abc import Callable
 
 from .model import Problem
 

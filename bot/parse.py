@@ -4,8 +4,9 @@ Input is the text of `wevtutil qe ... /f:xml /e:Events`: an <Events> wrapper hol
 elements. No byte-level capture from a real server was found and the fixtures that claim to be
 real disagree, so every framing is accepted without a problem: one event per line (CRLF or LF)
 or none between them, `</Events>` glued to the last event, an empty answer as `<Events/>`,
-`<Events></Events>` or nothing, a byte-order mark and an XML declaration before it all. The events of a batch are cut out and parsed together; if any of them is not
-well-formed, each is parsed on its own, so one malformed, truncated or hostile event becomes a
+`<Events></Events>` or nothing, a byte-order mark and an XML declaration before it all.
+The events of a batch are cut out and parsed together; if any of them is not well-formed, each
+is parsed on its own, so one malformed, truncated or hostile event becomes a
 Problem while the good events around it are kept.
 
 Safe parsing without defusedxml's cost: defusedxml's parser is pure Python (about 20,000 events/s,
@@ -17,12 +18,10 @@ entities, and a wevtutil event never has one; expat >= 2.4 also limits expansion
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from typing import Callable
-from xml.etree.ElementTree import Element
-
-from xml.etree.ElementTree import ParseError, XMLParser
+from datetime import UTC, datetime
+from xml.etree.ElementTree import Element, ParseError, XMLParser
 
 from .model import EVENT_IDS, PROVIDERS, Event, Problem
 from .output import inert
@@ -95,7 +94,7 @@ def parse_events(text: str, server: str,
     chunks: list[str] = []
     # This loop runs for every event ingested: it slices each event out once and leaves the
     # regular expressions to the rare odd case (see docs/benchmarks.md, row 1).
-    for start, stop in zip(starts, ends):
+    for start, stop in zip(starts, ends, strict=True):
         end = text.find(_EVENT_END, start, stop)
         if end < 0:
             problems.append(Problem(server, "truncated_event",
@@ -111,7 +110,7 @@ def parse_events(text: str, server: str,
         chunks.append(text[start:end])
     if not any(p.kind == "truncated_event" for p in problems):
         _check_closed(text, starts, server, problems)
-    for chunk, root in zip(chunks, _parse_all(chunks)):
+    for chunk, root in zip(chunks, _parse_all(chunks), strict=True):
         try:
             event = parse_event(chunk, server, root, origin_of)
         except ValueError as exc:
@@ -203,10 +202,11 @@ def parse_system_time(value: str) -> datetime:
     base, fraction, zone = m.groups()
     micros = (fraction or "0")[:6].ljust(6, "0")
     try:
-        parsed = datetime.fromisoformat(f"{base}.{micros}{'+00:00' if zone in (None, 'Z') else zone}")
+        offset = "+00:00" if zone in (None, "Z") else zone
+        parsed = datetime.fromisoformat(f"{base}.{micros}{offset}")
     except ValueError:
         raise ValueError(f"unreadable SystemTime {value[:40]!r}") from None
-    return parsed.astimezone(timezone.utc)
+    return parsed.astimezone(UTC)
 
 
 def parse_log_info(text: str) -> LogInfo:

@@ -70,7 +70,8 @@ SUBMIT_RIGHT = "ms-Exch-SMTP-Submit"
 _LINE_SEPARATORS = {"\u2028": "a line separator", "\u2029": "a paragraph separator"}
 # Bidirectional controls: legal in a PowerShell literal, but they make a command *display*
 # differently from what it does (the "Trojan Source" trick).  No Exchange name contains them.
-_BIDI_CONTROLS = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+_BIDI_CONTROLS = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e"
+                           "\u2066\u2067\u2068\u2069")
 
 _CONTROL_NAMES = {
     "\x00": "a NUL character",
@@ -277,8 +278,10 @@ class DefaultConnector:
     purpose: str
 
 
-def default_receive_connectors(server: str, version: str | None = None) -> tuple[DefaultConnector, ...]:
-    """The Receive connectors Exchange setup creates on *server* (Microsoft's defaults per version)."""
+def default_receive_connectors(server: str,
+                               version: str | None = None) -> tuple[DefaultConnector, ...]:
+    """The Receive connectors Exchange setup creates on *server* (Microsoft's defaults per
+    version)."""
     srv = _server(server)
     if is_legacy_version(version):
         rows = [
@@ -291,7 +294,8 @@ def default_receive_connectors(server: str, version: str | None = None) -> tuple
             (f"Client Frontend {srv}", 587, "FrontendTransport", "authenticated client submission"),
             (f"Outbound Proxy Frontend {srv}", 717, "FrontendTransport", "outbound proxy"),
             (f"Default {srv}", 2525, "HubTransport", "backend transport"),
-            (f"Client Proxy {srv}", 465, "HubTransport", "client submission proxied from the front end"),
+            (f"Client Proxy {srv}", 465, "HubTransport",
+             "client submission proxied from the front end"),
         ]
     return tuple(DefaultConnector(f"{srv}\\{name}", port, role, purpose)
                  for name, port, role, purpose in rows)
@@ -320,8 +324,9 @@ def verify_command(account: str, connector: str) -> str:
 
 
 def undo_command(account: str, connector: str) -> str:
-    return (f"{_get_connector(connector)} | Remove-ADPermission -User {ps_quote(account, 'account')}"
-            f" -ExtendedRights '{SUBMIT_RIGHT}' -Confirm:$false")
+    return (f"{_get_connector(connector)} | Remove-ADPermission "
+            f"-User {ps_quote(account, 'account')} -ExtendedRights '{SUBMIT_RIGHT}' "
+            "-Confirm:$false")
 
 
 def list_connectors_command(server: str) -> str:

@@ -16,8 +16,8 @@ import logging
 import random
 import threading
 import time
-from datetime import datetime, timedelta, timezone
-from typing import Callable
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
@@ -25,14 +25,14 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from store import db as store_db
 from store.db import open_db
 
-from .slack import alerts as render
 from .chatops import end_expired_snoozes
+from .clockguard import ClockGuard
 from .config import Config
 from .delivery import deliver_once
 from .poller import poll_server_once, resolve_quiet_incidents
+from .slack import alerts as render
 from .slack.sender import SlackSender
 from .source import WinRMSource
-from .clockguard import ClockGuard
 from .watchdog import Watchdog
 
 log = logging.getLogger("submitwatch")
@@ -131,11 +131,11 @@ def build_scheduler(config: Config, sender: SlackSender, *,
                    "housekeeping": ThreadPoolExecutor(max_workers=1)},
         job_defaults={"max_instances": 1, "coalesce": True,
                       "misfire_grace_time": int(config.polling.interval)},
-        timezone=timezone.utc,
+        timezone=UTC,
     )
     watchdog = Watchdog(scheduler, dbs.get, monotonic=monotonic)
     disk = DiskAlarm(sender, config.slack.channel)
-    start = datetime.now(timezone.utc)
+    start = datetime.now(UTC)
     for server in config.servers:
         source = WinRMSource(server, config.polling)
         job_id = f"poll:{server.name}"
@@ -165,7 +165,7 @@ def build_scheduler(config: Config, sender: SlackSender, *,
 
 
 def prune_old(db, config: Config) -> None:
-    deleted = store_db.prune(db, datetime.now(timezone.utc) - timedelta(
+    deleted = store_db.prune(db, datetime.now(UTC) - timedelta(
         seconds=config.store.retention))
     if any(deleted.values()):
         log.info("retention: deleted %s", ", ".join(f"{n} {t}" for t, n in deleted.items() if n))
@@ -216,13 +216,13 @@ def poll_and_wake(wake_delivery, db, source: WinRMSource, config: Config,
     alert reaches Slack right after the poll that found it."""
     result = poll_server_once(db, source, config)
     if disk is not None:
-        disk.polled(result, datetime.now(timezone.utc))
+        disk.polled(result, datetime.now(UTC))
     if result.stored:
         wake_delivery()
 
 
 def housekeeping(db, config: Config, guard: ClockGuard | None = None,
-                 clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)) -> None:
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
     now = clock()
     if guard is not None:
         guard.observe(now)

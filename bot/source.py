@@ -26,14 +26,19 @@ from __future__ import annotations
 import math
 import re
 import time
+import typing
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-import typing
-from typing import Callable, Iterator
 
 import requests
-from winrm.exceptions import (InvalidCredentialsError, WinRMError, WinRMOperationTimeoutError,
-                              WinRMTransportError, WSManFaultError)
+from winrm.exceptions import (
+    InvalidCredentialsError,
+    WinRMError,
+    WinRMOperationTimeoutError,
+    WinRMTransportError,
+    WSManFaultError,
+)
 from winrm.protocol import Protocol
 
 from . import output
@@ -96,14 +101,14 @@ def event_query(cursor: int, lookback_ms: int | None = None) -> str:
 class EventShell(typing.Protocol):
     """One open session with an event source, for one poll (a context manager)."""
 
-    def __enter__(self) -> "EventShell": ...
+    def __enter__(self) -> EventShell: ...
 
     def __exit__(self, *exc_info: object) -> None: ...
 
     def log_info_and_query(self, cursor: int, batch_size: int,
-                           lookback_ms: int | None = None) -> tuple[LogInfo, "Answer"]: ...
+                           lookback_ms: int | None = None) -> tuple[LogInfo, Answer]: ...
 
-    def query(self, cursor: int, batch_size: int, lookback_ms: int | None = None) -> "Answer": ...
+    def query(self, cursor: int, batch_size: int, lookback_ms: int | None = None) -> Answer: ...
 
 
 class EventSource(typing.Protocol):
@@ -134,7 +139,7 @@ class WinRMSource:
     #: (None: not asked yet; 0: asked, and it could not be read).
     ansi_codepage: int | None = field(default=None, repr=False, compare=False)
 
-    def open(self) -> "Shell":
+    def open(self) -> Shell:
         with _explained(self.server):
             protocol, self._kept = self._kept, None
             if protocol is not None and self.clock() - self._kept_at > KEEP_IDLE_LIMIT:
@@ -147,7 +152,7 @@ class WinRMSource:
                     protocol.transport.close_session()
             return self._shell(self._protocol())
 
-    def _shell(self, protocol: Protocol) -> "Shell":
+    def _shell(self, protocol: Protocol) -> Shell:
         self._delete_leftovers(protocol)   # first: they may be what keeps the quota full
         return Shell(self, protocol, protocol.open_shell(
             codepage=UTF8_CODEPAGE, noprofile=True, idle_timeout=f"PT{self.idle_timeout()}S"))
@@ -204,7 +209,7 @@ class Shell:
         self.protocol = protocol
         self.shell_id = shell_id
 
-    def __enter__(self) -> "Shell":
+    def __enter__(self) -> Shell:
         return self
 
     def __exit__(self, exc_type, *exc_info) -> None:
@@ -415,5 +420,6 @@ def _stderr_text(stderr: bytes) -> str:
     text = stderr.decode("utf-8", errors="replace").strip()
     if text.startswith("#< CLIXML"):
         parts = _CLIXML_TEXT.findall(text)
-        text = "".join(parts).replace("_x000D__x000A_", " ").strip() or "(error record without text)"
+        text = ("".join(parts).replace("_x000D__x000A_", " ").strip()
+                or "(error record without text)")
     return text[:300] or "(nothing on stderr)"

@@ -14,9 +14,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from typing import Callable
+from datetime import UTC, datetime
 
 from store import db as store
 
@@ -41,7 +41,7 @@ class _Job:
 class Watchdog:
     def __init__(self, scheduler, open_database: Callable, *,
                  monotonic: Callable[[], float] = time.monotonic,
-                 wall: Callable[[], datetime] = lambda: datetime.now(timezone.utc)):
+                 wall: Callable[[], datetime] = lambda: datetime.now(UTC)):
         self.scheduler = scheduler
         self.open_database = open_database
         self.monotonic, self.wall = monotonic, wall

@@ -5,7 +5,7 @@ both ways), so a listener is never added without the app being told to send it.
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from bot.config import Config
 from bot.slack.alerts import ACTION_IDS

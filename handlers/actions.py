@@ -7,19 +7,27 @@ updated by the delivery loop right after (the listener wakes it). Only people al
 from __future__ import annotations
 
 import logging
-from datetime import datetime, timezone
-from typing import Callable
+from collections.abc import Callable
+from datetime import UTC, datetime
 
 from bot import chatops
-from bot.slack import alerts as render
 from bot.chatops import ActionError, Actor
 from bot.config import Config
 from bot.permissions import Permissions
+from bot.slack import alerts as render
 from bot.slack.blocks import show
 from store import db as store
 
-from .common import (MAX_NOTE, CommandError, Reply, Request, duration, incident_id,
-                     looks_like_incident, take_options)
+from .common import (
+    MAX_NOTE,
+    CommandError,
+    Reply,
+    Request,
+    duration,
+    incident_id,
+    looks_like_incident,
+    take_options,
+)
 
 log = logging.getLogger("submitwatch")
 
@@ -111,7 +119,7 @@ def register(app, open_database: Callable, config: Config,
              clock: Callable[[], datetime] | None = None,
              permissions: Permissions | None = None,
              on_change: Callable[[], None] = lambda: None) -> None:
-    clock = clock or (lambda: datetime.now(timezone.utc))
+    clock = clock or (lambda: datetime.now(UTC))
     permissions = permissions or Permissions(config.permissions)
 
     def on_click(action: str, do: Callable[..., object]):

@@ -7,9 +7,9 @@ usage; a bug gets an apology naming the log, never a stack trace in chat.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from typing import Callable
+from datetime import UTC, datetime
 
 from bot.config import Config
 from bot.permissions import Permissions
@@ -94,7 +94,7 @@ def register(app, open_database: Callable, config: Config,
              clock: Callable[[], datetime] | None = None,
              permissions: Permissions | None = None,
              on_change: Callable[[], None] = lambda: None) -> None:
-    clock = clock or (lambda: datetime.now(timezone.utc))
+    clock = clock or (lambda: datetime.now(UTC))
     permissions = permissions or Permissions(config.permissions)
 
     @app.command(COMMAND)

@@ -3,14 +3,14 @@ whether the person looking may act. Published each time someone opens the Home t
 from __future__ import annotations
 
 import logging
-from datetime import datetime, timezone
-from typing import Callable
+from collections.abc import Callable
+from datetime import UTC, datetime
 
 from slack_sdk.errors import SlackApiError, SlackClientError
 from sqlite_utils import Database
 
-from bot.slack import replies as views
 from bot.config import Config
+from bot.slack import replies as views
 from store import chat, queries
 from store import db as store
 
@@ -33,7 +33,7 @@ def home_view(db: Database, config: Config, now: datetime, user_id: str) -> dict
 
 def register(app, open_database: Callable[[], Database], config: Config,
              clock: Callable[[], datetime] | None = None) -> None:
-    clock = clock or (lambda: datetime.now(timezone.utc))
+    clock = clock or (lambda: datetime.now(UTC))
 
     @app.event("app_home_opened")
     def publish_home(event, client):

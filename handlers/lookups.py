@@ -1,6 +1,7 @@
 """Read-only subcommands: history, show, fix, status, servers, snoozes.
 
-Each is `(Request, args) -> Reply`: parse the words, ask store.queries, render with bot.slack.replies.
+Each is `(Request, args) -> Reply`: parse the words, ask store.queries, render with
+bot.slack.replies.
 A person's mistake raises CommandError with safe mrkdwn; nothing here writes.
 """
 from __future__ import annotations
@@ -8,18 +9,32 @@ from __future__ import annotations
 from datetime import timedelta
 from functools import partial
 
-from bot.slack import replies as views
 from bot.config import Config, ServerConfig
 from bot.diagnosis import diagnose, diagnose_incident
 from bot.model import Incident, Sighting, incident_key
-from bot.remediation import (UnsafeValueError, check_value, connector_identity, fix_for,
-                             likely_submission_connector, short_server_name)
+from bot.remediation import (
+    UnsafeValueError,
+    check_value,
+    connector_identity,
+    fix_for,
+    likely_submission_connector,
+    short_server_name,
+)
+from bot.slack import replies as views
 from bot.slack.alerts import escape, show
 from store import chat, queries
 from store import db as store
 
-from .common import (CommandError, Reply, Request, duration, incident_id, looks_like_incident,
-                     positive_int, take_options)
+from .common import (
+    CommandError,
+    Reply,
+    Request,
+    duration,
+    incident_id,
+    looks_like_incident,
+    positive_int,
+    take_options,
+)
 
 DEFAULT_SINCE = 7 * 86400
 #: The sparkline has one bar per day: a year of bars still reads in one line.

@@ -27,9 +27,9 @@ import random
 import re
 import threading
 import time as _time
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
-from typing import Callable, Iterable, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
 
 __all__ = [
     "EVENT_NS",
@@ -76,14 +76,14 @@ NOISE_EVENTS: tuple[tuple[str, int, tuple[str, ...]], ...] = (
 
 def utc_now() -> datetime:
     """The default simulator clock: the real, timezone-aware UTC time."""
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def _require_aware(value: datetime, what: str) -> datetime:
     """Normalise to UTC, refusing naive datetimes (they are a classic source of off-by-hours bugs)."""
     if value.tzinfo is None or value.utcoffset() is None:
         raise ValueError(f"{what} must be timezone-aware (got naive {value!r})")
-    return value.astimezone(timezone.utc)
+    return value.astimezone(UTC)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -434,7 +434,7 @@ class EventRate:
         #: (computer, account, record id, time.time()) of each event appended so far.
         self.appended: list[tuple[str, str, int, float]] = []
 
-    def start(self) -> "EventRate":
+    def start(self) -> EventRate:
         self._thread.start()
         return self
 
@@ -751,13 +751,13 @@ def demo_stream(now: datetime | None = None, *, seed: int = 1020, hours: float =
         add("EX01", fe, 1020, [admin, "Client Frontend EX01"], at(0.5 * i / 18))
     for i in range(14):  # scanner on EX02, second half
         add("EX02", fe, 1020, [admin, "Client Frontend EX02"], at(0.5 + 0.5 * i / 14))
-    for i in range(9):
+    for _ in range(9):
         add("EX02", fe, 1018, ["CONTOSO\\app-erp", "Relay EX02"], at(rng.random()))
-    for i in range(5):
+    for _ in range(5):
         add("EX01", be, 1018, ["printer@contoso.com", "Client Proxy EX01"], at(rng.random()))
-    for i in range(4):
+    for _ in range(4):
         add("EX01", fe, 1018, ["CONTOSO\\jürgen.müller", "Client Frontend EX01"], at(rng.random()))
-    for i in range(12):
+    for _ in range(12):
         add(
             rng.choice(["EX01", "EX02"]),
             fe,
@@ -765,7 +765,7 @@ def demo_stream(now: datetime | None = None, *, seed: int = 1020, hours: float =
             ["LogonDenied", f"Default Frontend {rng.choice(['EX01', 'EX02'])}", "LOGIN", f"203.0.113.{rng.randint(2, 250)}"],
             at(rng.random()),
         )
-    for i in range(30):
+    for _ in range(30):
         provider, event_id, data = rng.choice(NOISE_EVENTS)
         add(rng.choice(["EX01", "EX02"]), provider, event_id, data, at(rng.random()))
 

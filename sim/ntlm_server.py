@@ -29,7 +29,8 @@ import shutil
 import struct
 import tempfile
 import threading
-from typing import Any, Callable, Literal, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any, Literal
 
 import spnego
 
@@ -250,7 +251,7 @@ class NtlmConnection:
         if not parts or len(parts) % 2:
             raise ValueError("malformed multipart/encrypted body")
         plain = b""
-        for header, payload in zip(parts[0::2], parts[1::2]):
+        for header, payload in zip(parts[0::2], parts[1::2], strict=True):
             m = re.search(rb"Length=(\d+)", header)
             if not m or SPNEGO_ENCRYPTED_PROTOCOL.encode() not in header:
                 raise ValueError("missing OriginalContent length")

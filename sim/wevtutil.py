@@ -22,9 +22,10 @@ from __future__ import annotations
 import codecs
 import ntpath
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Iterable, Literal
+from typing import Literal
 
 from sim.eventlog import EventLog, QueryError, compile_query, event_xml
 

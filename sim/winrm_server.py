@@ -59,8 +59,9 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Callable, Iterable, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable, Iterable, Literal, Mapping
+from typing import Any, Literal
 from urllib.parse import quote, unquote, urlsplit
 from xml.etree.ElementTree import Element
 from xml.sax.saxutils import escape, quoteattr
@@ -297,7 +298,7 @@ def _envelope(action: str, relates_to: str, body: str) -> bytes:
         "<a:To>http://schemas.xmlsoap.org/ws/2004/08/addressing/role/anonymous</a:To>"
         f"<a:RelatesTo>{escape(relates_to)}</a:RelatesTo></s:Header>"
         f"<s:Body>{body}</s:Body></s:Envelope>"
-    ).encode("utf-8")
+    ).encode()
 
 
 def _fault(
@@ -435,7 +436,7 @@ class WinRMSimulator:
 
     # -- lifecycle ----------------------------------------------------------------------------------
 
-    def start(self) -> "WinRMSimulator":
+    def start(self) -> WinRMSimulator:
         """Bind 127.0.0.1 and serve in a daemon thread.  Idempotent."""
         if self._httpd is not None:
             return self
@@ -502,7 +503,7 @@ class WinRMSimulator:
         if self.auth == "ntlm":
             unregister_users(id(self))
 
-    def __enter__(self) -> "WinRMSimulator":
+    def __enter__(self) -> WinRMSimulator:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

@@ -6,15 +6,15 @@ for, so an ack is never recorded without its message update (or the reverse).
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from datetime import datetime
-from typing import Any, Iterable
+from typing import Any
 
 from sqlite_utils import Database
 
 from bot.model import Incident, Snooze
 
 from .db import from_iso, iso
-
 
 # --- acknowledgements ---------------------------------------------------------------------------
 

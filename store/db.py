@@ -11,11 +11,12 @@ import os
 import sqlite3
 import tempfile
 import threading
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 from sqlite_utils import Database
 
@@ -274,7 +275,7 @@ def _path_of(db: Database) -> str:
 
 def iso(moment: datetime) -> str:
     """Fixed-width UTC text, so stored times sort and compare as strings."""
-    return moment.astimezone(timezone.utc).isoformat(timespec="microseconds")[:-6] + "Z"
+    return moment.astimezone(UTC).isoformat(timespec="microseconds")[:-6] + "Z"
 
 
 def from_iso(text: str | None) -> datetime | None:

@@ -17,13 +17,11 @@ from datetime import datetime
 
 from sqlite_utils import Database
 
-from bot.model import (ConnectorSeen, EventGroup, History, Incident, IncidentDetail, Moment,
-                       Snooze)
+from bot.model import ConnectorSeen, EventGroup, History, Incident, IncidentDetail, Moment, Snooze
 
 from . import chat
 from .db import _incident as incident_from_row
 from .db import from_iso, iso
-
 
 # --- history ------------------------------------------------------------------------------------
 

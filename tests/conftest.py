@@ -1,7 +1,7 @@
 """Shared fixtures: real servers on 127.0.0.1 and real SQLite files, nothing mocked."""
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -79,7 +79,7 @@ class Clock:
     """A clock the test moves by hand (passed in; nothing is frozen or slept)."""
 
     def __init__(self, start: datetime | None = None):
-        self.now = start or datetime.now(timezone.utc)
+        self.now = start or datetime.now(UTC)
 
     def __call__(self) -> datetime:
         return self.now

@@ -8,7 +8,7 @@ import socket
 import subprocess
 import sys
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from bot.chatops import Actor
@@ -131,7 +131,7 @@ def ask(db, config, clock, text, user="U0ALICE", channel=CHANNEL, client=None):
 
 # --- the world the lookup tests read: events fed straight in, no server polled -----------------
 
-NOW = datetime(2026, 3, 8, 15, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 3, 8, 15, 0, tzinfo=UTC)
 SCANNER = "CONTOSO\\svc-scanner"
 RELAY = "EX01\\Relay Scanners"
 FRONTEND = "EX01\\Client Frontend EX01"
@@ -140,7 +140,7 @@ PRINTER, COPIER, OLD, ANCIENT = ("CONTOSO\\printer", "CONTOSO\\copier", "CONTOSO
 
 
 def at(day: int, hour: int, minute: int = 0) -> datetime:
-    return datetime(2026, 3, day, hour, minute, tzinfo=timezone.utc)
+    return datetime(2026, 3, day, hour, minute, tzinfo=UTC)
 
 
 # --- the world these tests look up ---------------------------------------------------------------

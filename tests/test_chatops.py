@@ -6,7 +6,7 @@ import pytest
 
 from bot import chatops
 from bot.chatops import ActionError
-from bot.slack.alerts import (ACTION_ACK, ACTION_SNOOZE, ACTION_UNACK, ACTION_UNSNOOZE)
+from bot.slack.alerts import ACTION_ACK, ACTION_SNOOZE, ACTION_UNACK, ACTION_UNSNOOZE
 from store import chat
 from store import db as store
 from tests.blocks import prose

@@ -1,7 +1,7 @@
 """The config file: defaults, strictness, and secrets that never come from the file."""
 import pytest
 
-from bot.config import (ConfigError, Secret, config_path, load_config, missing_secrets)
+from bot.config import ConfigError, Secret, config_path, load_config, missing_secrets
 
 MINIMAL = """
 [slack]

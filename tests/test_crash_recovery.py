@@ -6,8 +6,8 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
-from datetime import timedelta
 from dataclasses import replace
+from datetime import UTC, timedelta
 
 from bot import workers
 from bot.delivery import deliver_once
@@ -151,8 +151,8 @@ def test_a_live_claim_elsewhere_on_this_host_is_left_alone_until_it_times_out(
 
 
 def test_claim_is_dead_decisions():
-    from datetime import datetime, timezone
-    now = datetime.now(timezone.utc)
+    from datetime import datetime
+    now = datetime.now(UTC)
     timeout = timedelta(minutes=5)
     assert not workers.claim_is_dead(workers.OWNER, now, now, timeout)          # ours
     assert workers.claim_is_dead(workers.OWNER, now - timeout * 2, now, timeout)
@@ -200,8 +200,8 @@ def test_a_claim_taken_over_once_cannot_be_taken_over_again_with_the_stale_view(
 
 
 def test_an_unreaped_killed_worker_is_dead_at_once():
-    from datetime import datetime, timezone
     import signal
+    from datetime import datetime
     child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
     try:
         child.send_signal(signal.SIGKILL)
@@ -211,7 +211,7 @@ def test_an_unreaped_killed_worker_is_dead_at_once():
                 if stat.read().rsplit(")", 1)[1].split()[0] == "Z":
                     break
             time.sleep(0.01)
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         assert workers.claim_is_dead(f"{workers.HOST}:{child.pid}:1", now, now,
                                      timedelta(minutes=5))
     finally:
@@ -219,7 +219,7 @@ def test_an_unreaped_killed_worker_is_dead_at_once():
 
 
 def test_a_claim_from_another_host_is_never_judged_by_a_local_pid():
-    from datetime import datetime, timezone
-    now = datetime.now(timezone.utc)
+    from datetime import datetime
+    now = datetime.now(UTC)
     gone = dead_owner().split(":")[1]
     assert not workers.claim_is_dead(f"another-host:{gone}:1", now, now, timedelta(minutes=5))

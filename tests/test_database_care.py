@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -14,8 +14,7 @@ from bot.poller import poll_server_once
 from bot.source import WinRMSource
 from store import db as store
 from store.db import StoreError, backup, open_db, prune
-from tests.helpers import ENV, run_cli, write_config
-from tests.helpers import scanner, sweep
+from tests.helpers import ENV, run_cli, scanner, sweep, write_config
 
 
 def test_wal_and_busy_timeout_are_on(db):
@@ -76,7 +75,7 @@ def test_a_read_only_database_as_root_too(tmp_path):
     from sqlite_utils import Database
     with pytest.raises(StoreError, match="is read-only for this user"):
         with store.write_transaction(Database(conn)) as db:
-            store.record_problems(db, [Problem("EX01", "test", "x")], datetime.now(timezone.utc))
+            store.record_problems(db, [Problem("EX01", "test", "x")], datetime.now(UTC))
 
 
 def test_a_damaged_file_is_said_in_words(tmp_path):

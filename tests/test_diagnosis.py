@@ -6,21 +6,34 @@ from __future__ import annotations
 import json
 import unicodedata
 from dataclasses import replace
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bot.slack import alerts as render
 from bot.config import ServerConfig
-from bot.diagnosis import (BUILTIN, LEGACY_1020, NO_SUBMIT, cause_of, diagnose,
-                           diagnose_incident, sightings_of)
+from bot.diagnosis import (
+    BUILTIN,
+    LEGACY_1020,
+    NO_SUBMIT,
+    cause_of,
+    diagnose,
+    diagnose_incident,
+    sightings_of,
+)
 from bot.model import Incident, Sighting
 from bot.names import is_invisible, mixed_script_warning, mixed_script_words
 from bot.parse import parse_events
-from bot.remediation import (UnsafeValueError, check_value, choose_connector,
-                             inspect_connector_command, is_default_connector, sid_command)
+from bot.remediation import (
+    UnsafeValueError,
+    check_value,
+    choose_connector,
+    inspect_connector_command,
+    is_default_connector,
+    sid_command,
+)
+from bot.slack import alerts as render
 from sim.eventlog import EventLog, event_xml
 from sim.slack_blocks import validate_blocks
 from store import db as store
@@ -28,10 +41,10 @@ from store.db import open_db
 from store.migrations import migrations
 from tests.blocks import mrkdwn_texts, preformatted, prose, rich_elements
 from tests.conftest import CHANNEL
-from tests.pwsh_parse import parse_pipeline
 from tests.helpers import sweep
+from tests.pwsh_parse import parse_pipeline
 
-T0 = datetime(2026, 3, 8, 8, 0, tzinfo=timezone.utc)
+T0 = datetime(2026, 3, 8, 8, 0, tzinfo=UTC)
 FE, BE = "MSExchangeFrontEndTransport", "MSExchangeTransport"
 
 

@@ -39,9 +39,18 @@ def test_secrets_named_in_the_readme_are_the_ones_the_code_reads():
 
 
 def test_documented_defaults_are_the_real_defaults():
-    from bot.config import (Config, IncidentConfig, MetricsConfig, PermissionsConfig,
-                            PollingConfig, ServerConfig, SlackConfig, StoreConfig,
-                            parse_duration, parse_size)
+    from bot.config import (
+        Config,
+        IncidentConfig,
+        MetricsConfig,
+        PermissionsConfig,
+        PollingConfig,
+        ServerConfig,
+        SlackConfig,
+        StoreConfig,
+        parse_duration,
+        parse_size,
+    )
     logging_defaults = type("Logging", (), {"format": Config.log_format})
     defaults = {"slack": SlackConfig(channel="C"), "store": StoreConfig(),
                 "permissions": PermissionsConfig(), "metrics": MetricsConfig(),

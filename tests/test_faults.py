@@ -3,8 +3,8 @@
 ever more slowly, given up after a day, surfaced, and sent once the cause is fixed."""
 from __future__ import annotations
 
+import itertools
 from datetime import timedelta
-
 
 from bot.delivery import GIVE_UP_AFTER, backoff, deliver_once
 from bot.poller import poll_server_once
@@ -68,7 +68,7 @@ def test_a_slack_error_a_person_must_fix_backs_off_gives_up_after_a_day_and_come
         deliver_once(db, sender, config, clock)
         if len(slack.calls_to("chat.postMessage")) > before:
             attempts_at.append(clock() - start)
-    gaps = [b - a for a, b in zip(attempts_at, attempts_at[1:])]
+    gaps = [b - a for a, b in itertools.pairwise(attempts_at)]
     assert gaps == sorted(gaps) and gaps[-1] <= timedelta(hours=4, minutes=5)
     assert len(attempts_at) < 15                # not every 5 minutes for a day
     [problem] = store.delivery_problems(db)

@@ -12,14 +12,23 @@ from slack_bolt.request import BoltRequest
 from slack_sdk import WebClient
 
 from bot.slack.blocks import slack_date
-from sim.slack_blocks import MAX_HOME_BLOCKS, validate_blocks
 from handlers import home
+from sim.slack_blocks import MAX_HOME_BLOCKS, validate_blocks
 from store import chat
 from store import db as store
-from tests.conftest import BOT_TOKEN
 from tests.blocks import mrkdwn_texts
-from tests.helpers import (FRONTEND, NOW, PRINTER, RELAY, SCANNER, Feed, assert_no_markup,
-                           lookup_config, many_incidents)
+from tests.conftest import BOT_TOKEN
+from tests.helpers import (
+    FRONTEND,
+    NOW,
+    PRINTER,
+    RELAY,
+    SCANNER,
+    Feed,
+    assert_no_markup,
+    lookup_config,
+    many_incidents,
+)
 
 
 def texts(view):

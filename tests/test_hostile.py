@@ -22,28 +22,28 @@ import re
 import socket
 import unicodedata
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from bot.slack import alerts as render
 from bot.config import parse_config
 from bot.model import Event, Incident, Snooze
 from bot.parse import MAX_EVENT_CHARS, parse_event, parse_events
 from bot.poller import ingest, poll_server_once
 from bot.remediation import UnsafeValueError, check_value, connector_identity
-from sim.slack_blocks import validate_blocks
+from bot.slack import alerts as render
 from bot.source import WinRMSource
 from handlers.commands import answer
 from handlers.common import MAX_TEXT, CommandError, Request, words_of
 from handlers.home import home_view
+from sim.slack_blocks import validate_blocks
 from store import db as store
 from store.db import open_db, write_transaction
 from tests.pwsh_parse import parse_pipeline
 
-NOW = datetime(2026, 3, 8, 15, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 3, 8, 15, 0, tzinfo=UTC)
 T0 = NOW - timedelta(hours=3)
 FE = "MSExchangeFrontEndTransport"
 ALICE, MALLORY = "U0ALICE", "U0MALLORY"    # Slack user IDs (Slack vouches for these)
@@ -160,7 +160,7 @@ def check_message(text, blocks, *, mentions=(), max_blocks=50) -> None:
 
 def assert_same_mrkdwn(out, out_twin) -> None:
     assert len(out) == len(out_twin)
-    for (label, text, blocks), (_, text2, blocks2) in zip(out, out_twin):
+    for (label, text, blocks), (_, text2, blocks2) in zip(out, out_twin, strict=True):
         assert mrkdwn_of(text, blocks) == mrkdwn_of(text2, blocks2), (
             f"{label}: a backtick from data reached mrkdwn (it could open or close a code span)")
 
@@ -260,12 +260,12 @@ def render_everything(account, connector, host, note, by):
 def test_renderers_never_let_data_ping_link_or_break_out(account, connector, host, note, by):
     out = render_everything(account, connector, host, note, by)
     mentions = {by} if re.fullmatch(r"[UW][A-Z0-9]{2,20}", by) else set()
-    for label, text_, blocks in out:
+    for _label, text_, blocks in out:
         check_message(text_, blocks, mentions=mentions)
     assert_same_mrkdwn(out, render_everything(*(twin(v) for v in (account, connector, host,
                                                                    note, by))))
     # The commands: each argument one literal equal to the input, or no command and the reason.
-    for label, text_, blocks in out:
+    for label, _text, blocks in out:
         lines = check_commands(blocks, account=account)    # thread notes carry commands too
         if label not in ("alert", "alert, not acked", "fix"):
             continue
@@ -421,13 +421,13 @@ def test_slash_commands_notes_and_home_never_let_data_ping_link_or_break_out(
         worlds, account, connector, host, words):
     world, world_twin = worlds
     shown_account, out = slash_scenario(world, account, connector, host, words)
-    for label, text_, blocks, max_blocks, _command in out:
+    for _label, text_, blocks, max_blocks, _command in out:
         check_message(text_, blocks, mentions={ALICE, MALLORY}, max_blocks=max_blocks)
     _, out_twin = slash_scenario(world_twin, *(twin(v) for v in (account, connector, host,
                                                                   words)))
     assert_same_mrkdwn([o[:3] for o in out], [o[:3] for o in out_twin])
 
-    for label, text_, blocks, _max, command in out:
+    for _label, text_, blocks, _max, command in out:
         if not command.startswith("fix"):
             continue
         account_arg, connector_arg = expected_fix_arguments(world, command)

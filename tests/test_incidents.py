@@ -1,10 +1,10 @@
 """Grouping events into incidents: pure decisions with `now` passed in."""
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from bot.incidents import decide, resolve_quiet
 from bot.model import Event
 
-T0 = datetime(2026, 3, 8, 8, 0, tzinfo=timezone.utc)
+T0 = datetime(2026, 3, 8, 8, 0, tzinfo=UTC)
 QUIET = timedelta(hours=24)
 
 
@@ -82,6 +82,7 @@ def test_nothing_new_changes_nothing():
 
 def test_an_incident_keeps_each_event_id_server_and_connector_once_in_first_seen_order():
     from dataclasses import replace
+
     from bot.model import Sighting
     first = run([event(1, connector="EX01\\Relay", minutes=1), event(2, server="EX02", minutes=2),
                  event(3, connector="EX01\\Relay", minutes=3)])[0].after

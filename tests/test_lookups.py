@@ -9,18 +9,32 @@ import pytest
 
 from bot.poller import resolve_quiet_incidents
 from bot.slack.blocks import slack_date
-from sim.slack_blocks import validate_blocks
+from bot.slack.richtext import text_of
 from handlers.commands import answer
 from handlers.common import Reply, Request
+from sim.slack_blocks import validate_blocks
 from store import chat
 from store import db as store
 from store.db import write_transaction
-from tests.pwsh_parse import parse_pipeline
-from bot.slack.richtext import text_of
 from tests import blocks
 from tests.blocks import mrkdwn_texts
-from tests.helpers import (ANCIENT, COPIER, FRONTEND, NOW, OLD, PRINTER, RELAY, SCANNER, Feed, at,
-                           assert_no_markup, lookup_config, many_incidents)
+from tests.helpers import (
+    ANCIENT,
+    COPIER,
+    FRONTEND,
+    NOW,
+    OLD,
+    PRINTER,
+    RELAY,
+    SCANNER,
+    Feed,
+    assert_no_markup,
+    at,
+    lookup_config,
+    many_incidents,
+)
+from tests.pwsh_parse import parse_pipeline
+
 
 @pytest.fixture
 def config():
@@ -320,7 +334,7 @@ def test_show_with_a_flood_of_everything_stays_within_block_kit_limits(db, confi
     feed.ingest([feed.event(SCANNER, NOW - timedelta(minutes=n), connector=f"EX01\\{nasty}{n}")
                  for n in range(40)], NOW)
     [incident] = store.open_incidents(db).values()
-    for n in range(60):
+    for _ in range(60):
         chat.audit(db, now=NOW, user_id="U0ALICE", action="ack", target=f"#{incident.id}",
                    via="slash", outcome="done", incident_id=incident.id, channel="C0ALERTS",
                    before={"ack_note": None}, after={"ack_note": nasty}, detail=nasty * 2)

@@ -24,8 +24,8 @@ import handlers
 from bot.app import build_bolt_app
 from bot.config import parse_config
 from bot.slack.alerts import ACTION_SNOOZE
-from sim.slack_api import SCOPES_NEEDED
 from handlers.commands import COMMAND, SUBCOMMANDS
+from sim.slack_api import SCOPES_NEEDED
 from store.db import open_db
 from tests.conftest import BOT_TOKEN, CHANNEL
 

@@ -3,14 +3,14 @@ No SQLite, no Slack: the rules alone (the end-to-end behaviour is in test_pipeli
 test_chatops.py)."""
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from bot import outbox
 from bot.outbox import UNCLAIMED_POST, Hurry, Message, Verdict
 
-NOW = datetime(2026, 3, 8, 12, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 3, 8, 12, 0, tzinfo=UTC)
 TEN = timedelta(seconds=10)
 POSTED = "1700000000.000100"
 

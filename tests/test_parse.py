@@ -1,5 +1,5 @@
 """Parsing wevtutil output: both IDs, both providers, hostile and broken input."""
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
@@ -32,7 +32,7 @@ def test_1020_from_the_transport_provider():
     assert event.account == "CONTOSO\\svc-scanner"
     assert event.connector is None
     assert event.computer == "EX01.contoso.local"
-    assert event.time == datetime(2026, 3, 8, 8, 13, 12, 123456, tzinfo=timezone.utc)
+    assert event.time == datetime(2026, 3, 8, 8, 13, 12, 123456, tzinfo=UTC)
     assert batch.highest_record == 667364 and batch.complete_events == 1
 
 
@@ -59,11 +59,11 @@ def test_the_simulators_own_xml_round_trips():
 
 
 @pytest.mark.parametrize("value, expected", [
-    ("2026-03-08T08:13:12.000000000Z", datetime(2026, 3, 8, 8, 13, 12, tzinfo=timezone.utc)),
-    ("2026-03-08T08:13:12.999999999Z", datetime(2026, 3, 8, 8, 13, 12, 999999, tzinfo=timezone.utc)),
-    ("2026-03-08T08:13:12.5Z", datetime(2026, 3, 8, 8, 13, 12, 500000, tzinfo=timezone.utc)),
-    ("2026-03-08T08:13:12Z", datetime(2026, 3, 8, 8, 13, 12, tzinfo=timezone.utc)),
-    ("2026-03-08T09:13:12.1+01:00", datetime(2026, 3, 8, 8, 13, 12, 100000, tzinfo=timezone.utc)),
+    ("2026-03-08T08:13:12.000000000Z", datetime(2026, 3, 8, 8, 13, 12, tzinfo=UTC)),
+    ("2026-03-08T08:13:12.999999999Z", datetime(2026, 3, 8, 8, 13, 12, 999999, tzinfo=UTC)),
+    ("2026-03-08T08:13:12.5Z", datetime(2026, 3, 8, 8, 13, 12, 500000, tzinfo=UTC)),
+    ("2026-03-08T08:13:12Z", datetime(2026, 3, 8, 8, 13, 12, tzinfo=UTC)),
+    ("2026-03-08T09:13:12.1+01:00", datetime(2026, 3, 8, 8, 13, 12, 100000, tzinfo=UTC)),
 ])
 def test_system_time_with_nanoseconds(value, expected):
     assert parse_system_time(value) == expected

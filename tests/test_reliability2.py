@@ -2,6 +2,8 @@
 racing first starts."""
 from __future__ import annotations
 
+from datetime import UTC
+
 import pytest
 
 from handlers.commands import answer
@@ -95,7 +97,7 @@ def test_processes_racing_to_create_a_new_database_all_succeed(tmp_path):
 def test_a_clock_stepped_back_an_hour_does_not_stop_polling_and_slack_hears_it_once(
         logs, db, make_config, slack, clock):
     import time as real_time
-    from datetime import datetime, timedelta, timezone
+    from datetime import datetime, timedelta
 
     from bot.delivery import deliver_once
     from bot.scheduler import build_scheduler
@@ -117,7 +119,7 @@ def test_a_clock_stepped_back_an_hour_does_not_stop_polling_and_slack_hears_it_o
         assert first is not None
         # What APScheduler holds after NTP stepped the clock back an hour: the next run an
         # hour ahead of the wall clock. Without the watchdog it sleeps that hour.
-        background.jobs.modify_job("poll:EX01", next_run_time=datetime.now(timezone.utc)
+        background.jobs.modify_job("poll:EX01", next_run_time=datetime.now(UTC)
                                    + timedelta(hours=1))
         monotonic[0] += 121                               # two intervals and a second later
         assert background.watchdog.check() == ["poll EX01",   # housekeeping's 30 s too
@@ -127,7 +129,7 @@ def test_a_clock_stepped_back_an_hour_does_not_stop_polling_and_slack_hears_it_o
             real_time.sleep(0.05)
         assert polls() != first                           # polled again, at once
         job = background.jobs.get_job("poll:EX01")
-        assert job.next_run_time - datetime.now(timezone.utc) <= timedelta(seconds=61)
+        assert job.next_run_time - datetime.now(UTC) <= timedelta(seconds=61)
         monotonic[0] += 10
         assert background.watchdog.check() == []          # on time again
     finally:
@@ -340,10 +342,10 @@ def test_a_slow_poll_is_not_taken_for_a_stalled_one(db):
 
 
 def test_retention_never_hands_out_an_outbox_id_again(db):
-    from datetime import datetime, timedelta, timezone
+    from datetime import datetime, timedelta
 
     from store import db as store
-    now = datetime(2026, 3, 8, tzinfo=timezone.utc)
+    now = datetime(2026, 3, 8, tzinfo=UTC)
     with store.write_transaction(db):
         for _ in range(3):
             store.enqueue(db, None, "server_down", now, server="EX01")
@@ -403,10 +405,10 @@ def test_a_clock_step_forward_resolves_nothing_and_ends_no_snooze_early(
 
 
 def test_the_guard_leaves_only_steps_after_a_moment_out_of_its_elapsed_time():
-    from datetime import datetime, timedelta, timezone
+    from datetime import datetime, timedelta
 
     from bot.clockguard import ClockGuard
-    t0 = datetime(2026, 3, 8, tzinfo=timezone.utc)
+    t0 = datetime(2026, 3, 8, tzinfo=UTC)
     monotonic = [0.0]
     guard = ClockGuard(lambda: monotonic[0])
     guard.observe(t0)

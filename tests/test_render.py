@@ -1,20 +1,20 @@
 """The alert message: what it says, and that nothing from an event can ping, link or inject."""
 import json
 from dataclasses import replace
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from bot.slack import alerts as render
 from bot.config import ServerConfig
 from bot.model import Incident
 from bot.remediation import fix_for
+from bot.slack import alerts as render
 from bot.slack.richtext import visible
 from sim.slack_blocks import validate_blocks
 from tests.blocks import mrkdwn_texts, preformatted, prose, rich_elements
 from tests.pwsh_parse import parse_pipeline
 
-T0 = datetime(2026, 3, 8, 8, 0, tzinfo=timezone.utc)
+T0 = datetime(2026, 3, 8, 8, 0, tzinfo=UTC)
 SERVERS = {"EX01": ServerConfig(name="EX01", url="https://ex01:5986/wsman", username="u",
                                 password_env="P")}
 

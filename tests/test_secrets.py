@@ -27,15 +27,14 @@ import pytest
 from bot.config import Secret, parse_config
 from bot.delivery import deliver_once
 from bot.poller import poll_server_once
+from bot.slack.sender import SlackSender
+from bot.source import SourceError, WinRMSource
 from sim.eventlog import EventLog
 from sim.slack_api import SlackStandIn
 from sim.winrm_server import WinRMSimulator
-from bot.slack.sender import SlackSender
-from bot.source import SourceError, WinRMSource
 from store.db import open_db
 from tests.conftest import CHANNEL, WINRM_USER
-from tests.helpers import EXE, ROOT, free_port, run_cli
-from tests.helpers import wait_until
+from tests.helpers import EXE, ROOT, free_port, run_cli, wait_until
 
 FE = "MSExchangeFrontEndTransport"
 # Each secret carries a marker that survives URL- and JSON-encoding, so a partial or encoded

@@ -279,6 +279,7 @@ def test_http_mode_serves_metrics_and_readiness_beside_the_slack_events(
 
 def test_json_logs_are_one_object_per_line_with_structured_fields(tmp_path, winrm, slack):
     import json
+
     from tests.helpers import ENV, run_cli, write_config
     config = write_config(tmp_path, slack, winrm)
     winrm.inject("EX01", "unauthorized", times=None)

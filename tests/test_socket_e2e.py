@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
@@ -15,8 +15,7 @@ from bot.slack.alerts import ACTION_ACK, ACTION_SHOW_FIX, ACTION_SNOOZE
 from store import chat
 from store.db import open_db
 from tests.conftest import CHANNEL
-from tests.helpers import scanner
-from tests.helpers import wait_until
+from tests.helpers import scanner, wait_until
 
 ALICE, MALLORY = "U0ALICE", "U0MALLORY"
 
@@ -75,7 +74,7 @@ def test_someone_not_allowed_gets_a_private_refusal_and_is_audited(running, slac
     assert "limited to <@U0ALICE>" in response["payload"]["text"]
     [row] = chat.audit_trail(open_db(db_path), incident_id)
     assert (row["user_id"], row["action"], row["outcome"]) == (MALLORY, "snooze", "refused")
-    assert chat.active_snoozes(open_db(db_path), datetime.now(timezone.utc)) == []
+    assert chat.active_snoozes(open_db(db_path), datetime.now(UTC)) == []
 
 
 def test_snooze_menu_and_show_fix(running, slack, db_path):

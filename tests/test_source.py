@@ -7,8 +7,8 @@ import pytest
 
 from bot.config import parse_config
 from bot.parse import parse_events
-from sim.winrm_server import WinRMSimulator
 from bot.source import SourceError, WinRMSource, event_query
+from sim.winrm_server import WinRMSimulator
 from tests.conftest import WINRM_PASSWORD, WINRM_USER
 from tests.tls import make_pki
 

@@ -1,6 +1,6 @@
 """The SQLite store on real files: schema, invariants, transactions."""
 import sqlite3
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
@@ -8,7 +8,7 @@ from bot.model import Event
 from store import db as store
 from store.db import StoreError, open_db, write_transaction
 
-NOW = datetime(2026, 3, 8, 9, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 3, 8, 9, 0, tzinfo=UTC)
 
 
 def event(record, server="EX01", account="CONTOSO\\a"):

@@ -25,10 +25,10 @@ from bot.delivery import deliver_once
 from bot.output import decode, inert
 from bot.parse import parse_events
 from bot.poller import poll_server_once
-from sim.wevtutil import WindowsTraits
-from sim.winrm_server import WinRMSimulator
 from bot.slack.sender import SlackSender
 from bot.source import WinRMSource
+from sim.wevtutil import WindowsTraits
+from sim.winrm_server import WinRMSimulator
 from store import db as store
 from tests.conftest import BOT_TOKEN, CHANNEL, WINRM_PASSWORD, WINRM_USER
 from tests.helpers import Seconds
@@ -237,7 +237,7 @@ def test_bytes_no_encoding_explains_are_replaced_only_with_a_problem_that_says_s
     # A cut-off output ends mid-character: that is the cut, not damage.
     assert decode("<Events>Ä".encode("utf-16-le")[:-1], "EX01", no_registry,
                   partial=True)[:2] == ("<Events>", [])
-    assert decode("<Events>ü".encode("utf-8")[:-1], "EX01", lambda: None,
+    assert decode("<Events>ü".encode()[:-1], "EX01", lambda: None,
                   partial=True)[:2] == ("<Events>", [])
     # 8-bit output that is not UTF-8 and a server whose code page is unknown: replaced, said.
     text, problems, codec = decode(b"<j\xfcrgen>", "EX01", lambda: None)

@@ -24,18 +24,18 @@ import os
 import socket
 import time
 import tracemalloc
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
-from typing import Callable
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from bot.config import parse_config
 from bot.poller import poll_server_once
+from bot.source import WinRMSource, query_args
 from sim.eventlog import EventLog
 from sim.wevtutil import run_command_line, run_encoded
 from sim.winrm_server import WinRMSimulator, first_half
-from bot.source import WinRMSource, query_args
 from store import db as store
 from tests.conftest import BOT_TOKEN, CHANNEL, WINRM_PASSWORD, WINRM_USER
 from tests.tls import make_pki
@@ -244,7 +244,7 @@ def test_transient_operation_timeouts_are_retried_within_the_poll(logs, winrm, d
 
 # --- output cut off exactly after an event ------------------------------------------------------
 
-FIXED = datetime.now(timezone.utc).replace(microsecond=0) - timedelta(minutes=5)
+FIXED = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=5)
 
 
 def boundary_log(pad: int) -> EventLog:

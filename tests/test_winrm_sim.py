@@ -12,7 +12,7 @@ import math
 import os
 import threading
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import defusedxml.ElementTree as SafeET
 import pytest
@@ -34,7 +34,7 @@ from sim.eventlog import (
 from sim.wevtutil import WindowsTraits, run_wevtutil, split_windows_args
 from sim.winrm_server import DEFAULT_PASSWORD, DEFAULT_USER, WinRMSimulator
 
-NOW = datetime(2026, 3, 8, 9, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 3, 8, 9, 0, tzinfo=UTC)
 PROVIDERS = "Provider[@Name='MSExchangeTransport' or @Name='MSExchangeFrontEndTransport']"
 
 
@@ -450,7 +450,7 @@ def test_many_servers_in_parallel():
 
 
 def test_event_xml_is_the_documented_format():
-    ev = SimEvent(667364, "MSExchangeTransport", 1020, datetime(2026, 3, 8, 8, 13, 12, tzinfo=timezone.utc),
+    ev = SimEvent(667364, "MSExchangeTransport", 1020, datetime(2026, 3, 8, 8, 13, 12, tzinfo=UTC),
                   ("CONTOSO\\svc-scanner",), "EX01.contoso.local")
     assert event_xml(ev) == (
         "<Event xmlns='http://schemas.microsoft.com/win/2004/08/events/event'><System>"

@@ -13,21 +13,49 @@ Pure: no I/O, no clock (`now` comes in).
 """
 from __future__ import annotations
 
-from datetime import datetime, timezone
-from typing import Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
 
-from . import richtext as rt
-from .blocks import (HEADER_LIMIT, MESSAGE_BLOCKS, SECTION_LIMIT, clip, context, cut,
-                     escape, section, show, slack_date, span, user, utc_time)
 from ..config import ServerConfig
-from ..diagnosis import (BUILTIN, LEGACY_1020, NO_SUBMIT, Diagnosis, Target, diagnose_incident,
-                        sightings_of)
+from ..diagnosis import (
+    BUILTIN,
+    LEGACY_1020,
+    NO_SUBMIT,
+    Diagnosis,
+    Target,
+    diagnose_incident,
+    sightings_of,
+)
 from ..model import Incident, Snooze
 from ..names import is_invisible, mixed_script_warning
 from ..remediation import SUBMIT_RIGHT, command_lines
+from . import richtext as rt
+from .blocks import (
+    HEADER_LIMIT,
+    MESSAGE_BLOCKS,
+    SECTION_LIMIT,
+    clip,
+    context,
+    cut,
+    escape,
+    section,
+    show,
+    slack_date,
+    span,
+    user,
+    utc_time,
+)
 from .richtext import Part
-from .text import (ADVICE, FIX_GIVES_EACH, HEADLINES, MORE_IN_FIX, MORE_PER_CONNECTOR,
-                   SLASH_FIX_GIVES_EACH, TARGET_SOURCE, WHY_BUILTIN)
+from .text import (
+    ADVICE,
+    FIX_GIVES_EACH,
+    HEADLINES,
+    MORE_IN_FIX,
+    MORE_PER_CONNECTOR,
+    SLASH_FIX_GIVES_EACH,
+    TARGET_SOURCE,
+    WHY_BUILTIN,
+)
 
 MAX_FIXES = 3               # connectors with commands per cause in an alert; Show fix: more
 FIX_MOST = 15               # ... in Show fix (each takes two blocks; a message holds 50)
@@ -327,7 +355,7 @@ def _fallback(block: dict) -> str:
             if kind == "user":
                 out.append(f"<@{element['user_id']}>")  # rt.user made it only for a real ID
             elif kind == "date":
-                out.append(slack_date(datetime.fromtimestamp(element["timestamp"], timezone.utc)))
+                out.append(slack_date(datetime.fromtimestamp(element["timestamp"], UTC)))
             elif kind == "emoji":
                 out.append(f":{element['name']}:")
             else:

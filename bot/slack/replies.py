@@ -1,8 +1,8 @@
 """Block Kit for the chat lookups and the App Home: history, show, fix, status, servers, snoozes.
 
-Pure: plain data in (`now` passed in), (fallback text, blocks) out. The rules are bot/slack/alerts.py's:
-every untrusted value (accounts, connectors, notes, reasons, errors) reaches mrkdwn only through
-`show`/`escape`; PowerShell goes only into rich_text_preformatted blocks, which Slack shows
+Pure: plain data in (`now` passed in), (fallback text, blocks) out. The rules are
+bot/slack/alerts.py's: every untrusted value (accounts, connectors, notes, reasons, errors)
+reaches mrkdwn only through `show`/`escape`; PowerShell goes only into rich_text_preformatted blocks, which Slack shows
 literally. Slack user and channel IDs become mentions only when they look like IDs.
 
 Every answer stays within Block Kit's limits (50 blocks per message, 100 in a Home tab, 3000
@@ -14,15 +14,35 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from urllib.parse import urlsplit
 
-from . import alerts as render
-from . import richtext as rt
 from ..config import ServerConfig
 from ..diagnosis import NO_SUBMIT, Diagnosis
 from ..model import ConnectorSeen, History, Incident, IncidentDetail, Moment, ServerState, Snooze
 from ..remediation import Fix, command_lines
-from .blocks import (GROUP_ID, HOME_BLOCKS, channel_ref, clip, context,
-                     cut, divider, escape, fit, header, literal, mention, pack, plural,
-                     preformatted, section, show, slack_date, span, sparkline, window)
+from . import alerts as render
+from . import richtext as rt
+from .blocks import (
+    GROUP_ID,
+    HOME_BLOCKS,
+    channel_ref,
+    clip,
+    context,
+    cut,
+    divider,
+    escape,
+    fit,
+    header,
+    literal,
+    mention,
+    pack,
+    plural,
+    preformatted,
+    section,
+    show,
+    slack_date,
+    span,
+    sparkline,
+    window,
+)
 from .text import CANDIDATE_SOURCE
 
 #: How much of an untrusted name a list line shows (escaped, it may grow up to five times).

@@ -12,12 +12,12 @@ A line is a list of parts: a str is our own words, a dict one element (`name`, `
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from datetime import datetime
-from typing import Iterable, Union
 
 from ..names import is_invisible
 
-Part = Union[str, dict]
+Part = str | dict
 
 #: Slack user IDs: a mention is built only for a value of this shape (an escaping rule).
 USER_ID = re.compile(r"[UW][A-Z0-9]{2,20}")

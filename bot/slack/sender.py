@@ -12,9 +12,11 @@ from typing import NamedTuple
 
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
-from slack_sdk.http_retry.builtin_handlers import (ConnectionErrorRetryHandler,
-                                                   RateLimitErrorRetryHandler,
-                                                   ServerErrorRetryHandler)
+from slack_sdk.http_retry.builtin_handlers import (
+    ConnectionErrorRetryHandler,
+    RateLimitErrorRetryHandler,
+    ServerErrorRetryHandler,
+)
 
 from .. import metrics
 from ..config import SlackConfig
@@ -43,7 +45,7 @@ class SlackSender:
     client: WebClient
 
     @classmethod
-    def from_config(cls, slack: SlackConfig, *, timeout: int = 15, retries: int = 2) -> "SlackSender":
+    def from_config(cls, slack: SlackConfig, *, timeout: int = 15, retries: int = 2) -> SlackSender:
         return cls(make_client(slack.api_url, slack.bot_token.reveal() if slack.bot_token else None,
                                timeout=timeout, retries=retries, connection_retries=False))
 
