@@ -2,8 +2,9 @@
 
 Pure: plain data in (`now` passed in), (fallback text, blocks) out. The rules are
 bot/slack/alerts.py's: every untrusted value (accounts, connectors, notes, reasons, errors)
-reaches mrkdwn only through `show`/`escape`; PowerShell goes only into rich_text_preformatted blocks, which Slack shows
-literally. Slack user and channel IDs become mentions only when they look like IDs.
+reaches mrkdwn only through `show`/`escape`; PowerShell goes only into rich_text_preformatted
+blocks, which Slack shows literally. Slack user and channel IDs become mentions only when they
+look like IDs.
 
 Every answer stays within Block Kit's limits (50 blocks per message, 100 in a Home tab, 3000
 characters per section): long lists are cut and the answer says so.
