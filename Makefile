@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench soak clean
+.PHONY: demo test lint bench soak clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -14,6 +14,11 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)
 	$(BIN)/submitwatch demo
+
+# ruff (rules and why: pyproject.toml) on everything, mypy on the engine (bot, handlers, store).
+lint: $(STAMP)
+	$(BIN)/ruff check bot handlers store sim tests bench
+	$(BIN)/mypy
 
 test: $(STAMP)
 	@bash .ci/debian-packages

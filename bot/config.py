@@ -209,9 +209,29 @@ def load_config(path: str | os.PathLike, environ: Mapping[str, str] | None = Non
 
 def parse_config(raw: Mapping[str, Any], environ: Mapping[str, str],
                  source: str = "<memory>") -> Config:
+    """A Config from the file's tables; ConfigError names the key and what it allows."""
     _only(raw, "", set(KEYS))
-    slack = _table(raw, "slack", required=True)
-    _only(slack, "slack", KEYS["slack"])
+    # Read in this order, so the first error named is the first table's, as the file reads.
+    slack = _slack_config(_section(raw, "slack", required=True), environ)
+    store = _store_config(_section(raw, "store"))
+    polling = _polling_config(_section(raw, "polling"))
+    incidents = _incident_config(_section(raw, "incidents"))
+    permissions = _permissions_config(_section(raw, "permissions"))
+    servers = _servers(raw, environ)
+    metrics = _metrics_config(_section(raw, "metrics"))
+    log_format = _choice(_section(raw, "logging"), "logging.format", ("text", "json"), "text")
+    return Config(slack, store, polling, incidents, servers, source, permissions, metrics,
+                  log_format)
+
+
+def _section(raw: Mapping[str, Any], name: str, required: bool = False) -> Mapping[str, Any]:
+    """One table of the file, holding only the keys that table knows."""
+    table = _table(raw, name, required=required)
+    _only(table, name, KEYS[name])
+    return table
+
+
+def _slack_config(slack: Mapping[str, Any], environ: Mapping[str, str]) -> SlackConfig:
     api_url = _str(slack, "slack.api_url", SLACK_API_URL)
     if urlsplit(api_url).scheme not in ("http", "https") or not urlsplit(api_url).netloc:
         raise ConfigError(f"slack.api_url must be an http(s) URL such as {SLACK_API_URL!r}, "
@@ -222,7 +242,7 @@ def parse_config(raw: Mapping[str, Any], environ: Mapping[str, str],
         raise ConfigError("slack.public_url must be the https URL your reverse proxy serves "
                           f"SubmitWatch at, such as 'https://submitwatch.contoso.com', got "
                           f"{public_url!r} (Slack calls only https URLs)")
-    slack_cfg = SlackConfig(
+    return SlackConfig(
         channel=_str(slack, "slack.channel", required=True),
         api_url=api_url if api_url.endswith("/") else api_url + "/",
         mode=_choice(slack, "slack.mode", MODES, "socket"),
@@ -234,14 +254,14 @@ def parse_config(raw: Mapping[str, Any], environ: Mapping[str, str],
         signing_secret=_secret(environ, SECRET_ENV["signing_secret"]),
     )
 
-    store = _table(raw, "store")
-    _only(store, "store", KEYS["store"])
-    store_cfg = StoreConfig(path=_str(store, "store.path", StoreConfig.path),
-                            retention=_duration(store, "store.retention", StoreConfig.retention,
-                                                low=86400))
 
-    polling = _table(raw, "polling")
-    _only(polling, "polling", KEYS["polling"])
+def _store_config(store: Mapping[str, Any]) -> StoreConfig:
+    return StoreConfig(path=_str(store, "store.path", StoreConfig.path),
+                       retention=_duration(store, "store.retention", StoreConfig.retention,
+                                           low=86400))
+
+
+def _polling_config(polling: Mapping[str, Any]) -> PollingConfig:
     d = PollingConfig()
     polling_cfg = PollingConfig(
         interval=_duration(polling, "polling.interval", d.interval, low=1),
@@ -264,22 +284,26 @@ def parse_config(raw: Mapping[str, Any], environ: Mapping[str, str],
                           f"(got {polling_cfg.read_timeout:g}s and "
                           f"{polling_cfg.operation_timeout:g}s): WinRM waits up to the operation "
                           "timeout before answering")
+    return polling_cfg
 
-    incidents = _table(raw, "incidents")
-    _only(incidents, "incidents", KEYS["incidents"])
+
+def _incident_config(incidents: Mapping[str, Any]) -> IncidentConfig:
     i = IncidentConfig()
-    incident_cfg = IncidentConfig(
+    return IncidentConfig(
         quiet_period=_duration(incidents, "incidents.quiet_period", i.quiet_period, low=60),
-        update_interval=_duration(incidents, "incidents.update_interval", i.update_interval, low=0),
+        update_interval=_duration(incidents, "incidents.update_interval", i.update_interval,
+                                  low=0),
     )
 
-    permissions = _table(raw, "permissions")
-    _only(permissions, "permissions", KEYS["permissions"])
-    permissions_cfg = PermissionsConfig(
+
+def _permissions_config(permissions: Mapping[str, Any]) -> PermissionsConfig:
+    return PermissionsConfig(
         **{key: _slack_ids(permissions, key) for key in ("users", "groups", "channels")},
         group_cache=_duration(permissions, "permissions.group_cache",
                               PermissionsConfig.group_cache, low=0))
 
+
+def _servers(raw: Mapping[str, Any], environ: Mapping[str, str]) -> tuple[ServerConfig, ...]:
     servers_raw = raw.get("servers", [])
     if not isinstance(servers_raw, list) or not all(isinstance(s, dict) for s in servers_raw):
         raise ConfigError("servers must be a list of [[servers]] tables")
@@ -288,16 +312,13 @@ def parse_config(raw: Mapping[str, Any], environ: Mapping[str, str],
     for name in names:
         if names.count(name) > 1:
             raise ConfigError(f"two [[servers]] entries are named {name!r}; names must be unique")
-    metrics = _table(raw, "metrics")
-    _only(metrics, "metrics", KEYS["metrics"])
-    metrics_cfg = MetricsConfig(
+    return servers
+
+
+def _metrics_config(metrics: Mapping[str, Any]) -> MetricsConfig:
+    return MetricsConfig(
         host=_listen_address(metrics, "metrics.host", MetricsConfig.host),
         port=_int(metrics, "metrics.port", 0, low=1, high=65535) if "port" in metrics else None)
-    logging_table = _table(raw, "logging")
-    _only(logging_table, "logging", KEYS["logging"])
-    log_format = _choice(logging_table, "logging.format", ("text", "json"), "text")
-    return Config(slack_cfg, store_cfg, polling_cfg, incident_cfg, servers, source,
-                  permissions_cfg, metrics_cfg, log_format)
 
 
 def _server(raw: Mapping[str, Any], where: str, environ: Mapping[str, str]) -> ServerConfig:

@@ -115,49 +115,71 @@ def _act(req: Request, action: str, target: str, incident: int | None,
 
 # --- buttons on the alert -----------------------------------------------------------------------
 
+#: The alert's buttons: action_id, the action's name in the audit, and what it changes.
+BUTTONS: tuple[tuple[str, str, Callable[..., object]], ...] = (
+    (render.ACTION_ACK, "ack", lambda db, i, actor, now, _: (
+        chatops.acknowledge(db, i, actor, None, now))),
+    (render.ACTION_UNACK, "unack", lambda db, i, actor, now, _: (
+        chatops.unacknowledge(db, i, actor, now))),
+    (render.ACTION_SNOOZE, "snooze", lambda db, i, actor, now, seconds: (
+        chatops.snooze(db, i, float(seconds), "from the alert's Snooze menu", actor, now))),
+    (render.ACTION_UNSNOOZE, "unsnooze", lambda db, i, actor, now, _: (
+        chatops.unsnooze(db, i, actor, now))),
+)
+
+
 def register(app, open_database: Callable, config: Config,
              clock: Callable[[], datetime] | None = None,
              permissions: Permissions | None = None,
              on_change: Callable[[], None] = lambda: None) -> None:
+    """The alert's buttons and Show fix, on a Bolt app."""
     clock = clock or (lambda: datetime.now(UTC))
     permissions = permissions or Permissions(config.permissions)
+    for action_id, action, do in BUTTONS:
+        app.action(action_id)(_click_listener(action, do, open_database, clock, permissions,
+                                              on_change))
+    app.action(render.ACTION_SHOW_FIX)(_show_fix_listener(open_database, config))
 
-    def on_click(action: str, do: Callable[..., object]):
-        def listener(ack, body, respond, client):
-            ack()  # Slack wants this within 3 seconds; the alert updates through the outbox
-            db, now = open_database(), clock()
-            actor = Actor(body["user"]["id"], "button", (body.get("channel") or {}).get("id"))
-            clicked = body["actions"][0]
-            value = clicked.get("value") or clicked.get("selected_option", {}).get("value", "")
-            try:
-                target, _, extra = value.partition(":")
-                incident = int(target)
-            except ValueError:
-                log.warning("ignored a %s click with a malformed value %r", action, value)
-                return
-            refusal = permissions.refusal(actor.user_id, client)
-            if refusal:
-                chatops.record_refusal(db, actor, action, f"#{incident}", refusal, now, incident)
-                respond(text=refusal, response_type="ephemeral", replace_original=False)
-                return
-            try:
-                do(db, incident, actor, now, extra)
-            except (ActionError, ValueError) as exc:
-                respond(text=str(exc), response_type="ephemeral", replace_original=False)
-                return
-            on_change()  # the alert's update is queued: send it now
-        return listener
 
-    app.action(render.ACTION_ACK)(on_click("ack", lambda db, i, actor, now, _: (
-        chatops.acknowledge(db, i, actor, None, now))))
-    app.action(render.ACTION_UNACK)(on_click("unack", lambda db, i, actor, now, _: (
-        chatops.unacknowledge(db, i, actor, now))))
-    app.action(render.ACTION_SNOOZE)(on_click("snooze", lambda db, i, actor, now, seconds: (
-        chatops.snooze(db, i, float(seconds), "from the alert's Snooze menu", actor, now))))
-    app.action(render.ACTION_UNSNOOZE)(on_click("unsnooze", lambda db, i, actor, now, _: (
-        chatops.unsnooze(db, i, actor, now))))
+def _clicked(body: dict) -> tuple[Actor, int, str] | None:
+    """Who clicked, on which incident, with what extra value (a snooze's seconds); None when
+    the value is not one of ours."""
+    actor = Actor(body["user"]["id"], "button", (body.get("channel") or {}).get("id"))
+    clicked = body["actions"][0]
+    value = clicked.get("value") or clicked.get("selected_option", {}).get("value", "")
+    target, _, extra = value.partition(":")
+    try:
+        return actor, int(target), extra
+    except ValueError:
+        log.warning("ignored a click with a malformed value %r", value)
+        return None
 
-    @app.action(render.ACTION_SHOW_FIX)
+
+def _click_listener(action: str, do: Callable[..., object], open_database: Callable,
+                    clock: Callable[[], datetime], permissions: Permissions,
+                    on_change: Callable[[], None]) -> Callable:
+    def listener(ack, body, respond, client):
+        ack()  # Slack wants this within 3 seconds; the alert updates through the outbox
+        clicked = _clicked(body)
+        if clicked is None:
+            return
+        actor, incident, extra = clicked
+        db, now = open_database(), clock()
+        refusal = permissions.refusal(actor.user_id, client)
+        if refusal:
+            chatops.record_refusal(db, actor, action, f"#{incident}", refusal, now, incident)
+            respond(text=refusal, response_type="ephemeral", replace_original=False)
+            return
+        try:
+            do(db, incident, actor, now, extra)
+        except (ActionError, ValueError) as exc:
+            respond(text=str(exc), response_type="ephemeral", replace_original=False)
+            return
+        on_change()  # the alert's update is queued: send it now
+    return listener
+
+
+def _show_fix_listener(open_database: Callable, config: Config) -> Callable:
     def show_fix(ack, body, respond):
         ack()
         try:
@@ -170,3 +192,4 @@ def register(app, open_database: Callable, config: Config,
             return
         text, blocks = render.fix_message(incident, {s.name: s for s in config.servers})
         respond(text=text, blocks=blocks, response_type="ephemeral", replace_original=False)
+    return show_fix
