@@ -82,23 +82,33 @@ Socket Mode (how the product receives slash commands and button clicks):
 
 from __future__ import annotations
 
-import base64
 import copy
-import json
 import logging
-import re
 import threading
 import time
-import uuid
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import urlsplit
 
-from .slack_blocks import MAX_HOME_BLOCKS, validate_blocks
+from .slack_chat import ChatMethods
+from .slack_conversations import ConversationMethods
+from .slack_interactions import InteractionPayloads
+from .slack_model import (
+    _RESPONSE_PATH,
+    _TS_STEP_US,
+    RESPONSE_URL_MAX_POSTS,
+    TS_EPOCH,
+    _decode_params,
+    _is_json,
+    _Message,
+    _Reply,
+    _ResponseUrl,
+    _SlackError,
+)
 from .slack_socket import SocketModeHub
 
 __all__ = [
@@ -111,24 +121,8 @@ __all__ = [
 
 _log = logging.getLogger(__name__)
 
-#: First second of generated message timestamps: 2026-01-01T00:00:00Z.
-TS_EPOCH = 1767225600
-#: Slack truncates/rejects message text beyond this many characters.
-MAX_TEXT = 40_000
-#: Microseconds between consecutive generated timestamps (".000100" steps).
-_TS_STEP_US = 100
-#: A response_url accepts this many posts ...
-RESPONSE_URL_MAX_POSTS = 5
-#: ... within this many seconds of being issued.
-RESPONSE_URL_TTL = 30 * 60
-
-_JSON_CONTENT_TYPE = "application/json; charset=utf-8"
-#: The deprecated verification token Slack still puts in slash command payloads.
-_VERIFICATION_TOKEN = "sTaNdInVeRiFiCaTiOnToKeN"
 #: Web API methods that take the app-level (xapp-) token instead of the bot token.
 _APP_TOKEN_METHODS = frozenset({"apps.connections.open"})
-#: Path prefix of the response_url endpoint on the HTTP server.
-_RESPONSE_PATH = "/response/"
 #: The bot-token scope each Web API method needs (None: no scope), from Slack's method pages.
 #: Channels in the stand-in are public, hence channels:* rather than groups:*/im:*.
 SCOPES_NEEDED: dict[str, str | None] = {
@@ -146,11 +140,6 @@ SCOPES_NEEDED: dict[str, str | None] = {
     "usergroups.users.list": "usergroups:read",
     "views.publish": None,
 }
-#: Slack refuses views larger than this (``view_too_large``).
-_MAX_VIEW_BYTES = 250_000
-_USER_ID = re.compile(r"[UW][A-Z0-9]{2,20}")
-
-
 # ---------------------------------------------------------------------------
 # Public records
 # ---------------------------------------------------------------------------
@@ -189,35 +178,6 @@ class Call:
 # ---------------------------------------------------------------------------
 
 
-class _SlackError(Exception):
-    """Raised inside a method handler to answer ``{"ok": false, ...}``."""
-
-    def __init__(self, error: str, **extra: Any) -> None:
-        super().__init__(error)
-        self.error = error
-        self.extra = extra
-
-
-@dataclass
-class _Reply:
-    """An HTTP response ready to be written by the request handler."""
-
-    status: int
-    body: bytes
-    content_type: str = _JSON_CONTENT_TYPE
-    headers: dict[str, str] = field(default_factory=dict)
-    error: str | None = None
-
-    @classmethod
-    def of_json(cls, payload: dict, status: int = 200, headers: Mapping[str, str] | None = None) -> _Reply:
-        error = None if payload.get("ok") else payload.get("error")
-        return cls(status, json.dumps(payload).encode("utf-8"), headers=dict(headers or {}), error=error)
-
-    @classmethod
-    def of_text(cls, status: int, text: str, headers: Mapping[str, str] | None = None) -> _Reply:
-        return cls(status, text.encode("utf-8"), "text/plain; charset=utf-8", dict(headers or {}))
-
-
 @dataclass
 class _Fault:
     """A scripted failure waiting to be served ``remaining`` more times."""
@@ -244,79 +204,6 @@ class _Channel:
     created: int
     messages: list[_Message] = field(default_factory=list)  # top level, post order
     by_ts: dict[str, _Message] = field(default_factory=dict)  # top level and replies
-
-
-@dataclass
-class _Message:
-    channel: str
-    ts: str
-    user: str
-    bot_id: str
-    text: str = ""
-    blocks: list | None = None
-    attachments: list | None = None
-    metadata: dict | None = None
-    parent: _Message | None = None
-    replies: list[_Message] = field(default_factory=list)
-    edits: int = 0
-    edited_ts: str | None = None
-
-    def state(self) -> dict:
-        """The snapshot handed out by :meth:`SlackStandIn.messages`."""
-        snapshot = {
-            "channel": self.channel,
-            "ts": self.ts,
-            "text": self.text,
-            "blocks": copy.deepcopy(self.blocks) if self.blocks is not None else [],
-            "attachments": copy.deepcopy(self.attachments) if self.attachments is not None else [],
-            "metadata": copy.deepcopy(self.metadata),
-            "thread_ts": self.parent.ts if self.parent else None,
-            "edits": self.edits,
-            "replies": [reply.state() for reply in self.replies],
-        }
-        return snapshot
-
-    def api(self, *, team_id: str, app_id: str, include_metadata: bool) -> dict:
-        """The message as Slack's API shows it (history, replies, post responses)."""
-        out: dict[str, Any] = {
-            "type": "message",
-            "user": self.user,
-            "bot_id": self.bot_id,
-            "app_id": app_id,
-            "text": self.text,
-            "ts": self.ts,
-            "team": team_id,
-        }
-        if self.blocks:
-            out["blocks"] = copy.deepcopy(self.blocks)
-        if self.attachments:
-            out["attachments"] = copy.deepcopy(self.attachments)
-        if self.parent is not None:
-            out["thread_ts"] = self.parent.ts
-            out["parent_user_id"] = self.parent.user
-        elif self.replies:
-            users = list(dict.fromkeys(reply.user for reply in self.replies))
-            out.update(
-                thread_ts=self.ts,
-                reply_count=len(self.replies),
-                reply_users=users,
-                reply_users_count=len(users),
-                latest_reply=self.replies[-1].ts,
-            )
-        if self.edited_ts is not None:
-            out["edited"] = {"user": self.user, "ts": self.edited_ts}
-        if include_metadata and self.metadata is not None:
-            out["metadata"] = copy.deepcopy(self.metadata)
-        return out
-
-
-@dataclass
-class _ResponseUrl:
-    """A ``response_url`` handed out in a payload, with its use count."""
-
-    url: str
-    created: float
-    uses: int = 0
 
 
 # ---------------------------------------------------------------------------
@@ -385,7 +272,7 @@ class _Handler(BaseHTTPRequestHandler):
 # ---------------------------------------------------------------------------
 
 
-class SlackStandIn:
+class SlackStandIn(ChatMethods, ConversationMethods, InteractionPayloads):
     """A Slack Web API server on ``127.0.0.1`` with inspectable state.
 
     Use as a context manager or call :meth:`start`/:meth:`stop`::
@@ -797,222 +684,6 @@ class SlackStandIn:
 
     # -- payload builders and response_url ------------------------------------
 
-    def new_response_url(self) -> str:
-        """A fresh ``response_url`` on this server (only while started).
-
-        Posts to it are recorded (:meth:`responses`); like Slack's, it takes
-        :data:`RESPONSE_URL_MAX_POSTS` posts within :data:`RESPONSE_URL_TTL`
-        seconds, then answers HTTP 404 ``used_url`` / ``expired_url``.
-        """
-        with self._lock:
-            self._payload_count += 1
-            response_id = str(self._payload_count)
-            url = f"http://127.0.0.1:{self.port}{_RESPONSE_PATH}{response_id}"
-            self._response_urls[response_id] = _ResponseUrl(url=url, created=time.time())
-        return url
-
-    def slash_command_payload(
-        self,
-        text: str,
-        *,
-        user_id: str = "U0ADMIN",
-        user_name: str = "admin",
-        channel_id: str | None = None,
-        command: str = "/submitwatch",
-    ) -> dict:
-        """The payload of a ``slash_commands`` envelope, with the fields Slack sends.
-
-        ``channel_id`` defaults to the first channel of the stand-in.  All
-        values are strings, as Slack sends them (they come from a form post).
-        ``response_url`` is a new :meth:`new_response_url`.
-        """
-        with self._lock:
-            if channel_id is None:
-                channel_id = next(iter(self._channels), "C0ALERTS")
-        channel_name = self._channel_name(channel_id)
-        response_url = self.new_response_url()
-        return {
-            "token": _VERIFICATION_TOKEN,
-            "team_id": self.team_id,
-            "team_domain": "submitwatch-test",
-            "channel_id": channel_id,
-            "channel_name": channel_name,
-            "user_id": user_id,
-            "user_name": user_name,
-            "command": command,
-            "text": text,
-            "api_app_id": self.app_id,
-            "is_enterprise_install": "false",
-            "response_url": response_url,
-            "trigger_id": self._trigger_id(),
-        }
-
-    def block_actions_payload(
-        self,
-        user_id: str,
-        channel: str,
-        message_ts: str,
-        action_id: str,
-        value: str | None = None,
-        selected_option_value: str | None = None,
-        block_id: str | None = None,
-        *,
-        user_name: str | None = None,
-    ) -> dict:
-        """The payload of a click on a message's button or select, as Slack sends it.
-
-        Over Socket Mode it is an ``interactive`` envelope's payload; over HTTP
-        the form field ``payload`` holds it as JSON.  A button sends ``value``,
-        a static select ``selected_option_value``.  When the message exists in
-        the stand-in it is included (as Slack includes it) and the element is
-        looked up in its blocks for its type, block_id and texts; a click that
-        the message could not produce (unknown option, wrong element type)
-        raises ``ValueError``, since it would be a bug in the test.
-        ``response_url`` is a new :meth:`new_response_url`.
-        """
-        if value is not None and selected_option_value is not None:
-            raise ValueError("a click sends either a button's value or a select's option, not both")
-        with self._lock:
-            channel_obj = self._find_channel(channel)
-            channel_id = channel_obj.id if channel_obj else channel
-            message = channel_obj.by_ts.get(message_ts) if channel_obj else None
-            message_api = self._api_message(message, False) if message else None
-            found = _find_element(message.blocks or [], action_id) if message else None
-        is_select = selected_option_value is not None
-        action: dict[str, Any] = {"action_id": action_id, "block_id": block_id or "actions"}
-        element_text = action_id
-        if found is not None:
-            found_block_id, element = found
-            action["block_id"] = block_id or found_block_id
-            if (element.get("type") == "static_select") != is_select:
-                raise ValueError(f"{action_id!r} is a {element.get('type')} in the message; "
-                                 "pass value= for a button, selected_option_value= for a select")
-            if is_select:
-                option = next((o for o in element.get("options", []) if o.get("value") == selected_option_value), None)
-                if option is None:
-                    raise ValueError(f"{action_id!r} has no option with value {selected_option_value!r}")
-                element_text = option["text"]["text"]
-            else:
-                element_text = (element.get("text") or {}).get("text", action_id)
-                if value is None:
-                    value = element.get("value")  # the button sends what the message holds
-        if is_select:
-            action["type"] = "static_select"
-            action["selected_option"] = {
-                "text": {"type": "plain_text", "text": element_text, "emoji": True},
-                "value": selected_option_value,
-            }
-        else:
-            action["type"] = "button"
-            action["text"] = {"type": "plain_text", "text": element_text, "emoji": True}
-            if value is not None:
-                action["value"] = value
-        action["action_ts"] = f"{time.time():.6f}"
-        container: dict[str, Any] = {
-            "type": "message",
-            "message_ts": message_ts,
-            "channel_id": channel_id,
-            "is_ephemeral": False,
-        }
-        if message is not None and message.parent is not None:
-            container["thread_ts"] = message.parent.ts
-        payload: dict[str, Any] = {
-            "type": "block_actions",
-            "user": {"id": user_id, "username": user_name or user_id.lower(),
-                     "name": user_name or user_id.lower(), "team_id": self.team_id},
-            "api_app_id": self.app_id,
-            "token": _VERIFICATION_TOKEN,
-            "container": container,
-            "trigger_id": self._trigger_id(),
-            "team": {"id": self.team_id, "domain": "submitwatch-test"},
-            "enterprise": None,
-            "is_enterprise_install": False,
-            "channel": {"id": channel_id, "name": self._channel_name(channel_id)},
-            "state": {"values": {}},
-            "response_url": self.new_response_url(),
-            "actions": [action],
-        }
-        if message_api is not None:
-            payload["message"] = message_api
-        return payload
-
-    def app_home_opened_event(self, user_id: str) -> dict:
-        """The payload of an ``events_api`` envelope (or the HTTP body) when a user opens the Home tab.
-
-        ``view`` is there when a Home tab was published for this user before,
-        as Slack sends it.  ``channel`` is the user's DM with the app.
-        """
-        with self._lock:
-            self._payload_count += 1
-            serial = self._payload_count
-            view = copy.deepcopy(self._home_views.get(user_id))
-        event: dict[str, Any] = {
-            "type": "app_home_opened",
-            "user": user_id,
-            "channel": "D" + user_id[1:],
-            "tab": "home",
-            "event_ts": f"{time.time():.6f}",
-        }
-        if view is not None:
-            event["view"] = view
-        return {
-            "token": _VERIFICATION_TOKEN,
-            "team_id": self.team_id,
-            "api_app_id": self.app_id,
-            "event": event,
-            "type": "event_callback",
-            "event_id": f"Ev0HOME{serial:06d}",
-            "event_time": int(time.time()),
-            "authorizations": [
-                {
-                    "enterprise_id": None,
-                    "team_id": self.team_id,
-                    "user_id": self.bot_user_id,
-                    "is_bot": True,
-                    "is_enterprise_install": False,
-                }
-            ],
-            "is_ext_shared_channel": False,
-        }
-
-    def _trigger_id(self) -> str:
-        with self._lock:
-            serial = self._payload_count
-        return f"{TS_EPOCH + serial}.{serial:06d}.{uuid.uuid4().hex}"
-
-    def _channel_name(self, channel_id: str) -> str:
-        with self._lock:
-            channel = self._channels.get(channel_id)
-        if channel is not None:
-            return channel.name
-        return "directmessage" if channel_id.startswith("D") else channel_id.lower()
-
-    def responses(self, url: str | None = None) -> list[dict]:
-        """Posts to response URLs, in arrival order, optionally for one URL.
-
-        Each is ``{"url", "payload", "headers", "at", "status", "error"}``;
-        ``payload`` is the decoded body (Bolt's ``respond()`` sends JSON such
-        as ``{"text": ...}``).  Refused posts are included with their error.
-        """
-        with self._lock:
-            return [copy.deepcopy(r) for r in self._responses if url in (None, r["url"])]
-
-    def wait_for_responses(self, count: int = 1, timeout: float = 5.0, *, url: str | None = None) -> list[dict]:
-        """Block until ``count`` response_url posts arrived; raise ``TimeoutError``.
-
-        Bolt listeners call ``respond()`` after ``ack()``, so the post can land
-        after :meth:`wait_for_ack` returns.
-        """
-        deadline = time.monotonic() + timeout
-        with self._changed:
-            while True:
-                found = [r for r in self._responses if url in (None, r["url"])]
-                if len(found) >= count:
-                    return copy.deepcopy(found)
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise TimeoutError(f"{len(found)}/{count} response_url posts after {timeout}s")
-                self._changed.wait(remaining)
 
     # -- request processing (HTTP-free) ------------------------------------
 
@@ -1126,59 +797,6 @@ class SlackStandIn:
         if needed is not None and self.scopes is not None and needed not in self.scopes:
             raise _SlackError("missing_scope", needed=needed, provided=",".join(sorted(self.scopes)))
 
-    def _process_response(self, response_id: str, body: bytes, headers: dict[str, str]) -> _Reply:
-        """A post to a response_url: answer it and record it for :meth:`responses`.
-
-        Status codes and error names here are the stand-in's approximation
-        (Slack documents the 5-posts / 30-minutes limits, not the answers):
-        404 for an unknown, used-up or expired URL, 400 for a bad body,
-        503 during :meth:`set_down`.
-        """
-        arrived = time.time()
-        if self.delay > 0:
-            time.sleep(self.delay)
-        decode_error = None
-        try:
-            params = _decode_params("", body, headers.get("content-type", ""))
-        except _SlackError as exc:
-            params, decode_error = {}, exc.error
-        with self._changed:
-            entry = self._response_urls.get(response_id)
-            if self._down:
-                reply = _Reply.of_text(503, HTTPStatus.SERVICE_UNAVAILABLE.phrase)
-            elif entry is None:
-                reply = _Reply.of_json({"ok": False, "error": "no_service"}, 404)
-            elif arrived - entry.created > RESPONSE_URL_TTL:
-                reply = _Reply.of_json({"ok": False, "error": "expired_url"}, 404)
-            elif entry.uses >= RESPONSE_URL_MAX_POSTS:
-                reply = _Reply.of_json({"ok": False, "error": "used_url"}, 404)
-            elif decode_error is not None:
-                reply = _Reply.of_json({"ok": False, "error": decode_error}, 400)
-            else:
-                try:
-                    _message_content(params, require=not _flag(params.get("delete_original")))
-                except _SlackError as exc:
-                    reply = _Reply.of_json({"ok": False, "error": exc.error, **exc.extra}, 400)
-                else:
-                    entry.uses += 1
-                    reply = _Reply.of_json({"ok": True})
-            if entry is not None:
-                url = entry.url
-            else:
-                port = self._server.server_address[1] if self._server is not None else 0
-                url = f"http://127.0.0.1:{port}{_RESPONSE_PATH}{response_id}"
-            self._responses.append(
-                {
-                    "url": url,
-                    "payload": params,
-                    "headers": headers,
-                    "at": arrived,
-                    "status": reply.status,
-                    "error": reply.error,
-                }
-            )
-            self._changed.notify_all()
-        return reply
 
     # -- helpers used by method handlers (lock held) ------------------------
 
@@ -1212,8 +830,6 @@ class SlackStandIn:
             raise _SlackError("not_in_channel")
         return channel
 
-    def _api_message(self, message: _Message, include_metadata: bool) -> dict:
-        return message.api(team_id=self.team_id, app_id=self.app_id, include_metadata=include_metadata)
 
     # -- Web API methods (lock held) ----------------------------------------
 
@@ -1240,311 +856,9 @@ class SlackStandIn:
             _log.error("SlackStandIn: Socket Mode needs the 'websockets' package")
             raise _SlackError("internal_error") from None
 
-    def _chat_post_message(self, params: dict) -> dict:
-        channel = self._channel_param(params, member=True, names=True)
-        content = _message_content(params, require=True)
-        parent = None
-        if params.get("thread_ts"):
-            parent = channel.by_ts.get(str(params["thread_ts"]))
-            if parent is None:
-                raise _SlackError("thread_not_found")
-            parent = parent.parent or parent  # a reply's ts threads onto its parent
-        message = _Message(
-            channel=channel.id,
-            ts=self._next_ts(),
-            user=self.bot_user_id,
-            bot_id=self.bot_id,
-            parent=parent,
-            **content,
-        )
-        if parent is None:
-            channel.messages.append(message)
-        else:
-            parent.replies.append(message)
-        channel.by_ts[message.ts] = message
-        return {"channel": channel.id, "ts": message.ts, "message": self._api_message(message, True)}
-
-    def _chat_delete(self, params: dict) -> dict:
-        channel = self._channel_param(params, member=False)
-        message = channel.by_ts.pop(str(params.get("ts") or ""), None)
-        if message is None:
-            raise _SlackError("message_not_found")
-        if message.parent is None:
-            channel.messages.remove(message)
-        else:
-            message.parent.replies.remove(message)
-        self.deleted.append({"channel": channel.id, "ts": message.ts})
-        return {"channel": channel.id, "ts": message.ts}
-
-    def _chat_update(self, params: dict) -> dict:
-        channel = self._channel_param(params, member=False)
-        message = channel.by_ts.get(str(params.get("ts") or ""))
-        if message is None:
-            raise _SlackError("message_not_found")
-        content = _message_content(params, require=False)
-        if not content:
-            raise _SlackError("no_text")
-        for name, value in content.items():
-            setattr(message, name, value)
-        message.edits += 1
-        message.edited_ts = self._next_ts()
-        return {
-            "channel": channel.id,
-            "ts": message.ts,
-            "text": message.text,
-            "message": self._api_message(message, True),
-        }
-
-    def _chat_post_ephemeral(self, params: dict) -> dict:
-        channel = self._channel_param(params, member=True, names=True)
-        user = params.get("user")
-        if not isinstance(user, str) or not user:
-            raise _SlackError("user_not_found")
-        content = _message_content(params, require=True)
-        ts = self._next_ts()
-        self._ephemerals.append(
-            {
-                "channel": channel.id,
-                "user": user,
-                "ts": ts,
-                "thread_ts": params.get("thread_ts"),
-                "text": content.get("text", ""),
-                "blocks": content.get("blocks") or [],
-            }
-        )
-        return {"message_ts": ts}
-
-    def _conversations_info(self, params: dict) -> dict:
-        channel = self._channel_param(params, member=False)
-        return {
-            "channel": {
-                "id": channel.id,
-                "name": channel.name,
-                "is_channel": True,
-                "is_private": False,
-                "is_archived": False,
-                "is_member": channel.joined,
-                "created": channel.created,
-            }
-        }
-
-    def _conversations_list(self, params: dict) -> dict:
-        channels = [{"id": c.id, "name": c.name, "is_channel": True, "is_private": False,
-                     "is_archived": False, "is_member": c.joined} for c in self._channels.values()]
-        return _paginate(channels, params, default_limit=100, key="channels")
-
-    def _conversations_history(self, params: dict) -> dict:
-        channel = self._channel_param(params, member=True)
-        newest_first = [m for m in reversed(channel.messages) if _in_window(m.ts, params)]
-        include = _flag(params.get("include_all_metadata"))
-        return _paginate([self._api_message(m, include) for m in newest_first], params, default_limit=100)
-
-    def _conversations_replies(self, params: dict) -> dict:
-        channel = self._channel_param(params, member=True)
-        root = channel.by_ts.get(str(params.get("ts") or ""))
-        if root is None:
-            raise _SlackError("thread_not_found")
-        root = root.parent or root
-        thread = [root, *root.replies]
-        thread = [m for m in thread if m is root or _in_window(m.ts, params)]
-        include = _flag(params.get("include_all_metadata"))
-        return _paginate([self._api_message(m, include) for m in thread], params, default_limit=1000)
-
-    def _usergroups_users_list(self, params: dict) -> dict:
-        members = self._usergroups.get(str(params.get("usergroup") or ""))
-        if members is None:
-            raise _SlackError("no_such_subteam")
-        return {"users": list(members)}
-
-    def _views_publish(self, params: dict) -> dict:
-        """The Home tab of one user: validated, stored, answered as Slack answers it."""
-        user_id = params.get("user_id")
-        if not isinstance(user_id, str) or not _USER_ID.fullmatch(user_id):
-            raise _SlackError("invalid_arguments", response_metadata={"messages": ["invalid `user_id`"]})
-        if "view" not in params:
-            raise _SlackError("invalid_arguments", response_metadata={"messages": ["missing required field: view"]})
-        view = _json_field(params, "view", dict, "invalid_arguments")
-        if len(json.dumps(view).encode()) > _MAX_VIEW_BYTES:
-            raise _SlackError("view_too_large")
-        problems = []
-        if view.get("type") != "home":
-            problems.append("[ERROR] must be 'home' for views.publish [json-pointer:/view/type]")
-        if "blocks" not in view:
-            problems.append("[ERROR] missing required field: blocks [json-pointer:/view]")
-        else:
-            problems += validate_blocks(view["blocks"], max_blocks=MAX_HOME_BLOCKS, pointer="/view/blocks")
-        for name, limit in (("private_metadata", 3000), ("callback_id", 255), ("external_id", 255)):
-            if len(str(view.get(name, ""))) > limit:
-                problems.append(f"[ERROR] must be less than {limit + 1} characters [json-pointer:/view/{name}]")
-        if problems:
-            raise _SlackError("invalid_arguments", response_metadata={"messages": problems})
-        current = self._home_views.get(user_id)
-        if params.get("hash") and (current is None or params["hash"] != current["hash"]):
-            raise _SlackError("hash_conflict")
-        self._view_count += 1
-        view_id = current["id"] if current else f"V0HOME{self._view_count:04d}"
-        published = {
-            "id": view_id,
-            "team_id": self.team_id,
-            "type": "home",
-            "blocks": copy.deepcopy(view["blocks"]),
-            "private_metadata": view.get("private_metadata", ""),
-            "callback_id": view.get("callback_id", ""),
-            "state": {"values": {}},
-            "hash": f"{int(time.time())}.{self._view_count:08d}",
-            "clear_on_close": False,
-            "notify_on_close": False,
-            "close": None,
-            "submit": None,
-            "previous_view_id": None,
-            "root_view_id": view_id,
-            "app_id": self.app_id,
-            "external_id": view.get("external_id", ""),
-            "app_installed_team_id": self.team_id,
-            "bot_id": self.bot_id,
-        }
-        self._home_views[user_id] = published
-        return {"view": copy.deepcopy(published)}
-
 
 # ---------------------------------------------------------------------------
 # Request decoding and validation
 # ---------------------------------------------------------------------------
 
 
-def _is_json(content_type: str) -> bool:
-    return content_type.split(";", 1)[0].strip().lower() == "application/json"
-
-
-def _decode_params(query: str, body: bytes, content_type: str) -> dict:
-    """Merge query-string and body parameters the way Slack reads them."""
-    params: dict[str, Any] = dict(parse_qsl(query, keep_blank_values=True))
-    if not body:
-        return params
-    media_type = content_type.split(";", 1)[0].strip().lower()
-    if media_type == "application/json":
-        try:
-            decoded = json.loads(body.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError):
-            raise _SlackError("invalid_json") from None
-        if not isinstance(decoded, dict):
-            raise _SlackError("invalid_json")
-        params.update(decoded)
-    elif media_type in ("application/x-www-form-urlencoded", ""):
-        try:
-            params.update(parse_qsl(body.decode("utf-8"), keep_blank_values=True, strict_parsing=True))
-        except (UnicodeDecodeError, ValueError):
-            raise _SlackError("invalid_form_data") from None
-    else:
-        # multipart (file uploads) is not needed by SubmitWatch.
-        raise _SlackError("invalid_post_type")
-    return params
-
-
-def _flag(value: Any) -> bool:
-    """Slack booleans: JSON true, or "1"/"true" in form bodies."""
-    if isinstance(value, str):
-        return value.strip().lower() in ("1", "true", "yes")
-    return bool(value)
-
-
-def _json_field(params: dict, name: str, expected: type, error: str) -> Any:
-    """A JSON-valued parameter: native in JSON bodies, a JSON string in forms."""
-    value = params[name]
-    if isinstance(value, str):
-        try:
-            value = json.loads(value) if value.strip() else None
-        except json.JSONDecodeError:
-            raise _SlackError(error) from None
-    if value is None and expected is list:
-        return []
-    if not isinstance(value, expected):
-        raise _SlackError(error)
-    return value
-
-
-def _message_content(params: dict, *, require: bool) -> dict:
-    """Validated text/blocks/attachments/metadata present in the call.
-
-    Only the fields present are returned, which is what ``chat.update`` needs
-    (absent = keep).  With ``require`` the call must carry some content.
-    """
-    content: dict[str, Any] = {}
-    if "text" in params and params["text"] is not None:
-        content["text"] = str(params["text"])
-        if len(content["text"]) > MAX_TEXT:
-            raise _SlackError("msg_too_long")
-    if "blocks" in params:
-        blocks = _json_field(params, "blocks", list, "invalid_blocks_format")
-        problems = validate_blocks(blocks)
-        if problems:
-            raise _SlackError("invalid_blocks", response_metadata={"messages": problems})
-        content["blocks"] = blocks
-    if "attachments" in params:
-        content["attachments"] = _json_field(params, "attachments", list, "invalid_attachments")
-    if "metadata" in params:
-        metadata = _json_field(params, "metadata", dict, "invalid_metadata_format")
-        if not isinstance(metadata.get("event_type"), str) or not isinstance(
-            metadata.get("event_payload"), dict
-        ):
-            raise _SlackError("invalid_metadata_schema")
-        content["metadata"] = metadata
-    if require and not (content.get("text", "").strip() or content.get("blocks") or content.get("attachments")):
-        raise _SlackError("no_text")
-    return content
-
-
-def _find_element(blocks: list, action_id: str) -> tuple[str, dict] | None:
-    """(block_id, element) of the interactive element with ``action_id`` in a message's blocks."""
-    for block in blocks:
-        candidates = list(block.get("elements") or []) if block.get("type") == "actions" else []
-        if isinstance(block.get("accessory"), dict):
-            candidates.append(block["accessory"])
-        for element in candidates:
-            if isinstance(element, dict) and element.get("action_id") == action_id:
-                return str(block.get("block_id") or "actions"), element
-    return None
-
-
-def _in_window(ts: str, params: dict) -> bool:
-    """conversations.* ``oldest``/``latest``/``inclusive`` filtering."""
-    inclusive = _flag(params.get("inclusive"))
-    value = float(ts)
-    for name in ("oldest", "latest"):
-        if not params.get(name):
-            continue
-        try:
-            bound = float(params[name])
-        except (TypeError, ValueError):
-            raise _SlackError(f"invalid_ts_{name}") from None
-        outside = value < bound if name == "oldest" else value > bound
-        if outside or (value == bound and not inclusive):
-            return False
-    return True
-
-
-def _paginate(items: list, params: dict, *, default_limit: int, key: str = "messages") -> dict:
-    """One page of ``items`` as a conversations.* payload.
-
-    The cursor is an opaque base64 offset, like Slack's opaque cursors;
-    ``next_cursor`` is ``""`` on the last page, as Slack sends it.
-    """
-    try:
-        limit = int(params.get("limit") or default_limit)
-    except (TypeError, ValueError):
-        raise _SlackError("invalid_limit") from None
-    limit = max(1, min(limit, 1000))
-    offset = 0
-    if params.get("cursor"):
-        try:
-            raw = base64.urlsafe_b64decode(str(params["cursor"]).encode()).decode()
-            prefix, _, number = raw.partition(":")
-            offset = int(number)
-            if prefix != "offset" or offset < 0:
-                raise ValueError(raw)
-        except (ValueError, UnicodeDecodeError):
-            raise _SlackError("invalid_cursor") from None
-    end = offset + limit
-    more = end < len(items)
-    next_cursor = base64.urlsafe_b64encode(f"offset:{end}".encode()).decode() if more else ""
-    return {key: items[offset:end], "has_more": more, "response_metadata": {"next_cursor": next_cursor}}

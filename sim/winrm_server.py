@@ -321,6 +321,24 @@ def _fault(
     return _Outcome(status, _envelope("http://schemas.dmtf.org/wbem/wsman/1/wsman/fault", relates_to, body))
 
 
+def _refusal(state: _ServerState, verb: str | None, action: str, header: Element,
+             message_id: str) -> _Outcome | None:
+    """What the service refuses before any shell is looked at: an unknown action, a resource
+    other than the cmd shell, an account that RootSDDL does not list."""
+    machine = state.log.computer
+    if verb is None:
+        return _fault(message_id, machine, wsman_code=_PLACEHOLDER_CODE, subcode="a:ActionNotSupported",
+                      code="s:Sender", reason=f"The action {action!r} is not supported by the simulator.")
+    if _text(header.find(f"{{{NS_W}}}ResourceURI")) != RESOURCE_CMD:
+        return _fault(message_id, machine, wsman_code=_PLACEHOLDER_CODE, subcode="w:DestinationUnreachable",
+                      code="s:Sender", reason="The simulator only serves the WinRS cmd resource URI.")
+    if not state.root_sddl_allows:
+        # Authenticated, but RootSDDL (which governs the cmd shell) does not list the account.
+        return _fault(message_id, machine, wsman_code=ACCESS_DENIED_CODE, subcode="w:AccessDenied",
+                      code="s:Sender", reason="Access is denied. ")
+    return None
+
+
 def is_wide(stdout: bytes) -> bool:
     """Whether output holds wevtutil's /uni:true text (UTF-16LE), by its BOM or zero bytes."""
     return stdout[:2] == b"\xff\xfe" or b"<\x00" in stdout
@@ -687,7 +705,8 @@ class WinRMSimulator:
     # -- SOAP dispatch ------------------------------------------------------------------------------
 
     def _dispatch(self, state: _ServerState, soap: bytes, user: str = "") -> _Outcome:
-        """Answer one decrypted SOAP request from ``user``."""
+        """Answer one decrypted SOAP request from ``user``: an injected fault, a refusal, or
+        the verb's answer (Create a shell; Delete, Command, Receive, Signal within one)."""
         try:
             root = SafeET.fromstring(soap)
         except Exception:  # malformed XML, or a DTD/entity trick defusedxml refuses
@@ -699,44 +718,13 @@ class WinRMSimulator:
         action = _text(header.find(f"{{{NS_A}}}Action"))
         message_id = _text(header.find(f"{{{NS_A}}}MessageID"))
         verb = _ACTIONS.get(action)
-        machine = state.log.computer
         with state.lock:
             state.stats.soap_requests += 1
             state.stats.actions[verb or action] += 1
-
-        fault = state.take_fault(verb or "", ("unauthorized", "wsman_fault", "operation_timeout", "hang"))
-        if fault is not None:
-            if fault.name == "hang":
-                return _Outcome(special="hang", hang_seconds=float(fault.params.get("seconds", self.hang_seconds)))
-            if fault.name == "unauthorized":
-                return _Outcome(401, special="unauthorized")
-            if fault.name == "operation_timeout":
-                return _fault(
-                    message_id,
-                    machine,
-                    wsman_code=OPERATION_TIMEOUT_CODE,
-                    subcode="w:TimedOut",
-                    reason="The WS-Management service cannot complete the operation within the time specified in OperationTimeout.",
-                )
-            return _fault(
-                message_id,
-                machine,
-                wsman_code=int(fault.params.get("code", 5)),
-                subcode=str(fault.params.get("subcode", "w:AccessDenied")),
-                code="s:Sender",
-                reason=str(fault.params.get("reason", "Access is denied.")),
-            )
-
-        if verb is None:
-            return _fault(message_id, machine, wsman_code=_PLACEHOLDER_CODE, subcode="a:ActionNotSupported",
-                          code="s:Sender", reason=f"The action {action!r} is not supported by the simulator.")
-        if _text(header.find(f"{{{NS_W}}}ResourceURI")) != RESOURCE_CMD:
-            return _fault(message_id, machine, wsman_code=_PLACEHOLDER_CODE, subcode="w:DestinationUnreachable",
-                          code="s:Sender", reason="The simulator only serves the WinRS cmd resource URI.")
-        if not state.root_sddl_allows:
-            # Authenticated, but RootSDDL (which governs the cmd shell) does not list the account.
-            return _fault(message_id, machine, wsman_code=ACCESS_DENIED_CODE, subcode="w:AccessDenied",
-                          code="s:Sender", reason="Access is denied. ")
+        refused = self._injected_fault(state, verb, message_id) or _refusal(
+            state, verb, action, header, message_id)
+        if refused is not None:
+            return refused
         options = {
             opt.get("Name", ""): _text(opt)
             for opt in header.findall(f"{{{NS_W}}}OptionSet/{{{NS_W}}}Option")
@@ -746,7 +734,30 @@ class WinRMSimulator:
             state.expire_shells(now)
         if verb == "Create":
             return self._create(state, message_id, options, body, user, now)
+        return self._in_shell(state, verb or "", header, body, message_id, options, now)
 
+    def _injected_fault(self, state: _ServerState, verb: str | None, message_id: str) -> _Outcome | None:
+        """The answer of a transport fault a test injected for this verb, if one is pending."""
+        fault = state.take_fault(verb or "", ("unauthorized", "wsman_fault", "operation_timeout", "hang"))
+        if fault is None:
+            return None
+        machine = state.log.computer
+        if fault.name == "hang":
+            return _Outcome(special="hang", hang_seconds=float(fault.params.get("seconds", self.hang_seconds)))
+        if fault.name == "unauthorized":
+            return _Outcome(401, special="unauthorized")
+        if fault.name == "operation_timeout":
+            return _fault(message_id, machine, wsman_code=OPERATION_TIMEOUT_CODE, subcode="w:TimedOut",
+                          reason="The WS-Management service cannot complete the operation within the time "
+                          "specified in OperationTimeout.")
+        return _fault(message_id, machine, wsman_code=int(fault.params.get("code", 5)),
+                      subcode=str(fault.params.get("subcode", "w:AccessDenied")), code="s:Sender",
+                      reason=str(fault.params.get("reason", "Access is denied.")))
+
+    def _in_shell(self, state: _ServerState, verb: str, header: Element, body: Element | None,
+                  message_id: str, options: Mapping[str, str], now: float) -> _Outcome:
+        """Delete, Command, Receive or Signal: requests that name an open shell."""
+        machine = state.log.computer
         shell_id = ""
         for sel in header.findall(f"{{{NS_W}}}SelectorSet/{{{NS_W}}}Selector"):
             if sel.get("Name") == "ShellId":
@@ -769,8 +780,11 @@ class WinRMSimulator:
             return _Outcome(200, _envelope("http://schemas.xmlsoap.org/ws/2004/09/transfer/DeleteResponse", message_id, ""))
         if verb == "Command":
             return self._command(state, shell, message_id, options, body)
+        return self._to_command(state, shell, verb, body, message_id)
 
-        # Receive and Signal address a command of the shell.
+    def _to_command(self, state: _ServerState, shell: _Shell, verb: str, body: Element | None,
+                    message_id: str) -> _Outcome:
+        """Receive and Signal, which address one command of the shell."""
         target = None
         if body is not None:
             path = f"{{{NS_RSP}}}Receive/{{{NS_RSP}}}DesiredStream" if verb == "Receive" else f"{{{NS_RSP}}}Signal"
@@ -779,8 +793,9 @@ class WinRMSimulator:
         with state.lock:
             command = shell.commands.get(command_id)
         if command is None:
-            return _fault(message_id, machine, wsman_code=SHELL_NOT_FOUND_CODE, subcode="w:InvalidSelectors", code="s:Sender",
-                          reason=f"The command with CommandId {command_id!r} was not found in shell {shell_id}.")
+            return _fault(message_id, state.log.computer, wsman_code=SHELL_NOT_FOUND_CODE,
+                          subcode="w:InvalidSelectors", code="s:Sender",
+                          reason=f"The command with CommandId {command_id!r} was not found in shell {shell.id}.")
         if verb == "Signal":
             with state.lock:
                 shell.commands.pop(command_id, None)
@@ -960,6 +975,9 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header("Connection", "close")
             self.close_connection = True
         self.end_headers()
+        # Idle from now on, before the client can see the answer: a test that sweeps idle
+        # connections right after a poll must find this one idle, not still busy.
+        self.sim._busy(self.connection, False)
         if body:
             self.wfile.write(body)
 
