@@ -84,6 +84,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import socket
 import threading
 import time
 from collections import deque
@@ -244,7 +245,12 @@ class _Handler(BaseHTTPRequestHandler):
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
         headers = {name.lower(): value for name, value in self.headers.items()}
         if url.path.startswith("/api/"):
-            reply = stand_in._process(method=url.path[len("/api/") :], query=url.query, body=body, headers=headers)
+            method = url.path[len("/api/") :]
+            reply = stand_in._process(method=method, query=url.query, body=body, headers=headers)
+            if stand_in._loses_answer(method):
+                self.close_connection = True
+                self.connection.shutdown(socket.SHUT_RDWR)  # acted on; the answer never leaves
+                return
         elif url.path.startswith(_RESPONSE_PATH):
             if self.command != "POST":
                 reply = _Reply.of_text(405, "Method Not Allowed", {"Allow": "POST"})
@@ -335,6 +341,7 @@ class SlackStandIn(ChatMethods, ConversationMethods, InteractionPayloads):
         #: Seconds each Web API answer waits after the request took effect: widens the window
         #: in which a client may die after Slack acted but before it heard so (crash tests).
         self.answer_delay = 0.0
+        self._lost_answers: dict[str, int] = {}
         self.team_id = team_id
         self.team = team
         self.bot_user_id = bot_user_id
@@ -473,6 +480,20 @@ class SlackStandIn(ChatMethods, ConversationMethods, InteractionPayloads):
             self._revoked = True
 
     # -- fault injection ---------------------------------------------------
+
+    def lose_answers(self, method: str, times: int = 1) -> None:
+        """Act on the next ``times`` calls to ``method``, then close the connection without an
+        answer: what a client sees when Slack took a message and the network dropped the
+        reply (an unanswered attempt, with no waiting for a timeout)."""
+        with self._lock:
+            self._lost_answers[method] = self._lost_answers.get(method, 0) + int(times)
+
+    def _loses_answer(self, method: str) -> bool:
+        with self._lock:
+            left = self._lost_answers.get(method, 0)
+            if left > 0:
+                self._lost_answers[method] = left - 1
+            return left > 0
 
     def slow(self, method: str, seconds: float, times: int | None = None) -> None:
         """Handle `method` `seconds` late (0 ends it), for the next `times` calls (None: all).

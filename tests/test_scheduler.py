@@ -1,9 +1,12 @@
 """The background wiring: one APScheduler job per server with the options the issue asks
 for, housekeeping beside them, and the delivery loop that polls wake."""
+import threading
+
 from apscheduler.triggers.interval import IntervalTrigger
 
-from bot.scheduler import build_scheduler
+from bot.scheduler import DeliveryLoop, build_scheduler, poll_and_wake
 from bot.slack.sender import SlackSender
+from bot.source import WinRMSource
 
 
 def test_one_poll_job_per_server_plus_delivery_and_the_quiet_sweep(make_config):
@@ -27,32 +30,53 @@ def test_one_poll_job_per_server_plus_delivery_and_the_quiet_sweep(make_config):
 
 
 def test_a_poll_that_stored_events_runs_delivery_at_once(logs, make_config, slack):
-    """Delivery runs every 30 s here; the alert still comes right after the poll that found it."""
+    """Delivery runs every 10 minutes here and the next poll is a minute away: the alert still
+    comes right after the first poll, which woke delivery (real APScheduler, no interval waited
+    for: the first poll of a server runs at start)."""
     logs["EX01"].append("MSExchangeFrontEndTransport", 1020, ("CONTOSO\\svc-scanner",))
-    config = make_config(servers=("EX01",), polling={"interval": "1s", "jitter": 0,
-                                                      "delivery_interval": "30s"})
-    scheduler = build_scheduler(config, SlackSender.from_config(config.slack))
-    scheduler.start()
+    config = make_config(servers=("EX01",), polling={"interval": "60s", "jitter": 0,
+                                                      "delivery_interval": "600s"})
+    background = build_scheduler(config, SlackSender.from_config(config.slack))
+    background.start()
     try:
         slack.wait_for_calls("chat.postMessage", 1, timeout=15)
     finally:
-        scheduler.shutdown()
+        background.shutdown()
 
 
-def test_a_poll_that_stores_events_while_delivery_is_sending_is_not_dropped(logs, make_config,
-                                                                             slack):
-    """The wake must not be lost when delivery is busy: a second alert found while the first is
-    still being sent goes out right after it, not a whole delivery interval (60 s) later."""
-    slack.answer_delay = 4  # each Slack call is taken at once but answered 4 s later
+def test_poll_and_wake_wakes_delivery_only_when_events_were_stored(logs, db, make_config):
+    config = make_config(servers=("EX01",))
+    source = WinRMSource(config.servers[0], config.polling)
+    wakes: list[int] = []
+    poll_and_wake(lambda: wakes.append(1), db, source, config)
+    assert wakes == []                       # nothing new
     logs["EX01"].append("MSExchangeFrontEndTransport", 1020, ("CONTOSO\\svc-scanner",))
-    config = make_config(polling={"interval": "1s", "jitter": 0, "delivery_interval": "60s"})
-    scheduler = build_scheduler(config, SlackSender.from_config(config.slack))
-    scheduler.start()
+    poll_and_wake(lambda: wakes.append(1), db, source, config)
+    assert wakes == [1]
+
+
+def test_a_wake_while_delivery_is_sending_runs_it_once_more_never_lost_never_doubled():
+    """The second alert found while the first is still being sent goes out right after it, not
+    a whole delivery interval (an hour here) later; two wakes during one step make one rerun."""
+    started, release = threading.Semaphore(0), threading.Semaphore(0)
+    runs: list[int] = []
+
+    def step():
+        runs.append(len(runs))
+        started.release()
+        release.acquire()       # "waiting for Slack's answer" until the test lets it go
+
+    loop = DeliveryLoop(step, interval=3600)
+    loop.start()
     try:
-        slack.wait_for_calls("chat.postMessage", 1, timeout=15)
-        # Delivery now waits for Slack's answer; EX02's next poll (1 s) finds a new account.
-        logs["EX02"].append("MSExchangeFrontEndTransport", 1020, ("CONTOSO\\svc-copier",))
-        posts = slack.wait_for_calls("chat.postMessage", 2, timeout=20)
+        assert started.acquire(timeout=10)      # the first round, at start
+        loop.wake()
+        loop.wake()                             # two polls stored events meanwhile
+        release.release()
+        assert started.acquire(timeout=10)      # one more round, at once
+        release.release()
+        assert not started.acquire(timeout=0.3)  # and no third: the wakes were one
+        assert runs == [0, 1]
     finally:
-        scheduler.shutdown()
-    assert "svc-copier" in posts[1].params["text"]
+        loop.stop(timeout=5)
+        release.release()
