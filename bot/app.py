@@ -10,7 +10,7 @@ from socketserver import ThreadingMixIn
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from .check import permission_warnings
-from .config import Config, ConfigError
+from .config import SECRET_ENV, Config, ConfigError, Secret
 from .scheduler import ThreadDatabases, build_scheduler
 from .slack.sender import SlackSender, error_code, make_client
 
@@ -61,6 +61,13 @@ class BotIdentity:
         return authorize
 
 
+def _revealed(secret: Secret | None, key: str) -> str:
+    """A secret the caller made sure of (`submitwatch run` checks config.missing_secrets)."""
+    if secret is None:
+        raise ConfigError(f"{SECRET_ENV[key]} is not set")
+    return secret.reveal()
+
+
 def _not_about_the_unused_token(record: logging.LogRecord) -> bool:
     """Bolt reads SLACK_BOT_TOKEN from the environment by itself and then warns that it is
     unused, since BotIdentity authorizes with it: true, and alarming for nothing."""
@@ -83,9 +90,9 @@ def build_bolt_app(config: Config, clock: Callable | None = None,
     import handlers
 
     slack = config.slack
-    identity = identity or BotIdentity(slack.bot_token.reveal())
+    identity = identity or BotIdentity(_revealed(slack.bot_token, "bot_token"))
     app = App(
-        client=make_client(slack.api_url, slack.bot_token.reveal()),
+        client=make_client(slack.api_url, _revealed(slack.bot_token, "bot_token")),
         signing_secret=slack.signing_secret.reveal() if slack.signing_secret else "",
         # Socket Mode messages come over our own authenticated websocket and carry no
         # signature; over HTTP anyone can knock, so Bolt checks every request's signature
@@ -200,8 +207,8 @@ def ops_for(config: Config, clock: Callable | None = None):
 
     clock = clock or utc_now
     dbs = ThreadDatabases(config.store.path)
-    client = make_client(config.slack.api_url, config.slack.bot_token.reveal(), timeout=5,
-                         retries=0, connection_retries=False)
+    client = make_client(config.slack.api_url, _revealed(config.slack.bot_token, "bot_token"),
+                         timeout=5, retries=0, connection_retries=False)
 
     def slack_answers() -> str | None:
         try:
@@ -240,10 +247,11 @@ def run(config: Config, stop: threading.Event | None = None) -> None:
     stop = stop or threading.Event()
     sender = SlackSender.from_config(config.slack)
     scheduler = build_scheduler(config, sender)
-    identity = BotIdentity(config.slack.bot_token.reveal())
+    bot_token = _revealed(config.slack.bot_token, "bot_token")
+    identity = BotIdentity(bot_token)
     app = build_bolt_app(config, on_change=scheduler.delivery.wake, identity=identity)
     threading.Thread(target=identity.learn, args=(make_client(
-        config.slack.api_url, config.slack.bot_token.reveal(), timeout=10), stop),
+        config.slack.api_url, bot_token, timeout=10), stop),
         name="auth.test", daemon=True).start()
     ops = ops_for(config)
     # Listeners bind before anything starts, so a port in use stops `run` at once, cleanly.
@@ -264,7 +272,7 @@ def run(config: Config, stop: threading.Event | None = None) -> None:
     try:
         if server is None:
             from slack_bolt.adapter.socket_mode import SocketModeHandler
-            handler = SocketModeHandler(app, config.slack.app_token.reveal())
+            handler = SocketModeHandler(app, _revealed(config.slack.app_token, "app_token"))
             _connect_when_possible(handler, stop)
             stop.wait()
             handler.close()

@@ -43,7 +43,7 @@ def acknowledge(db: Database, incident_id: int, actor: Actor, note: str | None,
             raise ActionError(f"You already acknowledged #{incident_id}.")
         state = _state(db, before, now)
         chat.set_ack(db, incident_id, actor.user_id, note, now)
-        after = store.get_incident(db, incident_id)
+        after = _current(db, incident_id)
         _audit(db, actor, "ack", now, after, state, detail=note)
         _tell(db, after, now, {"action": "ack", "by": actor.user_id, "at": store.iso(now),
                                "note": note, "took_over_from": before.acked_by})
@@ -57,7 +57,7 @@ def unacknowledge(db: Database, incident_id: int, actor: Actor, now: datetime) -
             raise ActionError(f"#{incident_id} is not acknowledged.")
         state = _state(db, before, now)
         chat.set_ack(db, incident_id, None, None, None)
-        after = store.get_incident(db, incident_id)
+        after = _current(db, incident_id)
         _audit(db, actor, "unack", now, after, state)
         _tell(db, after, now, {"action": "unack", "by": actor.user_id, "at": store.iso(now),
                                "was": before.acked_by})
@@ -176,8 +176,21 @@ def _snooze_detail(s: Snooze) -> str:
     return f"until {store.iso(s.until)}: {s.reason}"
 
 
+def _current(db: Database, incident_id: int) -> Incident:
+    """The incident as it stands now, read again inside the transaction that found it (so it is
+    there; if not, the transaction fails rather than audit or notify nothing)."""
+    incident = store.get_incident(db, incident_id)
+    if incident is None:
+        raise LookupError(f"incident #{incident_id} vanished inside its own transaction")
+    return incident
+
+
+
 def _state(db: Database, incident: Incident, now: datetime) -> dict:
-    return chat.incident_snapshot(incident, chat.snoozes_for(db, incident, now))
+    snapshot = chat.incident_snapshot(incident, chat.snoozes_for(db, incident, now))
+    if snapshot is None:   # incident_snapshot gives None only for no incident
+        raise ValueError(f"no snapshot of incident {incident.id}")
+    return snapshot
 
 
 def _audit(db: Database, actor: Actor, action: str, now: datetime, incident: Incident | None,
@@ -185,8 +198,10 @@ def _audit(db: Database, actor: Actor, action: str, now: datetime, incident: Inc
     """One audit row; the state after is read back from the database, as it now stands."""
     after = None
     if incident is not None:
-        after = _state(db, store.get_incident(db, incident.id), now)
+        after = _state(db, _current(db, incident.stored_id), now)
         target = target or f"#{incident.id} {incident.account}"
+    if target is None:   # the audit's target is NOT NULL: name the caller's slip, not SQLite's
+        raise ValueError(f"an audit of {action} without an incident needs a target")
     chat.audit(db, now=now, user_id=actor.user_id, action=action, target=target, via=actor.via,
                outcome="done", incident_id=incident.id if incident else None,
                channel=actor.channel, before=before, after=after, detail=detail)
@@ -197,12 +212,14 @@ def _tell(db: Database, incident: Incident, now: datetime, note: dict | None) ->
 
     An incident never posted (its account was snoozed when it opened) has nothing to update.
     """
+    incident_id = incident.stored_id
     store.enqueue_messages(db, outbox.for_action(
-        incident.id, incident.message_ts, store.pending_kinds(db, incident.id), note), now)
+        incident_id, incident.message_ts, store.pending_kinds(db, incident_id), note), now)
 
 
 def _snooze_ended(db: Database, incident: Incident, now: datetime, note: dict) -> None:
     """Bring an incident back after its last snooze ended (an account snooze may remain)."""
+    incident_id = incident.stored_id
     store.enqueue_messages(db, outbox.for_snooze_end(
-        incident.id, incident.message_ts, store.pending_kinds(db, incident.id),
+        incident_id, incident.message_ts, store.pending_kinds(db, incident_id),
         still_snoozed=bool(chat.snoozes_for(db, incident, now)), note=note), now)

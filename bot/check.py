@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-from .config import Config, missing_secrets
+from .config import Config, Secret, missing_secrets
 from .delivery import CHANNEL_ID
 from .slack.sender import FIXES, make_client
 from .slack.sender import error_code as _code
@@ -48,7 +48,7 @@ def run_check(config: Config, out=print) -> int:
             out(f"FAILED   {server.name}: unexpected {type(exc).__name__}: {exc}")
             problems += 1
     if config.slack.bot_token is not None:
-        problems += _check_slack(config, out)
+        problems += _check_slack(config, config.slack.bot_token, out)
     return 1 if problems else 0
 
 
@@ -67,7 +67,9 @@ def _measured_skew(config: Config, server: str) -> str | None:
         return None
     if not state.clock_skew:
         return None
-    return f"{skew_text(state.clock_skew)} (measured {store.iso(state.clock_skew_at)})"
+    # stored with the moment it was measured, so that is always there
+    when = f" (measured {store.iso(state.clock_skew_at)})" if state.clock_skew_at else ""
+    return f"{skew_text(state.clock_skew)}{when}"
 
 
 def answer_warnings(answer, codepage: int | None) -> list[str]:
@@ -109,9 +111,8 @@ NEEDED_SCOPES = {
 }
 
 
-def _check_slack(config: Config, out) -> int:
-    client = make_client(config.slack.api_url, config.slack.bot_token.reveal(), timeout=10,
-                         retries=1)
+def _check_slack(config: Config, bot_token: Secret, out) -> int:
+    client = make_client(config.slack.api_url, bot_token.reveal(), timeout=10, retries=1)
     try:
         response = client.auth_test()
     except Exception as exc:  # SlackApiError or a network error: say it in words
@@ -126,7 +127,7 @@ def _check_slack(config: Config, out) -> int:
         problems += _check_channel(client, channel, scopes, out)
     problems += _check_groups(client, config, out)
     if config.slack.mode == "socket" and config.slack.app_token is not None:
-        problems += _check_app_token(config, out)
+        problems += _check_app_token(config, config.slack.app_token, out)
     return problems
 
 
@@ -157,7 +158,7 @@ def _check_scopes(config: Config, scopes: set[str] | None, out) -> int:
 
 def _check_channel(client, channel: str, scopes: set[str] | None, out) -> int:
     """The channel exists and the bot is in it (reading one message proves both)."""
-    channel_id = channel
+    channel_id: str | None = channel
     if not CHANNEL_ID.fullmatch(channel):
         channel_id = _channel_id_of(client, channel, scopes)
         if channel_id is None:
@@ -215,11 +216,11 @@ def _check_groups(client, config: Config, out) -> int:
     return problems
 
 
-def _check_app_token(config: Config, out) -> int:
+def _check_app_token(config: Config, app_token: Secret, out) -> int:
     """Socket Mode: the app-level token may open a connection (apps.connections.open)."""
     client = make_client(config.slack.api_url, None, timeout=10, retries=1)
     try:
-        client.apps_connections_open(app_token=config.slack.app_token.reveal())
+        client.apps_connections_open(app_token=app_token.reveal())
     except Exception as exc:
         code = _code(exc)
         hint = {"invalid_auth": "Slack rejected SLACK_APP_TOKEN: check it (xapp-...)",

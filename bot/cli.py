@@ -20,16 +20,17 @@ def _global_options(*, config: bool, defaults: bool) -> argparse.ArgumentParser:
     A subcommand's parser would otherwise set its own default over a value given before the
     subcommand (`submitwatch --config X check` lost X): argparse.SUPPRESS leaves it alone.
     """
-    unset = {} if defaults else {"default": argparse.SUPPRESS}
+    unset = argparse.SUPPRESS
     options = argparse.ArgumentParser(add_help=False)
     options.add_argument("-v", "--verbose", action="store_true", help="log debug detail",
-                         **({"default": False} if defaults else unset))
+                         default=False if defaults else unset)
     options.add_argument("--log-format", choices=("text", "json"),
                          help="log lines for a person (text, the default) or one JSON object "
                               "per line for a log shipper (default: logging.format)",
-                         **({"default": None} if defaults else unset))
+                         default=None if defaults else unset)
     if config:
-        options.add_argument("--config", metavar="PATH", help=CONFIG_HELP, **unset)
+        options.add_argument("--config", metavar="PATH", help=CONFIG_HELP,
+                             default=None if defaults else unset)
     return options
 
 

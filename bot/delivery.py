@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Hashable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -26,7 +27,7 @@ from store import db as store
 
 from . import outbox
 from .config import Config
-from .model import Problem
+from .model import Incident, Problem, Snooze
 from .poller import Clock, utc_now
 from .slack import alerts as render
 from .slack.sender import DeliveryError, Posted, SlackSender
@@ -65,18 +66,35 @@ def deliver_once(db: Database, sender: SlackSender, config: Config,
     return result
 
 
-def _subject(row: store.OutboxRow):
-    """What a row keeps its order with: its incident, or its server."""
+def _subject(row: store.OutboxRow) -> Hashable:
+    """What a row keeps its order with: its incident, or its server (the bot's own notices
+    share ("server", None))."""
     if row.kind == "dedupe":
         return ("dedupe", row.id)   # a later check holds nothing else back
-    return row.incident_id if row.incident_id is not None else ("server", row.server)
+    if isinstance(row, store.IncidentRow):
+        return row.incident_id
+    return ("server", row.server)
+
+
+def _incident_of(db: Database, row: store.OutboxRow) -> Incident | None:
+    """The incident a row is about, as it is now; None for a row about a server or the bot."""
+    return store.get_incident(db, row.incident_id) if isinstance(row, store.IncidentRow) else None
+
+
+def _must_have(incident: Incident | None, row: store.OutboxRow) -> Incident:
+    """The incident of a row about one. It cannot be missing (it is purged only once none of its
+    rows is left); if it were, the row is retried as after any bug."""
+    if incident is None:
+        raise LookupError(f"outbox row {row.id} is about incident {row.incident_id}, which is "
+                          "not in the database")
+    return incident
 
 
 def deliver_one(db: Database, sender: SlackSender, row: store.OutboxRow, config: Config,
                 now: datetime, blocked: set, result: DeliveryResult) -> str | None:
     """Send one row if bot.outbox says it is due; "stop" when Slack is unreachable."""
     subject = _subject(row)
-    incident = store.get_incident(db, row.incident_id) if row.incident_id else None
+    incident = _incident_of(db, row)
     verdict = outbox.verdict(
         row.kind, row.attempts, subject_blocked=subject in blocked,
         due=not _not_due(row, now, config),
@@ -101,7 +119,8 @@ def deliver_one(db: Database, sender: SlackSender, row: store.OutboxRow, config:
         blocked.add(subject)
         result.failed += 1
         result.errors.append(str(exc))
-        if exc.code == "message_not_found" and row.kind == "update" and incident:
+        if (exc.code == "message_not_found" and isinstance(row, store.IncidentRow)
+                and row.kind == "update" and incident):
             _repost(db, row, now)
             return None
         _retry_later(db, row, exc, now)
@@ -122,7 +141,7 @@ def _deliver_claimed(db: Database, sender: SlackSender, row: store.OutboxRow, co
                      now: datetime) -> None:
     """Send a claimed row (unless an earlier attempt reached Slack after all), then revive
     given-up messages to the same channel: this one shows their cause fixed."""
-    incident = store.get_incident(db, row.incident_id) if row.incident_id else None
+    incident = _incident_of(db, row)
     channel = _channel_of(db, row, incident, config)
     if not _already_sent(db, sender, row, incident, channel, now):
         late = _slack_may_act_late(row)
@@ -177,8 +196,8 @@ def backoff(attempts: int, permanent: bool) -> timedelta:
     return timedelta(seconds=min(300, 5 * 2 ** min(attempts, 8)))
 
 
-def _already_sent(db: Database, sender: SlackSender, row: store.OutboxRow, incident,
-                  channel: str, now: datetime) -> bool:
+def _already_sent(db: Database, sender: SlackSender, row: store.OutboxRow,
+                  incident: Incident | None, channel: str, now: datetime) -> bool:
     """Did an earlier attempt at this message reach Slack after all?
 
     A worker killed between Slack's ok and its database commit, or a timeout after Slack took
@@ -215,9 +234,9 @@ def _already_sent(db: Database, sender: SlackSender, row: store.OutboxRow, incid
                 row.id, ts, extra={"outbox_id": row.id, "incident": row.incident_id})
     with store.write_transaction(db):
         store.mark_sent(db, row.id, now)
-        if row.kind == "post":
-            store.set_message(db, incident.id, ts=ts, now=now)
-        elif row.kind == "server_down":
+        if isinstance(row, store.IncidentRow) and row.kind == "post":
+            store.set_message(db, row.incident_id, ts=ts, now=now)
+        elif isinstance(row, store.ServerRow) and row.kind == "server_down":
             store.set_server_alert(db, row.server, ts, channel)
     return True
 
@@ -272,26 +291,30 @@ def _remove_duplicates(db: Database, sender: SlackSender, row: store.OutboxRow,
                 f"the extra copy ({', '.join(extra)}) was deleted")], now)
 
 
-def _channel_of(db: Database, row: store.OutboxRow, incident, config: Config) -> str:
+def _channel_of(db: Database, row: store.OutboxRow, incident: Incident | None,
+                config: Config) -> str:
     """Where a row goes: the incident's channel (the ID once its alert was posted), the channel
-    of the server's "not being watched" alert for its recovery, else the configured one."""
+    of the server's "not being watched" alert for its recovery, else the server's configured
+    one; the bot's own notices go to the default channel."""
     if incident is not None:
         return incident.channel
+    if not isinstance(row, store.ServerRow):
+        return config.slack.channel
     if row.kind == "server_up":
         return store.server_alert(db, row.server)[1] or config.channel_for(row.server)
     return config.channel_for(row.server)
 
 
-def _thread_of(db: Database, row: store.OutboxRow, incident) -> str | None:
+def _thread_of(db: Database, row: store.OutboxRow, incident: Incident | None) -> str | None:
     """The thread a reply goes to (None: a top-level message)."""
     if row.kind == "reply":
-        return incident.message_ts
-    if row.kind == "server_up":
+        return _must_have(incident, row).message_ts
+    if isinstance(row, store.ServerRow) and row.kind == "server_up":
         return store.server_alert_ts(db, row.server)
     return None
 
 
-def _repost(db: Database, row: store.OutboxRow, now: datetime) -> None:
+def _repost(db: Database, row: store.IncidentRow, now: datetime) -> None:
     """Someone deleted the alert in Slack: post it again rather than update nothing forever."""
     log.warning("the alert for incident %d was deleted in Slack; posting it again",
                 row.incident_id)
@@ -305,55 +328,78 @@ def _marker(row: store.OutboxRow, event_type: str, **payload) -> dict:
     return {"event_type": event_type, "event_payload": {**payload, "outbox_id": row.id}}
 
 
-def _send(db: Database, sender: SlackSender, row: store.OutboxRow, incident, channel: str,
-          config: Config, now: datetime) -> Posted | None:
+def _send(db: Database, sender: SlackSender, row: store.OutboxRow, incident: Incident | None,
+          channel: str, config: Config, now: datetime) -> Posted | None:
     """Send one row; the message it created, if it created one."""
-    if row.kind in ("server_down", "server_up"):
-        return _send_server_health(db, sender, row, channel, now)
-    if row.kind == "dedupe":
+    if row.kind == "dedupe":   # whatever its subject
         _remove_duplicates(db, sender, row, now)
         return None
-    if row.kind == "bot_late":
+    if isinstance(row, store.ServerRow):   # server_down, server_up
+        return _send_server_health(db, sender, row, channel, now)
+    if isinstance(row, store.BotRow):      # bot_late
         text, blocks = render.bot_late(row.detail)
         posted = sender.post(channel, text, blocks, metadata=_marker(row, "submitwatch_bot"))
         with store.write_transaction(db):
             store.mark_sent(db, row.id, now)
         return posted
-    servers = {s.name: s for s in config.servers}
     if row.kind == "reply":
-        if "action" in row.detail:
-            text, blocks = render.action_note(incident, row.detail)
-        else:
-            text, blocks = render.thread_note(incident, row.detail, servers)
-        posted = sender.post(channel, text, blocks, thread_ts=incident.message_ts,
-                             metadata=_marker(row, "submitwatch_note", incident_id=incident.id))
-        with store.write_transaction(db):
-            store.mark_sent(db, row.id, now)
-        return posted
-    snoozes = chat.snoozes_for(db, incident, now)
-    text, blocks = render.alert(incident, servers, snoozes)
-    posted = None
-    if row.kind == "post":
-        posted = sender.post(channel, text, blocks, metadata=_marker(
-            row, "submitwatch_incident", incident_id=incident.id))
-        ts, channel_id = posted
+        return _send_reply(db, sender, row, _must_have(incident, row), channel, config, now)
+    return _send_alert(db, sender, row, _must_have(incident, row), channel, config, now)
+
+
+def _send_reply(db: Database, sender: SlackSender, row: store.IncidentRow, incident: Incident,
+                channel: str, config: Config, now: datetime) -> Posted:
+    """A note in the thread of the incident's alert."""
+    if "action" in row.detail:
+        text, blocks = render.action_note(incident, row.detail)
     else:
-        sender.update(channel, incident.message_ts, text, blocks)
-        ts = channel_id = None
+        text, blocks = render.thread_note(incident, row.detail,
+                                          {s.name: s for s in config.servers})
+    posted = sender.post(channel, text, blocks, thread_ts=incident.message_ts,
+                         metadata=_marker(row, "submitwatch_note", incident_id=row.incident_id))
     with store.write_transaction(db):
         store.mark_sent(db, row.id, now)
-        store.set_message(db, incident.id, ts=ts, now=now, channel=channel_id)
+    return posted
+
+
+def _send_alert(db: Database, sender: SlackSender, row: store.IncidentRow, incident: Incident,
+                channel: str, config: Config, now: datetime) -> Posted | None:
+    """The incident's alert: its post, or an update of it in place."""
+    snoozes = chat.snoozes_for(db, incident, now)
+    text, blocks = render.alert(incident, {s.name: s for s in config.servers}, snoozes)
+    posted: Posted | None = None
+    ts: str | None = None            # an update leaves the message's ts and channel as they are
+    channel_id: str | None = None
+    if row.kind == "post":
+        posted = sender.post(channel, text, blocks, metadata=_marker(
+            row, "submitwatch_incident", incident_id=row.incident_id))
+        ts, channel_id = posted
+    else:
+        sender.update(channel, _alert_ts(incident), text, blocks)
+    with store.write_transaction(db):
+        store.mark_sent(db, row.id, now)
+        store.set_message(db, row.incident_id, ts=ts, now=now, channel=channel_id)
         # A poll may have added events while this render was on its way (it saw the pending
         # row and did not queue another): queue one more update so the message catches up.
-        current = store.get_incident(db, incident.id)
+        current = _must_have(store.get_incident(db, row.incident_id), row)
         changed = _shown(current, chat.snoozes_for(db, current, now)) != _shown(incident, snoozes)
         store.enqueue_messages(db, outbox.after_send(
-            incident.id, changed, store.pending_kinds(db, incident.id), now,
+            row.incident_id, changed, store.pending_kinds(db, row.incident_id), now,
             timedelta(seconds=config.incidents.update_interval)), now)
     return posted
 
 
-def _send_server_health(db: Database, sender: SlackSender, row: store.OutboxRow, channel: str,
+def _alert_ts(incident: Incident) -> str:
+    """The ts of the alert an update edits. An update waits until its alert is posted
+    (outbox.verdict); were the ts gone all the same, this says what Slack answers an update
+    without one, and the alert is posted again (deliver_one)."""
+    if incident.message_ts is None:
+        raise DeliveryError(f"incident {incident.id} has no alert in Slack to update",
+                            code="message_not_found", permanent=True)
+    return incident.message_ts
+
+
+def _send_server_health(db: Database, sender: SlackSender, row: store.ServerRow, channel: str,
                         now: datetime) -> Posted:
     """The one "not being watched" alert of a server, and its recovery in the same thread."""
     if row.kind == "server_down":
@@ -382,7 +428,7 @@ def _send_server_health(db: Database, sender: SlackSender, row: store.OutboxRow,
     return posted
 
 
-def _shown(incident, snoozes) -> tuple:
+def _shown(incident: Incident, snoozes: list[Snooze]) -> tuple:
     """What the alert message displays; a change here needs a chat.update."""
     return (incident.status, incident.event_count, incident.last_seen, incident.servers,
             incident.connectors, incident.sightings, incident.acked_by, incident.ack_note,

@@ -19,7 +19,7 @@ the result.
 """
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
 from .config import ServerConfig
@@ -133,8 +133,9 @@ def sightings_of(incident: Incident) -> tuple[Sighting, ...]:
         named.setdefault(server, []).append(connector)
     derived = []
     for name, _host in incident.servers:
+        connectors: Sequence[str | None] = named.get(name) or [None]   # None: it named none
         for event_id in incident.event_ids:
-            derived += [Sighting(event_id, name, c) for c in named.get(name) or [None]]
+            derived += [Sighting(event_id, name, c) for c in connectors]
     return tuple(derived)
 
 

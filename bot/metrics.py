@@ -103,7 +103,7 @@ class StoreCollector:
                 "SELECT server, last_success_at, newest_record, cursor, consecutive_failures, "
                 "clock_skew FROM server_state"):
             if success:
-                last_good.add_metric([server], from_iso(success).timestamp())
+                last_good.add_metric([server], _stored_time(success).timestamp())
             behind.add_metric([server], max(0, (newest or 0) - (cursor or 0)))
             failures.add_metric([server], failed)
             if off is not None:
@@ -127,7 +127,15 @@ def _incident_counts(db, now: datetime) -> dict[str, int]:
 
 
 def _age(text: str | None, now: datetime) -> float:
-    return max(0.0, (now - from_iso(text)).total_seconds()) if text else 0.0
+    return max(0.0, (now - _stored_time(text)).total_seconds()) if text else 0.0
+
+
+def _stored_time(text: str) -> datetime:
+    """A time the database holds (the callers skip a NULL or empty one)."""
+    moment = from_iso(text)
+    if moment is None:   # from_iso gives None only for an empty text
+        raise ValueError("an empty stored time has no moment")
+    return moment
 
 
 def registry_for(open_database: Callable, clock: Callable[[], datetime]) -> CollectorRegistry:
@@ -188,7 +196,7 @@ class Readiness:
         polled = {r[0]: r[1] for r in self.open_database().execute(
             "SELECT server, last_poll_at FROM server_state")}
         stale = [s.name for s in self.config.servers if not polled.get(s.name)
-                 or (now - from_iso(polled[s.name])).total_seconds() > late]
+                 or (now - _stored_time(polled[s.name])).total_seconds() > late]
         if stale:
             return f"not polled in the last {late:g}s: {', '.join(stale)}"
         return None

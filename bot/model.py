@@ -95,6 +95,13 @@ class Incident:
     sightings: tuple[Sighting, ...] = ()  # each (event ID, server, connector) once, in order
     last_stored_at: datetime | None = None  # the bot's time when its newest event was stored
 
+    @property
+    def stored_id(self) -> int:
+        """The id of an incident read from the database (`id` is None only before it is saved)."""
+        if self.id is None:
+            raise ValueError(f"incident {self.key} was never stored")
+        return self.id
+
     def quiet_since(self) -> datetime:
         """Since when nothing new was seen, by the bot's clock as well as Exchange's: an
         Exchange clock behind the bot's must not make a live incident look quiet."""

@@ -71,7 +71,8 @@ def mixed_script_warning(name: str) -> str | None:
     words = mixed_script_words(name)
     if not words:
         return None
-    scripts = sorted({script_of(ch) for w in words for ch in w} - {None, "LATIN"})
+    found = {script_of(ch) for w in words for ch in w}
+    scripts = sorted(s for s in found if s is not None and s != "LATIN")
     which = " and ".join(s.title() for s in scripts)
     return (f"This name mixes Latin letters with {which} letters in one word, so it may only "
             "look like the account you know. Compare it letter by letter (or by its SID) "

@@ -165,7 +165,7 @@ def _parse_all(chunks: list[str]) -> list[Element | None]:
         root = _parse_xml("<batch>" + "".join(chunks) + "</batch>")
     except ValueError:
         return [None] * len(chunks)
-    events = list(root)
+    events: list[Element | None] = list(root)
     return events if len(events) == len(chunks) else [None] * len(chunks)
 
 

@@ -23,7 +23,7 @@ from .config import Config
 from .incidents import IncidentChange, decide, resolve_quiet
 from .model import Problem
 from .parse import LogInfo, parse_events
-from .source import EventSource, SourceError
+from .source import Answer, EventSource, SourceError
 
 log = logging.getLogger("submitwatch")
 Clock = Callable[[], datetime]
@@ -98,11 +98,11 @@ def _record_health(db: Database, server: str, result: PollResult, alert_after: i
                     and store.mark_server_down(db, server, now)):
                 # "since": the last good poll; a server that never had one says since when
                 # SubmitWatch has watched it instead (no made-up "last good poll").
-                never = state.last_success_at is None
+                last_good = state.last_success_at
                 store.enqueue(db, None, "server_down", now, server=server, detail={
                     "error": result.error, "failures": state.consecutive_failures,
-                    "since": store.iso(state.first_poll_at or now if never
-                                       else state.last_success_at), "never": never})
+                    "since": store.iso(state.first_poll_at or now if last_good is None
+                                       else last_good), "never": last_good is None})
             return
         down_since = store.mark_server_up(db, server)
         if down_since is not None:
@@ -114,6 +114,7 @@ def _poll(db: Database, source: EventSource, config: Config, clock: Clock,
           result: PollResult) -> None:
     batch_size = config.polling.batch_size
     lookback = int(config.polling.lookback * 1000)
+    answer: Answer | None   # None: the next page is still to be asked for
     with source.open() as shell:
         state = store.server_state(db, source.server.name)
         # The log's state is read before its events (one command line, gli then qe), so every
@@ -257,22 +258,24 @@ def apply_changes(db: Database, changes: Iterable[IncidentChange], now: datetime
     if not changes:
         return []
     snoozed_ids, snoozed_keys = chat.snoozed_keys(db, now)
-    pending_of = store.pending_kinds_of(db, (c.before.id for c in changes if c.before))
+    pending_of = store.pending_kinds_of(db, (c.before.stored_id for c in changes if c.before))
     interval = timedelta(seconds=config.incidents.update_interval)
     linked = []
     for change in changes:
         incident = store.save_incident(db, change.after)
-        linked += [(event, incident.id) for event in change.events]
+        incident_id = incident.stored_id
+        linked += [(event, incident_id) for event in change.events]
         store.enqueue_messages(db, outbox.for_change(
-            incident.id, opened=change.opened, message_ts=incident.message_ts,
-            pending=pending_of.get(incident.id, set()), has_events=bool(change.events),
+            incident_id, opened=change.opened, message_ts=incident.message_ts,
+            pending=pending_of.get(incident_id, set()), has_events=bool(change.events),
             resolved=change.resolved, new_servers=change.new_servers,
             new_connectors=change.new_connectors,
-            silenced=str(incident.id) in snoozed_ids or incident.key in snoozed_keys,
+            silenced=str(incident_id) in snoozed_ids or incident.key in snoozed_keys,
             acked=bool(incident.acked_by),
             last_message_at=change.before.last_message_at if change.before else None,
             now=now, update_interval=interval), now)
     return linked
+
 
 
 def resolve_quiet_incidents(db: Database, config: Config, clock: Clock = utc_now,

@@ -30,6 +30,7 @@ import typing
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from types import TracebackType
 
 import requests
 from winrm.exceptions import (
@@ -62,6 +63,9 @@ NLS_KEY = "HKLM\\SYSTEM\\CurrentControlSet\\Control\\Nls\\CodePage"
 SETUP_DOC = "docs/windows-setup.md"
 _CLIXML_TEXT = re.compile(r"<S S=\"Error\">(.*?)</S>", re.S)
 _ACCESS_DENIED = 5
+#: The transports pywinrm's Protocol takes (bot.config allows some of them: config.TRANSPORTS).
+WinRMTransport = typing.Literal["auto", "basic", "certificate", "ntlm", "kerberos", "credssp",
+                                "plaintext", "ssl"]
 
 
 class SourceError(Exception):
@@ -98,12 +102,17 @@ def event_query(cursor: int, lookback_ms: int | None = None) -> str:
     return f"*[System[{query}]]"
 
 
+def _is_winrm_transport(name: str) -> typing.TypeGuard[WinRMTransport]:
+    return name in typing.get_args(WinRMTransport)
+
+
 class EventShell(typing.Protocol):
     """One open session with an event source, for one poll (a context manager)."""
 
     def __enter__(self) -> EventShell: ...
 
-    def __exit__(self, *exc_info: object) -> None: ...
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 traceback: TracebackType | None, /) -> None: ...
 
     def log_info_and_query(self, cursor: int, batch_size: int,
                            lookback_ms: int | None = None) -> tuple[LogInfo, Answer]: ...
@@ -178,13 +187,18 @@ class WinRMSource:
         self._kept, self._kept_at = protocol, self.clock()
 
     def _protocol(self) -> Protocol:
+        transport = self.server.transport
+        if not _is_winrm_transport(transport):   # bot.config allows only known ones
+            raise SourceError(f"{self.server.name}: pywinrm has no transport {transport!r}")
         protocol = Protocol(
             endpoint=self.server.url,
-            transport=self.server.transport,
+            transport=transport,
             username=self.server.username or None,
             password=self.server.password.reveal() if self.server.password else None,
             server_cert_validation="validate" if self.server.validate_certificate else "ignore",
-            ca_trust_path=self.server.ca_bundle,  # None: the certifi bundle, not env variables
+            # None: the certifi bundle, not env variables. pywinrm reads None so (transport.py:
+            # `self.ca_trust_path is not None`) but annotates the parameter without it.
+            ca_trust_path=self.server.ca_bundle,  # type: ignore[arg-type]
             cert_pem=self.server.cert_pem,
             cert_key_pem=self.server.cert_key_pem,
             # pywinrm wants whole seconds, the read timeout strictly longer.
@@ -212,7 +226,7 @@ class Shell:
     def __enter__(self) -> Shell:
         return self
 
-    def __exit__(self, exc_type, *exc_info) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, *exc_info: object) -> None:
         try:  # pywinrm would close the connection too; keep it for the next poll
             self.protocol.close_shell(self.shell_id, close_session=False)
         except Exception:  # never mask the real error; the shell is deleted next time or expires

@@ -9,6 +9,7 @@ from __future__ import annotations
 import html
 import re
 from collections.abc import Callable
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -89,7 +90,7 @@ def words_of(text: str) -> list[str]:
 
 
 def take_options(args: list[str], options: dict[str, Callable[[str], Any]],
-                 switches: set[str] = frozenset()) -> tuple[list[str], dict[str, Any]]:
+                 switches: AbstractSet[str] = frozenset()) -> tuple[list[str], dict[str, Any]]:
     """Pull `--name value` options and `--switch` flags out of args; the rest stays in order."""
     rest: list[str] = []
     found: dict[str, Any] = {}

@@ -138,6 +138,7 @@ def fix(req: Request, args: list[str]) -> Reply:
     connector = _connector_arg(" ".join(rest)) if rest else None
     server = _server_of(req, connector) if connector else None
     events = queries.event_kinds_of_account(req.db, incident_key(account))
+    why: str | None
     if kinds:
         causes, why = set(kinds), "you said"
     else:
@@ -185,6 +186,8 @@ def _diagnosed(req: Request, account: str, event_id: int, server: str | None,
     sightings = [Sighting(event_id, name, connector) for name in names[:FIX_SERVERS]]
     hosts = {name: _exchange_host(req, name) for name in names[:FIX_SERVERS]}
     if connector:
+        if server is None:   # fix() finds the server whenever it is given a connector
+            raise ValueError(f"connector {connector!r} was given without its server")
         hosts[server] = connector.partition("\\")[0].strip()
     configured = {s.name: s for s in req.config.servers}
     return views.diagnosed_blocks(diagnose(account, sightings, hosts, configured,

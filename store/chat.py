@@ -14,7 +14,7 @@ from sqlite_utils import Database
 
 from bot.model import Incident, Snooze
 
-from .db import from_iso, iso
+from .db import StoreError, from_iso, iso, required_time
 
 # --- acknowledgements ---------------------------------------------------------------------------
 
@@ -30,10 +30,14 @@ def set_ack(db: Database, incident_id: int, user_id: str | None, note: str | Non
 
 def add_snooze(db: Database, *, kind: str, target: str, account: str, until: datetime,
                reason: str, user_id: str, now: datetime) -> Snooze:
-    row_id = db["snoozes"].insert({
+    row_id = db.table("snoozes").insert({
         "kind": kind, "target": target, "account": account, "until": iso(until),
         "reason": reason, "created_by": user_id, "created_at": iso(now)}).last_pk
-    return get_snooze(db, row_id)
+    # Read back in the same connection (and transaction): missing only if SQLite lost the row.
+    snooze = get_snooze(db, row_id) if row_id is not None else None
+    if snooze is None:
+        raise StoreError(f"the snooze of {target} was written but cannot be read back")
+    return snooze
 
 
 def get_snooze(db: Database, snooze_id: int) -> Snooze | None:
@@ -89,8 +93,10 @@ def incidents_covered(db: Database, snooze: Snooze) -> list[Incident]:
 def _snooze(row: dict[str, Any]) -> Snooze:
     return Snooze(
         id=row["id"], kind=row["kind"], target=row["target"], account=row["account"],
-        until=from_iso(row["until"]), reason=row["reason"], created_by=row["created_by"],
-        created_at=from_iso(row["created_at"]), ended_at=from_iso(row["ended_at"]),
+        until=required_time(row["until"], "a snooze's until"), reason=row["reason"],
+        created_by=row["created_by"],
+        created_at=required_time(row["created_at"], "a snooze's created_at"),
+        ended_at=from_iso(row["ended_at"]),
         ended_by=row["ended_by"])
 
 
@@ -100,7 +106,7 @@ def audit(db: Database, *, now: datetime, user_id: str, action: str, target: str
           via: str, outcome: str, incident_id: int | None = None, channel: str | None = None,
           before: Any = None, after: Any = None, detail: str | None = None) -> None:
     """Record one action taken (or refused) from chat. before/after are JSON-able snapshots."""
-    db["audit"].insert({
+    db.table("audit").insert({
         "at": iso(now), "user_id": user_id, "action": action, "target": target,
         "incident_id": incident_id, "channel": channel, "via": via, "outcome": outcome,
         "before": json.dumps(before, sort_keys=True) if before is not None else None,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import sys
 import tempfile
 import threading
 from collections.abc import Iterable, Iterator
@@ -90,7 +91,8 @@ def _migration_lock(path: Path) -> Iterator[None]:
         yield
         return
     try:
-        if os.name == "nt":
+        # sys.platform rather than os.name: type checkers know msvcrt exists only on win32.
+        if sys.platform == "win32":
             import msvcrt
             msvcrt.locking(fd, msvcrt.LK_LOCK, 1)   # retries for 10 s, then raises OSError
         else:
@@ -284,6 +286,16 @@ def from_iso(text: str | None) -> datetime | None:
     return datetime.fromisoformat(text)  # reads the trailing Z as UTC (Python 3.11+)
 
 
+def required_time(text: str | None, what: str) -> datetime:
+    """from_iso for a time the schema requires (NOT NULL, or an aggregate over such times):
+    a missing one means a damaged row, said so here rather than as a None met much later."""
+    moment = from_iso(text)
+    if moment is None:
+        raise StoreError(f"the database has no {what} where one is required (a damaged row?); "
+                         "restore the last `submitwatch backup`")
+    return moment
+
+
 # --- servers ------------------------------------------------------------------------------------
 
 def server_state(db: Database, server: str) -> ServerState:
@@ -319,7 +331,7 @@ def set_clock_skew(db: Database, server: str, seconds: float, now: datetime) -> 
 
 def save_poll_failure(db: Database, server: str, error: str, now: datetime) -> None:
     state = server_state(db, server)
-    db["server_state"].upsert({
+    db.table("server_state").upsert({
         "server": server, "generation": state.generation, "last_poll_at": iso(now),
         "last_error": error, "last_error_at": iso(now),
         "consecutive_failures": state.consecutive_failures + 1,
@@ -377,9 +389,9 @@ def record_problems(db: Database, problems: Iterable[Problem], now: datetime) ->
     problems = list(problems)
     if not problems:
         return
-    db["problems"].insert_all(({"server": p.server, "at": iso(now), "kind": p.kind,
-                                "detail": p.detail, "excerpt": p.excerpt} for p in problems),
-                              pk="id")
+    db.table("problems").insert_all(({"server": p.server, "at": iso(now), "kind": p.kind,
+                                      "detail": p.detail, "excerpt": p.excerpt}
+                                     for p in problems), pk="id")
 
 
 # --- incidents ----------------------------------------------------------------------------------
@@ -417,7 +429,7 @@ def save_incident(db: Database, incident: Incident) -> Incident:
         "last_message_at": iso(incident.last_message_at) if incident.last_message_at else None,
     }
     if incident.id is None:
-        incident_id = db["incidents"].insert(row).last_pk
+        incident_id = db.table("incidents").insert(row).last_pk
         return replace(incident, id=incident_id)
     # message_ts and last_message_at belong to delivery, the ack columns to store.chat: never
     # overwrite them from a stale copy. (Plain SQL: sqlite-utils' update re-reads the table's
@@ -443,11 +455,14 @@ def set_message(db: Database, incident_id: int, *, ts: str | None, now: datetime
 def _incident(row: dict[str, Any]) -> Incident:
     return Incident(
         id=row["id"], key=row["key"], account=row["account"], status=row["status"],
-        channel=row["channel"], first_seen=from_iso(row["first_seen"]),
-        last_seen=from_iso(row["last_seen"]), event_count=row["event_count"],
+        channel=row["channel"],
+        first_seen=required_time(row["first_seen"], "an incident's first_seen"),
+        last_seen=required_time(row["last_seen"], "an incident's last_seen"),
+        event_count=row["event_count"],
         servers=tuple(tuple(pair) for pair in json.loads(row["servers"])),
         connectors=tuple(json.loads(row["connectors"])),
-        event_ids=tuple(json.loads(row["event_ids"])), opened_at=from_iso(row["opened_at"]),
+        event_ids=tuple(json.loads(row["event_ids"])),
+        opened_at=required_time(row["opened_at"], "an incident's opened_at"),
         message_ts=row["message_ts"], resolved_at=from_iso(row["resolved_at"]),
         last_message_at=from_iso(row["last_message_at"]), acked_by=row.get("acked_by"),
         acked_at=from_iso(row.get("acked_at")), ack_note=row.get("ack_note"),
@@ -457,20 +472,50 @@ def _incident(row: dict[str, Any]) -> Incident:
 
 # --- outbox -------------------------------------------------------------------------------------
 
-@dataclass(frozen=True)
-class OutboxRow:
+@dataclass(frozen=True, kw_only=True)
+class _OutboxBase:
+    """What every outbox row has, whatever it is about."""
+
     id: int
-    incident_id: int | None  # None for a row about a server
-    kind: str            # "post", "update", "reply"; "server_down", "server_up"
+    kind: str
     detail: dict
     attempts: int
     not_before: datetime
     state: str = "pending"               # or "sending": claimed by a worker
     claimed_by: str | None = None        # "host:pid:start" of the worker that claimed it
     claimed_at: datetime | None = None
-    server: str | None = None            # for server_down / server_up
     failed_since: datetime | None = None  # first error a person must fix
     error_code: str | None = None         # of the last failed attempt
+
+
+# incident_id and server are on every kind of row (None where a row has none), so code that
+# handles any row can still read them; isinstance tells which one is set.
+
+@dataclass(frozen=True, kw_only=True)
+class IncidentRow(_OutboxBase):
+    """A row about an incident: "post", "update", "reply", or a "dedupe" check after one."""
+
+    incident_id: int
+    server: None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class ServerRow(_OutboxBase):
+    """A row about a server: "server_down", "server_up", or a "dedupe" check after one."""
+
+    server: str
+    incident_id: None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class BotRow(_OutboxBase):
+    """A row about SubmitWatch itself: "bot_late", or a "dedupe" check after one."""
+
+    incident_id: None = None
+    server: None = None
+
+
+OutboxRow = IncidentRow | ServerRow | BotRow
 
 
 #: A claim older than this belongs to a worker that died mid-send; another may take the row.
@@ -527,13 +572,22 @@ def pending_messages(db: Database, now: datetime, limit: int = 500) -> list[Outb
     """
     rows = db.query("SELECT * FROM outbox WHERE state IN ('pending', 'sending') ORDER BY id "
                     "LIMIT ?", [limit])
-    return [OutboxRow(id=r["id"], incident_id=r["incident_id"], kind=r["kind"],
-                      detail=json.loads(r["detail"]), attempts=r["attempts"],
-                      not_before=from_iso(r["not_before"]), state=r["state"],
-                      claimed_by=r["claimed_by"], claimed_at=from_iso(r["claimed_at"]),
-                      server=r["server"], failed_since=from_iso(r["failed_since"]),
-                      error_code=r["error_code"])
-            for r in rows]
+    return [_outbox_row(r) for r in rows]
+
+
+def _outbox_row(r: dict[str, Any]) -> OutboxRow:
+    """The row as the type of what it is about: its incident, else its server, else the bot.
+    (A dedupe row names the subject of the message it checks.)"""
+    common: dict[str, Any] = dict(
+        id=r["id"], kind=r["kind"], detail=json.loads(r["detail"]), attempts=r["attempts"],
+        not_before=required_time(r["not_before"], "an outbox row's not_before"),
+        state=r["state"], claimed_by=r["claimed_by"], claimed_at=from_iso(r["claimed_at"]),
+        failed_since=from_iso(r["failed_since"]), error_code=r["error_code"])
+    if r["incident_id"] is not None:
+        return IncidentRow(incident_id=r["incident_id"], **common)
+    if r["server"] is not None:
+        return ServerRow(server=r["server"], **common)
+    return BotRow(**common)
 
 
 def claim(db: Database, row: OutboxRow, now: datetime, owner: str) -> bool:

@@ -17,14 +17,14 @@ def m001_initial(db: Database) -> None:
     # One row per configured server: the cursor and the health of its polling.
     # `generation` counts how often the server's Application log was found cleared: record ids
     # may start again after a clear, so events are unique per (server, generation, record_id).
-    db["server_state"].create({
+    db.table("server_state").create({
         "server": str, "generation": int, "cursor": int, "newest_record": int,
         "last_poll_at": str, "last_success_at": str, "last_error": str, "last_error_at": str,
         "consecutive_failures": int, "events_stored": int,
     }, pk="server", not_null={"generation", "consecutive_failures", "events_stored"},
         defaults={"generation": 0, "consecutive_failures": 0, "events_stored": 0})
 
-    db["incidents"].create({
+    db.table("incidents").create({
         "id": int, "key": str, "account": str, "status": str, "channel": str, "message_ts": str,
         "first_seen": str, "last_seen": str, "event_count": int, "servers": str,
         "connectors": str, "event_ids": str, "opened_at": str, "resolved_at": str,
@@ -34,76 +34,76 @@ def m001_initial(db: Database) -> None:
     # At most one open incident per account: the invariant grouping depends on.
     db.execute("CREATE UNIQUE INDEX incidents_one_open_per_key ON incidents(key) "
                "WHERE status = 'open'")
-    db["incidents"].create_index(["status", "last_seen"])
+    db.table("incidents").create_index(["status", "last_seen"])
 
-    db["events"].create({
+    db.table("events").create({
         "id": int, "server": str, "generation": int, "record_id": int, "provider": str,
         "event_id": int, "time": str, "account": str, "account_key": str, "connector": str,
         "computer": str, "incident_id": int, "stored_at": str,
     }, pk="id", not_null={"server", "generation", "record_id", "provider", "event_id", "time",
                           "account", "account_key", "stored_at"},
         foreign_keys=[("incident_id", "incidents", "id")])
-    db["events"].create_index(["server", "generation", "record_id"], unique=True)
-    db["events"].create_index(["account_key", "time"])
-    db["events"].create_index(["incident_id"])
+    db.table("events").create_index(["server", "generation", "record_id"], unique=True)
+    db.table("events").create_index(["account_key", "time"])
+    db.table("events").create_index(["incident_id"])
 
     # Things read from a server that could not be used (malformed events, cleared logs, ...).
-    db["problems"].create({"id": int, "server": str, "at": str, "kind": str, "detail": str,
-                           "excerpt": str}, pk="id")
-    db["problems"].create_index(["server", "at"])
+    db.table("problems").create({"id": int, "server": str, "at": str, "kind": str,
+                                 "detail": str, "excerpt": str}, pk="id")
+    db.table("problems").create_index(["server", "at"])
 
     # Slack messages to send. A row is written in the same transaction as the incident change
     # that caused it, and marked sent only after Slack answered ok.
-    db["outbox"].create({
+    db.table("outbox").create({
         "id": int, "incident_id": int, "kind": str, "detail": str, "state": str,
         "created_at": str, "not_before": str, "attempts": int, "last_error": str,
         "sent_at": str,
     }, pk="id", not_null={"incident_id", "kind", "state", "created_at", "not_before", "attempts"},
         defaults={"attempts": 0}, foreign_keys=[("incident_id", "incidents", "id")])
-    db["outbox"].create_index(["state", "not_before"])
-    db["outbox"].create_index(["incident_id", "state"])
+    db.table("outbox").create_index(["state", "not_before"])
+    db.table("outbox").create_index(["incident_id", "state"])
 
 
 @migrations()
 def m002_claims_and_log_bounds(db: Database) -> None:
     # A delivery worker claims a row before sending it, so two workers (`run` and a cron
     # `poll-once`) never send the same message; a claim older than a few minutes is taken over.
-    db["outbox"].add_column("claimed_at", str)
+    db.table("outbox").add_column("claimed_at", str)
     # The log's oldest record at the last good poll: a smaller one later means the log was
     # cleared and numbered again; without a previous value, no wrap can be claimed.
-    db["server_state"].add_column("oldest_record", int)
+    db.table("server_state").add_column("oldest_record", int)
 
 
 @migrations()
 def m003_chat_ops(db: Database) -> None:
     # Who took ownership of an incident from chat.
-    db["incidents"].add_column("acked_by", str)
-    db["incidents"].add_column("acked_at", str)
-    db["incidents"].add_column("ack_note", str)
+    db.table("incidents").add_column("acked_by", str)
+    db.table("incidents").add_column("acked_at", str)
+    db.table("incidents").add_column("ack_note", str)
     # Snoozes of one incident (target = its id) or of an account (target = incident key).
     # A row stays after it ends (ended_at), so `show` and the audit can tell the story.
-    db["snoozes"].create({
+    db.table("snoozes").create({
         "id": int, "kind": str, "target": str, "account": str, "until": str, "reason": str,
         "created_by": str, "created_at": str, "ended_at": str, "ended_by": str,
     }, pk="id", not_null={"kind", "target", "account", "until", "reason", "created_by",
                           "created_at"})
-    db["snoozes"].create_index(["ended_at", "until"])
-    db["snoozes"].create_index(["kind", "target"])
+    db.table("snoozes").create_index(["ended_at", "until"])
+    db.table("snoozes").create_index(["kind", "target"])
     # Every action taken from chat, allowed or refused: who, what, when, where, before and after.
-    db["audit"].create({
+    db.table("audit").create({
         "id": int, "at": str, "user_id": str, "action": str, "target": str, "incident_id": int,
         "channel": str, "via": str, "outcome": str, "before": str, "after": str, "detail": str,
     }, pk="id", not_null={"at", "user_id", "action", "target", "via", "outcome"})
-    db["audit"].create_index(["incident_id", "at"])
-    db["audit"].create_index(["at"])
+    db.table("audit").create_index(["incident_id", "at"])
+    db.table("audit").create_index(["at"])
 
 
 @migrations()
 def m004_lookup_indexes(db: Database) -> None:
     # `/submitwatch history` counts events per day over a window, for everyone or for one
     # server: without these it reads every event (about 0.3 s per million, each time).
-    db["events"].create_index(["time"])
-    db["events"].create_index(["server", "time"])
+    db.table("events").create_index(["time"])
+    db.table("events").create_index(["server", "time"])
     # `/submitwatch fix` lists the connectors each server's 1018 events named. Only 1018 events
     # carry one, so the index holds just those, and a query hops from one name to the next.
     db.execute("CREATE INDEX idx_events_server_connector ON events(server, connector) "
@@ -114,21 +114,21 @@ def m004_lookup_indexes(db: Database) -> None:
 def m005_claim_owner(db: Database) -> None:
     # Which worker ("host:pid:start") claimed a row: a worker on the same host can tell that the
     # claimant died (killed, crashed) and take the row over at once instead of after a timeout.
-    db["outbox"].add_column("claimed_by", str)
+    db.table("outbox").add_column("claimed_by", str)
 
 
 @migrations()
 def m006_health_messages_and_dead_letters(db: Database) -> None:
     # Outbox rows about a server rather than an incident ("not being watched", "recovered").
-    db["outbox"].transform(not_null={"incident_id": False})
-    db["outbox"].add_column("server", str)
+    db.table("outbox").transform(not_null={"incident_id": False})
+    db.table("outbox").add_column("server", str)
     # Errors a person must fix are retried more and more slowly, then given up ("failed") after
     # a day; failed_since says when the first of them happened.
-    db["outbox"].add_column("error_code", str)
-    db["outbox"].add_column("failed_since", str)
+    db.table("outbox").add_column("error_code", str)
+    db.table("outbox").add_column("failed_since", str)
     # The "not being watched" alert of a server, while it is down.
-    db["server_state"].add_column("down_since", str)
-    db["server_state"].add_column("down_message_ts", str)
+    db.table("server_state").add_column("down_since", str)
+    db.table("server_state").add_column("down_message_ts", str)
 
 
 @migrations()
@@ -136,7 +136,7 @@ def m007_sightings(db: Database) -> None:
     # Which event ID named which connector on which server, once each: an account failing with
     # 1018 on one server and 1020 on another needs a different diagnosis for each. JSON list of
     # [event_id, server, connector], first-seen order; filled from the events already stored.
-    db["incidents"].add_column("sightings", str)
+    db.table("incidents").add_column("sightings", str)
     rows = db.execute(
         "SELECT incident_id, event_id, server, connector FROM events "
         "WHERE incident_id IS NOT NULL GROUP BY incident_id, event_id, server, connector "
@@ -152,10 +152,10 @@ def m007_sightings(db: Database) -> None:
 def m008_server_alert_channel(db: Database) -> None:
     # The channel ID Slack answered the "not being watched" alert with: its update and the
     # recovery notice go there even when the configuration names the channel (`#alerts`).
-    db["server_state"].add_column("down_channel", str)
+    db.table("server_state").add_column("down_channel", str)
     # When SubmitWatch first polled the server: a server that never polled successfully is
     # "not watched since then", not "last good poll <now>".
-    db["server_state"].add_column("first_poll_at", str)
+    db.table("server_state").add_column("first_poll_at", str)
 
 
 @migrations()
@@ -163,10 +163,10 @@ def m009_last_stored_at(db: Database) -> None:
     # The bot's own time when an incident's newest event was stored: quietness is decided on it
     # as well as on Exchange's event times, so an Exchange clock behind the bot's (or jumping
     # ahead) neither resolves live incidents nor splits them. Filled from the events stored.
-    db["incidents"].add_column("last_stored_at", str)
+    db.table("incidents").add_column("last_stored_at", str)
     db.execute("UPDATE incidents SET last_stored_at = (SELECT max(stored_at) FROM events "
                "WHERE events.incident_id = incidents.id)")
     # How far a server's event times are from the bot's clock, when that was last measurable
     # (seconds; positive: Exchange ahead), for `status` and `check`.
-    db["server_state"].add_column("clock_skew", float)
-    db["server_state"].add_column("clock_skew_at", str)
+    db.table("server_state").add_column("clock_skew", float)
+    db.table("server_state").add_column("clock_skew_at", str)

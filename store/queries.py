@@ -21,7 +21,7 @@ from bot.model import ConnectorSeen, EventGroup, History, Incident, IncidentDeta
 
 from . import chat
 from .db import _incident as incident_from_row
-from .db import from_iso, iso
+from .db import iso, required_time
 
 # --- history ------------------------------------------------------------------------------------
 
@@ -82,7 +82,8 @@ def event_groups(db: Database, incident_id: int, limit: int = 25) -> tuple[list[
         "GROUP BY server, connector ORDER BY n DESC, server, connector LIMIT ?",
         [incident_id, limit]).fetchall()
     groups = [EventGroup(server, connector, tuple(sorted(int(i) for i in ids.split(","))), n,
-                         from_iso(first), from_iso(last))
+                         required_time(first, "an event's time"),
+                         required_time(last, "an event's time"))
               for server, connector, ids, n, first, last, _ in rows]
     return groups, rows[0][6] if rows else 0
 
@@ -132,6 +133,8 @@ def snoozes_of(db: Database, incident: Incident, now: datetime,
 
 def incident_detail(db: Database, incident: Incident, now: datetime,
                     group_limit: int = 25, audit_limit: int = 30) -> IncidentDetail:
+    if incident.id is None:   # its events and audit rows are found by its id
+        raise ValueError("incident_detail needs a stored incident (one with an id)")
     groups, group_count = event_groups(db, incident.id, group_limit)
     in_force = chat.snoozes_for(db, incident, now) if incident.status == "open" else []
     return IncidentDetail(incident, groups, group_count, timeline(db, incident, now),
@@ -158,7 +161,8 @@ def connectors_of_account(db: Database, key: str, limit: int = 50,
         f"WHERE account_key = :key AND connector IS NOT NULL{kind} GROUP BY server, connector "
         "ORDER BY last DESC LIMIT :limit",
         {"key": key, "limit": limit, "event_id": event_id}).fetchall()
-    return [ConnectorSeen(s, c, n, from_iso(last)) for s, c, n, last in rows]
+    return [ConnectorSeen(s, c, n, required_time(last, "an event's time"))
+            for s, c, n, last in rows]
 
 
 def event_kinds_of_account(db: Database, key: str) -> dict[str, set[int]]:

@@ -177,7 +177,7 @@ def _intro(diagnosis: Diagnosis, account: str) -> list[list[Part]]:
     return lines
 
 
-def _connector(target: Target) -> list[Part] | dict:
+def _connector(target: Target) -> dict:
     return rt.name(target.connector or "?", 120)
 
 
@@ -283,7 +283,8 @@ def thread_note(incident: Incident, detail: Mapping[str, list[str]],
     """A thread reply when the incident spreads to a new server or connector."""
     new_servers = list(detail.get("servers", []))
     new_connectors = list(detail.get("connectors", []))
-    parts, line = [], [rt.name(incident.account), ": "]
+    parts: list[str] = []
+    line: list[Part] = [rt.name(incident.account), ": "]
     if new_servers:
         parts.append("now also seen on " + ", ".join(f"*{show(s, 64)}*" for s in new_servers))
         line += ["now also seen on ", *rt.joined(rt.name(s, 64) for s in new_servers)]

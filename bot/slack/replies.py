@@ -11,6 +11,7 @@ characters per section): long lists are cut and the answer says so.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from urllib.parse import urlsplit
@@ -140,7 +141,7 @@ def history_view(page: History, *, subject: Subject, since_seconds: float, limit
 
 # --- show ---------------------------------------------------------------------------------------
 
-def show_view(detail: IncidentDetail, now: datetime, diagnoses: list[Diagnosis] = (),
+def show_view(detail: IncidentDetail, now: datetime, diagnoses: Sequence[Diagnosis] = (),
               max_timeline: int = 30) -> tuple[str, list[dict]]:
     """One incident's story; `diagnoses` (bot.diagnosis) say why it was refused."""
     incident = detail.incident
@@ -374,8 +375,9 @@ def _poll_facts(row: ServerRow, now: datetime) -> list[str]:
     else:
         facts.append("never polled successfully")
     facts.append(f"cursor {state.cursor}" if state.cursor is not None else "no cursor yet")
-    if state.clock_skew:
-        facts.append(f"*{skew_text(state.clock_skew)}* (seen {slack_date(state.clock_skew_at)})")
+    if state.clock_skew:   # stored with the moment it was measured, so that is always there
+        seen = f" (seen {slack_date(state.clock_skew_at)})" if state.clock_skew_at else ""
+        facts.append(f"*{skew_text(state.clock_skew)}*{seen}")
     if state.generation:
         facts.append(f"log cleared {plural(state.generation, 'time')}")
     if state.last_error:
@@ -412,7 +414,7 @@ def delivery_lines(problems: list[dict]) -> list[str]:
 
 def status_view(rows: list[ServerRow], *, open_count: int, outbox: int, now: datetime,
                 interval: float, late_after: float,
-                delivery: list[dict] = ()) -> tuple[str, list[dict]]:
+                delivery: Sequence[dict] = ()) -> tuple[str, list[dict]]:
     lines = [server_health_line(r, now, late_after) for r in rows] or [
         "no server is configured or polled"]
     totals = (f"*Open incidents:* {open_count:,}   *Alerts waiting to be sent:* {outbox:,}")
@@ -439,6 +441,8 @@ def servers_view(rows: list[ServerRow], *, default_channel: str, now: datetime,
 
 def _server_line(row: ServerRow, default_channel: str, now: datetime, late_after: float) -> str:
     cfg = row.config
+    if cfg is None:   # servers_view lists the servers no longer configured apart
+        raise ValueError(f"server {row.name!r} is not configured: no line to show for it")
     parts = urlsplit(cfg.url)
     where = parts.hostname or "?"
     if parts.port:
@@ -483,7 +487,7 @@ def snoozes_view(snoozes: list[Snooze], now: datetime, most: int = 40) -> tuple[
 
 def home_blocks(*, may_act: str, incidents: list[Incident], open_total: int,
                 snoozes: list[Snooze], servers: list[ServerRow], now: datetime,
-                late_after: float, most: int = 40, delivery: list[dict] = ()) -> list[dict]:
+                late_after: float, most: int = 40, delivery: Sequence[dict] = ()) -> list[dict]:
     """The Home tab: who may act, Slack delivery problems, open incidents, snoozes in force,
     each server's health."""
     blocks = [header("SubmitWatch"), section(may_act), divider()]
