@@ -104,35 +104,7 @@ class InteractionPayloads:
             message = channel_obj.by_ts.get(message_ts) if channel_obj else None
             message_api = self._api_message(message, False) if message else None
             found = _find_element(message.blocks or [], action_id) if message else None
-        is_select = selected_option_value is not None
-        action: dict[str, Any] = {"action_id": action_id, "block_id": block_id or "actions"}
-        element_text = action_id
-        if found is not None:
-            found_block_id, element = found
-            action["block_id"] = block_id or found_block_id
-            if (element.get("type") == "static_select") != is_select:
-                raise ValueError(f"{action_id!r} is a {element.get('type')} in the message; "
-                                 "pass value= for a button, selected_option_value= for a select")
-            if is_select:
-                option = next((o for o in element.get("options", []) if o.get("value") == selected_option_value), None)
-                if option is None:
-                    raise ValueError(f"{action_id!r} has no option with value {selected_option_value!r}")
-                element_text = option["text"]["text"]
-            else:
-                element_text = (element.get("text") or {}).get("text", action_id)
-                if value is None:
-                    value = element.get("value")  # the button sends what the message holds
-        if is_select:
-            action["type"] = "static_select"
-            action["selected_option"] = {
-                "text": {"type": "plain_text", "text": element_text, "emoji": True},
-                "value": selected_option_value,
-            }
-        else:
-            action["type"] = "button"
-            action["text"] = {"type": "plain_text", "text": element_text, "emoji": True}
-            if value is not None:
-                action["value"] = value
+        action = _action(found, action_id, value, selected_option_value, block_id)
         action["action_ts"] = f"{time.time():.6f}"
         container: dict[str, Any] = {
             "type": "message",
@@ -293,3 +265,39 @@ class InteractionPayloads:
             )
             self._changed.notify_all()
         return reply
+
+
+def _action(found: tuple[str, dict] | None, action_id: str, value: str | None,
+            selected_option_value: str | None, block_id: str | None) -> dict[str, Any]:
+    """The `actions[0]` of a click: the element as the message has it (`found`: its block_id
+    and element), or as the test describes it when the message is not in the stand-in."""
+    is_select = selected_option_value is not None
+    action: dict[str, Any] = {"action_id": action_id, "block_id": block_id or "actions"}
+    element_text = action_id
+    if found is not None:
+        found_block_id, element = found
+        action["block_id"] = block_id or found_block_id
+        if (element.get("type") == "static_select") != is_select:
+            raise ValueError(f"{action_id!r} is a {element.get('type')} in the message; "
+                             "pass value= for a button, selected_option_value= for a select")
+        if is_select:
+            option = next((o for o in element.get("options", []) if o.get("value") == selected_option_value), None)
+            if option is None:
+                raise ValueError(f"{action_id!r} has no option with value {selected_option_value!r}")
+            element_text = option["text"]["text"]
+        else:
+            element_text = (element.get("text") or {}).get("text", action_id)
+            if value is None:
+                value = element.get("value")  # the button sends what the message holds
+    if is_select:
+        action["type"] = "static_select"
+        action["selected_option"] = {
+            "text": {"type": "plain_text", "text": element_text, "emoji": True},
+            "value": selected_option_value,
+        }
+    else:
+        action["type"] = "button"
+        action["text"] = {"type": "plain_text", "text": element_text, "emoji": True}
+        if value is not None:
+            action["value"] = value
+    return action
