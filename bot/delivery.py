@@ -337,7 +337,7 @@ def _send(db: Database, sender: SlackSender, row: store.OutboxRow, incident: Inc
     if isinstance(row, store.ServerRow):   # server_down, server_up
         return _send_server_health(db, sender, row, channel, now)
     if isinstance(row, store.BotRow):      # bot_late
-        text, blocks = render.bot_late(row.detail)
+        text, blocks = render.bot_late(outbox.BotLate.of(row.detail))
         posted = sender.post(channel, text, blocks, metadata=_marker(row, "submitwatch_bot"))
         with store.write_transaction(db):
             store.mark_sent(db, row.id, now)
@@ -350,11 +350,11 @@ def _send(db: Database, sender: SlackSender, row: store.OutboxRow, incident: Inc
 def _send_reply(db: Database, sender: SlackSender, row: store.IncidentRow, incident: Incident,
                 channel: str, config: Config, now: datetime) -> Posted:
     """A note in the thread of the incident's alert."""
-    if "action" in row.detail:
-        text, blocks = render.action_note(incident, row.detail)
+    note = outbox.note_of(row.detail)
+    if isinstance(note, outbox.ActionNote):
+        text, blocks = render.action_note(incident, note)
     else:
-        text, blocks = render.thread_note(incident, row.detail,
-                                          {s.name: s for s in config.servers})
+        text, blocks = render.thread_note(incident, note, {s.name: s for s in config.servers})
     posted = sender.post(channel, text, blocks, thread_ts=incident.message_ts,
                          metadata=_marker(row, "submitwatch_note", incident_id=row.incident_id))
     with store.write_transaction(db):
@@ -403,17 +403,18 @@ def _send_server_health(db: Database, sender: SlackSender, row: store.ServerRow,
                         now: datetime) -> Posted:
     """The one "not being watched" alert of a server, and its recovery in the same thread."""
     if row.kind == "server_down":
-        text, blocks = render.server_down(row.server, row.detail)
+        text, blocks = render.server_down(row.server, outbox.ServerDown.of(row.detail))
         posted = sender.post(channel, text, blocks, metadata=_marker(
             row, "submitwatch_server", server=row.server))
         with store.write_transaction(db):
             store.mark_sent(db, row.id, now)
             store.set_server_alert(db, row.server, posted.ts, posted.channel)
         return posted
-    text, blocks = render.server_up(row.server, row.detail)
+    up = outbox.ServerUp.of(row.detail)
+    text, blocks = render.server_up(row.server, up)
     alert_ts = store.server_alert_ts(db, row.server)
     if alert_ts:
-        down_text, down_blocks = render.server_down(row.server, row.detail, recovered=True)
+        down_text, down_blocks = render.server_back(row.server, up.since)
         try:
             sender.update(channel, alert_ts, down_text, down_blocks)
         except DeliveryError as exc:

@@ -30,6 +30,7 @@ from hypothesis import strategies as st
 
 from bot.config import parse_config
 from bot.model import Event, Incident, Snooze
+from bot.outbox import ActionNote, ServerDown, ServerUp, SpreadNote, note_of
 from bot.parse import MAX_EVENT_CHARS, parse_event, parse_events
 from bot.poller import ingest, poll_server_once
 from bot.remediation import UnsafeValueError, check_value, connector_identity
@@ -231,21 +232,22 @@ def render_everything(account, connector, host, note, by):
         ("resolved", *render.alert(resolved, SERVERS)),
         ("fix", *render.fix_message(incident, SERVERS)),
         ("thread note", *render.thread_note(
-            incident, {"servers": ["EX02"], "connectors": [connector]}, SERVERS)),
-        ("ack note", *render.action_note(incident, {"action": "ack", "by": by, "at": at,
-                                                    "note": note, "took_over_from": by})),
-        ("unack note", *render.action_note(incident, {"action": "unack", "by": by, "at": at,
-                                                      "was": by})),
-        ("snooze note", *render.action_note(incident, {"action": "snooze", "by": by, "at": at,
-                                                       "until": until, "reason": note,
-                                                       "scope": "account"})),
-        ("unsnooze note", *render.action_note(incident, {"action": "unsnooze", "by": by,
-                                                         "at": at})),
-        ("expiry note", *render.action_note(incident, {"action": "snooze_expired", "at": at})),
-        ("server down", *render.server_down(host, {"error": note, "failures": 3, "since": at})),
-        ("server back", *render.server_down(host, {"error": note, "failures": 3, "since": at},
-                                            recovered=True)),
-        ("server up", *render.server_up(host, {"since": at, "at": at})),
+            incident, note_of({"servers": ["EX02"], "connectors": [connector]}), SERVERS)),
+        ("ack note", *render.action_note(incident, note_of({
+            "action": "ack", "by": by, "at": at, "note": note, "took_over_from": by}))),
+        ("unack note", *render.action_note(incident, note_of({
+            "action": "unack", "by": by, "at": at, "was": by}))),
+        ("snooze note", *render.action_note(incident, note_of({
+            "action": "snooze", "by": by, "at": at, "until": until, "reason": note,
+            "scope": "account"}))),
+        ("unsnooze note", *render.action_note(incident, note_of({
+            "action": "unsnooze", "by": by, "at": at}))),
+        ("expiry note", *render.action_note(incident, note_of({
+            "action": "snooze_expired", "at": at}))),
+        ("server down", *render.server_down(host, ServerDown.of({
+            "error": note, "failures": 3, "since": at}))),
+        ("server back", *render.server_back(host, ServerUp.of({"since": at, "at": at}).since)),
+        ("server up", *render.server_up(host, ServerUp.of({"since": at, "at": at}))),
     ]
 
 
@@ -381,10 +383,11 @@ def slash_scenario(world: World, account: str, connector: str, host: str, words:
         if row.incident_id is None:
             continue
         current = store.get_incident(world.db, row.incident_id)
-        if row.kind == "reply" and "action" in row.detail:
-            message = render.action_note(current, row.detail)
-        elif row.kind == "reply":
-            message = render.thread_note(current, row.detail, servers)
+        note = note_of(row.detail) if row.kind == "reply" else None
+        if isinstance(note, ActionNote):
+            message = render.action_note(current, note)
+        elif isinstance(note, SpreadNote):
+            message = render.thread_note(current, note, servers)
         else:
             message = render.alert(current, servers)
         out.append((f"outbox {row.kind}", *message, 50, ""))

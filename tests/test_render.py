@@ -7,6 +7,7 @@ import pytest
 
 from bot.config import ServerConfig
 from bot.model import Incident
+from bot.outbox import SpreadNote
 from bot.remediation import fix_for
 from bot.slack import alerts as render
 from bot.slack.richtext import visible
@@ -161,7 +162,7 @@ def test_resolved_alert_says_so_and_drops_the_commands():
 
 def test_thread_note_for_a_new_server_carries_its_fix():
     inc = replace(incident(servers=(("EX01", "EX01"), ("EX02", "EX02"))), event_ids=(1018,))
-    text, blocks = render.thread_note(inc, {"servers": ["EX02"], "connectors": []}, SERVERS)
+    text, blocks = render.thread_note(inc, SpreadNote(servers=("EX02",)), SERVERS)
     assert "now also seen on *EX02*" in text
     [commands] = preformatted(blocks)
     assert "EX02\\Client Frontend EX02" in commands and "EX01\\" not in commands
@@ -204,8 +205,8 @@ def test_backticks_in_names_cannot_open_or_close_code_spans():
 def test_thread_notes_escape_names_too(account):
     inc = incident(account=account, connectors=(f"EX01\\{account}",),
                    servers=(("EX01", "EX01"), ("EX02", "EX02")))
-    text, blocks = render.thread_note(inc, {"servers": ["EX02"],
-                                            "connectors": [f"EX01\\{account}"]}, SERVERS)
+    text, blocks = render.thread_note(inc, SpreadNote(("EX02",), (f"EX01\\{account}",)),
+                                      SERVERS)
     for mrkdwn in mrkdwn_texts(blocks) + [text]:
         assert "<" not in mrkdwn and ">" not in mrkdwn
         assert "&" not in mrkdwn.replace("&amp;", "").replace("&lt;", "").replace("&gt;", "")

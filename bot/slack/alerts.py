@@ -28,6 +28,7 @@ from ..diagnosis import (
 )
 from ..model import Incident, Snooze
 from ..names import is_invisible, mixed_script_warning
+from ..outbox import ActionNote, BotLate, ServerDown, ServerUp, SpreadNote
 from ..remediation import SUBMIT_RIGHT, command_lines
 from . import richtext as rt
 from .blocks import (
@@ -278,11 +279,10 @@ def fix_message(incident: Incident, servers: Mapping[str, ServerConfig]) -> tupl
     return text, _fit(blocks, more=MORE_PER_CONNECTOR)
 
 
-def thread_note(incident: Incident, detail: Mapping[str, list[str]],
+def thread_note(incident: Incident, detail: SpreadNote,
                 servers: Mapping[str, ServerConfig]) -> tuple[str, list[dict]]:
     """A thread reply when the incident spreads to a new server or connector."""
-    new_servers = list(detail.get("servers", []))
-    new_connectors = list(detail.get("connectors", []))
+    new_servers, new_connectors = detail.servers, detail.connectors
     parts: list[str] = []
     line: list[Part] = [rt.name(incident.account), ": "]
     if new_servers:
@@ -313,28 +313,26 @@ def _fit(blocks: list[dict], *, tail: int = 0, more: str = MORE_IN_FIX) -> list[
     return blocks[:keep] + [context(more)] + blocks[len(blocks) - tail:]
 
 
-def action_note(incident: Incident, detail: Mapping) -> tuple[str, list[dict]]:
+def action_note(incident: Incident, detail: ActionNote) -> tuple[str, list[dict]]:
     """A thread reply recording what a responder (or a snooze's end) did to the incident.
 
     Rich text, since the note carries the account's name (and the responder's own words)."""
-    action = detail["action"]
-    at = datetime.fromisoformat(detail["at"].replace("Z", "+00:00"))
-    by = rt.user(detail.get("by"))
-    when = utc_time(at)
+    action = detail.action
+    by = rt.user(detail.by)
+    when = utc_time(detail.at)
     if action == "ack":
         line: list[Part] = ["Acknowledged by ", by, f" at {when}"]
-        if detail.get("took_over_from"):
-            line += [", taking over from ", rt.user(detail["took_over_from"])]
-        if detail.get("note"):
-            line += [": ", rt.name(detail["note"], 300, strong=False)]
+        if detail.took_over_from:
+            line += [", taking over from ", rt.user(detail.took_over_from)]
+        if detail.note:
+            line += [": ", rt.name(detail.note, 300, strong=False)]
     elif action == "unack":
-        line = [by, " removed the acknowledgement of ", rt.user(detail.get("was")), f" at {when}"]
-    elif action == "snooze":
-        until = datetime.fromisoformat(detail["until"].replace("Z", "+00:00"))
-        what = "every incident of this account" if detail.get("scope") == "account" else \
+        line = [by, " removed the acknowledgement of ", rt.user(detail.was), f" at {when}"]
+    elif action == "snooze" and detail.until is not None:
+        what = "every incident of this account" if detail.scope == "account" else \
             "this incident"
-        line = [by, f" snoozed {what} until ", rt.date(until), ": ",
-                rt.name(detail.get("reason") or "", 300, strong=False)]
+        line = [by, f" snoozed {what} until ", rt.date(detail.until), ": ",
+                rt.name(detail.reason or "", 300, strong=False)]
     elif action == "unsnooze":
         line = [by, f" ended the snooze at {when}; the alert is live again"]
     elif action == "snooze_expired":
@@ -364,36 +362,38 @@ def _fallback(block: dict) -> str:
     return cut("".join(out), SECTION_LIMIT)
 
 
-def server_down(server: str, detail: Mapping, *, recovered: bool = False) -> tuple[str, list[dict]]:
+def server_back(server: str, since: datetime, *, never: bool = False) -> tuple[str, list[dict]]:
+    """The "not being watched" alert as it reads once the server polls again."""
+    was = ("it had never been polled successfully since SubmitWatch started watching it at "
+           if never else "it could not be polled from ")
+    text = (f":white_check_mark: *{show(server, 64)}* is watched again ({was}"
+            f"{slack_date(since)}; see the thread).")
+    return text, [section(text)]
+
+
+def server_down(server: str, detail: ServerDown) -> tuple[str, list[dict]]:
     """The one alert for a server SubmitWatch cannot poll: silence from it means nothing now."""
     name = show(server, 64)
-    since = datetime.fromisoformat(detail["since"].replace("Z", "+00:00"))
-    never = bool(detail.get("never"))
-    if recovered:
-        was = ("it had never been polled successfully since SubmitWatch started watching it at "
-               if never else "it could not be polled from ")
-        text = (f":white_check_mark: *{name}* is watched again ({was}{slack_date(since)}; see "
-                "the thread).")
-        return text, [section(text)]
+    since, never = detail.since, detail.never
     last = (f"It never polled successfully since SubmitWatch started watching it at "
             f"{slack_date(since)}." if never else f"Last good poll: {slack_date(since)}.")
-    text = (f":rotating_light: *{name} is not being watched*: {detail['failures']} polls in a "
+    text = (f":rotating_light: *{name} is not being watched*: {detail.failures} polls in a "
             f"row failed, so 1018/1020 events there go unnoticed. {last}")
     return text, [
         {"type": "header", "text": {"type": "plain_text", "emoji": False,
                                     "text": clip(f"Not being watched: {_printable(server)}",
                                                  HEADER_LIMIT)}},
         section(text),
-        section(f"*Last error:* {show(detail['error'], 1500)}"),
+        section(f"*Last error:* {show(detail.error, 1500)}"),
         context("Events are not lost while the server keeps them: the next good poll reads "
                  "from where SubmitWatch stopped. `/submitwatch status` shows every server."),
     ]
 
 
-def bot_late(detail: Mapping) -> tuple[str, list[dict]]:
+def bot_late(detail: BotLate) -> tuple[str, list[dict]]:
     """SubmitWatch itself could not poll on time (its scheduler's jobs did not start)."""
-    jobs = ", ".join(show(job, 64) for job in detail.get("jobs", [])[:10])
-    late = span(detail.get("late_seconds") or 0)
+    jobs = ", ".join(show(job, 64) for job in detail.jobs[:10])
+    late = span(detail.late_seconds)
     text = (f":warning: *SubmitWatch could not poll on time*: {jobs} had not started for {late} "
             "past their interval (the system clock was probably stepped back, or the machine "
             "was suspended). They run again now and keep their schedule; no event is lost, "
@@ -401,11 +401,9 @@ def bot_late(detail: Mapping) -> tuple[str, list[dict]]:
     return text, [section(text)]
 
 
-def server_up(server: str, detail: Mapping) -> tuple[str, list[dict]]:
-    since = datetime.fromisoformat(detail["since"].replace("Z", "+00:00"))
-    at = datetime.fromisoformat(detail["at"].replace("Z", "+00:00"))
-    text = (f"*{show(server, 64)}* polls again since {utc_time(at)} (down since "
-            f"{utc_time(since)}); events from that time are being read now.")
+def server_up(server: str, detail: ServerUp) -> tuple[str, list[dict]]:
+    text = (f"*{show(server, 64)}* polls again since {utc_time(detail.at)} (down since "
+            f"{utc_time(detail.since)}); events from that time are being read now.")
     return text, [section(text)]
 
 
