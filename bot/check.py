@@ -4,7 +4,7 @@ from __future__ import annotations
 from urllib.parse import urlsplit
 
 from .config import Config, Secret, missing_secrets
-from .delivery import CHANNEL_ID
+from .slack.blocks import CHANNEL_ID
 from .slack.sender import FIXES, make_client
 from .slack.sender import error_code as _code
 from .source import SETUP_DOC, SourceError, WinRMSource
@@ -34,8 +34,12 @@ def run_check(config: Config, out=print) -> int:
                 # was ignored (UTF-16 would hold zero bytes).
                 ignored = answer.encoding not in ("utf-16-le", "")
                 codepage = shell.ansi_codepage() if ignored else None
-            out(f"OK       {server.name}: WinRM works and the event query runs; the Application "
+            out(f"OK       {server.name}: WinRM works and the event query runs; the {server.log} "
                 f"log holds {info.record_count} record(s)")
+            if server.log != "Application":
+                out(f"WARNING  {server.name}: every event in {server.log} is taken for one "
+                    f"logged by {server.name} itself: a collector's log (ForwardedEvents), "
+                    "which holds many servers' events, is not supported yet")
             for warning in answer_warnings(answer, codepage):
                 out(f"WARNING  {server.name}: {warning}")
             skew = _measured_skew(config, server.name)

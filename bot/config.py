@@ -157,7 +157,7 @@ class ServerConfig:
     channel: str | None = None
     submission_connector: str | None = None
     version: str | None = None
-    log: str = "Application"   # the event log read: a Windows Event Collector's is ForwardedEvents
+    log: str = "Application"   # the event log read; every event in it is the server's own
 
 
 @dataclass(frozen=True)
@@ -211,7 +211,7 @@ def parse_config(raw: Mapping[str, Any], environ: Mapping[str, str],
                  source: str = "<memory>") -> Config:
     """A Config from the file's tables; ConfigError names the key and what it allows."""
     _only(raw, "", set(KEYS))
-    # Read in this order, so the first error named is the first table's, as the file reads.
+    # Read in one fixed order, so a file with several mistakes is always told the same first.
     slack = _slack_config(_section(raw, "slack", required=True), environ)
     store = _store_config(_section(raw, "store"))
     polling = _polling_config(_section(raw, "polling"))
@@ -376,8 +376,8 @@ _LOG_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_.\-/]{0,127}")
 def _log_name(raw: Mapping[str, Any], name: str) -> str:
     value = _str(raw, name, "Application")
     if not _LOG_NAME.fullmatch(value):
-        raise ConfigError(f"{name} must be an event log's name such as 'Application' or "
-                          f"'ForwardedEvents' (letters, digits, '.', '_', '-', '/'); got {value!r}")
+        raise ConfigError(f"{name} must be an event log's name such as 'Application' (letters, "
+                          f"digits, '.', '_', '-', '/'); got {value!r}")
     return value
 
 

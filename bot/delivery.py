@@ -15,7 +15,6 @@ Errors:
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Hashable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -30,6 +29,7 @@ from .config import Config
 from .model import Incident, Problem, Snooze
 from .poller import Clock, utc_now
 from .slack import alerts as render
+from .slack.blocks import CHANNEL_ID
 from .slack.sender import DeliveryError, Posted, SlackSender
 from .workers import OWNER, claim_is_dead
 
@@ -38,8 +38,6 @@ log = logging.getLogger("submitwatch")
 GIVE_UP_AFTER = timedelta(days=1)
 #: The kinds of row that create a new message (and may have reached Slack before a crash).
 CREATES_MESSAGE = ("post", "reply", "server_down", "server_up", "bot_late")
-#: What a Slack channel ID looks like (public C..., private G..., direct D...).
-CHANNEL_ID = re.compile(r"[CGD][A-Z0-9]{2,}")
 #: After an attempt that got no answer, how long before the look-up and the retry: Slack may
 #: still be acting on it (seen: posted after the client's timeout).
 LOOK_AGAIN_AFTER = timedelta(seconds=60)

@@ -29,7 +29,7 @@ from prometheus_client import (
 )
 from prometheus_client.core import GaugeMetricFamily
 
-from store.db import from_iso, iso
+from store.db import iso, required_time
 
 METRICS_PATH, HEALTH_PATH, READY_PATH = "/metrics", "/healthz", "/readyz"
 
@@ -103,7 +103,8 @@ class StoreCollector:
                 "SELECT server, last_success_at, newest_record, cursor, consecutive_failures, "
                 "clock_skew FROM server_state"):
             if success:
-                last_good.add_metric([server], _stored_time(success).timestamp())
+                last_good.add_metric([server],
+                                     required_time(success, "last_success_at").timestamp())
             behind.add_metric([server], max(0, (newest or 0) - (cursor or 0)))
             failures.add_metric([server], failed)
             if off is not None:
@@ -127,15 +128,9 @@ def _incident_counts(db, now: datetime) -> dict[str, int]:
 
 
 def _age(text: str | None, now: datetime) -> float:
-    return max(0.0, (now - _stored_time(text)).total_seconds()) if text else 0.0
+    return max(0.0, (now - required_time(text, "a stored time")).total_seconds()) if text else 0.0
 
 
-def _stored_time(text: str) -> datetime:
-    """A time the database holds (the callers skip a NULL or empty one)."""
-    moment = from_iso(text)
-    if moment is None:   # from_iso gives None only for an empty text
-        raise ValueError("an empty stored time has no moment")
-    return moment
 
 
 def registry_for(open_database: Callable, clock: Callable[[], datetime]) -> CollectorRegistry:
@@ -196,7 +191,7 @@ class Readiness:
         polled = {r[0]: r[1] for r in self.open_database().execute(
             "SELECT server, last_poll_at FROM server_state")}
         stale = [s.name for s in self.config.servers if not polled.get(s.name)
-                 or (now - _stored_time(polled[s.name])).total_seconds() > late]
+                 or (now - required_time(polled[s.name], "last_poll_at")).total_seconds() > late]
         if stale:
             return f"not polled in the last {late:g}s: {', '.join(stale)}"
         return None

@@ -29,8 +29,9 @@ class Event:
     #                        when the event carried none (1020's template prints only %1)
     computer: str        # the Exchange server's own name, e.g. EX01.contoso.local
     #: The configured name of the Exchange server that logged the event: what decides its
-    #: channel, its connector's server prefix and its fix. `server` (the endpoint polled) owns
-    #: the cursor. The same for a direct source; a collector's log holds many origins.
+    #: channel and which server's fix applies. `server` (the endpoint polled) owns the cursor.
+    #: The same for a direct source; a collector's log holds many origins. (The connector's
+    #: server prefix comes from <Computer>, the host that logged it.)
     origin: str = ""
 
     def __post_init__(self) -> None:
@@ -156,6 +157,7 @@ class ServerState:
     first_poll_at: datetime | None = None  # SubmitWatch's first poll of it, good or not
     clock_skew: float | None = None      # seconds its event times were ahead (+) or behind (-)
     clock_skew_at: datetime | None = None
+    log: str | None = None                # the event log the cursor counts in (None: before m010)
 
 
 @dataclass(frozen=True)

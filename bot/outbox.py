@@ -1,11 +1,13 @@
 """Which Slack messages an incident change calls for, and when a waiting one may go: pure rules.
 
-Every Slack message goes through the outbox (store.db), and this module alone decides what is
-written there and whether a waiting row is sent now. The poller (new events, quiet incidents),
-chat-ops (ack, snooze) and delivery (catching up, a deleted alert) each hand it what they know
-and write back what it returns, with `store.db.enqueue_messages`. Nothing here touches SQLite
-or Slack, so the rules are tested as tables (tests/test_outbox_policy.py), the way
-`bot.incidents.decide` is (Alertmanager's pure `needsUpdate` is the model).
+Every Slack message goes through the outbox (store.db). This module decides which messages an
+incident's changes call for and whether a waiting row is sent now (rows about a server's health,
+the bot's own lateness and duplicate checks are written where those are noticed). The poller
+(new events, quiet incidents), chat-ops (ack, snooze) and delivery (catching up, a deleted
+alert) each hand it what they know and write back what it returns, with
+`store.db.enqueue_messages`. Nothing here touches SQLite or Slack, so the rules are tested as
+tables (tests/test_outbox_policy.py), the way `bot.incidents.decide` is (Alertmanager's pure
+`needsUpdate` is the model).
 
 The rules, in words:
 - one top-level post per incident, when it opens, unless it is snoozed (then when that ends);

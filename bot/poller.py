@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
 from sqlite_utils import Database
@@ -116,13 +116,14 @@ def _poll(db: Database, source: EventSource, config: Config, clock: Clock,
     lookback = int(config.polling.lookback * 1000)
     answer: Answer | None   # None: the next page is still to be asked for
     with source.open() as shell:
-        state = store.server_state(db, source.server.name)
+        state, notes = _state_for_log(db, source.server.name, source.server.log)
         # The log's state is read before its events (one command line, gli then qe), so every
         # record up to the newest gli saw is covered. A server seen for the first time is read
         # from the look-back, not from record 0.
         info, answer = shell.log_info_and_query(
             state.cursor or 0, batch_size, lookback if state.cursor is None else None)
-        generation, cursor, notes = check_log(state, info)
+        generation, cursor, log_notes = check_log(state, info)
+        notes += log_notes
         # Events read now were written after the last good poll began: the reference for skew.
         previous = state.last_success_at if state.cursor is not None else None
         if cursor != state.cursor:
@@ -152,7 +153,8 @@ def _poll(db: Database, source: EventSource, config: Config, clock: Clock,
                 # After a cut-off event the cursor stays before it: the next poll reads it again.
                 next_cursor = max(next_cursor, info.newest_record or 0)
             result.stored += _store_batch(db, config, state, batch.events, notes + problems,
-                                          generation, next_cursor, info, clock(), previous)
+                                          generation, next_cursor, info, clock(), previous,
+                                          source.server.log)
             result.problems += notes + problems
             notes = []
             if not more or next_cursor == cursor:
@@ -168,6 +170,21 @@ def _complete_part(answer) -> str:
         return answer.text
     end = answer.text.rfind("</Event>")
     return answer.text[:end + len("</Event>")] if end >= 0 else ""
+
+
+def _state_for_log(db: Database, server: str,
+                   log: str) -> tuple[store.ServerState, list[Problem]]:
+    """The server's state, or a fresh start in a new generation when its configured log is not
+    the one its cursor counts in (a record number of one log means nothing in another): the
+    new log is read from the look-back, like a new server."""
+    state = store.server_state(db, server)
+    if state.cursor is None or (state.log or "Application") == log:
+        return state, []
+    fresh = replace(state, generation=state.generation + 1, cursor=None, oldest_record=None,
+                    last_success_at=None)
+    was = state.log or "Application"
+    return fresh, [Problem(server, "log_changed", f"servers.log changed from {was!r} to "
+                           f"{log!r}: reading the new log from polling.lookback ago")]
 
 
 def check_log(state: store.ServerState, info: LogInfo) -> tuple[int, int | None, list[Problem]]:
@@ -186,7 +203,7 @@ def check_log(state: store.ServerState, info: LogInfo) -> tuple[int, int | None,
     if state.cursor > (newest or 0) or renumbered:
         return state.generation + 1, 0, [Problem(
             state.server, "log_cleared",
-            f"the Application log was cleared (SubmitWatch had read up to record {state.cursor}; "
+            f"the event log was cleared (SubmitWatch had read up to record {state.cursor}; "
             f"the log now holds {info.record_count} record(s), oldest "
             f"{oldest if oldest is not None else 'none'}); reading the new log from its start")]
     if oldest is not None and state.oldest_record is not None and oldest > state.cursor + 1:
@@ -195,19 +212,20 @@ def check_log(state: store.ServerState, info: LogInfo) -> tuple[int, int | None,
             state.server, "log_wrapped",
             f"{lost} log record(s) after {state.cursor} were removed (the log wrapped or was "
             "cleared) before SubmitWatch read them; any 1018/1020 among them are lost. Raise the "
-            "Application log's maximum size or poll more often")]
+            "event log's maximum size or poll more often")]
     return state.generation, state.cursor, []
 
 
 def _store_batch(db: Database, config: Config, state: store.ServerState, events, problems,
                  generation: int, cursor: int, info: LogInfo, now: datetime,
-                 previous: datetime | None = None) -> int:
+                 previous: datetime | None = None, log: str = "Application") -> int:
     with store.write_transaction(db):
         stored = ingest(db, config, events, generation, now)
         store.record_problems(db, problems, now)
         store.save_poll_success(db, state, generation=generation, cursor=cursor,
                                 oldest_record=info.oldest_record,
-                                newest_record=info.newest_record, stored=stored, now=now)
+                                newest_record=info.newest_record, stored=stored, now=now,
+                                log=log)
         skew = clock_skew(events, previous, now)
         if skew is not None:
             store.set_clock_skew(db, state.server, skew, now)

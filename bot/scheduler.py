@@ -32,7 +32,7 @@ from .delivery import deliver_once
 from .poller import poll_server_once, resolve_quiet_incidents
 from .slack import alerts as render
 from .slack.sender import SlackSender
-from .source import WinRMSource
+from .source import EventSource, WinRMSource
 from .watchdog import Watchdog
 
 log = logging.getLogger("submitwatch")
@@ -210,7 +210,7 @@ class DiskAlarm:
             log.warning("could not tell Slack about the database: %s", exc)
 
 
-def poll_and_wake(wake_delivery, db, source: WinRMSource, config: Config,
+def poll_and_wake(wake_delivery, db, source: EventSource, config: Config,
                   disk: DiskAlarm | None = None) -> None:
     """Poll; if that stored events, run delivery now rather than at its next tick, so an
     alert reaches Slack right after the poll that found it."""

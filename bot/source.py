@@ -359,7 +359,7 @@ def query_args(log: str, cursor: int, batch_size: int, lookback_ms: int | None) 
 
 def _exit_hint(command: str, code: int) -> str:
     if command == "wevtutil" and code == _ACCESS_DENIED:
-        return (". The account may not read the Application log: add it to the local group "
+        return (". The account may not read the event log: add it to the local group "
                 f"'Event Log Readers' (S-1-5-32-573) on this server ({SETUP_DOC})")
     return ""
 

@@ -141,7 +141,7 @@ def register(app, open_database: Callable, config: Config,
     app.action(render.ACTION_SHOW_FIX)(_show_fix_listener(open_database, config))
 
 
-def _clicked(body: dict) -> tuple[Actor, int, str] | None:
+def _clicked(body: dict, action: str) -> tuple[Actor, int, str] | None:
     """Who clicked, on which incident, with what extra value (a snooze's seconds); None when
     the value is not one of ours."""
     actor = Actor(body["user"]["id"], "button", (body.get("channel") or {}).get("id"))
@@ -151,7 +151,7 @@ def _clicked(body: dict) -> tuple[Actor, int, str] | None:
     try:
         return actor, int(target), extra
     except ValueError:
-        log.warning("ignored a click with a malformed value %r", value)
+        log.warning("ignored a %s click with a malformed value %r", action, value)
         return None
 
 
@@ -160,7 +160,7 @@ def _click_listener(action: str, do: Callable[..., object], open_database: Calla
                     on_change: Callable[[], None]) -> Callable:
     def listener(ack, body, respond, client):
         ack()  # Slack wants this within 3 seconds; the alert updates through the outbox
-        clicked = _clicked(body)
+        clicked = _clicked(body, action)
         if clicked is None:
             return
         actor, incident, extra = clicked

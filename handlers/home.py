@@ -14,7 +14,7 @@ from bot.slack import replies as views
 from store import chat, queries
 from store import db as store
 
-from .lookups import HOME_INCIDENTS, late_after, server_rows
+from .lookups import HOME_INCIDENTS, late_after, server_statuses
 
 log = logging.getLogger("submitwatch")
 
@@ -26,7 +26,7 @@ def home_view(db: Database, config: Config, now: datetime, user_id: str) -> dict
     blocks = views.home_blocks(
         may_act=views.may_act_text(user_id, permissions.users, permissions.groups),
         incidents=incidents, open_total=open_total, snoozes=chat.active_snoozes(db, now),
-        servers=server_rows(db, config), now=now, late_after=late_after(config),
+        servers=server_statuses(db, config), now=now, late_after=late_after(config),
         delivery=store.delivery_problems(db))
     return {"type": "home", "blocks": blocks}
 

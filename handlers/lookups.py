@@ -271,11 +271,11 @@ def _exchange_host(req: Request, name: str) -> str:
 
 # --- status, servers, snoozes -------------------------------------------------------------------
 
-def server_rows(db, config: Config) -> list[views.ServerRow]:
+def server_statuses(db, config: Config) -> list[views.ServerStatus]:
     """Configured servers (polled or not), then servers polled before but configured no more."""
     states = {s.server: s for s in store.all_server_states(db)}
-    rows = [views.ServerRow(s.name, s, states.pop(s.name, None)) for s in config.servers]
-    return rows + [views.ServerRow(name, None, state) for name, state in states.items()]
+    rows = [views.ServerStatus(s.name, s, states.pop(s.name, None)) for s in config.servers]
+    return rows + [views.ServerStatus(name, None, state) for name, state in states.items()]
 
 
 def late_after(config: Config) -> float:
@@ -286,7 +286,7 @@ def late_after(config: Config) -> float:
 def status(req: Request, args: list[str]) -> Reply:
     _no_arguments("status", args)
     text, blocks = views.status_view(
-        server_rows(req.db, req.config), open_count=queries.open_count(req.db),
+        server_statuses(req.db, req.config), open_count=queries.open_count(req.db),
         outbox=store.outbox_depth(req.db), now=req.now, interval=req.config.polling.interval,
         late_after=late_after(req.config), delivery=store.delivery_problems(req.db))
     return Reply(text, blocks)
@@ -294,7 +294,7 @@ def status(req: Request, args: list[str]) -> Reply:
 
 def servers(req: Request, args: list[str]) -> Reply:
     _no_arguments("servers", args)
-    text, blocks = views.servers_view(server_rows(req.db, req.config),
+    text, blocks = views.servers_view(server_statuses(req.db, req.config),
                                       default_channel=req.config.slack.channel, now=req.now,
                                       late_after=late_after(req.config))
     return Reply(text, blocks)

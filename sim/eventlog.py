@@ -189,7 +189,9 @@ class EventLog:
         now: Callable[[], datetime] | None = None,
         max_records: int | None = None,
         connector_in_1020: bool = True,
+        channel: str = "Application",
     ) -> None:
+        self.channel = channel  # the log's name, as wevtutil takes it
         if first_record < 1:
             raise ValueError("first_record must be >= 1")
         if max_records is not None and max_records < 1:

@@ -292,7 +292,7 @@ def run_wevtutil(log: EventLog, args: Iterable[str],
     if verb in ("gli", "get-loginfo"):
         if len(positional) != 1 or options:
             return bad("Usage: wevtutil gli <LOG_NAME> (the simulator supports no options here)")
-        if positional[0].lower() != "application":
+        if positional[0].lower() != log.channel.lower():
             return "", "Failed to read log information. The specified channel could not be found.\r\n", 15007
         return _gli_output(log), "", 0
 
@@ -306,7 +306,7 @@ def run_wevtutil(log: EventLog, args: Iterable[str],
             return bad("Usage: wevtutil qe <LOG_NAME> [/q:XPATH] [/f:xml] [/c:N] [/e:ROOT] [/rd:true|false]")
         if (opts.get("lf") or "false").lower() != "false":
             return bad("/lf:true (reading a log file) is not supported by the simulator.")
-        if positional[0].lower() != "application":
+        if positional[0].lower() != log.channel.lower():
             return "", "Failed to read events. The specified channel could not be found.\r\n", 15007
         fmt = (opts.get("f") or "text").lower()
         if fmt != "xml":

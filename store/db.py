@@ -309,19 +309,20 @@ def all_server_states(db: Database) -> list[ServerState]:
 
 def save_poll_success(db: Database, state: ServerState, *, generation: int, cursor: int | None,
                       oldest_record: int | None, newest_record: int | None, stored: int,
-                      now: datetime) -> None:
+                      now: datetime, log: str = "Application") -> None:
     # Plain SQL: this runs after every batch of every poll, and sqlite-utils' upsert reads
     # the table's schema each time.
     db.execute(
         "INSERT INTO server_state (server, generation, cursor, oldest_record, newest_record, "
-        "last_poll_at, last_success_at, consecutive_failures, events_stored, first_poll_at) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, 0, ?, ?) ON CONFLICT (server) DO UPDATE SET "
+        "last_poll_at, last_success_at, consecutive_failures, events_stored, first_poll_at, "
+        "log) VALUES (?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?) ON CONFLICT (server) DO UPDATE SET "
         "generation = excluded.generation, cursor = excluded.cursor, "
         "oldest_record = excluded.oldest_record, newest_record = excluded.newest_record, "
         "last_poll_at = excluded.last_poll_at, last_success_at = excluded.last_success_at, "
-        "consecutive_failures = 0, events_stored = server_state.events_stored + ?",
+        "consecutive_failures = 0, events_stored = server_state.events_stored + ?, "
+        "log = excluded.log",
         [state.server, generation, cursor, oldest_record, newest_record, iso(now), iso(now),
-         stored, iso(now), stored])
+         stored, iso(now), log, stored])
 
 
 def set_clock_skew(db: Database, server: str, seconds: float, now: datetime) -> None:
@@ -347,7 +348,8 @@ def _server_state(row: dict[str, Any]) -> ServerState:
         last_error_at=from_iso(row["last_error_at"]),
         consecutive_failures=row["consecutive_failures"], events_stored=row["events_stored"],
         down_since=from_iso(row["down_since"]), first_poll_at=from_iso(row.get("first_poll_at")),
-        clock_skew=row.get("clock_skew"), clock_skew_at=from_iso(row.get("clock_skew_at")))
+        clock_skew=row.get("clock_skew"), clock_skew_at=from_iso(row.get("clock_skew_at")),
+        log=row.get("log"))
 
 
 # --- events and problems ------------------------------------------------------------------------

@@ -170,3 +170,10 @@ def m009_last_stored_at(db: Database) -> None:
     # (seconds; positive: Exchange ahead), for `status` and `check`.
     db.table("server_state").add_column("clock_skew", float)
     db.table("server_state").add_column("clock_skew_at", str)
+
+
+@migrations()
+def m010_log_name(db: Database) -> None:
+    # Which event log a server's cursor counts in (servers.log): a cursor into one log means
+    # nothing in another, so a changed log starts a new generation from the look-back.
+    db.table("server_state").add_column("log", str)

@@ -207,3 +207,21 @@ def assert_no_markup(texts):
         bare = _OUR_TOKENS.sub("", text)
         assert "<" not in bare and ">" not in bare, text
         assert "&" not in re.sub(r"&(amp|lt|gt);", "", bare), text
+
+
+# --- the ops endpoints (/metrics, /healthz, /readyz) ---------------------------------------------
+
+def scrape(port, path):
+    import urllib.error
+    import urllib.request
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+def samples(text):
+    from prometheus_client.parser import text_string_to_metric_families
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}

@@ -151,7 +151,7 @@ def test_run_in_socket_mode_answers_a_slash_command_and_stops_cleanly(tmp_path, 
         slack.wait_for_socket(timeout=30)
         slack.wait_for_calls("chat.postMessage", 1, timeout=30)
         # Socket Mode has no Slack server of its own: [metrics] opens the ops listener.
-        from tests.test_service import samples, scrape
+        from tests.helpers import samples, scrape
         status, text = scrape(metrics_port, "/metrics")
         assert status == 200
         assert samples(text)[("submitwatch_incidents", (("state", "open"),))] == 1

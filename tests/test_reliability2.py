@@ -433,7 +433,7 @@ def test_a_server_clock_off_the_bots_is_measured_and_shown_in_status_and_check(
     from handlers.commands import answer
     from handlers.common import Request
     from store import db as store
-    from tests.test_pipeline import FE, sweep
+    from tests.helpers import FE, sweep
     config = make_config(servers=("EX01", "EX02"))
     sweep(db, config, clock)                              # a good first poll of each
     clock.advance(minutes=1)

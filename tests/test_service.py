@@ -8,7 +8,7 @@ import pytest
 from store import db as store
 from tests.blocks import prose
 from tests.conftest import CHANNEL
-from tests.helpers import scanner, sweep
+from tests.helpers import samples, scanner, scrape, sweep
 
 
 def test_a_channel_given_by_name_works_for_the_post_and_every_later_update(
@@ -146,22 +146,6 @@ def test_check_fails_an_app_token_that_cannot_open_socket_mode(make_config, slac
 
 
 # --- metrics and health, scraped over HTTP and parsed with prometheus_client's own parser --------
-
-def scrape(port, path):
-    import urllib.error
-    import urllib.request
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as response:
-            return response.status, response.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode()
-
-
-def samples(text):
-    from prometheus_client.parser import text_string_to_metric_families
-    return {(s.name, tuple(sorted(s.labels.items()))): s.value
-            for family in text_string_to_metric_families(text) for s in family.samples}
-
 
 def ops_listener(config, clock):
     from bot.app import ops_for, serve_ops

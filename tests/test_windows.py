@@ -537,3 +537,27 @@ def test_the_origin_decides_routing_while_the_polled_server_owns_the_cursor():
     batch = parse_events(xml, "WEC01", lambda computer: computer.split(".")[0].upper())
     assert [(e.server, e.origin) for e in batch.events] == [("WEC01", "EX01"), ("WEC01", "EX02")]
     assert [e.origin for e in parse_events(xml, "EX01").events] == ["EX01", "EX01"]
+
+
+def test_a_changed_log_starts_a_new_generation_from_the_look_back(db, clock):
+    """A cursor counts records of one log: after servers.log changes it means nothing, so the
+    new log is read like a new server's (in a new generation: record ids never collide)."""
+    from bot.poller import _state_for_log
+    store.save_poll_success(db, store.ServerState("EX01"), generation=2, cursor=500,
+                            oldest_record=1, newest_record=800, stored=3, now=clock(),
+                            log="Application")
+    same, notes = _state_for_log(db, "EX01", "Application")
+    assert (same.generation, same.cursor, notes) == (2, 500, [])
+    fresh, [note] = _state_for_log(db, "EX01", "ForwardedEvents")
+    assert (fresh.generation, fresh.cursor, fresh.last_success_at) == (3, None, None)
+    assert note.kind == "log_changed" and "reading the new log from polling.lookback" in note.detail
+
+
+def test_check_warns_that_another_log_is_read_as_the_servers_own(logs, winrm, make_config):
+    logs["EX01"].channel = "ForwardedEvents"
+    _code, lines = check_lines(make_config(servers=({"name": "EX01", "log": "ForwardedEvents"},)))
+    assert "OK       EX01: WinRM works and the event query runs; the ForwardedEvents log holds " \
+        "0 record(s)" in lines
+    assert "WARNING  EX01: every event in ForwardedEvents is taken for one logged by EX01 " \
+        "itself: a collector's log (ForwardedEvents), which holds many servers' events, is not " \
+        "supported yet" in lines

@@ -39,11 +39,11 @@ from .blocks import (
     context,
     cut,
     escape,
+    mention,
     section,
     show,
     slack_date,
     span,
-    user,
     utc_time,
 )
 from .richtext import Part
@@ -76,7 +76,7 @@ def chat_state(incident: Incident, snoozes: Iterable[Snooze] = ()) -> list[str]:
     """Who owns the incident and what silences it, one mrkdwn line each."""
     lines = []
     if incident.acked_by:
-        line = f":eyes: Acknowledged by {user(incident.acked_by)}"
+        line = f":eyes: Acknowledged by {mention(incident.acked_by)}"
         if incident.acked_at:
             line += f" at {utc_time(incident.acked_at)}"
         if incident.ack_note:
@@ -84,7 +84,7 @@ def chat_state(incident: Incident, snoozes: Iterable[Snooze] = ()) -> list[str]:
         lines.append(line)
     for snooze in snoozes:
         what = "this account" if snooze.kind == "account" else "this incident"
-        lines.append(f":zzz: Snoozed ({what}) by {user(snooze.created_by)} until "
+        lines.append(f":zzz: Snoozed ({what}) by {mention(snooze.created_by)} until "
                      f"{slack_date(snooze.until)}: {show(snooze.reason, 300)}. Events are still "
                      "counted; no thread notes until then.")
     return lines
@@ -362,12 +362,10 @@ def _fallback(block: dict) -> str:
     return cut("".join(out), SECTION_LIMIT)
 
 
-def server_back(server: str, since: datetime, *, never: bool = False) -> tuple[str, list[dict]]:
+def server_back(server: str, since: datetime) -> tuple[str, list[dict]]:
     """The "not being watched" alert as it reads once the server polls again."""
-    was = ("it had never been polled successfully since SubmitWatch started watching it at "
-           if never else "it could not be polled from ")
-    text = (f":white_check_mark: *{show(server, 64)}* is watched again ({was}"
-            f"{slack_date(since)}; see the thread).")
+    text = (f":white_check_mark: *{show(server, 64)}* is watched again (it could not be polled "
+            f"from {slack_date(since)}; see the thread).")
     return text, [section(text)]
 
 

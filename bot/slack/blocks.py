@@ -14,7 +14,8 @@ NAME_LIMIT = 200            # how much of an untrusted name is shown in prose
 MESSAGE_BLOCKS = 50
 HOME_BLOCKS = 100
 BARS = "▁▂▃▄▅▆▇█"
-CHANNEL_ID = re.compile(r"[CG][A-Z0-9]+")
+#: A Slack channel ID: public C..., private G..., direct D... (what conversations.* take).
+CHANNEL_ID = re.compile(r"[CGD][A-Z0-9]{2,}")
 GROUP_ID = re.compile(r"S[A-Z0-9]+")
 
 
@@ -78,13 +79,6 @@ def span(seconds: float) -> str:
             rest = (seconds % size) // small_size
             return f"{seconds // size}{unit}" + (f" {rest}{smaller}" if rest else "")
     return f"{seconds // 60}m" if seconds >= 60 else f"{seconds}s"
-
-
-def user(user_id: str | None) -> str:
-    """A Slack user ID as a mention; anything that is not an ID is shown as text."""
-    if user_id and rt.USER_ID.fullmatch(user_id):
-        return f"<@{user_id}>"
-    return show(user_id or "someone", 40)
 
 
 def mention(user_id: str | None) -> str:

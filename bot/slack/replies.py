@@ -50,8 +50,6 @@ from .text import CANDIDATE_SOURCE
 #: How much of an untrusted name a list line shows (escaped, it may grow up to five times).
 LIST_NAME = 80
 
-# --- small pieces -------------------------------------------------------------------------------
-
 # --- incidents in lists -------------------------------------------------------------------------
 
 def incident_ref(incident: Incident) -> str:
@@ -344,7 +342,7 @@ def _server_fix_blocks(entry: ServerFix) -> list[dict]:
 # --- servers and their health -------------------------------------------------------------------
 
 @dataclass(frozen=True)
-class ServerRow:
+class ServerStatus:
     """A server as configured (None: no longer configured) and as last polled (None: never)."""
 
     name: str
@@ -352,7 +350,7 @@ class ServerRow:
     state: ServerState | None
 
 
-def health(row: ServerRow, now: datetime, late_after: float) -> str:
+def health(row: ServerStatus, now: datetime, late_after: float) -> str:
     """One word and an emoji for a server's polling: ok, late, failing, not polled yet."""
     state = row.state
     if state is None or state.last_poll_at is None:
@@ -364,7 +362,7 @@ def health(row: ServerRow, now: datetime, late_after: float) -> str:
     return ":white_check_mark: ok"
 
 
-def _poll_facts(row: ServerRow, now: datetime) -> list[str]:
+def _poll_facts(row: ServerStatus, now: datetime) -> list[str]:
     state = row.state
     if state is None or state.last_poll_at is None:
         return ["no poll has run yet"]
@@ -396,7 +394,7 @@ def skew_text(seconds: float) -> str:
             "that is wrong (quiet periods count on SubmitWatch's own time meanwhile)")
 
 
-def server_health_line(row: ServerRow, now: datetime, late_after: float) -> str:
+def server_health_line(row: ServerStatus, now: datetime, late_after: float) -> str:
     name = f"*{show(row.name, 64)}*" + (" (no longer configured)" if row.config is None else "")
     return f"• {name}: {health(row, now, late_after)} · " + " · ".join(_poll_facts(row, now))
 
@@ -412,7 +410,7 @@ def delivery_lines(problems: list[dict]) -> list[str]:
     return lines
 
 
-def status_view(rows: list[ServerRow], *, open_count: int, outbox: int, now: datetime,
+def status_view(rows: list[ServerStatus], *, open_count: int, outbox: int, now: datetime,
                 interval: float, late_after: float,
                 delivery: Sequence[dict] = ()) -> tuple[str, list[dict]]:
     lines = [server_health_line(r, now, late_after) for r in rows] or [
@@ -426,7 +424,7 @@ def status_view(rows: list[ServerRow], *, open_count: int, outbox: int, now: dat
     return cut(text), fit(blocks)
 
 
-def servers_view(rows: list[ServerRow], *, default_channel: str, now: datetime,
+def servers_view(rows: list[ServerStatus], *, default_channel: str, now: datetime,
                  late_after: float) -> tuple[str, list[dict]]:
     lines = [_server_line(r, default_channel, now, late_after) for r in rows if r.config]
     gone = [r for r in rows if r.config is None]
@@ -439,7 +437,7 @@ def servers_view(rows: list[ServerRow], *, default_channel: str, now: datetime,
     return text, fit(blocks)
 
 
-def _server_line(row: ServerRow, default_channel: str, now: datetime, late_after: float) -> str:
+def _server_line(row: ServerStatus, default_channel: str, now: datetime, late_after: float) -> str:
     cfg = row.config
     if cfg is None:   # servers_view lists the servers no longer configured apart
         raise ValueError(f"server {row.name!r} is not configured: no line to show for it")
@@ -486,7 +484,7 @@ def snoozes_view(snoozes: list[Snooze], now: datetime, most: int = 40) -> tuple[
 # --- App Home -----------------------------------------------------------------------------------
 
 def home_blocks(*, may_act: str, incidents: list[Incident], open_total: int,
-                snoozes: list[Snooze], servers: list[ServerRow], now: datetime,
+                snoozes: list[Snooze], servers: list[ServerStatus], now: datetime,
                 late_after: float, most: int = 40, delivery: Sequence[dict] = ()) -> list[dict]:
     """The Home tab: who may act, Slack delivery problems, open incidents, snoozes in force,
     each server's health."""
