@@ -28,7 +28,7 @@ from . import outbox
 from .config import Config
 from .model import Incident, Problem, Snooze
 from .poller import Clock, utc_now
-from .slack import alerts as render
+from .slack import alerts
 from .slack.blocks import CHANNEL_ID
 from .slack.sender import DeliveryError, Posted, SlackSender
 from .workers import OWNER, claim_is_dead
@@ -335,7 +335,7 @@ def _send(db: Database, sender: SlackSender, row: store.OutboxRow, incident: Inc
     if isinstance(row, store.ServerRow):   # server_down, server_up
         return _send_server_health(db, sender, row, channel, now)
     if isinstance(row, store.BotRow):      # bot_late
-        text, blocks = render.bot_late(outbox.BotLate.of(row.detail))
+        text, blocks = alerts.bot_late(outbox.BotLate.of(row.detail))
         posted = sender.post(channel, text, blocks, metadata=_marker(row, "submitwatch_bot"))
         with store.write_transaction(db):
             store.mark_sent(db, row.id, now)
@@ -350,9 +350,9 @@ def _send_reply(db: Database, sender: SlackSender, row: store.IncidentRow, incid
     """A note in the thread of the incident's alert."""
     note = outbox.note_of(row.detail)
     if isinstance(note, outbox.ActionNote):
-        text, blocks = render.action_note(incident, note)
+        text, blocks = alerts.action_note(incident, note)
     else:
-        text, blocks = render.thread_note(incident, note, {s.name: s for s in config.servers})
+        text, blocks = alerts.thread_note(incident, note, {s.name: s for s in config.servers})
     posted = sender.post(channel, text, blocks, thread_ts=incident.message_ts,
                          metadata=_marker(row, "submitwatch_note", incident_id=row.incident_id))
     with store.write_transaction(db):
@@ -364,7 +364,7 @@ def _send_alert(db: Database, sender: SlackSender, row: store.IncidentRow, incid
                 channel: str, config: Config, now: datetime) -> Posted | None:
     """The incident's alert: its post, or an update of it in place."""
     snoozes = chat.snoozes_for(db, incident, now)
-    text, blocks = render.alert(incident, {s.name: s for s in config.servers}, snoozes)
+    text, blocks = alerts.alert(incident, {s.name: s for s in config.servers}, snoozes)
     posted: Posted | None = None
     ts: str | None = None            # an update leaves the message's ts and channel as they are
     channel_id: str | None = None
@@ -401,7 +401,7 @@ def _send_server_health(db: Database, sender: SlackSender, row: store.ServerRow,
                         now: datetime) -> Posted:
     """The one "not being watched" alert of a server, and its recovery in the same thread."""
     if row.kind == "server_down":
-        text, blocks = render.server_down(row.server, outbox.ServerDown.of(row.detail))
+        text, blocks = alerts.server_down(row.server, outbox.ServerDown.of(row.detail))
         posted = sender.post(channel, text, blocks, metadata=_marker(
             row, "submitwatch_server", server=row.server))
         with store.write_transaction(db):
@@ -409,10 +409,10 @@ def _send_server_health(db: Database, sender: SlackSender, row: store.ServerRow,
             store.set_server_alert(db, row.server, posted.ts, posted.channel)
         return posted
     up = outbox.ServerUp.of(row.detail)
-    text, blocks = render.server_up(row.server, up)
+    text, blocks = alerts.server_up(row.server, up)
     alert_ts = store.server_alert_ts(db, row.server)
     if alert_ts:
-        down_text, down_blocks = render.server_back(row.server, up.since)
+        down_text, down_blocks = alerts.server_back(row.server, up.since)
         try:
             sender.update(channel, alert_ts, down_text, down_blocks)
         except DeliveryError as exc:

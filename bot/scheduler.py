@@ -30,7 +30,7 @@ from .clockguard import ClockGuard
 from .config import Config
 from .delivery import deliver_once
 from .poller import poll_server_once, resolve_quiet_incidents
-from .slack import alerts as render
+from .slack import alerts
 from .slack.sender import SlackSender
 from .source import EventSource, WinRMSource
 from .watchdog import Watchdog
@@ -197,7 +197,7 @@ class DiskAlarm:
         if first:
             log.error("%s", result.error)
             self._tell(":rotating_light: *SubmitWatch has stopped storing events*: "
-                       f"{render.escape(result.error)}. Polling goes on and resumes storing by "
+                       f"{alerts.escape(result.error)}. Polling goes on and resumes storing by "
                        "itself once there is space.")
         else:
             log.debug("%s", result.error)

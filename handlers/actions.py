@@ -14,7 +14,7 @@ from bot import chatops
 from bot.chatops import ActionError, Actor
 from bot.config import Config
 from bot.permissions import Permissions
-from bot.slack import alerts as render
+from bot.slack import alerts
 from bot.slack.blocks import show
 from store import db as store
 
@@ -72,7 +72,7 @@ def snooze_command(req: Request, args: list[str]) -> Reply:
         snooze = chatops.snooze(req.db, target, seconds, reason, actor, req.now)
         scope = ("this incident" if snooze.kind == "incident" else
                  "every incident of this account, including new ones")
-        return (f"Snoozed {label} ({scope}) until {render.slack_date(snooze.until)}. Events are "
+        return (f"Snoozed {label} ({scope}) until {alerts.slack_date(snooze.until)}. Events are "
                 "still stored and counted; `unsnooze` ends it early.")
     return _act(req, "snooze", str(target), target if isinstance(target, int) else None, do)
 
@@ -117,13 +117,13 @@ def _act(req: Request, action: str, target: str, incident: int | None,
 
 #: The alert's buttons: action_id, the action's name in the audit, and what it changes.
 BUTTONS: tuple[tuple[str, str, Callable[..., object]], ...] = (
-    (render.ACTION_ACK, "ack", lambda db, i, actor, now, _: (
+    (alerts.ACTION_ACK, "ack", lambda db, i, actor, now, _: (
         chatops.acknowledge(db, i, actor, None, now))),
-    (render.ACTION_UNACK, "unack", lambda db, i, actor, now, _: (
+    (alerts.ACTION_UNACK, "unack", lambda db, i, actor, now, _: (
         chatops.unacknowledge(db, i, actor, now))),
-    (render.ACTION_SNOOZE, "snooze", lambda db, i, actor, now, seconds: (
+    (alerts.ACTION_SNOOZE, "snooze", lambda db, i, actor, now, seconds: (
         chatops.snooze(db, i, float(seconds), "from the alert's Snooze menu", actor, now))),
-    (render.ACTION_UNSNOOZE, "unsnooze", lambda db, i, actor, now, _: (
+    (alerts.ACTION_UNSNOOZE, "unsnooze", lambda db, i, actor, now, _: (
         chatops.unsnooze(db, i, actor, now))),
 )
 
@@ -138,7 +138,7 @@ def register(app, open_database: Callable, config: Config,
     for action_id, action, do in BUTTONS:
         app.action(action_id)(_click_listener(action, do, open_database, clock, permissions,
                                               on_change))
-    app.action(render.ACTION_SHOW_FIX)(_show_fix_listener(open_database, config))
+    app.action(alerts.ACTION_SHOW_FIX)(_show_fix_listener(open_database, config))
 
 
 def _clicked(body: dict, action: str) -> tuple[Actor, int, str] | None:
@@ -190,6 +190,6 @@ def _show_fix_listener(open_database: Callable, config: Config) -> Callable:
             respond(text="That incident no longer exists.", response_type="ephemeral",
                     replace_original=False)
             return
-        text, blocks = render.fix_message(incident, {s.name: s for s in config.servers})
+        text, blocks = alerts.fix_message(incident, {s.name: s for s in config.servers})
         respond(text=text, blocks=blocks, response_type="ephemeral", replace_original=False)
     return show_fix

@@ -10,7 +10,7 @@ from slack_sdk.errors import SlackApiError, SlackClientError
 from sqlite_utils import Database
 
 from bot.config import Config
-from bot.slack import replies as views
+from bot.slack import replies
 from store import chat, queries
 from store import db as store
 
@@ -20,11 +20,11 @@ log = logging.getLogger("submitwatch")
 
 
 def home_view(db: Database, config: Config, now: datetime, user_id: str) -> dict:
-    """The Home tab for one person, as views.publish takes it."""
+    """The Home tab for one person, as replies.publish takes it."""
     incidents, open_total = queries.open_incidents_page(db, HOME_INCIDENTS)
     permissions = config.permissions
-    blocks = views.home_blocks(
-        may_act=views.may_act_text(user_id, permissions.users, permissions.groups),
+    blocks = replies.home_blocks(
+        may_act=replies.may_act_text(user_id, permissions.users, permissions.groups),
         incidents=incidents, open_total=open_total, snoozes=chat.active_snoozes(db, now),
         servers=server_statuses(db, config), now=now, late_after=late_after(config),
         delivery=store.delivery_problems(db))

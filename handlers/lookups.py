@@ -20,7 +20,7 @@ from bot.remediation import (
     likely_submission_connector,
     short_server_name,
 )
-from bot.slack import replies as views
+from bot.slack import replies
 from bot.slack.alerts import escape, show
 from store import chat, queries
 from store import db as store
@@ -64,7 +64,7 @@ def history(req: Request, args: list[str]) -> Reply:
     if len(rest) > 1:
         raise CommandError("give one account or server; put an account with spaces in "
                            "\"double quotes\"")
-    subject = _subject(req, rest[0]) if rest else views.Subject()
+    subject = _subject(req, rest[0]) if rest else replies.Subject()
     key = incident_key(subject.name) if subject.kind == "account" else None
     page = queries.history(req.db, since=req.now - timedelta(seconds=since), until=req.now,
                            limit=limit, account_key=key,
@@ -72,19 +72,19 @@ def history(req: Request, args: list[str]) -> Reply:
     older = None
     if key is not None and not page.incidents:
         older = next(iter(queries.incidents_of_account(req.db, key, 1)), None)
-    text, blocks = views.history_view(page, subject=subject, since_seconds=since, limit=limit,
+    text, blocks = replies.history_view(page, subject=subject, since_seconds=since, limit=limit,
                                       max_limit=MAX_LIMIT, older=older)
     return Reply(text, blocks)
 
 
-def _subject(req: Request, word: str) -> views.Subject:
+def _subject(req: Request, word: str) -> replies.Subject:
     """A configured (or once polled) server's name, any case; anything else is an account."""
     name = _name(word, "account or server")
     servers = [s.name for s in req.config.servers] + queries.known_servers(req.db)
     for server in servers:
         if server.casefold() == name.casefold():
-            return views.Subject("server", server)
-    return views.Subject("account", name)
+            return replies.Subject("server", server)
+    return replies.Subject("account", name)
 
 
 def _name(word: str, what: str) -> str:
@@ -103,7 +103,7 @@ def show_incident(req: Request, args: list[str]) -> Reply:
         raise CommandError("give one incident number, like `#42`")
     incident = _incident(req, args[0])
     servers = {s.name: s for s in req.config.servers}
-    text, blocks = views.show_view(queries.incident_detail(req.db, incident, req.now), req.now,
+    text, blocks = replies.show_view(queries.incident_detail(req.db, incident, req.now), req.now,
                                    diagnose_incident(incident, servers))
     return Reply(text, blocks)
 
@@ -144,14 +144,14 @@ def fix(req: Request, args: list[str]) -> Reply:
     else:
         causes = set().union(*([events.get(server, set())] if server else events.values()))
         why = "from its stored events" if causes else None
-    understood = views.Understood(account, connector, tuple(sorted(causes or (1018, 1020))), why)
+    understood = replies.Understood(account, connector, tuple(sorted(causes or (1018, 1020))), why)
     sections: list[list[dict]] = []
     for event_id in understood.event_ids:
         if event_id == 1018 and connector is None:
             sections.append(_fix_candidates(req, account))
         else:
             sections.append(_diagnosed(req, account, event_id, server, connector, events))
-    text, blocks = views.fix_reply(understood, sections)
+    text, blocks = replies.fix_reply(understood, sections)
     return Reply(text, blocks)
 
 
@@ -190,7 +190,7 @@ def _diagnosed(req: Request, account: str, event_id: int, server: str | None,
             raise ValueError(f"connector {connector!r} was given without its server")
         hosts[server] = connector.partition("\\")[0].strip()
     configured = {s.name: s for s in req.config.servers}
-    return views.diagnosed_blocks(diagnose(account, sightings, hosts, configured,
+    return replies.diagnosed_blocks(diagnose(account, sightings, hosts, configured,
                                            typed=connector is not None), account)
 
 
@@ -211,23 +211,23 @@ def _fix_candidates(req: Request, account: str) -> list[dict]:
     entries = [_server_fix(req, account, name, configured.get(name), seen_by_server.get(name, []))
                for name in names[:FIX_SERVERS]]
     newest = next(iter(queries.incidents_of_account(req.db, incident_key(account), 1)), None)
-    return views.candidates_blocks(account, entries,
+    return replies.candidates_blocks(account, entries,
                                    hidden_servers=max(0, len(names) - FIX_SERVERS),
                                    incident=newest)
 
 
 def _server_fix(req: Request, account: str, name: str, cfg: ServerConfig | None,
-                seen: list[queries.ConnectorSeen]) -> views.ServerFix:
+                seen: list[queries.ConnectorSeen]) -> replies.ServerFix:
     """One server's candidates, strongest first: named by this account's events, configured,
     named by anyone's events there, the usual default (a guess). The first that can be quoted
     safely gets the commands."""
     host = _exchange_host(req, name)
-    candidates: list[views.Candidate] = []
+    candidates: list[replies.Candidate] = []
     refusals: list[str] = []
 
     def add(connector: str, source: str, hit: queries.ConnectorSeen | None = None) -> None:
         if all(c.connector.casefold() != connector.casefold() for c in candidates):
-            candidates.append(views.Candidate(connector, source, hit))
+            candidates.append(replies.Candidate(connector, source, hit))
 
     for hit in seen[:3]:
         add(hit.connector, "account", hit)
@@ -245,7 +245,7 @@ def _server_fix(req: Request, account: str, name: str, cfg: ServerConfig | None,
     fixes = [(c, _safely(partial(fix_for, account, host, connector=c.connector), refusals))
              for c in candidates]
     safe = [(c, f) for c, f in fixes if f]
-    return views.ServerFix(name, host, [c for c, _ in safe][:FIX_CANDIDATES],
+    return replies.ServerFix(name, host, [c for c, _ in safe][:FIX_CANDIDATES],
                            safe[0][1] if safe else None,
                            hidden=max(0, len(safe) - FIX_CANDIDATES),
                            refusals=list(dict.fromkeys(refusals)))  # each reason once
@@ -271,11 +271,11 @@ def _exchange_host(req: Request, name: str) -> str:
 
 # --- status, servers, snoozes -------------------------------------------------------------------
 
-def server_statuses(db, config: Config) -> list[views.ServerStatus]:
+def server_statuses(db, config: Config) -> list[replies.ServerStatus]:
     """Configured servers (polled or not), then servers polled before but configured no more."""
     states = {s.server: s for s in store.all_server_states(db)}
-    rows = [views.ServerStatus(s.name, s, states.pop(s.name, None)) for s in config.servers]
-    return rows + [views.ServerStatus(name, None, state) for name, state in states.items()]
+    rows = [replies.ServerStatus(s.name, s, states.pop(s.name, None)) for s in config.servers]
+    return rows + [replies.ServerStatus(name, None, state) for name, state in states.items()]
 
 
 def late_after(config: Config) -> float:
@@ -285,7 +285,7 @@ def late_after(config: Config) -> float:
 
 def status(req: Request, args: list[str]) -> Reply:
     _no_arguments("status", args)
-    text, blocks = views.status_view(
+    text, blocks = replies.status_view(
         server_statuses(req.db, req.config), open_count=queries.open_count(req.db),
         outbox=store.outbox_depth(req.db), now=req.now, interval=req.config.polling.interval,
         late_after=late_after(req.config), delivery=store.delivery_problems(req.db))
@@ -294,7 +294,7 @@ def status(req: Request, args: list[str]) -> Reply:
 
 def servers(req: Request, args: list[str]) -> Reply:
     _no_arguments("servers", args)
-    text, blocks = views.servers_view(server_statuses(req.db, req.config),
+    text, blocks = replies.servers_view(server_statuses(req.db, req.config),
                                       default_channel=req.config.slack.channel, now=req.now,
                                       late_after=late_after(req.config))
     return Reply(text, blocks)
@@ -302,7 +302,7 @@ def servers(req: Request, args: list[str]) -> Reply:
 
 def snoozes(req: Request, args: list[str]) -> Reply:
     _no_arguments("snoozes", args)
-    text, blocks = views.snoozes_view(chat.active_snoozes(req.db, req.now), req.now)
+    text, blocks = replies.snoozes_view(chat.active_snoozes(req.db, req.now), req.now)
     return Reply(text, blocks)
 
 

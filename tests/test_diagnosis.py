@@ -33,7 +33,7 @@ from bot.remediation import (
     is_default_connector,
     sid_command,
 )
-from bot.slack import alerts as render
+from bot.slack import alerts
 from sim.eventlog import EventLog, event_xml
 from sim.slack_blocks import validate_blocks
 from store import db as store
@@ -85,7 +85,7 @@ def test_1018_on_a_custom_connector_says_why_and_shows_what_it_accepts():
                    HOSTS, SERVERS)
     [t] = d.targets
     assert t.custom and t.inspect == inspect_connector_command("EX01\\Relay Printers")
-    blocks = render.diagnosis_blocks(d, "CONTOSO\\app")
+    blocks = alerts.diagnosis_blocks(d, "CONTOSO\\app")
     assert "is not one of Exchange's default Receive connectors" in prose(blocks)
     assert "RemoteIPRanges" in prose(blocks)
 
@@ -97,7 +97,7 @@ def test_1020_on_2016_is_a_built_in_identity_with_no_grant():
     assert d.sid_check == sid_command("CONTOSO\\Administrator")
     [t] = d.targets
     assert t.fix is None and t.connector == "EX01\\Client Frontend EX01" and t.source == "event"
-    blocks = render.diagnosis_blocks(d, "CONTOSO\\Administrator")
+    blocks = alerts.diagnosis_blocks(d, "CONTOSO\\Administrator")
     assert "Add-ADPermission" not in "\n".join(preformatted(blocks))
     assert "Seen on EX01\\Client Frontend EX01" in prose(blocks)
 
@@ -105,7 +105,7 @@ def test_1020_on_2016_is_a_built_in_identity_with_no_grant():
 def test_1020_on_2010_shows_both_the_documented_grant_and_the_check():
     [d] = diagnose("CONTOSO\\scan", [Sighting(1020, "EX02", "EX02\\Client EX02")], HOSTS, SERVERS)
     assert d.cause == LEGACY_1020 and d.grants and d.sid_check
-    blocks = render.diagnosis_blocks(d, "CONTOSO\\scan")
+    blocks = alerts.diagnosis_blocks(d, "CONTOSO\\scan")
     sid, grant = preformatted(blocks)
     assert "NTAccount" in sid and "-Identity 'EX02\\Client EX02' | Add-ADPermission" in grant
     assert "Microsoft's documented fix for 2007/2010" in prose(blocks)
@@ -138,7 +138,7 @@ def test_one_bad_connector_name_spoils_only_itself():
     bad, good = d.targets
     assert bad.fix is None and "zero width space (U+200B)" in bad.refusal
     assert good.fix is not None
-    blocks = render.diagnosis_blocks(d, "CONTOSO\\x")
+    blocks = alerts.diagnosis_blocks(d, "CONTOSO\\x")
     assert "No command for connector EX01\\Bad\\x200bName on EX01" in prose(blocks)
     [commands] = preformatted(blocks)
     assert "-Identity 'EX01\\Client Frontend EX01'" in commands and "Bad" not in commands
@@ -148,7 +148,7 @@ def test_an_account_that_cannot_be_quoted_gets_its_reason_and_no_command():
     for event_id in (1018, 1020):
         [d] = diagnose("CONTOSO\\a\nb", [Sighting(event_id, "EX01", None)], HOSTS, SERVERS)
         assert "line break" in d.account_refusal and d.sid_check is None
-        blocks = render.diagnosis_blocks(d, "CONTOSO\\a\nb")
+        blocks = alerts.diagnosis_blocks(d, "CONTOSO\\a\nb")
         assert preformatted(blocks) == [] and "No command is shown" in prose(blocks)
 
 
@@ -198,7 +198,7 @@ def test_every_command_of_every_cause_parses():
     account = "CONTOSO\\O'Brien’s"
     text = []
     for d in diagnose(account, sightings, HOSTS, SERVERS):
-        text += preformatted(render.diagnosis_blocks(d, account, whatif=True))
+        text += preformatted(alerts.diagnosis_blocks(d, account, whatif=True))
     lines = [line for block in text for line in block.splitlines() if not line.startswith("#")]
     # 1018 on a custom connector: 4 + what it accepts; 1020 on 2016: the SID; 1020 on 2010: the
     # SID, 4 and the list (its connector is a guess); 1018 with no connector: 4 and the list.
@@ -268,7 +268,7 @@ def test_names_are_refused_or_shown_literally_never_invisible_in_a_command(accou
                    event_ids=(1018, 1020), opened_at=T0,
                    sightings=(Sighting(1018, "EX01", f"EX01\\{connector}"),
                               Sighting(1020, "EX01", None)))
-    for text, blocks in (render.alert(inc, SERVERS), render.fix_message(inc, SERVERS)):
+    for text, blocks in (alerts.alert(inc, SERVERS), alerts.fix_message(inc, SERVERS)):
         assert validate_blocks(blocks) == []
         for command in preformatted(blocks):
             hidden = [c for c in command if is_invisible(c) or unicodedata.category(c) == "Cc"
@@ -283,7 +283,7 @@ def test_names_are_refused_or_shown_literally_never_invisible_in_a_command(accou
     try:
         check_value(account, "account")
     except UnsafeValueError:
-        assert "Add-ADPermission" not in json.dumps(render.alert(inc, SERVERS)[1])
+        assert "Add-ADPermission" not in json.dumps(alerts.alert(inc, SERVERS)[1])
 
 
 # --- the parser keeps 1020's connector ----------------------------------------------------------
@@ -385,8 +385,8 @@ def test_rendered_alerts_for_every_cause_fit_block_kit(db):
                    servers=tuple((n, n) for n in ("EX01", "EX02", "EX03")),
                    connectors=tuple(s.connector for s in sightings), event_ids=(1018, 1020),
                    opened_at=T0, sightings=sightings)
-    for _text, blocks in (render.alert(inc, SERVERS), render.fix_message(inc, SERVERS)):
+    for _text, blocks in (alerts.alert(inc, SERVERS), alerts.fix_message(inc, SERVERS)):
         assert validate_blocks(blocks) == [] and len(blocks) <= 50
-    blocks = render.alert(inc, SERVERS)[1]
+    blocks = alerts.alert(inc, SERVERS)[1]
     assert [b["type"] for b in blocks[-3:]] == ["rich_text", "actions", "context"]  # kept
     assert "SubmitWatch · incident #9" in blocks[-1]["elements"][0]["text"]

@@ -34,7 +34,7 @@ from bot.outbox import ActionNote, ServerDown, ServerUp, SpreadNote, note_of
 from bot.parse import MAX_EVENT_CHARS, parse_event, parse_events
 from bot.poller import ingest, poll_server_once
 from bot.remediation import UnsafeValueError, check_value, connector_identity
-from bot.slack import alerts as render
+from bot.slack import alerts
 from bot.source import WinRMSource
 from handlers.commands import answer
 from handlers.common import MAX_TEXT, CommandError, Request, words_of
@@ -227,27 +227,27 @@ def render_everything(account, connector, host, note, by):
     at, until = store.iso(NOW), store.iso(NOW + timedelta(hours=4))
     resolved = replace(incident, status="resolved", resolved_at=NOW, acked_by=None)
     return [
-        ("alert", *render.alert(incident, SERVERS, [snooze])),
-        ("alert, not acked", *render.alert(replace(incident, acked_by=None), SERVERS)),
-        ("resolved", *render.alert(resolved, SERVERS)),
-        ("fix", *render.fix_message(incident, SERVERS)),
-        ("thread note", *render.thread_note(
+        ("alert", *alerts.alert(incident, SERVERS, [snooze])),
+        ("alert, not acked", *alerts.alert(replace(incident, acked_by=None), SERVERS)),
+        ("resolved", *alerts.alert(resolved, SERVERS)),
+        ("fix", *alerts.fix_message(incident, SERVERS)),
+        ("thread note", *alerts.thread_note(
             incident, note_of({"servers": ["EX02"], "connectors": [connector]}), SERVERS)),
-        ("ack note", *render.action_note(incident, note_of({
+        ("ack note", *alerts.action_note(incident, note_of({
             "action": "ack", "by": by, "at": at, "note": note, "took_over_from": by}))),
-        ("unack note", *render.action_note(incident, note_of({
+        ("unack note", *alerts.action_note(incident, note_of({
             "action": "unack", "by": by, "at": at, "was": by}))),
-        ("snooze note", *render.action_note(incident, note_of({
+        ("snooze note", *alerts.action_note(incident, note_of({
             "action": "snooze", "by": by, "at": at, "until": until, "reason": note,
             "scope": "account"}))),
-        ("unsnooze note", *render.action_note(incident, note_of({
+        ("unsnooze note", *alerts.action_note(incident, note_of({
             "action": "unsnooze", "by": by, "at": at}))),
-        ("expiry note", *render.action_note(incident, note_of({
+        ("expiry note", *alerts.action_note(incident, note_of({
             "action": "snooze_expired", "at": at}))),
-        ("server down", *render.server_down(host, ServerDown.of({
+        ("server down", *alerts.server_down(host, ServerDown.of({
             "error": note, "failures": 3, "since": at}))),
-        ("server back", *render.server_back(host, ServerUp.of({"since": at, "at": at}).since)),
-        ("server up", *render.server_up(host, ServerUp.of({"since": at, "at": at}))),
+        ("server back", *alerts.server_back(host, ServerUp.of({"since": at, "at": at}).since)),
+        ("server up", *alerts.server_up(host, ServerUp.of({"since": at, "at": at}))),
     ]
 
 
@@ -385,11 +385,11 @@ def slash_scenario(world: World, account: str, connector: str, host: str, words:
         current = store.get_incident(world.db, row.incident_id)
         note = note_of(row.detail) if row.kind == "reply" else None
         if isinstance(note, ActionNote):
-            message = render.action_note(current, note)
+            message = alerts.action_note(current, note)
         elif isinstance(note, SpreadNote):
-            message = render.thread_note(current, note, servers)
+            message = alerts.thread_note(current, note, servers)
         else:
-            message = render.alert(current, servers)
+            message = alerts.alert(current, servers)
         out.append((f"outbox {row.kind}", *message, 50, ""))
     world.db.execute("UPDATE outbox SET state = 'sent' WHERE state = 'pending'")
     view = home_view(world.db, world.config, NOW, ALICE)
@@ -467,7 +467,7 @@ def test_ack_notes_are_kept_exactly_and_shown_inertly(worlds, note, expect):
         return
     stored = store.get_incident(world.db, incident.id).ack_note
     assert stored == note.replace("&lt;", "<").replace("&gt;", ">")  # as typed, NUL included
-    text_, blocks = render.alert(store.get_incident(world.db, incident.id), SERVERS)
+    text_, blocks = alerts.alert(store.get_incident(world.db, incident.id), SERVERS)
     assert expect in "\n".join(mrkdwn_of(text_, blocks))
     check_message(text_, blocks, mentions={ALICE})
 

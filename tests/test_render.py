@@ -9,7 +9,7 @@ from bot.config import ServerConfig
 from bot.model import Incident
 from bot.outbox import SpreadNote
 from bot.remediation import fix_for
-from bot.slack import alerts as render
+from bot.slack import alerts
 from bot.slack.richtext import visible
 from sim.slack_blocks import validate_blocks
 from tests.blocks import mrkdwn_texts, preformatted, prose, rich_elements
@@ -31,7 +31,7 @@ def incident(account="CONTOSO\\svc-scanner", connectors=(), servers=(("EX01", "E
 
 def test_a_1018_alert_explains_and_gives_the_exact_commands():
     inc = incident(connectors=("EX01\\Client Frontend EX01",))
-    text, blocks = render.alert(inc, SERVERS)
+    text, blocks = alerts.alert(inc, SERVERS)
     assert validate_blocks(blocks) == []
     assert blocks[0] == {"type": "header", "text": {"type": "plain_text", "emoji": False,
                                                     "text": "SMTP submit denied: CONTOSO\\svc-scanner"}}
@@ -48,15 +48,15 @@ def test_a_1018_alert_explains_and_gives_the_exact_commands():
 
 def test_a_1018_with_no_connector_named_says_the_connector_is_a_guess_and_how_to_list_them():
     inc = replace(incident(), event_ids=(1018,))
-    words = prose(render.alert(inc, SERVERS)[1])
+    words = prose(alerts.alert(inc, SERVERS)[1])
     assert "not named by any event" in words
     assert "a guess" in words and "EX01\\Client Frontend EX01" in words
-    [commands] = preformatted(render.alert(inc, SERVERS)[1])
+    [commands] = preformatted(alerts.alert(inc, SERVERS)[1])
     assert "Get-ReceiveConnector -Server 'EX01' | Format-Table" in commands
 
 
 def test_a_1020_alert_says_built_in_identity_and_offers_no_grant():
-    _, blocks = render.alert(incident(account="CONTOSO\\Administrator"), SERVERS)
+    _, blocks = alerts.alert(incident(account="CONTOSO\\Administrator"), SERVERS)
     words = prose(blocks)
     assert "A built-in account, refused whatever its rights (event 1020)" in words
     assert "cannot fix this" in words and "an account of its own" in words
@@ -69,7 +69,7 @@ def test_a_1020_alert_says_built_in_identity_and_offers_no_grant():
 def test_a_configured_submission_connector_is_used_and_named_as_such():
     servers = {"EX01": ServerConfig(name="EX01", url="https://ex01:5986/wsman", username="u",
                                     password_env="P", submission_connector="EX01\\Scanners")}
-    _, blocks = render.alert(replace(incident(), event_ids=(1018,)), servers)
+    _, blocks = alerts.alert(replace(incident(), event_ids=(1018,)), servers)
     assert "configured as this server's submission connector" in prose(blocks)
     assert "-Identity 'EX01\\Scanners'" in preformatted(blocks)[0]
 
@@ -83,7 +83,7 @@ HOSTILE = [
 @pytest.mark.parametrize("account", HOSTILE)
 def test_event_text_can_never_ping_link_or_break_out(account):
     inc = incident(account=account, connectors=(f"EX01\\{account}",))
-    text, blocks = render.alert(inc, SERVERS)
+    text, blocks = alerts.alert(inc, SERVERS)
     for mrkdwn in mrkdwn_texts(blocks) + [text]:
         # Our own <!date^...> tokens are the only angle brackets allowed.
         stripped = mrkdwn
@@ -102,7 +102,7 @@ def test_event_text_can_never_ping_link_or_break_out(account):
 
 @pytest.mark.parametrize("account", ["*boss*", "_x_", "~gone~", "`code`", "> quote"])
 def test_mrkdwn_markers_in_a_name_are_shown_as_they_are(account):
-    _, blocks = render.alert(incident(account=account, connectors=("EX01\\*Relay*",)), SERVERS)
+    _, blocks = alerts.alert(incident(account=account, connectors=("EX01\\*Relay*",)), SERVERS)
     texts = [e["text"] for e in rich_elements(blocks) if e["type"] == "text"]
     assert account in texts and "EX01\\*Relay*" in texts
     assert all(account not in m for m in mrkdwn_texts(blocks))  # never where Slack formats
@@ -110,7 +110,7 @@ def test_mrkdwn_markers_in_a_name_are_shown_as_they_are(account):
 
 def test_commands_for_hostile_names_are_literal_arguments_equal_to_the_input():
     account = "CONTOSO\\O'Brien’s $(whoami) `n <!channel>"
-    _, blocks = render.alert(replace(incident(account=account), event_ids=(1018,)), SERVERS)
+    _, blocks = alerts.alert(replace(incident(account=account), event_ids=(1018,)), SERVERS)
     [commands] = preformatted(blocks)
     grant = next(line for line in commands.splitlines() if "Add-ADPermission" in line)
     pipeline = parse_pipeline(grant)
@@ -121,7 +121,7 @@ def test_commands_for_hostile_names_are_literal_arguments_equal_to_the_input():
 def test_an_unsafe_name_gets_no_command_and_a_reason():
     for event_id in (1018, 1020):
         inc = replace(incident(account="evil\nGet-Process"), event_ids=(event_id,))
-        _, blocks = render.alert(inc, SERVERS)
+        _, blocks = alerts.alert(inc, SERVERS)
         assert preformatted(blocks) == []
         words = prose(blocks)
         assert "No command is shown" in words and "line break" in words
@@ -130,30 +130,30 @@ def test_an_unsafe_name_gets_no_command_and_a_reason():
 
 def test_very_long_names_stay_within_block_kit_limits():
     account = "CONTOSO\\" + "<&>" * 340  # 1028 chars, over the quoting limit too
-    _, blocks = render.alert(incident(account=account, connectors=("EX01\\" + "c" * 900,)), SERVERS)
+    _, blocks = alerts.alert(incident(account=account, connectors=("EX01\\" + "c" * 900,)), SERVERS)
     assert validate_blocks(blocks) == []
     assert len(blocks[0]["text"]["text"]) <= 150
-    _, blocks = render.alert(incident(account="A" * 1000), SERVERS)
+    _, blocks = alerts.alert(incident(account="A" * 1000), SERVERS)
     assert validate_blocks(blocks) == []
 
 
 def test_control_and_invisible_characters_are_shown_visibly_in_prose():
-    assert render.show("a\x1bb") == "a\\x1bb"
-    assert render.show("a\u200bb\u3164c") == "a\\x200bb\\x3164c"
-    _, blocks = render.alert(incident(account="CONTOSO\\ad\u200bmin"), SERVERS)
+    assert alerts.show("a\x1bb") == "a\\x1bb"
+    assert alerts.show("a\u200bb\u3164c") == "a\\x200bb\\x3164c"
+    _, blocks = alerts.alert(incident(account="CONTOSO\\ad\u200bmin"), SERVERS)
     assert "CONTOSO\\ad\\x200bmin" in prose(blocks)
     assert not any("\u200b" in e.get("text", "") for e in rich_elements(blocks))
 
 
 def test_a_name_mixing_latin_and_cyrillic_in_one_word_gets_a_warning():
-    _, blocks = render.alert(incident(account="CONTOSO\\\u0430dmin"), SERVERS)  # Cyrillic а
+    _, blocks = alerts.alert(incident(account="CONTOSO\\\u0430dmin"), SERVERS)  # Cyrillic а
     assert "mixes Latin letters with Cyrillic letters" in prose(blocks)
-    _, blocks = render.alert(incident(account="CONTOSO\\Сканер"), SERVERS)  # one script a word
+    _, blocks = alerts.alert(incident(account="CONTOSO\\Сканер"), SERVERS)  # one script a word
     assert "mixes" not in prose(blocks)
 
 
 def test_resolved_alert_says_so_and_drops_the_commands():
-    text, blocks = render.alert(incident(status="resolved"), SERVERS)
+    text, blocks = alerts.alert(incident(status="resolved"), SERVERS)
     assert blocks[0]["text"]["text"].startswith("Resolved: ")
     assert text.startswith("Resolved: ")
     assert preformatted(blocks) == []
@@ -162,14 +162,14 @@ def test_resolved_alert_says_so_and_drops_the_commands():
 
 def test_thread_note_for_a_new_server_carries_its_fix():
     inc = replace(incident(servers=(("EX01", "EX01"), ("EX02", "EX02"))), event_ids=(1018,))
-    text, blocks = render.thread_note(inc, SpreadNote(servers=("EX02",)), SERVERS)
+    text, blocks = alerts.thread_note(inc, SpreadNote(servers=("EX02",)), SERVERS)
     assert "now also seen on *EX02*" in text
     [commands] = preformatted(blocks)
     assert "EX02\\Client Frontend EX02" in commands and "EX01\\" not in commands
 
 
 def test_the_whole_message_is_json_serialisable():
-    json.dumps(render.alert(incident(), SERVERS)[1])
+    json.dumps(alerts.alert(incident(), SERVERS)[1])
 
 
 QUOTES = "'\u2018\u2019\u201a\u201b"
@@ -179,7 +179,7 @@ QUOTES = "'\u2018\u2019\u201a\u201b"
     "CONTOSO\\" + "'" * 300, "DOMAIN\\ünïcødé-名前-🙂", "a;b|c&d#e", "${env:PATH}@(1)"])
 def test_every_command_in_the_alert_parses_with_arguments_equal_to_the_input(account):
     connector = f"EX01\\{account}"
-    _, blocks = render.alert(incident(account=account, connectors=(connector,)), SERVERS)
+    _, blocks = alerts.alert(incident(account=account, connectors=(connector,)), SERVERS)
     lines = [line for commands in preformatted(blocks) for line in commands.splitlines()
              if not line.startswith("#")]
     assert len(lines) == 4  # grant, verify, undo; and what this custom connector accepts
@@ -195,7 +195,7 @@ def test_every_command_in_the_alert_parses_with_arguments_equal_to_the_input(acc
 
 def test_backticks_in_names_cannot_open_or_close_code_spans():
     account = "CONTOSO\\a`b"
-    text, blocks = render.alert(replace(incident(account=account), event_ids=(1018,)), SERVERS)
+    text, blocks = alerts.alert(replace(incident(account=account), event_ids=(1018,)), SERVERS)
     assert "CONTOSO\\a\u02cbb" in text                # the mrkdwn fallback gets the twin
     assert account in prose(blocks)                    # rich text shows the exact name
     assert f"-User '{account}'" in preformatted(blocks)[0]  # the command keeps the exact name
@@ -205,7 +205,7 @@ def test_backticks_in_names_cannot_open_or_close_code_spans():
 def test_thread_notes_escape_names_too(account):
     inc = incident(account=account, connectors=(f"EX01\\{account}",),
                    servers=(("EX01", "EX01"), ("EX02", "EX02")))
-    text, blocks = render.thread_note(inc, SpreadNote(("EX02",), (f"EX01\\{account}",)),
+    text, blocks = alerts.thread_note(inc, SpreadNote(("EX02",), (f"EX01\\{account}",)),
                                       SERVERS)
     for mrkdwn in mrkdwn_texts(blocks) + [text]:
         assert "<" not in mrkdwn and ">" not in mrkdwn

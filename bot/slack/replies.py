@@ -20,7 +20,7 @@ from ..config import ServerConfig
 from ..diagnosis import NO_SUBMIT, Diagnosis
 from ..model import ConnectorSeen, History, Incident, IncidentDetail, Moment, ServerState, Snooze
 from ..remediation import Fix, command_lines
-from . import alerts as render
+from . import alerts
 from . import richtext as rt
 from .blocks import (
     GROUP_ID,
@@ -163,7 +163,7 @@ def show_view(detail: IncidentDetail, now: datetime, diagnoses: Sequence[Diagnos
                   {"type": "mrkdwn", "text": f"*Last seen*\n{slack_date(incident.last_seen)}"},
               ]}]
     if diagnoses:
-        blocks.append(rt.rich(*render.cause_lines(diagnoses)))
+        blocks.append(rt.rich(*alerts.cause_lines(diagnoses)))
     blocks += pack([_group_line(g) for g in detail.groups]
                    or ["no event is linked to this incident"],
                    "*Events per server and connector*")
@@ -288,8 +288,8 @@ def diagnosed_blocks(diagnoses: list[Diagnosis], account: str) -> list[dict]:
     """Each cause's explanation and commands, with the -WhatIf dry run (for `fix`)."""
     blocks: list[dict] = []
     for diagnosis in diagnoses:
-        blocks += render.diagnosis_blocks(diagnosis, account, most=5, whatif=True,
-                                          more=render.SLASH_FIX_GIVES_EACH)
+        blocks += alerts.diagnosis_blocks(diagnosis, account, most=5, whatif=True,
+                                          more=alerts.SLASH_FIX_GIVES_EACH)
     return blocks
 
 
@@ -297,7 +297,7 @@ def candidates_blocks(account: str, servers: list[ServerFix], *, hidden_servers:
                       incident: Incident | None = None) -> list[dict]:
     """Event 1018 and no connector given: the candidates on each server and how to list them."""
     intro: list[rt.Part] = [
-        rt.bold(render.HEADLINES[NO_SUBMIT]), ": the grant belongs on the Receive connector ",
+        rt.bold(alerts.HEADLINES[NO_SUBMIT]), ": the grant belongs on the Receive connector ",
         rt.name(account), " submits to (587 for mail clients and most devices). Candidates per "
         "server, most likely first; for one connector's commands: ",
         rt.code("/submitwatch fix ACCOUNT 'SERVER\\Connector'"), "."]
