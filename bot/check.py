@@ -126,7 +126,8 @@ def _check_slack(config: Config, bot_token: Secret, out) -> int:
     scopes = _scopes(response)
     problems = _check_scopes(config, scopes, out)
     channels = dict.fromkeys([config.slack.channel] + [s.channel for s in config.servers
-                                                       if s.channel])
+                                                       if s.channel]
+                             + [r.channel for r in config.routes])
     for channel in channels:
         problems += _check_channel(client, channel, scopes, out)
     problems += _check_groups(client, config, out)
@@ -206,16 +207,19 @@ def _channel_id_of(client, name: str, scopes: set[str] | None) -> str | None:
 
 def _check_groups(client, config: Config, out) -> int:
     problems = 0
-    for group in config.permissions.groups:
+    owners = {o for r in config.routes for o in r.owners if o.startswith("S")}
+    for group in dict.fromkeys([*config.permissions.groups, *sorted(owners)]):
+        role = ("may act" if group in config.permissions.groups
+                else "are named by a route's alerts")
         try:
             members = client.usergroups_users_list(usergroup=group)["users"]
-            out(f"OK       user group {group}: {len(members)} member(s) may act")
+            out(f"OK       user group {group}: {len(members)} member(s) {role}")
         except Exception as exc:  # the same words the permission check would log
             code = _code(exc)
             hint = {"missing_scope": "the app lacks usergroups:read: reinstall it from "
                                      "manifest.yml",
                     "no_such_subteam": "no such user group: check the ID (S...)"}.get(code or "")
-            out(f"FAILED   user group {group}: {hint or code or exc}; nobody in it can act")
+            out(f"FAILED   user group {group}: {hint or code or exc}; nobody in it {role}")
             problems += 1
     return problems
 

@@ -14,9 +14,12 @@ import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
+
+from .model import Event
 
 DEFAULT_CONFIG_NAME = "submitwatch.toml"
 SLACK_API_URL = "https://slack.com/api/"
@@ -41,6 +44,7 @@ KEYS = {
     "permissions": {"users", "groups", "channels", "group_cache"},
     "metrics": {"host", "port"},
     "logging": {"format"},
+    "routes": {"name", "accounts", "servers", "events", "channel", "owners"},
     "servers": {"name", "url", "username", "transport", "password_env", "validate_certificate",
                 "ca_bundle", "cert_pem", "cert_key_pem", "channel", "submission_connector",
                 "version", "log"},
@@ -161,6 +165,25 @@ class ServerConfig:
 
 
 @dataclass(frozen=True)
+class RouteConfig:
+    """Where an incident's alert goes and who it names: the first route that matches its
+    account (case-insensitive globs), server and event (1018 or 1020) wins."""
+
+    name: str
+    channel: str
+    accounts: tuple[str, ...] = ("*",)
+    servers: tuple[str, ...] = ()       # empty: any server
+    events: tuple[int, ...] = ()        # empty: either event
+    owners: tuple[str, ...] = ()        # Slack user IDs (U..., W...) and user group IDs (S...)
+
+    def matches(self, account: str, server: str, event_id: int) -> bool:
+        return (any(fnmatchcase(account.casefold(), glob.casefold()) for glob in self.accounts)
+                and (not self.servers or server.casefold() in
+                     {s.casefold() for s in self.servers})
+                and (not self.events or event_id in self.events))
+
+
+@dataclass(frozen=True)
 class MetricsConfig:
     """The listener for /metrics, /healthz and /readyz; off while port is None."""
 
@@ -179,6 +202,19 @@ class Config:
     permissions: PermissionsConfig = PermissionsConfig()
     metrics: MetricsConfig = MetricsConfig()
     log_format: str = "text"          # or "json": one object per line, for log shippers
+    routes: tuple[RouteConfig, ...] = ()
+
+    def route_for(self, account: str, server: str, event_id: int) -> RouteConfig:
+        """The first [[routes]] entry that matches, else the server's channel (or
+        slack.channel) with no owners."""
+        for route in self.routes:
+            if route.matches(account, server, event_id):
+                return route
+        return RouteConfig("default", self.channel_for(server))
+
+    def channel_of(self, event: Event) -> str:
+        """The channel a new incident opened by `event` is posted to (its route's)."""
+        return self.route_for(event.account, event.origin, event.event_id).channel
 
     def channel_for(self, server_name: str) -> str:
         for server in self.servers:
@@ -220,8 +256,9 @@ def parse_config(raw: Mapping[str, Any], environ: Mapping[str, str],
     servers = _servers(raw, environ)
     metrics = _metrics_config(_section(raw, "metrics"))
     log_format = _choice(_section(raw, "logging"), "logging.format", ("text", "json"), "text")
+    routes = _routes(raw, slack.channel, {s.name.casefold() for s in servers})
     return Config(slack, store, polling, incidents, servers, source, permissions, metrics,
-                  log_format)
+                  log_format, routes)
 
 
 def _section(raw: Mapping[str, Any], name: str, required: bool = False) -> Mapping[str, Any]:
@@ -313,6 +350,52 @@ def _servers(raw: Mapping[str, Any], environ: Mapping[str, str]) -> tuple[Server
         if names.count(name) > 1:
             raise ConfigError(f"two [[servers]] entries are named {name!r}; names must be unique")
     return servers
+
+
+#: Who a route may name: users (U..., W...) and user groups (S...), by ID only.
+_OWNER_ID = re.compile(r"[UW][A-Z0-9]{2,20}|S[A-Z0-9]{2,20}")
+
+
+def _routes(raw: Mapping[str, Any], default_channel: str,
+            servers: set[str]) -> tuple[RouteConfig, ...]:
+    routes_raw = raw.get("routes", [])
+    if not isinstance(routes_raw, list) or not all(isinstance(r, dict) for r in routes_raw):
+        raise ConfigError("routes must be a list of [[routes]] tables")
+    return tuple(_route(r, f"routes[{n}]", default_channel, servers)
+                 for n, r in enumerate(routes_raw))
+
+
+def _route(raw: Mapping[str, Any], where: str, default_channel: str,
+           servers: set[str]) -> RouteConfig:
+    _only(raw, where, KEYS["routes"])
+    name = _str(raw, f"{where}.name", where)
+    accounts = _strings(raw, f"{where}.accounts", ("*",), "account globs such as "
+                        "'CONTOSO\\svc-*'")
+    server_names = _strings(raw, f"{where}.servers", (), "configured server names")
+    unknown = [s for s in server_names if s.casefold() not in servers]
+    if unknown:
+        raise ConfigError(f"{where}.servers names no configured server: {', '.join(unknown)}")
+    events = raw.get("events", [])
+    if not isinstance(events, list) or not set(events) <= {1018, 1020} or any(
+            isinstance(e, bool) for e in events):
+        raise ConfigError(f"{where}.events must be a list of 1018 and/or 1020, got {events!r}")
+    owners = _strings(raw, f"{where}.owners", (), "Slack user IDs (U...) or user group IDs (S...)")
+    for owner in owners:
+        if not _OWNER_ID.fullmatch(owner):
+            raise ConfigError(f"{where}.owners: {owner!r} is not a Slack user ID ('U024BE7LH') "
+                              "or user group ID ('S0614TZR7'); names and @handles change, IDs "
+                              "do not. Find one in Slack under the profile or group details")
+    return RouteConfig(name=name, channel=_str(raw, f"{where}.channel", default_channel),
+                       accounts=accounts, servers=server_names, events=tuple(events),
+                       owners=owners)
+
+
+def _strings(raw: Mapping[str, Any], name: str, default: tuple[str, ...],
+             what: str) -> tuple[str, ...]:
+    value = raw.get(name.rsplit(".", 1)[-1], list(default))
+    if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
+        raise ConfigError(f"{name} must be a list of {what}, got {value!r}")
+    return tuple(v.strip() for v in value)
 
 
 def _metrics_config(metrics: Mapping[str, Any]) -> MetricsConfig:

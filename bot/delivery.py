@@ -25,7 +25,7 @@ from store import chat
 from store import db as store
 
 from . import outbox
-from .config import Config
+from .config import Config, RouteConfig
 from .model import Incident, Problem, Snooze
 from .poller import Clock, utc_now
 from .slack import alerts
@@ -364,7 +364,8 @@ def _send_alert(db: Database, sender: SlackSender, row: store.IncidentRow, incid
                 channel: str, config: Config, now: datetime) -> Posted | None:
     """The incident's alert: its post, or an update of it in place."""
     snoozes = chat.snoozes_for(db, incident, now)
-    text, blocks = alerts.alert(incident, {s.name: s for s in config.servers}, snoozes)
+    text, blocks = alerts.alert(incident, {s.name: s for s in config.servers}, snoozes,
+                                owners=route_of(incident, config).owners)
     posted: Posted | None = None
     ts: str | None = None            # an update leaves the message's ts and channel as they are
     channel_id: str | None = None
@@ -432,3 +433,11 @@ def _shown(incident: Incident, snoozes: list[Snooze]) -> tuple:
     return (incident.status, incident.event_count, incident.last_seen, incident.servers,
             incident.connectors, incident.sightings, incident.acked_by, incident.ack_note,
             tuple(s.id for s in snoozes))
+
+
+def route_of(incident: Incident, config: Config) -> RouteConfig:
+    """The route an incident takes: by its account, the server that saw it first and its first
+    event (the same facts that chose its channel when it opened)."""
+    server = incident.server_names[0] if incident.server_names else ""
+    event_id = incident.event_ids[0] if incident.event_ids else 1018
+    return config.route_for(incident.account, server, event_id)

@@ -34,7 +34,7 @@ class IncidentChange:
 
 
 def decide(events: Iterable[Event], open_incidents: Mapping[str, Incident], now: datetime,
-           quiet_period: timedelta, channel_for: Callable[[str], str]) -> list[IncidentChange]:
+           quiet_period: timedelta, channel_for: Callable[[Event], str]) -> list[IncidentChange]:
     """Fold new events (any order) into the open incidents.
 
     An event that comes more than `quiet_period` after its incident's last event closes that
@@ -56,7 +56,7 @@ def decide(events: Iterable[Event], open_incidents: Mapping[str, Incident], now:
             growth.resolved_at = now
             growth = None
         if growth is None:
-            growth = growing[key] = _Growth(_open(event, now, channel_for(event.origin)),
+            growth = growing[key] = _Growth(_open(event, now, channel_for(event)),
                                             opened_by=event)
             ordered.append(growth)
         else:

@@ -3,7 +3,8 @@
 manifest.yml in the repository is this for Socket Mode with user groups configured; a test keeps
 the two equal. Socket Mode needs no request URLs; HTTP mode gets `slack.public_url` +
 `/slack/events` as the slash command's, interactivity's and event subscriptions' request URL.
-Scopes are the ones the configuration uses: `usergroups:read` only when permissions.groups is set.
+Scopes are the ones the configuration uses: `usergroups:read` only when permissions.groups or a
+route's owners name user groups.
 Pure: a dict out, printed as JSON (Slack takes JSON or YAML manifests).
 """
 from __future__ import annotations
@@ -22,12 +23,12 @@ LONG_DESCRIPTION = (
     "fixes) and the exact commands, updated in place while it lasts. From Slack the team looks "
     "up history, gets the fix for any account, and acknowledges or snoozes alerts.")
 USAGE_HINT = ("help | history | show | fix | ack | unack | snooze | unsnooze | snoozes | status | "
-              "servers")
+              "servers | routes")
 #: Bot scopes, each with why (README "Create the Slack app" explains them too).
 SCOPES = {
     "chat:write": "post and update alerts in channels the bot was invited to",
     "commands": "the /submitwatch slash command",
-    "usergroups:read": "who may ack and snooze, when [permissions] names user groups",
+    "usergroups:read": "who may ack and snooze, or a route names, when user groups are used",
     "channels:history": "before re-sending after a crash, look for the bot's own earlier post",
     "groups:history": "the same when the alerts channel is private",
     "channels:read": "`submitwatch check`: the ID of a channel configured by its name",
@@ -44,7 +45,9 @@ def app_manifest(config: Config) -> dict:
             raise ConfigError("slack.public_url is needed for an HTTP-mode manifest: the https "
                               "URL at which your reverse proxy reaches SubmitWatch")
         url = config.slack.public_url.rstrip("/") + EVENTS_PATH
-    scopes = [s for s in SCOPES if s != "usergroups:read" or config.permissions.groups]
+    groups = config.permissions.groups or any(o.startswith("S") for r in config.routes
+                                               for o in r.owners)
+    scopes = [s for s in SCOPES if s != "usergroups:read" or groups]
     command: dict = {"command": COMMAND,
                      "description": "Exchange submit-permission alerts, their fix, ack and snooze",
                      "usage_hint": USAGE_HINT, "should_escape": False}

@@ -258,7 +258,7 @@ def ingest(db: Database, config: Config, events: list, generation: int, now: dat
     that calls for (inside a transaction). Returns how many events were new."""
     fresh = store.new_events(db, events, generation)
     changes = decide(fresh, store.open_incidents(db, {e.incident_key for e in fresh}), now,
-                     timedelta(seconds=config.incidents.quiet_period), config.channel_for)
+                     timedelta(seconds=config.incidents.quiet_period), config.channel_of)
     store.insert_events(db, apply_changes(db, changes, now, config), generation, now)
     return len(fresh)
 

@@ -300,6 +300,26 @@ def servers(req: Request, args: list[str]) -> Reply:
     return Reply(text, blocks)
 
 
+def routes(req: Request, args: list[str]) -> Reply:
+    """`routes <account> [SERVER] [1018|1020]`: the route a new incident would take."""
+    if not args:
+        raise CommandError("name the account, like `CONTOSO\\svc-scanner`")
+    account = _name(args[0], "account")
+    kinds = [int(w) for w in args[1:] if w in ("1018", "1020")]
+    rest = [w for w in args[1:] if w not in ("1018", "1020")]
+    if len(kinds) > 1 or len(rest) > 1:
+        raise CommandError("give at most one server and one event kind (`1018` or `1020`)")
+    configured = {s.name.casefold(): s.name for s in req.config.servers}
+    if rest and rest[0].casefold() not in configured:
+        raise CommandError(f"{show(rest[0], 64)} is not a configured server")
+    servers = [configured[rest[0].casefold()]] if rest else [s.name for s in req.config.servers]
+    events = kinds or [1018, 1020]
+    taken = [(server, event, req.config.route_for(account, server, event))
+             for server in servers for event in events]
+    text, blocks = replies.routes_view(account, taken, bool(req.config.routes))
+    return Reply(text, blocks)
+
+
 def snoozes(req: Request, args: list[str]) -> Reply:
     _no_arguments("snoozes", args)
     text, blocks = replies.snoozes_view(chat.active_snoozes(req.db, req.now), req.now)

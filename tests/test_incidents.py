@@ -14,8 +14,8 @@ def event(record, account="CONTOSO\\svc-scanner", server="EX01", minutes=0, conn
                  account=account, connector=connector, computer=f"{server}.contoso.local")
 
 
-def channel_for(server):
-    return {"EX02": "C0EX02"}.get(server, "C0ALERTS")
+def channel_for(event):
+    return {"EX02": "C0EX02"}.get(event.origin, "C0ALERTS")
 
 
 def run(events, open_incidents=None, now=T0 + timedelta(hours=1)):

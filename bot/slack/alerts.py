@@ -40,6 +40,7 @@ from .blocks import (
     cut,
     escape,
     mention,
+    owner_mention,
     section,
     show,
     slack_date,
@@ -211,8 +212,9 @@ def cause_lines(diagnoses: Iterable[Diagnosis]) -> list[list[Part]]:
 # --- the alert ------------------------------------------------------------------------------------
 
 def alert(incident: Incident, servers: Mapping[str, ServerConfig],
-          snoozes: Iterable[Snooze] = ()) -> tuple[str, list[dict]]:
-    """The living alert message for an incident: (fallback text, blocks)."""
+          snoozes: Iterable[Snooze] = (), owners: Iterable[str] = ()) -> tuple[str, list[dict]]:
+    """The living alert message for an incident: (fallback text, blocks). `owners`: its
+    route's (configuration only: never built from event data), named while it is open."""
     account = show(incident.account)
     resolved = incident.status == "resolved"
     snoozes = list(snoozes) if not resolved else []
@@ -222,6 +224,9 @@ def alert(incident: Incident, servers: Mapping[str, ServerConfig],
                                     "text": clip(_printable(title), HEADER_LIMIT)}},
         *[context(line) for line in chat_state(incident, snoozes)],
     ]
+    owned = " ".join(owner_mention(o) for o in owners) if not resolved else ""
+    if owned:
+        blocks.append(context(f"Owners: {owned}"))
     warning = mixed_script_warning(incident.account)
     if warning and not resolved:
         blocks.append(rt.rich([rt.emoji("warning"), " ", warning]))
@@ -240,7 +245,8 @@ def alert(incident: Incident, servers: Mapping[str, ServerConfig],
                            f"{', '.join(str(i) for i in incident.event_ids)}"))
     servers_text = ", ".join(show(n, 64) for n in incident.server_names)
     text = (f"{'Resolved' if resolved else 'SMTP submit denied'}: {account} on {servers_text} "
-            f"({incident.event_count} event{'s' if incident.event_count != 1 else ''})")
+            f"({incident.event_count} event{'s' if incident.event_count != 1 else ''})"
+            + (f" · owners {owned}" if owned else ""))
     return text, _fit(blocks, tail=3 if not resolved else 2)
 
 

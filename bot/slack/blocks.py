@@ -88,6 +88,20 @@ def mention(user_id: str | None) -> str:
     return f"<@{user_id}>" if rt.USER_ID.fullmatch(user_id) else show(user_id, 40)
 
 
+#: A Slack user group ID, as routes' owners give it.
+USERGROUP_ID = re.compile(r"S[A-Z0-9]{2,20}")
+
+
+def owner_mention(owner: str) -> str:
+    """A route's owner (a user or user group ID from the configuration) as a mention that
+    notifies; anything else (the configuration refuses it) as inert text."""
+    if rt.USER_ID.fullmatch(owner):
+        return f"<@{owner}>"
+    if USERGROUP_ID.fullmatch(owner):
+        return f"<!subteam^{owner}>"
+    return show(owner, 40)
+
+
 def channel_ref(channel: str | None) -> str:
     if not channel:
         return "(no channel)"

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from urllib.parse import urlsplit
 
-from ..config import ServerConfig
+from ..config import RouteConfig, ServerConfig
 from ..diagnosis import NO_SUBMIT, Diagnosis
 from ..model import ConnectorSeen, History, Incident, IncidentDetail, Moment, ServerState, Snooze
 from ..remediation import Fix, command_lines
@@ -531,3 +531,19 @@ def may_act_text(user_id: str, users: tuple[str, ...], groups: tuple[str, ...]) 
         return (f"Acknowledging and snoozing is for {may}. You are not named; if you are in "
                 "one of those groups, you may act too. Anyone may look things up.")
     return (f"You may look things up; acknowledging and snoozing is for {may}.")
+
+
+def routes_view(account: str, taken: Sequence[tuple[str, int, RouteConfig]],
+                configured: bool) -> tuple[str, list[dict]]:
+    """Which route an account's alert takes per server and event: channel and owners (names
+    shown, not mentioned: this answer notifies nobody)."""
+    lines = [f"*Routes for* {literal(account)}"
+             + ("" if configured else " (no [[routes]] configured: every alert goes to its "
+                                      "server's channel, naming nobody)")]
+    for server, event, route in taken[:40]:
+        owners = ", ".join(f"`{show(o, 24)}`" for o in route.owners) or "nobody"
+        lines.append(f"• {show(server, 64)}, event {event}: route *{show(route.name, 64)}* → "
+                     f"{channel_ref(route.channel)}, owners {owners}")
+    if len(taken) > 40:
+        lines.append(f"• and {len(taken) - 40} more; name a server to narrow it")
+    return f"Routes for {show(account)}", fit(pack(lines))

@@ -1,0 +1,103 @@
+"""[[routes]]: the first match decides a new incident's channel and the owners its alert names.
+The configuration as a user writes it, the real pipeline into the Slack stand-in, `check` and
+`/submitwatch routes`; owners' mentions come from the configuration only, never from events."""
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from bot.check import run_check
+from bot.config import ConfigError
+from bot.slack.blocks import owner_mention
+from tests.blocks import mrkdwn_texts
+from tests.conftest import CHANNEL
+from tests.helpers import FE, ask, sweep
+
+ROUTES = [
+    {"name": "scanners", "accounts": ["contoso\\SCAN-*"], "channel": "C0EX02",
+     "owners": ["U0OWNER", "S0TEAM"]},
+    {"name": "built-in on EX02", "servers": ["ex02"], "events": [1020], "owners": ["U0ADMIN"]},
+]
+
+
+@pytest.fixture
+def routed(make_config):
+    return make_config(routes=ROUTES)
+
+
+def test_the_first_matching_route_wins_and_globs_ignore_case(routed):
+    assert routed.route_for("CONTOSO\\scan-07", "EX01", 1018).name == "scanners"
+    assert routed.route_for("CONTOSO\\scan-07", "EX02", 1020).name == "scanners"   # first wins
+    assert routed.route_for("CONTOSO\\app", "EX02", 1020).name == "built-in on EX02"
+    assert routed.route_for("CONTOSO\\app", "EX02", 1020).channel == CHANNEL  # slack.channel
+    default = routed.route_for("CONTOSO\\app", "EX02", 1018)
+    assert (default.name, default.channel, default.owners) == ("default", CHANNEL, ())
+
+
+@pytest.mark.parametrize("route, words", [
+    ({"owners": ["@exchange-team"]}, "is not a Slack user ID"),
+    ({"owners": ["C0ALERTS"]}, "is not a Slack user ID"),
+    ({"servers": ["EX99"]}, "names no configured server: EX99"),
+    ({"events": [1019]}, "must be a list of 1018 and/or 1020"),
+    ({"accounts": "CONTOSO\\*"}, "must be a list of account globs"),
+    ({"channels": ["C0X"]}, "channels"),
+])
+def test_a_wrong_route_is_refused_in_words(make_config, route, words):
+    with pytest.raises(ConfigError, match=re.escape(words)):
+        make_config(routes=[route])
+
+
+def test_a_routed_alert_goes_to_its_channel_and_names_its_owners(logs, db, routed, slack,
+                                                                  clock):
+    logs["EX01"].append(FE, 1018, ("CONTOSO\\scan-07", "Client Frontend EX01"))
+    logs["EX01"].append(FE, 1018, ("CONTOSO\\app", "Client Frontend EX01"))
+    sweep(db, routed, clock)
+    [scanner] = slack.messages("C0EX02")
+    [other] = slack.messages(CHANNEL)
+    assert "CONTOSO\\scan-07" in scanner["text"] and "owners <@U0OWNER> <!subteam^S0TEAM>" \
+        in scanner["text"]
+    assert "Owners: <@U0OWNER> <!subteam^S0TEAM>" in mrkdwn_texts(scanner["blocks"])
+    assert "Owners" not in other["text"] and not any(
+        "Owners" in t for t in mrkdwn_texts(other["blocks"]))
+
+
+def test_event_text_never_becomes_a_mention(logs, db, make_config, slack, clock):
+    """A route with a catch-all glob names its owners; the hostile account names nobody."""
+    config = make_config(routes=[{"accounts": ["*"], "owners": ["U0OWNER"]}])
+    account = "CONTOSO\\<@U0EVIL> <!channel> <!subteam^S0EVIL>"
+    logs["EX01"].append(FE, 1020, (account,))
+    sweep(db, config, clock)
+    [alert] = slack.messages(CHANNEL)
+    mentions = set()
+    for text in [alert["text"], *mrkdwn_texts(alert["blocks"])]:
+        mentions |= set(re.findall(r"<[@!][^>]*>", text))
+    assert mentions <= {"<@U0OWNER>"} and "<@U0OWNER>" in mentions
+    assert owner_mention("<@U0EVIL>") == "&lt;@U0EVIL&gt;"   # the renderer's own guard too
+
+
+def test_routes_answers_which_route_an_account_takes_without_pinging_anyone(db, routed, clock):
+    reply = ask(db, routed, clock, "routes CONTOSO\\scan-01")
+    text = "\n".join(mrkdwn_texts(reply.blocks))
+    assert "EX01, event 1018: route *scanners* → <#C0EX02>, owners `U0OWNER`, `S0TEAM`" in text
+    assert "<@" not in text and "subteam" not in text
+    reply = ask(db, routed, clock, "routes CONTOSO\\app EX02 1020")
+    assert "EX02, event 1020: route *built-in on EX02* → <#C0ALERTS>, owners `U0ADMIN`" \
+        in "\n".join(mrkdwn_texts(reply.blocks))
+    assert "is not a configured server" in ask(db, routed, clock, "routes x EX99").text
+
+
+def test_check_finds_a_route_channel_without_the_bot_and_a_missing_owner_group(
+        routed, slack):
+    slack.set_joined("C0EX02", False)
+    lines: list[str] = []
+    run_check(routed, lines.append)
+    assert any(line.startswith("FAILED   channel C0EX02") for line in lines)
+    assert any(line.startswith("FAILED   user group S0TEAM") and "a route's alerts" in line
+               for line in lines)
+    slack.set_joined("C0EX02", True)
+    slack.set_usergroup("S0TEAM", ["U0OWNER"])
+    lines = []
+    run_check(routed, lines.append)
+    assert "OK       channel C0EX02: exists and the bot is in it" in lines
+    assert "OK       user group S0TEAM: 1 member(s) are named by a route's alerts" in lines
