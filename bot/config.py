@@ -40,7 +40,7 @@ KEYS = {
     "store": {"path", "retention"},
     "polling": {"interval", "jitter", "lookback", "batch_size", "operation_timeout",
                 "read_timeout", "delivery_interval", "alert_after_failures", "max_output"},
-    "incidents": {"quiet_period", "update_interval"},
+    "incidents": {"quiet_period", "update_interval", "reminder_after", "reminder_interval"},
     "permissions": {"users", "groups", "channels", "group_cache"},
     "metrics": {"host", "port"},
     "logging": {"format"},
@@ -127,6 +127,8 @@ class PollingConfig:
 class IncidentConfig:
     quiet_period: float = 24 * 3600.0
     update_interval: float = 10.0
+    reminder_after: float = 4 * 3600.0     # 0: no reminders
+    reminder_interval: float = 24 * 3600.0
 
 
 @dataclass(frozen=True)
@@ -330,6 +332,10 @@ def _incident_config(incidents: Mapping[str, Any]) -> IncidentConfig:
         quiet_period=_duration(incidents, "incidents.quiet_period", i.quiet_period, low=60),
         update_interval=_duration(incidents, "incidents.update_interval", i.update_interval,
                                   low=0),
+        reminder_after=_duration(incidents, "incidents.reminder_after", i.reminder_after,
+                                 low=0),
+        reminder_interval=_duration(incidents, "incidents.reminder_interval",
+                                    i.reminder_interval, low=60),
     )
 
 

@@ -350,7 +350,8 @@ def _send_reply(db: Database, sender: SlackSender, row: store.IncidentRow, incid
     """A note in the thread of the incident's alert."""
     note = outbox.note_of(row.detail)
     if isinstance(note, outbox.ActionNote):
-        text, blocks = alerts.action_note(incident, note)
+        owners = route_of(incident, config).owners if note.action == "reminder" else ()
+        text, blocks = alerts.action_note(incident, note, owners)
     else:
         text, blocks = alerts.thread_note(incident, note, {s.name: s for s in config.servers})
     posted = sender.post(channel, text, blocks, thread_ts=incident.message_ts,

@@ -95,6 +95,7 @@ class Incident:
     ack_note: str | None = None       # free text from the responder (untrusted)
     sightings: tuple[Sighting, ...] = ()  # each (event ID, server, connector) once, in order
     last_stored_at: datetime | None = None  # the bot's time when its newest event was stored
+    last_reminded_at: datetime | None = None  # its owners' last thread reminder (delivery's)
 
     @property
     def stored_id(self) -> int:

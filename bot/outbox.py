@@ -112,6 +112,20 @@ def after_deleted_alert(incident_id: int) -> list[Instruction]:
     return [Message("post", incident_id)]
 
 
+def reminder_due(*, status: str, message_ts: str | None, acked: bool, silenced: bool,
+                 opened_at: datetime, last_stored_at: datetime | None,
+                 last_reminded_at: datetime | None, now: datetime, after: timedelta,
+                 interval: timedelta) -> bool:
+    """Remind the owners in the alert's thread: an open incident nobody acknowledged or
+    snoozed, posted, still receiving events since the last reminder (or since it opened), once
+    `after` has passed since it opened and then at most every `interval`. `after` 0: never."""
+    if after <= timedelta(0) or status != "open" or acked or silenced or message_ts is None:
+        return False
+    since = last_reminded_at or opened_at
+    wait = interval if last_reminded_at else after
+    return now - since >= wait and last_stored_at is not None and last_stored_at > since
+
+
 class Verdict(Enum):
     DUE = "due"          # send it now
     WAIT = "wait"        # not now; later rows of its subject may still go
@@ -170,6 +184,7 @@ class ActionNote:
     until: datetime | None = None     # snooze
     reason: str | None = None         # snooze (untrusted)
     scope: str | None = None          # snooze: "incident" or "account"
+    # action "reminder": the incident is open, unowned and still failing
 
 
 Note = SpreadNote | ActionNote

@@ -29,7 +29,7 @@ from .chatops import end_expired_snoozes
 from .clockguard import ClockGuard
 from .config import Config
 from .delivery import deliver_once
-from .poller import poll_server_once, resolve_quiet_incidents
+from .poller import poll_server_once, remind_owners, resolve_quiet_incidents
 from .slack import alerts
 from .slack.sender import SlackSender
 from .source import EventSource, WinRMSource
@@ -228,6 +228,7 @@ def housekeeping(db, config: Config, guard: ClockGuard | None = None,
         guard.observe(now)
     resolve_quiet_incidents(db, config, lambda: now, guard)
     end_expired_snoozes(db, now, guard)
+    remind_owners(db, config, lambda: now)
 
 
 def _guarded(step, name: str):

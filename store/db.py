@@ -442,6 +442,12 @@ def save_incident(db: Database, incident: Incident) -> Incident:
     return incident
 
 
+def set_reminded(db: Database, incident_id: int, now: datetime) -> None:
+    """A reminder for the incident was queued (not part of save_incident: a stale copy of the
+    incident must never turn it back)."""
+    db.execute("UPDATE incidents SET last_reminded_at = ? WHERE id = ?", [iso(now), incident_id])
+
+
 def set_message(db: Database, incident_id: int, *, ts: str | None, now: datetime,
                 channel: str | None = None) -> None:
     """Record a sent alert: its ts (None: an update) and the channel ID Slack answered with,
@@ -469,7 +475,8 @@ def _incident(row: dict[str, Any]) -> Incident:
         last_message_at=from_iso(row["last_message_at"]), acked_by=row.get("acked_by"),
         acked_at=from_iso(row.get("acked_at")), ack_note=row.get("ack_note"),
         sightings=tuple(Sighting(*triple) for triple in json.loads(row.get("sightings") or "[]")),
-        last_stored_at=from_iso(row.get("last_stored_at")))
+        last_stored_at=from_iso(row.get("last_stored_at")),
+        last_reminded_at=from_iso(row.get("last_reminded_at")))
 
 
 # --- outbox -------------------------------------------------------------------------------------

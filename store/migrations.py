@@ -177,3 +177,9 @@ def m010_log_name(db: Database) -> None:
     # Which event log a server's cursor counts in (servers.log): a cursor into one log means
     # nothing in another, so a changed log starts a new generation from the look-back.
     db.table("server_state").add_column("log", str)
+
+
+@migrations()
+def m011_reminders(db: Database) -> None:
+    # When the owners of an open, unacknowledged incident were last reminded in its thread.
+    db.table("incidents").add_column("last_reminded_at", str)

@@ -128,3 +128,32 @@ def test_a_reply_row_is_read_back_as_the_note_it_is_with_its_times_parsed_once()
                                  "since": "2026-03-08T12:00:00.000000Z", "never": True})
     assert down == outbox.ServerDown("boom", 3, NOW, never=True)
     assert outbox.BotLate.of({"jobs": ["poll EX01"], "late_seconds": 130}).late_seconds == 130.0
+
+
+H = timedelta(hours=1)
+
+
+def due(**overrides):
+    args = dict(status="open", message_ts=POSTED, acked=False, silenced=False,
+                opened_at=NOW - 5 * H, last_stored_at=NOW - timedelta(minutes=1),
+                last_reminded_at=None, now=NOW, after=4 * H, interval=24 * H)
+    args.update(overrides)
+    return outbox.reminder_due(**args)
+
+
+@pytest.mark.parametrize("overrides, expected", [
+    ({}, True),                                                   # open 5 h, still failing
+    ({"opened_at": NOW - 3 * H}, False),                          # not 4 h yet
+    ({"last_stored_at": NOW - 5 * H - timedelta(minutes=1)}, False),  # quiet since it opened
+    ({"acked": True}, False),
+    ({"silenced": True}, False),
+    ({"message_ts": None}, False),                                # never posted: nothing to remind
+    ({"status": "resolved"}, False),
+    ({"after": timedelta(0)}, False),                             # reminders off
+    ({"last_reminded_at": NOW - 23 * H}, False),                  # at most every interval
+    ({"last_reminded_at": NOW - 25 * H, "last_stored_at": NOW - 24 * H}, True),
+    ({"last_reminded_at": NOW - 25 * H, "last_stored_at": NOW - 26 * H}, False),  # quiet since
+], ids=["due", "too early", "quiet", "acked", "snoozed", "never posted", "resolved", "off",
+        "within the interval", "again after the interval", "quiet since the last"])
+def test_when_owners_are_reminded(overrides, expected):
+    assert due(**overrides) is expected

@@ -101,3 +101,53 @@ def test_check_finds_a_route_channel_without_the_bot_and_a_missing_owner_group(
     run_check(routed, lines.append)
     assert "OK       channel C0EX02: exists and the bot is in it" in lines
     assert "OK       user group S0TEAM: 1 member(s) are named by a route's alerts" in lines
+
+
+# --- reminders ------------------------------------------------------------------------------
+
+def _failing(logs, db, config, clock, hours):
+    """`hours` hours pass with the account failing on: one event, one poll and delivery."""
+    clock.advance(hours=hours)
+    logs["EX01"].append(FE, 1020, ("CONTOSO\\scan-07",), time=clock())
+    sweep(db, config, clock)
+
+
+def test_owners_are_reminded_in_the_thread_until_someone_acknowledges(logs, db, routed, slack,
+                                                                      clock):
+    from bot.chatops import Actor, acknowledge
+    from bot.poller import remind_owners
+    from store import db as store
+    logs["EX01"].append(FE, 1020, ("CONTOSO\\scan-07",), time=clock())
+    sweep(db, routed, clock)
+    _failing(logs, db, routed, clock, 3)
+    assert remind_owners(db, routed, clock) == 0              # 3 h: not yet
+    _failing(logs, db, routed, clock, 1.5)
+    assert remind_owners(db, routed, clock) == 1              # 4.5 h, still failing
+    sweep(db, routed, clock)
+    [alert] = slack.messages("C0EX02")                        # never a second top-level post
+    [reminder] = alert["replies"]
+    assert reminder["text"].startswith(":bell: <@U0OWNER> <!subteam^S0TEAM>: still failing")
+    assert "Owners: <@U0OWNER> <!subteam^S0TEAM>" in mrkdwn_texts(reminder["blocks"])
+    _failing(logs, db, routed, clock, 2)
+    assert remind_owners(db, routed, clock) == 0              # at most once a day
+    _failing(logs, db, routed, clock, 23)
+    assert remind_owners(db, routed, clock) == 1
+    [incident] = store.open_incidents(db).values()
+    acknowledge(db, incident.stored_id, Actor("U0OWNER", "button", "C0EX02"), None, clock())
+    _failing(logs, db, routed, clock, 25)
+    assert remind_owners(db, routed, clock) == 0              # owned now: no more reminders
+
+
+def test_a_quiet_or_snoozed_incident_is_not_reminded(logs, db, routed, clock):
+    from bot.chatops import Actor, snooze
+    from bot.poller import remind_owners
+    from store import db as store
+    logs["EX01"].append(FE, 1020, ("CONTOSO\\scan-07",), time=clock())
+    sweep(db, routed, clock)
+    clock.advance(hours=5)
+    assert remind_owners(db, routed, clock) == 0              # no event since it opened
+    [incident] = store.open_incidents(db).values()
+    snooze(db, incident.stored_id, 3 * 86400, "vendor", Actor("U0OWNER", "slash", CHANNEL),
+           clock())
+    _failing(logs, db, routed, clock, 1)
+    assert remind_owners(db, routed, clock) == 0              # snoozed

@@ -285,6 +285,23 @@ def fix_message(incident: Incident, servers: Mapping[str, ServerConfig]) -> tupl
     return text, _fit(blocks, more=MORE_PER_CONNECTOR)
 
 
+def _reminder(incident: Incident, detail: ActionNote,
+               owners: Iterable[str]) -> tuple[str, list[dict]]:
+    """Nobody has acknowledged the incident and it keeps failing: say so to its owners."""
+    named = " ".join(owner_mention(o) for o in owners)
+    open_for = span((detail.at - incident.opened_at).total_seconds())
+    text = (f":bell: {named + ': ' if named else ''}still failing and nobody has acknowledged "
+            f"it: {incident.event_count} event(s) in {open_for}, last "
+            f"{slack_date(incident.last_seen)}. Acknowledge or snooze it to stop these reminders.")
+    line: list[Part] = [rt.emoji("bell"), " ", rt.name(incident.account, strong=False),
+                        " is still failing and nobody has acknowledged it: "
+                        f"{incident.event_count} event(s) in {open_for}, last ",
+                        rt.date(incident.last_seen),
+                        ". Acknowledge or snooze it to stop these reminders."]
+    # The mentions (configuration only) in mrkdwn and in the text that drives notifications.
+    return text, ([context(f"Owners: {named}")] if named else []) + [rt.rich(line)]
+
+
 def thread_note(incident: Incident, detail: SpreadNote,
                 servers: Mapping[str, ServerConfig]) -> tuple[str, list[dict]]:
     """A thread reply when the incident spreads to a new server or connector."""
@@ -319,7 +336,8 @@ def _fit(blocks: list[dict], *, tail: int = 0, more: str = MORE_IN_FIX) -> list[
     return blocks[:keep] + [context(more)] + blocks[len(blocks) - tail:]
 
 
-def action_note(incident: Incident, detail: ActionNote) -> tuple[str, list[dict]]:
+def action_note(incident: Incident, detail: ActionNote,
+                owners: Iterable[str] = ()) -> tuple[str, list[dict]]:
     """A thread reply recording what a responder (or a snooze's end) did to the incident.
 
     Rich text, since the note carries the account's name (and the responder's own words)."""
@@ -343,6 +361,8 @@ def action_note(incident: Incident, detail: ActionNote) -> tuple[str, list[dict]
         line = [by, f" ended the snooze at {when}; the alert is live again"]
     elif action == "snooze_expired":
         line = [f"The snooze ended at {when}; the alert is live again"]
+    elif action == "reminder":
+        return _reminder(incident, detail, owners)
     else:
         raise ValueError(f"unknown action note {action!r}")
     line += [". (", rt.name(incident.account, strong=False),
