@@ -13,13 +13,12 @@ import os
 import re
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from fnmatch import fnmatchcase
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from .model import Event
+from .model import Event, Incident
 
 DEFAULT_CONFIG_NAME = "submitwatch.toml"
 SLACK_API_URL = "https://slack.com/api/"
@@ -172,14 +171,14 @@ class RouteConfig:
     account (case-insensitive globs), server and event (1018 or 1020) wins."""
 
     name: str
-    channel: str
+    channel: str | None = None           # None: the server's channel, or slack.channel
     accounts: tuple[str, ...] = ("*",)
     servers: tuple[str, ...] = ()       # empty: any server
     events: tuple[int, ...] = ()        # empty: either event
     owners: tuple[str, ...] = ()        # Slack user IDs (U..., W...) and user group IDs (S...)
 
     def matches(self, account: str, server: str, event_id: int) -> bool:
-        return (any(fnmatchcase(account.casefold(), glob.casefold()) for glob in self.accounts)
+        return (any(_glob(pattern).fullmatch(account.casefold()) for pattern in self.accounts)
                 and (not self.servers or server.casefold() in
                      {s.casefold() for s in self.servers})
                 and (not self.events or event_id in self.events))
@@ -211,12 +210,22 @@ class Config:
         slack.channel) with no owners."""
         for route in self.routes:
             if route.matches(account, server, event_id):
-                return route
-        return RouteConfig("default", self.channel_for(server))
+                return route if route.channel else replace(route, channel=self.channel_for(server))
+        return RouteConfig("(no route)", self.channel_for(server))
+
+    def route_of(self, incident: Incident) -> RouteConfig:
+        """The route an incident takes: by its account and the event and server that opened it
+        (its first sighting: the same facts that chose its channel)."""
+        if incident.sightings:
+            first = incident.sightings[0]
+            return self.route_for(incident.account, first.server, first.event_id)
+        server = incident.server_names[0] if incident.server_names else ""
+        return self.route_for(incident.account, server, min(incident.event_ids, default=1018))
 
     def channel_of(self, event: Event) -> str:
         """The channel a new incident opened by `event` is posted to (its route's)."""
-        return self.route_for(event.account, event.origin, event.event_id).channel
+        return self.route_for(event.account, event.origin, event.event_id).channel or \
+            self.channel_for(event.origin)
 
     def channel_for(self, server_name: str) -> str:
         for server in self.servers:
@@ -258,7 +267,7 @@ def parse_config(raw: Mapping[str, Any], environ: Mapping[str, str],
     servers = _servers(raw, environ)
     metrics = _metrics_config(_section(raw, "metrics"))
     log_format = _choice(_section(raw, "logging"), "logging.format", ("text", "json"), "text")
-    routes = _routes(raw, slack.channel, {s.name.casefold() for s in servers})
+    routes = _routes(raw, {s.name.casefold() for s in servers})
     return Config(slack, store, polling, incidents, servers, source, permissions, metrics,
                   log_format, routes)
 
@@ -358,32 +367,40 @@ def _servers(raw: Mapping[str, Any], environ: Mapping[str, str]) -> tuple[Server
     return servers
 
 
+def _glob(pattern: str) -> re.Pattern[str]:
+    """A route's account glob: `*` any text, `?` one character, everything else literal
+    (account names hold `[`, which fnmatch would read as a set), compared case-folded."""
+    parts = [".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern.casefold()]
+    return re.compile("".join(parts), re.S)
+
+
 #: Who a route may name: users (U..., W...) and user groups (S...), by ID only.
 _OWNER_ID = re.compile(r"[UW][A-Z0-9]{2,20}|S[A-Z0-9]{2,20}")
 
 
-def _routes(raw: Mapping[str, Any], default_channel: str,
-            servers: set[str]) -> tuple[RouteConfig, ...]:
+def _routes(raw: Mapping[str, Any], servers: set[str]) -> tuple[RouteConfig, ...]:
     routes_raw = raw.get("routes", [])
     if not isinstance(routes_raw, list) or not all(isinstance(r, dict) for r in routes_raw):
         raise ConfigError("routes must be a list of [[routes]] tables")
-    return tuple(_route(r, f"routes[{n}]", default_channel, servers)
+    return tuple(_route(r, f"routes[{n}]", servers)
                  for n, r in enumerate(routes_raw))
 
 
-def _route(raw: Mapping[str, Any], where: str, default_channel: str,
-           servers: set[str]) -> RouteConfig:
+def _route(raw: Mapping[str, Any], where: str, servers: set[str]) -> RouteConfig:
     _only(raw, where, KEYS["routes"])
     name = _str(raw, f"{where}.name", where)
     accounts = _strings(raw, f"{where}.accounts", ("*",), "account globs such as "
                         "'CONTOSO\\svc-*'")
+    if not accounts:
+        raise ConfigError(f"{where}.accounts is empty, so the route would never match: leave it "
+                          "out to match every account")
     server_names = _strings(raw, f"{where}.servers", (), "configured server names")
     unknown = [s for s in server_names if s.casefold() not in servers]
     if unknown:
         raise ConfigError(f"{where}.servers names no configured server: {', '.join(unknown)}")
     events = raw.get("events", [])
-    if not isinstance(events, list) or not set(events) <= {1018, 1020} or any(
-            isinstance(e, bool) for e in events):
+    if not isinstance(events, list) or not all(type(e) is int and e in (1018, 1020)
+                                               for e in events):
         raise ConfigError(f"{where}.events must be a list of 1018 and/or 1020, got {events!r}")
     owners = _strings(raw, f"{where}.owners", (), "Slack user IDs (U...) or user group IDs (S...)")
     for owner in owners:
@@ -391,7 +408,7 @@ def _route(raw: Mapping[str, Any], where: str, default_channel: str,
             raise ConfigError(f"{where}.owners: {owner!r} is not a Slack user ID ('U024BE7LH') "
                               "or user group ID ('S0614TZR7'); names and @handles change, IDs "
                               "do not. Find one in Slack under the profile or group details")
-    return RouteConfig(name=name, channel=_str(raw, f"{where}.channel", default_channel),
+    return RouteConfig(name=name, channel=_str(raw, f"{where}.channel", None),
                        accounts=accounts, servers=server_names, events=tuple(events),
                        owners=owners)
 

@@ -25,7 +25,7 @@ from store import chat
 from store import db as store
 
 from . import outbox
-from .config import Config, RouteConfig
+from .config import Config
 from .model import Incident, Problem, Snooze
 from .poller import Clock, utc_now
 from .slack import alerts
@@ -346,11 +346,17 @@ def _send(db: Database, sender: SlackSender, row: store.OutboxRow, incident: Inc
 
 
 def _send_reply(db: Database, sender: SlackSender, row: store.IncidentRow, incident: Incident,
-                channel: str, config: Config, now: datetime) -> Posted:
+                channel: str, config: Config, now: datetime) -> Posted | None:
     """A note in the thread of the incident's alert."""
     note = outbox.note_of(row.detail)
+    if isinstance(note, outbox.ActionNote) and note.action == "reminder" and (
+            incident.status != "open" or incident.acked_by
+            or chat.snoozes_for(db, incident, now)):
+        with store.write_transaction(db):   # owned, snoozed or resolved since it was queued
+            store.mark_superseded(db, row.id)
+        return None
     if isinstance(note, outbox.ActionNote):
-        owners = route_of(incident, config).owners if note.action == "reminder" else ()
+        owners = config.route_of(incident).owners if note.action == "reminder" else ()
         text, blocks = alerts.action_note(incident, note, owners)
     else:
         text, blocks = alerts.thread_note(incident, note, {s.name: s for s in config.servers})
@@ -366,7 +372,7 @@ def _send_alert(db: Database, sender: SlackSender, row: store.IncidentRow, incid
     """The incident's alert: its post, or an update of it in place."""
     snoozes = chat.snoozes_for(db, incident, now)
     text, blocks = alerts.alert(incident, {s.name: s for s in config.servers}, snoozes,
-                                owners=route_of(incident, config).owners)
+                                owners=config.route_of(incident).owners)
     posted: Posted | None = None
     ts: str | None = None            # an update leaves the message's ts and channel as they are
     channel_id: str | None = None
@@ -434,11 +440,3 @@ def _shown(incident: Incident, snoozes: list[Snooze]) -> tuple:
     return (incident.status, incident.event_count, incident.last_seen, incident.servers,
             incident.connectors, incident.sightings, incident.acked_by, incident.ack_note,
             tuple(s.id for s in snoozes))
-
-
-def route_of(incident: Incident, config: Config) -> RouteConfig:
-    """The route an incident takes: by its account, the server that saw it first and its first
-    event (the same facts that chose its channel when it opened)."""
-    server = incident.server_names[0] if incident.server_names else ""
-    event_id = incident.event_ids[0] if incident.event_ids else 1018
-    return config.route_for(incident.account, server, event_id)

@@ -311,17 +311,22 @@ def resolve_quiet_incidents(db: Database, config: Config, clock: Clock = utc_now
 
 def remind_owners(db: Database, config: Config, clock: Clock = utc_now) -> int:
     """Queue a thread reminder for each open incident that nobody owns and that keeps failing
-    (bot.outbox.reminder_due); returns how many. A reminder never posts the alert again."""
+    (bot.outbox.reminder_due), when its route names owners; returns how many. A reminder never
+    posts the alert again. The write lock is taken only when one is due."""
+    if config.incidents.reminder_after <= 0 or not any(r.owners for r in config.routes):
+        return 0
     now = clock()
     after = timedelta(seconds=config.incidents.reminder_after)
     interval = timedelta(seconds=config.incidents.reminder_interval)
+    snoozed_ids, snoozed_keys = chat.snoozed_keys(db, now)
+    due = [i for i in store.open_incidents(db).values() if outbox.reminder_due(
+        status=i.status, message_ts=i.message_ts, acked=bool(i.acked_by),
+        silenced=str(i.id) in snoozed_ids or i.key in snoozed_keys, opened_at=i.opened_at,
+        last_stored_at=i.last_stored_at, last_reminded_at=i.last_reminded_at, now=now,
+        after=after, interval=interval) and config.route_of(i).owners]
+    if not due:
+        return 0
     with store.write_transaction(db):
-        snoozed_ids, snoozed_keys = chat.snoozed_keys(db, now)
-        due = [i for i in store.open_incidents(db).values() if outbox.reminder_due(
-            status=i.status, message_ts=i.message_ts, acked=bool(i.acked_by),
-            silenced=str(i.id) in snoozed_ids or i.key in snoozed_keys, opened_at=i.opened_at,
-            last_stored_at=i.last_stored_at, last_reminded_at=i.last_reminded_at, now=now,
-            after=after, interval=interval)]
         for incident in due:
             store.enqueue_messages(db, [outbox.Message("reply", incident.stored_id, detail={
                 "action": "reminder", "at": store.iso(now)})], now)

@@ -152,7 +152,7 @@ def build_scheduler(config: Config, sender: SlackSender, *,
     scheduler.add_job(watchdog.wrap("housekeeping", _guarded(
         lambda: housekeeping(dbs.get(), config, guard), "housekeeping")),
         "interval", seconds=HOUSEKEEPING_EVERY_SECONDS, id="housekeeping",
-        name="resolve quiet incidents, end snoozes", executor="housekeeping")
+        name="resolve quiet incidents, end snoozes, remind owners", executor="housekeeping")
     watchdog.watch("housekeeping", "housekeeping (quiet incidents, snoozes)",
                    HOUSEKEEPING_EVERY_SECONDS, 0)
     scheduler.add_job(_guarded(lambda: prune_old(dbs.get(), config), "retention"),

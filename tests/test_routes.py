@@ -32,7 +32,16 @@ def test_the_first_matching_route_wins_and_globs_ignore_case(routed):
     assert routed.route_for("CONTOSO\\app", "EX02", 1020).name == "built-in on EX02"
     assert routed.route_for("CONTOSO\\app", "EX02", 1020).channel == CHANNEL  # slack.channel
     default = routed.route_for("CONTOSO\\app", "EX02", 1018)
-    assert (default.name, default.channel, default.owners) == ("default", CHANNEL, ())
+    assert (default.name, default.channel, default.owners) == ("(no route)", CHANNEL, ())
+
+
+def test_a_route_without_a_channel_keeps_the_servers_and_globs_take_brackets_literally(
+        make_config):
+    config = make_config(servers=("EX01", {"name": "EX02", "channel": "C0EX02"}),
+                         routes=[{"accounts": ["CONTOSO\\app[1]"], "owners": ["U0OWNER"]}])
+    assert config.route_for("contoso\\APP[1]", "EX02", 1018).channel == "C0EX02"
+    assert config.route_for("contoso\\APP[1]", "EX01", 1018).channel == CHANNEL
+    assert config.route_for("CONTOSO\\app1", "EX01", 1018).name == "(no route)"
 
 
 @pytest.mark.parametrize("route, words", [
@@ -40,6 +49,9 @@ def test_the_first_matching_route_wins_and_globs_ignore_case(routed):
     ({"owners": ["C0ALERTS"]}, "is not a Slack user ID"),
     ({"servers": ["EX99"]}, "names no configured server: EX99"),
     ({"events": [1019]}, "must be a list of 1018 and/or 1020"),
+    ({"events": [[1018]]}, "must be a list of 1018 and/or 1020"),
+    ({"events": [1018.0]}, "must be a list of 1018 and/or 1020"),
+    ({"accounts": []}, "is empty, so the route would never match"),
     ({"accounts": "CONTOSO\\*"}, "must be a list of account globs"),
     ({"channels": ["C0X"]}, "channels"),
 ])
@@ -151,3 +163,33 @@ def test_a_quiet_or_snoozed_incident_is_not_reminded(logs, db, routed, clock):
            clock())
     _failing(logs, db, routed, clock, 1)
     assert remind_owners(db, routed, clock) == 0              # snoozed
+
+
+def test_a_reminder_queued_before_an_ack_is_not_sent_and_no_owners_means_no_reminders(
+        logs, db, routed, make_config, slack, clock):
+    from bot.chatops import Actor, acknowledge
+    from bot.poller import remind_owners
+    from store import db as store
+    logs["EX01"].append(FE, 1020, ("CONTOSO\\scan-07",), time=clock())
+    sweep(db, routed, clock)
+    clock.advance(hours=5)
+    logs["EX01"].append(FE, 1020, ("CONTOSO\\scan-07",), time=clock())
+    sweep(db, routed, clock)
+    assert remind_owners(db, make_config(), clock) == 0     # no route names owners: none
+    assert remind_owners(db, routed, clock) == 1
+    [incident] = store.open_incidents(db).values()
+    acknowledge(db, incident.stored_id, Actor("U0OWNER", "button", "C0EX02"), None, clock())
+    sweep(db, routed, clock)
+    [alert] = slack.messages("C0EX02")
+    assert not any(":bell:" in reply["text"] for reply in alert["replies"])
+
+
+def test_an_account_snooze_stops_reminders_too(logs, db, routed, clock):
+    from bot.chatops import Actor, snooze
+    from bot.poller import remind_owners
+    logs["EX01"].append(FE, 1020, ("CONTOSO\\scan-07",), time=clock())
+    sweep(db, routed, clock)
+    snooze(db, "CONTOSO\\scan-07", 3 * 86400, "vendor", Actor("U0OWNER", "slash", CHANNEL),
+           clock())
+    _failing(logs, db, routed, clock, 5)
+    assert remind_owners(db, routed, clock) == 0
