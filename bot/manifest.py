@@ -23,7 +23,7 @@ LONG_DESCRIPTION = (
     "fixes) and the exact commands, updated in place while it lasts. From Slack the team looks "
     "up history, gets the fix for any account, and acknowledges or snoozes alerts.")
 USAGE_HINT = ("help | history | show | fix | ack | unack | snooze | unsnooze | snoozes | status | "
-              "servers | routes")
+              "servers | summary | routes")
 #: Bot scopes, each with why (README "Create the Slack app" explains them too).
 SCOPES = {
     "chat:write": "post and update alerts in channels the bot was invited to",

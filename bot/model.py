@@ -215,3 +215,21 @@ class ConnectorSeen:
     connector: str
     count: int
     last: datetime
+
+
+@dataclass(frozen=True)
+class Summary:
+    """A period at a glance (`/submitwatch summary`): what is new, what is open, where it
+    comes from, and how fast people answer."""
+
+    since: datetime
+    until: datetime
+    new_accounts: int                          # accounts whose first incident opened in it
+    opened: int                                # incidents opened in it
+    events: int                                # events logged in it
+    open_now: int
+    acknowledged_now: int                      # of the open ones
+    top_servers: list[tuple[str, int]]         # (server, events in the period), most first
+    top_connectors: list[tuple[str, int]]
+    median_to_ack: float | None                # seconds, over incidents acknowledged in it
+    median_to_resolve: float | None            # seconds, over incidents resolved in it

@@ -47,6 +47,9 @@ SUBCOMMANDS: dict[str, Spec] = {
     "status": Spec(lookups.status, "status",
                    "each server's last poll, lag, last error and cursor; outbox; open incidents"),
     "servers": Spec(lookups.servers, "servers", "the servers watched and how to reach them"),
+    "summary": Spec(lookups.summary, "summary [--since 7d]",
+                    "new accounts, open and acknowledged incidents, top servers and connectors, "
+                    "median time to acknowledge and to resolve, servers not watched"),
     "routes": Spec(lookups.routes, "routes <account> [SERVER] [1018|1020]",
                    "which route an account's alert would take: its channel and owners"),
     "help": Spec(lambda req, args: Reply(help_text()), "help", "this text"),

@@ -320,6 +320,21 @@ def routes(req: Request, args: list[str]) -> Reply:
     return Reply(text, blocks)
 
 
+def summary(req: Request, args: list[str]) -> Reply:
+    """`summary [--since 7d]`: the period at a glance."""
+    rest, options = take_options(args, {"--since": duration})
+    if rest:
+        raise CommandError("summary takes only `--since`, like `--since 7d`")
+    since = options.get("--since", DEFAULT_SINCE)
+    if since > MAX_SINCE:
+        raise CommandError("`--since` goes back at most 366 days")
+    figures = queries.summary(req.db, since=req.now - timedelta(seconds=since), until=req.now)
+    unwatched = [row.name for row in server_statuses(req.db, req.config)
+                 if row.config is not None and (row.state is None or row.state.down_since)]
+    text, blocks = replies.summary_view(figures, since_seconds=since, unwatched=unwatched)
+    return Reply(text, blocks)
+
+
 def snoozes(req: Request, args: list[str]) -> Reply:
     _no_arguments("snoozes", args)
     text, blocks = replies.snoozes_view(chat.active_snoozes(req.db, req.now), req.now)

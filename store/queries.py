@@ -14,10 +14,20 @@ and tens of thousands of incidents:
 from __future__ import annotations
 
 from datetime import datetime
+from statistics import median
 
 from sqlite_utils import Database
 
-from bot.model import ConnectorSeen, EventGroup, History, Incident, IncidentDetail, Moment, Snooze
+from bot.model import (
+    ConnectorSeen,
+    EventGroup,
+    History,
+    Incident,
+    IncidentDetail,
+    Moment,
+    Snooze,
+    Summary,
+)
 
 from . import chat
 from .db import _incident as incident_from_row
@@ -215,3 +225,42 @@ def open_incidents_page(db: Database, limit: int) -> tuple[list[Incident], int]:
 
 def open_count(db: Database) -> int:
     return db.execute("SELECT count(*) FROM incidents WHERE status = 'open'").fetchone()[0]
+
+
+# --- summary ------------------------------------------------------------------------------------
+
+def summary(db: Database, *, since: datetime, until: datetime, top: int = 5) -> Summary:
+    """The figures of `/submitwatch summary` for [since, until)."""
+    window = {"since": iso(since), "until": iso(until), "top": top}
+    opened = db.execute("SELECT count(*), count(DISTINCT key) FROM incidents WHERE opened_at "
+                        ">= :since AND opened_at < :until", window).fetchone()
+    seen_before = db.execute(
+        "SELECT count(DISTINCT key) FROM incidents WHERE opened_at >= :since AND opened_at < "
+        ":until AND key IN (SELECT key FROM incidents WHERE opened_at < :since)",
+        window).fetchone()[0]
+    events = db.execute("SELECT count(*) FROM events WHERE time >= :since AND time < :until",
+                        window).fetchone()[0]
+    open_now, acked_now = db.execute(
+        "SELECT count(*), count(acked_by) FROM incidents WHERE status = 'open'").fetchone()
+    servers = db.execute(
+        "SELECT server, count(*) AS n FROM events WHERE time >= :since AND time < :until "
+        "GROUP BY server ORDER BY n DESC, server LIMIT :top", window).fetchall()
+    connectors = db.execute(
+        "SELECT connector, count(*) AS n FROM events WHERE time >= :since AND time < :until "
+        "AND connector IS NOT NULL GROUP BY connector ORDER BY n DESC, connector LIMIT :top",
+        window).fetchall()
+    to_ack = _seconds_between(db, "acked_at", window)
+    to_resolve = _seconds_between(db, "resolved_at", window)
+    return Summary(since, until, opened[1] - seen_before, opened[0], events, open_now, acked_now,
+                   [(s, n) for s, n in servers], [(c, n) for c, n in connectors],
+                   median(to_ack) if to_ack else None,
+                   median(to_resolve) if to_resolve else None)
+
+
+def _seconds_between(db: Database, column: str, window: dict) -> list[float]:
+    """Seconds from opening to `column` (acked_at, resolved_at) for incidents where it falls in
+    the window. `column` is one of ours, never input."""
+    rows = db.execute(f"SELECT opened_at, {column} FROM incidents WHERE {column} >= :since "
+                      f"AND {column} < :until", window).fetchall()
+    return [(required_time(done, column) - required_time(start, "opened_at")).total_seconds()
+            for start, done in rows]

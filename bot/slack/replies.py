@@ -18,7 +18,16 @@ from urllib.parse import urlsplit
 
 from ..config import RouteConfig, ServerConfig
 from ..diagnosis import NO_SUBMIT, Diagnosis
-from ..model import ConnectorSeen, History, Incident, IncidentDetail, Moment, ServerState, Snooze
+from ..model import (
+    ConnectorSeen,
+    History,
+    Incident,
+    IncidentDetail,
+    Moment,
+    ServerState,
+    Snooze,
+    Summary,
+)
 from ..remediation import Fix, command_lines
 from . import alerts
 from . import richtext as rt
@@ -547,3 +556,30 @@ def routes_view(account: str, taken: Sequence[tuple[str, int, RouteConfig]],
     if len(taken) > 40:
         lines.append(f"• and {len(taken) - 40} more; name a server to narrow it")
     return f"Routes for {show(account)}", fit(pack(lines))
+
+
+def summary_view(summary: Summary, *, since_seconds: float,
+                 unwatched: Sequence[str]) -> tuple[str, list[dict]]:
+    """`/submitwatch summary`: the period's figures, one line each."""
+    def median_text(seconds: float | None) -> str:
+        return span(seconds) if seconds is not None else "none in the period"
+
+    def top(items: Sequence[tuple[str, int]]) -> str:
+        return ", ".join(f"{literal(name, LIST_NAME)} ({count})" for name, count in items) or \
+            "none"
+
+    lines = [
+        f"*Summary of the last {window(since_seconds)}* (since {slack_date(summary.since)})",
+        f"• new accounts: {summary.new_accounts}; incidents opened: {summary.opened}; events: "
+        f"{summary.events}",
+        f"• open now: {summary.open_now}, of which acknowledged: {summary.acknowledged_now}",
+        f"• top servers: {top(summary.top_servers)}",
+        f"• top connectors: {top(summary.top_connectors)}",
+        f"• median time to acknowledge: {median_text(summary.median_to_ack)}; to resolve: "
+        f"{median_text(summary.median_to_resolve)}",
+        "• servers not watched: " + (", ".join(f"*{show(s, 64)}*" for s in unwatched)
+                                     or "none, every server polls"),
+    ]
+    text = (f"Summary: {summary.new_accounts} new account(s), {summary.open_now} open "
+            f"incident(s), {summary.events} event(s) in the last {window(since_seconds)}")
+    return text, fit(pack(lines))
