@@ -177,7 +177,6 @@ class ServerStats:
     idle_timeouts: list[float] = dataclasses.field(default_factory=list)  # per shell asked for, seconds
     shells_expired: int = 0  # shells the server deleted after their idle timeout
     quota_refusals: int = 0  # Create refused: the user had max_shells_per_user shells open
-    connections_dropped: int = 0  # idle keep-alive connections the server closed
     stdout_bytes_sent: int = 0
     faults: collections.Counter = dataclasses.field(default_factory=collections.Counter)  # injected faults fired
 
@@ -495,10 +494,6 @@ class WinRMSimulator:
                 conn.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
-        with self._servers_lock:
-            states = list(self._servers.values())
-        if idle and states:  # connections are not tied to one server; count them on the first
-            states[0].bump(connections_dropped=len(idle))
         return len(idle)
 
     def stop(self) -> None:

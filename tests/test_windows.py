@@ -124,7 +124,7 @@ def _syntax_errors(node) -> list[str]:
     return found
 
 
-def test_the_setup_script_parses_and_does_exactly_the_documented_steps():
+def test_the_setup_script_parses_and_holds_every_documented_step():
     text = SCRIPT.read_text(encoding="utf-8")
     parser = tree_sitter.Parser(tree_sitter.Language(tree_sitter_powershell.language()))
     tree = parser.parse(text.encode("utf-8"))
@@ -526,7 +526,7 @@ def test_the_log_name_comes_from_the_configuration(logs, winrm, db, make_config,
         make_config(servers=({"name": "EX01", "log": "App & calc"},))
 
 
-def test_the_origin_decides_routing_while_the_polled_server_owns_the_cursor():
+def test_the_origin_decides_routing_while_the_polled_server_owns_the_cursor(make_config):
     """A collector's endpoint returns events of many servers: each is routed by its origin."""
     xml = "".join(
         f"<Event xmlns='http://schemas.microsoft.com/win/2004/08/events/event'><System>"
@@ -537,6 +537,8 @@ def test_the_origin_decides_routing_while_the_polled_server_owns_the_cursor():
     batch = parse_events(xml, "WEC01", lambda computer: computer.split(".")[0].upper())
     assert [(e.server, e.origin) for e in batch.events] == [("WEC01", "EX01"), ("WEC01", "EX02")]
     assert [e.origin for e in parse_events(xml, "EX01").events] == ["EX01", "EX01"]
+    config = make_config(servers=("EX01", {"name": "EX02", "channel": "C0EX02"}))
+    assert [config.channel_of(e) for e in batch.events] == [CHANNEL, "C0EX02"]
 
 
 def test_a_changed_log_starts_a_new_generation_from_the_look_back(db, clock):
