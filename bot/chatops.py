@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 
 from sqlite_utils import Database
 
-from store import chat
+from store import chat, digests
 from store import db as store
 
 from . import outbox
@@ -146,6 +146,57 @@ def end_expired_snoozes(db: Database, now: datetime, guard=None) -> int:
     return len(due)
 
 
+def acknowledge_digest(db: Database, digest_id: int, actor: Actor, now: datetime) -> int:
+    """Acknowledge every open incident of a storm digest not already the actor's: each is
+    audited as its own ack; the digest is updated once and its thread says so once. Returns
+    how many."""
+    with store.write_transaction(db):
+        taken = [i for i in _digest_members(db, digest_id)
+                 if i.acked_by != actor.user_id]
+        if not taken:
+            raise ActionError("Every open incident of this digest is already acknowledged by "
+                              "you.")
+        for incident in taken:
+            state = _state(db, incident, now)
+            chat.set_ack(db, incident.stored_id, actor.user_id, None, now)
+            _audit(db, actor, "ack", now, incident, state, detail=f"digest #{digest_id}")
+        _tell_digest(db, digest_id, now, {"action": "ack", "by": actor.user_id,
+                                          "at": store.iso(now), "count": len(taken)})
+    return len(taken)
+
+
+def snooze_digest(db: Database, digest_id: int, seconds: float, reason: str, actor: Actor,
+                  now: datetime) -> int:
+    """Snooze every open incident of a storm digest (each its own snooze and audit row; a
+    new one replaces an older snooze of the same incident). Returns how many."""
+    length = timedelta(seconds=seconds)
+    if length > MAX_SNOOZE:
+        raise ActionError(f"A snooze may last at most {MAX_SNOOZE.days} days.")
+    with store.write_transaction(db):
+        covered = _digest_members(db, digest_id)
+        for incident in covered:
+            before = _state(db, incident, now)
+            for old in _snoozes_on(db, "incident", str(incident.id), now):
+                chat.end_snooze(db, old.id, now, actor.user_id)
+            new = chat.add_snooze(db, kind="incident", target=str(incident.id),
+                                  account=incident.account, until=now + length, reason=reason,
+                                  user_id=actor.user_id, now=now)
+            _audit(db, actor, "snooze", now, incident, before, detail=_snooze_detail(new))
+        _tell_digest(db, digest_id, now, {
+            "action": "snooze", "by": actor.user_id, "at": store.iso(now),
+            "until": store.iso(now + length), "reason": reason, "count": len(covered)})
+    return len(covered)
+
+
+def _digest_members(db: Database, digest_id: int) -> list[Incident]:
+    if digests.get_digest(db, digest_id) is None:
+        raise ActionError(f"There is no storm digest #{digest_id}.")
+    members = digests.members(db, digest_id, status="open")
+    if not members:
+        raise ActionError("Every incident of this digest is resolved: nothing to do.")
+    return members
+
+
 def record_refusal(db: Database, actor: Actor, action: str, target: str, reason: str,
                    now: datetime, incident_id: int | None = None) -> None:
     """Someone without permission tried to act: the audit keeps it."""
@@ -212,13 +263,28 @@ def _tell(db: Database, incident: Incident, now: datetime, note: dict | None) ->
 
     An incident never posted (its account was snoozed when it opened) has nothing to update.
     """
+    if incident.digest_id is not None:
+        _tell_digest(db, incident.digest_id, now, note and {
+            **note, "incident": incident.id, "account": incident.account})
+        return
     incident_id = incident.stored_id
     store.enqueue_messages(db, outbox.for_action(
         incident_id, incident.message_ts, store.pending_kinds(db, incident_id), note), now)
 
 
+def _tell_digest(db: Database, digest_id: int, now: datetime, note: dict | None) -> None:
+    """An incident listed in a storm digest has no alert of its own: the digest is updated and
+    its thread says what was done."""
+    store.enqueue_messages(db, outbox.for_digest_action(
+        digest_id, digests.pending_kinds(db, digest_id), note), now)
+
+
 def _snooze_ended(db: Database, incident: Incident, now: datetime, note: dict) -> None:
     """Bring an incident back after its last snooze ended (an account snooze may remain)."""
+    if incident.digest_id is not None:   # never a post of its own, even now
+        _tell_digest(db, incident.digest_id, now, None if chat.snoozes_for(db, incident, now)
+                     else {**note, "incident": incident.id, "account": incident.account})
+        return
     incident_id = incident.stored_id
     store.enqueue_messages(db, outbox.for_snooze_end(
         incident_id, incident.message_ts, store.pending_kinds(db, incident_id),

@@ -39,11 +39,13 @@ KEYS = {
     "store": {"path", "retention"},
     "polling": {"interval", "jitter", "lookback", "batch_size", "operation_timeout",
                 "read_timeout", "delivery_interval", "alert_after_failures", "max_output"},
-    "incidents": {"quiet_period", "update_interval", "reminder_after", "reminder_interval"},
+    "incidents": {"quiet_period", "update_interval", "reminder_after", "reminder_interval",
+                  "storm_threshold", "storm_window"},
     "permissions": {"users", "groups", "channels", "group_cache"},
     "metrics": {"host", "port"},
     "logging": {"format"},
     "routes": {"name", "accounts", "servers", "events", "channel", "owners"},
+    "summary": {"every", "at", "weekday", "channel"},
     "servers": {"name", "url", "username", "transport", "password_env", "validate_certificate",
                 "ca_bundle", "cert_pem", "cert_key_pem", "channel", "submission_connector",
                 "version", "log"},
@@ -128,6 +130,21 @@ class IncidentConfig:
     update_interval: float = 10.0
     reminder_after: float = 4 * 3600.0     # 0: no reminders
     reminder_interval: float = 24 * 3600.0
+    storm_threshold: int = 5               # incidents per channel and window posted one by one
+    storm_window: float = 600.0            # 0 threshold: never a digest
+
+
+WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+_CLOCK_TIME = re.compile(r"([01]\d|2[0-3]):([0-5]\d)")
+
+
+@dataclass(frozen=True)
+class SummaryConfig:
+    """The scheduled summary post (bot.summary): off unless `every` is "day" or "week"."""
+    every: str | None = None        # "day" or "week"
+    at: tuple[int, int] = (9, 0)    # hour, minute (UTC)
+    weekday: int = 0                # for "week": 0 = Monday
+    channel: str | None = None      # None: slack.channel
 
 
 @dataclass(frozen=True)
@@ -204,6 +221,7 @@ class Config:
     metrics: MetricsConfig = MetricsConfig()
     log_format: str = "text"          # or "json": one object per line, for log shippers
     routes: tuple[RouteConfig, ...] = ()
+    summary: SummaryConfig = SummaryConfig()
 
     def route_for(self, account: str, server: str, event_id: int) -> RouteConfig:
         """The first [[routes]] entry that matches, else the server's channel (or
@@ -268,8 +286,23 @@ def parse_config(raw: Mapping[str, Any], environ: Mapping[str, str],
     metrics = _metrics_config(_section(raw, "metrics"))
     log_format = _choice(_section(raw, "logging"), "logging.format", ("text", "json"), "text")
     routes = _routes(raw, {s.name.casefold() for s in servers})
+    summary = _summary_config(_section(raw, "summary"))
     return Config(slack, store, polling, incidents, servers, source, permissions, metrics,
-                  log_format, routes)
+                  log_format, routes, summary)
+
+
+def _summary_config(summary: Mapping[str, Any]) -> SummaryConfig:
+    every = _choice(summary, "summary.every", ("day", "week", "off"), "off")
+    at = _str(summary, "summary.at", "09:00")
+    clock = _CLOCK_TIME.fullmatch(at)
+    if clock is None:
+        raise ConfigError(f"summary.at must be a time of day as HH:MM in UTC, like '09:00'; "
+                          f"got {at!r}")
+    weekday = _choice(summary, "summary.weekday", WEEKDAYS, "monday")
+    return SummaryConfig(every=None if every == "off" else every,
+                         at=(int(clock.group(1)), int(clock.group(2))),
+                         weekday=WEEKDAYS.index(weekday),
+                         channel=_str(summary, "summary.channel", None))
 
 
 def _section(raw: Mapping[str, Any], name: str, required: bool = False) -> Mapping[str, Any]:
@@ -345,6 +378,9 @@ def _incident_config(incidents: Mapping[str, Any]) -> IncidentConfig:
                                  low=0),
         reminder_interval=_duration(incidents, "incidents.reminder_interval",
                                     i.reminder_interval, low=60),
+        storm_threshold=_int(incidents, "incidents.storm_threshold", i.storm_threshold, low=0,
+                             high=10_000),
+        storm_window=_duration(incidents, "incidents.storm_window", i.storm_window, low=60),
     )
 
 

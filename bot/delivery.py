@@ -21,23 +21,25 @@ from datetime import datetime, timedelta
 
 from sqlite_utils import Database
 
-from store import chat
+from store import chat, digests, queries
 from store import db as store
 
 from . import outbox
 from .config import Config
-from .model import Incident, Problem, Snooze
+from .model import Digest, Incident, Problem, Snooze
 from .poller import Clock, utc_now
-from .slack import alerts
+from .slack import alerts, replies
+from .slack import digests as digest_view
 from .slack.blocks import CHANNEL_ID
 from .slack.sender import DeliveryError, Posted, SlackSender
+from .summary import unwatched
 from .workers import OWNER, claim_is_dead
 
 log = logging.getLogger("submitwatch")
 #: How long an error a person must fix is retried before the row is given up.
 GIVE_UP_AFTER = timedelta(days=1)
 #: The kinds of row that create a new message (and may have reached Slack before a crash).
-CREATES_MESSAGE = ("post", "reply", "server_down", "server_up", "bot_late")
+CREATES_MESSAGE = ("post", "reply", "server_down", "server_up", "bot_late", "summary")
 #: After an attempt that got no answer, how long before the look-up and the retry: Slack may
 #: still be acting on it (seen: posted after the client's timeout).
 LOOK_AGAIN_AFTER = timedelta(seconds=60)
@@ -71,12 +73,25 @@ def _subject(row: store.OutboxRow) -> Hashable:
         return ("dedupe", row.id)   # a later check holds nothing else back
     if isinstance(row, store.IncidentRow):
         return row.incident_id
+    if isinstance(row, store.DigestRow):
+        return ("digest", row.digest_id)
     return ("server", row.server)
 
 
 def _incident_of(db: Database, row: store.OutboxRow) -> Incident | None:
     """The incident a row is about, as it is now; None for a row about a server or the bot."""
     return store.get_incident(db, row.incident_id) if isinstance(row, store.IncidentRow) else None
+
+
+def _digest_of(db: Database, row: store.OutboxRow) -> Digest | None:
+    """The digest a row is about, as it is now; None for any other row."""
+    if not isinstance(row, store.DigestRow):
+        return None
+    digest = digests.get_digest(db, row.digest_id)
+    if digest is None:   # digests are never deleted; as for _must_have, retried as a bug
+        raise LookupError(f"outbox row {row.id} is about digest {row.digest_id}, which is not "
+                          "in the database")
+    return digest
 
 
 def _must_have(incident: Incident | None, row: store.OutboxRow) -> Incident:
@@ -93,11 +108,13 @@ def deliver_one(db: Database, sender: SlackSender, row: store.OutboxRow, config:
     """Send one row if bot.outbox says it is due; "stop" when Slack is unreachable."""
     subject = _subject(row)
     incident = _incident_of(db, row)
+    digest = _digest_of(db, row)
+    alert = incident or digest   # the message an update edits and a reply threads under
     verdict = outbox.verdict(
         row.kind, row.attempts, subject_blocked=subject in blocked,
         due=not _not_due(row, now, config),
-        needs_message=row.kind in ("update", "reply") and incident is not None
-        and incident.message_ts is None,
+        needs_message=row.kind in ("update", "reply") and alert is not None
+        and alert.message_ts is None,
         sending_elsewhere=row.state == "sending" and not claim_is_dead(
             row.claimed_by, row.claimed_at, now, store.CLAIM_TIMEOUT))
     if verdict is not outbox.Verdict.DUE:
@@ -117,8 +134,7 @@ def deliver_one(db: Database, sender: SlackSender, row: store.OutboxRow, config:
         blocked.add(subject)
         result.failed += 1
         result.errors.append(str(exc))
-        if (exc.code == "message_not_found" and isinstance(row, store.IncidentRow)
-                and row.kind == "update" and incident):
+        if exc.code == "message_not_found" and row.kind == "update" and alert is not None:
             _repost(db, row, now)
             return None
         _retry_later(db, row, exc, now)
@@ -236,6 +252,8 @@ def _already_sent(db: Database, sender: SlackSender, row: store.OutboxRow,
             store.set_message(db, row.incident_id, ts=ts, now=now)
         elif isinstance(row, store.ServerRow) and row.kind == "server_down":
             store.set_server_alert(db, row.server, ts, channel)
+        elif isinstance(row, store.DigestRow) and row.kind == "post":
+            digests.set_message(db, row.digest_id, ts=ts, channel_id=channel, now=now)
     return True
 
 
@@ -296,8 +314,11 @@ def _channel_of(db: Database, row: store.OutboxRow, incident: Incident | None,
     one; the bot's own notices go to the default channel."""
     if incident is not None:
         return incident.channel
-    if not isinstance(row, store.ServerRow):
-        return config.slack.channel
+    digest = _digest_of(db, row)
+    if digest is not None:
+        return digest.where
+    if not isinstance(row, store.ServerRow):   # the bot's own: a summary names its channel
+        return row.detail.get("channel") or config.slack.channel
     if row.kind == "server_up":
         return store.server_alert(db, row.server)[1] or config.channel_for(row.server)
     return config.channel_for(row.server)
@@ -305,6 +326,9 @@ def _channel_of(db: Database, row: store.OutboxRow, incident: Incident | None,
 
 def _thread_of(db: Database, row: store.OutboxRow, incident: Incident | None) -> str | None:
     """The thread a reply goes to (None: a top-level message)."""
+    digest = _digest_of(db, row)
+    if row.kind == "reply" and digest is not None:
+        return digest.message_ts
     if row.kind == "reply":
         return _must_have(incident, row).message_ts
     if isinstance(row, store.ServerRow) and row.kind == "server_up":
@@ -312,14 +336,20 @@ def _thread_of(db: Database, row: store.OutboxRow, incident: Incident | None) ->
     return None
 
 
-def _repost(db: Database, row: store.IncidentRow, now: datetime) -> None:
-    """Someone deleted the alert in Slack: post it again rather than update nothing forever."""
-    log.warning("the alert for incident %d was deleted in Slack; posting it again",
-                row.incident_id)
+def _repost(db: Database, row: store.OutboxRow, now: datetime) -> None:
+    """Someone deleted the alert (or digest) in Slack: post it again rather than update nothing
+    forever."""
     with store.write_transaction(db):
         store.mark_superseded(db, row.id)
-        store.forget_message(db, row.incident_id)
-        store.enqueue_messages(db, outbox.after_deleted_alert(row.incident_id), now)
+        if isinstance(row, store.DigestRow):
+            log.warning("storm digest #%d was deleted in Slack; posting it again", row.digest_id)
+            digests.forget_message(db, row.digest_id)
+            store.enqueue_messages(db, [outbox.DigestMessage("post", row.digest_id)], now)
+        elif isinstance(row, store.IncidentRow):
+            log.warning("the alert for incident %d was deleted in Slack; posting it again",
+                        row.incident_id)
+            store.forget_message(db, row.incident_id)
+            store.enqueue_messages(db, outbox.after_deleted_alert(row.incident_id), now)
 
 
 def _marker(row: store.OutboxRow, event_type: str, **payload) -> dict:
@@ -334,6 +364,18 @@ def _send(db: Database, sender: SlackSender, row: store.OutboxRow, incident: Inc
         return None
     if isinstance(row, store.ServerRow):   # server_down, server_up
         return _send_server_health(db, sender, row, channel, now)
+    if isinstance(row, store.DigestRow):
+        return _send_digest(db, sender, row, channel, config, now)
+    if isinstance(row, store.BotRow) and row.kind == "summary":
+        since, until = (store.required_time(row.detail[k], f"a summary's {k}")
+                        for k in ("since", "until"))
+        text, blocks = replies.summary_view(
+            queries.summary(db, since=since, until=until),
+            since_seconds=(until - since).total_seconds(), unwatched=unwatched(db, config))
+        posted = sender.post(channel, text, blocks, metadata=_marker(row, "submitwatch_bot"))
+        with store.write_transaction(db):
+            store.mark_sent(db, row.id, now)
+        return posted
     if isinstance(row, store.BotRow):      # bot_late
         text, blocks = alerts.bot_late(outbox.BotLate.of(row.detail))
         posted = sender.post(channel, text, blocks, metadata=_marker(row, "submitwatch_bot"))
@@ -440,3 +482,80 @@ def _shown(incident: Incident, snoozes: list[Snooze]) -> tuple:
     return (incident.status, incident.event_count, incident.last_seen, incident.servers,
             incident.connectors, incident.sightings, incident.acked_by, incident.ack_note,
             tuple(s.id for s in snoozes))
+
+
+def _send_digest(db: Database, sender: SlackSender, row: store.DigestRow, channel: str,
+                 config: Config, now: datetime) -> Posted | None:
+    """A storm digest: its post, an update in place, or a reply in its thread."""
+    digest = _digest_of(db, row)
+    assert digest is not None   # _digest_of raises for a missing one
+    servers = {s.name: s for s in config.servers}
+    interval = outbox.digest_interval(timedelta(seconds=config.incidents.update_interval))
+    marker = _marker(row, "submitwatch_digest", digest_id=digest.id)
+    if row.kind == "reply" and row.detail.get(outbox.DETAILS):
+        return _send_details(db, sender, row, digest, channel, servers, interval, now)
+    if row.kind == "reply":
+        text, blocks = digest_view.note(row.detail, digest)
+        reply = sender.post(channel, text, blocks, thread_ts=digest.message_ts, metadata=marker)
+        with store.write_transaction(db):
+            store.mark_sent(db, row.id, now)
+        return reply
+    shown = digests.shown_state(db, digest.id)
+    lines = digests.lines(db, digest)
+    snoozed_ids, snoozed_keys = chat.snoozed_keys(db, now)
+    text, blocks = digest_view.digest(
+        lines, servers, snoozed=[i.stored_id for i in lines.incidents
+                                 if str(i.id) in snoozed_ids or i.key in snoozed_keys],
+        owners=_owners(config, lines.incidents))
+    posted: Posted | None = None
+    if row.kind == "post":
+        posted = sender.post(channel, text, blocks, metadata=marker)
+    else:
+        if digest.message_ts is None:   # as _alert_ts: the digest is posted again
+            raise DeliveryError(f"storm digest #{digest.id} has no message in Slack to update",
+                                code="message_not_found", permanent=True)
+        sender.update(channel, digest.message_ts, text, blocks)
+    with store.write_transaction(db):
+        store.mark_sent(db, row.id, now)
+        digests.set_message(db, digest.id, ts=posted.ts if posted else None,
+                            channel_id=posted.channel if posted else None, now=now)
+        changed = digests.shown_state(db, digest.id) != shown
+        store.enqueue_messages(db, outbox.after_digest_send(
+            digest.id, changed, digests.pending_kinds(db, digest.id), now, interval), now)
+    return posted
+
+
+def _send_details(db: Database, sender: SlackSender, row: store.DigestRow, digest: Digest,
+                  channel: str, servers: dict, interval: timedelta,
+                  now: datetime) -> Posted | None:
+    """A thread reply detailing the digest's lines its thread has not detailed yet, at most
+    DETAIL_BATCH at a time and DETAIL_MOST in all."""
+    done = digests.detailed_count(db, digest)
+    room = max(0, digests.DETAIL_MOST - done)
+    batch = digests.undetailed(db, digest, min(digests.DETAIL_BATCH, room))
+    if not batch:
+        with store.write_transaction(db):
+            store.mark_sent(db, row.id, now)   # nothing new to detail
+        return None
+    remaining = digests.count_undetailed(db, digest) - len(batch)
+    full = done + len(batch) >= digests.DETAIL_MOST
+    text, blocks = digest_view.details(batch, servers, not_detailed=remaining if full else 0)
+    posted = sender.post(channel, text, blocks, thread_ts=digest.message_ts,
+                         metadata=_marker(row, "submitwatch_digest", digest_id=digest.id))
+    with store.write_transaction(db):
+        store.mark_sent(db, row.id, now)
+        digests.set_detailed(db, digest.id, batch[-1].stored_id)
+        store.enqueue_messages(db, outbox.more_details(
+            digest.id, remaining=remaining, full=full,
+            pending=digests.pending_kinds(db, digest.id), now=now, interval=interval), now)
+    return posted
+
+
+def _owners(config: Config, incidents) -> list[str]:
+    """The owners of the routes of a digest's listed incidents (configuration only)."""
+    owners: list[str] = []
+    for incident in incidents:
+        for owner in config.route_of(incident).owners:
+            if owner not in owners:
+                owners.append(owner)
+    return owners

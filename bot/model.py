@@ -96,6 +96,7 @@ class Incident:
     sightings: tuple[Sighting, ...] = ()  # each (event ID, server, connector) once, in order
     last_stored_at: datetime | None = None  # the bot's time when its newest event was stored
     last_reminded_at: datetime | None = None  # its owners' last thread reminder (delivery's)
+    digest_id: int | None = None      # the storm digest that lists it (then it has no post)
 
     @property
     def stored_id(self) -> int:
@@ -112,6 +113,40 @@ class Incident:
     @property
     def server_names(self) -> tuple[str, ...]:
         return tuple(name for name, _host in self.servers)
+
+
+@dataclass(frozen=True)
+class Digest:
+    """A storm's one message in a channel, listing the incidents that opened beyond the
+    threshold (bot.outbox.joins_digest); live until none joined for a storm window."""
+
+    id: int
+    channel: str                      # as configured: what the threshold counts in
+    opened_at: datetime
+    last_joined_at: datetime
+    channel_id: str | None = None     # the ID Slack answered the post with
+    ended_at: datetime | None = None
+    message_ts: str | None = None
+    last_message_at: datetime | None = None
+    detailed_through: int = 0         # the highest incident id its thread has detailed
+
+    @property
+    def where(self) -> str:
+        return self.channel_id or self.channel
+
+
+@dataclass(frozen=True)
+class DigestLines:
+    """What a digest shows: its incidents (newest first, as many as are shown) and totals."""
+
+    digest: Digest
+    incidents: tuple[Incident, ...]
+    total: int
+    open: int
+    acknowledged: int
+    resolved: int
+    events: int
+    by_event: tuple[tuple[int, int], ...]    # (1018 or 1020, incidents)
 
 
 @dataclass(frozen=True)

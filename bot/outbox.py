@@ -16,7 +16,12 @@ The rules, in words:
   action sends the waiting one at once;
 - a thread note when the incident spreads to a new server or connector, unless it is snoozed,
   acknowledged, or its post has not been claimed yet (that post will show them itself);
-- nothing is updated or noted for an incident never posted.
+- nothing is updated or noted for an incident never posted;
+- in a storm (more than `storm_threshold` incidents opening in one channel within
+  `storm_window`), the ones beyond it join the channel's *digest* instead of being posted: one
+  message listing them, updated at most every DIGEST_INTERVAL, its thread detailing them; an
+  incident in a digest never gets a post of its own, and what would have updated or noted its
+  alert updates the digest instead. The digest ends when none joined for a storm window.
 """
 from __future__ import annotations
 
@@ -48,7 +53,30 @@ class Hurry:
     incident_id: int
 
 
-Instruction = Message | Hurry
+@dataclass(frozen=True)
+class DigestMessage:
+    """One outbox row about a storm digest: its post, an update, or a reply in its thread."""
+
+    kind: Literal["post", "update", "reply"]
+    digest_id: int
+    not_before: datetime | None = None
+    detail: dict | None = None
+
+
+@dataclass(frozen=True)
+class HurryDigest:
+    """Send the digest's waiting update now (a person acted on it)."""
+
+    digest_id: int
+
+
+Instruction = Message | Hurry | DigestMessage | HurryDigest
+
+#: A digest is edited at most this often, whatever incidents.update_interval says: in a storm
+#: the channel's Slack rate (about one message a second) is shared by everything it carries.
+DIGEST_INTERVAL = timedelta(seconds=30)
+#: In a digest's pending kinds: a thread reply detailing new lines is waiting.
+DETAILS = "details"
 
 
 def never_posted(message_ts: str | None, pending: Collection[str]) -> bool:
@@ -104,6 +132,77 @@ def after_send(incident_id: int, shown_changed: bool, pending: Collection[str],
     meanwhile (it saw the pending row and queued nothing): one more update catches up."""
     if shown_changed and not set(pending) & {"post", "update"}:
         return [Message("update", incident_id, not_before=now + update_interval)]
+    return []
+
+
+def joins_digest(*, opened_recently: int, live_digest: bool, threshold: int) -> bool:
+    """Does a newly opened (not snoozed) incident go into its channel's digest rather than get
+    its own post? While the channel's digest is live, yes; otherwise when `threshold`
+    incidents already opened in the channel within the storm window (threshold 0: never)."""
+    return threshold > 0 and (live_digest or opened_recently >= threshold)
+
+
+def digest_interval(update_interval: timedelta) -> timedelta:
+    return max(update_interval, DIGEST_INTERVAL)
+
+
+def for_digest_change(digest_id: int, *, pending: Collection[str], joined: bool,
+                      last_message_at: datetime | None, now: datetime,
+                      interval: timedelta) -> list[Instruction]:
+    """Incidents of a digest changed, or new ones `joined` it: one coalesced update (a waiting
+    post or update renders the digest as it is when sent) and, for new lines its thread still
+    details (`joined` is False once it is full), one coalesced reply detailing them."""
+    not_before = max(now, last_message_at + interval) if last_message_at else now
+    out: list[Instruction] = []
+    if not set(pending) & {"post", "update"}:
+        out.append(DigestMessage("update", digest_id, not_before=not_before))
+    if joined and DETAILS not in pending:
+        out.append(DigestMessage("reply", digest_id, not_before=not_before,
+                                 detail={DETAILS: True}))
+    return out
+
+
+def for_new_digest(digest_id: int) -> list[Instruction]:
+    """A storm began in a channel: post its digest, and detail its first line in the thread."""
+    return [DigestMessage("post", digest_id),
+            DigestMessage("reply", digest_id, detail={DETAILS: True})]
+
+
+def for_digest_action(digest_id: int, pending: Collection[str],
+                      note: dict | None) -> list[Instruction]:
+    """A person acted on incidents of a digest (one line or all of it): update it now, and
+    say so in its thread (`note`: None when only the lines change)."""
+    out: list[Instruction] = [HurryDigest(digest_id) if set(pending) & {"post", "update"}
+                              else DigestMessage("update", digest_id)]
+    if note is not None:
+        out.append(DigestMessage("reply", digest_id, detail=note))
+    return out
+
+
+def storm_over(*, last_joined_at: datetime, now: datetime, window: timedelta) -> bool:
+    """A storm ends once no incident joined its digest for a whole storm window."""
+    return now - last_joined_at >= window
+
+
+def for_storm_end(digest_id: int, pending: Collection[str], *, at: datetime) -> list[Instruction]:
+    return for_digest_action(digest_id, pending, {"storm": "ended", "at": at.isoformat()})
+
+
+def more_details(digest_id: int, *, remaining: int, full: bool, pending: Collection[str],
+                 now: datetime, interval: timedelta) -> list[Instruction]:
+    """After a reply detailed some lines: another for the rest, one interval later, unless the
+    thread is `full` (it detailed as many as it ever will; the history lists them all)."""
+    if remaining <= 0 or full or DETAILS in pending:
+        return []
+    return [DigestMessage("reply", digest_id, not_before=now + interval,
+                          detail={DETAILS: True})]
+
+
+def after_digest_send(digest_id: int, shown_changed: bool, pending: Collection[str],
+                      now: datetime, interval: timedelta) -> list[Instruction]:
+    """As after_send, for a digest: lines that joined while it was being sent catch up."""
+    if shown_changed and not set(pending) & {"post", "update"}:
+        return [DigestMessage("update", digest_id, not_before=now + interval)]
     return []
 
 

@@ -15,13 +15,13 @@ from datetime import UTC, datetime, timedelta
 
 from sqlite_utils import Database
 
-from store import chat
+from store import chat, digests
 from store import db as store
 
 from . import metrics, outbox
 from .config import Config
 from .incidents import IncidentChange, decide, resolve_quiet
-from .model import Problem
+from .model import Incident, Problem
 from .parse import LogInfo, parse_events
 from .source import Answer, EventSource, SourceError
 
@@ -278,21 +278,80 @@ def apply_changes(db: Database, changes: Iterable[IncidentChange], now: datetime
     snoozed_ids, snoozed_keys = chat.snoozed_keys(db, now)
     pending_of = store.pending_kinds_of(db, (c.before.stored_id for c in changes if c.before))
     interval = timedelta(seconds=config.incidents.update_interval)
+    storms = _Storms(db, config, now, [c.after.channel for c in changes if c.opened])
     linked = []
     for change in changes:
         incident = store.save_incident(db, change.after)
         incident_id = incident.stored_id
         linked += [(event, incident_id) for event in change.events]
+        silenced = str(incident_id) in snoozed_ids or incident.key in snoozed_keys
+        if change.opened and not silenced:
+            incident = storms.place(incident)
+        if incident.digest_id is not None:   # its digest shows it: no post, update or note
+            storms.touch(incident.digest_id, joined=change.opened)
+            continue
         store.enqueue_messages(db, outbox.for_change(
             incident_id, opened=change.opened, message_ts=incident.message_ts,
             pending=pending_of.get(incident_id, set()), has_events=bool(change.events),
             resolved=change.resolved, new_servers=change.new_servers,
             new_connectors=change.new_connectors,
-            silenced=str(incident_id) in snoozed_ids or incident.key in snoozed_keys,
-            acked=bool(incident.acked_by),
+            silenced=silenced, acked=bool(incident.acked_by),
             last_message_at=change.before.last_message_at if change.before else None,
             now=now, update_interval=interval), now)
+    storms.queue_updates()
     return linked
+
+
+class _Storms:
+    """The storm digests of one transaction's changes. How many incidents opened in each
+    channel within the storm window, and its live digest, are read once per channel and then
+    kept up to date here, so a sweep that opens thousands of incidents stays cheap; each
+    digest touched gets one coalesced update at the end (bot.outbox.for_digest_change)."""
+
+    def __init__(self, db: Database, config: Config, now: datetime, channels: list[str]):
+        self.db, self.now = db, now
+        self.threshold = config.incidents.storm_threshold
+        self.interval = outbox.digest_interval(
+            timedelta(seconds=config.incidents.update_interval))
+        since = now - timedelta(seconds=config.incidents.storm_window)
+        wanted = set(channels) if self.threshold else set()
+        self.opened = {c: digests.opened_since(db, c, since) for c in wanted}
+        self.live = {c: digests.live_digest(db, c) for c in wanted}
+        self.touched: dict[int, bool] = {}   # digest id: did lines join it
+
+    def place(self, incident: Incident) -> Incident:
+        """A newly opened incident, in its channel's digest when the storm rule says so."""
+        channel = incident.channel
+        if not self.threshold or not outbox.joins_digest(
+                opened_recently=self.opened[channel], live_digest=self.live[channel] is not None,
+                threshold=self.threshold):
+            if self.threshold:
+                self.opened[channel] += 1
+            return incident
+        self.opened[channel] += 1
+        digest = self.live[channel]
+        if digest is None:
+            digest = self.live[channel] = digests.open_digest(self.db, channel, self.now)
+            log.warning("storm in %s: more than %d incidents opened within the storm window; "
+                        "new ones are listed in one digest message (#%d)", channel,
+                        self.threshold, digest.id)
+            store.enqueue_messages(self.db, outbox.for_new_digest(digest.id), self.now)
+        digests.join(self.db, digest.id, incident.stored_id, self.now)
+        return replace(incident, digest_id=digest.id)
+
+    def touch(self, digest_id: int, *, joined: bool) -> None:
+        self.touched[digest_id] = self.touched.get(digest_id, False) or joined
+
+    def queue_updates(self) -> None:
+        for digest_id, joined in self.touched.items():
+            digest = digests.get_digest(self.db, digest_id)
+            if digest is None:
+                continue
+            store.enqueue_messages(self.db, outbox.for_digest_change(
+                digest_id, pending=digests.pending_kinds(self.db, digest_id),
+                joined=joined and not digests.thread_full(self.db, digest),
+                last_message_at=digest.last_message_at, now=self.now,
+                interval=self.interval), self.now)
 
 
 
@@ -332,3 +391,23 @@ def remind_owners(db: Database, config: Config, clock: Clock = utc_now) -> int:
                 "action": "reminder", "at": store.iso(now)})], now)
             store.set_reminded(db, incident.stored_id, now)
     return len(due)
+
+
+def end_storms(db: Database, config: Config, clock: Clock = utc_now) -> int:
+    """End the digests no incident joined for a whole storm window (bot.outbox.storm_over):
+    the digest says the storm is over, and the next incident in its channel is posted on its
+    own again. Returns how many ended. The write lock is taken only when one is over."""
+    now = clock()
+    window = timedelta(seconds=config.incidents.storm_window)
+    over = [d for d in digests.live_digests(db)
+            if outbox.storm_over(last_joined_at=d.last_joined_at, now=now, window=window)]
+    if not over:
+        return 0
+    with store.write_transaction(db):
+        for digest in over:
+            digests.end(db, digest.id, now)
+            store.enqueue_messages(db, outbox.for_storm_end(
+                digest.id, digests.pending_kinds(db, digest.id), at=now), now)
+            log.info("storm in %s is over: digest #%d lists its incidents", digest.channel,
+                     digest.id)
+    return len(over)

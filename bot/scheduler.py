@@ -29,10 +29,11 @@ from .chatops import end_expired_snoozes
 from .clockguard import ClockGuard
 from .config import Config
 from .delivery import deliver_once
-from .poller import poll_server_once, remind_owners, resolve_quiet_incidents
+from .poller import end_storms, poll_server_once, remind_owners, resolve_quiet_incidents
 from .slack import alerts
 from .slack.sender import SlackSender
 from .source import EventSource, WinRMSource
+from .summary import queue_summary
 from .watchdog import Watchdog
 
 log = logging.getLogger("submitwatch")
@@ -152,7 +153,8 @@ def build_scheduler(config: Config, sender: SlackSender, *,
     scheduler.add_job(watchdog.wrap("housekeeping", _guarded(
         lambda: housekeeping(dbs.get(), config, guard), "housekeeping")),
         "interval", seconds=HOUSEKEEPING_EVERY_SECONDS, id="housekeeping",
-        name="resolve quiet incidents, end snoozes, remind owners", executor="housekeeping")
+        name="resolve quiet incidents, end snoozes and storms, remind owners, "
+        "queue the scheduled summary", executor="housekeeping")
     watchdog.watch("housekeeping", "housekeeping (quiet incidents, snoozes)",
                    HOUSEKEEPING_EVERY_SECONDS, 0)
     scheduler.add_job(_guarded(lambda: prune_old(dbs.get(), config), "retention"),
@@ -229,6 +231,8 @@ def housekeeping(db, config: Config, guard: ClockGuard | None = None,
     resolve_quiet_incidents(db, config, lambda: now, guard)
     end_expired_snoozes(db, now, guard)
     remind_owners(db, config, lambda: now)
+    end_storms(db, config, lambda: now)
+    queue_summary(db, config, now)
 
 
 def _guarded(step, name: str):

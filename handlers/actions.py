@@ -15,6 +15,7 @@ from bot.chatops import ActionError, Actor
 from bot.config import Config
 from bot.permissions import Permissions
 from bot.slack import alerts
+from bot.slack import digests as digest_view
 from bot.slack.blocks import show
 from store import db as store
 
@@ -128,6 +129,17 @@ BUTTONS: tuple[tuple[str, str, Callable[..., object]], ...] = (
 )
 
 
+#: A storm digest's buttons act on all of its open incidents (its "Acknowledge one" select is
+#: the alert's ACTION_ACK, with an incident's number as its value).
+DIGEST_BUTTONS: tuple[tuple[str, str, Callable[..., object]], ...] = (
+    (digest_view.ACTION_DIGEST_ACK, "ack", lambda db, d, actor, now, _: (
+        chatops.acknowledge_digest(db, d, actor, now))),
+    (digest_view.ACTION_DIGEST_SNOOZE, "snooze", lambda db, d, actor, now, seconds: (
+        chatops.snooze_digest(db, d, float(seconds), "from the storm digest's Snooze menu",
+                              actor, now))),
+)
+
+
 def register(app, open_database: Callable, config: Config,
              clock: Callable[[], datetime] | None = None,
              permissions: Permissions | None = None,
@@ -138,6 +150,9 @@ def register(app, open_database: Callable, config: Config,
     for action_id, action, do in BUTTONS:
         app.action(action_id)(_click_listener(action, do, open_database, clock, permissions,
                                               on_change))
+    for action_id, action, do in DIGEST_BUTTONS:
+        app.action(action_id)(_click_listener(action, do, open_database, clock, permissions,
+                                              on_change, digest=True))
     app.action(alerts.ACTION_SHOW_FIX)(_show_fix_listener(open_database, config))
 
 
@@ -157,21 +172,25 @@ def _clicked(body: dict, action: str) -> tuple[Actor, int, str] | None:
 
 def _click_listener(action: str, do: Callable[..., object], open_database: Callable,
                     clock: Callable[[], datetime], permissions: Permissions,
-                    on_change: Callable[[], None]) -> Callable:
+                    on_change: Callable[[], None], *, digest: bool = False) -> Callable:
+    """A button's listener; `digest`: its value is a storm digest's number, not an
+    incident's."""
     def listener(ack, body, respond, client):
         ack()  # Slack wants this within 3 seconds; the alert updates through the outbox
         clicked = _clicked(body, action)
         if clicked is None:
             return
-        actor, incident, extra = clicked
+        actor, target, extra = clicked
         db, now = open_database(), clock()
         refusal = permissions.refusal(actor.user_id, client)
         if refusal:
-            chatops.record_refusal(db, actor, action, f"#{incident}", refusal, now, incident)
+            chatops.record_refusal(db, actor, action,
+                                   f"digest #{target}" if digest else f"#{target}", refusal, now,
+                                   None if digest else target)
             respond(text=refusal, response_type="ephemeral", replace_original=False)
             return
         try:
-            do(db, incident, actor, now, extra)
+            do(db, target, actor, now, extra)
         except (ActionError, ValueError) as exc:
             respond(text=str(exc), response_type="ephemeral", replace_original=False)
             return

@@ -22,6 +22,7 @@ from bot.remediation import (
 )
 from bot.slack import replies
 from bot.slack.alerts import escape, show
+from bot.summary import unwatched
 from store import chat, queries
 from store import db as store
 
@@ -329,9 +330,8 @@ def summary(req: Request, args: list[str]) -> Reply:
     if since > MAX_SINCE:
         raise CommandError("`--since` goes back at most 366 days")
     figures = queries.summary(req.db, since=req.now - timedelta(seconds=since), until=req.now)
-    unwatched = [row.name for row in server_statuses(req.db, req.config)
-                 if row.config is not None and (row.state is None or row.state.down_since)]
-    text, blocks = replies.summary_view(figures, since_seconds=since, unwatched=unwatched)
+    text, blocks = replies.summary_view(figures, since_seconds=since,
+                                        unwatched=unwatched(req.db, req.config))
     return Reply(text, blocks)
 
 

@@ -356,6 +356,7 @@ class SlackStandIn(ChatMethods, ConversationMethods, InteractionPayloads):
         self._faults: dict[str, deque[_Fault]] = {}
         self._down = False
         self._revoked = False
+        self._post_rate: _PostRate | None = None
         self._ts_start_us = int(ts_start) * 1_000_000
         self._ts_count = 0
 
@@ -548,6 +549,17 @@ class SlackStandIn(ChatMethods, ConversationMethods, InteractionPayloads):
         """Forget every scripted fault that has not fired yet."""
         with self._lock:
             self._faults.clear()
+
+    def limit_post_rate(self, per_second: float = 1.0, *, burst: int = 5,
+                        clock: Callable[[], float] = time.monotonic,
+                        retry_after: str = "1") -> None:
+        """Enforce Slack's rate for chat.postMessage: about one message per second per
+        channel, short bursts allowed (a token bucket of ``burst``). Past it, HTTP 429
+        ``ratelimited`` with ``Retry-After``, as Slack answers. ``clock`` (seconds) lets a
+        test decide how much time passes; ``retry_after="0"`` keeps slack_sdk's retries fast.
+        """
+        with self._lock:
+            self._post_rate = _PostRate(per_second, burst, clock, retry_after)
 
     def set_down(self, down: bool = True) -> None:
         """Simulate an outage: while down every call answers HTTP 503."""
@@ -758,6 +770,10 @@ class SlackStandIn(ChatMethods, ConversationMethods, InteractionPayloads):
         try:
             self._authenticate(method, params, headers)
             self._check_scope(method)
+            if (method == "chat.postMessage" and self._post_rate is not None
+                    and not self._post_rate.take(str(params.get("channel", "")))):
+                return _Reply.of_json({"ok": False, "error": "ratelimited"}, status=429,
+                                      headers={"Retry-After": self._post_rate.retry_after})
             payload = handler(params)
         except _SlackError as exc:
             return _Reply.of_json({"ok": False, "error": exc.error, **exc.extra})
@@ -883,3 +899,23 @@ class SlackStandIn(ChatMethods, ConversationMethods, InteractionPayloads):
 # ---------------------------------------------------------------------------
 
 
+
+
+class _PostRate:
+    """A token bucket per channel: ``burst`` messages at once, then ``per_second``."""
+
+    def __init__(self, per_second: float, burst: int, clock: Callable[[], float],
+                 retry_after: str) -> None:
+        self.per_second, self.burst, self.clock = per_second, burst, clock
+        self.retry_after = retry_after
+        self.buckets: dict[str, tuple[float, float]] = {}   # channel: (tokens, at)
+
+    def take(self, channel: str) -> bool:
+        now = self.clock()
+        tokens, at = self.buckets.get(channel, (float(self.burst), now))
+        tokens = min(float(self.burst), tokens + (now - at) * self.per_second)
+        if tokens < 1:
+            self.buckets[channel] = (tokens, now)
+            return False
+        self.buckets[channel] = (tokens - 1, now)
+        return True

@@ -22,7 +22,7 @@ from typing import Any
 from sqlite_utils import Database
 
 from bot.model import Event, Incident, Problem, ServerState, Sighting
-from bot.outbox import UNCLAIMED_POST, Hurry, Instruction
+from bot.outbox import UNCLAIMED_POST, DigestMessage, Hurry, HurryDigest, Instruction
 
 from .migrations import migrations
 
@@ -431,7 +431,8 @@ def save_incident(db: Database, incident: Incident) -> Incident:
         "last_message_at": iso(incident.last_message_at) if incident.last_message_at else None,
     }
     if incident.id is None:
-        incident_id = db.table("incidents").insert(row).last_pk
+        # The channel as configured when it opened: what a storm's threshold counts in.
+        incident_id = db.table("incidents").insert({**row, "opened_in": incident.channel}).last_pk
         return replace(incident, id=incident_id)
     # message_ts and last_message_at belong to delivery, the ack columns to store.chat: never
     # overwrite them from a stale copy. (Plain SQL: sqlite-utils' update re-reads the table's
@@ -476,7 +477,10 @@ def _incident(row: dict[str, Any]) -> Incident:
         acked_at=from_iso(row.get("acked_at")), ack_note=row.get("ack_note"),
         sightings=tuple(Sighting(*triple) for triple in json.loads(row.get("sightings") or "[]")),
         last_stored_at=from_iso(row.get("last_stored_at")),
-        last_reminded_at=from_iso(row.get("last_reminded_at")))
+        last_reminded_at=from_iso(row.get("last_reminded_at")), digest_id=row.get("digest_id"))
+
+
+incident_from_row = _incident
 
 
 # --- outbox -------------------------------------------------------------------------------------
@@ -524,7 +528,17 @@ class BotRow(_OutboxBase):
     server: None = None
 
 
-OutboxRow = IncidentRow | ServerRow | BotRow
+@dataclass(frozen=True, kw_only=True)
+class DigestRow(_OutboxBase):
+    """A row about a storm digest: its "post", "update" or a "reply" in its thread, or a
+    "dedupe" check after one."""
+
+    digest_id: int
+    incident_id: None = None
+    server: None = None
+
+
+OutboxRow = IncidentRow | ServerRow | BotRow | DigestRow
 
 
 #: A claim older than this belongs to a worker that died mid-send; another may take the row.
@@ -533,10 +547,10 @@ CLAIM_TIMEOUT = timedelta(minutes=5)
 
 def enqueue(db: Database, incident_id: int | None, kind: str, now: datetime, *,
             not_before: datetime | None = None, detail: dict | None = None,
-            server: str | None = None) -> None:
-    db.execute("INSERT INTO outbox (incident_id, server, kind, detail, state, created_at, "
-               "not_before, attempts) VALUES (?, ?, ?, ?, 'pending', ?, ?, 0)",
-               [incident_id, server, kind, json.dumps(detail or {}), iso(now),
+            server: str | None = None, digest_id: int | None = None) -> None:
+    db.execute("INSERT INTO outbox (incident_id, server, digest_id, kind, detail, state, "
+               "created_at, not_before, attempts) VALUES (?, ?, ?, ?, ?, 'pending', ?, ?, 0)",
+               [incident_id, server, digest_id, kind, json.dumps(detail or {}), iso(now),
                 iso(not_before or now)])
 
 
@@ -545,6 +559,13 @@ def enqueue_messages(db: Database, instructions: Iterable[Instruction], now: dat
     for item in instructions:
         if isinstance(item, Hurry):
             hurry_update(db, item.incident_id, now)
+        elif isinstance(item, HurryDigest):
+            db.execute("UPDATE outbox SET not_before = ? WHERE digest_id = ? AND kind = 'update' "
+                       "AND state = 'pending' AND not_before > ?",
+                       [iso(now), item.digest_id, iso(now)])
+        elif isinstance(item, DigestMessage):
+            enqueue(db, None, item.kind, now, not_before=item.not_before, detail=item.detail,
+                    digest_id=item.digest_id)
         else:
             enqueue(db, item.incident_id, item.kind, now, not_before=item.not_before,
                     detail=item.detail)
@@ -594,6 +615,8 @@ def _outbox_row(r: dict[str, Any]) -> OutboxRow:
         failed_since=from_iso(r["failed_since"]), error_code=r["error_code"])
     if r["incident_id"] is not None:
         return IncidentRow(incident_id=r["incident_id"], **common)
+    if r.get("digest_id") is not None:
+        return DigestRow(digest_id=r["digest_id"], **common)
     if r["server"] is not None:
         return ServerRow(server=r["server"], **common)
     return BotRow(**common)

@@ -183,3 +183,51 @@ def m010_log_name(db: Database) -> None:
 def m011_reminders(db: Database) -> None:
     # When the owners of an open, unacknowledged incident were last reminded in its thread.
     db.table("incidents").add_column("last_reminded_at", str)
+
+
+@migrations()
+def m012_history_at_scale(db: Database) -> None:
+    # The chat lookups with 200,000 incidents and 10 million events (benchmark row 9): without
+    # these, `history` and `summary` read every incident on each call, and `summary` fetched
+    # every event of its window from the table to count it by connector.
+    # `history` pages incidents by last activity; `history ACCOUNT`, the account's older
+    # incidents and `summary`'s "new accounts" (was this account seen before?) look up by key;
+    # `summary` counts what opened, was acknowledged and resolved in its window, and retention
+    # finds the incidents resolved before its cutoff.
+    db.table("incidents").create_index(["last_seen"])
+    db.table("incidents").create_index(["key", "opened_at"])
+    db.table("incidents").create_index(["opened_at"])
+    db.table("incidents").create_index(["acked_at"])
+    db.table("incidents").create_index(["resolved_at"])
+    # `summary` counts each connector's events in its window from the index alone: m004's
+    # (server, connector) index with the time added. It replaces that one (every query that
+    # used it reads a prefix of this one), so the events table keeps as many indexes.
+    db.execute("DROP INDEX idx_events_server_connector")
+    db.execute("CREATE INDEX idx_events_server_connector_time ON events(server, connector, time) "
+               "WHERE connector IS NOT NULL")
+
+
+@migrations()
+def m013_storm_digests(db: Database) -> None:
+    # A storm's digest: the one message that lists the incidents opening in a channel beyond
+    # incidents.storm_threshold within incidents.storm_window (bot.outbox.joins_digest). At most
+    # one is live (not ended) per channel, as configured (not the ID Slack answers with).
+    db.table("digests").create({
+        "id": int, "channel": str, "channel_id": str, "opened_at": str, "last_joined_at": str,
+        "ended_at": str, "message_ts": str, "last_message_at": str, "detailed_through": int,
+    }, pk="id", not_null={"channel", "opened_at", "last_joined_at"})
+    db.execute("CREATE UNIQUE INDEX digests_one_live_per_channel ON digests(channel) "
+               "WHERE ended_at IS NULL")
+    # An incident in a digest has no post of its own, ever; opened_in is the channel as
+    # configured when it opened (incidents.channel becomes the ID once posted), which is what
+    # the storm threshold counts in.
+    db.table("incidents").add_column("digest_id", int)
+    db.table("incidents").add_column("opened_in", str)
+    db.execute("UPDATE incidents SET opened_in = channel")
+    db.execute("CREATE INDEX incidents_by_digest ON incidents(digest_id) "
+               "WHERE digest_id IS NOT NULL")
+    db.execute("CREATE INDEX incidents_opened_in ON incidents(opened_in, opened_at)")
+    # Outbox rows about a digest (its post, updates and thread replies).
+    db.table("outbox").add_column("digest_id", int)
+    db.execute("CREATE INDEX outbox_pending_by_digest ON outbox(digest_id, state) "
+               "WHERE digest_id IS NOT NULL")

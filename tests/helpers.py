@@ -11,6 +11,10 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from slack_bolt import App
+from slack_bolt.request import BoltRequest
+from slack_sdk import WebClient
+
 from bot.chatops import Actor
 from bot.config import parse_config
 from bot.delivery import deliver_once
@@ -18,6 +22,7 @@ from bot.model import Event
 from bot.poller import ingest, poll_server_once
 from bot.slack.sender import SlackSender
 from bot.source import WinRMSource
+from handlers import actions
 from store.db import write_transaction
 from tests.conftest import BOT_TOKEN, CHANNEL, WINRM_PASSWORD, WINRM_USER
 
@@ -127,6 +132,23 @@ def ask(db, config, clock, text, user="U0ALICE", channel=CHANNEL, client=None):
     from handlers.common import Request
     return answer(Request(db=db, config=config, now=clock(), user_id=user, channel_id=channel,
                           client=client), text)
+
+
+def bolt_actions(slack, db, config, clock):
+    """The alert's buttons on a real Bolt app (its Web API calls go to the stand-in)."""
+    app = App(client=WebClient(token=BOT_TOKEN, base_url=slack.api_url), signing_secret="unused",
+              request_verification_enabled=False, token_verification_enabled=False,
+              process_before_response=True)
+    actions.register(app, lambda: db, config, clock=clock)
+    return app
+
+
+def click(app, slack, user, action_id, message, **value):
+    """`user` clicks `action_id` on `message` (the stand-in builds Slack's payload); returns
+    what the listener answered through the response_url."""
+    payload = slack.block_actions_payload(user, CHANNEL, message["ts"], action_id, **value)
+    assert app.dispatch(BoltRequest(body=payload, mode="socket_mode")).status == 200
+    return [r["payload"] for r in slack.responses(payload["response_url"])]
 
 
 # --- the world the lookup tests read: events fed straight in, no server polled -----------------

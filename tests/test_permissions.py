@@ -94,31 +94,12 @@ def test_permissions_are_read_from_the_config():
 
 from datetime import timedelta  # noqa: E402
 
-from slack_bolt import App  # noqa: E402
-from slack_bolt.request import BoltRequest  # noqa: E402
-from slack_sdk import WebClient  # noqa: E402
-
 from bot import chatops  # noqa: E402
 from bot.slack.alerts import ACTION_ACK, ACTION_SNOOZE, ACTION_UNACK, ACTION_UNSNOOZE  # noqa: E402
-from handlers import actions  # noqa: E402
 from store import chat  # noqa: E402
 from store import db as store  # noqa: E402
 from tests.conftest import CHANNEL  # noqa: E402
-from tests.helpers import ALICE, ask, sweep  # noqa: E402
-
-
-def bolt_actions(slack, db, config, clock):
-    app = App(client=WebClient(token=BOT_TOKEN, base_url=slack.api_url), signing_secret="unused",
-              request_verification_enabled=False, token_verification_enabled=False,
-              process_before_response=True)
-    actions.register(app, lambda: db, config, clock=clock)
-    return app
-
-
-def click(app, slack, user, action_id, message, **value):
-    payload = slack.block_actions_payload(user, CHANNEL, message["ts"], action_id, **value)
-    assert app.dispatch(BoltRequest(body=payload, mode="socket_mode")).status == 200
-    return [r["payload"] for r in slack.responses(payload["response_url"])]
+from tests.helpers import ALICE, ask, bolt_actions, click, sweep  # noqa: E402
 
 
 @pytest.mark.parametrize("action_id, prepare, value", [

@@ -2,14 +2,20 @@
 functions, at a fixed `now`."""
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
+
+import pytest
 
 from bot.chatops import Actor, acknowledge
+from bot.config import ConfigError, SummaryConfig
 from bot.poller import resolve_quiet_incidents
+from bot.scheduler import housekeeping
+from bot.summary import due_slot
 from store import db as store
 from store import queries
 from tests.blocks import mrkdwn_texts
-from tests.helpers import NOW, RELAY, SCANNER, Feed, ask, lookup_config
+from tests.conftest import CHANNEL
+from tests.helpers import FE, NOW, RELAY, SCANNER, Feed, ask, lookup_config, sweep
 
 PRINTER, OLD = "CONTOSO\\printer", "CONTOSO\\old"
 
@@ -52,3 +58,52 @@ def test_an_empty_period_says_so_and_bad_options_are_refused(db):
     assert "median time to acknowledge: none in the period; to resolve: none in the period" \
         in text
     assert "takes only `--since`" in ask(db, config, lambda: NOW, "summary everything").text
+
+
+# --- the scheduled post ([summary]) -----------------------------------------------------------
+
+DAILY = SummaryConfig(every="day", at=(9, 0))
+WEEKLY = SummaryConfig(every="week", at=(9, 0), weekday=0)     # Mondays
+TUESDAY_9 = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)            # 2026-12-01 is a Tuesday
+
+
+@pytest.mark.parametrize("summary, now, last, slot", [
+    (DAILY, TUESDAY_9, None, TUESDAY_9),
+    (DAILY, TUESDAY_9 - timedelta(minutes=1), None, None),          # yesterday's is 24 h old
+    (DAILY, TUESDAY_9 + timedelta(minutes=59), None, TUESDAY_9),    # late after a restart
+    (DAILY, TUESDAY_9 + timedelta(minutes=61), None, None),         # too stale: skipped
+    (DAILY, TUESDAY_9 + timedelta(minutes=5), TUESDAY_9, None),     # already queued
+    (DAILY, TUESDAY_9 + timedelta(days=1), TUESDAY_9, TUESDAY_9 + timedelta(days=1)),
+    (WEEKLY, TUESDAY_9, None, None),                                # Monday's was yesterday
+    (WEEKLY, TUESDAY_9 + timedelta(days=6), None, TUESDAY_9 + timedelta(days=6)),
+    (SummaryConfig(), TUESDAY_9, None, None),                       # off
+])
+def test_when_the_scheduled_summary_is_due(summary, now, last, slot):
+    assert due_slot(now, summary, last) == slot
+
+
+def test_the_summary_key_is_checked_in_words():
+    with pytest.raises(ConfigError, match="summary.at must be a time of day as HH:MM"):
+        lookup_config(summary={"every": "day", "at": "9am"})
+    with pytest.raises(ConfigError, match="summary.every must be one of 'day', 'week', 'off'"):
+        lookup_config(summary={"every": "hourly"})
+    config = lookup_config(summary={"every": "week", "weekday": "friday", "at": "17:30",
+                                    "channel": "C0REPORTS"})
+    assert config.summary == SummaryConfig("week", (17, 30), 4, "C0REPORTS")
+
+
+def test_the_daily_summary_is_posted_once_to_its_channel(logs, db, make_config, slack, clock):
+    # The simulator stamps events with the real time: the slot is the next full hour.
+    slot = (clock.now + timedelta(hours=1)).replace(minute=0, second=0, microsecond=0)
+    config = make_config(servers=("EX01",), summary={"every": "day", "at": f"{slot:%H:%M}"})
+    logs["EX01"].append(FE, 1018, ("CONTOSO\\scan-1", "Client Frontend EX01"))
+    sweep(db, config, clock)
+    clock.now = slot + timedelta(seconds=20)
+    housekeeping(db, config, clock=clock)
+    housekeeping(db, config, clock=clock)          # the next minute's run: nothing more
+    sweep(db, config, clock)
+    [summary] = [m for m in slack.messages(CHANNEL) if m["text"].startswith("Summary")]
+    assert summary["text"] == ("Summary: 1 new account(s), 1 open incident(s), 1 event(s) in "
+                               "the last 1 day")
+    assert "servers not watched: none, every server polls" in "\n".join(
+        mrkdwn_texts(summary["blocks"]))

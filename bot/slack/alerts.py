@@ -368,10 +368,10 @@ def action_note(incident: Incident, detail: ActionNote,
     line += [". (", rt.name(incident.account, strong=False),
              f": {incident.event_count} event(s) so far)"]
     block = rt.rich(line)
-    return _fallback(block), [block]
+    return fallback_text(block), [block]
 
 
-def _fallback(block: dict) -> str:
+def fallback_text(block: dict) -> str:
     """A rich block as the notification text: inert mrkdwn, mentions and dates kept."""
     out = []
     for line in block["elements"]:

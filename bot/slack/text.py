@@ -18,6 +18,12 @@ HEADLINES = {
     BUILTIN: "A built-in account, refused whatever its rights (event 1020)",
     LEGACY_1020: "Not authorized to use the server (event 1020, Exchange 2007/2010)",
 }
+#: Each cause in a few words (a storm digest's lines).
+SHORT_CAUSES = {
+    NO_SUBMIT: "no Submit right (1018)",
+    BUILTIN: "built-in account (1020)",
+    LEGACY_1020: "not authorized (1020)",
+}
 #: What each cause calls for, in one sentence (`/submitwatch show`, digests).
 ADVICE = {
     NO_SUBMIT: "grant this one account ms-Exch-SMTP-Submit on the connector the event names.",
