@@ -104,3 +104,15 @@ def posted(logs, db, make_config, slack, clock):
     [message] = slack.messages(CHANNEL)
     [incident] = store.open_incidents(db).values()
     return config, incident, message
+
+
+@pytest.fixture(scope="session")
+def samba_ad(tmp_path_factory):
+    """A real Samba AD domain controller on 127.0.0.1 with an Exchange-shaped configuration
+    partition (tests/samba_ad.py), once per session. Fails, never skips, without Samba."""
+    from tests.samba_ad import SambaUnavailable, running_samba
+    try:
+        with running_samba(tmp_path_factory.mktemp("samba-ad")) as ad:
+            yield ad
+    except SambaUnavailable as exc:
+        pytest.fail(str(exc), pytrace=False)

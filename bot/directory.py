@@ -1,0 +1,780 @@
+"""Read-only Active Directory reader: Receive connectors, accounts, and who may Submit.
+
+What it answers, for an account seen in a 1018/1020 event and a connector the event names:
+the connector's facts (enabled, bindings, remote IP ranges, role, auth mechanisms, the permission
+groups its DACL implies), the account's SID and token groups, and the ms-Exch-SMTP-Submit right
+as Exchange's AuthZ check would decide it (bot/secdesc.py), naming the ACE that decides.
+
+Read-only, always: the connection is opened with ldap3's read_only flag, so an add, modify or
+delete could not be sent even by mistake. Every failure reaches callers as DirectoryError, in
+words (which URL, what the DC said, what an admin can do); nothing else escapes.
+
+The reader account needs no privilege beyond read: a non-admin gets a connector's DACL only when
+the search sends the LDAP SD-flags control asking for the DACL alone (OWNER|GROUP|DACL|SACL is
+asked for otherwise, and the SACL needs a privilege, so AD returns no descriptor at all).
+"""
+from __future__ import annotations
+
+import hashlib
+import math
+import ssl
+import uuid
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+import ldap3
+from ldap3.core import exceptions as ldap_errors
+from ldap3.protocol.microsoft import security_descriptor_control
+from ldap3.utils.conv import escape_filter_chars
+
+from . import output
+from .config import ConfigError, Secret, _duration, _only, _secret, _str
+from .secdesc import (
+    Ace,
+    SecurityDescriptor,
+    SecurityDescriptorError,
+    check_extended_right,
+    parse_security_descriptor,
+    sid_from_bytes,
+)
+
+# --- Exchange's constants (ReceiveConnector.cs, AuthMechanisms.cs, ServerRole.cs,
+# WellKnownPermission.cs) -------------------------------------------------------------------------
+SUBMIT = uuid.UUID("a18293f1-0685-4540-aa63-e32df421b3a2")  # ms-Exch-SMTP-Submit (not Send-As!)
+ACCEPT_ANY_RECIPIENT = uuid.UUID("5c82f031-4e4c-4326-88e1-8c4f0cad9de5")
+ACCEPT_ANY_SENDER = uuid.UUID("b857b50b-94a2-4b53-93f6-41cebd2fced0")
+ACCEPT_AUTHORITATIVE_DOMAIN_SENDER = uuid.UUID("c22841f4-96cb-498a-ac02-f9a87c74eb14")
+BYPASS_ANTI_SPAM = uuid.UUID("d19299b4-86c2-4c9a-8fa7-acb70c63023a")
+ACCEPT_ROUTING_HEADERS = uuid.UUID("04031f4f-7c36-43ea-9b49-4bd0f5f1e6af")
+
+EVERYONE = "S-1-1-0"
+ANONYMOUS_LOGON = "S-1-5-7"
+AUTHENTICATED_USERS = "S-1-5-11"
+WELL_KNOWN = {EVERYONE: "Everyone", ANONYMOUS_LOGON: "NT AUTHORITY\\ANONYMOUS LOGON",
+              AUTHENTICATED_USERS: "NT AUTHORITY\\Authenticated Users",
+              "S-1-5-18": "NT AUTHORITY\\SYSTEM", "S-1-5-32-544": "BUILTIN\\Administrators",
+              "S-1-5-32-545": "BUILTIN\\Users"}
+
+#: The permission groups Exchange derives from a connector's DACL (it stores no attribute for
+#: them): a group is set when its SID is allowed every one of its rights. Only the two whose
+#: SIDs are the same in every forest are derived; ExchangeServers, ExchangeLegacyServers and
+#: Partners name forest-specific groups and are not reported.
+PERMISSION_GROUPS = {
+    "AnonymousUsers": (ANONYMOUS_LOGON, (SUBMIT, ACCEPT_ANY_SENDER,
+                                         ACCEPT_AUTHORITATIVE_DOMAIN_SENDER,
+                                         ACCEPT_ROUTING_HEADERS)),
+    "ExchangeUsers": (AUTHENTICATED_USERS, (SUBMIT, ACCEPT_ANY_RECIPIENT, BYPASS_ANTI_SPAM,
+                                            ACCEPT_ROUTING_HEADERS)),
+}
+ROLES = {32: "HubTransport", 16384: "FrontendTransport"}
+AUTH_MECHANISMS = ((1, "Tls"), (2, "Integrated"), (4, "BasicAuth"), (8, "BasicAuthRequireTLS"),
+                   (16, "ExchangeServer"), (32, "ExternalAuthoritative"))
+#: msExchSMTPReceiveInboundSecurityFlag when unset: Exchange's default (Tls, BasicAuth,
+#: BasicAuthRequireTLS, ExchangeServer).
+DEFAULT_SECURITY_FLAGS = 29
+CONNECTOR_CLASS = "msExchSmtpReceiveConnector"
+CONNECTOR_ATTRIBUTES = ("cn", "msExchSmtpReceiveBindings", "msExchSmtpReceiveRemoteIPRanges",
+                        "msExchSMTPReceiveInboundSecurityFlag", "msExchSmtpReceiveRole",
+                        "msExchSmtpReceiveEnabled", "msExchSMTPReceiveConnectorFQDN",
+                        "nTSecurityDescriptor")
+#: The SD-flags control's value: DACL_SECURITY_INFORMATION only (MS-ADTS 3.1.1.3.4.1.11).
+DACL_ONLY = 0x04
+_ACCOUNT_DISABLE = 0x2  # userAccountControl
+
+# --- AD's reasons for a failed bind (the "data NNN" in the message), in words ---------------
+_BIND_REASONS = {"525": "no such user", "52e": "wrong password",
+                 "530": "the account may not log on at this time",
+                 "531": "the account may not log on from this computer",
+                 "532": "the password has expired", "533": "the account is disabled",
+                 "701": "the account has expired",
+                 "773": "the password must be changed before the next logon",
+                 "775": "the account is locked out"}
+
+AUTHS = ("ntlm", "simple")
+DIRECTORY_KEYS = {"urls", "user", "password_env", "auth", "allow_insecure_simple", "verify_tls",
+                  "ca_file", "connect_timeout", "read_timeout"}
+
+
+class DirectoryError(Exception):
+    """The directory could not answer. The message says why in words; `fix` holds commands an
+    admin can run (a read-only delegation), one per line, when that is what would help."""
+
+    def __init__(self, message: str, fix: Iterable[str] = ()):
+        super().__init__(output.inert(message))
+        self.fix = tuple(fix)
+
+
+# --- configuration ----------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class DirectoryConfig:
+    urls: tuple[str, ...]
+    user: str
+    password_env: str
+    password: Secret | None = field(default=None, repr=False)
+    auth: str = "ntlm"
+    #: SIMPLE sends the password as it is: only over ldaps://, unless this is set (the tests set
+    #: it against a Samba DC on 127.0.0.1; nothing else should).
+    allow_insecure_simple: bool = False
+    verify_tls: bool = True
+    ca_file: str | None = None
+    connect_timeout: float = 5.0
+    read_timeout: float = 15.0
+
+
+def parse_directory(table: Mapping[str, Any], environ: Mapping[str, str]) -> DirectoryConfig:
+    """The [directory] table; ConfigError names the key and what it allows. The password comes
+    from the environment variable password_env names (or its _FILE twin), never the file."""
+    _only(table, "directory", DIRECTORY_KEYS)
+    urls_raw = table.get("urls")
+    if isinstance(urls_raw, str):
+        urls_raw = [urls_raw]
+    if not isinstance(urls_raw, list) or not urls_raw or not all(
+            isinstance(u, str) for u in urls_raw):
+        raise ConfigError("directory.urls must be a list of LDAP URLs such as "
+                          f"['ldaps://dc01.contoso.com'], got {urls_raw!r}")
+    urls = []
+    for url in (u.strip() for u in urls_raw):
+        parts = urlsplit(url)
+        if parts.scheme not in ("ldap", "ldaps") or not parts.hostname or parts.path not in (
+                "", "/"):
+            raise ConfigError(f"directory.urls: {url!r} is not an LDAP URL such as "
+                              "'ldaps://dc01.contoso.com' or 'ldap://dc01.contoso.com:389' "
+                              "(no base DN: it is read from the DC's RootDSE)")
+        try:
+            parts.port  # noqa: B018 (raises on a port that is not a number)
+        except ValueError:
+            raise ConfigError(f"directory.urls: {url!r} has a port that is not a number") from None
+        urls.append(url)
+    user = _str(table, "directory.user", required=True)
+    auth = table.get("auth", "ntlm")
+    if auth not in AUTHS:
+        raise ConfigError(f"directory.auth must be 'ntlm' or 'simple', got {auth!r}")
+    if auth == "ntlm" and "\\" not in user:
+        raise ConfigError(f"directory.user {user!r}: NTLM needs the DOMAIN\\\\user form, such as "
+                          "'CONTOSO\\\\svc-submitwatch'")
+    flags = {}
+    for key, default in (("allow_insecure_simple", False), ("verify_tls", True)):
+        flags[key] = table.get(key, default)
+        if not isinstance(flags[key], bool):
+            raise ConfigError(f"directory.{key} must be true or false, got {flags[key]!r}")
+    if auth == "simple" and not flags["allow_insecure_simple"]:
+        plain = [u for u in urls if urlsplit(u).scheme != "ldaps"]
+        if plain:
+            raise ConfigError(f"directory: auth 'simple' sends the password in clear, so it is "
+                              f"taken over ldaps:// only; {', '.join(plain)} is plain LDAP. Use "
+                              "ldaps://, or auth = 'ntlm'")
+    password_env = _str(table, "directory.password_env", required=True)
+    return DirectoryConfig(
+        urls=tuple(urls), user=user, password_env=password_env,
+        password=_secret(environ, password_env), auth=auth,
+        allow_insecure_simple=flags["allow_insecure_simple"], verify_tls=flags["verify_tls"],
+        ca_file=_str(table, "directory.ca_file", None),
+        connect_timeout=_duration(table, "directory.connect_timeout",
+                                  DirectoryConfig.connect_timeout, low=0.1),
+        read_timeout=_duration(table, "directory.read_timeout", DirectoryConfig.read_timeout,
+                               low=1))
+
+
+# --- what the directory says --------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Principal:
+    sid: str
+    name: str | None  # None: the SID could not be resolved to a name
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.sid})" if self.name else self.sid
+
+
+@dataclass(frozen=True)
+class Account:
+    query: str               # the name as asked for (DOMAIN\user, UPN or sAMAccountName)
+    dn: str
+    sam_account_name: str
+    user_principal_name: str | None
+    sid: str
+    disabled: bool
+    groups: tuple[Principal, ...]  # tokenGroups: every group, nested ones too, by SID
+
+    @property
+    def rid(self) -> int:
+        return int(self.sid.rsplit("-", 1)[1])
+
+    @property
+    def is_builtin_admin(self) -> bool:
+        """The domain's built-in Administrator, whatever it is named now: the RID decides."""
+        return self.sid.startswith("S-1-5-21-") and self.rid == 500
+
+    @property
+    def is_guest(self) -> bool:
+        return self.sid.startswith("S-1-5-21-") and self.rid == 501
+
+    @property
+    def token(self) -> frozenset[str]:
+        """The SIDs a logon token of the account holds, as far as the directory tells: the
+        account, its token groups, and Everyone and Authenticated Users, which every
+        authenticated logon carries (tokenGroups lists neither). Logon-type SIDs (NETWORK,
+        This Organization) are not included: which ones Exchange's token has is not proven."""
+        return frozenset({self.sid, EVERYONE, AUTHENTICATED_USERS,
+                          *(g.sid for g in self.groups)})
+
+    def name_of(self, sid: str) -> str:
+        if sid == self.sid:
+            return self.sam_account_name
+        for group in self.groups:
+            if group.sid == sid and group.name:
+                return group.name
+        return WELL_KNOWN.get(sid, sid)
+
+
+@dataclass(frozen=True)
+class Connector:
+    server: str
+    name: str
+    dn: str
+    enabled: bool               # msExchSmtpReceiveEnabled; unset counts as enabled (Exchange's)
+    bindings: tuple[str, ...]
+    remote_ip_ranges: tuple[str, ...]
+    role_value: int | None
+    security_flags: int | None  # msExchSMTPReceiveInboundSecurityFlag as stored (None: unset)
+    fqdn: str | None
+    security_descriptor: SecurityDescriptor | None
+    #: Why the DACL is unknown (None when it was read): shown instead of a right.
+    dacl_problem: str | None = None
+
+    @property
+    def dacl_readable(self) -> bool:
+        return self.security_descriptor is not None
+
+    @property
+    def role(self) -> str | None:
+        if self.role_value is None:
+            return None
+        return ROLES.get(self.role_value, f"role {self.role_value}")
+
+    @property
+    def auth_mechanisms(self) -> tuple[str, ...]:
+        flags = DEFAULT_SECURITY_FLAGS if self.security_flags is None else self.security_flags
+        names = [name for bit, name in AUTH_MECHANISMS if flags & bit]
+        return tuple(names) if names else ("None",)
+
+    @property
+    def permission_groups(self) -> tuple[str, ...] | None:
+        """The permission groups the DACL proves (None: the DACL could not be read)."""
+        sd = self.security_descriptor
+        if sd is None:
+            return None
+        return tuple(group for group, (sid, rights) in PERMISSION_GROUPS.items()
+                     if all(check_extended_right(sd, {sid}, right).allowed for right in rights))
+
+
+Status = Literal["granted", "denied", "not granted", "unknown"]
+
+
+@dataclass(frozen=True)
+class Right:
+    status: Status
+    ace: Ace | None = None       # the ACE that decided (granted or denied)
+    via: Principal | None = None  # whose ACE it is: the account itself, a group, a well-known SID
+    explicit: bool = False       # the ACE names the account itself
+    text: str = ""               # the finding in one sentence
+
+    def __str__(self) -> str:
+        return self.text
+
+
+def submit_right(account: Account, connector: Connector) -> Right:
+    """ms-Exch-SMTP-Submit for the account on the connector, as AuthZ decides it (pure)."""
+    where = f"{connector.server}\\{connector.name}"
+    sd = connector.security_descriptor
+    if sd is None:
+        return Right("unknown", text=f"unknown on {where}: {connector.dacl_problem}")
+    decision = check_extended_right(sd, account.token, SUBMIT)
+    if decision.allowed is None:
+        return Right("not granted", text=f"not granted on {where}: no entry in its DACL gives "
+                     f"ms-Exch-SMTP-Submit to {account.sam_account_name} or any of its "
+                     f"{len(account.groups)} group(s), Everyone or Authenticated Users")
+    ace = decision.ace
+    if ace is None:  # a NULL DACL
+        return Right("granted", text=f"granted on {where}: the connector has a NULL DACL, "
+                     "which lets everyone do anything")
+    via = Principal(ace.sid, account.name_of(ace.sid))
+    explicit = ace.sid == account.sid
+    whom = "explicitly to the account" if explicit else f"through {via.name} ({ace.sid})"
+    inherited = ", inherited from a parent container" if ace.inherited else ""
+    if decision.allowed:
+        return Right("granted", ace, via, explicit,
+                     f"granted on {where} {whom}{inherited}: {ace.sddl()}")
+    return Right("denied", ace, via, explicit,
+                 f"denied on {where} by a Deny entry for "
+                 f"{'the account itself' if explicit else f'{via.name} ({ace.sid})'}"
+                 f"{inherited}, which comes first and wins over any grant: {ace.sddl()}")
+
+
+def delegation_commands(user: str, protocols_dns: Iterable[str]) -> list[str]:
+    """The one-time, read-only delegation that lets `user` read connectors and their DACLs:
+    generic read (read properties, list, read permissions) on each server's CN=Protocols and
+    everything below it. Either line does it; nothing in it allows a write."""
+    lines = []
+    for dn in protocols_dns:
+        lines.append(f'dsacls "{dn}" /I:T /G "{user}:GR"')
+        lines.append(f'Add-ADPermission -Identity "{dn}" -User "{user}" '
+                     "-AccessRights GenericRead -InheritanceType All")
+    return lines
+
+
+# --- the reader ---------------------------------------------------------------------------------
+
+class Directory:
+    """One read-only LDAP connection to the first DC of `config.urls` that answers."""
+
+    def __init__(self, config: DirectoryConfig):
+        self.config = config
+        self.url: str | None = None
+        self._conn: ldap3.Connection | None = None
+        self._root: dict[str, str] = {}
+        self._servers: dict[str, str] = {}  # server name (casefolded) -> its DN
+
+    def __enter__(self) -> Directory:
+        self.connect()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.unbind()
+            except Exception:  # closing a broken connection: nothing to tell
+                pass
+            self._conn = None
+
+    # connecting
+
+    def connect(self) -> None:
+        """Bind to the first URL that accepts us; DirectoryError lists what each one said."""
+        if self._conn is not None:
+            return
+        config = self.config
+        if config.password is None:
+            raise DirectoryError(f"the directory password is not set: put it in the environment "
+                                 f"variable {config.password_env} (or a file named by "
+                                 f"{config.password_env}_FILE)")
+        problems = []
+        for url in config.urls:
+            try:
+                self._conn = self._bind(url, config.password.reveal())
+                self.url = url
+                return
+            except DirectoryError as exc:
+                problems.append(str(exc))
+                if _is_credentials_problem(exc):
+                    break  # the same account on every DC: do not lock it out trying them all
+        raise DirectoryError("; ".join(problems))
+
+    def _bind(self, url: str, password: str) -> ldap3.Connection:
+        config = self.config
+        tls = None
+        if urlsplit(url).scheme == "ldaps":
+            tls = ldap3.Tls(validate=ssl.CERT_REQUIRED if config.verify_tls else ssl.CERT_NONE,
+                            ca_certs_file=config.ca_file)
+        server = ldap3.Server(url, get_info=ldap3.NONE, tls=tls,
+                              connect_timeout=config.connect_timeout)
+        if config.auth == "ntlm":
+            authentication, secret = ldap3.NTLM, _ntlm_secret(password)
+        else:
+            authentication, secret = ldap3.SIMPLE, password
+        conn = ldap3.Connection(server, user=config.user, password=secret,
+                                authentication=authentication, read_only=True,
+                                check_names=False, raise_exceptions=False, auto_referrals=False,
+                                # whole seconds: ldap3 packs it into SO_RCVTIMEO as such
+                                receive_timeout=math.ceil(config.read_timeout))
+        try:
+            conn.open()
+            bound = conn.bind()
+        except (ldap_errors.LDAPException, OSError, ValueError) as exc:
+            raise DirectoryError(_transport_problem(url, config, exc)) from None
+        if not bound:
+            raise DirectoryError(_bind_problem(url, config, conn.result))
+        return conn
+
+    # reading
+
+    def _search(self, base: str, ldap_filter: str, scope: str, attributes: Iterable[str],
+                sd_control: bool = False, missing_ok: bool = True) -> list[dict[str, Any]]:
+        """Entries as {'dn': str, 'attributes': {name: [bytes, ...]}} (names case-insensitive);
+        an absent base gives [] when missing_ok. Every other failure is a DirectoryError."""
+        self.connect()
+        conn = self._conn
+        assert conn is not None
+        controls = security_descriptor_control(sdflags=DACL_ONLY) if sd_control else None
+        try:
+            conn.search(base, ldap_filter, scope, attributes=list(attributes), controls=controls)
+        except (ldap_errors.LDAPException, OSError) as exc:
+            self.close()  # the connection's state is unknown now: the next call opens afresh
+            raise DirectoryError(_transport_problem(self.url or "?", self.config, exc)) from None
+        result = conn.result
+        code = result.get("result")
+        if code == 32 and missing_ok:  # noSuchObject (or not visible to this account)
+            return []
+        if code == 10:
+            raise DirectoryError(f"{self.url}: the DC answered with a referral to "
+                                 f"{', '.join(result.get('referrals') or ['another server'])} "
+                                 f"for {base}: it does not hold that part of the directory (an "
+                                 "account in another domain? use a global catalog or that "
+                                 "domain's DC)")
+        if code == 50:
+            raise DirectoryError(f"{self.url}: the account {self.config.user} may not read "
+                                 f"{base} (insufficientAccessRights)")
+        if code not in (0, None):
+            raise DirectoryError(f"{self.url}: searching {base} failed: "
+                                 f"{result.get('description')} {result.get('message', '')}")
+        return [{"dn": r["dn"], "attributes": r.get("raw_attributes", {})}
+                for r in conn.response or [] if r.get("type") == "searchResEntry"]
+
+    def _root_dse(self) -> dict[str, str]:
+        if not self._root:
+            entries = self._search("", "(objectClass=*)", ldap3.BASE,
+                                   ["configurationNamingContext", "defaultNamingContext",
+                                    "dnsHostName"])
+            values = entries[0]["attributes"] if entries else {}
+            self._root = {k: _text(values, k) or "" for k in (
+                "configurationNamingContext", "defaultNamingContext", "dnsHostName")}
+            if not self._root["configurationNamingContext"]:
+                raise DirectoryError(f"{self.url}: the RootDSE names no configuration partition "
+                                     "(is this an Active Directory domain controller?)")
+        return self._root
+
+    def config_base(self) -> str:
+        return self._root_dse()["configurationNamingContext"]
+
+    def default_base(self) -> str:
+        return self._root_dse()["defaultNamingContext"]
+
+    def exchange_base(self) -> str:
+        return f"CN=Microsoft Exchange,CN=Services,{self.config_base()}"
+
+    def server_dn(self, server: str) -> str | None:
+        """CN=<server>,CN=Servers,CN=<admin group>,... in any organization and administrative
+        group (None when there is none the account can see)."""
+        key = server.casefold()
+        if key not in self._servers:
+            entries = self._search(self.exchange_base(),
+                                   f"(cn={escape_filter_chars(server)})", ldap3.SUBTREE, ["cn"])
+            found = [e["dn"] for e in entries
+                     if e["dn"].split(",", 2)[1].casefold() == "cn=servers"]
+            if not found:
+                return None
+            self._servers[key] = found[0]
+        return self._servers[key]
+
+    def protocols_dn(self, server: str) -> str:
+        dn = self.server_dn(server)
+        if dn is None:
+            raise DirectoryError(
+                f"no Exchange server named {server} under {self.exchange_base()} that "
+                f"{self.config.user} can see: check the name (the server's, as Exchange knows "
+                "it), or that the account may read the configuration partition")
+        return f"CN=Protocols,{dn}"
+
+    def connectors(self, server: str) -> list[Connector]:
+        """Every Receive connector of the server, each with its DACL when readable."""
+        protocols = self.protocols_dn(server)
+        entries = self._search(protocols, f"(objectClass={CONNECTOR_CLASS})", ldap3.SUBTREE,
+                               CONNECTOR_ATTRIBUTES, sd_control=True, missing_ok=True)
+        if not entries and not self._search(protocols, "(objectClass=*)", ldap3.BASE, ["cn"]):
+            raise DirectoryError(
+                f"{self.config.user} may not read {protocols}, where {server}'s Receive "
+                "connectors are. An admin can grant read-only access with one of:",
+                delegation_commands(self.config.user, [protocols]))
+        connectors = [self._connector(server, e) for e in entries]
+        return sorted(connectors, key=lambda c: c.name.casefold())
+
+    def connector(self, server: str, name: str) -> Connector | None:
+        """The connector of that name on the server, or None when it has no such connector.
+        A server where no connector at all is visible raises instead: every Exchange server
+        has its default ones, so that is the account's view, not the truth."""
+        connectors = self.connectors(server)
+        if not connectors:
+            protocols = self.protocols_dn(server)
+            raise DirectoryError(
+                f"{self.config.user} sees no Receive connector of {server} under {protocols} "
+                "(every Exchange server has some): it may not list them. An admin can grant "
+                "read-only access with one of:",
+                delegation_commands(self.config.user, [protocols]))
+        for connector in connectors:
+            if connector.name.casefold() == name.casefold():
+                return connector
+        return None
+
+    def _connector(self, server: str, entry: dict[str, Any]) -> Connector:
+        a = entry["attributes"]
+        raw_sd = a.get("nTSecurityDescriptor") or []
+        sd, problem = None, None
+        if raw_sd:
+            try:
+                sd = parse_security_descriptor(raw_sd[0])
+                if not sd.dacl_present:
+                    sd, problem = None, "the DC returned the descriptor without its DACL"
+            except SecurityDescriptorError as exc:
+                problem = f"its security descriptor could not be read: {exc}"
+        else:
+            problem = (f"{self.config.user} may not read the connector's security descriptor "
+                       "(it needs READ_CONTROL, which generic read includes)")
+        enabled = _text(a, "msExchSmtpReceiveEnabled")
+        return Connector(
+            server=server, name=_text(a, "cn") or entry["dn"].split(",", 1)[0][3:],
+            dn=entry["dn"], enabled=(enabled or "TRUE").upper() == "TRUE",
+            bindings=_texts(a, "msExchSmtpReceiveBindings"),
+            remote_ip_ranges=_texts(a, "msExchSmtpReceiveRemoteIPRanges"),
+            role_value=_int(a, "msExchSmtpReceiveRole"),
+            security_flags=_int(a, "msExchSMTPReceiveInboundSecurityFlag"),
+            fqdn=_text(a, "msExchSMTPReceiveConnectorFQDN"),
+            security_descriptor=sd, dacl_problem=problem)
+
+    def account(self, name: str) -> Account | None:
+        """The user account behind a name as Exchange logs it: DOMAIN\\user, user@upn or a
+        bare sAMAccountName, searched in the bound DC's own domain (None: no such account)."""
+        base = self.default_base()
+        name = name.strip()
+        if "\\" in name:
+            filters = [f"(sAMAccountName={escape_filter_chars(name.split(chr(92), 1)[1])})"]
+        elif "@" in name:
+            local, suffix = name.rsplit("@", 1)
+            filters = [f"(userPrincipalName={escape_filter_chars(name)})"]
+            # the implicit UPN, sAMAccountName@dns-domain, logs on without being stored
+            if suffix.casefold() == _dns_name(base).casefold():
+                filters.append(f"(sAMAccountName={escape_filter_chars(local)})")
+        else:
+            filters = [f"(sAMAccountName={escape_filter_chars(name)})"]
+        entries: list[dict[str, Any]] = []
+        for ldap_filter in filters:
+            entries = self._search(base, f"(&(objectClass=user){ldap_filter})", ldap3.SUBTREE,
+                                   ["cn"])
+            if entries:
+                break
+        if not entries:
+            return None
+        dn = entries[0]["dn"]
+        # tokenGroups is constructed: AD computes it only for a BASE search on the object.
+        found = self._search(dn, "(objectClass=*)", ldap3.BASE,
+                             ["objectSid", "tokenGroups", "sAMAccountName", "userPrincipalName",
+                              "userAccountControl"], missing_ok=False)
+        a = found[0]["attributes"] if found else {}
+        if not a.get("objectSid"):
+            raise DirectoryError(f"{self.config.user} may not read the objectSid of {dn}")
+        group_sids = [_sid(v) for v in a.get("tokenGroups") or []]
+        return Account(query=name, dn=dn, sam_account_name=_text(a, "sAMAccountName") or name,
+                       user_principal_name=_text(a, "userPrincipalName"),
+                       sid=_sid(a["objectSid"][0]),
+                       disabled=bool((_int(a, "userAccountControl") or 0) & _ACCOUNT_DISABLE),
+                       groups=tuple(self._names(group_sids)))
+
+    def _names(self, sids: list[str]) -> list[Principal]:
+        """The SIDs with the names the directory gives them (builtin ones live in the domain
+        partition too, under CN=Builtin); a SID the account may not resolve keeps no name."""
+        names: dict[str, str] = {}
+        for start in range(0, len(sids), 50):  # bounded filters for accounts in many groups
+            chunk = sids[start:start + 50]
+            entries = self._search(self.default_base(),
+                                   "(|" + "".join(f"(objectSid={s})" for s in chunk) + ")",
+                                   ldap3.SUBTREE, ["objectSid", "sAMAccountName"])
+            for e in entries:
+                if e["attributes"].get("objectSid"):
+                    sid = _sid(e["attributes"]["objectSid"][0])
+                    names[sid] = _text(e["attributes"], "sAMAccountName") or e["dn"]
+        return [Principal(s, names.get(s) or WELL_KNOWN.get(s)) for s in sids]
+
+    # the check
+
+    def descriptors_without_control(self, server: str) -> int:
+        """How many of the server's connectors return a security descriptor when the search
+        does not send the SD-flags control (0 for a non-admin on Windows and Samba alike)."""
+        entries = self._search(self.protocols_dn(server), f"(objectClass={CONNECTOR_CLASS})",
+                               ldap3.SUBTREE, ["nTSecurityDescriptor"])
+        return sum(1 for e in entries if e["attributes"].get("nTSecurityDescriptor"))
+
+
+CheckLine = tuple[str, str]  # (status, text): status is "OK", "WARNING", "FAILED" or "FIX"
+
+
+def check_access(directory: Directory, servers: Iterable[str],
+                 account: str | None = None) -> list[CheckLine]:
+    """What the directory account can read, for `check`: the configuration partition, the
+    connectors of each server and their DACLs (with and without the SD-flags control), and the
+    token groups of `account` (the bind account itself when None). Never raises."""
+    config = directory.config
+    lines: list[CheckLine] = []
+    try:
+        directory.connect()
+        lines.append(("OK", f"directory: {directory.url} accepted {config.user} "
+                            f"({config.auth.upper()} bind)"))
+        base = directory.config_base()
+        if not directory._search(base, "(objectClass=*)", ldap3.BASE, ["cn"]):
+            lines.append(("FAILED", f"directory: {config.user} cannot read the configuration "
+                                    f"partition {base}"))
+            return lines
+        lines.append(("OK", f"directory: the configuration partition {base} is readable"))
+    except DirectoryError as exc:
+        return [*lines, ("FAILED", f"directory: {exc}"), *(("FIX", f) for f in exc.fix)]
+    unreadable: list[str] = []
+    for server in servers:
+        try:
+            connectors = directory.connectors(server)
+        except DirectoryError as exc:
+            lines += [("FAILED", f"directory: {server}: {exc}"), *(("FIX", f) for f in exc.fix)]
+            continue
+        if not connectors:
+            lines.append(("FAILED", f"directory: {server}: no Receive connector is visible under "
+                                    f"{directory.protocols_dn(server)} (every Exchange server "
+                                    "has some): the account may not list them"))
+            unreadable.append(directory.protocols_dn(server))
+            continue
+        names = ", ".join(c.name for c in connectors)
+        lines.append(("OK", f"directory: {server}: {len(connectors)} Receive connector(s) "
+                            f"readable: {names}"))
+        with_dacl = [c for c in connectors if c.dacl_readable]
+        try:
+            plain = directory.descriptors_without_control(server)
+        except DirectoryError:
+            plain = 0  # the line below says what matters: whether the control gave the DACLs
+        if len(with_dacl) == len(connectors):
+            how = ("also without it (the account is privileged)" if plain > 0 else
+                   "without it the DC returns none, as it does for any non-admin")
+            lines.append(("OK", f"directory: {server}: their DACLs are readable with the "
+                                f"SD-flags control (DACL only); {how}"))
+        else:
+            missing = [c.name for c in connectors if not c.dacl_readable]
+            lines.append(("FAILED", f"directory: {server}: the security descriptor of "
+                                    f"{', '.join(missing)} cannot be read, even with the "
+                                    "SD-flags control: the Submit right cannot be checked"))
+            unreadable.append(directory.protocols_dn(server))
+    if unreadable:
+        lines.append(("FAILED", "directory: an admin can grant the read-only access needed "
+                                "with one of these commands per server (nothing else "
+                                "SubmitWatch does needs more):"))
+        lines += [("FIX", command) for command in delegation_commands(config.user, unreadable)]
+    who = account or config.user
+    try:
+        found = directory.account(who)
+        if found is None:
+            lines.append(("WARNING", f"directory: no account {who} in "
+                                     f"{directory.default_base()}"))
+        elif not found.groups:
+            lines.append(("WARNING", f"directory: {who}: SID {found.sid}, but no token groups "
+                                     "could be read (every account has Domain Users): group "
+                                     "grants cannot be seen"))
+        else:
+            lines.append(("OK", f"directory: {who}: SID {found.sid}, {len(found.groups)} token "
+                                f"group(s) readable"))
+    except DirectoryError as exc:
+        lines.append(("FAILED", f"directory: {who}: {exc}"))
+    return lines
+
+
+# --- small helpers ---------------------------------------------------------------------------
+
+def _text(attributes: Mapping[str, Any], name: str) -> str | None:
+    values = attributes.get(name) or []
+    return values[0].decode("utf-8", "replace") if values else None
+
+
+def _texts(attributes: Mapping[str, Any], name: str) -> tuple[str, ...]:
+    return tuple(v.decode("utf-8", "replace") for v in attributes.get(name) or [])
+
+
+def _int(attributes: Mapping[str, Any], name: str) -> int | None:
+    text = _text(attributes, name)
+    try:
+        return int(text) if text is not None else None
+    except ValueError:
+        return None
+
+
+def _sid(value: bytes) -> str:
+    try:
+        return sid_from_bytes(value)[0]
+    except SecurityDescriptorError as exc:
+        raise DirectoryError(f"the directory returned a SID that is not one: {exc}") from None
+
+
+def _dns_name(base: str) -> str:
+    """DC=corp,DC=contoso,DC=com -> corp.contoso.com"""
+    return ".".join(part[3:] for part in base.split(",") if part.upper().startswith("DC="))
+
+
+def _ntlm_secret(password: str) -> str:
+    """What ldap3's NTLM takes as the password. ldap3 hashes it with MD4, which OpenSSL 3 (so
+    Debian 12's Python) no longer provides, and would fail with 'unsupported hash type MD4'
+    unless pycryptodome is installed. It also takes 'LM:NT' hashes instead of a password, so
+    the NT hash (MD4 of the UTF-16 password) is computed here, by hashlib when it can, else by
+    the MD4 pyspnego ships (a dependency already, through pywinrm). The LM half is unused by
+    NTLMv2 and is the hash of an empty password."""
+    data = password.encode("utf-16-le")
+    try:
+        nt_hash = hashlib.new("md4", data).hexdigest()
+    except ValueError:
+        from spnego._ntlm_raw.md4 import md4  # private but stable since 0.1; pinned >= 0.10
+        nt_hash = md4(data).hex()
+    return f"aad3b435b51404eeaad3b435b51404ee:{nt_hash}"
+
+
+def _is_credentials_problem(exc: DirectoryError) -> bool:
+    return "rejected the credentials" in str(exc)
+
+
+def _bind_problem(url: str, config: DirectoryConfig, result: Mapping[str, Any]) -> str:
+    description = result.get("description") or "bind refused"
+    message = str(result.get("message") or "")
+    if description == "invalidCredentials":
+        reason = next((words for code, words in _BIND_REASONS.items()
+                       if f"data {code}" in message.lower()), "wrong user name or password")
+        return (f"{url} rejected the credentials of {config.user}: {reason} (check the user and "
+                f"the password in {config.password_env})")
+    if description == "strongerAuthRequired":
+        return (f"{url} requires a signed or encrypted connection for this bind: use ldaps:// "
+                "(LDAP signing is enforced on this DC)")
+    return f"{url} refused the bind of {config.user}: {description} {message}".strip()
+
+
+def _transport_problem(url: str, config: DirectoryConfig, exc: BaseException) -> str:
+    text = str(exc)
+    parts = urlsplit(url)
+    where = f"{parts.hostname}:{parts.port or (636 if parts.scheme == 'ldaps' else 389)}"
+    if isinstance(exc, ldap_errors.LDAPResponseTimeoutError) or "timed out" in text.lower():
+        return (f"{url}: no answer within {math.ceil(config.read_timeout)}s (read_timeout): "
+                "the DC is overloaded or a firewall drops the traffic")
+    if "certificate" in text.lower() or isinstance(exc, ssl.SSLError):
+        hint = ("set directory.ca_file to the CA that issued the DC's certificate"
+                if config.ca_file is None else f"is {config.ca_file} the CA that issued it, "
+                f"and does the certificate name {parts.hostname}?")
+        return f"{url}: the DC's TLS certificate is not trusted ({text}): {hint}"
+    if isinstance(exc, ldap_errors.LDAPSocketOpenError):
+        return f"cannot reach {url} ({where}): {_socket_reason(text)}"
+    if isinstance(exc, ldap_errors.LDAPSessionTerminatedByServerError) and config.auth == "ntlm":
+        return (f"{url} closed the connection during the NTLM bind: this DC does not take the "
+                "NTLM bind ldap3 sends (Samba does not, for one); use auth = 'simple' over "
+                "ldaps://")
+    if isinstance(exc, ldap_errors.LDAPSessionTerminatedByServerError):
+        return f"{url} closed the connection"
+    if isinstance(exc, ValueError) and "md4" in text.lower():
+        return f"{url}: NTLM needs MD4, which this Python lacks ({text})"
+    return f"{url}: {type(exc).__name__}: {text}"
+
+
+def _socket_reason(text: str) -> str:
+    lowered = text.lower()
+    if "refused" in lowered:
+        return "connection refused (nothing listens there: wrong host or port, or the DC is down)"
+    if "timed out" in lowered or "timeout" in lowered:
+        return "no answer (a firewall, or the host is down)"
+    if "name or service not known" in lowered or "nodename" in lowered:
+        return "the host name does not resolve"
+    return text
+
