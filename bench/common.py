@@ -40,6 +40,7 @@ class Sizes:
     chat_calls: int = 200              # handler calls per command and run
     storm_events: int = 100_000
     storm_update_interval: float = 10.0
+    storm_accounts: int = 10_000       # row 8: new accounts in one sweep, 2 events each
     footprint_servers: int = 200
     footprint_window: float = 30.0     # seconds of idle measured between two poll rounds
     footprint_interval: float = 60.0
@@ -50,7 +51,7 @@ FULL = Sizes()
 QUICK = Sizes(runs=1, ingest_events=2_000, ingest_servers=2, ingest_accounts=5,
               sweep_servers=8, sweep_delay=0.005, latency_interval=1.0, latency_events=6,
               latency_servers=2, chat_events=20_000, chat_incidents=400, chat_calls=5,
-              storm_events=3_000, storm_update_interval=1.0, footprint_servers=3,
+              storm_events=3_000, storm_update_interval=1.0, storm_accounts=60, footprint_servers=3,
               footprint_window=2.0, footprint_interval=12.0, startup_runs=2)
 
 

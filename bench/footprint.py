@@ -33,7 +33,8 @@ def run(sizes: Sizes, workdir: Path) -> Result:
             SimProcess(names) as sim:
         sim.call("append_each", 3, "CONTOSO\\svc-{server}")
         raw = raw_config(sim.servers(), str(workdir / "footprint.db"), slack.api_url,
-                         slack={"mode": "socket"}, polling={"interval": f"{interval}s"})
+                         slack={"mode": "socket"}, polling={"interval": f"{interval}s"},
+                         incidents={"storm_threshold": 0})   # one alert per server, as before
         with RunProcess(raw, workdir, "footprint") as run:
             started = time.monotonic()
             ready = run.wait_polled(len(names), timeout=interval * 0.8)

@@ -32,6 +32,13 @@ def _serve(conn, names: Sequence[str], delay: float) -> None:
             log.append(FE, event_id, data)
         return log.newest_record
 
+    def append_accounts(server: str, accounts: Sequence[str], count: int, event_id: int,
+                        connector: str | None) -> int:
+        """`count` events for each of many accounts, in one command (row 8's storm)."""
+        for account in accounts:
+            append(server, account, count, event_id, connector)
+        return logs[server].newest_record
+
     def append_each(count: int, account: str) -> None:
         for name in names:
             append(name, account.format(server=name), count)
@@ -52,7 +59,8 @@ def _serve(conn, names: Sequence[str], delay: float) -> None:
                 total[key] = total.get(key, 0) + getattr(s, key)
         return total
 
-    commands = {"append": append, "append_each": append_each, "rate": rate,
+    commands = {"append": append, "append_each": append_each, "append_accounts": append_accounts,
+                "rate": rate,
                 "rate_result": rate_result, "stats": stats,
                 "delay": lambda seconds: setattr(sim, "request_delay", float(seconds))}
     conn.send(sim.base_url)

@@ -129,10 +129,15 @@ def test_sigkill_at_random_moments_loses_and_duplicates_nothing(tmp_path, logs, 
     with sqlite3.connect(db_path) as conn:
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
         incidents = conn.execute("SELECT count(*) FROM incidents").fetchone()[0]
-    posts = Counter(m["metadata"]["event_payload"]["incident_id"]
-                    for m in slack.messages(CHANNEL) if m["metadata"])
+        listed = conn.execute("SELECT count(digest_id) FROM incidents").fetchone()[0]
+    # Each incident is one alert, or one line of a storm digest (one post per digest).
+    payloads = [m["metadata"]["event_payload"] for m in slack.messages(CHANNEL) if m["metadata"]]
+    posts = Counter(p["incident_id"] for p in payloads if "incident_id" in p)
+    digests = Counter(p["digest_id"] for p in payloads if "digest_id" in p)
     assert all(n == 1 for n in posts.values()), f"duplicate alerts: {posts.most_common(3)}"
-    assert len(slack.messages(CHANNEL)) == len(posts) == incidents
+    assert all(n == 1 for n in digests.values()), f"duplicate digests: {digests.most_common(3)}"
+    assert len(slack.messages(CHANNEL)) == len(posts) + len(digests)
+    assert len(posts) + listed == incidents
     notes = Counter(r["metadata"]["event_payload"]["outbox_id"]
                     for m in slack.messages(CHANNEL) for r in m["replies"] if r["metadata"])
     assert all(n == 1 for n in notes.values()), f"duplicate thread notes: {notes.most_common(3)}"
