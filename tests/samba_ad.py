@@ -1,8 +1,8 @@
 """A real Active Directory for the tests: Samba's AD domain controller, provisioned into a temporary
 directory and serving LDAP on 127.0.0.1 only, with an Exchange-shaped configuration partition.
 
-Provisioned once per test session (5-9 s with its setup), then each test adds the connectors, users, groups and
-ACEs it needs. Two independent writers are used on purpose, so that what bot/directory.py and
+Provisioned once per test session (5-9 s with its setup), then each test adds the connectors,
+users, groups and ACEs it needs. Two independent writers are used on purpose, so that what bot/directory.py and
 bot/secdesc.py read was never written by our own code:
 - LDAP (ldap3, as Administrator, over LDAPS with a test CA) for the schema, the tree, users and
   groups;
