@@ -2,8 +2,8 @@
 directory and serving LDAP on 127.0.0.1 only, with an Exchange-shaped configuration partition.
 
 Provisioned once per test session (5-9 s with its setup), then each test adds the connectors,
-users, groups and ACEs it needs. Two independent writers are used on purpose, so that what bot/directory.py and
-bot/secdesc.py read was never written by our own code:
+users, groups and ACEs it needs. Two independent writers are used on purpose, so that what
+bot/directory.py and bot/secdesc.py read was never written by our own code:
 - LDAP (ldap3, as Administrator, over LDAPS with a test CA) for the schema, the tree, users and
   groups;
 - Samba's own tools on the database file for security descriptors: `samba-tool dsacl set` to add
