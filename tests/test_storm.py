@@ -16,7 +16,7 @@ from store import chat, digests
 from store import db as store
 from tests.blocks import mrkdwn_texts
 from tests.conftest import CHANNEL
-from tests.helpers import ALICE, FE, bolt_actions, click, sweep
+from tests.helpers import ALICE, FE, assert_no_markup, bolt_actions, click, sweep
 
 T0 = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
 MINUTE = timedelta(minutes=1)
@@ -257,3 +257,19 @@ def test_without_a_digest_a_storm_runs_into_slacks_rate_limit(logs, db, make_con
     assert delivery.failed >= 1
     waiting = [i for i in store.open_incidents(db).values() if i.message_ts is None]
     assert len(waiting) == 22   # not lost: they wait in the outbox for the next round
+
+
+def test_hostile_account_names_stay_inert_in_the_digest_and_its_thread(logs, db, make_config,
+                                                                        slack, clock):
+    config = make_config(servers=("EX01",), routes=[{"accounts": ["*"], "owners": ["U0OWNER"]}])
+    hostile = storm(logs["EX01"], 8, prefix="CONTOSO\\<!channel> *boss* `x` <@U0EVIL> ")
+    sweep(db, config, clock)
+    digest = the_digest(db)
+    [message] = [m for m in slack.messages(CHANNEL) if m["ts"] == digest.message_ts]
+    texts = mrkdwn_texts(message["blocks"]) + [message["text"]]
+    for reply in thread(slack, digest.message_ts):
+        texts += mrkdwn_texts(reply["blocks"]) + [reply["text"]]
+    assert_no_markup(texts)
+    assert not any("<@U0EVIL>" in t or "<!channel>" in t for t in texts)
+    assert any("Owners: <@U0OWNER>" in t for t in texts)    # from the configuration only
+    assert len(hostile) == 8 and "3 accounts" in message["text"]
