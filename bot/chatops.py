@@ -12,12 +12,13 @@ from datetime import datetime, timedelta
 
 from sqlite_utils import Database
 
-from store import chat, digests
+from store import chat, digests, fixes
 from store import db as store
 
-from . import outbox
+from . import fixloop, outbox
 from .model import Incident, Snooze, incident_key
 from .slack.alerts import show
+from .slack.blocks import mention
 
 #: Longer silence than this hides a problem rather than pausing it: fix the cause instead.
 MAX_SNOOZE = timedelta(days=90)
@@ -47,6 +48,31 @@ def acknowledge(db: Database, incident_id: int, actor: Actor, note: str | None,
         _audit(db, actor, "ack", now, after, state, detail=note)
         _tell(db, after, now, {"action": "ack", "by": actor.user_id, "at": store.iso(now),
                                "note": note, "took_over_from": before.acked_by})
+    return after
+
+
+def mark_fixed(db: Database, incident_id: int, actor: Actor, note: str | None, now: datetime,
+               *, has_directory: bool) -> Incident:
+    """Someone says it is fixed: the closed loop starts (bot.fixloop). With a directory, it is
+    read at once and then every few minutes until the right shows; without one, the events
+    alone are watched from now."""
+    with store.write_transaction(db):
+        before = _open_incident(db, incident_id, "mark fixed")
+        if before.fix_state in ("waiting", "watching", fixloop.FAILING_CHECK):
+            doing = ("waiting for the directory to show the right"
+                     if before.fix_state == "waiting" else "watching the events")
+            raise ActionError(f"#{incident_id} is already marked fixed by "
+                              f"{mention(before.fixed_by)}; SubmitWatch is {doing}.")
+        state = _state(db, before, now)
+        loop = fixloop.state_when_marked(has_directory)
+        fixes.mark_fixed(db, incident_id, by=actor.user_id, note=note, state=loop, now=now,
+                         seen_at=None if loop == "waiting" else now)
+        if has_directory:
+            fixes.check_now(db, incident_id, now)
+        after = _current(db, incident_id)
+        _audit(db, actor, "fixed", now, after, state, detail=note)
+        _tell(db, after, now, {"action": "fixed", "by": actor.user_id, "at": store.iso(now),
+                               "note": note, "directory": has_directory})
     return after
 
 

@@ -15,10 +15,13 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from .model import Event, Incident
+
+if TYPE_CHECKING:
+    from .directory import DirectoryConfig
 
 DEFAULT_CONFIG_NAME = "submitwatch.toml"
 SLACK_API_URL = "https://slack.com/api/"
@@ -40,12 +43,15 @@ KEYS = {
     "polling": {"interval", "jitter", "lookback", "batch_size", "operation_timeout",
                 "read_timeout", "delivery_interval", "alert_after_failures", "max_output"},
     "incidents": {"quiet_period", "update_interval", "reminder_after", "reminder_interval",
-                  "storm_threshold", "storm_window"},
+                  "storm_threshold", "storm_window", "confirm_after"},
     "permissions": {"users", "groups", "channels", "group_cache"},
     "metrics": {"host", "port"},
     "logging": {"format"},
     "routes": {"name", "accounts", "servers", "events", "channel", "owners"},
     "summary": {"every", "at", "weekday", "channel"},
+    # [directory]: bot.directory.DIRECTORY_KEYS (that module reads the table).
+    "directory": {"urls", "user", "password_env", "auth", "allow_insecure_simple", "verify_tls",
+                  "ca_file", "connect_timeout", "read_timeout"},
     "servers": {"name", "url", "username", "transport", "password_env", "validate_certificate",
                 "ca_bundle", "cert_pem", "cert_key_pem", "channel", "submission_connector",
                 "version", "log"},
@@ -132,6 +138,7 @@ class IncidentConfig:
     reminder_interval: float = 24 * 3600.0
     storm_threshold: int = 5               # incidents per channel and window posted one by one
     storm_window: float = 600.0            # 0 threshold: never a digest
+    confirm_after: float = 0.0             # quiet time that confirms a fix; 0: from its rate
 
 
 WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
@@ -222,6 +229,7 @@ class Config:
     log_format: str = "text"          # or "json": one object per line, for log shippers
     routes: tuple[RouteConfig, ...] = ()
     summary: SummaryConfig = SummaryConfig()
+    directory: DirectoryConfig | None = None   # None: no directory checks (bot.directory)
 
     def route_for(self, account: str, server: str, event_id: int) -> RouteConfig:
         """The first [[routes]] entry that matches, else the server's channel (or
@@ -287,8 +295,12 @@ def parse_config(raw: Mapping[str, Any], environ: Mapping[str, str],
     log_format = _choice(_section(raw, "logging"), "logging.format", ("text", "json"), "text")
     routes = _routes(raw, {s.name.casefold() for s in servers})
     summary = _summary_config(_section(raw, "summary"))
+    directory = None
+    if "directory" in raw:
+        from .directory import parse_directory  # it builds on this module's readers
+        directory = parse_directory(_section(raw, "directory"), environ)
     return Config(slack, store, polling, incidents, servers, source, permissions, metrics,
-                  log_format, routes, summary)
+                  log_format, routes, summary, directory)
 
 
 def _summary_config(summary: Mapping[str, Any]) -> SummaryConfig:
@@ -381,6 +393,7 @@ def _incident_config(incidents: Mapping[str, Any]) -> IncidentConfig:
         storm_threshold=_int(incidents, "incidents.storm_threshold", i.storm_threshold, low=0,
                              high=10_000),
         storm_window=_duration(incidents, "incidents.storm_window", i.storm_window, low=60),
+        confirm_after=_duration(incidents, "incidents.confirm_after", i.confirm_after, low=0),
     )
 
 

@@ -21,7 +21,7 @@ from datetime import datetime, timedelta
 
 from sqlite_utils import Database
 
-from store import chat, digests, queries
+from store import chat, digests, fixes, queries
 from store import db as store
 
 from . import outbox
@@ -413,8 +413,10 @@ def _send_alert(db: Database, sender: SlackSender, row: store.IncidentRow, incid
                 channel: str, config: Config, now: datetime) -> Posted | None:
     """The incident's alert: its post, or an update of it in place."""
     snoozes = chat.snoozes_for(db, incident, now)
-    text, blocks = alerts.alert(incident, {s.name: s for s in config.servers}, snoozes,
-                                owners=config.route_of(incident).owners)
+    text, blocks = alerts.alert(
+        incident, {s.name: s for s in config.servers}, snoozes,
+        owners=config.route_of(incident).owners,
+        finding=fixes.finding(db, incident.stored_id) if config.directory else None)
     posted: Posted | None = None
     ts: str | None = None            # an update leaves the message's ts and channel as they are
     channel_id: str | None = None
@@ -481,7 +483,7 @@ def _shown(incident: Incident, snoozes: list[Snooze]) -> tuple:
     """What the alert message displays; a change here needs a chat.update."""
     return (incident.status, incident.event_count, incident.last_seen, incident.servers,
             incident.connectors, incident.sightings, incident.acked_by, incident.ack_note,
-            tuple(s.id for s in snoozes))
+            tuple(s.id for s in snoozes), incident.fix_state)
 
 
 def _send_digest(db: Database, sender: SlackSender, row: store.DigestRow, channel: str,

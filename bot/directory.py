@@ -31,7 +31,7 @@ from ldap3.protocol.microsoft import security_descriptor_control
 from ldap3.utils.conv import escape_filter_chars
 
 from . import output
-from .config import ConfigError, Secret, _duration, _only, _secret, _str
+from .config import KEYS, ConfigError, Secret, _duration, _only, _secret, _str
 from .secdesc import (
     Ace,
     SecurityDescriptor,
@@ -94,8 +94,7 @@ _BIND_REASONS = {"525": "no such user", "52e": "wrong password",
                  "775": "the account is locked out"}
 
 AUTHS = ("ntlm", "simple")
-DIRECTORY_KEYS = {"urls", "user", "password_env", "auth", "allow_insecure_simple", "verify_tls",
-                  "ca_file", "connect_timeout", "read_timeout"}
+DIRECTORY_KEYS = KEYS["directory"]   # the keys [directory] takes (bot.config lists them all)
 
 
 class DirectoryError(Exception):

@@ -97,6 +97,15 @@ class Incident:
     last_stored_at: datetime | None = None  # the bot's time when its newest event was stored
     last_reminded_at: datetime | None = None  # its owners' last thread reminder (delivery's)
     digest_id: int | None = None      # the storm digest that lists it (then it has no post)
+    # The closed loop (bot.fixloop), owned by store.fixes: someone marked it fixed, then
+    # "waiting" (for the directory to show the right), "watching" (the events), "confirmed"
+    # or "failing" (it failed again after the directory showed the right).
+    fix_state: str | None = None
+    fixed_by: str | None = None       # a Slack user ID
+    fixed_at: datetime | None = None
+    fix_note: str | None = None       # the responder's words (untrusted)
+    fix_seen_at: datetime | None = None   # since when the right shows (or it was marked, alone)
+    fix_failed_at: datetime | None = None
 
     @property
     def stored_id(self) -> int:

@@ -284,6 +284,11 @@ class ActionNote:
     reason: str | None = None         # snooze (untrusted)
     scope: str | None = None          # snooze: "incident" or "account"
     # action "reminder": the incident is open, unowned and still failing
+    # actions of the closed loop (bot.fixloop): "fixed" (marked), "fix_seen" (the directory
+    # shows the right), "still_failing", "confirmed"
+    finding: str | None = None        # what the directory says now (untrusted names in it)
+    seconds: float | None = None      # fix_seen: since marked; confirmed: the quiet window
+    directory: bool = False           # fixed: whether a [directory] will be read
 
 
 Note = SpreadNote | ActionNote
@@ -295,7 +300,9 @@ def note_of(detail: Mapping[str, Any]) -> Note:
         return ActionNote(action=detail["action"], at=_time(detail["at"]), by=detail.get("by"),
                           note=detail.get("note"), took_over_from=detail.get("took_over_from"),
                           was=detail.get("was"), until=_optional_time(detail.get("until")),
-                          reason=detail.get("reason"), scope=detail.get("scope"))
+                          reason=detail.get("reason"), scope=detail.get("scope"),
+                          finding=detail.get("finding"), seconds=detail.get("seconds"),
+                          directory=bool(detail.get("directory")))
     return SpreadNote(tuple(detail.get("servers", ())), tuple(detail.get("connectors", ())))
 
 

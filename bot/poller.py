@@ -18,7 +18,7 @@ from sqlite_utils import Database
 from store import chat, digests
 from store import db as store
 
-from . import metrics, outbox
+from . import fixloop, metrics, outbox
 from .config import Config
 from .incidents import IncidentChange, decide, resolve_quiet
 from .model import Incident, Problem
@@ -285,6 +285,8 @@ def apply_changes(db: Database, changes: Iterable[IncidentChange], now: datetime
         incident_id = incident.stored_id
         linked += [(event, incident_id) for event in change.events]
         silenced = str(incident_id) in snoozed_ids or incident.key in snoozed_keys
+        if incident.fix_state and change.events:   # marked fixed: did the fix take?
+            fixloop.on_events(db, incident, change.events, now, config.directory is not None)
         if change.opened and not silenced:
             incident = storms.place(incident)
         if incident.digest_id is not None:   # its digest shows it: no post, update or note

@@ -25,6 +25,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from store import db as store_db
 from store.db import open_db
 
+from . import fixloop
 from .chatops import end_expired_snoozes
 from .clockguard import ClockGuard
 from .config import Config
@@ -39,6 +40,8 @@ from .watchdog import Watchdog
 log = logging.getLogger("submitwatch")
 MAX_POLL_WORKERS = 32
 HOUSEKEEPING_EVERY_SECONDS = 30
+#: How often the directory checks that are due run (bot.fixloop; each run reads at most 20).
+DIRECTORY_EVERY_SECONDS = 60
 PRUNE_EVERY_HOURS = 6
 #: Seconds a stop waits for polls and Slack calls under way (`docker stop` waits 10 s).
 SHUTDOWN_GRACE = 5.0
@@ -129,7 +132,9 @@ def build_scheduler(config: Config, sender: SlackSender, *,
     scheduler = BackgroundScheduler(
         # Housekeeping has its own thread: slow or hung servers must never hold it up.
         executors={"default": ThreadPoolExecutor(max_workers=workers),
-                   "housekeeping": ThreadPoolExecutor(max_workers=1)},
+                   "housekeeping": ThreadPoolExecutor(max_workers=1),
+                   # LDAP reads may take seconds: they never hold up housekeeping or polls.
+                   "directory": ThreadPoolExecutor(max_workers=1)},
         job_defaults={"max_instances": 1, "coalesce": True,
                       "misfire_grace_time": int(config.polling.interval)},
         timezone=UTC,
@@ -161,9 +166,20 @@ def build_scheduler(config: Config, sender: SlackSender, *,
                       "interval", hours=PRUNE_EVERY_HOURS, next_run_time=start + timedelta(
                           minutes=1), id="retention", name="delete what is past store.retention",
                       executor="housekeeping")
+    if config.directory is not None:
+        scheduler.add_job(_guarded(lambda: _check_directory(dbs.get(), config, delivery.wake),
+                                   "directory"),
+                          "interval", seconds=DIRECTORY_EVERY_SECONDS, id="directory",
+                          name="read the directory for alerts and fixes", executor="directory")
     # Checked often enough to repair a stalled poll within about one interval.
     watch_every = max(1.0, min(config.polling.interval, HOUSEKEEPING_EVERY_SECONDS))
     return Background(scheduler, delivery, watchdog, watch_every)
+
+
+def _check_directory(db, config: Config, wake_delivery: Callable[[], None]) -> None:
+    """The directory checks that are due (bot.fixloop); their notes go out at once."""
+    if fixloop.run_checks(db, config, lambda: datetime.now(UTC)):
+        wake_delivery()
 
 
 def prune_old(db, config: Config) -> None:
@@ -233,6 +249,7 @@ def housekeeping(db, config: Config, guard: ClockGuard | None = None,
     remind_owners(db, config, lambda: now)
     end_storms(db, config, lambda: now)
     queue_summary(db, config, now)
+    fixloop.confirm_fixes(db, config, lambda: now)
 
 
 def _guarded(step, name: str):

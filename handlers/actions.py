@@ -60,6 +60,24 @@ def unack_command(req: Request, args: list[str]) -> Reply:
     return _act(req, "unack", f"#{target}", target, do)
 
 
+def fixed_command(req: Request, args: list[str]) -> Reply:
+    """`fixed #42 [note]`: as the alert's Mark fixed button (bot.fixloop)."""
+    args, _ = take_options(args, {})
+    if not args:
+        raise CommandError("Say which incident you fixed, like `#42`.")
+    target = incident_id(args[0])
+    note = _free_text(args[1:], "note") or None
+    has_directory = req.config.directory is not None
+
+    def do(actor: Actor) -> str:
+        chatops.mark_fixed(req.db, target, actor, note, req.now, has_directory=has_directory)
+        how = ("SubmitWatch reads the directory until the right shows, then watches the events"
+               if has_directory else "without a [directory], SubmitWatch watches the events "
+               "alone")
+        return f"Marked #{target} fixed: {how}. The alert and its thread follow it."
+    return _act(req, "fixed", f"#{target}", target, do)
+
+
 def snooze_command(req: Request, args: list[str]) -> Reply:
     args, _ = take_options(args, {})
     if len(args) < 3:
@@ -127,6 +145,8 @@ BUTTONS: tuple[tuple[str, str, Callable[..., object]], ...] = (
     (alerts.ACTION_UNSNOOZE, "unsnooze", lambda db, i, actor, now, _: (
         chatops.unsnooze(db, i, actor, now))),
 )
+#: Mark fixed needs to know whether a directory will be read: registered with the config.
+FIXED_BUTTON = (alerts.ACTION_FIXED, "fixed")
 
 
 #: A storm digest's buttons act on all of its open incidents (its "Acknowledge one" select is
@@ -150,6 +170,11 @@ def register(app, open_database: Callable, config: Config,
     for action_id, action, do in BUTTONS:
         app.action(action_id)(_click_listener(action, do, open_database, clock, permissions,
                                               on_change))
+    has_directory = config.directory is not None
+    app.action(FIXED_BUTTON[0])(_click_listener(
+        FIXED_BUTTON[1], lambda db, i, actor, now, _: chatops.mark_fixed(
+            db, i, actor, None, now, has_directory=has_directory),
+        open_database, clock, permissions, on_change))
     for action_id, action, do in DIGEST_BUTTONS:
         app.action(action_id)(_click_listener(action, do, open_database, clock, permissions,
                                               on_change, digest=True))

@@ -189,22 +189,23 @@ def m011_reminders(db: Database) -> None:
 def m012_history_at_scale(db: Database) -> None:
     # The chat lookups with 200,000 incidents and 10 million events (benchmark row 9): without
     # these, `history` and `summary` read every incident on each call, and `summary` fetched
-    # every event of its window from the table to count it by connector.
-    # `history` pages incidents by last activity; `history ACCOUNT`, the account's older
+    # every event of its window from the table to count it by server and by connector.
+    # `history` pages incidents by last activity; `history ACCOUNT`, an account's older
     # incidents and `summary`'s "new accounts" (was this account seen before?) look up by key;
-    # `summary` counts what opened, was acknowledged and resolved in its window, and retention
-    # finds the incidents resolved before its cutoff.
+    # `summary` counts what opened, was acknowledged and was resolved in its window (from the
+    # index alone: the opening time rides along), and retention finds what ended before its
+    # cutoff.
     db.table("incidents").create_index(["last_seen"])
     db.table("incidents").create_index(["key", "opened_at"])
-    db.table("incidents").create_index(["opened_at"])
-    db.table("incidents").create_index(["acked_at"])
-    db.table("incidents").create_index(["resolved_at"])
-    # `summary` counts each connector's events in its window from the index alone: m004's
-    # (server, connector) index with the time added. It replaces that one (every query that
-    # used it reads a prefix of this one), so the events table keeps as many indexes.
+    db.table("incidents").create_index(["opened_at", "key"])
+    db.table("incidents").create_index(["acked_at", "opened_at"])
+    db.table("incidents").create_index(["resolved_at", "opened_at"])
+    # `summary` counts a window's events per server and connector in one pass over this index,
+    # without reading a row. It replaces m004's partial (server, connector) index, whose queries
+    # read a prefix of this one, so the events table keeps as many indexes; the events without
+    # a connector are in it too, so the per-server counts add up to every event.
     db.execute("DROP INDEX idx_events_server_connector")
-    db.execute("CREATE INDEX idx_events_server_connector_time ON events(server, connector, time) "
-               "WHERE connector IS NOT NULL")
+    db.table("events").create_index(["server", "connector", "time"])
 
 
 @migrations()
@@ -231,3 +232,20 @@ def m013_storm_digests(db: Database) -> None:
     db.table("outbox").add_column("digest_id", int)
     db.execute("CREATE INDEX outbox_pending_by_digest ON outbox(digest_id, state) "
                "WHERE digest_id IS NOT NULL")
+
+
+@migrations()
+def m014_fixed_loop(db: Database) -> None:
+    # The closed loop (bot.fixloop): someone marked the incident fixed; then the directory is
+    # read until it shows the right ("waiting"), the events are watched ("watching"), and it
+    # ends "confirmed" (quiet for the confirmation window) or "failing" (it failed again).
+    for column in ("fix_state", "fixed_by", "fixed_at", "fix_note", "fix_seen_at",
+                   "fix_failed_at"):
+        db.table("incidents").add_column(column, str)
+    db.execute("CREATE INDEX incidents_fix_state ON incidents(fix_state) "
+               "WHERE fix_state IS NOT NULL")
+    # The last directory check of an incident (bot.adcheck.Finding as JSON) and when the next
+    # one is due; the alert shows it, so a restart shows the last check without asking again.
+    db.table("directory_checks").create({
+        "incident_id": int, "checked_at": str, "finding": str, "next_at": str,
+    }, pk="incident_id")

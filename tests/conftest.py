@@ -57,7 +57,7 @@ def make_config(winrm, slack, db_path):
         return {"url": winrm.url_for(extra["name"]), "username": WINRM_USER,
                 "password_env": "WINRM_PASSWORD", **extra}
 
-    def make(servers=("EX01", "EX02"), password=WINRM_PASSWORD, **tables):
+    def make(servers=("EX01", "EX02"), password=WINRM_PASSWORD, environ=None, **tables):
         raw = {
             "slack": {"channel": CHANNEL, "api_url": slack.api_url},
             "store": {"path": db_path},
@@ -70,7 +70,7 @@ def make_config(winrm, slack, db_path):
                 raw.setdefault(table, {}).update(values)
             else:
                 raw[table] = values
-        environ = {"SLACK_BOT_TOKEN": BOT_TOKEN, "WINRM_PASSWORD": password}
+        environ = {"SLACK_BOT_TOKEN": BOT_TOKEN, "WINRM_PASSWORD": password, **(environ or {})}
         return parse_config(raw, environ)
     return make
 

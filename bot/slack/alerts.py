@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 
+from ..adcheck import Finding
 from ..config import ServerConfig
 from ..diagnosis import (
     BUILTIN,
@@ -68,7 +69,9 @@ ACTION_UNACK = "submitwatch_unack"
 ACTION_SNOOZE = "submitwatch_snooze"        # a static_select; option values are seconds
 ACTION_UNSNOOZE = "submitwatch_unsnooze"
 ACTION_SHOW_FIX = "submitwatch_show_fix"
-ACTION_IDS = (ACTION_ACK, ACTION_UNACK, ACTION_SNOOZE, ACTION_UNSNOOZE, ACTION_SHOW_FIX)
+ACTION_FIXED = "submitwatch_fixed"          # Mark fixed: the closed loop (bot.fixloop)
+ACTION_IDS = (ACTION_ACK, ACTION_UNACK, ACTION_SNOOZE, ACTION_UNSNOOZE, ACTION_SHOW_FIX,
+              ACTION_FIXED)
 SNOOZE_CHOICES = (("1 hour", 3600), ("4 hours", 4 * 3600), ("24 hours", 24 * 3600),
                   ("7 days", 7 * 24 * 3600))
 
@@ -212,13 +215,17 @@ def cause_lines(diagnoses: Iterable[Diagnosis]) -> list[list[Part]]:
 # --- the alert ------------------------------------------------------------------------------------
 
 def alert(incident: Incident, servers: Mapping[str, ServerConfig],
-          snoozes: Iterable[Snooze] = (), owners: Iterable[str] = ()) -> tuple[str, list[dict]]:
+          snoozes: Iterable[Snooze] = (), owners: Iterable[str] = (),
+          finding: Finding | None = None) -> tuple[str, list[dict]]:
     """The living alert message for an incident: (fallback text, blocks). `owners`: its
-    route's (configuration only: never built from event data), named while it is open."""
+    route's (configuration only: never built from event data), named while it is open.
+    `finding`: the last directory check (bot.adcheck), shown as its Directory line."""
     account = show(incident.account)
     resolved = incident.status == "resolved"
+    confirmed = incident.fix_state == "confirmed"
     snoozes = list(snoozes) if not resolved else []
-    title = ("Resolved: " if resolved else "SMTP submit denied: ") + incident.account
+    title = ("Confirmed fixed: " if confirmed else "Resolved: " if resolved
+             else "SMTP submit denied: ") + incident.account
     blocks: list[dict] = [
         {"type": "header", "text": {"type": "plain_text", "emoji": False,
                                     "text": clip(_printable(title), HEADER_LIMIT)}},
@@ -227,15 +234,20 @@ def alert(incident: Incident, servers: Mapping[str, ServerConfig],
     owned = " ".join(owner_mention(o) for o in owners) if not resolved else ""
     if owned:
         blocks.append(context(f"Owners: {owned}"))
+    fixed = fix_line(incident) if confirmed or not resolved else None
+    if fixed:
+        blocks.append(rt.rich(fixed))
+    if finding is not None and not resolved:
+        blocks.append(rt.rich(directory_line(finding)))
     warning = mixed_script_warning(incident.account)
     if warning and not resolved:
         blocks.append(rt.rich([rt.emoji("warning"), " ", warning]))
-    if resolved:
+    if resolved and not confirmed:
         blocks.append(rt.rich([
             "No new event for ", rt.name(incident.account), " since ", rt.date(incident.last_seen),
             "; resolved ", rt.date(incident.resolved_at or incident.last_seen),
             ". A new event opens a new alert."]))
-    else:
+    elif not resolved:
         for diagnosis in diagnose_incident(incident, servers):
             blocks += diagnosis_blocks(diagnosis, incident.account)
     blocks.append(rt.rich(*facts(incident)))
@@ -244,10 +256,42 @@ def alert(incident: Incident, servers: Mapping[str, ServerConfig],
     blocks.append(context(f"SubmitWatch · incident #{incident.id} · events "
                            f"{', '.join(str(i) for i in incident.event_ids)}"))
     servers_text = ", ".join(show(n, 64) for n in incident.server_names)
-    text = (f"{'Resolved' if resolved else 'SMTP submit denied'}: {account} on {servers_text} "
+    state = "Confirmed fixed" if confirmed else "Resolved" if resolved else "SMTP submit denied"
+    text = (f"{state}: {account} on {servers_text} "
             f"({incident.event_count} event{'s' if incident.event_count != 1 else ''})"
             + (f" · owners {owned}" if owned else ""))
     return text, _fit(blocks, tail=3 if not resolved else 2)
+
+
+def fix_line(incident: Incident) -> list[Part] | None:
+    """Where the closed loop stands (bot.fixloop), for an incident someone marked fixed."""
+    state = incident.fix_state
+    if state is None or incident.fixed_at is None:
+        return None
+    marked: list[Part] = ["Marked fixed by ", rt.user(incident.fixed_by), " ",
+                          rt.date(incident.fixed_at)]
+    if incident.fix_note:
+        marked += [" (", rt.name(incident.fix_note, 300, strong=False), ")"]
+    if state == "waiting":
+        return [rt.emoji("hourglass_flowing_sand"), " ", *marked,
+                ": waiting for the directory to show the right (replication can take a while; "
+                "it is read again every few minutes)."]
+    if state in ("watching", "failing_check"):
+        seen = incident.fix_seen_at or incident.fixed_at
+        return [rt.emoji("mag"), " ", *marked, ": watching the events since ", rt.date(seen),
+                ". No new failure for the confirmation window confirms it."]
+    if state == "failing":
+        return [rt.emoji("x"), " ", *marked, ", but it failed again ",
+                rt.date(incident.fix_failed_at or incident.last_seen),
+                ": see the thread. Mark fixed again once it is changed."]
+    return [rt.emoji("white_check_mark"), " Confirmed fixed: ", *marked,
+            "; no failure since for the confirmation window. A new event opens a new alert."]
+
+
+def directory_line(finding: Finding) -> list[Part]:
+    """The alert's Directory line: what Active Directory said at the last check."""
+    return [rt.bold("Directory"), f" ({utc_time(finding.checked_at)}): ",
+            rt.name(finding.summary(), 1200, strong=False)]
 
 
 def facts(incident: Incident) -> list[list[Part]]:
@@ -363,6 +407,27 @@ def action_note(incident: Incident, detail: ActionNote,
         line = [f"The snooze ended at {when}; the alert is live again"]
     elif action == "reminder":
         return _reminder(incident, detail, owners)
+    elif action == "fixed":
+        line = ["Marked fixed by ", by, f" at {when}"]
+        if detail.note:
+            line += [": ", rt.name(detail.note, 300, strong=False)]
+        line += ["; waiting for the directory to show the right, read every few minutes"
+                 if detail.directory else
+                 "; no [directory] is configured, so SubmitWatch watches the events alone"]
+    elif action == "fix_seen":
+        took = f" {span(detail.seconds)} after it was marked fixed" if detail.seconds else ""
+        line = [f"The directory shows the right now{took}: ",
+                rt.name(detail.finding or "", 1200, strong=False),
+                ". Watching the events"]
+    elif action == "still_failing":
+        line = [rt.emoji("x"), " Still failing after it was marked fixed"]
+        if detail.finding:
+            line += [". The directory shows now: ", rt.name(detail.finding, 1500, strong=False)]
+        elif not detail.directory:
+            line += [" (no [directory] is configured, so SubmitWatch cannot say why)"]
+    elif action == "confirmed":
+        line = [rt.emoji("white_check_mark"), " Confirmed fixed: no failure for ",
+                span(detail.seconds or 0), " since the right showed"]
     else:
         raise ValueError(f"unknown action note {action!r}")
     line += [". (", rt.name(incident.account, strong=False),
@@ -432,6 +497,7 @@ def server_up(server: str, detail: ServerUp) -> tuple[str, list[dict]]:
 
 
 def _buttons(incident: Incident, *, snoozed: bool) -> dict:
+    """Acknowledge, Snooze, Show fix, and Mark fixed unless the loop already runs."""
     value = str(incident.id)
     if incident.acked_by:
         ack = _button("Unacknowledge", ACTION_UNACK, value)
@@ -444,8 +510,10 @@ def _buttons(incident: Incident, *, snoozed: bool) -> dict:
                     "value": f"{incident.id}:{seconds}"} for label, seconds in SNOOZE_CHOICES]
         quiet = {"type": "static_select", "action_id": ACTION_SNOOZE, "options": options,
                  "placeholder": {"type": "plain_text", "text": "Snooze"}}
-    return {"type": "actions", "block_id": f"incident-{incident.id}",
-            "elements": [ack, quiet, _button("Show fix", ACTION_SHOW_FIX, value)]}
+    elements = [ack, quiet, _button("Show fix", ACTION_SHOW_FIX, value)]
+    if incident.fix_state in (None, "failing"):
+        elements.append(_button("Mark fixed", ACTION_FIXED, value))
+    return {"type": "actions", "block_id": f"incident-{incident.id}", "elements": elements}
 
 
 def _button(label: str, action_id: str, value: str, style: str | None = None) -> dict:
