@@ -55,13 +55,15 @@ def test_documented_defaults_are_the_real_defaults():
         parse_duration,
         parse_size,
     )
+    from bot.directory import DirectoryConfig
     logging_defaults = type("Logging", (), {"format": Config.log_format})
     defaults = {"slack": SlackConfig(channel="C"), "store": StoreConfig(),
                 "permissions": PermissionsConfig(), "metrics": MetricsConfig(),
                 "logging": logging_defaults,
                 "polling": PollingConfig(), "incidents": IncidentConfig(),
                 "servers": ServerConfig(name="x", url="u"),
-                "routes": RouteConfig(name="x")}
+                "routes": RouteConfig(name="x"),
+                "directory": DirectoryConfig(urls=("ldaps://dc",), user="u", password_env="P")}
     rows = re.findall(r"^\| `([a-z_]+)\.([a-z_]+)` \| `([^`|]+)` \|", README, re.M)
     assert len(rows) >= 15
     for table, key, shown in rows:

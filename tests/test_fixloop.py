@@ -197,3 +197,19 @@ def test_a_failure_after_the_grant_shows_is_reported_with_what_the_directory_say
     note = slack.message(CHANNEL, ts)["replies"][-1]["text"]
     assert "Still failing after it was marked fixed" in note
     assert f"EX01\\{name}: Submit denied by a Deny entry" in note
+
+
+def test_a_directory_that_cannot_answer_is_said_in_the_alert_and_polling_goes_on(
+        posted, logs, db, make_config, slack, clock):
+    config, first, message = posted
+    config = make_config(servers=("EX01", "EX02"), directory={
+        "urls": ["ldaps://127.0.0.1:1"], "user": "CORP\\reader", "auth": "simple",
+        "password_env": "DIRECTORY_PASSWORD", "connect_timeout": 1},
+        environ={"DIRECTORY_PASSWORD": PASSWORD})
+    assert fixloop.run_checks(db, config, clock) == 1
+    logs["EX01"].append("MSExchangeFrontEndTransport", 1020, ("CONTOSO\\svc-scanner",))
+    results, _ = sweep(db, config, clock)
+    assert all(r.error is None for r in results) and results[0].stored == 1
+    alert = slack.message(CHANNEL, message["ts"])
+    assert "Directory" in prose(alert["blocks"]) and "could not be read" in prose(alert["blocks"])
+    assert "127.0.0.1:1" in prose(alert["blocks"])
