@@ -76,6 +76,26 @@ def chat_ops(db, config, out) -> None:
     slash("fix CONTOSO\\svc-backup")
 
 
+def storm(log, sweep, clock) -> None:
+    """A shared credential changed: 40 scanners fail at once, two events each."""
+    for n in range(40):
+        for _ in range(2):
+            log.append_refusal(1018, f"CONTOSO\\scan-{n:02d}", "Client Frontend EX01")
+    sweep("Sweep 5: a storm: 40 scanners fail at once (a shared credential changed); after "
+          "incidents.storm_threshold (5) alerts the rest go into one digest", clock=clock)
+
+
+def show_digest(slack: SlackStandIn, out) -> None:
+    """The storm's digest as Slack shows it, and the first reply in its thread."""
+    for message in slack.messages(CHANNEL):
+        if message["text"].startswith("Storm"):
+            out("\n" + "-" * 78)
+            out(render_text(message))
+            for reply in message["replies"][:1]:
+                out("    > thread: " + render_text(reply).replace("\n", "\n      "))
+    show_channel(slack, out, full=False)
+
+
 def run_demo(db_path: str, out=print) -> int:
     for suffix in ("", "-wal", "-shm"):
         Path(db_path + suffix).unlink(missing_ok=True)
@@ -114,6 +134,8 @@ def run_demo(db_path: str, out=print) -> int:
         later = start + timedelta(hours=25)
         sweep("Sweep 4: a day later, no new events: incidents resolve", clock=lambda: later)
         show_channel(slack, out, full=False)
+        storm(logs["EX01"], sweep, lambda: later + timedelta(minutes=1))
+        show_digest(slack, out)
         counts = {t: db.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
                   for t in ("events", "incidents", "problems")}
         calls = {m: len(slack.calls_to(m)) for m in ("chat.postMessage", "chat.update")}

@@ -114,6 +114,9 @@ def test_demo_runs_the_whole_pipeline(tmp_path):
     assert "> thread: CONTOSO\\app-erp: now also seen on EX01" in out
     assert "Preview in Block Kit Builder: https://app.slack.com/block-kit-builder/#" in out
     assert "Resolved: CONTOSO\\app-erp" in out
+    # The storm: five alerts of their own, then one digest listing the other 35.
+    assert "Storm: 35 accounts refused SMTP submit" in out
+    assert "> thread: *25 incidents joined this storm:*" in out
     assert (tmp_path / "demo.db").exists()
 
 
