@@ -53,7 +53,38 @@ def run_check(config: Config, out=print) -> int:
             problems += 1
     if config.slack.bot_token is not None:
         problems += _check_slack(config, config.slack.bot_token, out)
+    problems += _check_directory(config, out)
     return 1 if problems else 0
+
+
+#: How each status of bot.directory.check_access is printed, and whether it fails `check`.
+_DIRECTORY_STATUSES = {"OK": False, "WARNING": False, "FAILED": True, "FIX": False}
+
+
+def _check_directory(config: Config, out) -> int:
+    """What the [directory] account can read, one line per finding, with the read-only
+    delegation (FIX lines) where it cannot read connectors or their descriptors. The count of
+    FAILED lines is returned; nothing here raises, as a directory problem must not hide the
+    rest of the report (and SubmitWatch keeps alerting without a directory)."""
+    if config.directory is None:
+        out("OFF      directory checks are off: no [directory] table in the configuration, so "
+            "alerts name no directory facts and /submitwatch verify cannot answer; add one "
+            "(urls, user, password_env) to read the connectors' Submit rights, read-only")
+        return 0
+    from .directory import Directory, check_access  # ldap3 is loaded only when configured
+
+    directory = Directory(config.directory)
+    try:
+        lines = check_access(directory, [s.name for s in config.servers])
+    except Exception as exc:  # check_access says it never raises; a bug still gets a line
+        lines = [("FAILED", f"directory: unexpected {type(exc).__name__}: {exc}")]
+    finally:
+        directory.close()
+    failed = 0
+    for status, text in lines:
+        failed += _DIRECTORY_STATUSES.get(status, True)
+        out(f"{status:<8} {text}")
+    return failed
 
 
 def _measured_skew(config: Config, server: str) -> str | None:

@@ -15,7 +15,7 @@ from bot.config import Config
 from bot.permissions import Permissions
 from bot.slack.alerts import escape, show
 
-from . import actions, lookups
+from . import actions, lookups, verify
 from .common import CommandError, Reply, Request, Subcommand, words_of
 
 log = logging.getLogger("submitwatch")
@@ -37,6 +37,9 @@ SUBCOMMANDS: dict[str, Spec] = {
     "fix": Spec(lookups.fix, "fix <account> [SERVER\\Connector] [1018|1020]",
                 "why an account is refused and the commands that fix it; put names with "
                 "spaces in quotes"),
+    "verify": Spec(verify.verify, "verify <account> [SERVER\\Connector]",
+                   "what Active Directory says now, read-only: who the account is and its "
+                   "Submit right on that connector, or on every connector of each server"),
     "ack": Spec(actions.ack_command, "ack <#incident> [note]", "take ownership of an incident"),
     "unack": Spec(actions.unack_command, "unack <#incident>", "undo an acknowledgement"),
     "snooze": Spec(actions.snooze_command, "snooze <#incident|account> <duration> <reason>",
