@@ -22,8 +22,8 @@ LONG_DESCRIPTION = (
     "alert saying why (no Submit right on the connector, or a built-in account that no right "
     "fixes) and the exact commands, updated in place while it lasts. From Slack the team looks "
     "up history, gets the fix for any account, and acknowledges or snoozes alerts.")
-USAGE_HINT = ("help | history | show | fix | verify | ack | unack | snooze | unsnooze | snoozes | "
-              "status | servers | summary | routes")
+USAGE_HINT = ("help | history | show | fix | verify | ack | unack | fixed | snooze | unsnooze | "
+              "snoozes | status | servers | summary | routes")
 #: Bot scopes, each with why (README "Create the Slack app" explains them too).
 SCOPES = {
     "chat:write": "post and update alerts in channels the bot was invited to",

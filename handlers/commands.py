@@ -42,6 +42,8 @@ SUBCOMMANDS: dict[str, Spec] = {
                    "Submit right on that connector, or on every connector of each server"),
     "ack": Spec(actions.ack_command, "ack <#incident> [note]", "take ownership of an incident"),
     "unack": Spec(actions.unack_command, "unack <#incident>", "undo an acknowledgement"),
+    "fixed": Spec(actions.fixed_command, "fixed <#incident> [note]",
+                  "say you fixed it: SubmitWatch confirms it from the directory and the events"),
     "snooze": Spec(actions.snooze_command, "snooze <#incident|account> <duration> <reason>",
                    "silence an incident or an account for a while (events are still counted)"),
     "unsnooze": Spec(actions.unsnooze_command, "unsnooze <#incident|account>",
