@@ -27,9 +27,10 @@ def context_text(message):
                      for e in b["elements"])
 
 
-def test_an_alert_offers_acknowledge_snooze_and_fix(posted):
+def test_an_alert_offers_acknowledge_snooze_fix_and_mark_fixed(posted):
     _, incident, message = posted
-    assert elements(message) == [ACTION_ACK, ACTION_SNOOZE, "submitwatch_show_fix"]
+    assert elements(message) == [ACTION_ACK, ACTION_SNOOZE, "submitwatch_show_fix",
+                                 "submitwatch_fixed"]
     [select] = [e for b in message["blocks"] if b["type"] == "actions" for e in b["elements"]
                 if e["type"] == "static_select"]
     assert [o["value"] for o in select["options"]] == [
