@@ -180,8 +180,9 @@ def _require_secrets(config, mode) -> None:
 def _poll_once(config) -> int:
     from store.db import open_db
 
+    from . import fixloop
     from .delivery import deliver_once
-    from .poller import poll_server_once, resolve_quiet_incidents
+    from .poller import end_storms, poll_server_once, resolve_quiet_incidents, utc_now
     from .slack.sender import SlackSender
     from .source import WinRMSource
 
@@ -189,6 +190,10 @@ def _poll_once(config) -> int:
     db = open_db(config.store.path)
     results = [poll_server_once(db, WinRMSource(s, config.polling), config) for s in config.servers]
     resolved = resolve_quiet_incidents(db, config)
+    # What `run` does between polls, so a cron-only setup ends storms and closes the loop too.
+    end_storms(db, config)
+    fixloop.confirm_fixes(db, config, utc_now)
+    fixloop.run_checks(db, config, utc_now)
     delivery = deliver_once(db, SlackSender.from_config(config.slack), config)
     for result in results:
         print(result.summary())

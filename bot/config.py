@@ -553,6 +553,10 @@ def missing_secrets(config: Config, *, slack_mode: str | None) -> list[str]:
     for server in config.servers:
         if server.password_env and server.password is None:
             missing.append(f"{server.password_env} (the WinRM password for server {server.name})")
+    directory = config.directory
+    if directory is not None and directory.password is None:
+        missing.append(f"{directory.password_env} (the password of {directory.user}, for "
+                       "[directory])")
     return missing
 
 

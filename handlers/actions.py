@@ -18,6 +18,7 @@ from bot.slack import alerts
 from bot.slack import digests as digest_view
 from bot.slack.blocks import show
 from store import db as store
+from store import fixes
 
 from .common import (
     MAX_NOTE,
@@ -234,6 +235,8 @@ def _show_fix_listener(open_database: Callable, config: Config) -> Callable:
             respond(text="That incident no longer exists.", response_type="ephemeral",
                     replace_original=False)
             return
-        text, blocks = alerts.fix_message(incident, {s.name: s for s in config.servers})
+        text, blocks = alerts.fix_message(
+            incident, {s.name: s for s in config.servers},
+            fixes.finding(open_database(), incident.stored_id) if config.directory else None)
         respond(text=text, blocks=blocks, response_type="ephemeral", replace_original=False)
     return show_fix

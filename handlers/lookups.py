@@ -23,7 +23,7 @@ from bot.remediation import (
 from bot.slack import replies
 from bot.slack.alerts import escape, show
 from bot.summary import unwatched
-from store import chat, queries
+from store import chat, fixes, queries
 from store import db as store
 
 from .common import (
@@ -104,8 +104,9 @@ def show_incident(req: Request, args: list[str]) -> Reply:
         raise CommandError("give one incident number, like `#42`")
     incident = _incident(req, args[0])
     servers = {s.name: s for s in req.config.servers}
+    finding = fixes.finding(req.db, incident.stored_id) if req.config.directory else None
     text, blocks = replies.show_view(queries.incident_detail(req.db, incident, req.now), req.now,
-                                   diagnose_incident(incident, servers))
+                                   diagnose_incident(incident, servers), finding=finding)
     return Reply(text, blocks)
 
 

@@ -11,7 +11,7 @@ import pytest
 from bot import fixloop
 from bot.adcheck import Finding
 from bot.model import Incident
-from bot.slack.alerts import ACTION_FIXED
+from bot.slack.alerts import ACTION_FIXED, ACTION_SHOW_FIX
 from store import chat, fixes
 from store import db as store
 from tests.blocks import prose
@@ -146,6 +146,12 @@ def test_the_alert_shows_what_the_directory_says(directory_world, db, slack, clo
     alert = slack.message(CHANNEL, store.get_incident(db, incident.stored_id).message_ts)
     assert f"EX01\\{name}: Submit not granted" in prose(alert["blocks"])
     assert fixloop.run_checks(db, config, clock) == 0        # next in REFRESH, not each minute
+    shown = prose(ask(db, config, clock, f"show #{incident.id}").blocks)   # in full
+    assert f"EX01\\{name}: not granted on EX01\\{name}: no entry in its DACL" in shown
+    assert "enabled · role FrontendTransport" in shown
+    [fix] = click(bolt_actions(slack, db, config, clock), slack, "U0ALICE", ACTION_SHOW_FIX,
+                  alert, value=str(incident.id))
+    assert f"EX01\\{name}: not granted" in prose(fix["blocks"])
 
 
 def test_mark_fixed_then_the_grant_appears_then_quiet_confirms(directory_world, samba_ad, db,

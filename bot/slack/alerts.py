@@ -288,6 +288,26 @@ def fix_line(incident: Incident) -> list[Part] | None:
             "; no failure since for the confirmation window. A new event opens a new alert."]
 
 
+def directory_blocks(finding: Finding) -> list[dict]:
+    """What the directory said, in full (Show fix, `show`): the Directory line, then per
+    connector why, its bindings, role and authentication."""
+    lines: list[list[Part]] = [directory_line(finding)]
+    for fact in finding.connectors[:10]:
+        line: list[Part] = ["• ", rt.name(fact.place, 200), ": ", rt.name(fact.why or
+                                                                          fact.brief(), 600,
+                                                                          strong=False)]
+        if fact.found:
+            line += [f" · {'enabled' if fact.enabled is not False else 'DISABLED'}",
+                     f" · role {fact.role or 'unset'} · auth {', '.join(fact.auth) or 'none'}",
+                     " · bindings ", rt.name(", ".join(fact.bindings[:4]) or "none", 200,
+                                             strong=False)]
+        lines.append(line)
+    if len(finding.connectors) > 10:
+        lines.append([f"{len(finding.connectors) - 10} more connector(s): "
+                      "/submitwatch verify gives each."])
+    return [rt.rich(*lines)]
+
+
 def directory_line(finding: Finding) -> list[Part]:
     """The alert's Directory line: what Active Directory said at the last check."""
     return [rt.bold("Directory"), f" ({utc_time(finding.checked_at)}): ",
@@ -318,11 +338,15 @@ def facts(incident: Incident) -> list[list[Part]]:
     ]
 
 
-def fix_message(incident: Incident, servers: Mapping[str, ServerConfig]) -> tuple[str, list[dict]]:
-    """Every cause and command for an incident (the alert shows fewer), for "Show fix"."""
+def fix_message(incident: Incident, servers: Mapping[str, ServerConfig],
+                finding: Finding | None = None) -> tuple[str, list[dict]]:
+    """Every cause and command for an incident (the alert shows fewer), for "Show fix"; with
+    what the directory said at its last check, in full."""
     text = f"The fix for {show(incident.account)} (incident #{incident.id})"
     blocks = [rt.rich([rt.bold("The fix for "), rt.name(incident.account),
                        f" (incident #{incident.id})"])]
+    if finding is not None:
+        blocks += directory_blocks(finding)
     for diagnosis in diagnose_incident(incident, servers):
         blocks += diagnosis_blocks(diagnosis, incident.account, most=FIX_MOST, whatif=True,
                                    more=SLASH_FIX_GIVES_EACH)

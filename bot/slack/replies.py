@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from urllib.parse import urlsplit
 
+from ..adcheck import Finding
 from ..config import RouteConfig, ServerConfig
 from ..diagnosis import NO_SUBMIT, Diagnosis
 from ..model import (
@@ -149,8 +150,10 @@ def history_view(page: History, *, subject: Subject, since_seconds: float, limit
 # --- show ---------------------------------------------------------------------------------------
 
 def show_view(detail: IncidentDetail, now: datetime, diagnoses: Sequence[Diagnosis] = (),
-              max_timeline: int = 30) -> tuple[str, list[dict]]:
-    """One incident's story; `diagnoses` (bot.diagnosis) say why it was refused."""
+              max_timeline: int = 30,
+              finding: Finding | None = None) -> tuple[str, list[dict]]:
+    """One incident's story; `diagnoses` (bot.diagnosis) say why it was refused; `finding`:
+    what the directory said at its last check (bot.adcheck)."""
     incident = detail.incident
     account = show(incident.account)
     state = "*open*" if incident.status == "open" else (
@@ -173,6 +176,8 @@ def show_view(detail: IncidentDetail, now: datetime, diagnoses: Sequence[Diagnos
               ]}]
     if diagnoses:
         blocks.append(rt.rich(*alerts.cause_lines(diagnoses)))
+    if finding is not None:
+        blocks += alerts.directory_blocks(finding)
     blocks += pack([_group_line(g) for g in detail.groups]
                    or ["no event is linked to this incident"],
                    "*Events per server and connector*")
