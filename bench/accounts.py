@@ -13,7 +13,6 @@ import json
 import re
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -27,34 +26,22 @@ CONNECTOR = "Client Frontend EX01"
 def child(args: dict) -> dict:
     """The bot: one poll of the storm with deliveries alongside, until Slack shows it all."""
     from bot.config import parse_config
-    from bot.delivery import deliver_once
     from bot.poller import poll_server_once
-    from bot.slack.sender import SlackSender
     from bot.source import WinRMSource
     from store.db import open_db
 
-    from .common import environ, peak_rss_mb
+    from .common import DeliveryThread, environ, peak_rss_mb
 
     config = parse_config(args["raw"], environ())
     db = open_db(config.store.path)
-    stop = threading.Event()
-
-    def deliver() -> None:  # the scheduler's delivery loop, on its own connection and thread
-        own = open_db(config.store.path, migrate=False)
-        sender = SlackSender.from_config(config.slack)
-        while not stop.wait(config.polling.delivery_interval):
-            deliver_once(own, sender, config)
-
-    thread = threading.Thread(target=deliver, daemon=True)
     started = time.time()
-    thread.start()
+    delivery = DeliveryThread(config).start()
     result = poll_server_once(db, WinRMSource(config.servers[0], config.polling), config)
     stored_at = time.time()
     deadline = time.monotonic() + args["wait"]
     while time.monotonic() < deadline and _digest_behind(db):
         time.sleep(0.2)
-    stop.set()
-    thread.join(60)
+    delivery.stop(60)
     events, linked = db.execute("SELECT count(*), count(incident_id) FROM events").fetchone()
     incidents, alone, listed, twice = db.execute(
         "SELECT count(*), count(message_ts), count(digest_id), "

@@ -138,6 +138,33 @@ def cpu_seconds(pid: int) -> float:
 
 # --- configuration, written the way a user would ------------------------------------------------
 
+class DeliveryThread:
+    """The scheduler's delivery loop in a bench child: its own connection and thread, sending
+    every `polling.delivery_interval` until stopped."""
+
+    def __init__(self, config: Config):
+        import threading
+        self.config, self.stop_event = config, threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        from bot.delivery import deliver_once
+        from bot.slack.sender import SlackSender
+        from store.db import open_db
+        own = open_db(self.config.store.path, migrate=False)
+        sender = SlackSender.from_config(self.config.slack)
+        while not self.stop_event.wait(self.config.polling.delivery_interval):
+            deliver_once(own, sender, self.config)
+
+    def start(self) -> DeliveryThread:
+        self.thread.start()
+        return self
+
+    def stop(self, timeout: float) -> None:
+        self.stop_event.set()
+        self.thread.join(timeout)
+
+
 def raw_config(servers: Sequence[tuple[str, str]], db_path: str, slack_api: str,
                **tables: dict) -> dict:
     raw = {

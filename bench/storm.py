@@ -12,7 +12,6 @@ import itertools
 import json
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -27,29 +26,15 @@ def child(args: dict) -> dict:
     """The bot: one poll of the storm, deliveries alongside, then until the outbox is empty."""
     from bot.config import parse_config
     from bot.poller import poll_server_once
-    try:  # delivery is moving out of bot.poller into its own module
-        from bot.delivery import deliver_once
-    except ImportError:
-        from bot.poller import deliver_once
-    from bot.slack.sender import SlackSender
     from bot.source import WinRMSource
     from store.db import open_db, outbox_depth
 
-    from .common import environ, peak_rss_mb, rss_mb
+    from .common import DeliveryThread, environ, peak_rss_mb, rss_mb
 
     config = parse_config(args["raw"], environ())
     db = open_db(config.store.path)
     rss_start = rss_mb()
-    stop = threading.Event()
-
-    def deliver() -> None:  # the scheduler's delivery job, on its own connection and thread
-        own = open_db(config.store.path, migrate=False)
-        sender = SlackSender.from_config(config.slack)
-        while not stop.wait(config.polling.delivery_interval):
-            deliver_once(own, sender, config)
-
-    thread = threading.Thread(target=deliver, daemon=True)
-    thread.start()
+    delivery = DeliveryThread(config).start()
     started = time.perf_counter()
     result = poll_server_once(db, WinRMSource(config.servers[0], config.polling), config)
     store_seconds = time.perf_counter() - started
@@ -57,8 +42,7 @@ def child(args: dict) -> dict:
     deadline = time.monotonic() + 2 * config.incidents.update_interval + 10
     while outbox_depth(db) and time.monotonic() < deadline:
         time.sleep(0.2)
-    stop.set()
-    thread.join(30)
+    delivery.stop(30)
     row = db.execute("SELECT count(*), count(incident_id) FROM events").fetchone()
     incident = db.execute("SELECT count(*), sum(event_count) FROM incidents").fetchone()
     return {"error": result.error, "stored": result.stored, "round_trips": result.round_trips,
