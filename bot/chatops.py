@@ -15,7 +15,7 @@ from sqlite_utils import Database
 from store import chat, digests, fixes
 from store import db as store
 
-from . import fixloop, outbox
+from . import fixloop, notify
 from .model import Incident, Snooze, incident_key
 from .slack.alerts import show
 from .slack.blocks import mention
@@ -46,7 +46,7 @@ def acknowledge(db: Database, incident_id: int, actor: Actor, note: str | None,
         chat.set_ack(db, incident_id, actor.user_id, note, now)
         after = _current(db, incident_id)
         _audit(db, actor, "ack", now, after, state, detail=note)
-        _tell(db, after, now, {"action": "ack", "by": actor.user_id, "at": store.iso(now),
+        notify.tell(db, after, now, {"action": "ack", "by": actor.user_id, "at": store.iso(now),
                                "note": note, "took_over_from": before.acked_by})
     return after
 
@@ -59,8 +59,9 @@ def mark_fixed(db: Database, incident_id: int, actor: Actor, note: str | None, n
     with store.write_transaction(db):
         before = _open_incident(db, incident_id, "mark fixed")
         if before.fix_state in ("waiting", "watching", fixloop.FAILING_CHECK):
-            doing = ("waiting for the directory to show the right"
-                     if before.fix_state == "waiting" else "watching the events")
+            doing = {"waiting": "waiting for the directory to show the right",
+                     "watching": "watching the events"}.get(
+                before.fix_state, "reading the directory again after a new failure")
             raise ActionError(f"#{incident_id} is already marked fixed by "
                               f"{mention(before.fixed_by)}; SubmitWatch is {doing}.")
         state = _state(db, before, now)
@@ -71,7 +72,7 @@ def mark_fixed(db: Database, incident_id: int, actor: Actor, note: str | None, n
             fixes.check_now(db, incident_id, now)
         after = _current(db, incident_id)
         _audit(db, actor, "fixed", now, after, state, detail=note)
-        _tell(db, after, now, {"action": "fixed", "by": actor.user_id, "at": store.iso(now),
+        notify.tell(db, after, now, {"action": "fixed", "by": actor.user_id, "at": store.iso(now),
                                "note": note, "directory": has_directory})
     return after
 
@@ -85,7 +86,7 @@ def unacknowledge(db: Database, incident_id: int, actor: Actor, now: datetime) -
         chat.set_ack(db, incident_id, None, None, None)
         after = _current(db, incident_id)
         _audit(db, actor, "unack", now, after, state)
-        _tell(db, after, now, {"action": "unack", "by": actor.user_id, "at": store.iso(now),
+        notify.tell(db, after, now, {"action": "unack", "by": actor.user_id, "at": store.iso(now),
                                "was": before.acked_by})
     return after
 
@@ -115,7 +116,7 @@ def snooze(db: Database, target: int | str, seconds: float, reason: str, actor: 
         for incident in covered:
             _audit(db, actor, "snooze", now, incident, before[incident.id],
                    detail=_snooze_detail(new))
-            _tell(db, incident, now, {"action": "snooze", "by": actor.user_id,
+            notify.tell(db, incident, now, {"action": "snooze", "by": actor.user_id,
                                       "at": store.iso(now), "until": store.iso(new.until),
                                       "reason": reason, "scope": kind})
     return new
@@ -148,7 +149,7 @@ def unsnooze(db: Database, target: int | str, actor: Actor, now: datetime) -> li
                    target=f"account {target}" if isinstance(target, str) else f"#{target}")
         for incident in covered:
             _audit(db, actor, "unsnooze", now, incident, before[incident.id])
-            _snooze_ended(db, incident, now, {"action": "unsnooze", "by": actor.user_id,
+            notify.snooze_ended(db, incident, now, {"action": "unsnooze", "by": actor.user_id,
                                               "at": store.iso(now)})
     return ending
 
@@ -159,6 +160,7 @@ def end_expired_snoozes(db: Database, now: datetime, guard=None) -> int:
     with store.write_transaction(db):
         due = [s for s in chat.due_snoozes(db, now)
                if guard is None or guard.real_now(s.created_at, now) >= s.until]
+        ended_in: dict[int, list[Incident]] = {}   # digest id: its incidents whose snooze ended
         for s in due:
             covered = chat.incidents_covered(db, s)
             chat.end_snooze(db, s.id, now, None)
@@ -166,9 +168,17 @@ def end_expired_snoozes(db: Database, now: datetime, guard=None) -> int:
                 _audit(db, Actor(SYSTEM, "schedule"), "snooze_expired", now, incident,
                        _state(db, incident, now) | {"snoozed_until": store.iso(s.until)},
                        detail=_snooze_detail(s))
-                _snooze_ended(db, incident, now, {"action": "snooze_expired",
-                                                  "at": store.iso(now), "since": store.iso(
-                                                      s.created_at)})
+                note: dict | None = {"action": "snooze_expired", "at": store.iso(now),
+                                     "since": store.iso(s.created_at)}
+                if incident.digest_id is not None:   # "Snooze all" ends as one note, below
+                    ended_in.setdefault(incident.digest_id, []).append(incident)
+                    note = None
+                notify.snooze_ended(db, incident, now, note)
+        for digest_id, ended in ended_in.items():
+            about = ({"incident": ended[0].id, "account": ended[0].account} if len(ended) == 1
+                     else {"count": len(ended)})
+            notify.tell_digest(db, digest_id, now, {"action": "snooze_expired",
+                                                    "at": store.iso(now), **about})
     return len(due)
 
 
@@ -186,7 +196,7 @@ def acknowledge_digest(db: Database, digest_id: int, actor: Actor, now: datetime
             state = _state(db, incident, now)
             chat.set_ack(db, incident.stored_id, actor.user_id, None, now)
             _audit(db, actor, "ack", now, incident, state, detail=f"digest #{digest_id}")
-        _tell_digest(db, digest_id, now, {"action": "ack", "by": actor.user_id,
+        notify.tell_digest(db, digest_id, now, {"action": "ack", "by": actor.user_id,
                                           "at": store.iso(now), "count": len(taken)})
     return len(taken)
 
@@ -208,7 +218,7 @@ def snooze_digest(db: Database, digest_id: int, seconds: float, reason: str, act
                                   account=incident.account, until=now + length, reason=reason,
                                   user_id=actor.user_id, now=now)
             _audit(db, actor, "snooze", now, incident, before, detail=_snooze_detail(new))
-        _tell_digest(db, digest_id, now, {
+        notify.tell_digest(db, digest_id, now, {
             "action": "snooze", "by": actor.user_id, "at": store.iso(now),
             "until": store.iso(now + length), "reason": reason, "count": len(covered)})
     return len(covered)
@@ -282,36 +292,3 @@ def _audit(db: Database, actor: Actor, action: str, now: datetime, incident: Inc
     chat.audit(db, now=now, user_id=actor.user_id, action=action, target=target, via=actor.via,
                outcome="done", incident_id=incident.id if incident else None,
                channel=actor.channel, before=before, after=after, detail=detail)
-
-
-def _tell(db: Database, incident: Incident, now: datetime, note: dict | None) -> None:
-    """Queue the in-place update of the alert and a note in its thread.
-
-    An incident never posted (its account was snoozed when it opened) has nothing to update.
-    """
-    if incident.digest_id is not None:
-        _tell_digest(db, incident.digest_id, now, note and {
-            **note, "incident": incident.id, "account": incident.account})
-        return
-    incident_id = incident.stored_id
-    store.enqueue_messages(db, outbox.for_action(
-        incident_id, incident.message_ts, store.pending_kinds(db, incident_id), note), now)
-
-
-def _tell_digest(db: Database, digest_id: int, now: datetime, note: dict | None) -> None:
-    """An incident listed in a storm digest has no alert of its own: the digest is updated and
-    its thread says what was done."""
-    store.enqueue_messages(db, outbox.for_digest_action(
-        digest_id, digests.pending_kinds(db, digest_id), note), now)
-
-
-def _snooze_ended(db: Database, incident: Incident, now: datetime, note: dict) -> None:
-    """Bring an incident back after its last snooze ended (an account snooze may remain)."""
-    if incident.digest_id is not None:   # never a post of its own, even now
-        _tell_digest(db, incident.digest_id, now, None if chat.snoozes_for(db, incident, now)
-                     else {**note, "incident": incident.id, "account": incident.account})
-        return
-    incident_id = incident.stored_id
-    store.enqueue_messages(db, outbox.for_snooze_end(
-        incident_id, incident.message_ts, store.pending_kinds(db, incident_id),
-        still_snoozed=bool(chat.snoozes_for(db, incident, now)), note=note), now)

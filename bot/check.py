@@ -158,7 +158,9 @@ def _check_slack(config: Config, bot_token: Secret, out) -> int:
     problems = _check_scopes(config, scopes, out)
     channels = dict.fromkeys([config.slack.channel] + [s.channel for s in config.servers
                                                        if s.channel]
-                             + [r.channel for r in config.routes if r.channel])
+                             + [r.channel for r in config.routes if r.channel]
+                             + ([config.summary.channel] if config.summary.every
+                                and config.summary.channel else []))
     for channel in channels:
         problems += _check_channel(client, channel, scopes, out)
     problems += _check_groups(client, config, out)

@@ -75,6 +75,8 @@ def _subject(row: store.OutboxRow) -> Hashable:
         return row.incident_id
     if isinstance(row, store.DigestRow):
         return ("digest", row.digest_id)
+    if row.kind == "summary":
+        return ("summary", row.id)   # one that waits (a wrong channel) holds back nothing
     return ("server", row.server)
 
 
@@ -254,6 +256,8 @@ def _already_sent(db: Database, sender: SlackSender, row: store.OutboxRow,
             store.set_server_alert(db, row.server, ts, channel)
         elif isinstance(row, store.DigestRow) and row.kind == "post":
             digests.set_message(db, row.digest_id, ts=ts, channel_id=channel, now=now)
+        elif isinstance(row, store.DigestRow) and "through" in row.detail:
+            _detailed(db, row.digest_id, row.detail, now, outbox.DIGEST_INTERVAL)
     return True
 
 
@@ -542,15 +546,25 @@ def _send_details(db: Database, sender: SlackSender, row: store.DigestRow, diges
     remaining = digests.count_undetailed(db, digest) - len(batch)
     full = done + len(batch) >= digests.DETAIL_MOST
     text, blocks = digest_view.details(batch, servers, not_detailed=remaining if full else 0)
+    through = {outbox.DETAILS: True, "through": batch[-1].stored_id, "remaining": remaining,
+               "full": full}
+    with store.write_transaction(db):   # what this reply details, should it reach Slack and
+        store.set_detail(db, row.id, through)   # the worker die before it records so
     posted = sender.post(channel, text, blocks, thread_ts=digest.message_ts,
                          metadata=_marker(row, "submitwatch_digest", digest_id=digest.id))
     with store.write_transaction(db):
         store.mark_sent(db, row.id, now)
-        digests.set_detailed(db, digest.id, batch[-1].stored_id)
-        store.enqueue_messages(db, outbox.more_details(
-            digest.id, remaining=remaining, full=full,
-            pending=digests.pending_kinds(db, digest.id), now=now, interval=interval), now)
+        _detailed(db, digest.id, through, now, interval)
     return posted
+
+
+def _detailed(db: Database, digest_id: int, through: dict, now: datetime,
+              interval: timedelta) -> None:
+    """A detail reply reached Slack: its lines are detailed; queue one for the rest."""
+    digests.set_detailed(db, digest_id, int(through["through"]))
+    store.enqueue_messages(db, outbox.more_details(
+        digest_id, remaining=int(through["remaining"]), full=bool(through["full"]),
+        pending=digests.pending_kinds(db, digest_id), now=now, interval=interval), now)
 
 
 def _owners(config: Config, incidents) -> list[str]:

@@ -27,7 +27,7 @@ from sqlite_utils import Database
 from store import db as store
 from store import fixes
 
-from . import adcheck, outbox
+from . import adcheck, notify
 from .config import Config
 from .model import Event, Incident
 
@@ -45,6 +45,8 @@ CHECKS_PER_RUN = 20
 #: Transient: the directory will be read again for an incident whose last event fell after the
 #: right showed (the thread says "still failing" once it has read what the directory says now).
 FAILING_CHECK = "failing_check"
+#: The states in which the loop, not the quiet period, ends the incident.
+WATCHED = ("watching", FAILING_CHECK)
 
 
 # --- the rules ----------------------------------------------------------------------------
@@ -76,8 +78,8 @@ def fails_again(incident: Incident, events: list[Event]) -> bool:
 
 def confirm_window(incident: Incident, configured: float, quiet_period: float) -> timedelta:
     """How long without an event confirms the fix: `configured`, else three of the incident's
-    own gaps between events, at least MIN_CONFIRM; never longer than the quiet period (which
-    would resolve it first, as quiet rather than confirmed)."""
+    own gaps between events, at least MIN_CONFIRM and at most 90% of the quiet period. (An
+    incident being watched is never resolved as quiet: it ends confirmed or failing.)"""
     if configured > 0:
         return timedelta(seconds=configured)
     gap = ((incident.last_seen - incident.first_seen) / (incident.event_count - 1)
@@ -125,7 +127,8 @@ def _record(db: Database, incident_id: int, found: adcheck.Finding, now: datetim
         return
     before = fixes.finding(db, incident_id)
     state = current.fix_state
-    new = after_check(state, found.granted)
+    # Nothing to read (its events named no connector, as a 1020's do): the events decide.
+    new = after_check(state, found.granted or not (found.error or found.connectors))
     fixes.save_finding(db, incident_id, found, next_check(new or state, now))
     note = None
     if new and fixes.move(db, incident_id, was=state or "", to=new,
@@ -133,14 +136,13 @@ def _record(db: Database, incident_id: int, found: adcheck.Finding, now: datetim
         if new == "watching":
             since = (now - current.fixed_at).total_seconds() if current.fixed_at else None
             note = {"action": "fix_seen", "at": store.iso(now), "finding": found.summary(),
-                    "seconds": since}
+                    "seconds": since, "directory": bool(found.connectors)}
         else:
             note = {"action": "still_failing", "at": store.iso(now),
                     "finding": found.summary(), "directory": True}
     if note is None and before is not None and before.summary() == found.summary():
         return   # nothing the alert shows has changed
-    store.enqueue_messages(db, outbox.for_action(
-        incident_id, current.message_ts, store.pending_kinds(db, incident_id), note), now)
+    notify.tell(db, current, now, note)
 
 
 def on_events(db: Database, incident: Incident, events: list[Event], now: datetime,
@@ -156,9 +158,7 @@ def on_events(db: Database, incident: Incident, events: list[Event], now: dateti
             fixes.check_now(db, incident_id, now)
         return
     if fixes.move(db, incident_id, was="watching", to="failing", failed_at=now):
-        store.enqueue_messages(db, outbox.for_action(
-            incident_id, incident.message_ts, store.pending_kinds(db, incident_id),
-            {"action": "still_failing", "at": store.iso(now)}), now)
+        notify.tell(db, incident, now, {"action": "still_failing", "at": store.iso(now)})
 
 
 def confirm_fixes(db: Database, config: Config, clock: Clock) -> int:
@@ -174,9 +174,6 @@ def confirm_fixes(db: Database, config: Config, clock: Clock) -> int:
             window = confirm_window(incident, config.incidents.confirm_after,
                                     config.incidents.quiet_period)
             if fixes.confirm(db, incident.stored_id, now):
-                store.enqueue_messages(db, outbox.for_action(
-                    incident.stored_id, incident.message_ts,
-                    store.pending_kinds(db, incident.stored_id),
-                    {"action": "confirmed", "at": store.iso(now),
-                     "seconds": window.total_seconds()}), now)
+                notify.tell(db, incident, now, {"action": "confirmed", "at": store.iso(now),
+                                                "seconds": window.total_seconds()})
     return len(watched)

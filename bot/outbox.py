@@ -288,7 +288,7 @@ class ActionNote:
     # shows the right), "still_failing", "confirmed"
     finding: str | None = None        # what the directory says now (untrusted names in it)
     seconds: float | None = None      # fix_seen: since marked; confirmed: the quiet window
-    directory: bool = False           # fixed: whether a [directory] will be read
+    directory: bool = False           # fixed: a [directory] will be read; fix_seen: it was
 
 
 Note = SpreadNote | ActionNote

@@ -364,8 +364,12 @@ def resolve_quiet_incidents(db: Database, config: Config, clock: Clock = utc_now
     now = clock()
     elapsed = guard.elapsed if guard is not None else (lambda since, at: at - since)
     with store.write_transaction(db):
-        changes = resolve_quiet(store.open_incidents(db).values(), now,
-                                timedelta(seconds=config.incidents.quiet_period), elapsed)
+        # One marked fixed whose right shows ends confirmed or failing (bot.fixloop), never
+        # as merely quiet.
+        unwatched = [i for i in store.open_incidents(db).values()
+                     if i.fix_state not in fixloop.WATCHED]
+        changes = resolve_quiet(unwatched, now, timedelta(seconds=config.incidents.quiet_period),
+                                elapsed)
         apply_changes(db, changes, now, config)
     return len(changes)
 
@@ -405,11 +409,14 @@ def end_storms(db: Database, config: Config, clock: Clock = utc_now) -> int:
             if outbox.storm_over(last_joined_at=d.last_joined_at, now=now, window=window)]
     if not over:
         return 0
+    ended = 0
     with store.write_transaction(db):
         for digest in over:
-            digests.end(db, digest.id, now)
+            if not digests.end(db, digest.id, now, now - window):
+                continue   # ended elsewhere, or an incident joined since it was read
+            ended += 1
             store.enqueue_messages(db, outbox.for_storm_end(
                 digest.id, digests.pending_kinds(db, digest.id), at=now), now)
             log.info("storm in %s is over: digest #%d lists its incidents", digest.channel,
                      digest.id)
-    return len(over)
+    return ended

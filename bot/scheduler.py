@@ -244,12 +244,12 @@ def housekeeping(db, config: Config, guard: ClockGuard | None = None,
     now = clock()
     if guard is not None:
         guard.observe(now)
+    fixloop.confirm_fixes(db, config, lambda: now)   # before quiet ones resolve
     resolve_quiet_incidents(db, config, lambda: now, guard)
     end_expired_snoozes(db, now, guard)
     remind_owners(db, config, lambda: now)
     end_storms(db, config, lambda: now)
     queue_summary(db, config, now)
-    fixloop.confirm_fixes(db, config, lambda: now)
 
 
 def _guarded(step, name: str):

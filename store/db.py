@@ -195,7 +195,7 @@ def prune(db: Database, cutoff: datetime, batch: int = 5000,
     # the equality, which read every resolved incident (0.1 s per batch with 200,000), over
     # incidents(resolved_at, ...) (m012), which reads only those resolved before the cutoff.
     old_incidents = "SELECT id FROM incidents WHERE +status = 'resolved' AND resolved_at < ?"
-    steps = {
+    steps: dict[str, tuple[str, list[Any]]] = {
         "events": ("DELETE FROM events WHERE id IN (SELECT id FROM events WHERE time < ? AND "
                    f"(incident_id IS NULL OR incident_id IN ({old_incidents})) LIMIT ?)",
                    [stamp, stamp, batch]),
@@ -209,7 +209,12 @@ def prune(db: Database, cutoff: datetime, batch: int = 5000,
         "incidents": ("DELETE FROM incidents WHERE id IN (SELECT id FROM incidents i WHERE "
                       "+status = 'resolved' AND resolved_at < ? AND NOT EXISTS (SELECT 1 FROM "
                       "events e WHERE e.incident_id = i.id) AND NOT EXISTS (SELECT 1 FROM "
-                      "outbox o WHERE o.incident_id = i.id) LIMIT ?)", [stamp, batch]),
+                      "outbox o WHERE o.incident_id = i.id) AND id < (SELECT max(id) FROM "
+                      "incidents) LIMIT ?)", [stamp, batch]),   # the newest stays, as above
+        # The last directory check of each incident gone (bot.fixloop).
+        "directory_checks": ("DELETE FROM directory_checks WHERE incident_id IN (SELECT "
+                             "c.incident_id FROM directory_checks c LEFT JOIN incidents i ON "
+                             "i.id = c.incident_id WHERE i.id IS NULL LIMIT ?)", [batch]),
         "problems": ("DELETE FROM problems WHERE id IN (SELECT id FROM problems WHERE at < ? "
                      "LIMIT ?)", [stamp, batch]),
         "audit": ("DELETE FROM audit WHERE id IN (SELECT id FROM audit WHERE at < ? LIMIT ?)",
@@ -705,6 +710,11 @@ def delivery_problems(db: Database) -> list[dict[str, Any]]:
         "min(failed_since) AS since, sum(state = 'failed') AS given_up FROM outbox "
         "WHERE state IN ('pending', 'failed') AND failed_since IS NOT NULL "
         "GROUP BY error_code, last_error ORDER BY since")]
+
+
+def set_detail(db: Database, row_id: int, detail: dict) -> None:
+    """Replace a row's detail (a digest's detail reply records which lines it details)."""
+    db.execute("UPDATE outbox SET detail = ? WHERE id = ?", [json.dumps(detail), row_id])
 
 
 def mark_superseded(db: Database, row_id: int) -> None:

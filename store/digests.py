@@ -15,7 +15,7 @@ from sqlite_utils import Database
 from bot.model import Digest, DigestLines, Incident
 from bot.outbox import DETAILS
 
-from .db import StoreError, from_iso, get_incident, incident_from_row, iso, required_time
+from .db import StoreError, from_iso, incident_from_row, iso, required_time
 
 #: How many incidents a digest's message lists by name; the totals count them all.
 SHOWN = 40
@@ -64,9 +64,12 @@ def join(db: Database, digest_id: int, incident_id: int, now: datetime) -> None:
     db.execute("UPDATE digests SET last_joined_at = ? WHERE id = ?", [iso(now), digest_id])
 
 
-def end(db: Database, digest_id: int, now: datetime) -> None:
-    db.execute("UPDATE digests SET ended_at = ? WHERE id = ? AND ended_at IS NULL",
-               [iso(now), digest_id])
+def end(db: Database, digest_id: int, now: datetime, quiet_since: datetime) -> bool:
+    """End the storm if nothing joined it since `quiet_since` (compare-and-set: False when
+    another worker ended it first, or an incident joined it meanwhile)."""
+    return db.execute("UPDATE digests SET ended_at = ? WHERE id = ? AND ended_at IS NULL AND "
+                      "last_joined_at <= ?", [iso(now), digest_id, iso(quiet_since)]
+                      ).rowcount == 1
 
 
 def set_message(db: Database, digest_id: int, *, ts: str | None, channel_id: str | None,
@@ -156,11 +159,6 @@ def pending_kinds(db: Database, digest_id: int) -> set[str]:
         if kind == "reply" and json.loads(detail).get(DETAILS):
             kinds.add(DETAILS)
     return kinds
-
-
-def digest_of(db: Database, incident_id: int) -> Digest | None:
-    incident = get_incident(db, incident_id)
-    return get_digest(db, incident.digest_id) if incident and incident.digest_id else None
 
 
 def _digest(row: dict[str, Any]) -> Digest:

@@ -10,7 +10,7 @@ from sqlite_utils import Database
 from bot.adcheck import Finding
 from bot.model import Incident
 
-from .db import from_iso, incident_from_row, iso
+from .db import incident_from_row, iso
 
 
 def mark_fixed(db: Database, incident_id: int, *, by: str, note: str | None, state: str,
@@ -73,16 +73,13 @@ def check_now(db: Database, incident_id: int, now: datetime) -> None:
 
 
 def due_checks(db: Database, now: datetime, limit: int) -> list[Incident]:
-    """Open incidents with an alert of their own whose directory check is due: never checked,
-    or their next check is due (the loop's first), newest marked first."""
+    """Open incidents whose directory check is due (never checked, or their next check is
+    due), marked fixed first, then the newest: those with an alert of their own, and those of
+    a storm digest only once marked fixed (a storm is not read one by one)."""
     return [incident_from_row(r) for r in db.query(
         "SELECT i.* FROM incidents i LEFT JOIN directory_checks c ON c.incident_id = i.id "
-        "WHERE i.status = 'open' AND i.digest_id IS NULL AND (c.incident_id IS NULL OR "
-        "c.next_at <= ?) ORDER BY (i.fix_state IS NULL), i.id DESC LIMIT ?",
+        "WHERE i.status = 'open' AND (i.digest_id IS NULL OR i.fix_state IS NOT NULL) AND "
+        "(c.incident_id IS NULL OR c.next_at <= ?) ORDER BY (i.fix_state IS NULL), i.id DESC "
+        "LIMIT ?",
         [iso(now), limit])]
 
-
-def checked_at(db: Database, incident_id: int) -> datetime | None:
-    rows = list(db.query("SELECT checked_at FROM directory_checks WHERE incident_id = ?",
-                         [incident_id]))
-    return from_iso(rows[0]["checked_at"]) if rows else None

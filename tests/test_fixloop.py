@@ -219,3 +219,35 @@ def test_a_directory_that_cannot_answer_is_said_in_the_alert_and_polling_goes_on
     alert = slack.message(CHANNEL, message["ts"])
     assert "Directory" in prose(alert["blocks"]) and "could not be read" in prose(alert["blocks"])
     assert "127.0.0.1:1" in prose(alert["blocks"])
+
+
+def test_an_incident_being_watched_is_confirmed_never_resolved_as_merely_quiet(
+        posted, db, slack, clock):
+    config, first, message = posted
+    ask(db, config, clock, f"fixed #{first.id}")
+    clock.advance(hours=25)                       # past the quiet period as well
+    from bot.scheduler import housekeeping
+    housekeeping(db, config, clock=clock)
+    done = store.get_incident(db, first.stored_id)
+    assert (done.status, done.fix_state) == ("resolved", "confirmed")
+
+
+def test_a_1020_names_no_connector_so_the_loop_watches_the_events_at_once(
+        samba_ad, logs, db, make_config, slack, clock):
+    config = make_config(servers=("EX01",), directory={
+        "urls": [LDAPS_URL], "user": "CORP\\reader", "auth": "simple",
+        "password_env": "DIRECTORY_PASSWORD", "ca_file": str(samba_ad.ca_file)},
+        environ={"DIRECTORY_PASSWORD": PASSWORD})
+    logs["EX01"].append("MSExchangeFrontEndTransport", 1020, ("CORP\\Administrator",))
+    sweep(db, config, clock)
+    [incident] = store.open_incidents(db).values()
+    fixloop.run_checks(db, config, clock)
+    sweep(db, config, clock)
+    alert = slack.message(CHANNEL, store.get_incident(db, incident.stored_id).message_ts)
+    assert "the domain's built-in Administrator (RID 500)" in prose(alert["blocks"])
+    ask(db, config, clock, f"fixed #{incident.id} the scanner has its own account now")
+    fixloop.run_checks(db, config, clock)
+    assert store.get_incident(db, incident.stored_id).fix_state == "watching"
+    sweep(db, config, clock)
+    assert "Nothing to check in the directory for it" in slack.message(
+        CHANNEL, alert["ts"])["replies"][-1]["text"]

@@ -273,3 +273,66 @@ def test_hostile_account_names_stay_inert_in_the_digest_and_its_thread(logs, db,
     assert not any("<@U0EVIL>" in t or "<!channel>" in t for t in texts)
     assert any("Owners: <@U0OWNER>" in t for t in texts)    # from the configuration only
     assert len(hostile) == 8 and "3 accounts" in message["text"]
+
+
+def test_a_detail_reply_whose_answer_was_lost_is_recorded_once_not_posted_again(
+        stormy, logs, db, slack, clock):
+    config, _ = stormy
+    digest = the_digest(db)
+    new = storm(logs["EX01"], 3, start=200)
+    clock.advance(seconds=31)
+    slack.lose_answers("chat.postMessage")        # Slack posts the reply; its answer is lost
+    sweep(db, config, clock)
+    clock.advance(seconds=61)                     # looked up before it is tried again
+    sweep(db, config, clock)
+    replies = [r for r in thread(slack, digest.message_ts) if "joined the storm" in r["text"]]
+    assert [r["text"] for r in replies] == ["25 incidents joined the storm",
+                                            "3 incidents joined the storm"]
+    last = max(i.stored_id for i in digests.members(db, digest.id))
+    assert digests.get_digest(db, digest.id).detailed_through == last
+    later = storm(logs["EX01"], 2, start=300)     # the next reply details only what is new
+    clock.advance(seconds=31)
+    sweep(db, config, clock)
+    text = "\n".join(mrkdwn_texts(thread(slack, digest.message_ts)[-1]["blocks"]))
+    assert all(n in text for n in later) and not any(n in text for n in new)
+
+
+def test_snooze_all_ends_with_one_note_not_one_per_incident(stormy, db, slack, clock):
+    config, _ = stormy
+    digest = the_digest(db)
+    assert chatops.snooze_digest(db, digest.id, 3600, "change window", ALICE, clock()) == 25
+    sweep(db, config, clock)
+    before = len(thread(slack, digest.message_ts))
+    clock.advance(hours=2)
+    assert chatops.end_expired_snoozes(db, clock()) == 25
+    sweep(db, config, clock)
+    notes = thread(slack, digest.message_ts)[before:]
+    assert [n["text"] for n in notes] == [
+        "The snooze of all 25 open incidents of this digest ended"]
+
+
+def test_a_storm_ends_once_even_when_two_workers_see_it_over(stormy, db, clock):
+    config, _ = stormy
+    digest = the_digest(db)
+    clock.advance(minutes=10)
+    window_ago = clock() - timedelta(minutes=10)
+    assert digests.end(db, digest.id, clock(), window_ago)
+    assert not digests.end(db, digest.id, clock(), window_ago)   # the other worker: no-op
+    assert end_storms(db, config, clock) == 0
+
+
+def test_marking_a_digested_incident_fixed_speaks_in_the_digests_thread(stormy, logs, db, slack,
+                                                                       clock):
+    config, _ = stormy
+    digest = the_digest(db)
+    listed = digests.members(db, digest.id)[0]
+    chatops.mark_fixed(db, listed.stored_id, ALICE, "new password set", clock(),
+                       has_directory=False)
+    clock.advance(minutes=5)
+    logs["EX01"].append(FE, 1018, (listed.account, "Client Frontend EX01"))
+    sweep(db, config, clock)
+    notes = [r["text"] for r in thread(slack, digest.message_ts)]
+    assert any(f"Marked fixed by <@U0ALICE>: #{listed.id} " in n for n in notes)
+    assert any(f"#{listed.id} " in n and "still failing after it was marked fixed" in n
+               for n in notes)
+    assert len(slack.messages(CHANNEL)) == 6      # and still no post of its own

@@ -107,3 +107,27 @@ def test_the_daily_summary_is_posted_once_to_its_channel(logs, db, make_config, 
                                "the last 1 day")
     assert "servers not watched: none, every server polls" in "\n".join(
         mrkdwn_texts(summary["blocks"]))
+
+
+def test_a_summary_that_cannot_be_posted_holds_back_no_other_notice(db, make_config, slack,
+                                                                   clock):
+    config = make_config(servers=("EX01",), summary={"every": "day", "channel": "C0GONE"})
+    with store.write_transaction(db):
+        store.enqueue(db, None, "summary", clock(), detail={
+            "since": store.iso(clock() - timedelta(days=1)), "until": store.iso(clock()),
+            "channel": "C0GONE"})
+        store.enqueue(db, None, "bot_late", clock(), detail={"jobs": ["poll EX01"],
+                                                             "late_seconds": 300})
+    _, delivery = sweep(db, config, clock)
+    assert delivery.failed == 1 and "channel_not_found" in delivery.errors[0]
+    [late] = slack.messages(CHANNEL)
+    assert late["text"].startswith(":warning: *SubmitWatch could not poll on time*")
+
+
+def test_check_verifies_the_summary_channel(make_config, slack):
+    from bot.check import run_check
+    config = make_config(servers=("EX01",), summary={"every": "week", "channel": "C0EX02"})
+    slack.set_joined("C0EX02", False)
+    lines: list[str] = []
+    run_check(config, lines.append)
+    assert any(line.startswith("FAILED   channel C0EX02") for line in lines)

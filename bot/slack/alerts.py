@@ -438,6 +438,9 @@ def action_note(incident: Incident, detail: ActionNote,
         line += ["; waiting for the directory to show the right, read every few minutes"
                  if detail.directory else
                  "; no [directory] is configured, so SubmitWatch watches the events alone"]
+    elif action == "fix_seen" and not detail.directory:
+        line = ["Nothing to check in the directory for it (its events named no connector): "
+                "watching the events"]
     elif action == "fix_seen":
         took = f" {span(detail.seconds)} after it was marked fixed" if detail.seconds else ""
         line = [f"The directory shows the right now{took}: ",

@@ -136,6 +136,20 @@ def note(detail: Mapping, digest: Digest) -> tuple[str, list[dict]]:
         parts = ["The snooze of ", *what, " ended"]
         if action == "unsnooze":
             parts += [" (", rt.user(detail.get("by")), ")"]
+    elif action == "fixed":
+        parts = ["Marked fixed by ", rt.user(detail.get("by")), ": ", *what]
+        if detail.get("note"):
+            parts += [" (", rt.name(detail["note"], 300, strong=False), ")"]
+    elif action == "fix_seen":
+        parts = [*what, ": the directory shows the right now: ",
+                 rt.name(detail.get("finding") or "", 1200, strong=False)]
+    elif action == "still_failing":
+        parts = [rt.emoji("x"), " ", *what, ": still failing after it was marked fixed"]
+        if detail.get("finding"):
+            parts += [". The directory shows now: ",
+                      rt.name(detail["finding"], 1500, strong=False)]
+    elif action == "confirmed":
+        parts = [rt.emoji("white_check_mark"), " ", *what, ": Confirmed fixed"]
     else:
         raise ValueError(f"unknown digest note {action!r}")
     block = rt.rich(parts)
