@@ -90,8 +90,9 @@ class Finding:
                     "Exchange refuses it whatever its rights")
         parts = [f"{c.place}: {c.brief()}" for c in self.connectors]
         if not parts:
-            return (f"{self.account} exists (RID {self.rid}, {self.groups} group(s)); no "
-                    "connector to check")
+            return (f"{self.account} is not the built-in Administrator or Guest (RID "
+                    f"{self.rid}, {self.groups} group(s)); its events named no connector to "
+                    "check")
         return "; ".join(parts) + (" (the account is disabled)" if self.disabled else "")
 
     def to_json(self) -> dict[str, Any]:

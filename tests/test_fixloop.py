@@ -14,7 +14,7 @@ from bot.model import Incident
 from bot.slack.alerts import ACTION_FIXED, ACTION_SHOW_FIX
 from store import chat, fixes
 from store import db as store
-from tests.blocks import prose
+from tests.blocks import preformatted, prose
 from tests.conftest import CHANNEL
 from tests.helpers import BE, ask, bolt_actions, click, sweep
 from tests.samba_ad import LDAPS_URL, PASSWORD, submit_ace, unique
@@ -245,6 +245,9 @@ def test_a_1020_names_no_connector_so_the_loop_watches_the_events_at_once(
     sweep(db, config, clock)
     alert = slack.message(CHANNEL, store.get_incident(db, incident.stored_id).message_ts)
     assert "the domain's built-in Administrator (RID 500)" in prose(alert["blocks"])
+    # The 1020's diagnosis is settled as a fact: no SID check to run, no grant to try.
+    assert "The directory settles it" in prose(alert["blocks"])
+    assert preformatted(alert["blocks"]) == []
     ask(db, config, clock, f"fixed #{incident.id} the scanner has its own account now")
     fixloop.run_checks(db, config, clock)
     assert store.get_incident(db, incident.stored_id).fix_state == "watching"

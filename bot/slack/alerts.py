@@ -101,16 +101,23 @@ _SUBMIT = rt.code(SUBMIT_RIGHT)
 
 def diagnosis_blocks(diagnosis: Diagnosis, account: str, *, most: int = MAX_FIXES,
                      whatif: bool = False, only: Iterable[Target] | None = None,
-                     more: str | None = None) -> list[dict]:
+                     more: str | None = None, builtin: str | None = None) -> list[dict]:
     """What one cause means, what to do, and its commands.
 
     With `only` (a thread note about new servers or connectors): the headline and those
-    targets' commands; the alert above it explains the cause.
+    targets' commands; the alert above it explains the cause. `builtin`: the directory says
+    the account is the domain's built-in "Administrator" or "Guest" (bot.adcheck): a 1020 is
+    then settled, said as a fact, with no SID check to run and no grant to try.
     """
     targets = list(diagnosis.targets if only is None else only)
     if only is not None:
         return _brief_blocks(diagnosis, account, targets, most)
-    blocks = [rt.rich(*_intro(diagnosis, account))]
+    settled = builtin is not None and diagnosis.cause in (BUILTIN, LEGACY_1020)
+    blocks = [rt.rich(*_intro(diagnosis, account, builtin if settled else None))]
+    if settled:
+        if diagnosis.cause == BUILTIN:
+            blocks.append(rt.rich([WHY_BUILTIN]))
+        return blocks
     if diagnosis.account_refusal:
         blocks.append(rt.rich([rt.bold("No command is shown: "), diagnosis.account_refusal]))
     elif diagnosis.sid_check:
@@ -152,9 +159,20 @@ def _headline(diagnosis: Diagnosis) -> list[Part]:
     return line
 
 
-def _intro(diagnosis: Diagnosis, account: str) -> list[list[Part]]:
+def _intro(diagnosis: Diagnosis, account: str,
+           builtin: str | None = None) -> list[list[Part]]:
     who = rt.name(account)
     lines: list[list[Part]] = [_headline(diagnosis)]
+    if builtin is not None:
+        rid = 500 if builtin == "Administrator" else 501
+        lines += [[rt.bold("The directory settles it: "), who, f" is the domain's built-in "
+                   f"{builtin} (RID {rid}), and Exchange refuses mail submission from built-in "
+                   "identities whatever their permissions. Granting ", _SUBMIT, " cannot fix "
+                   "this."],
+                  [rt.bold("What to do: "), "give the device or application an account of its "
+                   "own and set it up with that one (should that account then get event 1018, "
+                   "grant it the right)."]]
+        return lines
     if diagnosis.cause == NO_SUBMIT:
         lines += [[who, " authenticated over SMTP with valid credentials, but neither it nor any "
                    "of its groups holds ", _SUBMIT, " on the Receive connector it used (a Deny "
@@ -248,8 +266,9 @@ def alert(incident: Incident, servers: Mapping[str, ServerConfig],
             "; resolved ", rt.date(incident.resolved_at or incident.last_seen),
             ". A new event opens a new alert."]))
     elif not resolved:
+        builtin = finding.builtin if finding is not None else None
         for diagnosis in diagnose_incident(incident, servers):
-            blocks += diagnosis_blocks(diagnosis, incident.account)
+            blocks += diagnosis_blocks(diagnosis, incident.account, builtin=builtin)
     blocks.append(rt.rich(*facts(incident)))
     if not resolved:
         blocks.append(_buttons(incident, snoozed=bool(snoozes)))
