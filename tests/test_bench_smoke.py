@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bench import chat, footprint, ingest, latency, startup, storm, sweep
+from bench import chat, footprint, history, ingest, latency, startup, storm, sweep
 from bench.common import QUICK, percentile, spread, table
 
 
@@ -63,6 +63,18 @@ def test_startup_compares_with_a_bare_interpreter(tmp_path):
     assert len(result.data["help_ms"]) == QUICK.startup_runs
     assert all(ms > 0 for ms in result.data["help_ms"] + result.data["bare_ms"])
     assert "| 7 |" in table([result])
+
+
+def test_history_times_each_lookup_and_the_retention_run(tmp_path):
+    result = history.run(QUICK, tmp_path)
+    figures = result.data["figures"]
+    assert {"history", "history ACCOUNT", "history SERVER", "show", "status", "summary",
+            "floor"} <= set(figures)
+    assert all(0 < p50 <= p95 <= worst for p50, p95, worst in figures.values())
+    retention = result.data["retention"]
+    assert retention["deleted"]["events"] == result.data["expiring"] >= history.QUICK_SIZES.expired
+    assert retention["transactions"] >= len(retention["deleted"]) and retention["waits"]["before"]
+    assert not list(tmp_path.iterdir())   # the database is deleted at the end
 
 
 @pytest.mark.parametrize("argv", [["--quick", "--rows", "7"]])
