@@ -39,6 +39,7 @@ from bot.model import Event
 from store import db as store_db
 from store import queries
 from store.db import open_db
+from store.migrations import EVENT_HOURS_OF_EVENTS
 
 from .common import CHANNEL, QUICK, Result, Sizes, percentile
 
@@ -243,6 +244,10 @@ def build(db_path: str, hs: HistorySizes, now: datetime) -> dict:
             _insert_events(db, pending)
             pending = []
     _insert_events(db, pending)
+    # The hourly counts the product keeps as it stores events (store.db.insert_events).
+    db.execute("BEGIN")
+    db.execute(f"INSERT INTO event_hours {EVENT_HOURS_OF_EVENTS}")
+    db.execute("COMMIT")
     stamp = store_db.iso(now)
     db.execute("BEGIN")
     for server, record in records.items():

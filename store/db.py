@@ -221,6 +221,10 @@ def prune(db: Database, cutoff: datetime, batch: int = 5000,
                   [stamp, batch]),
         "snoozes": ("DELETE FROM snoozes WHERE id IN (SELECT id FROM snoozes WHERE ended_at < ? "
                     "LIMIT ?)", [stamp, batch]),
+        # Hourly counts (m015) older than the cutoff: `summary` counts within the retention.
+        "event_hours": ("DELETE FROM event_hours WHERE (hour, server, connector) IN (SELECT "
+                        "hour, server, connector FROM event_hours WHERE hour < ? LIMIT ?)",
+                        [stamp[:13], batch]),
     }
     deleted = {}
     for table, (sql, params) in steps.items():
@@ -395,15 +399,24 @@ def new_events(db: Database, events: list[Event], generation: int) -> list[Event
 
 def insert_events(db: Database, linked: Iterable[tuple[Event, int | None]], generation: int,
                   now: datetime) -> None:
-    """Insert events already linked to their incident: one executemany for a whole batch."""
+    """Insert events already linked to their incident: one executemany for a whole batch, and
+    their hourly counts (m015, what `summary` sums)."""
     stamp = iso(now)
+    rows = [(e.server, generation, e.record_id, e.provider, e.event_id, iso(e.time), e.account,
+             e.incident_key, e.connector, e.computer, stamp, incident_id)
+            for e, incident_id in linked]
     db.conn.executemany(
         "INSERT INTO events (server, generation, record_id, provider, event_id, time, account,"
         " account_key, connector, computer, stored_at, incident_id) "
-        "VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-        [(e.server, generation, e.record_id, e.provider, e.event_id, iso(e.time), e.account,
-          e.incident_key, e.connector, e.computer, stamp, incident_id)
-         for e, incident_id in linked])
+        "VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", rows)
+    hours: dict[tuple[str, str, str], int] = {}
+    for row in rows:
+        key = (row[5][:13], row[0], row[8] or "")
+        hours[key] = hours.get(key, 0) + 1
+    db.conn.executemany(
+        "INSERT INTO event_hours (hour, server, connector, n) VALUES (?, ?, ?, ?) "
+        "ON CONFLICT (hour, server, connector) DO UPDATE SET n = n + excluded.n",
+        [(*key, n) for key, n in hours.items()])
 
 
 def record_problems(db: Database, problems: Iterable[Problem], now: datetime) -> None:

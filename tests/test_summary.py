@@ -131,3 +131,39 @@ def test_check_verifies_the_summary_channel(make_config, slack):
     lines: list[str] = []
     run_check(config, lines.append)
     assert any(line.startswith("FAILED   channel C0EX02") for line in lines)
+
+
+@pytest.mark.parametrize("since_minutes, until_minutes", [
+    (0, 600), (7, 593), (30, 50), (60, 120), (59, 61), (0, 0), (125, 600)])
+def test_the_counts_from_whole_hours_and_part_hours_equal_counting_the_events(
+        db, since_minutes, until_minutes):
+    """The hourly counts (m015) plus the part-hours at the window's ends: the same figures
+    as counting every event of the window, whatever the window's edges."""
+    config = lookup_config()
+    feed = Feed(db, config)
+    start = NOW - timedelta(hours=10)
+    for n, account in enumerate((SCANNER, PRINTER, OLD)):
+        feed.burst(account, start + timedelta(minutes=3 * n), 200, connector=RELAY if n else None,
+                   server="EX02" if n == 2 else "EX01")   # an event a minute for 200 minutes
+    since, until = (start + timedelta(minutes=since_minutes),
+                    start + timedelta(minutes=until_minutes))
+    figures = queries.summary(db, since=since, until=until)
+    window = [store.iso(since), store.iso(until)]
+    assert figures.events == db.execute("SELECT count(*) FROM events WHERE time >= ? AND "
+                                        "time < ?", window).fetchone()[0]
+    assert figures.top_servers == [tuple(r) for r in db.execute(
+        "SELECT server, count(*) AS n FROM events WHERE time >= ? AND time < ? GROUP BY server "
+        "ORDER BY n DESC, server", window)]
+    assert figures.top_connectors == [tuple(r) for r in db.execute(
+        "SELECT connector, count(*) AS n FROM events WHERE time >= ? AND time < ? AND connector "
+        "IS NOT NULL GROUP BY connector ORDER BY n DESC, connector", window)]
+
+
+def test_retention_deletes_the_hourly_counts_before_its_cutoff(db):
+    feed = Feed(db, lookup_config())
+    feed.burst(SCANNER, NOW - timedelta(days=200), 3)
+    feed.burst(PRINTER, NOW - timedelta(days=1), 2)
+    hours = "SELECT sum(n) FROM event_hours"
+    assert db.execute(hours).fetchone()[0] == 5
+    assert store.prune(db, NOW - timedelta(days=180), pause=0)["event_hours"] == 1
+    assert db.execute(hours).fetchone()[0] == 2
