@@ -24,7 +24,8 @@ test: $(STAMP)
 	@bash .ci/debian-packages
 	$(BIN)/python -m pytest
 
-# The benchmark suite (docs/benchmarks.md): about 6 minutes on 2 cores; prints a markdown table.
+# The benchmark suite (docs/benchmarks.md): about 13 minutes on 2 cores and 5 GB of free disk
+# for a while (row 9); prints a markdown table.
 bench: $(STAMP)
 	$(BIN)/pip install --quiet -e '.[bench]'
 	$(BIN)/python -m bench

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bench import chat, footprint, history, ingest, latency, startup, storm, sweep
+from bench import accounts, chat, footprint, history, ingest, latency, startup, storm, sweep
 from bench.common import QUICK, percentile, spread, table
 
 
@@ -49,6 +49,13 @@ def test_storm_posts_once_and_loses_nothing(tmp_path):
     assert data["error"] is None and data["events"] == data["linked"] == QUICK.storm_events
     assert data["posts"] == 1 and data["final_ok"] and data["outbox_left"] == 0
     assert 0 < data["rss_start_mb"] <= data["peak_mb"]
+
+
+def test_a_storm_of_accounts_is_a_few_alerts_and_one_digest(tmp_path):
+    data = accounts.run(QUICK, tmp_path).data
+    assert data["error"] is None and data["lost"] == 0 and data["duplicates"] == 0
+    assert data["alone"] == 5 and data["alone"] + data["listed"] == QUICK.storm_accounts
+    assert data["represented"] is not None and data["top_level"] == 6
 
 
 def test_footprint_reads_an_idle_submitwatch_run(tmp_path):
