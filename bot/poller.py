@@ -324,13 +324,14 @@ class _Storms:
     def place(self, incident: Incident) -> Incident:
         """A newly opened incident, in its channel's digest when the storm rule says so."""
         channel = incident.channel
-        if not self.threshold or not outbox.joins_digest(
-                opened_recently=self.opened[channel], live_digest=self.live[channel] is not None,
-                threshold=self.threshold):
-            if self.threshold:
-                self.opened[channel] += 1
+        if not self.threshold:
             return incident
+        joins = outbox.joins_digest(opened_recently=self.opened[channel],
+                                    live_digest=self.live[channel] is not None,
+                                    threshold=self.threshold)
         self.opened[channel] += 1
+        if not joins:
+            return incident
         digest = self.live[channel]
         if digest is None:
             digest = self.live[channel] = digests.open_digest(self.db, channel, self.now)
@@ -354,7 +355,6 @@ class _Storms:
                 joined=joined and not digests.thread_full(self.db, digest),
                 last_message_at=digest.last_message_at, now=self.now,
                 interval=self.interval), self.now)
-
 
 
 def resolve_quiet_incidents(db: Database, config: Config, clock: Clock = utc_now,
