@@ -47,7 +47,7 @@ def acknowledge(db: Database, incident_id: int, actor: Actor, note: str | None,
         after = _current(db, incident_id)
         _audit(db, actor, "ack", now, after, state, detail=note)
         notify.tell(db, after, now, {"action": "ack", "by": actor.user_id, "at": store.iso(now),
-                               "note": note, "took_over_from": before.acked_by})
+                                     "note": note, "took_over_from": before.acked_by})
     return after
 
 
@@ -72,8 +72,9 @@ def mark_fixed(db: Database, incident_id: int, actor: Actor, note: str | None, n
             fixes.check_now(db, incident_id, now)
         after = _current(db, incident_id)
         _audit(db, actor, "fixed", now, after, state, detail=note)
-        notify.tell(db, after, now, {"action": "fixed", "by": actor.user_id, "at": store.iso(now),
-                               "note": note, "directory": has_directory})
+        notify.tell(db, after, now, {"action": "fixed", "by": actor.user_id,
+                                     "at": store.iso(now), "note": note,
+                                     "directory": has_directory})
     return after
 
 
@@ -86,8 +87,8 @@ def unacknowledge(db: Database, incident_id: int, actor: Actor, now: datetime) -
         chat.set_ack(db, incident_id, None, None, None)
         after = _current(db, incident_id)
         _audit(db, actor, "unack", now, after, state)
-        notify.tell(db, after, now, {"action": "unack", "by": actor.user_id, "at": store.iso(now),
-                               "was": before.acked_by})
+        notify.tell(db, after, now, {"action": "unack", "by": actor.user_id,
+                                     "at": store.iso(now), "was": before.acked_by})
     return after
 
 
@@ -117,8 +118,8 @@ def snooze(db: Database, target: int | str, seconds: float, reason: str, actor: 
             _audit(db, actor, "snooze", now, incident, before[incident.id],
                    detail=_snooze_detail(new))
             notify.tell(db, incident, now, {"action": "snooze", "by": actor.user_id,
-                                      "at": store.iso(now), "until": store.iso(new.until),
-                                      "reason": reason, "scope": kind})
+                                            "at": store.iso(now), "until": store.iso(new.until),
+                                            "reason": reason, "scope": kind})
     return new
 
 
@@ -149,8 +150,8 @@ def unsnooze(db: Database, target: int | str, actor: Actor, now: datetime) -> li
                    target=f"account {target}" if isinstance(target, str) else f"#{target}")
         for incident in covered:
             _audit(db, actor, "unsnooze", now, incident, before[incident.id])
-            notify.snooze_ended(db, incident, now, {"action": "unsnooze", "by": actor.user_id,
-                                              "at": store.iso(now)})
+            notify.snooze_ended(db, incident, now, {"action": "unsnooze",
+                                                    "by": actor.user_id, "at": store.iso(now)})
     return ending
 
 
@@ -197,7 +198,7 @@ def acknowledge_digest(db: Database, digest_id: int, actor: Actor, now: datetime
             chat.set_ack(db, incident.stored_id, actor.user_id, None, now)
             _audit(db, actor, "ack", now, incident, state, detail=f"digest #{digest_id}")
         notify.tell_digest(db, digest_id, now, {"action": "ack", "by": actor.user_id,
-                                          "at": store.iso(now), "count": len(taken)})
+                                                "at": store.iso(now), "count": len(taken)})
     return len(taken)
 
 
