@@ -771,7 +771,7 @@ class SlackStandIn(ChatMethods, ConversationMethods, InteractionPayloads):
             self._authenticate(method, params, headers)
             self._check_scope(method)
             if (method == "chat.postMessage" and self._post_rate is not None
-                    and not self._post_rate.take(str(params.get("channel", "")))):
+                    and not self._post_rate.take(self._rate_key(params.get("channel")))):
                 return _Reply.of_json({"ok": False, "error": "ratelimited"}, status=429,
                                       headers={"Retry-After": self._post_rate.retry_after})
             payload = handler(params)
@@ -849,6 +849,11 @@ class SlackStandIn(ChatMethods, ConversationMethods, InteractionPayloads):
             return self._channels[ref]
         name = ref.removeprefix("#")
         return next((c for c in self._channels.values() if c.name == name), None)
+
+    def _rate_key(self, ref: Any) -> str:
+        """One rate per channel, whether a call names it by ID or by name (as Slack counts)."""
+        channel = self._find_channel(ref)
+        return channel.id if channel is not None else str(ref)
 
     def _channel_or_keyerror(self, ref: str) -> _Channel:
         channel = self._find_channel(ref)

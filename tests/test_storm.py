@@ -7,6 +7,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from slack_sdk import WebClient
+from slack_sdk.errors import SlackApiError
 
 from bot import chatops, outbox
 from bot.outbox import DETAILS, DigestMessage, HurryDigest
@@ -15,7 +17,7 @@ from bot.slack.digests import ACTION_DIGEST_ACK, ACTION_DIGEST_SNOOZE
 from store import chat, digests
 from store import db as store
 from tests.blocks import mrkdwn_texts
-from tests.conftest import CHANNEL
+from tests.conftest import BOT_TOKEN, CHANNEL
 from tests.helpers import ALICE, FE, assert_no_markup, bolt_actions, click, sweep
 
 T0 = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
@@ -336,3 +338,16 @@ def test_marking_a_digested_incident_fixed_speaks_in_the_digests_thread(stormy, 
     assert any(f"#{listed.id} " in n and "still failing after it was marked fixed" in n
                for n in notes)
     assert len(slack.messages(CHANNEL)) == 6      # and still no post of its own
+
+
+def test_the_stand_ins_rate_is_per_channel_whether_named_by_id_or_by_name(slack, clock):
+    slack.limit_post_rate(1.0, burst=2, clock=Slow(clock), retry_after="0")
+    client = WebClient(token=BOT_TOKEN, base_url=slack.api_url)
+    client.chat_postMessage(channel=CHANNEL, text="one")
+    client.chat_postMessage(channel="#" + CHANNEL.lower(), text="two")   # the same channel
+    with pytest.raises(SlackApiError) as refused:
+        client.chat_postMessage(channel=CHANNEL, text="three")
+    assert refused.value.response.status_code == 429
+    client.chat_postMessage(channel="C0EX02", text="another channel has its own rate")
+    clock.advance(seconds=1)
+    client.chat_postMessage(channel=CHANNEL, text="a second later")
