@@ -37,13 +37,21 @@ def tell_digest(db: Database, digest_id: int, now: datetime, note: dict | None) 
 def snooze_ended(db: Database, incident: Incident, now: datetime, note: dict | None) -> None:
     """Bring an incident back after its last snooze ended (an account snooze may remain). A
     digest's incident never gets a post of its own, even now; `note` None: its digest is told
-    once for many (bot.chatops.end_expired_snoozes)."""
+    once for many (bot.chatops.end_expired_snoozes). One never posted (snoozed since it opened)
+    joins its channel's digest while a storm is on there, instead of a post of its own."""
     if incident.digest_id is not None:
         still = bool(chat.snoozes_for(db, incident, now))
         tell_digest(db, incident.digest_id, now, None if still or note is None else {
             **note, "incident": incident.id, "account": incident.account})
         return
     incident_id = incident.stored_id
+    pending = store.pending_kinds(db, incident_id)
+    still = bool(chat.snoozes_for(db, incident, now))
+    live = digests.live_digest(db, incident.channel) if not still and outbox.never_posted(
+        incident.message_ts, pending) else None
+    if live is not None:   # silent since it opened, and a storm is on: one more digest line
+        digests.join(db, live.id, incident_id, now)
+        tell_digest(db, live.id, now, None)
+        return
     store.enqueue_messages(db, outbox.for_snooze_end(
-        incident_id, incident.message_ts, store.pending_kinds(db, incident_id),
-        still_snoozed=bool(chat.snoozes_for(db, incident, now)), note=note or {}), now)
+        incident_id, incident.message_ts, pending, still_snoozed=still, note=note or {}), now)

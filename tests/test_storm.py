@@ -351,3 +351,20 @@ def test_the_stand_ins_rate_is_per_channel_whether_named_by_id_or_by_name(slack,
     client.chat_postMessage(channel="C0EX02", text="another channel has its own rate")
     clock.advance(seconds=1)
     client.chat_postMessage(channel=CHANNEL, text="a second later")
+
+
+def test_an_account_snoozed_before_a_storm_joins_the_digest_when_its_snooze_ends(
+        logs, db, make_config, slack, clock):
+    clock.now = T0
+    config = make_config(servers=("EX01",))
+    chatops.snooze(db, "CONTOSO\\quiet-0000", 3600, "known, being replaced", ALICE, clock())
+    storm(logs["EX01"], 1, prefix="CONTOSO\\quiet-")     # opens silenced: no post
+    storm(logs["EX01"], 30)
+    sweep(db, config, clock)
+    quiet = next(i for i in store.open_incidents(db).values() if i.account == "CONTOSO\\quiet-0000")
+    assert quiet.digest_id is None and quiet.message_ts is None
+    chatops.unsnooze(db, "CONTOSO\\quiet-0000", ALICE, clock())
+    clock.advance(seconds=31)
+    sweep(db, config, clock)
+    assert store.get_incident(db, quiet.stored_id).digest_id == the_digest(db).id
+    assert len(slack.messages(CHANNEL)) == 6              # five alerts and the digest, still
