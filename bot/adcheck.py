@@ -42,7 +42,7 @@ class ConnectorFact:
     def brief(self) -> str:
         """The connector's verdict in a few words."""
         if not self.found:
-            return "no such connector in the directory"
+            return self.why or "no such connector in the directory"
         state = "" if self.enabled is not False else " (the connector is disabled)"
         if self.right == "granted":
             return f"Submit granted{state}"
@@ -71,9 +71,12 @@ class Finding:
 
     @property
     def granted(self) -> bool:
-        """The right shows on every connector asked about (and there was at least one)."""
-        return bool(self.connectors) and not self.error and all(
-            c.found and c.right == "granted" and c.enabled is not False for c in self.connectors)
+        """The right shows on every connector asked about that the directory has (and it has
+        at least one): a connector renamed or gone, or a server the directory does not know,
+        is shown, but cannot hold the loop up forever."""
+        found = [c for c in self.connectors if c.found]
+        return bool(found) and not self.error and all(
+            c.right == "granted" and c.enabled is not False for c in found)
 
     @property
     def denied(self) -> tuple[ConnectorFact, ...]:
@@ -120,17 +123,25 @@ def split_place(place: str) -> tuple[str, str] | None:
 
 
 def check(config: DirectoryConfig, account: str, places: Iterable[tuple[str, str | None]],
-          now: datetime, named: Iterable[str] = ()) -> Finding:
+          now: datetime, named: Iterable[str] = (), each_place: bool = False) -> Finding:
     """Read the account and each (server, connector name) place; a name of None means every
     connector of that server. `named`: places (SRV\\Name) the account's events named. Never
-    raises: a directory that cannot answer is a Finding with its error in words."""
+    raises: a directory that cannot answer is a Finding with its error in words; with
+    `each_place`, a place it cannot answer for (a server it does not know) is one connector
+    fact with that error, and the others are still read."""
     named_keys = {n.casefold() for n in named}
     try:
         with Directory(config) as directory:
             found = directory.account(account)
-            facts = []
+            facts: list[ConnectorFact] = []
             for server, name in places:
-                facts += _connectors(directory, found, server, name, named_keys)
+                try:
+                    facts += _connectors(directory, found, server, name, named_keys)
+                except DirectoryError as exc:
+                    if not each_place:
+                        raise
+                    facts.append(ConnectorFact(server, name or "(its connectors)", found=False,
+                                               why=str(exc)))
     except DirectoryError as exc:
         return Finding(account, now, error=str(exc), fix=exc.fix)
     except Exception as exc:   # a bug: say so in the alert, keep polling and alerting

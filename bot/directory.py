@@ -218,8 +218,9 @@ class Account:
         account, its token groups, and Everyone and Authenticated Users, which every
         authenticated logon carries (tokenGroups lists neither). Logon-type SIDs (NETWORK,
         This Organization) are not included: which ones Exchange's token has is not proven."""
-        return frozenset({self.sid, EVERYONE, AUTHENTICATED_USERS,
-                          *(g.sid for g in self.groups)})
+        # A Guest logon is not an authenticated user.
+        authenticated = () if self.is_guest else (AUTHENTICATED_USERS,)
+        return frozenset({self.sid, EVERYONE, *authenticated, *(g.sid for g in self.groups)})
 
     def name_of(self, sid: str) -> str:
         if sid == self.sid:
@@ -292,6 +293,10 @@ def submit_right(account: Account, connector: Connector) -> Right:
     sd = connector.security_descriptor
     if sd is None:
         return Right("unknown", text=f"unknown on {where}: {connector.dacl_problem}")
+    if not account.groups:   # every account has its primary group: these were not readable
+        return Right("unknown", text=f"unknown on {where}: the directory gave no token groups "
+                     f"for {account.sam_account_name} (the account SubmitWatch reads as may "
+                     "not read them), so a grant or a Deny through a group cannot be seen")
     decision = check_extended_right(sd, account.token, SUBMIT)
     if decision.allowed is None:
         return Right("not granted", text=f"not granted on {where}: no entry in its DACL gives "
@@ -379,22 +384,23 @@ class Directory:
 
     def _bind(self, url: str, password: str) -> ldap3.Connection:
         config = self.config
-        tls = None
-        if urlsplit(url).scheme == "ldaps":
-            tls = ldap3.Tls(validate=ssl.CERT_REQUIRED if config.verify_tls else ssl.CERT_NONE,
-                            ca_certs_file=config.ca_file)
-        server = ldap3.Server(url, get_info=ldap3.NONE, tls=tls,
-                              connect_timeout=config.connect_timeout)
         if config.auth == "ntlm":
             authentication, secret = ldap3.NTLM, _ntlm_secret(password)
         else:
             authentication, secret = ldap3.SIMPLE, password
-        conn = ldap3.Connection(server, user=config.user, password=secret,
-                                authentication=authentication, read_only=True,
-                                check_names=False, raise_exceptions=False, auto_referrals=False,
-                                # whole seconds: ldap3 packs it into SO_RCVTIMEO as such
-                                receive_timeout=math.ceil(config.read_timeout))
-        try:
+        try:   # a wrong ca_file fails here already, in ldap3's own words
+            tls = None
+            if urlsplit(url).scheme == "ldaps":
+                tls = ldap3.Tls(validate=ssl.CERT_REQUIRED if config.verify_tls
+                                else ssl.CERT_NONE, ca_certs_file=config.ca_file)
+            server = ldap3.Server(url, get_info=ldap3.NONE, tls=tls,
+                                  connect_timeout=config.connect_timeout)
+            conn = ldap3.Connection(server, user=config.user, password=secret,
+                                    authentication=authentication, read_only=True,
+                                    check_names=False, raise_exceptions=False,
+                                    auto_referrals=False,
+                                    # whole seconds: ldap3 packs it into SO_RCVTIMEO as such
+                                    receive_timeout=math.ceil(config.read_timeout))
             conn.open()
             bound = conn.bind()
         except (ldap_errors.LDAPException, OSError, ValueError) as exc:
@@ -415,6 +421,9 @@ class Directory:
         controls = security_descriptor_control(sdflags=DACL_ONLY) if sd_control else None
         try:
             conn.search(base, ldap_filter, scope, attributes=list(attributes), controls=controls)
+        except UnicodeError:   # a name with a lone surrogate cannot be sent at all
+            raise DirectoryError(f"{self.url}: {base} or the name looked up is not valid text "
+                                 "(it holds characters UTF-8 cannot carry)") from None
         except (ldap_errors.LDAPException, OSError) as exc:
             self.close()  # the connection's state is unknown now: the next call opens afresh
             raise DirectoryError(_transport_problem(self.url or "?", self.config, exc)) from None

@@ -115,7 +115,7 @@ def run_checks(db: Database, config: Config, clock: Clock, limit: int = CHECKS_P
     due = fixes.due_checks(db, clock(), limit)
     for incident in due:
         found = adcheck.check(config.directory, incident.account, places_of(incident), clock(),
-                              named=incident.connectors)
+                              named=incident.connectors, each_place=True)
         with store.write_transaction(db):
             _record(db, incident.stored_id, found, clock())
     return len(due)

@@ -11,6 +11,7 @@ what a user then reads), so NTLM against a DC is verified only by a user's first
 """
 from __future__ import annotations
 
+import dataclasses
 import re
 import socket
 import uuid
@@ -471,3 +472,30 @@ def test_the_parser_refuses_what_is_not_a_descriptor(ad):
     assert sid_to_bytes("S-1-5-11") == bytes([1, 1, 0, 0, 0, 0, 0, 5, 11, 0, 0, 0])
     with pytest.raises(SecurityDescriptorError):
         sid_to_bytes("not a sid")
+
+
+# --- robustness (review findings) ----------------------------------------------------------
+
+def test_an_account_whose_token_groups_cannot_be_read_gets_no_verdict(ad, directory):
+    c = connector(ad, directory, [submit_ace("AU")])
+    blind = dataclasses.replace(directory.account("CORP\\alice"), groups=())
+    right = submit_right(blind, c)
+    assert right.status == "unknown" and "gave no token groups" in right.text
+
+
+def test_a_guest_logon_is_not_an_authenticated_user(ad, directory):
+    c = connector(ad, directory, [submit_ace("AU")])
+    guest = directory.account("CORP\\Guest")
+    assert guest.is_guest and submit_right(guest, c).status == "not granted"
+    assert submit_right(directory.account("CORP\\dave"), c).status == "granted"
+
+
+def test_a_wrong_ca_file_is_said_in_words(ad):
+    with pytest.raises(DirectoryError, match=re.escape(LDAPS_URL)):
+        with Directory(reader_config(ad, ca_file="/nonexistent/ca.pem")) as d:
+            d.config_base()
+
+
+def test_a_name_utf8_cannot_carry_is_refused_in_words(directory):
+    with pytest.raises(DirectoryError, match="not valid text"):
+        directory.account("CORP\\ab\ud800c")

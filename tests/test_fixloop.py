@@ -254,3 +254,17 @@ def test_a_1020_names_no_connector_so_the_loop_watches_the_events_at_once(
     sweep(db, config, clock)
     assert "Nothing to check in the directory for it" in slack.message(
         CHANNEL, alert["ts"])["replies"][-1]["text"]
+
+
+def test_the_right_shows_where_the_connectors_exist_a_gone_one_cannot_hold_the_loop_up():
+    from bot.adcheck import ConnectorFact
+    granted = ConnectorFact("EX01", "Client Frontend EX01", found=True, right="granted",
+                            enabled=True)
+    gone = ConnectorFact("EX99", "(its connectors)", found=False,
+                         why="no Exchange server named EX99")
+    assert Finding("CORP\\x", T0, found=True, connectors=(granted, gone)).granted
+    assert not Finding("CORP\\x", T0, found=True, connectors=(gone,)).granted
+    denied = ConnectorFact("EX02", "Relay", found=True, right="denied", enabled=True)
+    assert not Finding("CORP\\x", T0, found=True, connectors=(granted, denied)).granted
+    assert "EX99\\(its connectors): no Exchange server named EX99" in Finding(
+        "CORP\\x", T0, found=True, connectors=(granted, gone)).summary()
