@@ -341,6 +341,7 @@ class Directory:
         self.url: str | None = None
         self._conn: ldap3.Connection | None = None
         self._root: dict[str, str] = {}
+        self._domains: set[str] | None = None
         self._servers: dict[str, str] = {}  # server name (casefolded) -> its DN
 
     def __enter__(self) -> Directory:
@@ -465,6 +466,19 @@ class Directory:
     def default_base(self) -> str:
         return self._root_dse()["defaultNamingContext"]
 
+    def domain_names(self) -> set[str]:
+        """The names a DOMAIN\\user prefix may give for the bound DC's own domain: its NetBIOS
+        name (from its crossRef under CN=Partitions) and its DNS name, casefolded."""
+        if self._domains is None:
+            base = self.default_base()
+            names = {_dns_name(base).casefold()}
+            for entry in self._search(f"CN=Partitions,{self.config_base()}",
+                                      f"(&(objectClass=crossRef)(nCName={escape_filter_chars(base)}))",
+                                      ldap3.SUBTREE, ["nETBIOSName"]):
+                names.update(n.casefold() for n in _texts(entry["attributes"], "nETBIOSName"))
+            self._domains = names
+        return self._domains
+
     def exchange_base(self) -> str:
         return f"CN=Microsoft Exchange,CN=Services,{self.config_base()}"
 
@@ -551,6 +565,13 @@ class Directory:
         bare sAMAccountName, searched in the bound DC's own domain (None: no such account)."""
         base = self.default_base()
         name = name.strip()
+        domain = name.split("\\", 1)[0] if "\\" in name else None
+        if domain and domain.casefold() not in self.domain_names():
+            # Looking it up here would find a namesake in this domain: the wrong account.
+            raise DirectoryError(
+                f"{name} is an account of the domain {domain}, and {self.url} serves "
+                f"{_dns_name(base)}: SubmitWatch looks accounts up in the domain of the DC it "
+                f"reads only. Point [directory] urls at a DC of {domain} to check this one")
         if "\\" in name:
             filters = [f"(sAMAccountName={escape_filter_chars(name.split(chr(92), 1)[1])})"]
         elif "@" in name:

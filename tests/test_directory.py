@@ -499,3 +499,10 @@ def test_a_wrong_ca_file_is_said_in_words(ad):
 def test_a_name_utf8_cannot_carry_is_refused_in_words(directory):
     with pytest.raises(DirectoryError, match="not valid text"):
         directory.account("CORP\\ab\ud800c")
+
+
+def test_an_account_of_another_domain_is_not_taken_for_its_namesake_here(ad, directory):
+    assert directory.account("corp.test\\alice").sid == ad.users["alice"].sid   # DNS name too
+    assert "corp" in directory.domain_names()
+    with pytest.raises(DirectoryError, match=r"CHILD\\alice is an account of the domain CHILD"):
+        directory.account("CHILD\\alice")
