@@ -4,6 +4,7 @@ from __future__ import annotations
 from urllib.parse import urlsplit
 
 from .config import Config, Secret, missing_secrets
+from .output import inert
 from .slack.blocks import CHANNEL_ID
 from .slack.sender import FIXES, make_client
 from .slack.sender import error_code as _code
@@ -83,7 +84,7 @@ def _check_directory(config: Config, out) -> int:
     failed = 0
     for status, text in lines:
         failed += _DIRECTORY_STATUSES.get(status, True)
-        out(f"{status:<8} {text}")
+        out(f"{status:<8} {inert(text)}")   # names from the directory are remote text
     return failed
 
 
