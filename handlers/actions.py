@@ -36,12 +36,16 @@ log = logging.getLogger("submitwatch")
 
 # --- slash subcommands ---------------------------------------------------------------------------
 
-def ack_command(req: Request, args: list[str]) -> Reply:
+def _incident_and_note(args: list[str], ask: str) -> tuple[int, str | None]:
+    """`#42 [note]`: the incident, and the responder's words if any."""
     args, _ = take_options(args, {})
     if not args:
-        raise CommandError("Say which incident, like `#42`.")
-    target = incident_id(args[0])
-    note = _free_text(args[1:], "note") or None
+        raise CommandError(ask)
+    return incident_id(args[0]), _free_text(args[1:], "note") or None
+
+
+def ack_command(req: Request, args: list[str]) -> Reply:
+    target, note = _incident_and_note(args, "Say which incident, like `#42`.")
 
     def do(actor: Actor) -> str:
         chatops.acknowledge(req.db, target, actor, note, req.now)
@@ -63,11 +67,7 @@ def unack_command(req: Request, args: list[str]) -> Reply:
 
 def fixed_command(req: Request, args: list[str]) -> Reply:
     """`fixed #42 [note]`: as the alert's Mark fixed button (bot.fixloop)."""
-    args, _ = take_options(args, {})
-    if not args:
-        raise CommandError("Say which incident you fixed, like `#42`.")
-    target = incident_id(args[0])
-    note = _free_text(args[1:], "note") or None
+    target, note = _incident_and_note(args, "Say which incident you fixed, like `#42`.")
     has_directory = req.config.directory is not None
 
     def do(actor: Actor) -> str:

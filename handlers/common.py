@@ -132,6 +132,20 @@ def positive_int(text: str) -> int:
     return int(text)
 
 
+#: Longest account, server or connector name a command looks up (real ones are far shorter).
+MAX_NAME = 256
+
+
+def checked_name(word: str, what: str) -> str:
+    """A name a person typed, refused in words when it is empty or absurdly long."""
+    if not word.strip():
+        raise CommandError(f"the {what} is empty")
+    if len(word) > MAX_NAME:
+        raise CommandError(f"that {what} is {len(word):,} characters long; names are at most "
+                           f"{MAX_NAME}")
+    return word
+
+
 def incident_id(text: str) -> int:
     """`#123` or `123`."""
     digits = text[1:] if text.startswith("#") else text

@@ -30,6 +30,7 @@ from .common import (
     CommandError,
     Reply,
     Request,
+    checked_name,
     duration,
     incident_id,
     looks_like_incident,
@@ -43,8 +44,6 @@ MAX_SINCE = 366 * 86400
 DEFAULT_LIMIT = 20
 #: More than this is a report, not a chat answer; --since or an account narrows it.
 MAX_LIMIT = 100
-#: Longest account or server name we look up (real ones are far shorter).
-MAX_NAME = 256
 #: Servers and candidates `fix` lists, so the answer fits one message.
 FIX_SERVERS = 20
 FIX_CANDIDATES = 5
@@ -80,21 +79,12 @@ def history(req: Request, args: list[str]) -> Reply:
 
 def _subject(req: Request, word: str) -> replies.Subject:
     """A configured (or once polled) server's name, any case; anything else is an account."""
-    name = _name(word, "account or server")
+    name = checked_name(word, "account or server")
     servers = [s.name for s in req.config.servers] + queries.known_servers(req.db)
     for server in servers:
         if server.casefold() == name.casefold():
             return replies.Subject("server", server)
     return replies.Subject("account", name)
-
-
-def _name(word: str, what: str) -> str:
-    if not word.strip():
-        raise CommandError(f"the {what} is empty")
-    if len(word) > MAX_NAME:
-        raise CommandError(f"that {what} is {len(word):,} characters long; names are at most "
-                           f"{MAX_NAME}")
-    return word
 
 
 # --- show ---------------------------------------------------------------------------------------
@@ -132,7 +122,7 @@ def fix(req: Request, args: list[str]) -> Reply:
     rest = [w for w in args[1:] if w not in ("1018", "1020")]
     if len(set(kinds)) > 1:
         raise CommandError("give one event kind, `1018` or `1020`, or none")
-    account = _name(args[0], "account")
+    account = checked_name(args[0], "account")
     if account.startswith("#") and looks_like_incident(account):
         account = _incident(req, account).account  # `fix #42`: that incident's account
     _refuse_unsafe(account, "account")
@@ -158,7 +148,7 @@ def fix(req: Request, args: list[str]) -> Reply:
 
 
 def _connector_arg(connector: str) -> str:
-    connector = _name(connector, "connector")
+    connector = checked_name(connector, "connector")
     server, _, name = connector.partition("\\")
     if not server.strip() or not name.strip() or " " in server.strip():
         raise CommandError(f"write the connector as `SERVER\\Name`, like `EX01\\Client Frontend "
@@ -306,7 +296,7 @@ def routes(req: Request, args: list[str]) -> Reply:
     """`routes <account> [SERVER] [1018|1020]`: the route a new incident would take."""
     if not args:
         raise CommandError("name the account, like `CONTOSO\\svc-scanner`")
-    account = _name(args[0], "account")
+    account = checked_name(args[0], "account")
     kinds = [int(w) for w in args[1:] if w in ("1018", "1020")]
     rest = [w for w in args[1:] if w not in ("1018", "1020")]
     if len(kinds) > 1 or len(rest) > 1:

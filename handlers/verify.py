@@ -21,10 +21,8 @@ from bot.slack.blocks import show
 from store import db as store
 from store import queries
 
-from .common import CommandError, Reply, Request, looks_like_incident
+from .common import CommandError, Reply, Request, checked_name, looks_like_incident
 
-#: Longest account or connector name we look up (real ones are far shorter).
-MAX_NAME = 256
 #: Servers asked about when no connector is given: one bind each, so the answer stays timely.
 MAX_SERVERS = 20
 
@@ -73,7 +71,7 @@ def _read(config: DirectoryConfig, account: str, places: list[tuple[str, str | N
 
 def _account(req: Request, word: str) -> str:
     """The account as typed, or `#42`: that incident's account."""
-    name = _checked(word, "account")
+    name = checked_name(word, "account").strip()
     if looks_like_incident(name) and name.startswith("#"):
         incident = store.get_incident(req.db, int(name[1:]))
         if incident is None:
@@ -87,7 +85,7 @@ def _place(req: Request, words: str) -> tuple[str, str]:
     """`SERVER\\Connector` as (server, connector name); a configured server's name is taken in
     its configured spelling, any other server is asked about as typed (the directory knows
     every Exchange server, watched or not)."""
-    text = _checked(words, "connector")
+    text = checked_name(words, "connector").strip()
     place = adcheck.split_place(text)
     if place is None or " " in place[0]:
         raise CommandError(f"write the connector as `SERVER\\Name`, like `EX01\\Client Frontend "
@@ -98,15 +96,6 @@ def _place(req: Request, words: str) -> tuple[str, str]:
         if configured.name.casefold() == server.casefold():
             return configured.name, name
     return server, name
-
-
-def _checked(word: str, what: str) -> str:
-    if not word.strip():
-        raise CommandError(f"the {what} is empty")
-    if len(word) > MAX_NAME:
-        raise CommandError(f"that {what} is {len(word):,} characters long; names are at most "
-                           f"{MAX_NAME}")
-    return word.strip()
 
 
 def _named(req: Request, account: str) -> list[str]:
