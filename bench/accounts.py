@@ -25,9 +25,9 @@ CONNECTOR = "Client Frontend EX01"
 
 def child(args: dict) -> dict:
     """The bot: one poll of the storm with deliveries alongside, until Slack shows it all."""
-    from bot.config import parse_config
-    from bot.poller import poll_server_once
-    from bot.source import WinRMSource
+    from bot.core.config import parse_config
+    from bot.engine.poller import poll_server_once
+    from bot.sources.winrm import WinRMSource
     from store.db import open_db
 
     from .common import DeliveryThread, environ, peak_rss_mb

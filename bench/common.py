@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bot.config import Config, parse_config
+from bot.core.config import Config, parse_config
 
 WINRM_USER = "CONTOSO\\svc-submitwatch"
 WINRM_PASSWORD = "Bench-Passw0rd!"
@@ -148,7 +148,7 @@ class DeliveryThread:
         self.thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
-        from bot.delivery import deliver_once
+        from bot.engine.delivery import deliver_once
         from bot.slack.sender import SlackSender
         from store.db import open_db
         own = open_db(self.config.store.path, migrate=False)

@@ -16,7 +16,7 @@ called directly with random accounts, servers and incident numbers; the Block Ki
 not included (row 4 measures the handlers whole). Floor: a bare
 `SELECT * FROM events WHERE account_key = ? ORDER BY time DESC LIMIT 20` in the same run.
 
-Retention: `store.db.prune`, as bot/scheduler.py's prune_old calls it, with a cutoff that
+Retention: `store.db.prune`, as bot/ops/scheduler.py's prune_old calls it, with a cutoff that
 expires the oldest `expired` events, while a poll thread with its own connection writes two
 events and its cursor (insert_events + save_poll_success in a write_transaction) every 50 ms.
 Every write transaction prune opens is timed from BEGIN IMMEDIATE to COMMIT's return (the
@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from bot.model import Event
+from bot.core.model import Event
 from store import db as store_db
 from store import queries
 from store.db import open_db
@@ -361,7 +361,7 @@ def measure_lookups(db_path: str, now: datetime, hs: HistorySizes, plans: list[P
 
 class PollWriter(threading.Thread):
     """A poll's write every `every` s on its own connection: two new events and the cursor in
-    one write transaction, as bot/poller.py's _store_batch writes them. Records how long each
+    one write transaction, as bot/engine/poller.py's _store_batch writes them. Records how long each
     waited for the write lock."""
 
     def __init__(self, db_path: str, records: dict[str, int], every: float = 0.05):

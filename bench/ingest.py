@@ -17,9 +17,9 @@ from pathlib import Path
 
 import defusedxml.ElementTree as SafeET
 
-from bot.config import PollingConfig
-from bot.parse import LogInfo, parse_events
-from bot.poller import _store_batch
+from bot.core.config import PollingConfig
+from bot.engine.poller import _store_batch
+from bot.sources.parse import LogInfo, parse_events
 from sim.eventlog import SimEvent, event_xml
 from store import db as store
 from store.db import iso, open_db, write_transaction

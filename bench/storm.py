@@ -24,9 +24,9 @@ ACCOUNT = "CONTOSO\\svc-storm"
 
 def child(args: dict) -> dict:
     """The bot: one poll of the storm, deliveries alongside, then until the outbox is empty."""
-    from bot.config import parse_config
-    from bot.poller import poll_server_once
-    from bot.source import WinRMSource
+    from bot.core.config import parse_config
+    from bot.engine.poller import poll_server_once
+    from bot.sources.winrm import WinRMSource
     from store.db import open_db, outbox_depth
 
     from .common import DeliveryThread, environ, peak_rss_mb, rss_mb

@@ -15,9 +15,9 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from bot.poller import poll_server_once
-from bot.scheduler import MAX_POLL_WORKERS, ThreadDatabases
-from bot.source import WinRMSource
+from bot.engine.poller import poll_server_once
+from bot.ops.scheduler import MAX_POLL_WORKERS, ThreadDatabases
+from bot.sources.winrm import WinRMSource
 from store.db import open_db
 
 from .common import Result, Sizes, cpu_seconds, make_config, spread

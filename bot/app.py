@@ -9,10 +9,10 @@ from collections.abc import Callable, Iterable
 from socketserver import ThreadingMixIn
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from .check import permission_warnings
-from .config import SECRET_ENV, Config, ConfigError, Secret
-from .scheduler import ThreadDatabases, build_scheduler
-from .slack.sender import SlackSender, error_code, make_client
+from bot.core.config import SECRET_ENV, Config, ConfigError, Secret
+from bot.ops.check import permission_warnings
+from bot.ops.scheduler import ThreadDatabases, build_scheduler
+from bot.slack.sender import SlackSender, error_code, make_client
 
 log = logging.getLogger("submitwatch")
 
@@ -118,7 +118,7 @@ def _plain(start_response, status: str, text: str) -> Iterable[bytes]:
 
 def slack_wsgi_app(app, ops=None):
     """WSGI: POST /slack/events to Bolt; GET /healthz for the reverse proxy, and with `ops`
-    (bot.metrics.ops_app) /metrics and /readyz too; 404 for the rest."""
+    (bot.ops.metrics.ops_app) /metrics and /readyz too; 404 for the rest."""
     from slack_bolt.adapter.wsgi import SlackRequestHandler
 
     bolt = SlackRequestHandler(app, EVENTS_PATH)
@@ -202,8 +202,8 @@ def _serve(application, host: str, port: int, host_key: str, port_key: str,
 
 def ops_for(config: Config, clock: Callable | None = None):
     """The /metrics, /healthz and /readyz WSGI app for `run`."""
-    from . import metrics
-    from .poller import utc_now
+    from bot.engine.poller import utc_now
+    from bot.ops import metrics
 
     clock = clock or utc_now
     dbs = ThreadDatabases(config.store.path)

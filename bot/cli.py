@@ -80,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from .logs import TEXT_FORMAT, use_format
+    from bot.ops.logs import TEXT_FORMAT, use_format
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format=TEXT_FORMAT, stream=sys.stderr)
     use_format(args.log_format or "text")
@@ -91,25 +91,24 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger("apscheduler.executors").setLevel(logging.WARNING)
     for handler in logging.getLogger().handlers:
         handler.addFilter(_no_auth_tokens)
+    from bot.core.config import ConfigError
     from store.db import StoreError
-
-    from .config import ConfigError
     try:
         if args.command == "demo":
-            from .demo import run_demo
+            from bot.demo import run_demo
             return run_demo(args.db)
         config = _load(args.config)
         if args.log_format is None:
             use_format(config.log_format)
         if args.command == "check":
-            from .check import run_check
+            from bot.ops.check import run_check
             return run_check(config)
         if args.command == "poll-once":
             return _poll_once(config)
         if args.command == "manifest":
             import json
 
-            from .manifest import app_manifest
+            from bot.ops.manifest import app_manifest
             print(json.dumps(app_manifest(config), indent=2))
             return 0
         if args.command == "backup":
@@ -118,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"backed up {config.store.path} to {args.path}: " +
                   ", ".join(f"{n} {table}" for table, n in counts.items()))
             return 0
-        from .app import run
+        from bot.app import run
         _require_secrets(config, config.slack.mode)
         run(config)
         _end_hung_work()
@@ -166,25 +165,24 @@ def _no_auth_tokens(record: logging.LogRecord) -> bool:
 
 
 def _load(path: str | None):
-    from .config import config_path, load_config
+    from bot.core.config import config_path, load_config
     return load_config(config_path(path, os.environ), os.environ)
 
 
 def _require_secrets(config, mode) -> None:
-    from .config import ConfigError, missing_secrets
+    from bot.core.config import ConfigError, missing_secrets
     missing = missing_secrets(config, slack_mode=mode)
     if missing:
         raise ConfigError("set these environment variables first: " + "; ".join(missing))
 
 
 def _poll_once(config) -> int:
+    from bot.engine import fixloop
+    from bot.engine.delivery import deliver_once
+    from bot.engine.poller import end_storms, poll_server_once, resolve_quiet_incidents, utc_now
+    from bot.slack.sender import SlackSender
+    from bot.sources.winrm import WinRMSource
     from store.db import open_db
-
-    from . import fixloop
-    from .delivery import deliver_once
-    from .poller import end_storms, poll_server_once, resolve_quiet_incidents, utc_now
-    from .slack.sender import SlackSender
-    from .source import WinRMSource
 
     _require_secrets(config, None)
     db = open_db(config.store.path)

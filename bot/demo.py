@@ -9,17 +9,16 @@ from __future__ import annotations
 from datetime import timedelta
 from pathlib import Path
 
+from bot.core.config import parse_config
+from bot.engine.delivery import deliver_once
+from bot.engine.poller import poll_server_once, resolve_quiet_incidents, utc_now
+from bot.slack.sender import SlackSender
+from bot.sources.winrm import WinRMSource
 from sim.eventlog import seed_demo
 from sim.slack_api import SlackStandIn
 from sim.slack_blocks import block_kit_builder_url, render_text
 from sim.winrm_server import WinRMSimulator
 from store.db import open_db
-
-from .config import parse_config
-from .delivery import deliver_once
-from .poller import poll_server_once, resolve_quiet_incidents, utc_now
-from .slack.sender import SlackSender
-from .source import WinRMSource
 
 CHANNEL = "C0ALERTS"
 WINRM_USER = "CONTOSO\\svc-submitwatch"

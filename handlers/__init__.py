@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from bot.config import Config
+from bot.core.config import Config
 from bot.slack.alerts import ACTION_IDS
 
 LISTENS = {
@@ -19,7 +19,7 @@ LISTENS = {
 
 def register_all(app, open_database: Callable, config: Config, clock=None,
                  on_change: Callable[[], None] = lambda: None) -> None:
-    from bot.permissions import Permissions
+    from bot.engine.permissions import Permissions
 
     from . import actions, commands, home
     permissions = Permissions(config.permissions)  # one cache of group members for all

@@ -1,6 +1,6 @@
 """Acknowledge and snooze: as slash subcommands and as the buttons on each alert.
 
-Both routes end in bot.chatops (one transaction: state, audit, outbox); the alert itself is
+Both routes end in bot.engine.chatops (one transaction: state, audit, outbox); the alert itself is
 updated by the delivery loop right after (the listener wakes it). Only people allowed by
 [permissions] may act; anyone else gets a private refusal, and the refusal is audited too.
 """
@@ -10,10 +10,10 @@ import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from bot import chatops
-from bot.chatops import ActionError, Actor
-from bot.config import Config
-from bot.permissions import Permissions
+from bot.core.config import Config
+from bot.engine import chatops
+from bot.engine.chatops import ActionError, Actor
+from bot.engine.permissions import Permissions
 from bot.slack import alerts
 from bot.slack import digests as digest_view
 from bot.slack.blocks import show
@@ -66,7 +66,7 @@ def unack_command(req: Request, args: list[str]) -> Reply:
 
 
 def fixed_command(req: Request, args: list[str]) -> Reply:
-    """`fixed #42 [note]`: as the alert's Mark fixed button (bot.fixloop)."""
+    """`fixed #42 [note]`: as the alert's Mark fixed button (bot.engine.fixloop)."""
     target, note = _incident_and_note(args, "Say which incident you fixed, like `#42`.")
     has_directory = req.config.directory is not None
 

@@ -11,8 +11,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from bot.config import Config
-from bot.permissions import Permissions
+from bot.core.config import Config
+from bot.engine.permissions import Permissions
 from bot.slack.alerts import escape, show
 
 from . import actions, lookups, verify

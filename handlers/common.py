@@ -16,7 +16,7 @@ from typing import Any
 
 from sqlite_utils import Database
 
-from bot.config import MAX_DURATION, Config, parse_duration
+from bot.core.config import MAX_DURATION, Config, parse_duration
 from bot.slack.blocks import show
 
 #: Longest slash-command text we read; Slack itself allows a few thousand characters.
@@ -33,7 +33,8 @@ class Request:
     user_id: str
     channel_id: str | None = None
     client: Any = None          # slack_sdk WebClient of the Bolt app, for what needs Slack
-    permissions: Any = None     # bot.permissions.Permissions, shared so group look-ups are cached
+    permissions: Any = None     # bot.engine.permissions.Permissions, shared so group look-ups are
+                                # cached
 
 
 @dataclass

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from slack_sdk.errors import SlackApiError, SlackClientError
 from sqlite_utils import Database
 
-from bot.config import Config
+from bot.core.config import Config
 from bot.slack import replies
 from store import chat, queries
 from store import db as store

@@ -9,10 +9,11 @@ from __future__ import annotations
 from datetime import timedelta
 from functools import partial
 
-from bot.config import Config, ServerConfig
-from bot.diagnosis import diagnose, diagnose_incident
-from bot.model import Incident, Sighting, incident_key
-from bot.remediation import (
+from bot.core.config import Config, ServerConfig
+from bot.core.model import Incident, Sighting, incident_key
+from bot.engine.summary import unwatched
+from bot.exchange.diagnosis import diagnose, diagnose_incident
+from bot.exchange.remediation import (
     UnsafeValueError,
     check_value,
     connector_identity,
@@ -22,7 +23,6 @@ from bot.remediation import (
 )
 from bot.slack import replies
 from bot.slack.alerts import escape, show
-from bot.summary import unwatched
 from store import chat, fixes, queries
 from store import db as store
 

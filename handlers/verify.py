@@ -2,7 +2,7 @@
 
 Read-only and on demand: the account's SID, RID and token groups, and its ms-Exch-SMTP-Submit
 right on one connector, or on every connector of every configured server (each marked when
-this account's own events named it). bot.adcheck does the reading; this module picks the
+this account's own events named it). bot.directory.adcheck does the reading; this module picks the
 places, asks once per server (so one server the directory does not know spoils only its own
 lines) and hands the result to bot.slack.verify_view.
 
@@ -12,10 +12,10 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from bot import adcheck
-from bot.adcheck import Finding
-from bot.directory import DirectoryConfig
-from bot.model import incident_key
+from bot.core.model import incident_key
+from bot.directory import adcheck
+from bot.directory.adcheck import Finding
+from bot.directory.reader import DirectoryConfig
 from bot.slack import verify_view
 from bot.slack.blocks import show
 from store import db as store

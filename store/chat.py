@@ -12,7 +12,7 @@ from typing import Any
 
 from sqlite_utils import Database
 
-from bot.model import Incident, Snooze
+from bot.core.model import Incident, Snooze
 
 from .db import StoreError, from_iso, iso, required_time
 

@@ -22,8 +22,8 @@ from typing import Any
 
 from sqlite_utils import Database
 
-from bot.model import Event, Incident, Problem, ServerState, Sighting
-from bot.outbox import UNCLAIMED_POST, DigestMessage, Hurry, HurryDigest, Instruction
+from bot.core.model import Event, Incident, Problem, ServerState, Sighting
+from bot.engine.outbox import UNCLAIMED_POST, DigestMessage, Hurry, HurryDigest, Instruction
 
 from .migrations import migrations
 
@@ -211,7 +211,7 @@ def prune(db: Database, cutoff: datetime, batch: int = 5000,
                       "events e WHERE e.incident_id = i.id) AND NOT EXISTS (SELECT 1 FROM "
                       "outbox o WHERE o.incident_id = i.id) AND id < (SELECT max(id) FROM "
                       "incidents) LIMIT ?)", [stamp, batch]),   # the newest stays, as above
-        # The last directory check of each incident gone (bot.fixloop).
+        # The last directory check of each incident gone (bot.engine.fixloop).
         "directory_checks": ("DELETE FROM directory_checks WHERE incident_id IN (SELECT "
                              "c.incident_id FROM directory_checks c LEFT JOIN incidents i ON "
                              "i.id = c.incident_id WHERE i.id IS NULL LIMIT ?)", [batch]),
@@ -591,7 +591,7 @@ def enqueue(db: Database, incident_id: int | None, kind: str, now: datetime, *,
 
 
 def enqueue_messages(db: Database, instructions: Iterable[Instruction], now: datetime) -> None:
-    """Write what bot.outbox decided (inside the caller's transaction)."""
+    """Write what bot.engine.outbox decided (inside the caller's transaction)."""
     for item in instructions:
         if isinstance(item, Hurry):
             hurry_update(db, item.incident_id, now)

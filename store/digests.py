@@ -1,6 +1,6 @@
 """Storm digests: the one message per channel that lists the incidents of a storm.
 
-Which incident joins a digest is bot.outbox's rule (`joins_digest`); this module only stores
+Which incident joins a digest is bot.engine.outbox's rule (`joins_digest`); this module only stores
 the digests, who is in them, and what their message shows. Writers run inside the caller's
 `db.write_transaction`.
 """
@@ -12,8 +12,8 @@ from typing import Any
 
 from sqlite_utils import Database
 
-from bot.model import Digest, DigestLines, Incident
-from bot.outbox import DETAILS
+from bot.core.model import Digest, DigestLines, Incident
+from bot.engine.outbox import DETAILS
 
 from .db import StoreError, from_iso, incident_from_row, iso, required_time
 
@@ -43,7 +43,7 @@ def get_digest(db: Database, digest_id: int) -> Digest | None:
 
 def opened_since(db: Database, channel: str, since: datetime) -> int:
     """How many incidents opened in the channel (as configured) after a time (a storm that
-    ended exactly one window ago counts nothing: bot.outbox.storm_over)."""
+    ended exactly one window ago counts nothing: bot.engine.outbox.storm_over)."""
     return db.execute("SELECT count(*) FROM incidents WHERE opened_in = ? AND opened_at > ?",
                       [channel, iso(since)]).fetchone()[0]
 
@@ -150,7 +150,7 @@ def set_detailed(db: Database, digest_id: int, through: int) -> None:
 
 def pending_kinds(db: Database, digest_id: int) -> set[str]:
     """Kinds of message still to be sent for a digest (waiting, or being sent right now),
-    plus bot.outbox.DETAILS while a reply detailing its new lines waits."""
+    plus bot.engine.outbox.DETAILS while a reply detailing its new lines waits."""
     kinds = set()
     for kind, detail in db.execute(
             "SELECT kind, detail FROM outbox WHERE digest_id = ? AND state IN ('pending', "

@@ -1,4 +1,4 @@
-"""The closed loop's state (bot.fixloop): an incident marked fixed, the directory checks that
+"""The closed loop's state (bot.engine.fixloop): an incident marked fixed, the directory checks that
 follow, and their findings. Writers run inside the caller's `db.write_transaction`."""
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from datetime import datetime
 
 from sqlite_utils import Database
 
-from bot.adcheck import Finding
-from bot.model import Incident
+from bot.core.model import Incident
+from bot.directory.adcheck import Finding
 
 from .db import incident_from_row, iso
 

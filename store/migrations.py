@@ -211,8 +211,8 @@ def m012_history_at_scale(db: Database) -> None:
 @migrations()
 def m013_storm_digests(db: Database) -> None:
     # A storm's digest: the one message that lists the incidents opening in a channel beyond
-    # incidents.storm_threshold within incidents.storm_window (bot.outbox.joins_digest). At most
-    # one is live (not ended) per channel, as configured (not the ID Slack answers with).
+    # incidents.storm_threshold within incidents.storm_window (bot.engine.outbox.joins_digest). At
+    # most one is live (not ended) per channel, as configured (not the ID Slack answers with).
     db.table("digests").create({
         "id": int, "channel": str, "channel_id": str, "opened_at": str, "last_joined_at": str,
         "ended_at": str, "message_ts": str, "last_message_at": str, "detailed_through": int,
@@ -236,7 +236,7 @@ def m013_storm_digests(db: Database) -> None:
 
 @migrations()
 def m014_fixed_loop(db: Database) -> None:
-    # The closed loop (bot.fixloop): someone marked the incident fixed; then the directory is
+    # The closed loop (bot.engine.fixloop): someone marked the incident fixed; then the directory is
     # read until it shows the right ("waiting"), the events are watched ("watching"), and it
     # ends "confirmed" (quiet for the confirmation window) or "failing" (it failed again).
     for column in ("fix_state", "fixed_by", "fixed_at", "fix_note", "fix_seen_at",
@@ -244,8 +244,8 @@ def m014_fixed_loop(db: Database) -> None:
         db.table("incidents").add_column(column, str)
     db.execute("CREATE INDEX incidents_fix_state ON incidents(fix_state) "
                "WHERE fix_state IS NOT NULL")
-    # The last directory check of an incident (bot.adcheck.Finding as JSON) and when the next
-    # one is due; the alert shows it, so a restart shows the last check without asking again.
+    # The last directory check of an incident (bot.directory.adcheck.Finding as JSON) and when the
+    # next one is due; the alert shows it, so a restart shows the last check without asking again.
     db.table("directory_checks").create({
         "incident_id": int, "checked_at": str, "finding": str, "next_at": str,
     }, pk="incident_id")

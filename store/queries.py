@@ -24,7 +24,7 @@ from statistics import median
 
 from sqlite_utils import Database
 
-from bot.model import (
+from bot.core.model import (
     ConnectorSeen,
     EventGroup,
     History,

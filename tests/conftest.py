@@ -5,7 +5,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from bot.config import parse_config
+from bot.core.config import parse_config
 from sim.eventlog import EventLog
 from sim.slack_api import SlackStandIn
 from sim.winrm_server import WinRMSimulator

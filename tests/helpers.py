@@ -15,13 +15,13 @@ from slack_bolt import App
 from slack_bolt.request import BoltRequest
 from slack_sdk import WebClient
 
-from bot.chatops import Actor
-from bot.config import parse_config
-from bot.delivery import deliver_once
-from bot.model import Event
-from bot.poller import ingest, poll_server_once
+from bot.core.config import parse_config
+from bot.core.model import Event
+from bot.engine.chatops import Actor
+from bot.engine.delivery import deliver_once
+from bot.engine.poller import ingest, poll_server_once
 from bot.slack.sender import SlackSender
-from bot.source import WinRMSource
+from bot.sources.winrm import WinRMSource
 from handlers import actions
 from store.db import write_transaction
 from tests.conftest import BOT_TOKEN, CHANNEL, WINRM_PASSWORD, WINRM_USER

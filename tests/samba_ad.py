@@ -3,7 +3,7 @@ directory and serving LDAP on 127.0.0.1 only, with an Exchange-shaped configurat
 
 Provisioned once per test session (5-9 s with its setup), then each test adds the connectors,
 users, groups and ACEs it needs. Two independent writers are used on purpose, so that what
-bot/directory.py and bot/secdesc.py read was never written by our own code:
+bot/directory/reader.py and bot/directory/secdesc.py read was never written by our own code:
 - LDAP (ldap3, as Administrator, over LDAPS with a test CA) for the schema, the tree, users and
   groups;
 - Samba's own tools on the database file for security descriptors: `samba-tool dsacl set` to add
@@ -165,7 +165,7 @@ class SambaAD:
         self._ok(self.admin.delete(dn), f"delete {dn}")
 
     def sid_of(self, dn: str) -> str:
-        from bot.secdesc import sid_from_bytes
+        from bot.directory.secdesc import sid_from_bytes
         self.admin.search(dn, "(objectClass=*)", ldap3.BASE, attributes=["objectSid"])
         return sid_from_bytes(self.admin.response[0]["raw_attributes"]["objectSid"][0])[0]
 

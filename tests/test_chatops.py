@@ -1,11 +1,11 @@
 """Acknowledge and snooze, end to end below the Slack listeners: real pywinrm -> simulator,
-real SQLite, bot.chatops, real delivery through slack_sdk -> the Slack stand-in."""
+real SQLite, bot.engine.chatops, real delivery through slack_sdk -> the Slack stand-in."""
 from __future__ import annotations
 
 import pytest
 
-from bot import chatops
-from bot.chatops import ActionError
+from bot.engine import chatops
+from bot.engine.chatops import ActionError
 from bot.slack.alerts import ACTION_ACK, ACTION_SNOOZE, ACTION_UNACK, ACTION_UNSNOOZE
 from store import chat
 from store import db as store
@@ -332,7 +332,7 @@ def test_the_audit_keeps_the_latest_end_of_all_snoozes_in_force(posted, db, cloc
 
 def test_unsnoozing_a_resolved_incident_ends_the_snooze_and_touches_no_message(
         posted, db, slack, clock):
-    from bot.poller import resolve_quiet_incidents
+    from bot.engine.poller import resolve_quiet_incidents
     config, incident, _ = posted
     chatops.snooze(db, incident.id, 7 * 24 * HOUR, "long", ALICE, clock())
     sweep(db, config, clock)
@@ -403,7 +403,7 @@ def test_unack_clears_the_note_too(posted, db, clock):
 
 def test_a_snooze_that_expires_after_its_incident_resolved_touches_no_message(
         posted, db, slack, clock):
-    from bot.poller import resolve_quiet_incidents
+    from bot.engine.poller import resolve_quiet_incidents
     config, incident, _ = posted
     chatops.snooze(db, incident.id, 2 * 24 * HOUR, "long", ALICE, clock())
     clock.advance(hours=25)

@@ -11,9 +11,9 @@ from dataclasses import replace
 
 import pytest
 
-from bot.check import run_check
-from bot.config import Secret
-from bot.directory import parse_directory
+from bot.core.config import Secret
+from bot.directory.reader import parse_directory
+from bot.ops.check import run_check
 from tests.samba_ad import LDAPS_URL, PASSWORD, unique
 
 ENV = "DIRECTORY_PASSWORD"

@@ -1,7 +1,7 @@
 """The config file: defaults, strictness, and secrets that never come from the file."""
 import pytest
 
-from bot.config import ConfigError, Secret, config_path, load_config, missing_secrets
+from bot.core.config import ConfigError, Secret, config_path, load_config, missing_secrets
 
 MINIMAL = """
 [slack]
@@ -66,8 +66,8 @@ transport = "credssp"
 
 
 def test_a_transport_whose_package_is_missing_says_what_to_install(tmp_path, monkeypatch):
-    import bot.config
-    monkeypatch.setitem(bot.config.TRANSPORT_PACKAGES, "kerberos",
+    import bot.core.config
+    monkeypatch.setitem(bot.core.config.TRANSPORT_PACKAGES, "kerberos",
                         (("no_such_module_for_test",), "pywinrm[kerberos]"))
     text = MINIMAL.replace('name = "EX01"', 'name = "EX01"\ntransport = "kerberos"')
     with pytest.raises(ConfigError, match="needs the 'pywinrm\\[kerberos\\]' package, which is "

@@ -9,11 +9,11 @@ import time
 from dataclasses import replace
 from datetime import UTC, timedelta
 
-from bot import workers
-from bot.delivery import deliver_once
-from bot.poller import poll_server_once
+from bot.engine import workers
+from bot.engine.delivery import deliver_once
+from bot.engine.poller import poll_server_once
 from bot.slack.sender import SlackSender
-from bot.source import WinRMSource
+from bot.sources.winrm import WinRMSource
 from store import db as store
 from tests.conftest import BOT_TOKEN, CHANNEL
 from tests.helpers import scanner, sweep

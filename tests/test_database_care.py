@@ -9,9 +9,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from bot.model import Problem
-from bot.poller import poll_server_once
-from bot.source import WinRMSource
+from bot.core.model import Problem
+from bot.engine.poller import poll_server_once
+from bot.sources.winrm import WinRMSource
 from store import db as store
 from store.db import StoreError, backup, open_db, prune
 from tests.helpers import ENV, run_cli, scanner, sweep, write_config
@@ -133,7 +133,7 @@ def test_retention_deletes_old_resolved_incidents_and_keeps_open_ones(
     scanner(logs["EX01"], 3, account="CONTOSO\\old")
     sweep(db, config, clock)
     clock.advance(days=2)
-    from bot.poller import resolve_quiet_incidents
+    from bot.engine.poller import resolve_quiet_incidents
     resolve_quiet_incidents(db, config, clock)   # the old one resolves after its quiet day
     scanner(logs["EX01"], 2, account="CONTOSO\\current")
     sweep(db, config, clock)

@@ -12,8 +12,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bot.config import ServerConfig
-from bot.diagnosis import (
+from bot.core.config import ServerConfig
+from bot.core.model import Incident, Sighting
+from bot.core.names import is_invisible, mixed_script_warning, mixed_script_words
+from bot.exchange.diagnosis import (
     BUILTIN,
     LEGACY_1020,
     NO_SUBMIT,
@@ -22,10 +24,7 @@ from bot.diagnosis import (
     diagnose_incident,
     sightings_of,
 )
-from bot.model import Incident, Sighting
-from bot.names import is_invisible, mixed_script_warning, mixed_script_words
-from bot.parse import parse_events
-from bot.remediation import (
+from bot.exchange.remediation import (
     UnsafeValueError,
     check_value,
     choose_connector,
@@ -34,6 +33,7 @@ from bot.remediation import (
     sid_command,
 )
 from bot.slack import alerts
+from bot.sources.parse import parse_events
 from sim.eventlog import EventLog, event_xml
 from sim.slack_blocks import validate_blocks
 from store import db as store

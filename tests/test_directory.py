@@ -1,4 +1,4 @@
-"""The read-only directory reader (bot/directory.py, bot/secdesc.py) against a real Samba AD DC.
+"""The read-only directory reader (bot/directory/reader.py, bot/directory/secdesc.py) against a real Samba AD DC.
 
 No LDAP is mocked: the `samba_ad` session fixture (tests/samba_ad.py) provisions Samba's domain
 controller, and every descriptor read here was written by Samba's own SDDL parser
@@ -18,8 +18,8 @@ import uuid
 
 import pytest
 
-from bot.config import ConfigError
-from bot.directory import (
+from bot.core.config import ConfigError
+from bot.directory.reader import (
     ACCEPT_ANY_RECIPIENT,
     ACCEPT_ROUTING_HEADERS,
     BYPASS_ANTI_SPAM,
@@ -31,7 +31,7 @@ from bot.directory import (
     parse_directory,
     submit_right,
 )
-from bot.secdesc import (
+from bot.directory.secdesc import (
     SecurityDescriptorError,
     parse_security_descriptor,
     sid_to_bytes,

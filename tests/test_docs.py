@@ -4,7 +4,7 @@ import re
 from pathlib import Path
 
 from bot.cli import build_parser
-from bot.config import KEYS
+from bot.core.config import KEYS
 
 ROOT = Path(__file__).parent.parent
 README = (ROOT / "README.md").read_text(encoding="utf-8")
@@ -34,13 +34,13 @@ def test_every_command_is_documented_and_every_documented_command_exists():
 
 
 def test_secrets_named_in_the_readme_are_the_ones_the_code_reads():
-    from bot.config import SECRET_ENV
+    from bot.core.config import SECRET_ENV
     for variable in SECRET_ENV.values():
         assert variable in README
 
 
 def test_documented_defaults_are_the_real_defaults():
-    from bot.config import (
+    from bot.core.config import (
         Config,
         IncidentConfig,
         MetricsConfig,
@@ -55,7 +55,7 @@ def test_documented_defaults_are_the_real_defaults():
         parse_duration,
         parse_size,
     )
-    from bot.directory import DirectoryConfig
+    from bot.directory.reader import DirectoryConfig
     logging_defaults = type("Logging", (), {"format": Config.log_format})
     defaults = {"slack": SlackConfig(channel="C"), "store": StoreConfig(),
                 "permissions": PermissionsConfig(), "metrics": MetricsConfig(),

@@ -6,10 +6,10 @@ from __future__ import annotations
 import itertools
 from datetime import timedelta
 
-from bot.delivery import GIVE_UP_AFTER, backoff, deliver_once
-from bot.poller import poll_server_once
+from bot.engine.delivery import GIVE_UP_AFTER, backoff, deliver_once
+from bot.engine.poller import poll_server_once
 from bot.slack.sender import SlackSender
-from bot.source import WinRMSource
+from bot.sources.winrm import WinRMSource
 from store import db as store
 from tests.conftest import CHANNEL
 from tests.helpers import scanner, sweep
@@ -213,8 +213,8 @@ def test_a_given_up_server_alert_is_revived_by_any_later_success(db, clock):
 
 
 def _ack_on_a_deleted_alert(db, make_config, logs, slack, clock):
-    from bot import chatops
-    from bot.chatops import Actor
+    from bot.engine import chatops
+    from bot.engine.chatops import Actor
     config = make_config(servers=("EX01",))
     scanner(logs["EX01"], 1)
     sweep(db, config, clock)

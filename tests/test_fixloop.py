@@ -8,9 +8,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from bot import fixloop
-from bot.adcheck import Finding
-from bot.model import Incident
+from bot.core.model import Incident
+from bot.directory.adcheck import Finding
+from bot.engine import fixloop
 from bot.slack.alerts import ACTION_FIXED, ACTION_SHOW_FIX
 from store import chat, fixes
 from store import db as store
@@ -53,7 +53,7 @@ def test_a_directory_check_moves_the_loop(state, granted, after):
 
 
 def test_only_an_event_logged_after_the_right_showed_is_a_failure_of_the_fix():
-    from bot.model import Event
+    from bot.core.model import Event
     watched = incident(fix_state="watching", fix_seen_at=T0)
     before = Event("EX01", 1, "p", 1018, T0 - timedelta(seconds=1), "CONTOSO\\app", None, "EX01")
     after = Event("EX01", 2, "p", 1018, T0 + timedelta(seconds=1), "CONTOSO\\app", None, "EX01")
@@ -226,7 +226,7 @@ def test_an_incident_being_watched_is_confirmed_never_resolved_as_merely_quiet(
     config, first, message = posted
     ask(db, config, clock, f"fixed #{first.id}")
     clock.advance(hours=25)                       # past the quiet period as well
-    from bot.scheduler import housekeeping
+    from bot.ops.scheduler import housekeeping
     housekeeping(db, config, clock=clock)
     done = store.get_incident(db, first.stored_id)
     assert (done.status, done.fix_state) == ("resolved", "confirmed")
@@ -257,7 +257,7 @@ def test_a_1020_names_no_connector_so_the_loop_watches_the_events_at_once(
 
 
 def test_the_right_shows_where_the_connectors_exist_a_gone_one_cannot_hold_the_loop_up():
-    from bot.adcheck import ConnectorFact
+    from bot.directory.adcheck import ConnectorFact
     granted = ConnectorFact("EX01", "Client Frontend EX01", found=True, right="granted",
                             enabled=True)
     gone = ConnectorFact("EX99", "(its connectors)", found=False,

@@ -28,14 +28,14 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from bot.config import parse_config
-from bot.model import Event, Incident, Snooze
-from bot.outbox import ActionNote, ServerDown, ServerUp, SpreadNote, note_of
-from bot.parse import MAX_EVENT_CHARS, parse_event, parse_events
-from bot.poller import ingest, poll_server_once
-from bot.remediation import UnsafeValueError, check_value, connector_identity
+from bot.core.config import parse_config
+from bot.core.model import Event, Incident, Snooze
+from bot.engine.outbox import ActionNote, ServerDown, ServerUp, SpreadNote, note_of
+from bot.engine.poller import ingest, poll_server_once
+from bot.exchange.remediation import UnsafeValueError, check_value, connector_identity
 from bot.slack import alerts
-from bot.source import WinRMSource
+from bot.sources.parse import MAX_EVENT_CHARS, parse_event, parse_events
+from bot.sources.winrm import WinRMSource
 from handlers.commands import answer
 from handlers.common import MAX_TEXT, CommandError, Request, words_of
 from handlers.home import home_view
@@ -323,7 +323,7 @@ def store_incident(world: World, account: str, connector: str, host: str) -> Inc
         try:
             connector = connector_identity("EX01.contoso.local", connector)
         except UnsafeValueError:
-            pass  # bot.parse keeps the raw text too
+            pass  # bot.sources.parse keeps the raw text too
     events = [Event("EX01", world.record, FE, 1018, NOW - timedelta(minutes=9), account,
                     connector or None, "EX01.contoso.local"),
               Event("EX02", world.record + 1, FE, 1020, NOW - timedelta(minutes=5), account, None,

@@ -18,7 +18,7 @@ from urllib.parse import urlencode
 import pytest
 
 from bot.app import EVENTS_PATH, MAX_BODY, build_bolt_app, run, serve_http
-from bot.config import ConfigError, parse_config
+from bot.core.config import ConfigError, parse_config
 from bot.slack.alerts import ACTION_SHOW_FIX
 from store.db import open_db
 from tests.conftest import BOT_TOKEN, CHANNEL

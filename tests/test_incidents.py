@@ -1,8 +1,8 @@
 """Grouping events into incidents: pure decisions with `now` passed in."""
 from datetime import UTC, datetime, timedelta
 
-from bot.incidents import decide, resolve_quiet
-from bot.model import Event
+from bot.core.model import Event
+from bot.engine.incidents import decide, resolve_quiet
 
 T0 = datetime(2026, 3, 8, 8, 0, tzinfo=UTC)
 QUIET = timedelta(hours=24)
@@ -83,7 +83,7 @@ def test_nothing_new_changes_nothing():
 def test_an_incident_keeps_each_event_id_server_and_connector_once_in_first_seen_order():
     from dataclasses import replace
 
-    from bot.model import Sighting
+    from bot.core.model import Sighting
     first = run([event(1, connector="EX01\\Relay", minutes=1), event(2, server="EX02", minutes=2),
                  event(3, connector="EX01\\Relay", minutes=3)])[0].after
     assert first.sightings == (Sighting(1018, "EX01", "EX01\\Relay"), Sighting(1020, "EX02", None))

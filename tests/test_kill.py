@@ -17,7 +17,7 @@ from collections import Counter
 
 import pytest
 
-from bot.model import EVENT_IDS, PROVIDERS
+from bot.core.model import EVENT_IDS, PROVIDERS
 from tests.conftest import CHANNEL
 from tests.helpers import ENV, EXE, ROOT, write_config
 

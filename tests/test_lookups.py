@@ -7,7 +7,7 @@ from datetime import timedelta
 
 import pytest
 
-from bot.poller import resolve_quiet_incidents
+from bot.engine.poller import resolve_quiet_incidents
 from bot.slack.blocks import slack_date
 from bot.slack.richtext import text_of
 from handlers.commands import answer

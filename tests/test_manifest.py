@@ -22,7 +22,7 @@ from slack_sdk import WebClient
 
 import handlers
 from bot.app import build_bolt_app
-from bot.config import parse_config
+from bot.core.config import parse_config
 from bot.slack.alerts import ACTION_SNOOZE
 from handlers.commands import COMMAND, SUBCOMMANDS
 from sim.slack_api import SCOPES_NEEDED
@@ -200,7 +200,7 @@ def test_every_needed_scope_is_requested_and_every_requested_scope_is_needed():
 # --- `submitwatch manifest`: the manifest that matches the configuration -------------------------
 
 def _config(**slack):
-    from bot.config import parse_config
+    from bot.core.config import parse_config
     raw = {"slack": {"channel": "C0ALERTS", **slack},
            "permissions": {"groups": ["S0ONCALL"]},
            "servers": [{"name": "EX01", "url": "https://ex01:5986/wsman", "username": "u",
@@ -209,15 +209,15 @@ def _config(**slack):
 
 
 def test_manifest_yml_is_what_the_command_prints_for_socket_mode():
-    from bot.manifest import app_manifest
+    from bot.ops.manifest import app_manifest
     assert app_manifest(_config()) == MANIFEST
 
 
 def test_the_http_mode_manifest_carries_the_public_url_and_validates():
     from dataclasses import replace
 
-    from bot.config import ConfigError
-    from bot.manifest import app_manifest
+    from bot.core.config import ConfigError
+    from bot.ops.manifest import app_manifest
     built = app_manifest(_config(mode="http", public_url="https://sw.contoso.com/"))
     url = "https://sw.contoso.com/slack/events"
     assert built["features"]["slash_commands"][0]["url"] == url
@@ -232,7 +232,7 @@ def test_the_http_mode_manifest_carries_the_public_url_and_validates():
 
 
 def test_public_url_must_be_https():
-    from bot.config import ConfigError
+    from bot.core.config import ConfigError
     with pytest.raises(ConfigError, match="slack.public_url must be the https URL"):
         _config(public_url="http://sw.contoso.com")
 

@@ -1,4 +1,4 @@
-"""bot.outbox as tables: which messages a change calls for, and when a waiting row may go.
+"""bot.engine.outbox as tables: which messages a change calls for, and when a waiting row may go.
 No SQLite, no Slack: the rules alone (the end-to-end behaviour is in test_pipeline.py and
 test_chatops.py)."""
 from __future__ import annotations
@@ -7,8 +7,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from bot import outbox
-from bot.outbox import UNCLAIMED_POST, Hurry, Message, Verdict
+from bot.engine import outbox
+from bot.engine.outbox import UNCLAIMED_POST, Hurry, Message, Verdict
 
 NOW = datetime(2026, 3, 8, 12, 0, tzinfo=UTC)
 TEN = timedelta(seconds=10)

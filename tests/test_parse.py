@@ -3,7 +3,13 @@ from datetime import UTC, datetime
 
 import pytest
 
-from bot.parse import ParseFailure, parse_event, parse_events, parse_log_info, parse_system_time
+from bot.sources.parse import (
+    ParseFailure,
+    parse_event,
+    parse_events,
+    parse_log_info,
+    parse_system_time,
+)
 from sim.eventlog import EventLog, event_xml
 
 NS = "http://schemas.microsoft.com/win/2004/08/events/event"

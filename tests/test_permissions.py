@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from bot.config import ConfigError, PermissionsConfig, parse_config
-from bot.permissions import Permissions
+from bot.core.config import ConfigError, PermissionsConfig, parse_config
+from bot.engine.permissions import Permissions
 from bot.slack.sender import make_client
 from tests.conftest import BOT_TOKEN
 

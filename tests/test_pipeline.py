@@ -4,11 +4,11 @@ from __future__ import annotations
 import os
 from datetime import timedelta
 
-from bot import workers
-from bot.delivery import deliver_once
-from bot.poller import poll_server_once, resolve_quiet_incidents
+from bot.engine import workers
+from bot.engine.delivery import deliver_once
+from bot.engine.poller import poll_server_once, resolve_quiet_incidents
 from bot.slack.sender import SlackSender
-from bot.source import WinRMSource
+from bot.sources.winrm import WinRMSource
 from store import db as store
 from store.db import open_db
 from tests.blocks import preformatted, prose
@@ -317,14 +317,14 @@ def test_nonsense_computer_names_and_huge_record_ids_do_not_stop_a_server(
 
 def test_an_unexpected_error_is_recorded_and_the_other_servers_go_on(
         logs, db, make_config, clock, monkeypatch):
-    import bot.poller
+    import bot.engine.poller
 
     def broken(*args, **kwargs):
         raise RuntimeError("a bug in grouping")
     config = make_config()
     scanner(logs["EX01"], 1)
     scanner(logs["EX02"], 1)
-    monkeypatch.setattr(bot.poller, "decide", broken)
+    monkeypatch.setattr(bot.engine.poller, "decide", broken)
     results = [poll_server_once(db, WinRMSource(s, config.polling), config, clock)
                for s in config.servers]
     assert all("unexpected RuntimeError while polling: a bug in grouping" in r.error

@@ -99,8 +99,8 @@ def test_a_clock_stepped_back_an_hour_does_not_stop_polling_and_slack_hears_it_o
     import time as real_time
     from datetime import datetime, timedelta
 
-    from bot.delivery import deliver_once
-    from bot.scheduler import build_scheduler
+    from bot.engine.delivery import deliver_once
+    from bot.ops.scheduler import build_scheduler
     from bot.slack.sender import SlackSender
     from store import db as store
     from tests.conftest import CHANNEL
@@ -142,7 +142,7 @@ def test_a_clock_stepped_back_an_hour_does_not_stop_polling_and_slack_hears_it_o
 
 
 def test_a_later_late_episode_is_told_again_but_one_episode_only_once(db, make_config):
-    from bot.watchdog import Watchdog
+    from bot.ops.watchdog import Watchdog
     from store import db as store
 
     class Jobs:   # the scheduler's one method the watchdog calls
@@ -239,9 +239,9 @@ def test_a_full_disk_is_said_once_in_words_and_storing_resumes_by_itself(
         logs, db, make_config, slack, caplog):
     import logging
 
-    from bot.scheduler import DiskAlarm, poll_and_wake
+    from bot.ops.scheduler import DiskAlarm, poll_and_wake
     from bot.slack.sender import SlackSender
-    from bot.source import WinRMSource
+    from bot.sources.winrm import WinRMSource
     from store import db as store
     from tests.conftest import CHANNEL
     from tests.helpers import scanner
@@ -277,10 +277,10 @@ def test_a_post_slack_makes_late_ends_as_exactly_one_message(logs, db, make_conf
                                                             kind):
     import time as real_time
 
-    from bot.delivery import deliver_once
-    from bot.poller import poll_server_once
+    from bot.engine.delivery import deliver_once
+    from bot.engine.poller import poll_server_once
     from bot.slack.sender import SlackSender
-    from bot.source import WinRMSource
+    from bot.sources.winrm import WinRMSource
     from store import db as store
     from tests.conftest import CHANNEL
     from tests.helpers import scanner, sweep
@@ -323,7 +323,7 @@ def test_a_post_slack_makes_late_ends_as_exactly_one_message(logs, db, make_conf
 
 
 def test_a_slow_poll_is_not_taken_for_a_stalled_one(db):
-    from bot.watchdog import Watchdog
+    from bot.ops.watchdog import Watchdog
 
     class Jobs:
         def modify_job(self, job_id, next_run_time):
@@ -373,10 +373,10 @@ def test_a_clock_step_forward_resolves_nothing_and_ends_no_snooze_early(
         logs, db, make_config, slack, clock):
     from datetime import timedelta
 
-    from bot import chatops
-    from bot.chatops import Actor
-    from bot.clockguard import ClockGuard
-    from bot.scheduler import housekeeping
+    from bot.engine import chatops
+    from bot.engine.chatops import Actor
+    from bot.ops.clockguard import ClockGuard
+    from bot.ops.scheduler import housekeeping
     from store import chat
     from store import db as store
     from tests.helpers import scanner, sweep
@@ -407,7 +407,7 @@ def test_a_clock_step_forward_resolves_nothing_and_ends_no_snooze_early(
 def test_the_guard_leaves_only_steps_after_a_moment_out_of_its_elapsed_time():
     from datetime import datetime, timedelta
 
-    from bot.clockguard import ClockGuard
+    from bot.ops.clockguard import ClockGuard
     t0 = datetime(2026, 3, 8, tzinfo=UTC)
     monotonic = [0.0]
     guard = ClockGuard(lambda: monotonic[0])
@@ -429,7 +429,7 @@ def test_a_server_clock_off_the_bots_is_measured_and_shown_in_status_and_check(
         logs, db, make_config, slack, clock):
     from datetime import timedelta
 
-    from bot.check import run_check
+    from bot.ops.check import run_check
     from handlers.commands import answer
     from handlers.common import Request
     from store import db as store
@@ -449,7 +449,7 @@ def test_a_server_clock_off_the_bots_is_measured_and_shown_in_status_and_check(
     assert any(line.startswith("WARNING  EX01: its events are stamped 1h 59m behind")
                for line in lines), lines
     assert not any(line.startswith("WARNING  EX02: its events") for line in lines)
-    from bot.metrics import StoreCollector
+    from bot.ops.metrics import StoreCollector
     [skew] = [f for f in StoreCollector(lambda: db, clock).collect()
               if f.name == "submitwatch_server_clock_skew_seconds"]
     assert {s.labels["server"]: s.value for s in skew.samples}["EX01"] < -7000

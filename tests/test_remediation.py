@@ -1,4 +1,4 @@
-"""bot.remediation: the exact commands, and that untrusted names cannot escape their quotes."""
+"""bot.exchange.remediation: the exact commands, and that untrusted names cannot escape their quotes."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bot.remediation import (
+from bot.exchange.remediation import (
     MAX_VALUE_LENGTH,
     Fix,
     UnsafeValueError,

@@ -5,10 +5,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from bot.config import ServerConfig
-from bot.model import Incident
-from bot.outbox import SpreadNote
-from bot.remediation import fix_for
+from bot.core.config import ServerConfig
+from bot.core.model import Incident
+from bot.engine.outbox import SpreadNote
+from bot.exchange.remediation import fix_for
 from bot.slack import alerts
 from bot.slack.richtext import visible
 from sim.slack_blocks import validate_blocks

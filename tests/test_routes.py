@@ -7,8 +7,8 @@ import re
 
 import pytest
 
-from bot.check import run_check
-from bot.config import ConfigError
+from bot.core.config import ConfigError
+from bot.ops.check import run_check
 from bot.slack.blocks import owner_mention
 from tests.blocks import mrkdwn_texts
 from tests.conftest import CHANNEL
@@ -126,8 +126,8 @@ def _failing(logs, db, config, clock, hours):
 
 def test_owners_are_reminded_in_the_thread_until_someone_acknowledges(logs, db, routed, slack,
                                                                       clock):
-    from bot.chatops import Actor, acknowledge
-    from bot.poller import remind_owners
+    from bot.engine.chatops import Actor, acknowledge
+    from bot.engine.poller import remind_owners
     from store import db as store
     logs["EX01"].append(FE, 1020, ("CONTOSO\\scan-07",), time=clock())
     sweep(db, routed, clock)
@@ -151,8 +151,8 @@ def test_owners_are_reminded_in_the_thread_until_someone_acknowledges(logs, db, 
 
 
 def test_a_quiet_or_snoozed_incident_is_not_reminded(logs, db, routed, clock):
-    from bot.chatops import Actor, snooze
-    from bot.poller import remind_owners
+    from bot.engine.chatops import Actor, snooze
+    from bot.engine.poller import remind_owners
     from store import db as store
     logs["EX01"].append(FE, 1020, ("CONTOSO\\scan-07",), time=clock())
     sweep(db, routed, clock)
@@ -167,8 +167,8 @@ def test_a_quiet_or_snoozed_incident_is_not_reminded(logs, db, routed, clock):
 
 def test_a_reminder_queued_before_an_ack_is_not_sent_and_no_owners_means_no_reminders(
         logs, db, routed, make_config, slack, clock):
-    from bot.chatops import Actor, acknowledge
-    from bot.poller import remind_owners
+    from bot.engine.chatops import Actor, acknowledge
+    from bot.engine.poller import remind_owners
     from store import db as store
     logs["EX01"].append(FE, 1020, ("CONTOSO\\scan-07",), time=clock())
     sweep(db, routed, clock)
@@ -185,8 +185,8 @@ def test_a_reminder_queued_before_an_ack_is_not_sent_and_no_owners_means_no_remi
 
 
 def test_an_account_snooze_stops_reminders_too(logs, db, routed, clock):
-    from bot.chatops import Actor, snooze
-    from bot.poller import remind_owners
+    from bot.engine.chatops import Actor, snooze
+    from bot.engine.poller import remind_owners
     logs["EX01"].append(FE, 1020, ("CONTOSO\\scan-07",), time=clock())
     sweep(db, routed, clock)
     snooze(db, "CONTOSO\\scan-07", 3 * 86400, "vendor", Actor("U0OWNER", "slash", CHANNEL),

@@ -4,9 +4,9 @@ import threading
 
 from apscheduler.triggers.interval import IntervalTrigger
 
-from bot.scheduler import DeliveryLoop, build_scheduler, poll_and_wake
+from bot.ops.scheduler import DeliveryLoop, build_scheduler, poll_and_wake
 from bot.slack.sender import SlackSender
-from bot.source import WinRMSource
+from bot.sources.winrm import WinRMSource
 
 
 def test_one_poll_job_per_server_plus_delivery_and_the_quiet_sweep(make_config):

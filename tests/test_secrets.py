@@ -24,11 +24,11 @@ from pathlib import Path
 
 import pytest
 
-from bot.config import Secret, parse_config
-from bot.delivery import deliver_once
-from bot.poller import poll_server_once
+from bot.core.config import Secret, parse_config
+from bot.engine.delivery import deliver_once
+from bot.engine.poller import poll_server_once
 from bot.slack.sender import SlackSender
-from bot.source import SourceError, WinRMSource
+from bot.sources.winrm import SourceError, WinRMSource
 from sim.eventlog import EventLog
 from sim.slack_api import SlackStandIn
 from sim.winrm_server import WinRMSimulator

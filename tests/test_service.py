@@ -81,8 +81,8 @@ def test_a_server_that_polled_before_names_its_last_good_poll(
 def run_check_of(config, app_token=None):
     from dataclasses import replace
 
-    from bot.check import run_check
-    from bot.config import Secret
+    from bot.core.config import Secret
+    from bot.ops.check import run_check
     if app_token is not None:
         config = replace(config, slack=replace(config.slack, app_token=Secret(app_token)))
     lines: list[str] = []
@@ -187,7 +187,7 @@ def test_metrics_count_polls_events_slack_calls_and_read_the_database(
 
 
 def test_slack_errors_are_counted_by_method_and_code(logs, db, make_config, slack, clock):
-    from bot import metrics
+    from bot.ops import metrics
     config = make_config(servers=("EX01",))
     key = ("chat.postMessage", "not_in_channel")
     before = metrics.SLACK_ERRORS.labels(*key)._value.get()
@@ -285,14 +285,14 @@ def test_json_logs_are_one_object_per_line_with_structured_fields(tmp_path, winr
     ({"logging": {"format": "xml"}}, "logging.format must be one of"),
 ])
 def test_metrics_and_logging_keys_are_checked(table, error):
-    from bot.config import ConfigError, parse_config
+    from bot.core.config import ConfigError, parse_config
     raw = {"slack": {"channel": "C0ALERTS"}, **table}
     with pytest.raises(ConfigError, match=error):
         parse_config(raw, {})
 
 
 def test_metrics_are_off_unless_a_port_is_set():
-    from bot.config import parse_config
+    from bot.core.config import parse_config
     assert parse_config({"slack": {"channel": "C"}}, {}).metrics.port is None
     on = parse_config({"slack": {"channel": "C"}, "metrics": {"port": 9464}}, {})
     assert (on.metrics.host, on.metrics.port) == ("127.0.0.1", 9464)
@@ -300,7 +300,7 @@ def test_metrics_are_off_unless_a_port_is_set():
 
 def test_an_alert_to_a_named_channel_whose_post_got_no_answer_is_never_lost(
         logs, db, make_config, slack, clock):
-    from bot.delivery import deliver_once
+    from bot.engine.delivery import deliver_once
     from bot.slack.sender import SlackSender
     slack.add_channel("C0NAMED", "alerts")
     config = make_config(servers=("EX01",), slack={"channel": "#alerts"})

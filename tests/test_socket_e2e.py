@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 import pytest
 
 from bot.app import run
-from bot.config import Secret
+from bot.core.config import Secret
 from bot.slack.alerts import ACTION_ACK, ACTION_SHOW_FIX, ACTION_SNOOZE
 from store import chat
 from store.db import open_db

@@ -4,7 +4,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from bot.model import Event
+from bot.core.model import Event
 from store import db as store
 from store.db import StoreError, open_db, write_transaction
 

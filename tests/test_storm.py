@@ -1,6 +1,6 @@
 """Storm digests: past incidents.storm_threshold new incidents in one channel within
 incidents.storm_window, the rest are listed in one digest message instead of one post each.
-The rule is pure (bot.outbox), tested as a table; the storm end to end through the WinRM
+The rule is pure (bot.engine.outbox), tested as a table; the storm end to end through the WinRM
 simulator, the pipeline and the Slack stand-in, which enforces Slack's per-channel rate."""
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import pytest
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
-from bot import chatops, outbox
-from bot.outbox import DETAILS, DigestMessage, HurryDigest
-from bot.poller import end_storms
+from bot.engine import chatops, outbox
+from bot.engine.outbox import DETAILS, DigestMessage, HurryDigest
+from bot.engine.poller import end_storms
 from bot.slack.digests import ACTION_DIGEST_ACK, ACTION_DIGEST_SNOOZE
 from store import chat, digests
 from store import db as store

@@ -6,11 +6,11 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from bot.chatops import Actor, acknowledge
-from bot.config import ConfigError, SummaryConfig
-from bot.poller import resolve_quiet_incidents
-from bot.scheduler import housekeeping
-from bot.summary import due_slot
+from bot.core.config import ConfigError, SummaryConfig
+from bot.engine.chatops import Actor, acknowledge
+from bot.engine.poller import resolve_quiet_incidents
+from bot.engine.summary import due_slot
+from bot.ops.scheduler import housekeeping
 from store import db as store
 from store import queries
 from tests.blocks import mrkdwn_texts
@@ -125,7 +125,7 @@ def test_a_summary_that_cannot_be_posted_holds_back_no_other_notice(db, make_con
 
 
 def test_check_verifies_the_summary_channel(make_config, slack):
-    from bot.check import run_check
+    from bot.ops.check import run_check
     config = make_config(servers=("EX01",), summary={"every": "week", "channel": "C0EX02"})
     slack.set_joined("C0EX02", False)
     lines: list[str] = []

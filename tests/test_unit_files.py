@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.config import SECRET_ENV
+from bot.core.config import SECRET_ENV
 
 ROOT = Path(__file__).parent.parent
 UNIT = ROOT / "contrib/submitwatch.service"
@@ -76,7 +76,7 @@ def test_every_secret_comes_through_load_credential_as_the_file_variable_the_cod
 
 @pytest.mark.parametrize("name", ["SLACK_BOT_TOKEN", "WINRM_PASSWORD"])
 def test_a_file_variable_is_read_like_the_unit_sets_it(tmp_path, name):
-    from bot.config import parse_config
+    from bot.core.config import parse_config
     secret = tmp_path / "credential"
     secret.write_text("s3cret-from-a-file\n", encoding="utf-8")
     raw = {"slack": {"channel": "C0ALERTS"},

@@ -12,7 +12,7 @@ from datetime import timedelta
 
 import pytest
 
-from bot.config import parse_config
+from bot.core.config import parse_config
 from tests.blocks import mrkdwn_texts, preformatted, prose
 from tests.helpers import NOW, Feed, ask, assert_no_markup
 from tests.samba_ad import LDAPS_URL, PASSWORD, submit_ace, unique

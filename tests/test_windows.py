@@ -19,14 +19,14 @@ import tree_sitter
 import tree_sitter_powershell
 import winrm
 
-from bot.check import run_check
-from bot.config import ConfigError, parse_config
-from bot.delivery import deliver_once
-from bot.output import decode, inert
-from bot.parse import parse_events
-from bot.poller import poll_server_once
+from bot.core.config import ConfigError, parse_config
+from bot.engine.delivery import deliver_once
+from bot.engine.poller import poll_server_once
+from bot.ops.check import run_check
 from bot.slack.sender import SlackSender
-from bot.source import WinRMSource
+from bot.sources.decode import decode, inert
+from bot.sources.parse import parse_events
+from bot.sources.winrm import WinRMSource
 from sim.wevtutil import WindowsTraits
 from sim.winrm_server import WinRMSimulator
 from store import db as store
@@ -458,7 +458,7 @@ def test_the_read_deadline_covers_the_whole_output(logs, sim, db, db_path, clock
     (60, 120, 1),      # the connection outlives a 60 s interval: one sign-in in all
     (300, 120, 6),     # gone before every 5-minute poll: one sign-in per poll, nothing else
     (60, 30, 11),      # a server that drops sooner than HTTP.sys's default: still no error,
-])                     # at two sign-ins per drop (see KEEP_IDLE_LIMIT in bot/source.py)
+])                     # at two sign-ins per drop (see KEEP_IDLE_LIMIT in bot/sources/winrm.py)
 def test_polls_at_one_and_five_minutes_work_with_one_sign_in_per_dropped_connection(
         interval, server_timeout, authentications, logs, sim, seconds, db, db_path, clock):
     sim.idle_connection_timeout = server_timeout
@@ -544,7 +544,7 @@ def test_the_origin_decides_routing_while_the_polled_server_owns_the_cursor(make
 def test_a_changed_log_starts_a_new_generation_from_the_look_back(db, clock):
     """A cursor counts records of one log: after servers.log changes it means nothing, so the
     new log is read like a new server's (in a new generation: record ids never collide)."""
-    from bot.poller import _state_for_log
+    from bot.engine.poller import _state_for_log
     store.save_poll_success(db, store.ServerState("EX01"), generation=2, cursor=500,
                             oldest_record=1, newest_record=800, stored=3, now=clock(),
                             log="Application")

@@ -15,7 +15,7 @@ Already covered elsewhere, and not repeated here:
 
 Added here: every fault above through `poll_server_once` with the no-loss / no-duplicate /
 cursor invariants, a DNS failure (none before), a wrong password, a WS-Man fault after the shell
-opened, output cut off at an event boundary (it lost events: fixed in bot/parse.py), a log that
+opened, output cut off at an event boundary (it lost events: fixed in bot/sources/parse.py), a log that
 wraps or is cleared while the server cannot be polled, and a storm of events in one poll.
 """
 from __future__ import annotations
@@ -30,9 +30,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from bot.config import parse_config
-from bot.poller import poll_server_once
-from bot.source import WinRMSource, query_args
+from bot.core.config import parse_config
+from bot.engine.poller import poll_server_once
+from bot.sources.winrm import WinRMSource, query_args
 from sim.eventlog import EventLog
 from sim.wevtutil import run_command_line, run_encoded
 from sim.winrm_server import WinRMSimulator, first_half
@@ -259,7 +259,7 @@ def test_output_cut_off_right_after_an_event_is_read_again_not_skipped(db, db_pa
     """The simulator's garbage fault keeps the first half of the output. Where that half ends
     just after a complete event, the output looked whole: the poll stored two events and moved
     the cursor past the four it never saw (lost for good; found by this test, fixed in
-    bot/parse.py: output that opens <Events> must close it)."""
+    bot/sources/parse.py: output that opens <Events> must close it)."""
     command = " ".join(["wevtutil", "gli", "Application", "&", "wevtutil",
                         *query_args("Application", 0, 500, None)])
 

@@ -16,9 +16,12 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 
-from ..adcheck import Finding
-from ..config import ServerConfig
-from ..diagnosis import (
+from bot.core.config import ServerConfig
+from bot.core.model import Incident, Snooze
+from bot.core.names import is_invisible, mixed_script_warning
+from bot.directory.adcheck import Finding
+from bot.engine.outbox import ActionNote, BotLate, ServerDown, ServerUp, SpreadNote
+from bot.exchange.diagnosis import (
     BUILTIN,
     LEGACY_1020,
     NO_SUBMIT,
@@ -27,12 +30,9 @@ from ..diagnosis import (
     diagnose_incident,
     sightings_of,
 )
-from ..model import Incident, Snooze
-from ..names import is_invisible, mixed_script_warning
-from ..outbox import ActionNote, BotLate, ServerDown, ServerUp, SpreadNote
-from ..remediation import SUBMIT_RIGHT, command_lines
-from . import richtext as rt
-from .blocks import (
+from bot.exchange.remediation import SUBMIT_RIGHT, command_lines
+from bot.slack import richtext as rt
+from bot.slack.blocks import (
     HEADER_LIMIT,
     MESSAGE_BLOCKS,
     SECTION_LIMIT,
@@ -48,8 +48,8 @@ from .blocks import (
     span,
     utc_time,
 )
-from .richtext import Part
-from .text import (
+from bot.slack.richtext import Part
+from bot.slack.text import (
     ADVICE,
     FIX_GIVES_EACH,
     HEADLINES,
@@ -69,7 +69,7 @@ ACTION_UNACK = "submitwatch_unack"
 ACTION_SNOOZE = "submitwatch_snooze"        # a static_select; option values are seconds
 ACTION_UNSNOOZE = "submitwatch_unsnooze"
 ACTION_SHOW_FIX = "submitwatch_show_fix"
-ACTION_FIXED = "submitwatch_fixed"          # Mark fixed: the closed loop (bot.fixloop)
+ACTION_FIXED = "submitwatch_fixed"          # Mark fixed: the closed loop (bot.engine.fixloop)
 ACTION_IDS = (ACTION_ACK, ACTION_UNACK, ACTION_SNOOZE, ACTION_UNSNOOZE, ACTION_SHOW_FIX,
               ACTION_FIXED)
 SNOOZE_CHOICES = (("1 hour", 3600), ("4 hours", 4 * 3600), ("24 hours", 24 * 3600),
@@ -106,8 +106,8 @@ def diagnosis_blocks(diagnosis: Diagnosis, account: str, *, most: int = MAX_FIXE
 
     With `only` (a thread note about new servers or connectors): the headline and those
     targets' commands; the alert above it explains the cause. `builtin`: the directory says
-    the account is the domain's built-in "Administrator" or "Guest" (bot.adcheck): a 1020 is
-    then settled, said as a fact, with no SID check to run and no grant to try.
+    the account is the domain's built-in "Administrator" or "Guest" (bot.directory.adcheck): a 1020
+    is then settled, said as a fact, with no SID check to run and no grant to try.
     """
     targets = list(diagnosis.targets if only is None else only)
     if only is not None:
@@ -237,7 +237,7 @@ def alert(incident: Incident, servers: Mapping[str, ServerConfig],
           finding: Finding | None = None) -> tuple[str, list[dict]]:
     """The living alert message for an incident: (fallback text, blocks). `owners`: its
     route's (configuration only: never built from event data), named while it is open.
-    `finding`: the last directory check (bot.adcheck), shown as its Directory line."""
+    `finding`: the last directory check (bot.directory.adcheck), shown as its Directory line."""
     account = show(incident.account)
     resolved = incident.status == "resolved"
     confirmed = incident.fix_state == "confirmed"
@@ -283,7 +283,7 @@ def alert(incident: Incident, servers: Mapping[str, ServerConfig],
 
 
 def fix_line(incident: Incident) -> list[Part] | None:
-    """Where the closed loop stands (bot.fixloop), for an incident someone marked fixed."""
+    """Where the closed loop stands (bot.engine.fixloop), for an incident someone marked fixed."""
     state = incident.fix_state
     if state is None or incident.fixed_at is None:
         return None

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from datetime import datetime
 
-from . import richtext as rt
+from bot.slack import richtext as rt
 
 HEADER_LIMIT = 150
 SECTION_LIMIT = 3000

@@ -1,5 +1,5 @@
 """A storm's digest: the one message listing the incidents that opened in a channel beyond the
-storm threshold (bot.outbox.joins_digest), its thread's detail replies and its notes.
+storm threshold (bot.engine.outbox.joins_digest), its thread's detail replies and its notes.
 
 Every account name is untrusted and shown with `literal`; mentions come only from the
 configuration (route owners) or from Slack's own user IDs (who acted)."""
@@ -8,12 +8,12 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from datetime import datetime
 
-from ..config import ServerConfig
-from ..diagnosis import cause_of, sightings_of
-from ..model import Digest, DigestLines, Incident
-from . import richtext as rt
-from .alerts import ACTION_ACK, SNOOZE_CHOICES, fallback_text
-from .blocks import (
+from bot.core.config import ServerConfig
+from bot.core.model import Digest, DigestLines, Incident
+from bot.exchange.diagnosis import cause_of, sightings_of
+from bot.slack import richtext as rt
+from bot.slack.alerts import ACTION_ACK, SNOOZE_CHOICES, fallback_text
+from bot.slack.blocks import (
     context,
     fit,
     header,
@@ -26,7 +26,7 @@ from .blocks import (
     slack_date,
     utc_time,
 )
-from .text import SHORT_CAUSES
+from bot.slack.text import SHORT_CAUSES
 
 ACTION_DIGEST_ACK = "submitwatch_digest_ack"        # a button; value: the digest's id
 ACTION_DIGEST_SNOOZE = "submitwatch_digest_snooze"  # a static_select; values "digest:seconds"

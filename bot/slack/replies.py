@@ -16,10 +16,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from urllib.parse import urlsplit
 
-from ..adcheck import Finding
-from ..config import RouteConfig, ServerConfig
-from ..diagnosis import NO_SUBMIT, Diagnosis
-from ..model import (
+from bot.core.config import RouteConfig, ServerConfig
+from bot.core.model import (
     ConnectorSeen,
     History,
     Incident,
@@ -29,10 +27,12 @@ from ..model import (
     Snooze,
     Summary,
 )
-from ..remediation import Fix, command_lines
-from . import alerts
-from . import richtext as rt
-from .blocks import (
+from bot.directory.adcheck import Finding
+from bot.exchange.diagnosis import NO_SUBMIT, Diagnosis
+from bot.exchange.remediation import Fix, command_lines
+from bot.slack import alerts
+from bot.slack import richtext as rt
+from bot.slack.blocks import (
     GROUP_ID,
     HOME_BLOCKS,
     channel_ref,
@@ -55,7 +55,7 @@ from .blocks import (
     sparkline,
     window,
 )
-from .text import CANDIDATE_SOURCE
+from bot.slack.text import CANDIDATE_SOURCE
 
 #: How much of an untrusted name a list line shows (escaped, it may grow up to five times).
 LIST_NAME = 80
@@ -152,8 +152,8 @@ def history_view(page: History, *, subject: Subject, since_seconds: float, limit
 def show_view(detail: IncidentDetail, now: datetime, diagnoses: Sequence[Diagnosis] = (),
               max_timeline: int = 30,
               finding: Finding | None = None) -> tuple[str, list[dict]]:
-    """One incident's story; `diagnoses` (bot.diagnosis) say why it was refused; `finding`:
-    what the directory said at its last check (bot.adcheck)."""
+    """One incident's story; `diagnoses` (bot.exchange.diagnosis) say why it was refused; `finding`:
+    what the directory said at its last check (bot.directory.adcheck)."""
     incident = detail.incident
     account = show(incident.account)
     state = "*open*" if incident.status == "open" else (

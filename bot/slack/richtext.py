@@ -15,7 +15,7 @@ import re
 from collections.abc import Iterable
 from datetime import datetime
 
-from ..names import is_invisible
+from bot.core.names import is_invisible
 
 Part = str | dict
 

@@ -18,9 +18,9 @@ from slack_sdk.http_retry.builtin_handlers import (
     ServerErrorRetryHandler,
 )
 
-from .. import metrics
-from ..config import SlackConfig
-from .text import FIXES
+from bot.core.config import SlackConfig
+from bot.ops import metrics
+from bot.slack.text import FIXES
 
 
 class Posted(NamedTuple):

@@ -3,7 +3,7 @@ notes on where a connector came from, what a Slack error means and its fix. One 
 review and (one day) translate them; the modules that build messages take them from here."""
 from __future__ import annotations
 
-from ..diagnosis import BUILTIN, LEGACY_1020, NO_SUBMIT
+from bot.exchange.diagnosis import BUILTIN, LEGACY_1020, NO_SUBMIT
 
 MORE_IN_FIX = ("More did not fit in one Slack message: *Show fix* gives every command, and "
                "`/submitwatch fix` each connector's.")

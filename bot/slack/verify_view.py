@@ -11,8 +11,18 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from ..adcheck import ConnectorFact, Finding
-from .blocks import context, divider, fit, literal, pack, plural, preformatted, section, show
+from bot.directory.adcheck import ConnectorFact, Finding
+from bot.slack.blocks import (
+    context,
+    divider,
+    fit,
+    literal,
+    pack,
+    plural,
+    preformatted,
+    section,
+    show,
+)
 
 #: Connectors shown in one answer; more are counted, and naming one shows just that one.
 MAX_CONNECTORS = 25

@@ -11,9 +11,8 @@ from datetime import datetime, timedelta
 
 from sqlite_utils import Database
 
+from bot.core.config import Config, SummaryConfig
 from store import db as store
-
-from .config import Config, SummaryConfig
 
 #: A slot missed by longer than this (SubmitWatch was down) is skipped, not posted stale.
 GRACE = timedelta(hours=1)

@@ -9,8 +9,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
-from .model import Event, Incident, Sighting
-from .remediation import UnsafeValueError, short_server_name
+from bot.core.model import Event, Incident, Sighting
+from bot.exchange.remediation import UnsafeValueError, short_server_name
 
 
 @dataclass
@@ -131,7 +131,7 @@ def resolve_quiet(open_incidents: Iterable[Incident], now: datetime, quiet_perio
                   elapsed: Callable[[datetime, datetime], timedelta] = lambda a, b: b - a,
                   ) -> list[IncidentChange]:
     """Close every open incident with no event for the quiet period. `elapsed(since, now)` is
-    the real time between the two (bot.clockguard leaves a clock step forward out of it)."""
+    the real time between the two (bot.ops.clockguard leaves a clock step forward out of it)."""
     return [IncidentChange(before=i, after=replace(i, status="resolved", resolved_at=now))
             for i in open_incidents
             if i.status == "open" and elapsed(i.quiet_since(), now) > quiet_period]

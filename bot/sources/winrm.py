@@ -2,7 +2,7 @@
 
 One poll opens one remote shell, asks `wevtutil gli Application` how the log stands, then pages
 through matching events with `wevtutil qe ... /uni:true` (raw XML in UTF-16LE, so every name
-arrives exact whatever the server's code pages: bot/output.py), and closes the shell.
+arrives exact whatever the server's code pages: bot/sources/decode.py), and closes the shell.
 
 Shells never pile up on the server: each is opened with a short idle timeout, so one whose
 Delete failed is gone within minutes instead of hours, and its deletion is tried once more at
@@ -19,7 +19,7 @@ authenticates a connection, and doing it again every poll cost three of nine rou
 client's CPU, and a logon event on the server each minute. HTTP.sys drops a connection idle for
 120 s; the next poll then authenticates once on a new one, silently.
 Every failure becomes a SourceError whose message a person can act on, with anything the server
-said made inert (bot/output.py).
+said made inert (bot/sources/decode.py).
 """
 from __future__ import annotations
 
@@ -42,10 +42,10 @@ from winrm.exceptions import (
 )
 from winrm.protocol import Protocol
 
-from . import output
-from .config import PollingConfig, ServerConfig
-from .model import EVENT_IDS, PROVIDERS, Problem
-from .parse import LogInfo, ParseFailure, parse_log_info
+from bot.core.config import PollingConfig, ServerConfig
+from bot.core.model import EVENT_IDS, PROVIDERS, Problem
+from bot.sources import decode as output
+from bot.sources.parse import LogInfo, ParseFailure, parse_log_info
 
 #: The shell's code page: what stderr and cmd.exe's own messages are written in. The events
 #: themselves are asked for in UTF-16 (/uni:true), which no code page setting affects.
@@ -63,7 +63,7 @@ NLS_KEY = "HKLM\\SYSTEM\\CurrentControlSet\\Control\\Nls\\CodePage"
 SETUP_DOC = "docs/windows-setup.md"
 _CLIXML_TEXT = re.compile(r"<S S=\"Error\">(.*?)</S>", re.S)
 _ACCESS_DENIED = 5
-#: The transports pywinrm's Protocol takes (bot.config allows some of them: config.TRANSPORTS).
+#: The transports pywinrm's Protocol takes (bot.core.config allows some of them: config.TRANSPORTS).
 WinRMTransport = typing.Literal["auto", "basic", "certificate", "ntlm", "kerberos", "credssp",
                                 "plaintext", "ssl"]
 
@@ -121,7 +121,8 @@ class EventShell(typing.Protocol):
 
 
 class EventSource(typing.Protocol):
-    """Where a server's events come from: what bot.poller needs, and all it needs. WinRMSource
+    """Where a server's events come from: what bot.engine.poller needs, and all it needs.
+    WinRMSource
     reads one Exchange server's own log; a Windows Event Collector's ForwardedEvents log, one
     endpoint holding many servers' events, would map each <Computer> to its origin."""
 
@@ -188,7 +189,7 @@ class WinRMSource:
 
     def _protocol(self) -> Protocol:
         transport = self.server.transport
-        if not _is_winrm_transport(transport):   # bot.config allows only known ones
+        if not _is_winrm_transport(transport):   # bot.core.config allows only known ones
             raise SourceError(f"{self.server.name}: pywinrm has no transport {transport!r}")
         protocol = Protocol(
             endpoint=self.server.url,
@@ -352,7 +353,7 @@ class Shell:
 
 
 def query_args(log: str, cursor: int, batch_size: int, lookback_ms: int | None) -> list[str]:
-    """wevtutil's arguments for one page of events (the log name is checked by bot.config)."""
+    """wevtutil's arguments for one page of events (the log name is checked by bot.core.config)."""
     return ["qe", log, f'/q:"{event_query(cursor, lookback_ms)}"', "/f:xml",
             f"/c:{int(batch_size)}", "/e:Events", "/rd:false", "/uni:true"]
 

@@ -1,5 +1,5 @@
 """What Active Directory says about an account's Submit right on connectors: one read-only
-check (bot.directory does the LDAP), kept as a plain `Finding` that is stored with the
+check (bot.directory.reader does the LDAP), kept as a plain `Finding` that is stored with the
 incident, shown in its alert, `show` and `verify`, and compared by the fixed-loop.
 
 A Finding holds words and facts, not the raw descriptor: it is what the alert shows, and it is
@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
 
-from .directory import Directory, DirectoryConfig, DirectoryError, submit_right
+from bot.directory.reader import Directory, DirectoryConfig, DirectoryError, submit_right
 
 log = logging.getLogger("submitwatch")
 
@@ -26,7 +26,7 @@ class ConnectorFact:
     name: str
     found: bool
     right: str = "unknown"          # granted, denied, not granted, unknown
-    why: str = ""                   # the finding in one sentence (bot.directory.Right.text)
+    why: str = ""                   # the finding in one sentence (bot.directory.reader.Right.text)
     enabled: bool | None = None
     bindings: tuple[str, ...] = ()
     remote_ip_ranges: tuple[str, ...] = ()

@@ -21,19 +21,18 @@ from datetime import datetime, timedelta
 
 from sqlite_utils import Database
 
+from bot.core.config import Config
+from bot.core.model import Digest, Incident, Problem, Snooze
+from bot.engine import outbox
+from bot.engine.poller import Clock, utc_now
+from bot.engine.summary import unwatched
+from bot.engine.workers import OWNER, claim_is_dead
+from bot.slack import alerts, replies
+from bot.slack import digests as digest_view
+from bot.slack.blocks import CHANNEL_ID
+from bot.slack.sender import DeliveryError, Posted, SlackSender
 from store import chat, digests, fixes, queries
 from store import db as store
-
-from . import outbox
-from .config import Config
-from .model import Digest, Incident, Problem, Snooze
-from .poller import Clock, utc_now
-from .slack import alerts, replies
-from .slack import digests as digest_view
-from .slack.blocks import CHANNEL_ID
-from .slack.sender import DeliveryError, Posted, SlackSender
-from .summary import unwatched
-from .workers import OWNER, claim_is_dead
 
 log = logging.getLogger("submitwatch")
 #: How long an error a person must fix is retried before the row is given up.
@@ -107,7 +106,7 @@ def _must_have(incident: Incident | None, row: store.OutboxRow) -> Incident:
 
 def deliver_one(db: Database, sender: SlackSender, row: store.OutboxRow, config: Config,
                 now: datetime, blocked: set, result: DeliveryResult) -> str | None:
-    """Send one row if bot.outbox says it is due; "stop" when Slack is unreachable."""
+    """Send one row if bot.engine.outbox says it is due; "stop" when Slack is unreachable."""
     subject = _subject(row)
     incident = _incident_of(db, row)
     digest = _digest_of(db, row)

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from .config import PermissionsConfig
+from bot.core.config import PermissionsConfig
 
 log = logging.getLogger("submitwatch")
 

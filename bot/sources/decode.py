@@ -20,7 +20,7 @@ import re
 import unicodedata
 from collections.abc import Callable
 
-from .model import Problem
+from bot.core.model import Problem
 
 BOM_UTF16_LE = codecs.BOM_UTF16_LE
 BOM_UTF8 = codecs.BOM_UTF8
@@ -70,8 +70,8 @@ def decode(raw: bytes, server: str, ansi_codepage: Callable[[], int | None], *,
     """Decode one command's output (see the module's docstring): (text, problems, the codec's
     name: "utf-16-le", "utf-8" or an ANSI code page's such as "cp1252").
 
-    `partial`: the output was cut off (see bot.source's output cap), so an incomplete character
-    at its end is dropped rather than taken for damage.
+    `partial`: the output was cut off (see bot.sources.winrm's output cap), so an incomplete
+    character at its end is dropped rather than taken for damage.
     """
     if not raw:
         return "", [], ""   # nothing to tell the encoding by

@@ -1,19 +1,18 @@
 """Queue what a change of one incident calls for in Slack: an update of its alert and a note
 in its thread, or, for an incident listed in a storm digest (which has no alert of its own),
 an update of the digest and the note in the digest's thread. Chat-ops and the closed loop
-(bot.fixloop) both tell incidents through here; the rules are bot.outbox's. Call inside the
-transaction that made the change."""
+(bot.engine.fixloop) both tell incidents through here; the rules are bot.engine.outbox's. Call
+inside the transaction that made the change."""
 from __future__ import annotations
 
 from datetime import datetime
 
 from sqlite_utils import Database
 
+from bot.core.model import Incident
+from bot.engine import outbox
 from store import chat, digests
 from store import db as store
-
-from . import outbox
-from .model import Incident
 
 
 def tell(db: Database, incident: Incident, now: datetime, note: dict | None) -> None:
@@ -37,8 +36,8 @@ def tell_digest(db: Database, digest_id: int, now: datetime, note: dict | None) 
 def snooze_ended(db: Database, incident: Incident, now: datetime, note: dict | None) -> None:
     """Bring an incident back after its last snooze ended (an account snooze may remain). A
     digest's incident never gets a post of its own, even now; `note` None: its digest is told
-    once for many (bot.chatops.end_expired_snoozes). One never posted (snoozed since it opened)
-    joins its channel's digest while a storm is on there, instead of a post of its own."""
+    once for many (bot.engine.chatops.end_expired_snoozes). One never posted (snoozed since it
+    opened) joins its channel's digest while a storm is on there, instead of a post of its own."""
     if incident.digest_id is not None:
         still = bool(chat.snoozes_for(db, incident, now))
         tell_digest(db, incident.digest_id, now, None if still or note is None else {

@@ -18,10 +18,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from .model import Event, Incident
+from bot.core.model import Event, Incident
 
 if TYPE_CHECKING:
-    from .directory import DirectoryConfig
+    from bot.directory.reader import DirectoryConfig
 
 DEFAULT_CONFIG_NAME = "submitwatch.toml"
 SLACK_API_URL = "https://slack.com/api/"
@@ -49,7 +49,7 @@ KEYS = {
     "logging": {"format"},
     "routes": {"name", "accounts", "servers", "events", "channel", "owners"},
     "summary": {"every", "at", "weekday", "channel"},
-    # [directory]: bot.directory.DIRECTORY_KEYS (that module reads the table).
+    # [directory]: bot.directory.reader.DIRECTORY_KEYS (that module reads the table).
     "directory": {"urls", "user", "password_env", "auth", "allow_insecure_simple", "verify_tls",
                   "ca_file", "connect_timeout", "read_timeout"},
     "servers": {"name", "url", "username", "transport", "password_env", "validate_certificate",
@@ -147,7 +147,7 @@ _CLOCK_TIME = re.compile(r"([01]\d|2[0-3]):([0-5]\d)")
 
 @dataclass(frozen=True)
 class SummaryConfig:
-    """The scheduled summary post (bot.summary): off unless `every` is "day" or "week"."""
+    """The scheduled summary post (bot.engine.summary): off unless `every` is "day" or "week"."""
     every: str | None = None        # "day" or "week"
     at: tuple[int, int] = (9, 0)    # hour, minute (UTC)
     weekday: int = 0                # for "week": 0 = Monday
@@ -229,7 +229,7 @@ class Config:
     log_format: str = "text"          # or "json": one object per line, for log shippers
     routes: tuple[RouteConfig, ...] = ()
     summary: SummaryConfig = SummaryConfig()
-    directory: DirectoryConfig | None = None   # None: no directory checks (bot.directory)
+    directory: DirectoryConfig | None = None   # None: no directory checks (bot.directory.reader)
 
     def route_for(self, account: str, server: str, event_id: int) -> RouteConfig:
         """The first [[routes]] entry that matches, else the server's channel (or
@@ -297,7 +297,7 @@ def parse_config(raw: Mapping[str, Any], environ: Mapping[str, str],
     summary = _summary_config(_section(raw, "summary"))
     directory = None
     if "directory" in raw:
-        from .directory import parse_directory  # it builds on this module's readers
+        from bot.directory.reader import parse_directory  # it builds on this module's readers
         directory = parse_directory(_section(raw, "directory"), environ)
     return Config(slack, store, polling, incidents, servers, source, permissions, metrics,
                   log_format, routes, summary, directory)

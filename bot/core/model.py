@@ -10,7 +10,8 @@ from typing import Any
 
 #: The two providers that log the event; 2013+ front ends use the second one.
 PROVIDERS = ("MSExchangeTransport", "MSExchangeFrontEndTransport")
-#: Both mean "valid credentials, and still refused", for different reasons (bot/diagnosis.py):
+#: Both mean "valid credentials, and still refused", for different reasons
+#: (bot/exchange/diagnosis.py):
 #: 1018 = no ms-Exch-SMTP-Submit on the connector; 1020 = a built-in identity (2013 and later).
 EVENT_IDS = (1018, 1020)
 
@@ -97,7 +98,7 @@ class Incident:
     last_stored_at: datetime | None = None  # the bot's time when its newest event was stored
     last_reminded_at: datetime | None = None  # its owners' last thread reminder (delivery's)
     digest_id: int | None = None      # the storm digest that lists it (then it has no post)
-    # The closed loop (bot.fixloop), owned by store.fixes: someone marked it fixed, then
+    # The closed loop (bot.engine.fixloop), owned by store.fixes: someone marked it fixed, then
     # "waiting" (for the directory to show the right), "watching" (the events), "confirmed"
     # or "failing" (it failed again after the directory showed the right).
     fix_state: str | None = None
@@ -127,7 +128,7 @@ class Incident:
 @dataclass(frozen=True)
 class Digest:
     """A storm's one message in a channel, listing the incidents that opened beyond the
-    threshold (bot.outbox.joins_digest); live until none joined for a storm window."""
+    threshold (bot.engine.outbox.joins_digest); live until none joined for a storm window."""
 
     id: int
     channel: str                      # as configured: what the threshold counts in

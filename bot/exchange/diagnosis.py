@@ -14,17 +14,17 @@ Both events carry {account, connector name}. For Exchange 2007/2010 Microsoft do
 a missing Submit right and their code is not public, so a 1020 from a server configured as one
 of those gets both the documented fix and the built-in-identity check.
 
-Pure: plain data in, plain data out. The commands come from bot.remediation; bot.slack.alerts shows
-the result.
+Pure: plain data in, plain data out. The commands come from bot.exchange.remediation;
+bot.slack.alerts shows the result.
 """
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
-from .config import ServerConfig
-from .model import Incident, Sighting
-from .remediation import (
+from bot.core.config import ServerConfig
+from bot.core.model import Incident, Sighting
+from bot.exchange.remediation import (
     Fix,
     UnsafeValueError,
     check_value,

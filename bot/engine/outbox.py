@@ -6,7 +6,7 @@ the bot's own lateness and duplicate checks are written where those are noticed)
 (new events, quiet incidents), chat-ops (ack, snooze) and delivery (catching up, a deleted
 alert) each hand it what they know and write back what it returns, with
 `store.db.enqueue_messages`. Nothing here touches SQLite or Slack, so the rules are tested as
-tables (tests/test_outbox_policy.py), the way `bot.incidents.decide` is (Alertmanager's pure
+tables (tests/test_outbox_policy.py), the way `bot.engine.incidents.decide` is (Alertmanager's pure
 `needsUpdate` is the model).
 
 The rules, in words:
@@ -284,7 +284,7 @@ class ActionNote:
     reason: str | None = None         # snooze (untrusted)
     scope: str | None = None          # snooze: "incident" or "account"
     # action "reminder": the incident is open, unowned and still failing
-    # actions of the closed loop (bot.fixloop): "fixed" (marked), "fix_seen" (the directory
+    # actions of the closed loop (bot.engine.fixloop): "fixed" (marked), "fix_seen" (the directory
     # shows the right), "still_failing", "confirmed"
     finding: str | None = None        # what the directory says now (untrusted names in it)
     seconds: float | None = None      # fix_seen: since marked; confirmed: the quiet window
@@ -336,7 +336,7 @@ class ServerUp:
 
 @dataclass(frozen=True)
 class BotLate:
-    """SubmitWatch's own jobs did not start on time (bot.watchdog)."""
+    """SubmitWatch's own jobs did not start on time (bot.ops.watchdog)."""
 
     jobs: tuple[str, ...]
     late_seconds: float

@@ -12,13 +12,12 @@ from datetime import datetime, timedelta
 
 from sqlite_utils import Database
 
+from bot.core.model import Incident, Snooze, incident_key
+from bot.engine import fixloop, notify
+from bot.slack.alerts import show
+from bot.slack.blocks import mention
 from store import chat, digests, fixes
 from store import db as store
-
-from . import fixloop, notify
-from .model import Incident, Snooze, incident_key
-from .slack.alerts import show
-from .slack.blocks import mention
 
 #: Longer silence than this hides a problem rather than pausing it: fix the cause instead.
 MAX_SNOOZE = timedelta(days=90)
@@ -53,8 +52,8 @@ def acknowledge(db: Database, incident_id: int, actor: Actor, note: str | None,
 
 def mark_fixed(db: Database, incident_id: int, actor: Actor, note: str | None, now: datetime,
                *, has_directory: bool) -> Incident:
-    """Someone says it is fixed: the closed loop starts (bot.fixloop). With a directory, it is
-    read at once and then every few minutes until the right shows; without one, the events
+    """Someone says it is fixed: the closed loop starts (bot.engine.fixloop). With a directory, it
+    is read at once and then every few minutes until the right shows; without one, the events
     alone are watched from now."""
     with store.write_transaction(db):
         before = _open_incident(db, incident_id, "mark fixed")

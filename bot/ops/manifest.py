@@ -9,7 +9,7 @@ Pure: a dict out, printed as JSON (Slack takes JSON or YAML manifests).
 """
 from __future__ import annotations
 
-from .config import Config, ConfigError
+from bot.core.config import Config, ConfigError
 
 COMMAND = "/submitwatch"
 EVENTS_PATH = "/slack/events"

@@ -6,7 +6,7 @@ to that one account on that one connector: grant, a ``-WhatIf`` dry run, verify,
 command that lists a server's Receive connectors, and one that shows what a (custom) connector
 accepts.  Event 1020 on Exchange 2013 and later means the account is a built-in identity (the
 RID-500 Administrator, Guest, anonymous) that no permission fixes; for it there is the read-only
-command that shows the account's SID (see bot/diagnosis.py for which applies when).
+command that shows the account's SID (see bot/exchange/diagnosis.py for which applies when).
 
 Every value that came from an event or from configuration (account, connector, server) is
 untrusted text.  It goes into the command only through :func:`ps_quote`, which produces a
@@ -16,7 +16,7 @@ character that needs escaping is the single quote -- of which PowerShell recogni
 doubled with itself, as PowerShell's own ``EscapeSingleQuotedStringContent`` does.  Values that
 no Exchange name ever contains (control characters, line breaks, bidirectional overrides) are
 refused with :class:`UnsafeValueError` rather than quoted, and so are characters that draw
-nothing (format characters, Hangul fillers; see bot/names.py), which would let a command look
+nothing (format characters, Hangul fillers; see bot/core/names.py), which would let a command look
 exactly like another.
 
 Pure: no I/O, no clock.
@@ -29,7 +29,7 @@ import re
 import unicodedata
 from dataclasses import dataclass
 
-from .names import describe_invisible, is_invisible
+from bot.core.names import describe_invisible, is_invisible
 
 __all__ = [
     "MAX_VALUE_LENGTH",

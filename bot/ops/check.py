@@ -3,12 +3,12 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-from .config import Config, Secret, missing_secrets
-from .output import inert
-from .slack.blocks import CHANNEL_ID
-from .slack.sender import FIXES, make_client
-from .slack.sender import error_code as _code
-from .source import SETUP_DOC, SourceError, WinRMSource
+from bot.core.config import Config, Secret, missing_secrets
+from bot.slack.blocks import CHANNEL_ID
+from bot.slack.sender import FIXES, make_client
+from bot.slack.sender import error_code as _code
+from bot.sources.decode import inert
+from bot.sources.winrm import SETUP_DOC, SourceError, WinRMSource
 
 
 def run_check(config: Config, out=print) -> int:
@@ -58,7 +58,7 @@ def run_check(config: Config, out=print) -> int:
     return 1 if problems else 0
 
 
-#: How each status of bot.directory.check_access is printed, and whether it fails `check`.
+#: How each status of bot.directory.reader.check_access is printed, and whether it fails `check`.
 _DIRECTORY_STATUSES = {"OK": False, "WARNING": False, "FAILED": True, "FIX": False}
 
 
@@ -72,7 +72,7 @@ def _check_directory(config: Config, out) -> int:
             "alerts name no directory facts and /submitwatch verify cannot answer; add one "
             "(urls, user, password_env) to read the connectors' Submit rights, read-only")
         return 0
-    from .directory import Directory, check_access  # ldap3 is loaded only when configured
+    from bot.directory.reader import Directory, check_access  # ldap3 is loaded only when configured
 
     directory = Directory(config.directory)
     try:
@@ -92,9 +92,8 @@ def _measured_skew(config: Config, server: str) -> str | None:
     """The clock skew the polls last measured for a server (check itself sees no event)."""
     from pathlib import Path
 
+    from bot.slack.replies import skew_text
     from store import db as store
-
-    from .slack.replies import skew_text
     if not Path(config.store.path).exists():
         return None
     try:

@@ -1,7 +1,7 @@
 """What runs in the background: one APScheduler poll job per server, the housekeeping jobs,
 and the delivery loop that sends the outbox to Slack.
 
-Each job is one call of a step from bot.poller. Jobs never overlap themselves
+Each job is one call of a step from bot.engine.poller. Jobs never overlap themselves
 (max_instances=1), missed runs collapse into one (coalesce=True), and polls are jittered so
 hundreds of servers do not all connect in the same second.
 
@@ -22,25 +22,24 @@ from datetime import UTC, datetime, timedelta
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 
+from bot.core.config import Config
+from bot.engine import fixloop
+from bot.engine.chatops import end_expired_snoozes
+from bot.engine.delivery import deliver_once
+from bot.engine.poller import end_storms, poll_server_once, remind_owners, resolve_quiet_incidents
+from bot.engine.summary import queue_summary
+from bot.ops.clockguard import ClockGuard
+from bot.ops.watchdog import Watchdog
+from bot.slack import alerts
+from bot.slack.sender import SlackSender
+from bot.sources.winrm import EventSource, WinRMSource
 from store import db as store_db
 from store.db import open_db
-
-from . import fixloop
-from .chatops import end_expired_snoozes
-from .clockguard import ClockGuard
-from .config import Config
-from .delivery import deliver_once
-from .poller import end_storms, poll_server_once, remind_owners, resolve_quiet_incidents
-from .slack import alerts
-from .slack.sender import SlackSender
-from .source import EventSource, WinRMSource
-from .summary import queue_summary
-from .watchdog import Watchdog
 
 log = logging.getLogger("submitwatch")
 MAX_POLL_WORKERS = 32
 HOUSEKEEPING_EVERY_SECONDS = 30
-#: How often the directory checks that are due run (bot.fixloop; each run reads at most 20).
+#: How often the directory checks that are due run (bot.engine.fixloop; each run reads at most 20).
 DIRECTORY_EVERY_SECONDS = 60
 PRUNE_EVERY_HOURS = 6
 #: Seconds a stop waits for polls and Slack calls under way (`docker stop` waits 10 s).
@@ -177,7 +176,7 @@ def build_scheduler(config: Config, sender: SlackSender, *,
 
 
 def _check_directory(db, config: Config, wake_delivery: Callable[[], None]) -> None:
-    """The directory checks that are due (bot.fixloop); their notes go out at once."""
+    """The directory checks that are due (bot.engine.fixloop); their notes go out at once."""
     if fixloop.run_checks(db, config, lambda: datetime.now(UTC)):
         wake_delivery()
 

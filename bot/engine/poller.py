@@ -3,7 +3,7 @@
 poll_server_once: ask one server for new events, store them, fold them into incidents and write
     the outbox rows, all in one transaction per batch; the cursor moves in that same transaction.
 resolve_quiet_incidents: close incidents that have been quiet for the configured period.
-Delivery to Slack is bot.delivery's.
+Delivery to Slack is bot.engine.delivery's.
 """
 from __future__ import annotations
 
@@ -15,15 +15,15 @@ from datetime import UTC, datetime, timedelta
 
 from sqlite_utils import Database
 
+from bot.core.config import Config
+from bot.core.model import Incident, Problem
+from bot.engine import fixloop, outbox
+from bot.engine.incidents import IncidentChange, decide, resolve_quiet
+from bot.ops import metrics
+from bot.sources.parse import LogInfo, parse_events
+from bot.sources.winrm import Answer, EventSource, SourceError
 from store import chat, digests
 from store import db as store
-
-from . import fixloop, metrics, outbox
-from .config import Config
-from .incidents import IncidentChange, decide, resolve_quiet
-from .model import Incident, Problem
-from .parse import LogInfo, parse_events
-from .source import Answer, EventSource, SourceError
 
 log = logging.getLogger("submitwatch")
 Clock = Callable[[], datetime]
@@ -308,7 +308,7 @@ class _Storms:
     """The storm digests of one transaction's changes. How many incidents opened in each
     channel within the storm window, and its live digest, are read once per channel and then
     kept up to date here, so a sweep that opens thousands of incidents stays cheap; each
-    digest touched gets one coalesced update at the end (bot.outbox.for_digest_change)."""
+    digest touched gets one coalesced update at the end (bot.engine.outbox.for_digest_change)."""
 
     def __init__(self, db: Database, config: Config, now: datetime, channels: list[str]):
         self.db, self.now = db, now
@@ -360,11 +360,11 @@ class _Storms:
 def resolve_quiet_incidents(db: Database, config: Config, clock: Clock = utc_now,
                             guard=None) -> int:
     """Close incidents that have been quiet for the configured period (`guard`, a
-    bot.clockguard.ClockGuard, leaves clock steps forward out of the quiet time)."""
+    bot.ops.clockguard.ClockGuard, leaves clock steps forward out of the quiet time)."""
     now = clock()
     elapsed = guard.elapsed if guard is not None else (lambda since, at: at - since)
     with store.write_transaction(db):
-        # One marked fixed whose right shows ends confirmed or failing (bot.fixloop), never
+        # One marked fixed whose right shows ends confirmed or failing (bot.engine.fixloop), never
         # as merely quiet.
         unwatched = [i for i in store.open_incidents(db).values()
                      if i.fix_state not in fixloop.WATCHED]
@@ -376,8 +376,8 @@ def resolve_quiet_incidents(db: Database, config: Config, clock: Clock = utc_now
 
 def remind_owners(db: Database, config: Config, clock: Clock = utc_now) -> int:
     """Queue a thread reminder for each open incident that nobody owns and that keeps failing
-    (bot.outbox.reminder_due), when its route names owners; returns how many. A reminder never
-    posts the alert again. The write lock is taken only when one is due."""
+    (bot.engine.outbox.reminder_due), when its route names owners; returns how many. A reminder
+    never posts the alert again. The write lock is taken only when one is due."""
     if config.incidents.reminder_after <= 0 or not any(r.owners for r in config.routes):
         return 0
     now = clock()
@@ -400,7 +400,7 @@ def remind_owners(db: Database, config: Config, clock: Clock = utc_now) -> int:
 
 
 def end_storms(db: Database, config: Config, clock: Clock = utc_now) -> int:
-    """End the digests no incident joined for a whole storm window (bot.outbox.storm_over):
+    """End the digests no incident joined for a whole storm window (bot.engine.outbox.storm_over):
     the digest says the storm is over, and the next incident in its channel is posted on its
     own again. Returns how many ended. The write lock is taken only when one is over."""
     now = clock()

@@ -3,7 +3,7 @@
 What it answers, for an account seen in a 1018/1020 event and a connector the event names:
 the connector's facts (enabled, bindings, remote IP ranges, role, auth mechanisms, the permission
 groups its DACL implies), the account's SID and token groups, and the ms-Exch-SMTP-Submit right
-as Exchange's AuthZ check would decide it (bot/secdesc.py), naming the ACE that decides.
+as Exchange's AuthZ check would decide it (bot/directory/secdesc.py), naming the ACE that decides.
 
 Read-only, always: the connection is opened with ldap3's read_only flag, so an add, modify or
 delete could not be sent even by mistake. Every failure reaches callers as DirectoryError, in
@@ -30,9 +30,8 @@ from ldap3.core import exceptions as ldap_errors
 from ldap3.protocol.microsoft import security_descriptor_control
 from ldap3.utils.conv import escape_filter_chars
 
-from . import output
-from .config import KEYS, ConfigError, Secret, _duration, _only, _secret, _str
-from .secdesc import (
+from bot.core.config import KEYS, ConfigError, Secret, _duration, _only, _secret, _str
+from bot.directory.secdesc import (
     Ace,
     SecurityDescriptor,
     SecurityDescriptorError,
@@ -40,6 +39,7 @@ from .secdesc import (
     parse_security_descriptor,
     sid_from_bytes,
 )
+from bot.sources import decode as output
 
 # --- Exchange's constants (ReceiveConnector.cs, AuthMechanisms.cs, ServerRole.cs,
 # WellKnownPermission.cs) -------------------------------------------------------------------------
@@ -94,7 +94,7 @@ _BIND_REASONS = {"525": "no such user", "52e": "wrong password",
                  "775": "the account is locked out"}
 
 AUTHS = ("ntlm", "simple")
-DIRECTORY_KEYS = KEYS["directory"]   # the keys [directory] takes (bot.config lists them all)
+DIRECTORY_KEYS = KEYS["directory"]   # the keys [directory] takes (bot.core.config lists them all)
 
 
 class DirectoryError(Exception):

@@ -24,12 +24,12 @@ from datetime import datetime, timedelta
 
 from sqlite_utils import Database
 
+from bot.core.config import Config
+from bot.core.model import Event, Incident
+from bot.directory import adcheck
+from bot.engine import notify
 from store import db as store
 from store import fixes
-
-from . import adcheck, notify
-from .config import Config
-from .model import Event, Incident
 
 log = logging.getLogger("submitwatch")
 Clock = Callable[[], datetime]
