@@ -12,10 +12,10 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from bot.core.config import DirectoryConfig
+from bot.core.findings import ConnectorFact, Finding
 from bot.core.model import incident_key
 from bot.directory import adcheck
-from bot.directory.adcheck import Finding
-from bot.directory.reader import DirectoryConfig
 from bot.slack import verify_view
 from bot.slack.blocks import show
 from store import db as store
@@ -56,7 +56,7 @@ def _read(config: DirectoryConfig, account: str, places: list[tuple[str, str | N
     who = adcheck.check(config, account, [], req.now, named)
     if who.error:
         return verify_view.Verified(who, asked=None, problems=())
-    facts: list[adcheck.ConnectorFact] = []
+    facts: list[ConnectorFact] = []
     problems: list[verify_view.ServerProblem] = []
     for server, name in places:
         found: Finding = adcheck.check(config, account, [(server, name)], req.now, named)

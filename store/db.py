@@ -22,8 +22,8 @@ from typing import Any
 
 from sqlite_utils import Database
 
+from bot.core.messages import UNCLAIMED_POST, DigestMessage, Hurry, HurryDigest, Instruction
 from bot.core.model import Event, Incident, Problem, ServerState, Sighting
-from bot.engine.outbox import UNCLAIMED_POST, DigestMessage, Hurry, HurryDigest, Instruction
 
 from .migrations import migrations
 

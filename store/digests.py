@@ -12,8 +12,8 @@ from typing import Any
 
 from sqlite_utils import Database
 
+from bot.core.messages import DETAILS
 from bot.core.model import Digest, DigestLines, Incident
-from bot.engine.outbox import DETAILS
 
 from .db import StoreError, from_iso, incident_from_row, iso, required_time
 
@@ -150,7 +150,7 @@ def set_detailed(db: Database, digest_id: int, through: int) -> None:
 
 def pending_kinds(db: Database, digest_id: int) -> set[str]:
     """Kinds of message still to be sent for a digest (waiting, or being sent right now),
-    plus bot.engine.outbox.DETAILS while a reply detailing its new lines waits."""
+    plus bot.core.messages.DETAILS while a reply detailing its new lines waits."""
     kinds = set()
     for kind, detail in db.execute(
             "SELECT kind, detail FROM outbox WHERE digest_id = ? AND state IN ('pending', "

@@ -7,8 +7,8 @@ from datetime import datetime
 
 from sqlite_utils import Database
 
+from bot.core.findings import Finding
 from bot.core.model import Incident
-from bot.directory.adcheck import Finding
 
 from .db import incident_from_row, iso
 

@@ -244,7 +244,7 @@ def m014_fixed_loop(db: Database) -> None:
         db.table("incidents").add_column(column, str)
     db.execute("CREATE INDEX incidents_fix_state ON incidents(fix_state) "
                "WHERE fix_state IS NOT NULL")
-    # The last directory check of an incident (bot.directory.adcheck.Finding as JSON) and when the
+    # The last directory check of an incident (bot.core.findings.Finding as JSON) and when the
     # next one is due; the alert shows it, so a restart shows the last check without asking again.
     db.table("directory_checks").create({
         "incident_id": int, "checked_at": str, "finding": str, "next_at": str,

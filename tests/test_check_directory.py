@@ -11,8 +11,7 @@ from dataclasses import replace
 
 import pytest
 
-from bot.core.config import Secret
-from bot.directory.reader import parse_directory
+from bot.core.config import Secret, parse_directory
 from bot.ops.check import run_check
 from tests.samba_ad import LDAPS_URL, PASSWORD, unique
 

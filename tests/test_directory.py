@@ -18,17 +18,15 @@ import uuid
 
 import pytest
 
-from bot.core.config import ConfigError
+from bot.core.config import ConfigError, DirectoryConfig, parse_directory
 from bot.directory.reader import (
     ACCEPT_ANY_RECIPIENT,
     ACCEPT_ROUTING_HEADERS,
     BYPASS_ANTI_SPAM,
     Directory,
-    DirectoryConfig,
     DirectoryError,
     _ntlm_secret,
     check_access,
-    parse_directory,
     submit_right,
 )
 from bot.directory.secdesc import (

@@ -42,6 +42,7 @@ def test_secrets_named_in_the_readme_are_the_ones_the_code_reads():
 def test_documented_defaults_are_the_real_defaults():
     from bot.core.config import (
         Config,
+        DirectoryConfig,
         IncidentConfig,
         MetricsConfig,
         PermissionsConfig,
@@ -55,7 +56,6 @@ def test_documented_defaults_are_the_real_defaults():
         parse_duration,
         parse_size,
     )
-    from bot.directory.reader import DirectoryConfig
     logging_defaults = type("Logging", (), {"format": Config.log_format})
     defaults = {"slack": SlackConfig(channel="C"), "store": StoreConfig(),
                 "permissions": PermissionsConfig(), "metrics": MetricsConfig(),

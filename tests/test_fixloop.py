@@ -8,8 +8,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from bot.core.findings import Finding
 from bot.core.model import Incident
-from bot.directory.adcheck import Finding
 from bot.engine import fixloop
 from bot.slack.alerts import ACTION_FIXED, ACTION_SHOW_FIX
 from store import chat, fixes
@@ -257,7 +257,7 @@ def test_a_1020_names_no_connector_so_the_loop_watches_the_events_at_once(
 
 
 def test_the_right_shows_where_the_connectors_exist_a_gone_one_cannot_hold_the_loop_up():
-    from bot.directory.adcheck import ConnectorFact
+    from bot.core.findings import ConnectorFact
     granted = ConnectorFact("EX01", "Client Frontend EX01", found=True, right="granted",
                             enabled=True)
     gone = ConnectorFact("EX99", "(its connectors)", found=False,

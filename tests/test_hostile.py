@@ -29,8 +29,8 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from bot.core.config import parse_config
+from bot.core.messages import ActionNote, ServerDown, ServerUp, SpreadNote, note_of
 from bot.core.model import Event, Incident, Snooze
-from bot.engine.outbox import ActionNote, ServerDown, ServerUp, SpreadNote, note_of
 from bot.engine.poller import ingest, poll_server_once
 from bot.exchange.remediation import UnsafeValueError, check_value, connector_identity
 from bot.slack import alerts

@@ -7,8 +7,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from bot.core import messages
+from bot.core.messages import UNCLAIMED_POST, Hurry, Message
 from bot.engine import outbox
-from bot.engine.outbox import UNCLAIMED_POST, Hurry, Message, Verdict
+from bot.engine.outbox import Verdict
 
 NOW = datetime(2026, 3, 8, 12, 0, tzinfo=UTC)
 TEN = timedelta(seconds=10)
@@ -118,16 +120,16 @@ def test_when_a_waiting_row_goes(kind, attempts, blocked, due, needs, elsewhere,
 
 
 def test_a_reply_row_is_read_back_as_the_note_it_is_with_its_times_parsed_once():
-    action = outbox.note_of({"action": "snooze", "by": "U0ALICE", "at": "2026-03-08T12:00:00.000000Z",
+    action = messages.note_of({"action": "snooze", "by": "U0ALICE", "at": "2026-03-08T12:00:00.000000Z",
                              "until": "2026-03-08T16:00:00.000000Z", "reason": "vendor",
                              "scope": "account"})
-    assert action == outbox.ActionNote("snooze", NOW, by="U0ALICE", reason="vendor",
+    assert action == messages.ActionNote("snooze", NOW, by="U0ALICE", reason="vendor",
                                        scope="account", until=NOW + timedelta(hours=4))
-    assert outbox.note_of({"servers": ["EX02"], "connectors": []}) == outbox.SpreadNote(("EX02",))
-    down = outbox.ServerDown.of({"error": "boom", "failures": 3,
+    assert messages.note_of({"servers": ["EX02"], "connectors": []}) == messages.SpreadNote(("EX02",))
+    down = messages.ServerDown.of({"error": "boom", "failures": 3,
                                  "since": "2026-03-08T12:00:00.000000Z", "never": True})
-    assert down == outbox.ServerDown("boom", 3, NOW, never=True)
-    assert outbox.BotLate.of({"jobs": ["poll EX01"], "late_seconds": 130}).late_seconds == 130.0
+    assert down == messages.ServerDown("boom", 3, NOW, never=True)
+    assert messages.BotLate.of({"jobs": ["poll EX01"], "late_seconds": 130}).late_seconds == 130.0
 
 
 H = timedelta(hours=1)

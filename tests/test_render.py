@@ -6,8 +6,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from bot.core.config import ServerConfig
+from bot.core.messages import SpreadNote
 from bot.core.model import Incident
-from bot.engine.outbox import SpreadNote
 from bot.exchange.remediation import fix_for
 from bot.slack import alerts
 from bot.slack.richtext import visible

@@ -187,14 +187,14 @@ def test_metrics_count_polls_events_slack_calls_and_read_the_database(
 
 
 def test_slack_errors_are_counted_by_method_and_code(logs, db, make_config, slack, clock):
-    from bot.ops import metrics
+    from bot.core import counters
     config = make_config(servers=("EX01",))
     key = ("chat.postMessage", "not_in_channel")
-    before = metrics.SLACK_ERRORS.labels(*key)._value.get()
+    before = counters.SLACK_ERRORS.labels(*key)._value.get()
     slack.set_joined(CHANNEL, False)
     scanner(logs["EX01"], 1)
     sweep(db, config, clock)
-    assert metrics.SLACK_ERRORS.labels(*key)._value.get() == before + 1
+    assert counters.SLACK_ERRORS.labels(*key)._value.get() == before + 1
     # ... and the waiting message shows in the outbox gauges.
     server = ops_listener(config, clock)
     try:

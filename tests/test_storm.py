@@ -10,8 +10,8 @@ import pytest
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
+from bot.core.messages import DETAILS, DigestMessage, HurryDigest
 from bot.engine import chatops, outbox
-from bot.engine.outbox import DETAILS, DigestMessage, HurryDigest
 from bot.engine.poller import end_storms
 from bot.slack.digests import ACTION_DIGEST_ACK, ACTION_DIGEST_SNOOZE
 from store import chat, digests

@@ -20,11 +20,12 @@ import tree_sitter_powershell
 import winrm
 
 from bot.core.config import ConfigError, parse_config
+from bot.core.inert import inert
 from bot.engine.delivery import deliver_once
 from bot.engine.poller import poll_server_once
 from bot.ops.check import run_check
 from bot.slack.sender import SlackSender
-from bot.sources.decode import decode, inert
+from bot.sources.decode import decode
 from bot.sources.parse import parse_events
 from bot.sources.winrm import WinRMSource
 from sim.wevtutil import WindowsTraits

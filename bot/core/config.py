@@ -15,13 +15,10 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import urlsplit
 
 from bot.core.model import Event, Incident
-
-if TYPE_CHECKING:
-    from bot.directory.reader import DirectoryConfig
 
 DEFAULT_CONFIG_NAME = "submitwatch.toml"
 SLACK_API_URL = "https://slack.com/api/"
@@ -49,7 +46,7 @@ KEYS = {
     "logging": {"format"},
     "routes": {"name", "accounts", "servers", "events", "channel", "owners"},
     "summary": {"every", "at", "weekday", "channel"},
-    # [directory]: bot.directory.reader.DIRECTORY_KEYS (that module reads the table).
+    # [directory]: parse_directory below.
     "directory": {"urls", "user", "password_env", "auth", "allow_insecure_simple", "verify_tls",
                   "ca_file", "connect_timeout", "read_timeout"},
     "servers": {"name", "url", "username", "transport", "password_env", "validate_certificate",
@@ -297,7 +294,6 @@ def parse_config(raw: Mapping[str, Any], environ: Mapping[str, str],
     summary = _summary_config(_section(raw, "summary"))
     directory = None
     if "directory" in raw:
-        from bot.directory.reader import parse_directory  # it builds on this module's readers
         directory = parse_directory(_section(raw, "directory"), environ)
     return Config(slack, store, polling, incidents, servers, source, permissions, metrics,
                   log_format, routes, summary, directory)
@@ -699,3 +695,79 @@ def _secret(environ: Mapping[str, str], name: str) -> Secret | None:
         if value:
             return Secret(value)
     return None
+
+
+# --- [directory]: the read-only Active Directory checks (bot.directory) ---------------------
+
+@dataclass(frozen=True)
+class DirectoryConfig:
+    urls: tuple[str, ...]
+    user: str
+    password_env: str
+    password: Secret | None = field(default=None, repr=False)
+    auth: str = "ntlm"
+    #: SIMPLE sends the password as it is: only over ldaps://, unless this is set (the tests set
+    #: it against a Samba DC on 127.0.0.1; nothing else should).
+    allow_insecure_simple: bool = False
+    verify_tls: bool = True
+    ca_file: str | None = None
+    connect_timeout: float = 5.0
+    read_timeout: float = 15.0
+
+
+AUTHS = ("ntlm", "simple")
+DIRECTORY_KEYS = KEYS["directory"]
+
+
+def parse_directory(table: Mapping[str, Any], environ: Mapping[str, str]) -> DirectoryConfig:
+    """The [directory] table; ConfigError names the key and what it allows. The password comes
+    from the environment variable password_env names (or its _FILE twin), never the file."""
+    _only(table, "directory", DIRECTORY_KEYS)
+    urls_raw = table.get("urls")
+    if isinstance(urls_raw, str):
+        urls_raw = [urls_raw]
+    if not isinstance(urls_raw, list) or not urls_raw or not all(
+            isinstance(u, str) for u in urls_raw):
+        raise ConfigError("directory.urls must be a list of LDAP URLs such as "
+                          f"['ldaps://dc01.contoso.com'], got {urls_raw!r}")
+    urls = []
+    for url in (u.strip() for u in urls_raw):
+        parts = urlsplit(url)
+        if parts.scheme not in ("ldap", "ldaps") or not parts.hostname or parts.path not in (
+                "", "/"):
+            raise ConfigError(f"directory.urls: {url!r} is not an LDAP URL such as "
+                              "'ldaps://dc01.contoso.com' or 'ldap://dc01.contoso.com:389' "
+                              "(no base DN: it is read from the DC's RootDSE)")
+        try:
+            parts.port  # noqa: B018 (raises on a port that is not a number)
+        except ValueError:
+            raise ConfigError(f"directory.urls: {url!r} has a port that is not a number") from None
+        urls.append(url)
+    user = _str(table, "directory.user", required=True)
+    auth = table.get("auth", "ntlm")
+    if auth not in AUTHS:
+        raise ConfigError(f"directory.auth must be 'ntlm' or 'simple', got {auth!r}")
+    if auth == "ntlm" and "\\" not in user:
+        raise ConfigError(f"directory.user {user!r}: NTLM needs the DOMAIN\\\\user form, such as "
+                          "'CONTOSO\\\\svc-submitwatch'")
+    flags = {}
+    for key, default in (("allow_insecure_simple", False), ("verify_tls", True)):
+        flags[key] = table.get(key, default)
+        if not isinstance(flags[key], bool):
+            raise ConfigError(f"directory.{key} must be true or false, got {flags[key]!r}")
+    if auth == "simple" and not flags["allow_insecure_simple"]:
+        plain = [u for u in urls if urlsplit(u).scheme != "ldaps"]
+        if plain:
+            raise ConfigError(f"directory: auth 'simple' sends the password in clear, so it is "
+                              f"taken over ldaps:// only; {', '.join(plain)} is plain LDAP. Use "
+                              "ldaps://, or auth = 'ntlm'")
+    password_env = _str(table, "directory.password_env", required=True)
+    return DirectoryConfig(
+        urls=tuple(urls), user=user, password_env=password_env,
+        password=_secret(environ, password_env), auth=auth,
+        allow_insecure_simple=flags["allow_insecure_simple"], verify_tls=flags["verify_tls"],
+        ca_file=_str(table, "directory.ca_file", None),
+        connect_timeout=_duration(table, "directory.connect_timeout",
+                                  DirectoryConfig.connect_timeout, low=0.1),
+        read_timeout=_duration(table, "directory.read_timeout", DirectoryConfig.read_timeout,
+                               low=1))

@@ -20,7 +20,7 @@ import math
 import ssl
 import uuid
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -30,7 +30,8 @@ from ldap3.core import exceptions as ldap_errors
 from ldap3.protocol.microsoft import security_descriptor_control
 from ldap3.utils.conv import escape_filter_chars
 
-from bot.core.config import KEYS, ConfigError, Secret, _duration, _only, _secret, _str
+from bot.core.config import DirectoryConfig
+from bot.core.inert import inert
 from bot.directory.secdesc import (
     Ace,
     SecurityDescriptor,
@@ -39,7 +40,6 @@ from bot.directory.secdesc import (
     parse_security_descriptor,
     sid_from_bytes,
 )
-from bot.sources import decode as output
 
 # --- Exchange's constants (ReceiveConnector.cs, AuthMechanisms.cs, ServerRole.cs,
 # WellKnownPermission.cs) -------------------------------------------------------------------------
@@ -93,89 +93,13 @@ _BIND_REASONS = {"525": "no such user", "52e": "wrong password",
                  "773": "the password must be changed before the next logon",
                  "775": "the account is locked out"}
 
-AUTHS = ("ntlm", "simple")
-DIRECTORY_KEYS = KEYS["directory"]   # the keys [directory] takes (bot.core.config lists them all)
-
-
 class DirectoryError(Exception):
     """The directory could not answer. The message says why in words; `fix` holds commands an
     admin can run (a read-only delegation), one per line, when that is what would help."""
 
     def __init__(self, message: str, fix: Iterable[str] = ()):
-        super().__init__(output.inert(message))
+        super().__init__(inert(message))
         self.fix = tuple(fix)
-
-
-# --- configuration ----------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class DirectoryConfig:
-    urls: tuple[str, ...]
-    user: str
-    password_env: str
-    password: Secret | None = field(default=None, repr=False)
-    auth: str = "ntlm"
-    #: SIMPLE sends the password as it is: only over ldaps://, unless this is set (the tests set
-    #: it against a Samba DC on 127.0.0.1; nothing else should).
-    allow_insecure_simple: bool = False
-    verify_tls: bool = True
-    ca_file: str | None = None
-    connect_timeout: float = 5.0
-    read_timeout: float = 15.0
-
-
-def parse_directory(table: Mapping[str, Any], environ: Mapping[str, str]) -> DirectoryConfig:
-    """The [directory] table; ConfigError names the key and what it allows. The password comes
-    from the environment variable password_env names (or its _FILE twin), never the file."""
-    _only(table, "directory", DIRECTORY_KEYS)
-    urls_raw = table.get("urls")
-    if isinstance(urls_raw, str):
-        urls_raw = [urls_raw]
-    if not isinstance(urls_raw, list) or not urls_raw or not all(
-            isinstance(u, str) for u in urls_raw):
-        raise ConfigError("directory.urls must be a list of LDAP URLs such as "
-                          f"['ldaps://dc01.contoso.com'], got {urls_raw!r}")
-    urls = []
-    for url in (u.strip() for u in urls_raw):
-        parts = urlsplit(url)
-        if parts.scheme not in ("ldap", "ldaps") or not parts.hostname or parts.path not in (
-                "", "/"):
-            raise ConfigError(f"directory.urls: {url!r} is not an LDAP URL such as "
-                              "'ldaps://dc01.contoso.com' or 'ldap://dc01.contoso.com:389' "
-                              "(no base DN: it is read from the DC's RootDSE)")
-        try:
-            parts.port  # noqa: B018 (raises on a port that is not a number)
-        except ValueError:
-            raise ConfigError(f"directory.urls: {url!r} has a port that is not a number") from None
-        urls.append(url)
-    user = _str(table, "directory.user", required=True)
-    auth = table.get("auth", "ntlm")
-    if auth not in AUTHS:
-        raise ConfigError(f"directory.auth must be 'ntlm' or 'simple', got {auth!r}")
-    if auth == "ntlm" and "\\" not in user:
-        raise ConfigError(f"directory.user {user!r}: NTLM needs the DOMAIN\\\\user form, such as "
-                          "'CONTOSO\\\\svc-submitwatch'")
-    flags = {}
-    for key, default in (("allow_insecure_simple", False), ("verify_tls", True)):
-        flags[key] = table.get(key, default)
-        if not isinstance(flags[key], bool):
-            raise ConfigError(f"directory.{key} must be true or false, got {flags[key]!r}")
-    if auth == "simple" and not flags["allow_insecure_simple"]:
-        plain = [u for u in urls if urlsplit(u).scheme != "ldaps"]
-        if plain:
-            raise ConfigError(f"directory: auth 'simple' sends the password in clear, so it is "
-                              f"taken over ldaps:// only; {', '.join(plain)} is plain LDAP. Use "
-                              "ldaps://, or auth = 'ntlm'")
-    password_env = _str(table, "directory.password_env", required=True)
-    return DirectoryConfig(
-        urls=tuple(urls), user=user, password_env=password_env,
-        password=_secret(environ, password_env), auth=auth,
-        allow_insecure_simple=flags["allow_insecure_simple"], verify_tls=flags["verify_tls"],
-        ca_file=_str(table, "directory.ca_file", None),
-        connect_timeout=_duration(table, "directory.connect_timeout",
-                                  DirectoryConfig.connect_timeout, low=0.1),
-        read_timeout=_duration(table, "directory.read_timeout", DirectoryConfig.read_timeout,
-                               low=1))
 
 
 # --- what the directory says --------------------------------------------------------------------

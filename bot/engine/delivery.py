@@ -21,6 +21,7 @@ from datetime import datetime, timedelta
 
 from sqlite_utils import Database
 
+from bot.core import messages
 from bot.core.config import Config
 from bot.core.model import Digest, Incident, Problem, Snooze
 from bot.engine import outbox
@@ -347,7 +348,7 @@ def _repost(db: Database, row: store.OutboxRow, now: datetime) -> None:
         if isinstance(row, store.DigestRow):
             log.warning("storm digest #%d was deleted in Slack; posting it again", row.digest_id)
             digests.forget_message(db, row.digest_id)
-            store.enqueue_messages(db, [outbox.DigestMessage("post", row.digest_id)], now)
+            store.enqueue_messages(db, [messages.DigestMessage("post", row.digest_id)], now)
         elif isinstance(row, store.IncidentRow):
             log.warning("the alert for incident %d was deleted in Slack; posting it again",
                         row.incident_id)
@@ -380,7 +381,7 @@ def _send(db: Database, sender: SlackSender, row: store.OutboxRow, incident: Inc
             store.mark_sent(db, row.id, now)
         return posted
     if isinstance(row, store.BotRow):      # bot_late
-        text, blocks = alerts.bot_late(outbox.BotLate.of(row.detail))
+        text, blocks = alerts.bot_late(messages.BotLate.of(row.detail))
         posted = sender.post(channel, text, blocks, metadata=_marker(row, "submitwatch_bot"))
         with store.write_transaction(db):
             store.mark_sent(db, row.id, now)
@@ -393,14 +394,14 @@ def _send(db: Database, sender: SlackSender, row: store.OutboxRow, incident: Inc
 def _send_reply(db: Database, sender: SlackSender, row: store.IncidentRow, incident: Incident,
                 channel: str, config: Config, now: datetime) -> Posted | None:
     """A note in the thread of the incident's alert."""
-    note = outbox.note_of(row.detail)
-    if isinstance(note, outbox.ActionNote) and note.action == "reminder" and (
+    note = messages.note_of(row.detail)
+    if isinstance(note, messages.ActionNote) and note.action == "reminder" and (
             incident.status != "open" or incident.acked_by
             or chat.snoozes_for(db, incident, now)):
         with store.write_transaction(db):   # owned, snoozed or resolved since it was queued
             store.mark_superseded(db, row.id)
         return None
-    if isinstance(note, outbox.ActionNote):
+    if isinstance(note, messages.ActionNote):
         owners = config.route_of(incident).owners if note.action == "reminder" else ()
         text, blocks = alerts.action_note(incident, note, owners)
     else:
@@ -456,14 +457,14 @@ def _send_server_health(db: Database, sender: SlackSender, row: store.ServerRow,
                         now: datetime) -> Posted:
     """The one "not being watched" alert of a server, and its recovery in the same thread."""
     if row.kind == "server_down":
-        text, blocks = alerts.server_down(row.server, outbox.ServerDown.of(row.detail))
+        text, blocks = alerts.server_down(row.server, messages.ServerDown.of(row.detail))
         posted = sender.post(channel, text, blocks, metadata=_marker(
             row, "submitwatch_server", server=row.server))
         with store.write_transaction(db):
             store.mark_sent(db, row.id, now)
             store.set_server_alert(db, row.server, posted.ts, posted.channel)
         return posted
-    up = outbox.ServerUp.of(row.detail)
+    up = messages.ServerUp.of(row.detail)
     text, blocks = alerts.server_up(row.server, up)
     alert_ts = store.server_alert_ts(db, row.server)
     if alert_ts:
@@ -497,7 +498,7 @@ def _send_digest(db: Database, sender: SlackSender, row: store.DigestRow, channe
     servers = {s.name: s for s in config.servers}
     interval = outbox.digest_interval(timedelta(seconds=config.incidents.update_interval))
     marker = _marker(row, "submitwatch_digest", digest_id=digest.id)
-    if row.kind == "reply" and row.detail.get(outbox.DETAILS):
+    if row.kind == "reply" and row.detail.get(messages.DETAILS):
         return _send_details(db, sender, row, digest, channel, servers, interval, now)
     if row.kind == "reply":
         text, blocks = digest_view.note(row.detail, digest)
@@ -545,7 +546,7 @@ def _send_details(db: Database, sender: SlackSender, row: store.DigestRow, diges
     remaining = digests.count_undetailed(db, digest) - len(batch)
     full = done + len(batch) >= digests.DETAIL_MOST
     text, blocks = digest_view.details(batch, servers, not_detailed=remaining if full else 0)
-    through = {outbox.DETAILS: True, "through": batch[-1].stored_id, "remaining": remaining,
+    through = {messages.DETAILS: True, "through": batch[-1].stored_id, "remaining": remaining,
                "full": full}
     with store.write_transaction(db):   # what this reply details, should it reach Slack and
         store.set_detail(db, row.id, through)   # the worker die before it records so

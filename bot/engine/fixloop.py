@@ -25,6 +25,7 @@ from datetime import datetime, timedelta
 from sqlite_utils import Database
 
 from bot.core.config import Config
+from bot.core.findings import Finding
 from bot.core.model import Event, Incident
 from bot.directory import adcheck
 from bot.engine import notify
@@ -121,7 +122,7 @@ def run_checks(db: Database, config: Config, clock: Clock, limit: int = CHECKS_P
     return len(due)
 
 
-def _record(db: Database, incident_id: int, found: adcheck.Finding, now: datetime) -> None:
+def _record(db: Database, incident_id: int, found: Finding, now: datetime) -> None:
     current = store.get_incident(db, incident_id)
     if current is None or current.status != "open":
         return

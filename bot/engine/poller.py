@@ -15,11 +15,11 @@ from datetime import UTC, datetime, timedelta
 
 from sqlite_utils import Database
 
+from bot.core import counters, messages
 from bot.core.config import Config
 from bot.core.model import Incident, Problem
 from bot.engine import fixloop, outbox
 from bot.engine.incidents import IncidentChange, decide, resolve_quiet
-from bot.ops import metrics
 from bot.sources.parse import LogInfo, parse_events
 from bot.sources.winrm import Answer, EventSource, SourceError
 from store import chat, digests
@@ -72,7 +72,7 @@ def poll_server_once(db: Database, source: EventSource, config: Config,
                       extra={"server": server.name})
         result.error = (f"{server.name}: unexpected {type(exc).__name__} while polling: {exc} "
                         "(see the log; please report it)")
-    metrics.record_poll(server.name, time.monotonic() - started, result.stored,
+    counters.record_poll(server.name, time.monotonic() - started, result.stored,
                         failed=result.error is not None)
     if result.disk_full:
         return result   # recording its health would fail the same way; the caller says it once
@@ -393,7 +393,7 @@ def remind_owners(db: Database, config: Config, clock: Clock = utc_now) -> int:
         return 0
     with store.write_transaction(db):
         for incident in due:
-            store.enqueue_messages(db, [outbox.Message("reply", incident.stored_id, detail={
+            store.enqueue_messages(db, [messages.Message("reply", incident.stored_id, detail={
                 "action": "reminder", "at": store.iso(now)})], now)
             store.set_reminded(db, incident.stored_id, now)
     return len(due)

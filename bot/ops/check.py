@@ -4,10 +4,10 @@ from __future__ import annotations
 from urllib.parse import urlsplit
 
 from bot.core.config import Config, Secret, missing_secrets
+from bot.core.inert import inert
 from bot.slack.blocks import CHANNEL_ID
 from bot.slack.sender import FIXES, make_client
 from bot.slack.sender import error_code as _code
-from bot.sources.decode import inert
 from bot.sources.winrm import SETUP_DOC, SourceError, WinRMSource
 
 

@@ -1,7 +1,7 @@
 """Prometheus metrics and health: /metrics, /healthz (alive) and /readyz (able to do its job).
 
 What happens in this process (polls, their duration, events stored, Slack API calls and errors)
-is counted as it happens, in the counters below. What the database knows (outbox depth and age,
+is counted as it happens (bot.core.counters). What the database knows (outbox depth and age,
 incidents by state, each server's last good poll and how far its cursor is behind the log) is
 read from the database at scrape time, so it is true whichever process (`run`, a cron
 `poll-once`) did the work, and survives restarts. Names follow Prometheus' conventions:
@@ -23,43 +23,18 @@ from pathlib import Path
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
-    Counter,
-    Histogram,
     generate_latest,
 )
 from prometheus_client.core import GaugeMetricFamily
 
+from bot.core import counters
 from store.db import iso, required_time
 
 METRICS_PATH, HEALTH_PATH, READY_PATH = "/metrics", "/healthz", "/readyz"
 
-# Counted as they happen, in every process; registered into each served registry.
-POLLS = Counter("submitwatch_polls", "Polls of an Exchange server, by outcome (ok, failed).",
-                ["server", "outcome"], registry=None)
-POLL_SECONDS = Histogram("submitwatch_poll_duration_seconds",
-                         "How long one poll of a server took.", ["server"], registry=None,
-                         buckets=(0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120))
-EVENTS = Counter("submitwatch_events_stored", "New 1018/1020 events stored, per server.",
-                 ["server"], registry=None)
-SLACK_CALLS = Counter("submitwatch_slack_api_calls", "Slack Web API calls, by method.",
-                      ["method"], registry=None)
-SLACK_ERRORS = Counter("submitwatch_slack_api_errors",
-                       "Slack Web API calls that failed, by method and error code.",
-                       ["method", "error"], registry=None)
-_PROCESS_METRICS = (POLLS, POLL_SECONDS, EVENTS, SLACK_CALLS, SLACK_ERRORS)
-
-
-def record_poll(server: str, seconds: float, stored: int, failed: bool) -> None:
-    POLLS.labels(server, "failed" if failed else "ok").inc()
-    POLL_SECONDS.labels(server).observe(seconds)
-    if stored:
-        EVENTS.labels(server).inc(stored)
-
-
-def record_slack_call(method: str, error: str | None = None) -> None:
-    SLACK_CALLS.labels(method).inc()
-    if error:
-        SLACK_ERRORS.labels(method, error).inc()
+# Counted as they happen, in every process (bot.core.counters); registered into each served
+# registry.
+_PROCESS_METRICS = counters.PROCESS_METRICS
 
 
 class StoreCollector:

@@ -17,10 +17,10 @@ from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 
 from bot.core.config import ServerConfig
+from bot.core.findings import Finding
+from bot.core.messages import ActionNote, BotLate, ServerDown, ServerUp, SpreadNote
 from bot.core.model import Incident, Snooze
 from bot.core.names import is_invisible, mixed_script_warning
-from bot.directory.adcheck import Finding
-from bot.engine.outbox import ActionNote, BotLate, ServerDown, ServerUp, SpreadNote
 from bot.exchange.diagnosis import (
     BUILTIN,
     LEGACY_1020,

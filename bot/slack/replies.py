@@ -17,6 +17,7 @@ from datetime import datetime
 from urllib.parse import urlsplit
 
 from bot.core.config import RouteConfig, ServerConfig
+from bot.core.findings import Finding
 from bot.core.model import (
     ConnectorSeen,
     History,
@@ -27,7 +28,6 @@ from bot.core.model import (
     Snooze,
     Summary,
 )
-from bot.directory.adcheck import Finding
 from bot.exchange.diagnosis import NO_SUBMIT, Diagnosis
 from bot.exchange.remediation import Fix, command_lines
 from bot.slack import alerts

@@ -18,8 +18,8 @@ from slack_sdk.http_retry.builtin_handlers import (
     ServerErrorRetryHandler,
 )
 
+from bot.core import counters
 from bot.core.config import SlackConfig
-from bot.ops import metrics
 from bot.slack.text import FIXES
 
 
@@ -94,13 +94,13 @@ class SlackSender:
                 response = self.client.api_call(method, params=kwargs)
             else:
                 response = self.client.api_call(method, json=kwargs)
-            metrics.record_slack_call(method)
+            counters.record_slack_call(method)
             return response
         except SlackApiError as exc:
             status = exc.response.status_code
             # A non-200 answer (429 after retries, 5xx) may not even be JSON: name it by status.
             code = (exc.response.get("error") if status == 200 else None) or f"http_{status}"
-            metrics.record_slack_call(method, code)
+            counters.record_slack_call(method, code)
             fix = FIXES.get(code)
             if fix:
                 raise DeliveryError(f"Slack {method} failed ({code}): " + fix.format(channel=where),
@@ -108,7 +108,7 @@ class SlackSender:
             raise DeliveryError(f"Slack {method} failed ({code}, HTTP {status}); will retry",
                                 code=code, permanent=False) from None
         except OSError as exc:  # URLError, timeouts, resets left after the retry handlers
-            metrics.record_slack_call(method, "unreachable")
+            counters.record_slack_call(method, "unreachable")
             raise DeliveryError(f"Slack is unreachable at {self.client.base_url} ({exc}); "
                                 "alerts wait in the outbox", code="unreachable",
                                 permanent=False) from None

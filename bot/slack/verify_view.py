@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from bot.directory.adcheck import ConnectorFact, Finding
+from bot.core.findings import ConnectorFact, Finding
 from bot.slack.blocks import (
     context,
     divider,

@@ -1,4 +1,4 @@
-"""What a server's bytes mean as text: the encoding of wevtutil's output, and text made inert.
+"""What a server's bytes mean as text: the encoding of wevtutil's output.
 
 Encoding. No evidence shows that wevtutil honours the shell's code page (WINRS_CODEPAGE); one
 report says it writes the ANSI code page (windows-1252: `á` = 0xE1), which cannot hold a
@@ -8,47 +8,19 @@ does not trust that either: it reads what the bytes are. UTF-16LE when they star
 byte-order mark or with `<` and a zero byte; otherwise UTF-8 when they are valid UTF-8; otherwise
 the server's ANSI code page (read once from its registry by the caller). Only bytes that none of
 these explain are replaced, and that is recorded as a problem that says so.
-
-Inert text. Anything a server sends (stderr, fault text, output excerpts) can reach the log,
-`status` and Slack. `inert` escapes control and format characters, so a hostile endpoint cannot
-forge a log line ("\\nINFO all servers OK") or send terminal escapes (ESC[2J).
 """
 from __future__ import annotations
 
 import codecs
 import re
-import unicodedata
 from collections.abc import Callable
 
+from bot.core.inert import inert
 from bot.core.model import Problem
 
 BOM_UTF16_LE = codecs.BOM_UTF16_LE
 BOM_UTF8 = codecs.BOM_UTF8
 EXCERPT_BYTES = 60
-#: Control characters (C0, DEL, C1), line and paragraph separators, format characters
-#: (bidirectional overrides, zero-width characters) and lone surrogates: what can rewrite a
-#: line when printed, or hide in it.
-_UNSAFE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]|[^\x00-\x7f]")
-#: Format characters that names need: ZWNJ and ZWJ join or part letters in Persian and Indic
-#: scripts, and neither can move or hide text on a line.
-_NAME_JOINERS = "\u200c\u200d"
-
-
-def inert(text: str) -> str:
-    """`text` with every control or format character written as an escape (\\n, \\x1b, \\u202e)."""
-    return _UNSAFE.sub(_escape, text)
-
-
-def _escape(match: re.Match) -> str:
-    ch = match.group()
-    if ch in _NAME_JOINERS or (ch >= "\x80" and ch not in "\u2028\u2029"
-                               and unicodedata.category(ch) not in ("Cc", "Cf", "Cs")):
-        return ch   # ordinary non-ASCII text (names in any script) stays as it is
-    if "\ud800" <= ch <= "\udfff":
-        return f"\\u{ord(ch):04x}"   # unicode_escape cannot encode a lone surrogate
-    return ch.encode("unicode_escape").decode("ascii")
-
-
 def looks_utf16le(raw: bytes) -> bool:
     """wevtutil's /uni:true output: a UTF-16LE BOM, or zero bytes in most odd positions of its
     start (XML and gli text are ASCII markup there, and never hold U+0000 in any 8-bit form)."""

@@ -23,9 +23,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from xml.etree.ElementTree import Element, ParseError, XMLParser
 
+from bot.core.inert import inert
 from bot.core.model import EVENT_IDS, PROVIDERS, Event, Problem
 from bot.exchange.remediation import UnsafeValueError, connector_identity
-from bot.sources.decode import inert
 
 NS = "{http://schemas.microsoft.com/win/2004/08/events/event}"
 EXCERPT_CHARS = 200
