@@ -32,13 +32,13 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from bot.exchange.remediation import (
     SUBMIT_RIGHT,
     UnsafeValueError,
-    check_value,
+    connector_identity,
     default_receive_connectors,
     grant_command,
     inspect_connector_command,
@@ -46,14 +46,13 @@ from bot.exchange.remediation import (
     likely_submission_connector,
     list_connectors_command,
     ps_quote,
-    short_server_name,
     sid_command,
     undo_command,
     whatif_command,
 )
 
-if TYPE_CHECKING:
-    from bot.directory.adcheck import ConnectorFact, Finding
+if TYPE_CHECKING:   # plain data from bot.core: bot.exchange imports nothing from bot.directory
+    from bot.core.findings import ConnectorFact, Finding
 
 __all__ = [
     "ACCEPT_ANY_RECIPIENT_RIGHT",
@@ -140,10 +139,11 @@ CAUSES: dict[str, tuple[str, tuple[str, ...]]] = {
 
 #: The permission groups Set-ReceiveConnector takes (the order Exchange prints them in).
 PERMISSION_GROUPS = ("AnonymousUsers", "ExchangeUsers", "ExchangeServers",
-                     "ExchangeLegacyServers", "Partners", "Custom")
+                     "ExchangeLegacyServers", "Partners")
 #: What a sign-in by an account can use (besides ExchangeServer, which Exchange servers use).
 ACCOUNT_AUTH = frozenset({"basicauth", "basicauthrequiretls", "integrated"})
-#: Identities every sign-in carries, by SID: a Deny on one of them hits every account.
+#: Identities every sign-in of the organization's accounts carries, by SID: a Deny on one of
+#: them refuses every account.
 EVERYBODY_SIDS = {
     "S-1-1-0": "Everyone",
     "S-1-5-2": "NT AUTHORITY\\NETWORK",
@@ -195,6 +195,7 @@ class ConnectorKind:
     groups: tuple[str, ...] | None  # permission groups the directory shows (None: not told)
     role: str | None = None         # FrontendTransport / HubTransport, when known
     reason: str = ""                # why this kind, in words
+    default: bool = False           # its name is one Exchange setup gives a connector
 
 
 @dataclass(frozen=True)
@@ -316,17 +317,17 @@ def classify_connector(identity: str | None, *, version: str | None = None,
     name = identity.partition("\\")[2] if identity and "\\" in identity else identity
     if name and name.casefold().startswith(_EDGE_DEFAULT_PREFIX):
         return ConnectorKind(EDGE, "name", None, "EdgeTransport",
-                             "its name is the Edge Transport server's default connector's")
+                             "its name is the Edge Transport server's default connector's",
+                             default=True)
     by_name = _kind_by_name(identity, version)
-    if fact is not None and fact.found and fact.permission_groups is not None:
+    found = fact is not None and fact.found
+    if fact is not None and found and fact.permission_groups is not None:
         return _kind_from_directory(fact, by_name)
+    fact_role = ((fact.role or "HubTransport") if fact is not None and found else None)
     if by_name is not None:
         kind, role_of, reason = by_name
-        groups = fact.permission_groups if fact is not None and fact.found else None
-        fact_role = (fact.role or "HubTransport") if fact is not None and fact.found else None
-        return ConnectorKind(kind, "name", groups, fact_role or role_of, reason)
+        return ConnectorKind(kind, "name", None, fact_role or role_of, reason, default=True)
     if identity:
-        fact_role = (fact.role or "HubTransport") if fact is not None and fact.found else None
         return ConnectorKind(CUSTOM, "name", None, fact_role,
                              "its name is not one of the Receive connectors Exchange setup "
                              "creates for this server's version")
@@ -334,38 +335,41 @@ def classify_connector(identity: str | None, *, version: str | None = None,
 
 
 def _kind_by_name(identity: str | None, version: str | None) -> tuple[str, str, str] | None:
-    """(kind, role, reason) for one of Exchange's default connectors, None for any other."""
+    """(kind, role, reason) for one of Exchange's default connectors, None for any other.
+    With the version unknown, a default of 2007/2010 or of 2013 and later counts."""
     if not identity or "\\" not in identity:
         return None
     server = identity.partition("\\")[0]
-    versions = [version] if version else ["2010", "2013"]
+    versions = [version] if version else ["2013", "2010"]
+    matches = []
     for v in versions:
-        legacy = is_legacy_version(v)
         try:
             defaults = default_receive_connectors(server, v)
         except UnsafeValueError:
             return None
-        for default in defaults:
-            if default.identity.casefold() != identity.casefold():
-                continue
-            which = "2007/2010" if legacy else "2013 and later"
-            if legacy:
-                return (ADMITS, "HubTransport",
-                        f"it is a default connector of Exchange {which} (port {default.port}), "
-                        "which Exchange users may use")
-            if default.port == 25:
-                return (INTERNET_FACING, default.role,
-                        f"it is Exchange {which}'s default connector for mail from the internet "
-                        "(port 25: AnonymousUsers, ExchangeServers, ExchangeLegacyServers; no "
-                        "ExchangeUsers)")
-            if default.port == 717:
-                return (SERVERS_ONLY, default.role,
-                        f"it is Exchange {which}'s outbound proxy connector (port 717: "
-                        "ExchangeServers only)")
-            return (ADMITS, default.role,
-                    f"it is a default connector of Exchange {which} (port {default.port}) with "
-                    "the ExchangeUsers permission group")
-    return None
+        matches += [(is_legacy_version(v), d) for d in defaults
+                    if d.identity.casefold() == identity.casefold()]
+    if not matches:
+        return None
+    legacy, default = matches[0]
+    if len(matches) > 1:     # Default <SRV>: 25 on 2007/2010, 2525 (backend) on 2013 and later
+        return (ADMITS, "HubTransport", "it is a default connector of Exchange (port 25 on "
+                "2007/2010, 2525 on the back end of 2013 and later) with the ExchangeUsers "
+                "permission group")
+    which = "2007/2010" if legacy else "2013 and later"
+    if legacy:
+        return (ADMITS, "HubTransport", f"it is a default connector of Exchange {which} (port "
+                f"{default.port}) with the ExchangeUsers permission group")
+    if default.port == 25:
+        return (INTERNET_FACING, default.role,
+                f"it is the default connector for mail from the internet on Exchange {which}, "
+                "port 25, with AnonymousUsers, ExchangeServers and ExchangeLegacyServers and no "
+                "ExchangeUsers")
+    if default.port == 717:
+        return (SERVERS_ONLY, default.role, f"it is the outbound proxy connector of Exchange "
+                f"{which}, port 717, ExchangeServers only")
+    return (ADMITS, default.role, f"it is a default connector of Exchange {which} (port "
+            f"{default.port}) with the ExchangeUsers permission group")
 
 
 def _kind_from_directory(fact: ConnectorFact,
@@ -373,22 +377,25 @@ def _kind_from_directory(fact: ConnectorFact,
     groups = tuple(fact.permission_groups or ())
     role = fact.role or "HubTransport"      # an unset msExchSmtpReceiveRole reads as HubTransport
     offers = {a.casefold() for a in fact.auth} & ACCOUNT_AUTH
-    shown = ", ".join(groups) or "none"
+    shown = ", ".join(groups) or "neither AnonymousUsers nor ExchangeUsers"
+    default = by_name is not None
     if "ExchangeUsers" in groups:
         return ConnectorKind(ADMITS, "directory", groups, role,
-                             f"the directory shows the ExchangeUsers permission group ({shown})")
+                             f"the directory shows the ExchangeUsers permission group ({shown})",
+                             default)
     named_internet = by_name is not None and by_name[0] == INTERNET_FACING
     if "AnonymousUsers" in groups and offers and (named_internet or
                                                   not _restricted(fact.remote_ip_ranges)):
         return ConnectorKind(INTERNET_FACING, "directory", groups, role,
                              f"the directory shows AnonymousUsers without ExchangeUsers ({shown}),"
-                             " sign-in offered, and remote IP ranges that take every address")
+                             " sign-in offered, and remote IP ranges that take every address",
+                             default)
     if by_name is not None and by_name[0] == SERVERS_ONLY:
-        return ConnectorKind(SERVERS_ONLY, "directory", groups, role, by_name[2])
+        return ConnectorKind(SERVERS_ONLY, "directory", groups, role, by_name[2], default)
     return ConnectorKind(CUSTOM, "directory", groups, role,
                          f"the directory shows no ExchangeUsers permission group ({shown})"
                          + (" and remote IP ranges limited to some addresses"
-                            if _restricted(fact.remote_ip_ranges) else ""))
+                            if _restricted(fact.remote_ip_ranges) else ""), default)
 
 
 def _restricted(ranges: Sequence[str]) -> bool:
@@ -415,8 +422,9 @@ def _everything(text: str) -> bool:
 
 
 def verdict_from_right(right: object) -> Verdict:
-    """A Verdict from bot.directory.reader.Right (read by attribute: status, text, ace, via,
-    explicit), naming the entry that decided."""
+    """A Verdict from bot.directory.reader.Right, naming the entry that decided. Read by
+    attribute (status, text, ace, via, explicit), so bot.exchange needs no import of
+    bot.directory: the caller that holds a Right passes it in."""
     status = str(getattr(right, "status", "unknown"))
     text = str(getattr(right, "text", ""))
     ace = getattr(right, "ace", None)
@@ -434,8 +442,7 @@ def verdict_from_right(right: object) -> Verdict:
                    inherited=bool(getattr(ace, "inherited", False)), scope=scope)
 
 
-def _verdict(identity: str | None, finding: Finding | None,
-             fact: ConnectorFact | None) -> Verdict | None:
+def _verdict(finding: Finding | None, fact: ConnectorFact | None) -> Verdict | None:
     if finding is not None and finding.error:
         return Verdict("unknown", f"the directory could not be read: {finding.error}")
     if fact is None:
@@ -480,8 +487,7 @@ def honest_verify_command(identity: str) -> str:
             " | Format-Table User,Deny,IsInherited,AccessRights,ExtendedRights")
 
 
-def _rights_steps(user: str, identity: str, rights: Sequence[str], *,
-                  first: str = "") -> tuple[Step, ...]:
+def _rights_steps(user: str, identity: str, rights: Sequence[str]) -> tuple[Step, ...]:
     """Dry run, grant and safe undo of one or two rights, one right per command."""
     steps: list[Step] = []
     for n, right in enumerate(rights):
@@ -497,7 +503,7 @@ def _rights_steps(user: str, identity: str, rights: Sequence[str], *,
                     f"-User {ps_quote(user, 'account')} {_right_params(right, 'submit')} "
                     "-Confirm:$false")
         what = "Submit" if right == SUBMIT_RIGHT else "Accept-Any-Recipient"
-        extra = first if n == 0 else " (only if it must send to other domains)"
+        extra = "" if n == 0 else " (only if it must send to other domains)"
         steps += [Step(f"try it first{extra}: changes nothing", whatif),
                   Step(f"grant {what}{extra}", grant),
                   Step("undo, only if the grant added the entry (Add-ADPermission warns that "
@@ -521,6 +527,11 @@ def permission_groups_command(identity: str, groups: Iterable[str], *,
 
 
 def _groups_steps(identity: str, current: tuple[str, ...], add: str) -> tuple[Step, ...]:
+    """Read the groups, then dry run, change and undo of `current` plus `add`; only the
+    read-only look when the directory showed a group Set-ReceiveConnector does not take."""
+    if any(g not in PERMISSION_GROUPS for g in current):
+        return (Step("read-only: what the connector accepts", inspect_connector_command(identity),
+                     changes=False),)
     shown = ", ".join(g for g in PERMISSION_GROUPS if g in current) or "None"
     new = (*current, add)
     return (
@@ -583,7 +594,6 @@ class _Ctx:
     directory: bool
     still_failing: bool | None
     commands: bool = True
-    notes: list[str] = field(default_factory=list)
 
     def steps(self, build: Callable[[], tuple[Step, ...]]) -> tuple[Step, ...]:
         return build() if self.commands else ()
@@ -630,7 +640,7 @@ def advise(event_id: int, account: str, server: str, connector: str | None = Non
     elif verdict is not None:
         found = verdict
     else:
-        found = _verdict(identity, finding, fact)
+        found = _verdict(finding, fact)
     ctx = _Ctx(event_id, who, server, identity, version, kind, found,
                finding is not None if directory is None else directory, still_failing)
     if refusal is None:
@@ -647,12 +657,13 @@ def _identity(server: str, connector: str | None) -> tuple[str | None, str | Non
     command still gets its cause."""
     if not connector:
         return None, None
-    if "\\" in connector:
-        return connector, None
     try:
-        return f"{short_server_name(server)}\\{connector}", None
+        return connector_identity(server, connector), None
     except UnsafeValueError as exc:
-        return connector, str(exc)
+        if "\\" in connector:
+            return connector, str(exc)
+        short = server.strip().split(".", 1)[0] or server
+        return f"{short}\\{connector}", str(exc)
 
 
 def _advice(ctx: _Ctx, refusal: str | None = None) -> Advice:
@@ -665,14 +676,14 @@ def _advice(ctx: _Ctx, refusal: str | None = None) -> Advice:
         rests.append(INFERENCE)   # 2016/2019/SE (or unknown): inferred from 2013's code
     if cause == SHOULD_ADMIT and (ctx.verdict is None or ctx.verdict.status == "unknown"):
         rests.append(INFERENCE)   # a Deny or a changed DACL: which one, nothing here tells
-    verify, note = _verify(ctx)
+    verify, note = _verify(ctx) if cause != BUILTIN else ((), "")
     where = ("the Exchange Management Shell on the Edge Transport server itself"
              if ctx.edge else "the Exchange Management Shell")
     if refusal is not None:
-        verify = ()
+        verify, note = (), ""
     return Advice(cause=cause, event_id=ctx.event_id, account=ctx.account,
                   connector=ctx.identity, connector_kind=ctx.kind,
-                  explanation=" ".join([explanation, *ctx.notes]).strip(),
+                  explanation=explanation,
                   rests_on=tuple(dict.fromkeys(rests)), fixes=tuple(fixes), verify=verify,
                   verify_note=note, identify=_identify(ctx) if refusal is None else None,
                   where=where, verdict=ctx.verdict, refusal=refusal)
@@ -726,7 +737,7 @@ def _cause(ctx: _Ctx) -> tuple[str, str, list[Remedy]]:
         return _builtin(ctx)
     if ctx.edge:
         return _edge(ctx)
-    verdict = ctx.verdict
+    verdict = ctx.verdict if ctx.identity is not None else None
     if verdict is not None and verdict.status == "denied":
         return _deny(ctx, verdict)
     if verdict is not None and verdict.status == "granted":
@@ -758,13 +769,18 @@ def _who(ctx: _Ctx) -> str:
     return f"The account {who.name}"
 
 
+def _join(*parts: str) -> str:
+    """Sentences joined by one space; empty ones left out."""
+    return " ".join(p for p in parts if p)
+
+
 def _kind_note(ctx: _Ctx) -> str:
     kind = ctx.kind
     if kind.source == "name":
-        return (f"This is read from the connector's name ({kind.reason}); the directory's "
-                "reading of it would show whether it was changed since setup.")
+        return (f"Judged by the connector's name: {kind.reason}; the directory's reading of it "
+                "would show whether it was changed since setup.")
     if kind.source == "directory":
-        return f"From the directory: {kind.reason}."
+        return f"{kind.reason[:1].upper()}{kind.reason[1:]}."
     return ""
 
 
@@ -780,12 +796,12 @@ def _verdict_note(ctx: _Ctx) -> str:
     return ""
 
 
-def _grant(ctx: _Ctx, rights: Sequence[str] = (SUBMIT_RIGHT,), *, id: str = "grant_submit",
-           title: str, detail: str, widens: bool = False) -> Remedy:
-    identity = ctx.identity
-    assert identity is not None
+def _grant(ctx: _Ctx, rights: Sequence[str] = (SUBMIT_RIGHT,), *,
+           remedy_id: str = "grant_submit", title: str, detail: str,
+           widens: bool = False) -> Remedy:
+    identity = ctx.identity or ""
     name = ctx.account.name
-    return Remedy(id, title, detail,
+    return Remedy(remedy_id, title, detail,
                   ctx.steps(lambda: _rights_steps(name, identity, rights)),
                   grants=True, widens=widens)
 
@@ -809,12 +825,12 @@ def _use_587(ctx: _Ctx, why: str) -> Remedy:
 
 
 def _internet(ctx: _Ctx) -> tuple[str, str, list[Remedy]]:
-    explanation = (
+    explanation = _join(
         f"{_who(ctx)} signed in on {ctx.identity}, the connector that takes mail from the "
         "internet: it offers sign-in (BasicAuth, Integrated) but has no ExchangeUsers "
         "permission group, so every ordinary account that signs in there is refused with 1018. "
-        "This is a device or application set up to authenticate on port 25. "
-        f"{_kind_note(ctx)} {_verdict_note(ctx)}")
+        "This is a device or application set up to authenticate on port 25.",
+        _kind_note(ctx), _verdict_note(ctx))
     fixes = [
         _use_587(ctx, "A device that can only use port 25 can be given a port-25 binding on "
                       "the client connector on a separate IP address (Microsoft's "
@@ -834,16 +850,18 @@ def _internet(ctx: _Ctx) -> tuple[str, str, list[Remedy]]:
 
 
 def _custom(ctx: _Ctx) -> tuple[str, str, list[Remedy]]:
-    identity = ctx.identity
-    assert identity is not None
-    explanation = (
+    identity = ctx.identity or ""
+    explanation = _join(
         f"{_who(ctx)} signed in on {identity}, a connector without the ExchangeUsers "
-        "permission group that is not one of Exchange's defaults: usually a relay connector "
-        "whose remote IP ranges caught the device's address (Exchange picks the connector whose "
-        "remote IP ranges match the client most specifically). It gives signed-in accounts no "
-        "Submit right: it is there for anonymous relay. A Submit grant alone clears 1018 and "
-        "then fails at RCPT for recipients in other domains, which need Accept-Any-Recipient. "
-        f"{_kind_note(ctx)} {_verdict_note(ctx)}")
+        "permission group"
+        + (" (one of Exchange's default connectors, changed since setup)" if ctx.kind.default
+           else " that is not one of Exchange's defaults: usually a relay connector whose "
+           "remote IP ranges caught the device's address (Exchange picks the connector whose "
+           "remote IP ranges match the client most specifically)")
+        + ". It gives signed-in accounts no Submit right: it is there for anonymous relay, "
+        "if anything. A Submit grant alone clears 1018 and "
+        "then fails at RCPT for recipients in other domains, which need Accept-Any-Recipient.",
+        _kind_note(ctx), _verdict_note(ctx))
     groups = ctx.kind.groups
     inspect = ctx.steps(lambda: (Step("read-only: what the connector accepts",
                                       inspect_connector_command(identity), changes=False),))
@@ -870,7 +888,7 @@ def _custom(ctx: _Ctx) -> tuple[str, str, list[Remedy]]:
                "The connector is there for anonymous relay from its remote IP ranges: set the "
                "device to send without SMTP authentication, as the connector expects.", inspect),
         add_users,
-        _grant(ctx, (SUBMIT_RIGHT, ACCEPT_ANY_RECIPIENT_RIGHT), id="grant_submit_and_relay",
+        _grant(ctx, (SUBMIT_RIGHT, ACCEPT_ANY_RECIPIENT_RIGHT), remedy_id="grant_submit_and_relay",
                title="Grant Submit to this one account, and Accept-Any-Recipient if it must "
                      "reach other domains",
                detail="Least privilege for this account on this connector only."),
@@ -879,18 +897,17 @@ def _custom(ctx: _Ctx) -> tuple[str, str, list[Remedy]]:
 
 
 def _should_admit(ctx: _Ctx) -> tuple[str, str, list[Remedy]]:
-    identity = ctx.identity
-    assert identity is not None
+    identity = ctx.identity or ""
     verdict = ctx.verdict
     listing = ctx.steps(lambda: (Step("read-only: every Submit, all-rights and Deny entry",
                                       honest_verify_command(identity), changes=False),))
     base = (f"{_who(ctx)} was refused on {identity}, a connector meant for signed-in accounts "
             "(ExchangeUsers gives every authenticated account Submit there).")
     if verdict is not None and verdict.status == "not granted":
-        explanation = (f"{base} The directory shows no Deny and no grant for the account or its "
-                       "groups: the connector's DACL no longer gives Submit to signed-in "
-                       "accounts (its ExchangeUsers entries were removed or changed). "
-                       f"{_kind_note(ctx)}")
+        explanation = _join(f"{base} The directory shows no Deny and no grant for the account "
+                            "or its groups: the connector's DACL no longer gives Submit to "
+                            "signed-in accounts (its ExchangeUsers entries were removed or "
+                            "changed).", _kind_note(ctx))
         fixes = [
             _grant(ctx, title="Grant Submit to this one account",
                    detail="Least privilege: on a connector meant for signed-in submission, a "
@@ -898,11 +915,11 @@ def _should_admit(ctx: _Ctx) -> tuple[str, str, list[Remedy]]:
             _restore_users(ctx),
         ]
         return SHOULD_ADMIT, explanation, fixes
-    explanation = (f"{base} So something on the connector decides against it: a Deny entry "
-                   "(for the account, one of its groups, or an identity every sign-in carries "
-                   "such as NETWORK or This Organization), or a DACL whose ExchangeUsers entries "
-                   "were removed. The listing below shows which entry decides. "
-                   f"{_kind_note(ctx)} {_verdict_note(ctx)}")
+    explanation = _join(f"{base} So something on the connector decides against it: a Deny "
+                        "entry (for the account, one of its groups, or an identity every sign-in "
+                        "carries such as NETWORK or This Organization), or a DACL whose "
+                        "ExchangeUsers entries were removed. The listing below shows which entry "
+                        "decides.", _kind_note(ctx), _verdict_note(ctx))
     fixes = [
         Remedy("find_deciding_entry", "Find the entry that decides",
                "In the listing, an entry with Deny True whose User is the account, one of its "
@@ -919,8 +936,7 @@ def _should_admit(ctx: _Ctx) -> tuple[str, str, list[Remedy]]:
 
 
 def _restore_users(ctx: _Ctx) -> Remedy:
-    identity = ctx.identity
-    assert identity is not None
+    identity = ctx.identity or ""
     groups = ctx.kind.groups
     title = "Or give the ExchangeUsers permission group back to the connector"
     detail = ("Every authenticated account may then submit and relay through it again, as "
@@ -937,22 +953,23 @@ def _restore_users(ctx: _Ctx) -> Remedy:
 
 
 def _servers_only(ctx: _Ctx) -> tuple[str, str, list[Remedy]]:
-    explanation = (f"{_who(ctx)} signed in on {ctx.identity}, the connector the front end uses "
-                   "to proxy outbound mail for Exchange servers (port 717, ExchangeServers "
-                   "only). A device or application has no business there: it is pointed at the "
-                   f"wrong port. {_kind_note(ctx)} {_verdict_note(ctx)}")
+    explanation = _join(
+        f"{_who(ctx)} signed in on {ctx.identity}, the connector the front end uses to proxy "
+        "outbound mail for Exchange servers (port 717, ExchangeServers only). A device or "
+        "application has no business there: it is pointed at the wrong port.",
+        _kind_note(ctx), _verdict_note(ctx))
     return SERVER_CONNECTOR, explanation, [_use_587(ctx, "No grant on this connector.")]
 
 
 def _computer(ctx: _Ctx) -> tuple[str, str, list[Remedy]]:
     identity = ctx.identity
     machine = _computer_name(ctx.account.name)
-    explanation = (
+    explanation = _join(
         f"{_who(ctx)} is a computer account (its name ends in $): a server or an application "
         "signed in with its machine identity (Integrated or Exchange server authentication). "
         "Exchange servers get Submit through the ExchangeServers permission group; any other "
         "machine should not sign in at all, and a per-account grant to a computer account is "
-        f"never the fix. {_kind_note(ctx)} {_verdict_note(ctx)}")
+        f"never the fix.", _kind_note(ctx), _verdict_note(ctx))
     groups = ctx.kind.groups
     if identity is None:
         first_steps = ctx.steps(lambda: (Step("read-only: is it an Exchange server?",
@@ -998,8 +1015,7 @@ def _trustee_words(verdict: Verdict) -> str:
 
 
 def _deny(ctx: _Ctx, verdict: Verdict) -> tuple[str, str, list[Remedy]]:
-    identity = ctx.identity
-    assert identity is not None
+    identity = ctx.identity or ""
     inherited = verdict.inherited is True
     explanation = (
         f"{_who(ctx)} is refused on {identity} by a Deny entry for {_trustee_words(verdict)}"
@@ -1044,8 +1060,7 @@ def _through_group(verdict: Verdict) -> bool:
 
 
 def _granted(ctx: _Ctx, verdict: Verdict) -> tuple[str, str, list[Remedy]]:
-    identity = ctx.identity
-    assert identity is not None
+    identity = ctx.identity or ""
     through = f" through {verdict.trustee}" if verdict.trustee and not verdict.explicit else ""
     events = {True: " Events were logged after the directory showed the right, so the cache "
                     "has had time or a part of the token decides: look for a Deny entry the "
@@ -1072,15 +1087,16 @@ def _granted(ctx: _Ctx, verdict: Verdict) -> tuple[str, str, list[Remedy]]:
                   "refreshes; if no event follows, the fix has taken.")
     role = ctx.kind.role or ("HubTransport" if ctx.legacy else None)
     restart = None
-    if role in ("FrontendTransport", "HubTransport"):
+    if role == "FrontendTransport" or role == "HubTransport":
+        service_role: str = role
         restart = Remedy(
             "restart_transport", "Or restart the transport service on that server (briefly "
             "stops mail flow there)", "Makes Exchange read the connector's permissions now "
             "instead of at its next cache refresh.",
             ctx.steps(lambda: (Step("try it first: changes nothing",
-                                    _restart_command(role) + " -WhatIf"),
+                                    _restart_command(service_role) + " -WhatIf"),
                                Step("restart (on the Exchange server)",
-                                    _restart_command(role)))))
+                                    _restart_command(service_role)))))
     if ctx.still_failing is True:
         fixes = [look, *([restart] if restart else []), wait]
     elif ctx.still_failing is False:
@@ -1105,8 +1121,8 @@ def _edge(ctx: _Ctx) -> tuple[str, str, list[Remedy]]:
                     "Edge server.")]
     if ctx.identity is not None and ctx.account.kind != COMPUTER:
         fixes.append(_grant(ctx, title="Grant Submit to this one account on the Edge "
-                                       "connector (widens the internet-facing connector; run "
-                                       "on the Edge server)",
+                                       "connector (widens a connector of the internet-facing "
+                                       "server; run on the Edge server)",
                             detail="Run these in the Exchange Management Shell on the Edge "
                                    "server itself; the account is one of its local accounts.",
                             widens=True))
@@ -1133,29 +1149,30 @@ def _builtin(ctx: _Ctx) -> tuple[str, str, list[Remedy]]:
     what = "built-in Administrator (RID 500)" if who.kind == BUILTIN_ADMIN else \
         "built-in Guest (RID 501)"
     if _is_2013(ctx.version):
-        source = "Exchange 2013's transport code checks for these identities"
+        label = ""
     elif ctx.legacy:
-        source = ("Exchange 2013's transport code checks for these identities; 2007/2010's "
-                  "code is not public")
+        label = " (2007/2010's code is not public)"
     else:
-        source = ("Exchange 2013's transport code checks for these identities (for 2016, 2019 "
-                  "and SE this is inferred from 2013's code, the same code base, not read in "
-                  "theirs)")
-    rule = (f"{source} before it reads any permission, and logs 1020 for them: the domain's "
-            "built-in Administrator (even renamed), Guest and anonymous. Granting "
-            "ms-Exch-SMTP-Submit cannot fix this.")
+        label = (" (for 2016, 2019 and SE this is inferred from 2013's code, the same code base, "
+                 "not read in theirs)")
+    rule = ("Exchange refuses mail submission from built-in identities (the domain's built-in "
+            "Administrator, even renamed; Guest; anonymous) whatever their permissions: Exchange "
+            "2013's transport code checks for them before it reads any permission, and logs "
+            f"1020{label}. Granting ms-Exch-SMTP-Submit cannot fix this.")
     if settled:
         explanation = f"{_who(ctx)} is the domain's {what}. {rule}"
         if ctx.event_id == 1018:
-            explanation += (" Its event is 1018, which a built-in account gets only where that "
-                            "check does not run; either way it should not submit mail.")
+            explanation += (" Its event is 1018: 2013 and later log 1020 for a built-in account "
+                            "before any permission check, so on those versions make sure "
+                            "Exchange and the directory mean the same account (the SID). Either "
+                            "way a built-in account should not submit mail, and no grant is "
+                            "offered.")
     else:
-        explanation = (f"{_who(ctx)} provided valid credentials, but Exchange refuses mail "
-                       f"submission from built-in identities whatever their permissions. {rule}")
+        explanation = f"{_who(ctx)} provided valid credentials, but was refused. {rule}"
         if who.rid is not None:
             explanation += (f" The directory shows RID {who.rid}, not a built-in account: the "
                             "event's account may be a namesake in another domain; the SID "
-                            "command below shows which one Windows means.")
+                            "command shows which one Windows means.")
     fixes = [Remedy("own_account", "Give the device or application an account of its own",
                     "Create an ordinary account for it and set the device up with that one; "
                     "should that account then get event 1018, its advice shows the fix.")]
@@ -1163,11 +1180,11 @@ def _builtin(ctx: _Ctx) -> tuple[str, str, list[Remedy]]:
 
 
 def _legacy_1020(ctx: _Ctx) -> tuple[str, str, list[Remedy]]:
-    explanation = (
+    explanation = _join(
         "Microsoft documents event 1020 on Exchange 2007 and 2010 as a missing "
         "ms-Exch-SMTP-Submit right on the Receive connector; their code is not public, and on "
         "2013 and later 1020 means a built-in identity (the built-in Administrator, even "
-        f"renamed; Guest; anonymous). Check both. {_verdict_note(ctx)}")
+        "renamed; Guest; anonymous). Check both.", _verdict_note(ctx))
     fixes = [Remedy("own_account", "If the SID ends in -500 or -501: give the device an "
                     "account of its own", "A built-in account should not submit mail, and no "
                     "grant helps it on 2013 and later.")]
@@ -1189,10 +1206,3 @@ def _legacy_1020(ctx: _Ctx) -> tuple[str, str, list[Remedy]]:
     return LEGACY_1020, explanation, fixes
 
 
-def refuse_check(value: str, what: str) -> str | None:
-    """Why `value` cannot go into a command (None: it can)."""
-    try:
-        check_value(value, what)
-    except UnsafeValueError as exc:
-        return str(exc)
-    return None
