@@ -25,10 +25,12 @@ What it rests on (Exchange 2013's code, public decompiled builds, PiratesRE/exch
   so `\\n` in `CONTOSO\\nancy` is a backslash and an `n`: nothing here unescapes. Times are
   `yyyy-MM-ddTHH:mm:ss.fffZ` (UTC); `session-id` is 16 hex digits (`X16`); endpoints are .NET
   `IPEndPoint` text (`10.0.0.1:25`, `[2001:db8::1]:25`).
-* The files. `LogDirectory`: `RECV<yyyyMMddHH>-<n>.LOG` (hourly; the 2013 build read shows
-  `RECV<yyyyMMdd>-<n>.LOG` for size-bounded logs unless hour-accurate ageing is on, and 2010's
-  folders hold daily names, so both are accepted), the hour being the UTC time at which the row
-  is *written*; a new instance `-<n+1>` starts once a file passed its size bound (10 MB by
+* The files. `LogDirectory`: `RECV<yyyyMMddHH>-<n>.LOG`, one series per hour, as 2016/2019
+  folders show (`...\\V15\\...\\FrontEnd\\ProtocolLog\\SmtpReceive\\RECV2023020100-1.LOG`). The
+  2013 build read names size-bounded logs `RECV<yyyyMMdd>-<n>.LOG` unless hour-accurate ageing
+  is on, as 2007/2010 folders show: daily names are accepted too, as holding their whole day.
+  The hour (or day) is the UTC time at which a row is *written* (`Log.Append` passes
+  `DateTime.UtcNow`); a new instance `-<n+1>` starts once a file passed its size bound (10 MB by
   default). Rows are stamped when queued (`AsyncLog.Append`) and written later by a background
   timer, so a row stamped 10:59:59.9 can sit in the 11:00 file (see `WRITE_LAG`). Exchange keeps
   the file open for writing with `FileShare.Read`: a reader must allow writers (`ReadWrite`).
@@ -55,6 +57,7 @@ from bot.exchange.remediation import UnsafeValueError, ps_quote
 __all__ = [
     "DEFAULT_FIELDS",
     "DEFAULT_MAX_BYTES",
+    "DEFAULT_MAX_OUTPUT",
     "DEFAULT_MAX_SECONDS",
     "FAILURE_TEXTS",
     "LOG_SUBFOLDERS",
@@ -127,6 +130,10 @@ WRITE_LAG = timedelta(seconds=10)
 #: and seconds spent before starting another file.
 DEFAULT_MAX_BYTES = 16 * 1024 * 1024
 DEFAULT_MAX_SECONDS = 20.0
+#: A bound on one read's output, in characters: keep it under polling.max_output (256 KiB at
+#: the least), so the remote read is never cut. At least 128 KiB, so one line always fits.
+DEFAULT_MAX_OUTPUT = 240 * 1024
+MIN_MAX_OUTPUT = 128 * 1024
 #: cmd.exe's command line holds 8,191 characters; the encoded script must fit with room to spare.
 MAX_COMMAND_CHARS = 8000
 
@@ -174,7 +181,7 @@ class ParsedLog:
     problems: tuple[Problem, ...]
     consumed: int                        # bytes through the last complete line (see parse_log)
     fields: tuple[str, ...] | None       # the field order in force at the end of the piece
-    other_lines: int = 0                 # well-formed lines that are not failure lines
+    other_lines: int = 0                 # lines that are not failure lines
 
 
 def parse_endpoint(text: str) -> tuple[str, int | None]:
@@ -286,15 +293,16 @@ class _LineParser:
         fields = DEFAULT_FIELDS if self.fields is None else self.fields
         if self.wrong_type or not fields:
             return
+        if _KEYS[0] not in text and _KEYS[1] not in text:
+            self.other += 1           # most lines of a log: not worth parsing as CSV
+            return
         try:
             row = next(csv.reader([text], strict=True))
         except (csv.Error, StopIteration):
             row = None
         if row is None or len(row) != len(fields):
-            if _KEYS[0] in text or _KEYS[1] in text:   # other damaged lines do not matter
-                self.problem("malformed_line", "a protocol log line that may be a failure "
-                             f"could not be read as {len(fields)} CSV fields; it was skipped",
-                             text)
+            self.problem("malformed_line", "a protocol log line that may be a failure could "
+                         f"not be read as {len(fields)} CSV fields; it was skipped", text)
             return
         value = dict(zip(fields, row, strict=True))
         found = _failure(value["context"]) if value["event"] == "*" else None
@@ -371,6 +379,8 @@ class LogFile:
 
 
 def _hour(time: datetime) -> datetime:
+    if time.tzinfo is None or time.utcoffset() is None:
+        raise ValueError("times must be timezone-aware (log files are named by UTC hour)")
     time = time.astimezone(UTC)
     return time.replace(minute=0, second=0, microsecond=0)
 
@@ -462,7 +472,9 @@ class ReadRequest:
     last `parse_read_output` for this server *and folder* (the FrontEnd and Hub folders hold the
     same file names: keep one cursor map per folder). Only cursors of files the hours ask for
     are sent. `folder` is the configured log path; None reads ExchangeInstallPath on the server
-    (`default_log_folder` for `role`).
+    (`default_log_folder` for `role`). `max_bytes` bounds what is read from the files,
+    `max_output` what is sent back (keep it under polling.max_output, so the remote read is
+    never cut), `max_seconds` when no further file is started; the rest is read next time.
     """
 
     hours: tuple[datetime, ...]
@@ -471,54 +483,64 @@ class ReadRequest:
     role: str = "FrontEnd"
     max_bytes: int = DEFAULT_MAX_BYTES
     max_seconds: float = DEFAULT_MAX_SECONDS
+    max_output: int = DEFAULT_MAX_OUTPUT
 
 
-# The script, kept PowerShell 2.0 compatible (Exchange 2010 servers) and short (it travels
-# base64-encoded in a cmd.exe command line). PowerShell variable names ignore case: each is
-# distinct below. It only lists the folder and opens files for reading. Output records, one a
-# line, tab-separated, ASCII only (anything from the log is base64), written with Console.Out
-# (no formatting, no wrapping):
-#   L <offset> <base64 line>   a failure line or a #Fields line of the file whose F follows
+# The script, kept PowerShell 2.0 compatible (Exchange 2010 servers) and short: it travels
+# base64-encoded in a cmd.exe command line (8,191 characters: about 3,000 of script, DOMAIN.md
+# section 3). PowerShell variable names ignore case: each below is distinct, and none is an
+# automatic variable. It lists the folder and opens files for reading only (sharing them with
+# Exchange's writer). Output records, one a line, tab-separated, ASCII only (anything from a
+# file is base64), written with Console.Out (no formatting, no wrapping):
+#   L <offset> <base64 line>   a failure line or the #Fields line of the file whose F follows
 #   F <name> <start> <end> <length>   a file done: read from start, complete lines through end
 #   W <name> <base64 text>     a warning about that file (its read goes on)
-#   E <name or -> <base64 text>   a file (or the folder, "-") that could not be read
-#   X <bytes read> <done|bytes|time|error>   the end: nothing after it, and it always comes last
-# The file is decoded as ISO-8859-1 to search it, so a character index is a byte offset.
+#   E <name or -> <base64 text>   a file (or the folder: "-") that could not be read
+#   X <bytes read> <done|bytes|time|output|error>   the end, always last
+# A file is decoded as ISO-8859-1 to search it, so a character index is a byte offset. Only
+# lines holding a failure text (or a #Fields line) go back, each at most 64 KiB; once the
+# output would pass its bound, the file ends before the first line not sent (so every read
+# makes progress and the output never outgrows the remote read's own cap).
 _SCRIPT = r"""$ErrorActionPreference='Stop';$ProgressPreference='SilentlyContinue'
 $dir=@@DIR@@
-$max=[long]@@MAX@@;$dl=[DateTime]::UtcNow.AddSeconds(@@SECONDS@@)
+$mb=[long]@@MAX@@;$mo=@@OUT@@;$dl=[DateTime]::UtcNow.AddSeconds(@@SECONDS@@)
 $cur=@{@@CURSORS@@}
 $hrs=@(@@HOURS@@);$dys=@(@@DAYS@@)
-$keys=@('Inbound authentication failed because the client ','Inbound authentication failed as we reject well-known account authentication for ')
-$enc=[Text.Encoding]::GetEncoding(28591);$out=[Console]::Out;$tot=[long]0;$why='done'
-function O{$out.Write(($args -join "`t")+"`n")}
-function R($st,$bf,$cn){$gt=0;while($gt -lt $cn){$rd=$st.Read($bf,$gt,$cn-$gt);if($rd -le 0){break};$gt+=$rd};$gt}
-function M($tx){[Convert]::ToBase64String([Text.Encoding]::UTF8.GetBytes([string]$tx))}
-try{$fs=@(Get-ChildItem -LiteralPath $dir -Force|?{!$_.PSIsContainer -and $_.Name -match '^RECV(\d{8})(\d\d)?-(\d{1,9})\.LOG$' -and (($hrs -contains ($matches[1]+$matches[2])) -or (!$matches[2] -and ($dys -contains $matches[1])))}|sort @{e={$_.Name.Split('-')[0]}},@{e={[int]$_.Name.Split('-.')[1]}})}
-catch{O E - (M $_.Exception.Message);O X 0 error;exit}
-foreach($f in $fs){
-if($tot -ge $max){$why='bytes';break}
-if([DateTime]::UtcNow -gt $dl){$why='time';break}
-$s=[long]0;if($cur.ContainsKey($f.Name)){$s=[long]$cur[$f.Name]}
-$x=$null
-try{
-$x=New-Object IO.FileStream($f.FullName,[IO.FileMode]::Open,[IO.FileAccess]::Read,[IO.FileShare]'ReadWrite,Delete')
-$len=$x.Length;if($s -gt $len){$s=[long]0}
-if($s -gt 0){$hb=New-Object byte[] ([int][Math]::Min(4096,$len));$hg=R $x $hb $hb.Length;$hz=$enc.GetString($hb,0,$hg);$hi=$hz.IndexOf("`n#Fields: ",[StringComparison]::Ordinal);if($hi -ge 0){$hj=$hz.IndexOf([char]10,$hi+1);if($hj -gt 0){O L ($hi+1) ([Convert]::ToBase64String($hb,$hi+1,$hj-$hi-1))}}}
-$want=[int][Math]::Min($len-$s,$max-$tot);$end=$s
-if($want -gt 0){
-$null=$x.Seek($s,[IO.SeekOrigin]::Begin);$buf=New-Object byte[] $want;$got=R $x $buf $want;$tot+=$got
-$str=$enc.GetString($buf,0,$got);$lf=$str.LastIndexOf([char]10)
-if($lf -ge 0){$end=$s+$lf+1}elseif($got -ge 65536 -and $s+$got -lt $len){$end=$s+$got;O W $f.Name (M "$got bytes without a line end were skipped")}
-$hit=@{}
-foreach($u in @($keys+'#Fields: ')){$i=0;while($i -le $lf){$i=$str.IndexOf($u,$i,[StringComparison]::Ordinal);if($i -lt 0 -or $i -gt $lf){break};if($i -gt 0){$a=$str.LastIndexOf([char]10,$i-1)+1}else{$a=0};$j=$str.IndexOf([char]10,$i);if($u -ne '#Fields: ' -or $a -eq $i -or ($a+3 -eq $i -and $s+$a -eq 0)){$hit[$a]=$j};$i=$j+1}}
-foreach($a in @($hit.Keys|sort)){O L ($s+$a) ([Convert]::ToBase64String($buf,$a,$hit[$a]-$a))}
-}
-O F $f.Name $s $end $len
-}catch{O E $f.Name (M $_.Exception.Message)}finally{if($x){$x.Close()}}
-}
-O X $tot $why
-$out.Flush()
+$ks='failed because the client ','we reject well-known account authentication for ','#Fields: '
+$en=[Text.Encoding]::GetEncoding(28591);$o=[Console]::Out;$t=[long]0;$ct=@{n=0};$w='done'
+$nl=[char]10;$or=[StringComparison]::Ordinal
+function O{$r=($args -join "`t")+"`n";$ct.n+=$r.Length;$o.Write($r)}
+function B($y,$p,$c){[Convert]::ToBase64String($y,$p,$c)}
+function M($v){$y=[Text.Encoding]::UTF8.GetBytes([string]$v);B $y 0 $y.Length}
+function R($x,$y,$c){$g=0;while($g -lt $c){$r=$x.Read($y,$g,$c-$g);if($r -le 0){break};$g+=$r};$g}
+try{if(!$dir){throw 'ExchangeInstallPath is not set'}
+$fs=@(Get-ChildItem -LiteralPath $dir -Force|?{!$_.PSIsContainer -and
+$_.Name -match '^RECV(\d{8})(\d\d)?-(\d{1,9})\.LOG$' -and
+(($hrs -contains ($matches[1]+$matches[2])) -or (!$matches[2] -and ($dys -contains $matches[1])))}|
+sort @{e={($_.Name -split '-')[0]}},@{e={[int]($_.Name -split '[-.]')[1]}})}
+catch{O E '-' (M $_.Exception.Message);O X 0 error;$o.Flush();exit}
+foreach($f in $fs){if($t -ge $mb){$w='bytes';break}
+if([DateTime]::UtcNow -gt $dl){$w='time';break}
+$s=[long]0;if($cur.ContainsKey($f.Name)){$s=$cur[$f.Name]};$x=$null
+try{$x=New-Object IO.FileStream($f.FullName,'Open','Read','ReadWrite,Delete')
+$l=$x.Length;if($s -gt $l){$s=[long]0}
+if($s -gt 0){$y=New-Object byte[] ([Math]::Min(4096,$l));$z=$en.GetString($y,0,(R $x $y $y.Length))
+$i=$z.IndexOf("`n"+'#Fields: ',$or)
+if($i -ge 0){$j=$z.IndexOf($nl,$i+1);if($j -gt 0){O L ($i+1) (B $y ($i+1) ($j-$i-1))}}}
+$c=[int][Math]::Min($l-$s,$mb-$t);$e=$s
+if($c -gt 0){[void]$x.Seek($s,'Begin');$b=New-Object byte[] $c;$g=R $x $b $c;$t+=$g
+$z=$en.GetString($b,0,$g);$q=$z.LastIndexOf($nl)
+if($q -ge 0){$e=$s+$q+1}elseif($g -ge 65536 -and $s+$g -lt $l){$e=$s+$g
+O W $f.Name (M 'no line end')}
+$h=@{};foreach($k in $ks){$i=0
+while($i -le $q){$i=$z.IndexOf($k,$i,$or);if($i -lt 0 -or $i -gt $q){break}
+$a=0;if($i){$a=$z.LastIndexOf($nl,$i-1)+1};$j=$z.IndexOf($nl,$i)
+if(($k[0] -ne '#' -or $a -eq $i) -and $j-$a -le 65536){$h[$a]=$j};$i=$j+1}}
+foreach($a in @($h.Keys|sort)){if($ct.n+($h[$a]-$a)*1.34+80 -gt $mo){$e=$s+$a;$w='output';break}
+O L ($s+$a) (B $b $a ($h[$a]-$a))}}
+O F $f.Name $s $e $l}catch{O E $f.Name (M $_.Exception.Message)}
+if($x){$x.Close()};if($w -eq 'output'){break}}
+O X $t $w;$o.Flush()
 """
 
 
@@ -527,6 +549,8 @@ def _check_request(request: ReadRequest) -> None:
         raise ValueError(f"role must be one of {', '.join(LOG_SUBFOLDERS)}")
     if not 0 < request.max_bytes <= 2**31 - 1:
         raise ValueError("max_bytes must be between 1 and 2,147,483,647")
+    if not MIN_MAX_OUTPUT <= request.max_output <= 2**31 - 1:
+        raise ValueError(f"max_output must be at least {MIN_MAX_OUTPUT:,}")
     if not 0 < request.max_seconds <= 3600:
         raise ValueError("max_seconds must be more than 0 and at most 3600")
     if not request.hours:
@@ -551,8 +575,8 @@ def read_script(request: ReadRequest) -> str:
     if request.folder is not None:
         folder = ps_quote(request.folder, "protocol log folder")
     else:
-        folder = ("(Join-Path ([Environment]::GetEnvironmentVariable('ExchangeInstallPath',"
-                  f"'Machine')) '{LOG_SUBFOLDERS[request.role]}')")
+        folder = ("[Environment]::GetEnvironmentVariable('ExchangeInstallPath','Machine')\n"
+                  f"if($dir){{$dir=$dir.TrimEnd('\\')+'\\{LOG_SUBFOLDERS[request.role]}'}}")
     hours = sorted({_hour(h) for h in request.hours})
     names = {f"{h:%Y%m%d%H}" for h in hours}
     days = {f"{h:%Y%m%d}" for h in hours}
@@ -567,6 +591,7 @@ def read_script(request: ReadRequest) -> str:
             cursors.append(f"{ps_quote(name, 'protocol log file')}=[long]{int(offset)}")
     return (_SCRIPT.replace("@@DIR@@", folder)
             .replace("@@MAX@@", str(int(request.max_bytes)))
+            .replace("@@OUT@@", str(int(request.max_output)))
             .replace("@@SECONDS@@", f"{float(request.max_seconds):g}")
             .replace("@@CURSORS@@", ";".join(cursors))
             .replace("@@HOURS@@", ",".join(f"'{n}'" for n in sorted(names)))
@@ -582,7 +607,7 @@ def read_command(request: ReadRequest) -> tuple[str, list[str]]:
     would exceed MAX_COMMAND_CHARS (ask for fewer hours at a time).
     """
     encoded = base64.b64encode(read_script(request).encode("utf-16-le")).decode("ascii")
-    args = ["-NoLogo", "-NoProfile", "-NonInteractive", "-EncodedCommand", encoded]
+    args = ["-NoProfile", "-NonInteractive", "-EncodedCommand", encoded]
     command = "powershell"
     if len(command) + sum(len(a) + 1 for a in args) > MAX_COMMAND_CHARS:
         raise ValueError("the protocol log read is too long for one command line "
@@ -612,8 +637,9 @@ class LogRead:
     files: tuple[FileRead, ...]
     problems: tuple[Problem, ...]
     bytes_read: int
-    stopped: str | None      # None: all files read; "bytes", "time", "error", or "cut"
-    #                          (the output ended before the script's end record)
+    stopped: str | None      # None: all files read; "bytes", "time", "output" (a bound
+    #                          reached: the rest is read next time), "error" (the folder), or
+    #                          "cut" (the output ended before the script's end record)
 
 
 def parse_read_output(output: bytes | str, server: str,
@@ -668,13 +694,15 @@ def parse_read_output(output: bytes | str, server: str,
                 if parts[0] == "-" and tag == "E":
                     problem("log_unreadable", "the protocol log folder could not be read: "
                             + inert(message[:_EXCERPT_CHARS]))
+                elif tag == "E":
+                    problem("log_unreadable", f"{_file_name(parts[0])} could not be read: "
+                            + inert(message[:_EXCERPT_CHARS]))
                 else:
-                    name = _file_name(parts[0])
-                    problem("log_unreadable" if tag == "E" else "overlong_line",
-                            f"{name}: " + inert(message[:_EXCERPT_CHARS]))
+                    problem("overlong_line", f"{_file_name(parts[0])}: more than "
+                            f"{MAX_LINE_BYTES:,} bytes without a line end were skipped")
             elif tag == "X" and len(parts) == 2:
                 bytes_read = _number(parts[0])
-                if parts[1] not in ("done", "bytes", "time", "error"):
+                if parts[1] not in ("done", "bytes", "time", "output", "error"):
                     raise ValueError("an end record with an unknown reason")
                 stopped = None if parts[1] == "done" else parts[1]
             else:
