@@ -15,10 +15,12 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/submitwatch demo
 
-# ruff (rules and why: pyproject.toml) on everything, mypy on the engine (bot, handlers, store).
+# ruff (rules and why: pyproject.toml) on everything, mypy on the engine (bot, handlers, store),
+# and the one-way import graph (lint-imports; the contracts are in pyproject.toml).
 lint: $(STAMP)
 	$(BIN)/ruff check bot handlers store sim tests bench
 	$(BIN)/mypy
+	$(BIN)/lint-imports --no-logo
 
 test: $(STAMP)
 	@bash .ci/debian-packages

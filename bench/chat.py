@@ -61,9 +61,9 @@ def build(db_path: str, sizes: Sizes, now: datetime) -> None:
         "last_seen, event_count, servers, connectors, event_ids, opened_at, resolved_at, "
         "last_message_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", incidents)
     db.conn.executemany(
-        "INSERT INTO events (id, server, generation, record_id, provider, event_id, time, "
-        "account, account_key, connector, computer, incident_id, stored_at) "
-        "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)", events)
+        "INSERT INTO events (id, server, origin, generation, record_id, provider, event_id, "
+        "time, account, account_key, connector, computer, incident_id, stored_at) "
+        "VALUES (?1,?2,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13)", events)
     for server, record in records.items():
         db["server_state"].insert({"server": server, "generation": 0, "cursor": record,
                                    "last_poll_at": iso(now), "last_success_at": iso(now),

@@ -267,9 +267,9 @@ def _insert_events(db, rows: list) -> None:
         return
     db.execute("BEGIN")
     db.conn.executemany(
-        "INSERT INTO events (id, server, generation, record_id, provider, event_id, time, "
-        "account, account_key, connector, computer, incident_id, stored_at) "
-        "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
+        "INSERT INTO events (id, server, origin, generation, record_id, provider, event_id, "
+        "time, account, account_key, connector, computer, incident_id, stored_at) "
+        "VALUES (?1,?2,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13)", rows)
     db.execute("COMMIT")
 
 

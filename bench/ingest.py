@@ -100,9 +100,9 @@ def floor(batches, db_path: str) -> tuple[float, float]:
         t1 = time.perf_counter()
         with write_transaction(db):
             db.conn.executemany(
-                "INSERT INTO events (server, generation, record_id, provider, event_id, time, "
-                "account, account_key, connector, computer, stored_at) "
-                "VALUES (?,?,?,?,?,?,?,?,?,?,?)", rows)
+                "INSERT INTO events (server, origin, generation, record_id, provider, "
+                "event_id, time, account, account_key, connector, computer, stored_at) "
+                "VALUES (?1,?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11)", rows)
         t2 = time.perf_counter()
         parse_s += t1 - t0
         insert_s += t2 - t1

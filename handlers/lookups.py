@@ -253,7 +253,8 @@ def _safely(make, refusals: list[str]):
 
 
 def _exchange_host(req: Request, name: str) -> str:
-    """The short Exchange name for commands: from the server's newest event, else its name."""
+    """The short Exchange name for commands: from the newest event the server logged (its
+    origin, whichever endpoint read it), else its name."""
     computer = queries.latest_host(req.db, name)
     try:
         return short_server_name(computer) if computer else name

@@ -221,9 +221,10 @@ def prune(db: Database, cutoff: datetime, batch: int = 5000,
                   [stamp, batch]),
         "snoozes": ("DELETE FROM snoozes WHERE id IN (SELECT id FROM snoozes WHERE ended_at < ? "
                     "LIMIT ?)", [stamp, batch]),
-        # Hourly counts (m015) older than the cutoff: `summary` counts within the retention.
-        "event_hours": ("DELETE FROM event_hours WHERE (hour, server, connector) IN (SELECT "
-                        "hour, server, connector FROM event_hours WHERE hour < ? LIMIT ?)",
+        # Hourly counts (m015; per origin, m016) older than the cutoff: `summary` counts within
+        # the retention.
+        "event_hours": ("DELETE FROM event_hours WHERE (hour, origin, connector) IN (SELECT "
+                        "hour, origin, connector FROM event_hours WHERE hour < ? LIMIT ?)",
                         [stamp[:13], batch]),
     }
     deleted = {}
@@ -380,42 +381,48 @@ def _server_state(row: dict[str, Any]) -> ServerState:
 def new_events(db: Database, events: list[Event], generation: int) -> list[Event]:
     """The events not stored yet (a record repeated within the batch counts once).
 
+    An event is known by its endpoint (`server`, whose cursor read it, in `generation` of that
+    log), its origin and its record id: record ids count within each origin's log (m016), so
+    two origins' record 7 read through one collector are two events. A batch is one endpoint's
+    in production; tests feed several at once, and each is looked up on its own.
     Call inside write_transaction, with insert_events after: the look-up and the insert must
     see the same rows.
     """
-    if not events:
-        return []
-    server = events[0].server
-    ids = [e.record_id for e in events]
-    known = {r[0] for r in db.execute(
-        "SELECT record_id FROM events WHERE server = ? AND generation = ? "
-        "AND record_id BETWEEN ? AND ?", [server, generation, min(ids), max(ids)])}
-    fresh: dict[int, Event] = {}
+    by_log: dict[tuple[str, str], list[int]] = {}
     for e in events:
-        if e.record_id not in known:
-            fresh.setdefault(e.record_id, e)
+        by_log.setdefault((e.server, e.origin), []).append(e.record_id)
+    known: set[tuple[str, str, int]] = set()
+    for (server, origin), ids in by_log.items():   # one origin for a server's own log
+        known.update((server, origin, r[0]) for r in db.execute(
+            "SELECT record_id FROM events WHERE server = ? AND generation = ? AND origin = ? "
+            "AND record_id BETWEEN ? AND ?", [server, generation, origin, min(ids), max(ids)]))
+    fresh: dict[tuple[str, str, int], Event] = {}
+    for e in events:
+        key = (e.server, e.origin, e.record_id)
+        if key not in known:
+            fresh.setdefault(key, e)
     return list(fresh.values())
 
 
 def insert_events(db: Database, linked: Iterable[tuple[Event, int | None]], generation: int,
                   now: datetime) -> None:
     """Insert events already linked to their incident: one executemany for a whole batch, and
-    their hourly counts (m015, what `summary` sums)."""
+    their hourly counts per origin (m015, m016: what `summary` sums)."""
     stamp = iso(now)
-    rows = [(e.server, generation, e.record_id, e.provider, e.event_id, iso(e.time), e.account,
-             e.incident_key, e.connector, e.computer, stamp, incident_id)
+    rows = [(e.server, e.origin, generation, e.record_id, e.provider, e.event_id, iso(e.time),
+             e.account, e.incident_key, e.connector, e.computer, stamp, incident_id)
             for e, incident_id in linked]
     db.conn.executemany(
-        "INSERT INTO events (server, generation, record_id, provider, event_id, time, account,"
-        " account_key, connector, computer, stored_at, incident_id) "
-        "VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", rows)
+        "INSERT INTO events (server, origin, generation, record_id, provider, event_id, time, "
+        "account, account_key, connector, computer, stored_at, incident_id) "
+        "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
     hours: dict[tuple[str, str, str], int] = {}
     for row in rows:
-        key = (row[5][:13], row[0], row[8] or "")
+        key = (row[6][:13], row[1], row[9] or "")
         hours[key] = hours.get(key, 0) + 1
     db.conn.executemany(
-        "INSERT INTO event_hours (hour, server, connector, n) VALUES (?, ?, ?, ?) "
-        "ON CONFLICT (hour, server, connector) DO UPDATE SET n = n + excluded.n",
+        "INSERT INTO event_hours (hour, origin, connector, n) VALUES (?, ?, ?, ?) "
+        "ON CONFLICT (hour, origin, connector) DO UPDATE SET n = n + excluded.n",
         [(*key, n) for key, n in hours.items()])
 
 

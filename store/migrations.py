@@ -259,10 +259,55 @@ def m015_event_hours(db: Database) -> None:
     db.execute("CREATE TABLE event_hours (hour TEXT NOT NULL, server TEXT NOT NULL, "
                "connector TEXT NOT NULL, n INTEGER NOT NULL, PRIMARY KEY (hour, server, "
                "connector)) WITHOUT ROWID")
-    db.execute(f"INSERT INTO event_hours {EVENT_HOURS_OF_EVENTS}")
+    # (As it shipped: the events had no origin yet, and event_hours counted per server.)
+    db.execute("INSERT INTO event_hours SELECT substr(time, 1, 13), server, "
+               "coalesce(connector, ''), count(*) FROM events GROUP BY 1, 2, 3")
 
 
-#: The hourly counts of the events table as it stands (m015, and benchmarks that fill the
-#: events table directly). An hour is the first 13 characters of store.db.iso: 2026-12-01T09.
-EVENT_HOURS_OF_EVENTS = ("SELECT substr(time, 1, 13), server, coalesce(connector, ''), count(*) "
+@migrations()
+def m016_event_origin(db: Database) -> None:
+    # An event has two servers: `server`, the endpoint polled (it owns the cursor and the
+    # generation), and `origin`, the configured Exchange server that logged it (bot.core.model.
+    # Event): the same for a server's own log, many for a collector's ForwardedEvents. Filled
+    # from `server`, which is what every event stored so far came from. The table is built
+    # again (not ALTER TABLE ADD COLUMN) so that origin is NOT NULL like server: a NULL origin
+    # would slip past the unique index below (NULLs never collide) and be stored twice.
+    columns = ("id, server, origin, generation, record_id, provider, event_id, time, account, "
+               "account_key, connector, computer, incident_id, stored_at")
+    db.execute(
+        "CREATE TABLE events_new (id INTEGER PRIMARY KEY, server TEXT NOT NULL, "
+        "origin TEXT NOT NULL, generation INTEGER NOT NULL, record_id INTEGER NOT NULL, "
+        "provider TEXT NOT NULL, event_id INTEGER NOT NULL, time TEXT NOT NULL, "
+        "account TEXT NOT NULL, account_key TEXT NOT NULL, connector TEXT, computer TEXT, "
+        "incident_id INTEGER REFERENCES incidents(id), stored_at TEXT NOT NULL)")
+    db.execute(f"INSERT INTO events_new ({columns}) SELECT {columns.replace('origin', 'server')} "
+               "FROM events ORDER BY id")
+    db.execute("DROP TABLE events")        # and its indexes; no table refers to events
+    db.execute("ALTER TABLE events_new RENAME TO events")
+    events = db.table("events")
+    # Dedupe (store.db.new_events): record ids count within one origin's log, in the generation
+    # of the endpoint's log. For a server's own log origin = server, so this is m001's
+    # (server, generation, record_id); in a collector's log two origins' record 7 are two
+    # events. (server, generation, origin) is the prefix a batch's look-up seeks, one record id
+    # range per origin in the batch.
+    events.create_index(["server", "generation", "origin", "record_id"], unique=True)
+    events.create_index(["account_key", "time"])         # as m001: an account's events
+    events.create_index(["incident_id"])                 # as m001: an incident's events
+    events.create_index(["time"])                        # as m004: sparkline, prune, summary
+    # m004's (server, time) and m012's (server, connector, time), by origin: `history SERVER`
+    # counts, the newest host (the fix's connector prefix) and the connectors a server has
+    # seen are about the Exchange server that logged the events, not the endpoint that was
+    # polled. Nothing asks for an endpoint's events by time. As many indexes as before.
+    events.create_index(["origin", "time"])
+    events.create_index(["origin", "connector", "time"])
+    # `summary`'s hourly counts (m015) are per origin too: its "top servers" names the Exchange
+    # servers the failures come from (a collector's endpoint would be one server with all of
+    # them); an endpoint's own count is server_state.events_stored. Counted so far per server,
+    # which was each event's origin: the counts stand as they are.
+    db.execute("ALTER TABLE event_hours RENAME COLUMN server TO origin")
+
+
+#: The hourly counts of the events table as it stands (benchmarks that fill the events table
+#: directly). An hour is the first 13 characters of store.db.iso: 2026-12-01T09.
+EVENT_HOURS_OF_EVENTS = ("SELECT substr(time, 1, 13), origin, coalesce(connector, ''), count(*) "
                          "FROM events GROUP BY 1, 2, 3")

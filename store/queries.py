@@ -5,16 +5,19 @@ and 200,000 incidents (benchmark row 9):
 
 - events(account_key, time)   per account: history sparkline, connectors an account hit
 - events(incident_id)         one incident's events
-- events(time), events(server, time)
-                              (migration m004) the sparkline without a filter or per server,
-                              each server's latest host
-- events(server, connector, time)
-                              (m012) the connectors each server has seen; `summary`'s counts
-                              per server and connector
+- events(time), events(origin, time)
+                              (migration m004, by origin since m016) the sparkline without a
+                              filter or per server, each server's latest host
+- events(origin, connector, time)
+                              (m012, m016) the connectors each server has seen
 - incidents                   hundreds of thousands of rows at most: read through
                               incidents(status, last_seen) where the status is known, else
                               (m012) by last_seen, by key, or by when they opened, were
                               acknowledged or resolved
+
+A "server" here is an event's origin, the Exchange server that logged it (events.origin, m016),
+not the endpoint polled (events.server, which owns the cursor): the same for a server's own log,
+not for a collector's.
 """
 from __future__ import annotations
 
@@ -43,7 +46,8 @@ from .db import iso, required_time
 
 def history(db: Database, *, since: datetime, until: datetime, limit: int,
             account_key: str | None = None, server: str | None = None) -> History:
-    """History of every account, of one account (its incident key) or of one server's name."""
+    """History of every account, of one account (its incident key) or of one server's name
+    (the events it logged, whichever endpoint they were read from)."""
     where, params = ["last_seen >= :since"], {"since": iso(since), "until": iso(until),
                                               "limit": limit}
     event_filter = ""
@@ -55,7 +59,7 @@ def history(db: Database, *, since: datetime, until: datetime, limit: int,
         # incidents.servers is JSON [[name, host], ...]: at most a few pairs per incident.
         where.append("EXISTS (SELECT 1 FROM json_each(incidents.servers) AS s "
                      "WHERE json_extract(s.value, '$[0]') = :server)")
-        event_filter = "AND server = :server"
+        event_filter = "AND origin = :server"
         params["server"] = server
     condition = " AND ".join(where)
     total, open_count = db.execute(
@@ -70,7 +74,7 @@ def history(db: Database, *, since: datetime, until: datetime, limit: int,
 def _events_per_day(db: Database, event_filter: str, params: dict) -> list[tuple[str, int]]:
     """Events per UTC day from `since` to the day of `until`, zero days included.
 
-    One count per day over an index range (events(time), (server, time) or (account_key,
+    One count per day over an index range (events(time), (origin, time) or (account_key,
     time)) rather than GROUP BY substr(time, 1, 10): counting a range needs no sort, about
     ten times faster over a million events. Stored times are fixed-width ISO text, so
     'YYYY-MM-DD' sorts just before every time of that day.
@@ -84,18 +88,30 @@ def _events_per_day(db: Database, event_filter: str, params: dict) -> list[tuple
 
 
 def known_servers(db: Database) -> list[str]:
-    """Every server name ever polled (a server removed from the config still has history)."""
-    return [r["server"] for r in db.query("SELECT server FROM server_state ORDER BY server")]
+    """Every server name ever polled or named as a stored event's origin (a server removed from
+    the config still has history).
+
+    The origins by a loose index scan of events(origin, time): one seek per distinct origin.
+    """
+    return [r[0] for r in db.execute(
+        "WITH RECURSIVE origins(origin) AS ("
+        "  SELECT min(origin) FROM events"
+        "  UNION ALL"
+        "  SELECT (SELECT min(origin) FROM events WHERE origin > origins.origin)"
+        "  FROM origins WHERE origins.origin IS NOT NULL"
+        ") SELECT server FROM server_state UNION "
+        "SELECT origin FROM origins WHERE origin IS NOT NULL ORDER BY 1")]
 
 
 # --- one incident -------------------------------------------------------------------------------
 
 def event_groups(db: Database, incident_id: int, limit: int = 25) -> tuple[list[EventGroup], int]:
-    """(the `limit` biggest groups, how many groups there are in all)."""
+    """(the `limit` biggest groups, how many groups there are in all), per origin and
+    connector."""
     rows = db.execute(
-        "SELECT server, connector, group_concat(DISTINCT event_id), count(*) AS n, min(time), "
+        "SELECT origin, connector, group_concat(DISTINCT event_id), count(*) AS n, min(time), "
         "max(time), count(*) OVER () FROM events WHERE incident_id = ? "
-        "GROUP BY server, connector ORDER BY n DESC, server, connector LIMIT ?",
+        "GROUP BY origin, connector ORDER BY n DESC, origin, connector LIMIT ?",
         [incident_id, limit]).fetchall()
     groups = [EventGroup(server, connector, tuple(sorted(int(i) for i in ids.split(","))), n,
                          required_time(first, "an event's time"),
@@ -169,12 +185,12 @@ def incidents_of_account(db: Database, key: str, limit: int = 10) -> list[Incide
 
 def connectors_of_account(db: Database, key: str, limit: int = 50,
                           event_id: int | None = None) -> list[ConnectorSeen]:
-    """The connectors an account's events (of `event_id`, or any) named, per server, most
+    """The connectors an account's events (of `event_id`, or any) named, per origin, most
     recent first."""
     kind = "" if event_id is None else " AND event_id = :event_id"
     rows = db.execute(
-        "SELECT server, connector, count(*), max(time) AS last FROM events "
-        f"WHERE account_key = :key AND connector IS NOT NULL{kind} GROUP BY server, connector "
+        "SELECT origin, connector, count(*), max(time) AS last FROM events "
+        f"WHERE account_key = :key AND connector IS NOT NULL{kind} GROUP BY origin, connector "
         "ORDER BY last DESC LIMIT :limit",
         {"key": key, "limit": limit, "event_id": event_id}).fetchall()
     return [ConnectorSeen(s, c, n, required_time(last, "an event's time"))
@@ -182,9 +198,9 @@ def connectors_of_account(db: Database, key: str, limit: int = 50,
 
 
 def event_kinds_of_account(db: Database, key: str) -> dict[str, set[int]]:
-    """Which event IDs an account's stored events have, per server (the cause `fix` explains)."""
+    """Which event IDs an account's stored events have, per origin (the cause `fix` explains)."""
     found: dict[str, set[int]] = {}
-    for server, event_id in db.execute("SELECT DISTINCT server, event_id FROM events "
+    for server, event_id in db.execute("SELECT DISTINCT origin, event_id FROM events "
                                        "WHERE account_key = ?", [key]):
         found.setdefault(server, set()).add(event_id)
     return found
@@ -193,17 +209,17 @@ def event_kinds_of_account(db: Database, key: str) -> dict[str, set[int]]:
 # --- servers ------------------------------------------------------------------------------------
 
 def connectors_on_server(db: Database, server: str, limit: int = 10) -> list[str]:
-    """Distinct connectors named by a server's events (any account), at most `limit`.
+    """Distinct connectors named by the events a server logged (any account), at most `limit`.
 
     A loose index scan: each step jumps to the next connector name in the index on
-    events(server, connector, time), so the cost is one seek per distinct name however many
+    events(origin, connector, time), so the cost is one seek per distinct name however many
     events named it.
     """
     rows = db.execute(
         "WITH RECURSIVE seen(connector) AS ("
-        "  SELECT min(connector) FROM events WHERE server = :server AND connector IS NOT NULL"
+        "  SELECT min(connector) FROM events WHERE origin = :server AND connector IS NOT NULL"
         "  UNION ALL"
-        "  SELECT (SELECT min(connector) FROM events WHERE server = :server"
+        "  SELECT (SELECT min(connector) FROM events WHERE origin = :server"
         "          AND connector IS NOT NULL AND connector > seen.connector)"
         "  FROM seen WHERE seen.connector IS NOT NULL LIMIT :limit"
         ") SELECT connector FROM seen WHERE connector IS NOT NULL",
@@ -212,8 +228,9 @@ def connectors_on_server(db: Database, server: str, limit: int = 10) -> list[str
 
 
 def latest_host(db: Database, server: str) -> str | None:
-    """The Exchange host (<Computer>) named by a server's newest event, if it has any."""
-    row = db.execute("SELECT computer FROM events WHERE server = ? ORDER BY time DESC LIMIT 1",
+    """The Exchange host (<Computer>) named by the newest event the server logged, if any: the
+    connector's server prefix in `fix`'s commands."""
+    row = db.execute("SELECT computer FROM events WHERE origin = ? ORDER BY time DESC LIMIT 1",
                      [server]).fetchone()
     return row[0] if row and row[0] else None
 
@@ -264,7 +281,7 @@ def summary(db: Database, *, since: datetime, until: datetime, top: int = 5) -> 
 
 
 def _events_by_place(db: Database, since: datetime, until: datetime) -> list[tuple]:
-    """(server, connector or '', events) in [since, until): the whole hours inside the window
+    """(origin, connector or '', events) in [since, until): the whole hours inside the window
     from the hourly counts (m015: a week is 168 hours of a few rows each, where counting its
     ~300,000 events took most of `summary`'s time), the part-hours at its ends from the events
     themselves (events(time))."""
@@ -272,11 +289,11 @@ def _events_by_place(db: Database, since: datetime, until: datetime) -> list[tup
     if first < since:
         first += timedelta(hours=1)          # the first whole hour
     last = until.replace(minute=0, second=0, microsecond=0)   # the end of the last one
-    edges = "SELECT server, coalesce(connector, ''), count(*) FROM events WHERE time >= ? " \
+    edges = "SELECT origin, coalesce(connector, ''), count(*) FROM events WHERE time >= ? " \
             "AND time < ? GROUP BY 1, 2"
     if first >= last:                        # no whole hour inside: count the events
         return db.execute(edges, [iso(since), iso(until)]).fetchall()
-    rows = db.execute("SELECT server, connector, sum(n) FROM event_hours WHERE hour >= ? AND "
+    rows = db.execute("SELECT origin, connector, sum(n) FROM event_hours WHERE hour >= ? AND "
                       "hour < ? GROUP BY 1, 2", [iso(first)[:13], iso(last)[:13]]).fetchall()
     rows += db.execute(edges, [iso(since), iso(first)]).fetchall()
     rows += db.execute(edges, [iso(last), iso(until)]).fetchall()

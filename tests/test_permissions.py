@@ -94,7 +94,7 @@ def test_permissions_are_read_from_the_config():
 
 from datetime import timedelta  # noqa: E402
 
-from bot import chatops  # noqa: E402
+from bot.engine import chatops  # noqa: E402
 from bot.slack.alerts import ACTION_ACK, ACTION_SNOOZE, ACTION_UNACK, ACTION_UNSNOOZE  # noqa: E402
 from store import chat  # noqa: E402
 from store import db as store  # noqa: E402

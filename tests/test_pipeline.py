@@ -324,7 +324,7 @@ def test_an_unexpected_error_is_recorded_and_the_other_servers_go_on(
     config = make_config()
     scanner(logs["EX01"], 1)
     scanner(logs["EX02"], 1)
-    monkeypatch.setattr(bot.engine.poller, "decide", broken)
+    monkeypatch.setattr(bot.engine.poller, "decide_batch", broken)
     results = [poll_server_once(db, WinRMSource(s, config.polling), config, clock)
                for s in config.servers]
     assert all("unexpected RuntimeError while polling: a bug in grouping" in r.error

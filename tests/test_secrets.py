@@ -28,7 +28,8 @@ from bot.core.config import Secret, parse_config
 from bot.engine.delivery import deliver_once
 from bot.engine.poller import poll_server_once
 from bot.slack.sender import SlackSender
-from bot.sources.winrm import SourceError, WinRMSource
+from bot.sources.base import SourceError
+from bot.sources.winrm import WinRMSource
 from sim.eventlog import EventLog
 from sim.slack_api import SlackStandIn
 from sim.winrm_server import WinRMSimulator

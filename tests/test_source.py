@@ -6,8 +6,9 @@ import socket
 import pytest
 
 from bot.core.config import parse_config
+from bot.sources.base import SourceError
 from bot.sources.parse import parse_events
-from bot.sources.winrm import SourceError, WinRMSource, event_query
+from bot.sources.winrm import WinRMSource, event_query
 from sim.winrm_server import WinRMSimulator
 from tests.conftest import WINRM_PASSWORD, WINRM_USER
 from tests.tls import make_pki

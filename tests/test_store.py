@@ -25,7 +25,8 @@ def test_wal_mode_and_migrations_are_applied_once(db_path):
     assert [r["name"] for r in again.query("SELECT name FROM _sqlite_migrations")] == [
         "m001_initial", "m002_claims_and_log_bounds", "m003_chat_ops", "m004_lookup_indexes", "m005_claim_owner",
         "m006_health_messages_and_dead_letters", "m007_sightings", "m008_server_alert_channel", "m009_last_stored_at",
-        "m010_log_name", "m011_reminders", "m012_history_at_scale", "m013_storm_digests", "m014_fixed_loop", "m015_event_hours"]
+        "m010_log_name", "m011_reminders", "m012_history_at_scale", "m013_storm_digests", "m014_fixed_loop", "m015_event_hours",
+        "m016_event_origin"]
 
 
 def test_events_are_unique_per_server_generation_and_record(db):
@@ -43,9 +44,9 @@ def test_events_are_unique_per_server_generation_and_record(db):
     assert [e.record_id for e in second] == [3]
     assert len(other_server) == 1 and len(after_clear) == 1
     with pytest.raises(sqlite3.IntegrityError):
-        db.execute("INSERT INTO events (server, generation, record_id, provider, event_id, time, "
-                   "account, account_key, stored_at) VALUES ('EX01', 0, 1, 'p', 1020, 't', 'a', "
-                   "'a', 't')")
+        db.execute("INSERT INTO events (server, origin, generation, record_id, provider, "
+                   "event_id, time, account, account_key, stored_at) VALUES ('EX01', 'EX01', 0, "
+                   "1, 'p', 1020, 't', 'a', 'a', 't')")
 
 
 def test_a_failed_transaction_leaves_nothing_behind(db):

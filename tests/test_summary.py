@@ -152,8 +152,8 @@ def test_the_counts_from_whole_hours_and_part_hours_equal_counting_the_events(
     assert figures.events == db.execute("SELECT count(*) FROM events WHERE time >= ? AND "
                                         "time < ?", window).fetchone()[0]
     assert figures.top_servers == [tuple(r) for r in db.execute(
-        "SELECT server, count(*) AS n FROM events WHERE time >= ? AND time < ? GROUP BY server "
-        "ORDER BY n DESC, server", window)]
+        "SELECT origin, count(*) AS n FROM events WHERE time >= ? AND time < ? GROUP BY origin "
+        "ORDER BY n DESC, origin", window)]
     assert figures.top_connectors == [tuple(r) for r in db.execute(
         "SELECT connector, count(*) AS n FROM events WHERE time >= ? AND time < ? AND connector "
         "IS NOT NULL GROUP BY connector ORDER BY n DESC, connector", window)]

@@ -225,7 +225,7 @@ class History:
 class EventGroup:
     """An incident's events from one server on one connector (None: event 1020 names none)."""
 
-    server: str
+    server: str          # the events' origin: the configured server that logged them
     connector: str | None
     event_ids: tuple[int, ...]
     count: int
@@ -256,7 +256,7 @@ class IncidentDetail:
 
 @dataclass(frozen=True)
 class ConnectorSeen:
-    server: str
+    server: str          # the events' origin: the configured server that logged them
     connector: str
     count: int
     last: datetime

@@ -146,22 +146,6 @@ def _record(db: Database, incident_id: int, found: Finding, now: datetime) -> No
     notify.tell(db, current, now, note)
 
 
-def on_events(db: Database, incident: Incident, events: list[Event], now: datetime,
-              has_directory: bool) -> None:
-    """New events of an incident marked fixed (inside the poller's transaction): after the
-    right showed, the fix did not take. With a directory, it is read again at once to say why
-    (the note follows that read); without one, the thread says so now."""
-    if not fails_again(incident, events):
-        return
-    incident_id = incident.stored_id
-    if has_directory:
-        if fixes.move(db, incident_id, was="watching", to=FAILING_CHECK, failed_at=now):
-            fixes.check_now(db, incident_id, now)
-        return
-    if fixes.move(db, incident_id, was="watching", to="failing", failed_at=now):
-        notify.tell(db, incident, now, {"action": "still_failing", "at": store.iso(now)})
-
-
 def confirm_fixes(db: Database, config: Config, clock: Clock) -> int:
     """Close as Confirmed fixed the incidents watched and quiet for their window."""
     now = clock()

@@ -9,20 +9,22 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
 from sqlite_utils import Database
 
 from bot.core import counters, messages
+from bot.core.batch import PollProgress
 from bot.core.config import Config
-from bot.core.model import Incident, Problem
+from bot.core.model import Problem
 from bot.engine import fixloop, outbox
-from bot.engine.incidents import IncidentChange, decide, resolve_quiet
+from bot.engine.decision import decide_batch, decide_changes
+from bot.engine.incidents import resolve_quiet
+from bot.sources.base import Answer, EventSource, SourceError
 from bot.sources.parse import LogInfo, parse_events
-from bot.sources.winrm import Answer, EventSource, SourceError
-from store import chat, digests
+from store import batch, chat, digests
 from store import db as store
 
 log = logging.getLogger("submitwatch")
@@ -160,7 +162,6 @@ def _poll(db: Database, source: EventSource, config: Config, clock: Clock,
             if not more or next_cursor == cursor:
                 return
             cursor, lookback_ms, answer = next_cursor, None, None
-            state = store.server_state(db, source.server.name)
 
 
 def _complete_part(answer) -> str:
@@ -219,142 +220,47 @@ def check_log(state: store.ServerState, info: LogInfo) -> tuple[int, int | None,
 def _store_batch(db: Database, config: Config, state: store.ServerState, events, problems,
                  generation: int, cursor: int, info: LogInfo, now: datetime,
                  previous: datetime | None = None, log: str = "Application") -> int:
+    """Read -> decide -> write, for one batch, in one transaction: two round trips to the
+    store (store.batch), the decision between them pure (bot.engine.decision)."""
     with store.write_transaction(db):
-        stored = ingest(db, config, events, generation, now)
-        store.record_problems(db, problems, now)
-        store.save_poll_success(db, state, generation=generation, cursor=cursor,
-                                oldest_record=info.oldest_record,
-                                newest_record=info.newest_record, stored=stored, now=now,
-                                log=log)
-        skew = clock_skew(events, previous, now)
-        if skew is not None:
-            store.set_clock_skew(db, state.server, skew, now)
-    return stored
+        snapshot = batch.read_snapshot(db, now=now, events=events, generation=generation,
+                                       **_storm_scope(config, events, now))
+        writes = decide_batch(snapshot, now, config, generation=generation, problems=problems,
+                              progress=PollProgress(state.server, generation, cursor,
+                                                    info.oldest_record, info.newest_record,
+                                                    log),
+                              read=events, previous=previous)
+        batch.write_batch(db, writes, now)
+    _say_storms(config, writes)
+    return writes.stored
 
 
-#: A difference between Exchange's event times and the bot's clock under this is not reported.
-SKEW_LIMIT = timedelta(minutes=5)
+def _say_storms(config: Config, writes) -> None:
+    for channel in writes.new_digests:
+        log.warning("storm in %s: more than %d incidents opened within the storm window; new "
+                    "ones are listed in one digest message", channel,
+                    config.incidents.storm_threshold)
 
 
-def clock_skew(events, previous: datetime | None, now: datetime) -> float | None:
-    """How far the server's event times are off the bot's clock, in seconds (0 when within
-    SKEW_LIMIT; None when this batch cannot tell).
-
-    Ahead: an event stamped after the bot's now. Behind: the newest of the events logged since
-    the last good poll (`previous`; they were written after it began) stamped well before it.
-    """
-    if not events:
-        return None
-    newest = max(event.time for event in events)
-    if newest - now > SKEW_LIMIT:
-        return (newest - now).total_seconds()
-    if previous is not None and previous - newest > SKEW_LIMIT:
-        return -(previous - newest).total_seconds()
-    return 0.0
+def _storm_scope(config: Config, events, now: datetime) -> dict:
+    """The channels whose storm state a batch may need: those its events would open
+    incidents in (none when storm digests are off)."""
+    if not config.incidents.storm_threshold:
+        return {}
+    return {"channels": {config.channel_of(e) for e in events},
+            "storm_since": now - timedelta(seconds=config.incidents.storm_window)}
 
 
 def ingest(db: Database, config: Config, events: list, generation: int, now: datetime) -> int:
     """Store the events not seen before, fold them into incidents and queue the Slack messages
-    that calls for (inside a transaction). Returns how many events were new."""
-    fresh = store.new_events(db, events, generation)
-    changes = decide(fresh, store.open_incidents(db, {e.incident_key for e in fresh}), now,
-                     timedelta(seconds=config.incidents.quiet_period), config.channel_of)
-    store.insert_events(db, apply_changes(db, changes, now, config), generation, now)
-    return len(fresh)
-
-
-def apply_changes(db: Database, changes: Iterable[IncidentChange], now: datetime,
-                  config: Config) -> list[tuple]:
-    """Save incident changes and the Slack messages they call for (inside a transaction).
-
-    Returns (event, incident id) for the changes' events, for the caller to store.
-    A snoozed incident is updated in place but gets no thread notes, and one that opens while
-    its account is snoozed is not posted until the snooze ends; an acknowledged incident is
-    updated but gets no thread notes either (someone already owns it).
-    """
-    changes = list(changes)
-    if not changes:
-        return []
-    snoozed_ids, snoozed_keys = chat.snoozed_keys(db, now)
-    pending_of = store.pending_kinds_of(db, (c.before.stored_id for c in changes if c.before))
-    interval = timedelta(seconds=config.incidents.update_interval)
-    storms = _Storms(db, config, now, [c.after.channel for c in changes if c.opened])
-    linked = []
-    for change in changes:
-        incident = store.save_incident(db, change.after)
-        incident_id = incident.stored_id
-        linked += [(event, incident_id) for event in change.events]
-        silenced = str(incident_id) in snoozed_ids or incident.key in snoozed_keys
-        if incident.fix_state and change.events:   # marked fixed: did the fix take?
-            fixloop.on_events(db, incident, change.events, now, config.directory is not None)
-        if change.opened and not silenced:
-            incident = storms.place(incident)
-        if incident.digest_id is not None:   # its digest shows it: no post, update or note
-            storms.touch(incident.digest_id, joined=change.opened)
-            continue
-        store.enqueue_messages(db, outbox.for_change(
-            incident_id, opened=change.opened, message_ts=incident.message_ts,
-            pending=pending_of.get(incident_id, set()), has_events=bool(change.events),
-            resolved=change.resolved, new_servers=change.new_servers,
-            new_connectors=change.new_connectors,
-            silenced=silenced, acked=bool(incident.acked_by),
-            last_message_at=change.before.last_message_at if change.before else None,
-            now=now, update_interval=interval), now)
-    storms.queue_updates()
-    return linked
-
-
-class _Storms:
-    """The storm digests of one transaction's changes. How many incidents opened in each
-    channel within the storm window, and its live digest, are read once per channel and then
-    kept up to date here, so a sweep that opens thousands of incidents stays cheap; each
-    digest touched gets one coalesced update at the end (bot.engine.outbox.for_digest_change)."""
-
-    def __init__(self, db: Database, config: Config, now: datetime, channels: list[str]):
-        self.db, self.now = db, now
-        self.threshold = config.incidents.storm_threshold
-        self.interval = outbox.digest_interval(
-            timedelta(seconds=config.incidents.update_interval))
-        since = now - timedelta(seconds=config.incidents.storm_window)
-        wanted = set(channels) if self.threshold else set()
-        self.opened = {c: digests.opened_since(db, c, since) for c in wanted}
-        self.live = {c: digests.live_digest(db, c) for c in wanted}
-        self.touched: dict[int, bool] = {}   # digest id: did lines join it
-
-    def place(self, incident: Incident) -> Incident:
-        """A newly opened incident, in its channel's digest when the storm rule says so."""
-        channel = incident.channel
-        if not self.threshold:
-            return incident
-        joins = outbox.joins_digest(opened_recently=self.opened[channel],
-                                    live_digest=self.live[channel] is not None,
-                                    threshold=self.threshold)
-        self.opened[channel] += 1
-        if not joins:
-            return incident
-        digest = self.live[channel]
-        if digest is None:
-            digest = self.live[channel] = digests.open_digest(self.db, channel, self.now)
-            log.warning("storm in %s: more than %d incidents opened within the storm window; "
-                        "new ones are listed in one digest message (#%d)", channel,
-                        self.threshold, digest.id)
-            store.enqueue_messages(self.db, outbox.for_new_digest(digest.id), self.now)
-        digests.join(self.db, digest.id, incident.stored_id, self.now)
-        return replace(incident, digest_id=digest.id)
-
-    def touch(self, digest_id: int, *, joined: bool) -> None:
-        self.touched[digest_id] = self.touched.get(digest_id, False) or joined
-
-    def queue_updates(self) -> None:
-        for digest_id, joined in self.touched.items():
-            digest = digests.get_digest(self.db, digest_id)
-            if digest is None:
-                continue
-            store.enqueue_messages(self.db, outbox.for_digest_change(
-                digest_id, pending=digests.pending_kinds(self.db, digest_id),
-                joined=joined and not digests.thread_full(self.db, digest),
-                last_message_at=digest.last_message_at, now=self.now,
-                interval=self.interval), self.now)
+    that calls for (inside a transaction), as one batch without a cursor to move (tests and
+    benchmarks feed events so). Returns how many events were new."""
+    snapshot = batch.read_snapshot(db, now=now, events=events, generation=generation,
+                                   **_storm_scope(config, events, now))
+    writes = decide_batch(snapshot, now, config, generation=generation)
+    batch.write_batch(db, writes, now)
+    _say_storms(config, writes)
+    return writes.stored
 
 
 def resolve_quiet_incidents(db: Database, config: Config, clock: Clock = utc_now,
@@ -370,7 +276,10 @@ def resolve_quiet_incidents(db: Database, config: Config, clock: Clock = utc_now
                      if i.fix_state not in fixloop.WATCHED]
         changes = resolve_quiet(unwatched, now, timedelta(seconds=config.incidents.quiet_period),
                                 elapsed)
-        apply_changes(db, changes, now, config)
+        if changes:
+            snapshot = batch.read_snapshot(db, now=now, incidents=[c.before for c in changes
+                                                                   if c.before])
+            batch.write_batch(db, decide_changes(changes, snapshot, now, config), now)
     return len(changes)
 
 

@@ -8,7 +8,8 @@ from bot.core.inert import inert
 from bot.slack.blocks import CHANNEL_ID
 from bot.slack.sender import FIXES, make_client
 from bot.slack.sender import error_code as _code
-from bot.sources.winrm import SETUP_DOC, SourceError, WinRMSource
+from bot.sources.base import SourceError
+from bot.sources.winrm import SETUP_DOC, WinRMSource
 
 
 def run_check(config: Config, out=print) -> int:

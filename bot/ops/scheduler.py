@@ -32,7 +32,8 @@ from bot.ops.clockguard import ClockGuard
 from bot.ops.watchdog import Watchdog
 from bot.slack import alerts
 from bot.slack.sender import SlackSender
-from bot.sources.winrm import EventSource, WinRMSource
+from bot.sources.base import EventSource
+from bot.sources.winrm import WinRMSource
 from store import db as store_db
 from store.db import open_db
 

@@ -30,7 +30,6 @@ import typing
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from types import TracebackType
 
 import requests
 from winrm.exceptions import (
@@ -45,6 +44,7 @@ from winrm.protocol import Protocol
 from bot.core.config import PollingConfig, ServerConfig
 from bot.core.model import EVENT_IDS, PROVIDERS, Problem
 from bot.sources import decode as output
+from bot.sources.base import Answer, SourceError
 from bot.sources.parse import LogInfo, ParseFailure, parse_log_info
 
 #: The shell's code page: what stderr and cmd.exe's own messages are written in. The events
@@ -68,27 +68,6 @@ WinRMTransport = typing.Literal["auto", "basic", "certificate", "ntlm", "kerbero
                                 "plaintext", "ssl"]
 
 
-class SourceError(Exception):
-    """Polling a server failed. `retryable` says whether trying again later can help.
-
-    The message is made inert: it quotes what the server said, and goes to logs and chat."""
-
-    def __init__(self, message: str, *, retryable: bool = True):
-        super().__init__(output.inert(message))
-        self.retryable = retryable
-
-
-@dataclass
-class Answer:
-    """What one event query returned, decoded: `cut` when reading stopped early (size cap or
-    deadline), so only the complete events in `text` count and the rest is read again."""
-
-    text: str
-    problems: list[Problem] = field(default_factory=list)
-    cut: str | None = None       # why reading stopped early, or None
-    encoding: str = "utf-16-le"  # what the bytes were decoded as ("" for no bytes: unknown)
-
-
 def event_query(cursor: int, lookback_ms: int | None = None) -> str:
     """The XPath for new submit-permission events above the cursor.
 
@@ -104,33 +83,6 @@ def event_query(cursor: int, lookback_ms: int | None = None) -> str:
 
 def _is_winrm_transport(name: str) -> typing.TypeGuard[WinRMTransport]:
     return name in typing.get_args(WinRMTransport)
-
-
-class EventShell(typing.Protocol):
-    """One open session with an event source, for one poll (a context manager)."""
-
-    def __enter__(self) -> EventShell: ...
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 traceback: TracebackType | None, /) -> None: ...
-
-    def log_info_and_query(self, cursor: int, batch_size: int,
-                           lookback_ms: int | None = None) -> tuple[LogInfo, Answer]: ...
-
-    def query(self, cursor: int, batch_size: int, lookback_ms: int | None = None) -> Answer: ...
-
-
-class EventSource(typing.Protocol):
-    """Where a server's events come from: what bot.engine.poller needs, and all it needs.
-    WinRMSource
-    reads one Exchange server's own log; a Windows Event Collector's ForwardedEvents log, one
-    endpoint holding many servers' events, would map each <Computer> to its origin."""
-
-    server: ServerConfig
-
-    def open(self) -> EventShell: ...
-
-    def origin_of(self, computer: str) -> str: ...
 
 
 @dataclass

@@ -1,0 +1,65 @@
+"""What every event source gives the engine, and all the engine knows of a source.
+
+A source reads 1018/1020 events from somewhere (one Exchange server over WinRM today; a Windows
+Event Collector's ForwardedEvents log or an OTLP pipeline next) and yields Events that know
+their origin (the Exchange server that logged them) and the endpoint whose cursor they move.
+Its failures are SourceErrors in words, made inert.
+"""
+from __future__ import annotations
+
+import typing
+from dataclasses import dataclass, field
+from types import TracebackType
+
+from bot.core.config import ServerConfig
+from bot.core.inert import inert
+from bot.core.model import Problem
+from bot.sources.parse import LogInfo
+
+
+class SourceError(Exception):
+    """Polling a server failed. `retryable` says whether trying again later can help.
+
+    The message is made inert: it quotes what the server said, and goes to logs and chat."""
+
+    def __init__(self, message: str, *, retryable: bool = True):
+        super().__init__(inert(message))
+        self.retryable = retryable
+
+
+@dataclass
+class Answer:
+    """What one event query returned, decoded: `cut` when reading stopped early (size cap or
+    deadline), so only the complete events in `text` count and the rest is read again."""
+
+    text: str
+    problems: list[Problem] = field(default_factory=list)
+    cut: str | None = None       # why reading stopped early, or None
+    encoding: str = "utf-16-le"  # what the bytes were decoded as ("" for no bytes: unknown)
+
+
+class EventShell(typing.Protocol):
+    """One open session with an event source, for one poll (a context manager)."""
+
+    def __enter__(self) -> EventShell: ...
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 traceback: TracebackType | None, /) -> None: ...
+
+    def log_info_and_query(self, cursor: int, batch_size: int,
+                           lookback_ms: int | None = None) -> tuple[LogInfo, Answer]: ...
+
+    def query(self, cursor: int, batch_size: int, lookback_ms: int | None = None) -> Answer: ...
+
+
+class EventSource(typing.Protocol):
+    """Where a server's events come from: what bot.engine.poller needs, and all it needs.
+    WinRMSource
+    reads one Exchange server's own log; a Windows Event Collector's ForwardedEvents log, one
+    endpoint holding many servers' events, would map each <Computer> to its origin."""
+
+    server: ServerConfig
+
+    def open(self) -> EventShell: ...
+
+    def origin_of(self, computer: str) -> str: ...
