@@ -44,3 +44,14 @@ def rich_elements(blocks):
     """Every element inside rich_text sections (text, user, date ...)."""
     return [leaf for b in blocks if b["type"] == "rich_text" for el in b["elements"]
             if el["type"] == "rich_text_section" for leaf in el["elements"]]
+
+
+def sections(reply) -> list[str]:
+    """The prose blocks in order: mrkdwn sections, and rich text as a reader sees it."""
+    out = []
+    for b in reply.blocks:
+        if b["type"] == "section" and "text" in b:
+            out.append(b["text"]["text"])
+        elif b["type"] == "rich_text" and b["elements"][0]["type"] == "rich_text_section":
+            out.append(text_of(b))
+    return out

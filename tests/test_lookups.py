@@ -9,7 +9,6 @@ import pytest
 
 from bot.engine.poller import resolve_quiet_incidents
 from bot.slack.blocks import slack_date
-from bot.slack.richtext import text_of
 from handlers.commands import answer
 from handlers.common import Reply, Request
 from sim.slack_blocks import validate_blocks
@@ -17,7 +16,7 @@ from store import chat
 from store import db as store
 from store.db import write_transaction
 from tests import blocks
-from tests.blocks import mrkdwn_texts
+from tests.blocks import mrkdwn_texts, sections
 from tests.helpers import (
     ANCIENT,
     COPIER,
@@ -67,16 +66,6 @@ def ask(db, config, text, user="U0ALICE", now=NOW) -> Reply:
 
 
 # --- what every answer must be ------------------------------------------------------------------
-
-def sections(reply):
-    """The prose blocks in order: mrkdwn sections, and rich text as a reader sees it."""
-    out = []
-    for b in reply.blocks:
-        if b["type"] == "section" and "text" in b:
-            out.append(b["text"]["text"])
-        elif b["type"] == "rich_text" and b["elements"][0]["type"] == "rich_text_section":
-            out.append(text_of(b))
-    return out
 
 
 def contexts(reply):

@@ -10,13 +10,13 @@ from datetime import timedelta
 import pytest
 
 from bot.core.model import Event
-from bot.slack.richtext import text_of
 from handlers.commands import answer
 from handlers.common import Request
 from store import db as store
 from store import queries
 from store.db import open_db, write_transaction
 from store.migrations import migrations
+from tests.blocks import sections
 from tests.helpers import NOW, SCANNER, Feed, lookup_config
 
 T = NOW - timedelta(hours=2)
@@ -167,15 +167,6 @@ def ask(db, config, text):
     return answer(Request(db=db, config=config, now=NOW, user_id="U0ALICE",
                           channel_id="C0ALERTS"), text)
 
-
-def sections(reply) -> list[str]:
-    out = []
-    for b in reply.blocks:
-        if b["type"] == "section" and "text" in b:
-            out.append(b["text"]["text"])
-        elif b["type"] == "rich_text" and b["elements"][0]["type"] == "rich_text_section":
-            out.append(text_of(b))
-    return out
 
 
 @pytest.fixture
