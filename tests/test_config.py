@@ -165,3 +165,28 @@ def test_config_path_precedence(tmp_path):
     assert str(config_path("a.toml", {"SUBMITWATCH_CONFIG": "b.toml"})) == "a.toml"
     assert str(config_path(None, {"SUBMITWATCH_CONFIG": "b.toml"})) == "b.toml"
     assert str(config_path(None, {})) == "submitwatch.toml"
+
+
+def test_a_config_saved_with_a_byte_order_mark_is_read(tmp_path):
+    path = tmp_path / "submitwatch.toml"
+    path.write_bytes(b"\xef\xbb\xbf" + MINIMAL.encode("utf-8"))
+    config = load_config(path, {"EX01_PASSWORD": "pw", "SLACK_BOT_TOKEN": "xoxb-1"})
+    assert [s.name for s in config.servers] == ["EX01"]
+
+
+def test_a_config_in_another_encoding_says_where_and_that_it_must_be_utf8(tmp_path):
+    path = tmp_path / "submitwatch.toml"
+    path.write_bytes((MINIMAL + '\n# caf\u00e9\n').encode("cp1252"))
+    line = (MINIMAL + "\n").count("\n") + 1
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, {})
+    assert str(caught.value) == (f"{path} is not UTF-8: line {line}, column 6 has the byte "
+                                 "0xE9. Save it as UTF-8 (in Notepad: Save As, Encoding UTF-8)")
+
+
+def test_an_empty_secret_file_is_named_as_empty(tmp_path):
+    token_file = tmp_path / "token"
+    token_file.write_text("\n")
+    with pytest.raises(ConfigError, match="SLACK_BOT_TOKEN_FILE names .*token, which is empty"):
+        load_config(write(tmp_path, MINIMAL), {"EX01_PASSWORD": "pw",
+                                               "SLACK_BOT_TOKEN_FILE": str(token_file)})

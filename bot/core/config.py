@@ -266,15 +266,27 @@ def load_config(path: str | os.PathLike, environ: Mapping[str, str] | None = Non
     environ = os.environ if environ is None else environ
     path = Path(path)
     try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        # utf-8-sig: Notepad, where many Exchange admins edit it, may save a byte-order mark.
+        raw = tomllib.loads(path.read_bytes().decode("utf-8-sig"))
     except FileNotFoundError:
         raise ConfigError(f"config file {path} does not exist (pass --config PATH or set "
                           "SUBMITWATCH_CONFIG; submitwatch.example.toml shows every key)") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path} is not valid TOML: {exc}") from None
-    except (OSError, UnicodeDecodeError) as exc:
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path} is not UTF-8: {_where(exc.object, exc.start)} has the byte "
+                          f"0x{exc.object[exc.start]:02X}. Save it as UTF-8 (in Notepad: "
+                          "Save As, Encoding UTF-8)") from None
+    except OSError as exc:
         raise ConfigError(f"cannot read config file {path}: {exc}") from None
     return parse_config(raw, environ, source=str(path))
+
+
+def _where(data: bytes, offset: int) -> str:
+    """'line 3, column 7' of a byte offset (the column counted in bytes, from 1)."""
+    newline = b"\n"
+    line_start = data.rfind(newline, 0, offset) + 1
+    return f"line {data.count(newline, 0, offset) + 1}, column {offset - line_start + 1}"
 
 
 def parse_config(raw: Mapping[str, Any], environ: Mapping[str, str],
@@ -692,8 +704,10 @@ def _secret(environ: Mapping[str, str], name: str) -> Secret | None:
         except OSError as exc:
             raise ConfigError(f"{name}_FILE names {file_name}, which cannot be read: "
                               f"{exc.strerror}") from None
-        if value:
-            return Secret(value)
+        if not value:
+            raise ConfigError(f"{name}_FILE names {file_name}, which is empty: write the "
+                              "secret into it, or unset the variable")
+        return Secret(value)
     return None
 
 
