@@ -12,7 +12,7 @@ from datetime import datetime
 
 from sqlite_utils import Database
 
-from bot.core.batch import DigestState, Snapshot, StormState, Writes
+from bot.core.batch import NEW_DIGEST, DigestState, Snapshot, StormState, Writes
 from bot.core.messages import DigestMessage, Hurry, HurryDigest, Instruction, Message
 from bot.core.model import Event, Incident
 
@@ -62,7 +62,7 @@ def write_batch(db: Database, writes: Writes, now: datetime) -> None:
     """Write what the batch decided, in one go (inside the caller's write_transaction)."""
     digest_ids = {}
     for index, channel in enumerate(writes.new_digests):
-        digest_ids[-(index + 1)] = digests.open_digest(db, channel, now).id
+        digest_ids[NEW_DIGEST(index)] = digests.open_digest(db, channel, now).id
     incident_ids: dict[int, int] = {}
     linked: list[tuple[Event, int | None]] = []
     for write in writes.incidents:
