@@ -108,8 +108,9 @@ def posted(logs, db, make_config, slack, clock):
 
 @pytest.fixture(scope="session")
 def samba_ad(tmp_path_factory):
-    """A real Samba AD domain controller on 127.0.0.1 with an Exchange-shaped configuration
-    partition (tests/samba_ad.py), once per session. Fails, never skips, without Samba."""
+    """A real Samba AD domain controller with an Exchange-shaped configuration partition
+    (tests/samba_ad.py), once per session, on a loopback address of this run's own (reach it
+    by `samba_ad.ldaps_url` / `ldap_url`). Fails, never skips, without Samba."""
     from tests.samba_ad import SambaUnavailable, running_samba
     try:
         with running_samba(tmp_path_factory.mktemp("samba-ad")) as ad:

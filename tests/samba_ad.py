@@ -1,5 +1,8 @@
 """A real Active Directory for the tests: Samba's AD domain controller, provisioned into a temporary
-directory and serving LDAP on 127.0.0.1 only, with an Exchange-shaped configuration partition.
+directory and serving LDAP on a loopback address of its own (127.a.b.c, picked per run from the
+process id: see loopback_addresses), with an Exchange-shaped configuration partition. Two test
+runs on one machine each get their own Samba on their own address; tests reach it through the
+fixture's `ldap_url` / `ldaps_url`, never a fixed address.
 
 Provisioned once per test session (5-9 s with its setup), then each test adds the connectors,
 users, groups and ACEs it needs. Two independent writers are used on purpose, so that what
@@ -12,7 +15,8 @@ bot/directory/reader.py and bot/directory/secdesc.py read was never written by o
   file-locked).
 
 Needs the Debian packages samba, samba-ad-dc, samba-ad-provision and ldb-tools (.ci/debian-packages
-installs them), and root, as Samba's LDAP ports (389, 636, 3268, 3269) are fixed.
+installs them), and root, as Samba's LDAP ports (389, 636, 3268, 3269) are fixed (hence one
+address per run rather than one port per run).
 """
 from __future__ import annotations
 
@@ -46,12 +50,33 @@ EXCHANGE_DN = f"CN=Microsoft Exchange,CN=Services,{CONFIG_DN}"
 SERVERS_DN = f"CN=Servers,CN={ADMIN_GROUP},CN=Administrative Groups,CN={ORG},{EXCHANGE_DN}"
 ADMIN_PASSWORD = "Adm1n-Pass-Test!"
 PASSWORD = "Us3r-Pass-Test!"  # every test user's password (Samba's complexity rules apply)
-LDAP_URL = "ldap://127.0.0.1"
-LDAPS_URL = "ldaps://127.0.0.1"
+HOST_NAME = "dc1"
+DC_NAME = f"{HOST_NAME}.{REALM.lower()}"   # the DC's name, which its certificate also holds
 
 SUBMIT = "a18293f1-0685-4540-aa63-e32df421b3a2"  # ms-Exch-SMTP-Submit (Exchange's rights GUID)
+# Exchange's other extended rights the permission groups carry (ms-Exch-SMTP-*), by rightsGuid.
+ACCEPT_ANY_RECIPIENT = "5c82f031-4e4c-4326-88e1-8c4f0cad9de5"
+ACCEPT_ANY_SENDER = "b857b50b-94a2-4b53-93f6-41cebd2fced0"
+ACCEPT_AUTHORITATIVE_DOMAIN_SENDER = "c22841f4-96cb-498a-ac02-f9a87c74eb14"
+BYPASS_ANTI_SPAM = "d19299b4-86c2-4c9a-8fa7-acb70c63023a"
+ACCEPT_ROUTING_HEADERS = "04031f4f-7c36-43ea-9b49-4bd0f5f1e6af"
 AUTHENTICATED_USERS = "S-1-5-11"
 ANONYMOUS_LOGON = "S-1-5-7"
+THIS_ORGANIZATION = "S-1-5-15"
+#: MS Exchange\Hub Transport Servers and Edge Transport Servers: fixed SIDs, the same in every
+#: forest, that the ExchangeServers permission group names besides <Domain>\Exchange Servers.
+HUB_TRANSPORT_SERVERS = "S-1-9-1419165041-1139599005-3936102811-1022490595-21"
+EDGE_TRANSPORT_SERVERS = "S-1-9-1419165041-1139599005-3936102811-1022490595-22"
+
+#: The permission groups' rights (DOMAIN.md 6): AnonymousUsers for ANONYMOUS LOGON, ExchangeUsers
+#: for Authenticated Users. ExchangeServers and ExchangeLegacyServers carry about 19 rights on a
+#: real server; these tests give them the six whose GUIDs they know (Submit among them).
+ANONYMOUS_USERS_RIGHTS = (SUBMIT, ACCEPT_ANY_SENDER, ACCEPT_AUTHORITATIVE_DOMAIN_SENDER,
+                          ACCEPT_ROUTING_HEADERS)
+EXCHANGE_USERS_RIGHTS = (SUBMIT, ACCEPT_ANY_RECIPIENT, BYPASS_ANTI_SPAM, ACCEPT_ROUTING_HEADERS)
+EXCHANGE_SERVERS_RIGHTS = (SUBMIT, ACCEPT_ANY_RECIPIENT, ACCEPT_ANY_SENDER,
+                           ACCEPT_AUTHORITATIVE_DOMAIN_SENDER, BYPASS_ANTI_SPAM,
+                           ACCEPT_ROUTING_HEADERS)
 
 # The schema extension. PRIVATE TEST OIDs, not Microsoft's: they sit under 1.3.6.1.4.1.32473, the
 # enterprise number RFC 5612 reserves for documentation and examples, so they can never collide
@@ -107,12 +132,32 @@ def submit_ace(who: str, deny: bool = False) -> str:
     return f"(O{'D' if deny else 'A'};;CR;{SUBMIT};;{who})"
 
 
+def rights_aces(who: str, rights: Iterable[str]) -> list[str]:
+    """One allow ACE per extended right for a SID, as Exchange writes a permission group."""
+    return [f"(OA;;CR;{right};;{who})" for right in rights]
+
+
+def anonymous_users_aces() -> list[str]:
+    """The AnonymousUsers permission group's entries: ANONYMOUS LOGON's four rights."""
+    return rights_aces(ANONYMOUS_LOGON, ANONYMOUS_USERS_RIGHTS)
+
+
+def exchange_users_aces() -> list[str]:
+    """The ExchangeUsers permission group's entries: Authenticated Users' four rights."""
+    return rights_aces(AUTHENTICATED_USERS, EXCHANGE_USERS_RIGHTS)
+
+
 @dataclass
 class SambaAD:
     root: Path
     pki: TestPKI
     process: subprocess.Popen
     domain_sid: str = ""
+    #: The loopback address this run's Samba serves on, which its certificate names, and a
+    #: second one it also serves on that the certificate does not name (for the tests of a
+    #: URL whose host the certificate lacks).
+    address: str = "127.0.0.1"
+    unnamed_address: str = ""
     admin: ldap3.Connection = field(init=False, repr=False)
     users: dict[str, TestUser] = field(default_factory=dict)
     groups: dict[str, TestGroup] = field(default_factory=dict)
@@ -136,11 +181,19 @@ class SambaAD:
     def administrator(self) -> TestUser:
         return self.users["Administrator"]
 
+    @property
+    def ldap_url(self) -> str:
+        return f"ldap://{self.address}"
+
+    @property
+    def ldaps_url(self) -> str:
+        return f"ldaps://{self.address}"
+
     # --- LDAP as Administrator --------------------------------------------------------------
 
     def connect_admin(self) -> None:
         tls = ldap3.Tls(validate=ssl.CERT_REQUIRED, ca_certs_file=str(self.pki.ca_file))
-        server = ldap3.Server(LDAPS_URL, use_ssl=True, tls=tls, get_info=ldap3.NONE,
+        server = ldap3.Server(self.ldaps_url, use_ssl=True, tls=tls, get_info=ldap3.NONE,
                               connect_timeout=5)
         self.admin = ldap3.Connection(server, user=f"CN=Administrator,CN=Users,{BASE_DN}",
                                       password=ADMIN_PASSWORD, authentication=ldap3.SIMPLE,
@@ -188,6 +241,24 @@ class SambaAD:
         for group in groups:
             self.add_member(group, dn)
         return user
+
+    def add_computer(self, name: str) -> TestUser:
+        """A computer account NAME$ in CN=Computers (a workstation trust account: a user
+        object of class computer, as joining a machine to the domain makes one)."""
+        dn = f"CN={name},CN=Computers,{BASE_DN}"
+        self.add(dn, "computer", sAMAccountName=f"{name}$",
+                 unicodePwd=f'"{PASSWORD}"'.encode("utf-16-le"), userAccountControl="4096")
+        computer = self.users[f"{name}$"] = TestUser(f"{name}$", dn, self.sid_of(dn))
+        return computer
+
+    def set_sid_history(self, dn: str, sids: Iterable[str]) -> None:
+        """Give the account these sIDHistory SIDs, as a domain migration (ADMT) leaves them.
+        Samba refuses it over LDAP ("sidHistory ... cannot be created or changed over LDAP!",
+        relax control or not: only DsAddSidHistory may, as on Windows); ldbmodify on the
+        database file writes it as the system would."""
+        values = "".join(f"sIDHistory: {sid}\n" for sid in sids)
+        self._run("ldbmodify", "-H", str(self.sam), input=(
+            f"dn: {dn}\nchangetype: modify\nreplace: sIDHistory\n{values}"))
 
     def add_group(self, name: str, members: Iterable[str] = ()) -> TestGroup:
         dn = f"CN={name},CN=Users,{BASE_DN}"
@@ -324,6 +395,37 @@ class SambaAD:
                 self.process.wait(10)
 
 
+def loopback_addresses(pid: int, attempt: int = 0) -> tuple[str, str]:
+    """Two addresses in 127.0.0.0/8 for the run of process `pid`: 127.a.b.c, with a in 1..64
+    (so never 127.0.0.1, which other test servers use), and 127.(a+64).b.c. Distinct pids
+    (below 2**22, Linux's limit) give distinct addresses; `attempt` moves to other ones when
+    something already listens there (a Samba left over by a killed run whose pid came back)."""
+    n = (pid + attempt * 7919) % (1 << 22)
+    a, b, c = 1 + (n >> 16), (n >> 8) & 0xFF, n & 0xFF
+    return f"127.{a}.{b}.{c}", f"127.{a + 64}.{b}.{c}"
+
+
+def _listening(address: str, port: int) -> bool:
+    try:
+        with socket.create_connection((address, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def pick_addresses(pid: int | None = None) -> tuple[str, str]:
+    """This run's pair of loopback addresses (loopback_addresses) where nothing listens on
+    Samba's LDAP ports yet."""
+    pid = os.getpid() if pid is None else pid
+    for attempt in range(20):
+        pair = loopback_addresses(pid, attempt)
+        if not any(_listening(address, port) for address in pair for port in (389, 636)):
+            return pair
+    raise SambaUnavailable(f"something listens on ports 389/636 of every loopback address "
+                           f"tried for process {pid} (Samba servers left over by interrupted "
+                           "runs?); stop them first")
+
+
 def require_samba() -> None:
     """Raise SambaUnavailable, saying what to do, when Samba AD cannot run on this machine."""
     missing = [tool for tool in ("samba", "samba-tool", "ldbmodify", "ldbsearch")
@@ -338,14 +440,6 @@ def require_samba() -> None:
     if os.geteuid() != 0:
         raise SambaUnavailable("the directory tests run Samba's LDAP server, whose ports (389, "
                                "636) are fixed below 1024: run them as root (CI does)")
-    for port in (389, 636):
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                pass
-        except OSError:
-            continue
-        raise SambaUnavailable(f"something already listens on 127.0.0.1:{port} (a Samba left "
-                               "over from an interrupted run?); stop it first")
 
 
 def provision(root: Path) -> str:
@@ -353,7 +447,7 @@ def provision(root: Path) -> str:
     done = subprocess.run(
         ["samba-tool", "domain", "provision", f"--targetdir={root}", f"--realm={REALM}",
          f"--domain={DOMAIN}", "--server-role=dc", f"--adminpass={ADMIN_PASSWORD}",
-         "--host-name=dc1", "--dns-backend=NONE"],  # no DNS: the tests reach 127.0.0.1 only
+         f"--host-name={HOST_NAME}", "--dns-backend=NONE"],  # no DNS: tests use addresses
         capture_output=True, text=True, timeout=120)
     if done.returncode:
         raise SambaUnavailable(f"samba-tool domain provision failed: {done.stderr[-2000:]}")
@@ -363,14 +457,19 @@ def provision(root: Path) -> str:
     return sid.group(1)
 
 
-def configure(root: Path, pki: TestPKI) -> None:
-    """Edit the provisioned smb.conf: loopback only, LDAP only, simple binds allowed over plain
-    LDAP (tests only: real DCs should require signing or TLS), schema updates allowed, our test
-    CA's certificate for 127.0.0.1, and pid and log files inside root (not /run or /var/log, so
-    that nothing of this test DC lives outside its temporary directory)."""
+def configure(root: Path, pki: TestPKI, addresses: Iterable[str]) -> None:
+    """Edit the provisioned smb.conf: these loopback addresses only, LDAP only, simple binds
+    allowed over plain LDAP (tests only: real DCs should require signing or TLS), schema updates
+    allowed, our test CA's certificate, and pid and log files inside root (not /run or /var/log,
+    so that nothing of this test DC lives outside its temporary directory).
+
+    `interfaces = 127.a.b.c/8` with `bind interfaces only` makes Samba (4.17) listen on that
+    address itself, although lo carries only 127.0.0.1/8: the /8 tells it which interface; a
+    bare address would have to be one lo carries."""
     os.chmod(pki.key_file, 0o600)  # Samba refuses a TLS key others may read
     settings = {
-        "interfaces": "lo", "bind interfaces only": "yes", "server services": "ldap, cldap",
+        "interfaces": " ".join(f"{address}/8" for address in addresses),
+        "bind interfaces only": "yes", "server services": "ldap, cldap",
         "ldap server require strong auth": "no", "dsdb:schema update allowed": "true",
         "tls enabled": "yes", "tls keyfile": str(pki.key_file),
         "tls certfile": str(pki.cert_file), "tls cafile": str(pki.ca_file),
@@ -409,18 +508,20 @@ def running_samba(root: Path, servers: Iterable[str] = ("EX01", "EX02")) -> Iter
     servers, the `reader` account SubmitWatch binds as (read-only delegation on each server's
     CN=Protocols), `noread` (may see connectors, not their descriptors); stopped on exit."""
     require_samba()
+    address, unnamed = pick_addresses()
     timings = {}
     started = time.monotonic()
     domain_sid = provision(root / "dc")
     timings["provision"] = time.monotonic() - started
-    pki = make_pki(root)
-    configure(root / "dc", pki)
+    pki = make_pki(root, names=(DC_NAME, address))
+    configure(root / "dc", pki, (address, unnamed))
     log = open(root / "samba.out", "wb")
     process = subprocess.Popen(["samba", "-i", "-M", "single", "-s",
                                 str(root / "dc" / "etc" / "smb.conf")],
                                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                start_new_session=True)
-    ad = SambaAD(root / "dc", pki, process, domain_sid, timings=timings)
+    ad = SambaAD(root / "dc", pki, process, domain_sid, address=address,
+                 unnamed_address=unnamed, timings=timings)
     try:
         wait_for_ldap(ad, time.monotonic() + 30)
         timings["start"] = time.monotonic() - started - timings["provision"]

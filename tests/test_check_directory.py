@@ -13,13 +13,13 @@ import pytest
 
 from bot.core.config import Secret, parse_directory
 from bot.ops.check import run_check
-from tests.samba_ad import LDAPS_URL, PASSWORD, unique
+from tests.samba_ad import PASSWORD, unique
 
 ENV = "DIRECTORY_PASSWORD"
 
 
 def directory(ad, user="reader", password=PASSWORD, **overrides):
-    table = {"urls": [LDAPS_URL], "user": f"CORP\\{user}", "auth": "simple", "password_env": ENV,
+    table = {"urls": [ad.ldaps_url], "user": f"CORP\\{user}", "auth": "simple", "password_env": ENV,
              "ca_file": str(ad.ca_file), "connect_timeout": 3, "read_timeout": 5, **overrides}
     return parse_directory(table, {ENV: password} if password else {})
 
@@ -57,7 +57,7 @@ def test_without_a_directory_one_line_says_the_checks_are_off(check):
 def test_the_reader_account_reads_everything(ad, check):
     status, lines = check(directory(ad))
     assert status == 0, "\n".join(lines)
-    assert (f"OK       directory: {LDAPS_URL} accepted CORP\\reader (SIMPLE bind)") in lines
+    assert (f"OK       directory: {ad.ldaps_url} accepted CORP\\reader (SIMPLE bind)") in lines
     assert ("OK       directory: the configuration partition CN=Configuration,DC=corp,DC=test "
             "is readable") in lines
     for server in ("EX01", "EX02"):
@@ -103,7 +103,7 @@ def test_wrong_or_missing_password_is_a_failed_line_in_words(ad, check):
     assert status == 1
     [failed] = [line for line in lines if line.startswith("FAILED")]
     # Samba says "data 52e" as AD does; the words come from that code
-    assert failed == (f"FAILED   directory: {LDAPS_URL} rejected the credentials of "
+    assert failed == (f"FAILED   directory: {ad.ldaps_url} rejected the credentials of "
                       f"CORP\\reader: wrong password (check the user and the password in {ENV})")
     status, lines = check(directory(ad, password=None))
     assert status == 1

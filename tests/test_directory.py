@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import re
 import socket
+import ssl
 import uuid
 
 import pytest
@@ -26,6 +27,7 @@ from bot.directory.reader import (
     Directory,
     DirectoryError,
     _ntlm_secret,
+    _transport_problem,
     check_access,
     submit_right,
 )
@@ -37,12 +39,14 @@ from bot.directory.secdesc import (
 from tests.samba_ad import (
     BASE_DN,
     BASIC_AUTH,
+    DC_NAME,
     FRONTEND_TRANSPORT,
     HUB_TRANSPORT,
-    LDAP_URL,
-    LDAPS_URL,
     PASSWORD,
+    THIS_ORGANIZATION,
     TLS,
+    exchange_users_aces,
+    loopback_addresses,
     submit_ace,
     unique,
 )
@@ -51,7 +55,7 @@ ENV = "DIRECTORY_PASSWORD"
 
 
 def reader_config(ad, user="reader", password=PASSWORD, **overrides) -> DirectoryConfig:
-    table = {"urls": [LDAPS_URL], "user": f"CORP\\{user}", "auth": "simple",
+    table = {"urls": [ad.ldaps_url], "user": f"CORP\\{user}", "auth": "simple",
              "password_env": ENV, "ca_file": str(ad.ca_file), "connect_timeout": 3,
              "read_timeout": 5, **overrides}
     return parse_directory(table, {ENV: password})
@@ -335,14 +339,14 @@ def test_directory_down(ad):
     with pytest.raises(DirectoryError, match=rf"cannot reach {closed} .*connection refused"):
         Directory(reader_config(ad, urls=[closed])).connect()
     # the next URL is tried when one is down
-    with Directory(reader_config(ad, urls=[closed, LDAPS_URL])) as d:
-        assert d.url == LDAPS_URL
+    with Directory(reader_config(ad, urls=[closed, ad.ldaps_url])) as d:
+        assert d.url == ad.ldaps_url
 
 
 def test_wrong_password(ad):
     with pytest.raises(DirectoryError) as raised:
         Directory(reader_config(ad, password="not-the-password")).connect()
-    assert str(raised.value).startswith(f"{LDAPS_URL} rejected the credentials of CORP\\reader")
+    assert str(raised.value).startswith(f"{ad.ldaps_url} rejected the credentials of CORP\\reader")
     assert f"the password in {ENV}" in str(raised.value)
 
 
@@ -357,20 +361,20 @@ def test_a_dc_that_does_not_answer_times_out(ad):
 
 
 def test_untrusted_certificate(ad):
-    table = {"urls": [LDAPS_URL], "user": "CORP\\reader", "auth": "simple", "password_env": ENV}
+    table = {"urls": [ad.ldaps_url], "user": "CORP\\reader", "auth": "simple", "password_env": ENV}
     with pytest.raises(DirectoryError, match="TLS certificate is not trusted.*set directory.ca_file"):
         Directory(parse_directory(table, {ENV: PASSWORD})).connect()
 
 
 def test_plain_ldap_with_simple_bind_only_when_allowed(ad):
-    with Directory(reader_config(ad, urls=[LDAP_URL], allow_insecure_simple=True)) as d:
+    with Directory(reader_config(ad, urls=[ad.ldap_url], allow_insecure_simple=True)) as d:
         assert d.config_base() == f"CN=Configuration,{BASE_DN}"
     with pytest.raises(ConfigError, match="over ldaps:// only"):
-        reader_config(ad, urls=[LDAP_URL])
+        reader_config(ad, urls=[ad.ldap_url])
 
 
 def test_ntlm_bind_refused_by_samba_in_words(ad):
-    table = {"urls": [LDAPS_URL], "user": "CORP\\reader", "password_env": ENV,
+    table = {"urls": [ad.ldaps_url], "user": "CORP\\reader", "password_env": ENV,
              "ca_file": str(ad.ca_file)}
     config = parse_directory(table, {ENV: PASSWORD})
     assert config.auth == "ntlm"  # the default, for real AD
@@ -379,7 +383,7 @@ def test_ntlm_bind_refused_by_samba_in_words(ad):
 
 
 def test_missing_password_is_said_at_connect(ad):
-    config = parse_directory({"urls": [LDAPS_URL], "user": "CORP\\reader",
+    config = parse_directory({"urls": [ad.ldaps_url], "user": "CORP\\reader",
                               "password_env": ENV}, {})
     with pytest.raises(DirectoryError, match=f"environment variable {ENV}"):
         Directory(config).connect()
@@ -489,7 +493,7 @@ def test_a_guest_logon_is_not_an_authenticated_user(ad, directory):
 
 
 def test_a_wrong_ca_file_is_said_in_words(ad):
-    with pytest.raises(DirectoryError, match=re.escape(LDAPS_URL)):
+    with pytest.raises(DirectoryError, match=re.escape(ad.ldaps_url)):
         with Directory(reader_config(ad, ca_file="/nonexistent/ca.pem")) as d:
             d.config_base()
 
@@ -504,3 +508,153 @@ def test_an_account_of_another_domain_is_not_taken_for_its_namesake_here(ad, dir
     assert "corp" in directory.domain_names()
     with pytest.raises(DirectoryError, match=r"CHILD\\alice is an account of the domain CHILD"):
         directory.account("CHILD\\alice")
+
+
+# --- the token Exchange builds (DOMAIN.md 6) ---------------------------------------------------
+
+NETWORK = "S-1-5-2"
+#: A group of another domain of the forest (S-1-5-21-<another domain>-RID).
+FOREIGN_GROUP = "S-1-5-21-1111111111-2222222222-3333333333-1107"
+
+
+def test_the_token_holds_network_this_organization_and_sid_history(ad, directory):
+    user = ad.add_user(unique("migrated")[:20])
+    former = "S-1-5-21-1000000001-2000000002-3000000003-1234"
+    ad.set_sid_history(user.dn, [former])
+    account = directory.account(f"CORP\\{user.name}")
+    assert account.sid_history == (former,)
+    assert {user.sid, former, "S-1-1-0", NETWORK, "S-1-5-11", THIS_ORGANIZATION} <= account.token
+    assert directory.account("CORP\\dave").sid_history == ()
+    # a Guest logon is no authenticated user, but it is a network logon all the same
+    guest = directory.account("CORP\\Guest").token
+    assert NETWORK in guest and "S-1-5-11" not in guest and THIS_ORGANIZATION not in guest
+
+    granted = submit_right(account, connector(ad, directory, [submit_ace(NETWORK)]))
+    assert granted.status == "granted" and granted.via.name == "NT AUTHORITY\\NETWORK"
+    denied = submit_right(account, connector(ad, directory, [
+        submit_ace(THIS_ORGANIZATION, deny=True), *exchange_users_aces()]))
+    assert denied.status == "denied" and denied.via.sid == THIS_ORGANIZATION
+    assert "NT AUTHORITY\\This Organization (S-1-5-15)" in denied.text
+    # an entry for the former SID names the account itself, and says how
+    by_history = submit_right(account, connector(ad, directory, [submit_ace(former)]))
+    assert by_history.status == "granted" and by_history.explicit
+    assert by_history.via.sid == former
+    assert f"explicitly to the account by its former SID {former} (sIDHistory)" in by_history.text
+    refused = submit_right(account, connector(ad, directory, [submit_ace(former, deny=True),
+                                                              *exchange_users_aces()]))
+    assert refused.status == "denied" and refused.explicit
+    assert f"Deny entry for the account itself by its former SID {former}" in refused.text
+    # dave, without that history, is not concerned by either entry
+    assert submit_right(directory.account("CORP\\dave"),
+                        connector(ad, directory, [submit_ace(former)])).status == "not granted"
+
+
+def test_a_deny_for_a_group_of_another_domain_leaves_the_right_unknown(ad, directory):
+    """tokenGroups from this DC lists its own domain's groups only: a Deny for another domain's
+    group (a domain-local group of the Exchange server's domain) may be the account's."""
+    dave = directory.account("CORP\\dave")
+    c = connector(ad, directory, [submit_ace(FOREIGN_GROUP, deny=True), *exchange_users_aces()])
+    right = submit_right(dave, c)
+    assert right.status == "unknown" and right.ace is None
+    assert (f"a Deny entry for {FOREIGN_GROUP}, a group of another domain, may apply: "
+            "SubmitWatch reads the groups of corp.test only") in right.text
+    assert ("without it, the account would be granted Submit through NT AUTHORITY\\"
+            "Authenticated Users (S-1-5-11)") in right.text
+    # nothing grants it either: still unknown, as the Deny would make it "denied"
+    alone = submit_right(dave, connector(ad, directory, [submit_ace(FOREIGN_GROUP, deny=True)]))
+    assert alone.status == "unknown" and "no entry would grant the account Submit" in alone.text
+    # an entry for all extended rights denies Submit too
+    everything = submit_right(dave, connector(ad, directory, [f"(D;;CR;;;{FOREIGN_GROUP})",
+                                                              submit_ace("AU")]))
+    assert everything.status == "unknown"
+    # a Deny after the grant that decides cannot change it (AuthZ stops at the grant)
+    after = connector(ad, directory, [submit_ace(dave.sid), submit_ace(FOREIGN_GROUP, deny=True)])
+    assert submit_right(dave, after).status == "granted"
+    # a Deny for an allow-only right (Send-As), or an allow, of that domain does not count
+    send_as = f"(OD;;CR;ab721a54-1e2f-11d0-9819-00aa0040529b;;{FOREIGN_GROUP})"
+    assert submit_right(dave, connector(ad, directory, [send_as, submit_ace("AU")])
+                        ).status == "granted"
+    # a group of the account's own domain that its token lacks is simply not its
+    own = connector(ad, directory, [submit_ace(f"{ad.domain_sid}-99999", deny=True),
+                                    submit_ace("AU")])
+    assert submit_right(dave, own).status == "granted"
+    # a SID of another domain that the token holds (its sIDHistory) decides as any other
+    user = ad.add_user(unique("moved")[:20])
+    ad.set_sid_history(user.dn, [FOREIGN_GROUP.rsplit("-", 1)[0] + "-1500"])
+    moved = directory.account(f"CORP\\{user.name}")
+    held = connector(ad, directory, [submit_ace(moved.sid_history[0], deny=True),
+                                     submit_ace("AU")])
+    assert submit_right(moved, held).status == "denied"
+
+
+def test_an_account_logged_as_its_sid_is_found_by_its_object_sid(ad, directory):
+    alice = ad.users["alice"]
+    found = directory.account(alice.sid)
+    assert (found.sid, found.sam_account_name, found.query) == (alice.sid, "alice", alice.sid)
+    assert found.qualified_name == "CORP\\alice" and found.netbios == "CORP"
+    assert found.domain == "corp.test"
+    assert directory.account(f" {alice.sid.lower()} ").sid == alice.sid
+    assert directory.account(f"{ad.domain_sid}-987654") is None      # no account has it
+    assert directory.account("S-1-5-21-1-2-3-99999999999") is None   # no SID can be that
+    assert directory.account("CORP\\alice").qualified_name == "CORP\\alice"
+
+
+# --- a certificate for another name -----------------------------------------------------------
+
+def test_a_certificate_for_another_name_names_both(ad):
+    """Samba also serves on an address its certificate does not name: the message says the
+    certificate's names and the URL's host, not 'not trusted', and never the certificate
+    dict ldap3 puts in its exception."""
+    url = f"ldaps://{ad.unnamed_address}"
+    with pytest.raises(DirectoryError) as raised:
+        Directory(reader_config(ad, urls=[url])).connect()
+    message = str(raised.value)
+    assert message == (f"{url}: the DC's certificate is for {DC_NAME}, {ad.address}, not "
+                       f"{ad.unnamed_address}: use the name the certificate has in "
+                       f"directory.urls (ldaps://{DC_NAME})")
+    for raw in ("{", "subjectAltName", "serialNumber", "not trusted"):
+        assert raw not in message
+    # the next URL is tried: a name mismatch is not the account's fault
+    with Directory(reader_config(ad, urls=[url, ad.ldaps_url])) as d:
+        assert d.url == ad.ldaps_url
+
+
+def test_ssls_own_name_mismatch_errors_read_the_same(ad):
+    """Python's ssl, checking the name itself, raises SSLCertVerificationError 62 (a host
+    name) or 64 (an IP address) without the certificate: its names are read from the DC."""
+    config = reader_config(ad)
+    context = ssl.create_default_context(cafile=str(ad.ca_file))
+    for server_name, code in (("dc9.corp.test", 62), (ad.unnamed_address, 64)):
+        with socket.create_connection((ad.unnamed_address, 636), timeout=3) as sock:
+            with pytest.raises(ssl.SSLCertVerificationError) as raised:
+                context.wrap_socket(sock, server_hostname=server_name)
+        assert raised.value.verify_code == code
+        url = f"ldaps://{ad.unnamed_address}:636"
+        assert _transport_problem(url, config, raised.value) == (
+            f"{url}: the DC's certificate is for {DC_NAME}, {ad.address}, not "
+            f"{ad.unnamed_address}: use the name the certificate has in directory.urls "
+            f"(ldaps://{DC_NAME}:636)")
+
+
+def test_an_untrusted_certificate_says_why_in_ssls_words_only(ad):
+    table = {"urls": [ad.ldaps_url], "user": "CORP\\reader", "auth": "simple",
+             "password_env": ENV}
+    with pytest.raises(DirectoryError) as raised:
+        Directory(parse_directory(table, {ENV: PASSWORD})).connect()
+    assert str(raised.value) == (
+        f"{ad.ldaps_url}: the DC's TLS certificate is not trusted (unable to get local issuer "
+        "certificate): set directory.ca_file to the CA that issued the DC's certificate")
+
+
+# --- one Samba per run --------------------------------------------------------------------------
+
+def test_each_run_gets_loopback_addresses_of_its_own():
+    seen: dict[str, int] = {}
+    for pid in [*range(2, 70_000), *range((1 << 22) - 2_000, 1 << 22)]:
+        address, unnamed = loopback_addresses(pid)
+        assert address not in seen, (pid, seen.get(address))
+        seen[address] = pid
+        assert address != "127.0.0.1" and unnamed != address
+        assert address.startswith("127.") and unnamed.startswith("127.")
+        assert all(0 <= int(part) <= 255 for part in unnamed.split("."))
+    assert loopback_addresses(4242, attempt=1) != loopback_addresses(4242)

@@ -15,7 +15,7 @@ import pytest
 from bot.core.config import parse_config
 from tests.blocks import mrkdwn_texts, preformatted, prose
 from tests.helpers import NOW, Feed, ask, assert_no_markup
-from tests.samba_ad import LDAPS_URL, PASSWORD, submit_ace, unique
+from tests.samba_ad import PASSWORD, submit_ace, unique
 
 ENV = "DIRECTORY_PASSWORD"
 
@@ -28,7 +28,7 @@ def make_config(ad, servers=("EX01", "EX02"), directory=True, **overrides):
                      "password_env": "PW"} for name in servers],
     }
     if directory:
-        raw["directory"] = {"urls": [LDAPS_URL], "user": "CORP\\reader", "auth": "simple",
+        raw["directory"] = {"urls": [ad.ldaps_url], "user": "CORP\\reader", "auth": "simple",
                             "password_env": ENV, "ca_file": str(ad.ca_file),
                             "connect_timeout": 3, "read_timeout": 5, **overrides}
     return parse_config(raw, {"SLACK_BOT_TOKEN": "xoxb-test", "PW": "secret", ENV: PASSWORD})

@@ -1,8 +1,10 @@
-"""A throw-away CA and a server certificate for 127.0.0.1, for the HTTPS tests."""
+"""A throw-away CA and a server certificate (for 127.0.0.1 unless told other names), for the
+HTTPS and LDAPS tests."""
 from __future__ import annotations
 
 import ipaddress
 import ssl
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -25,7 +27,16 @@ class TestPKI:
         return context
 
 
-def make_pki(folder: Path) -> TestPKI:
+def make_pki(folder: Path, names: Iterable[str] = ("127.0.0.1",)) -> TestPKI:
+    """A CA, and a server certificate it issued whose subjectAltName holds `names` (an IP
+    address as an IP entry, anything else as a DNS name) and whose commonName is the first."""
+    names = list(names)
+    alt_names = []
+    for name in names:
+        try:
+            alt_names.append(x509.IPAddress(ipaddress.ip_address(name)))
+        except ValueError:
+            alt_names.append(x509.DNSName(name))
     now = datetime.now(UTC)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "SubmitWatch Test CA")])
@@ -42,12 +53,11 @@ def make_pki(folder: Path) -> TestPKI:
           .sign(ca_key, hashes.SHA256()))
     key = ec.generate_private_key(ec.SECP256R1())
     cert = (x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])]))
             .issuer_name(ca_name).public_key(key.public_key())
             .serial_number(x509.random_serial_number())
             .not_valid_before(now - timedelta(minutes=5)).not_valid_after(now + timedelta(days=1))
-            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(
-                ipaddress.ip_address("127.0.0.1"))]), critical=False)
+            .add_extension(x509.SubjectAlternativeName(alt_names), critical=False)
             .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
                            critical=False)
             .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]),

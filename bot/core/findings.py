@@ -26,6 +26,14 @@ class ConnectorFact:
     auth: tuple[str, ...] = ()
     permission_groups: tuple[str, ...] | None = None
     named: bool = False             # the account's events named this connector
+    # The entry that decided (granted or denied), as the directory names it: its trustee and
+    # SID, whether it names the account itself, whether it is inherited, and what it covers:
+    # "submit" (ms-Exch-SMTP-Submit), "extended" (every extended right) or "all" (GenericAll).
+    trustee: str | None = None
+    trustee_sid: str | None = None
+    explicit: bool = False
+    inherited: bool | None = None
+    scope: str = "submit"
 
     @property
     def place(self) -> str:
@@ -37,12 +45,22 @@ class ConnectorFact:
             return self.why or "no such connector in the directory"
         state = "" if self.enabled is not False else " (the connector is disabled)"
         if self.right == "granted":
-            return f"Submit granted{state}"
+            return f"Submit granted{self._entry()}{state}"
         if self.right == "denied":
-            return f"Submit denied by a Deny entry{state}"
+            return f"Submit denied by a Deny entry{self._entry(denied=True)}{state}"
         if self.right == "not granted":
             return f"Submit not granted{state}"
         return f"Submit right unknown: {self.why}"
+
+    def _entry(self, denied: bool = False) -> str:
+        """Whose entry decided, in a few words ("" when the directory did not say)."""
+        who = self.trustee or self.trustee_sid
+        if who is None:
+            return ""
+        inherited = ", inherited" if self.inherited else ""
+        if self.explicit:
+            return f" ({'for' if denied else 'to'} the account itself{inherited})"
+        return f" ({'for' if denied else 'through'} {who}{inherited})"
 
 
 @dataclass(frozen=True)
@@ -60,6 +78,9 @@ class Finding:
     disabled: bool = False
     groups: int = 0                    # token groups
     connectors: tuple[ConnectorFact, ...] = field(default_factory=tuple)
+    #: The account's name as the directory has it (DOMAIN\\sAMAccountName): shown when Exchange
+    #: logged a SID string instead of a name.
+    name: str | None = None
 
     @property
     def granted(self) -> bool:
@@ -78,6 +99,9 @@ class Finding:
         """The alert's Directory line (plain words; the caller escapes what it shows)."""
         if self.error:
             return f"could not be read: {self.error}"
+        if not self.found and self.account.upper().startswith("S-1-"):
+            return (f"no account has the SID {self.account} in the directory (Exchange logs a "
+                    "SID when it cannot resolve the name)")
         if not self.found:
             return f"no account {self.account} in the directory"
         if self.builtin:

@@ -10,9 +10,19 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 from datetime import datetime
+from typing import Any
 
 from bot.core.findings import ConnectorFact, Finding
-from bot.directory.reader import Directory, DirectoryConfig, DirectoryError, submit_right
+from bot.directory.reader import (
+    Account,
+    Directory,
+    DirectoryConfig,
+    DirectoryError,
+    Right,
+    is_sid,
+    submit_right,
+)
+from bot.directory.secdesc import DS_CONTROL_ACCESS, GENERIC_ALL
 
 log = logging.getLogger("submitwatch")
 
@@ -34,10 +44,11 @@ def check(config: DirectoryConfig, account: str, places: Iterable[tuple[str, str
     try:
         with Directory(config) as directory:
             found = directory.account(account)
+            missing = None if found is not None else _missing(directory, account)
             facts: list[ConnectorFact] = []
             for server, name in places:
                 try:
-                    facts += _connectors(directory, found, server, name, named_keys)
+                    facts += _connectors(directory, found, server, name, named_keys, missing)
                 except DirectoryError as exc:
                     if not each_place:
                         raise
@@ -53,11 +64,22 @@ def check(config: DirectoryConfig, account: str, places: Iterable[tuple[str, str
     builtin = ("Administrator" if found.is_builtin_admin else
                "Guest" if found.is_guest else None)
     return Finding(account, now, found=True, sid=found.sid, rid=found.rid, builtin=builtin,
-                   disabled=found.disabled, groups=len(found.groups), connectors=tuple(facts))
+                   disabled=found.disabled, groups=len(found.groups), connectors=tuple(facts),
+                   name=found.qualified_name)
 
 
-def _connectors(directory: Directory, account, server: str, name: str | None,
-                named: set[str]) -> list[ConnectorFact]:
+def _missing(directory: Directory, account: str) -> str:
+    """Why no right can be read for an account the directory does not have, in words."""
+    domain = directory.domain_dns_name()
+    if is_sid(account):
+        return (f"no account has the SID {account.strip()} in {domain} (Exchange logs a SID "
+                "when it cannot resolve the name: an account of another domain or forest, or "
+                "one deleted since)")
+    return f"no account {account.strip()} in {domain}"
+
+
+def _connectors(directory: Directory, account: Account | None, server: str, name: str | None,
+                named: set[str], missing: str | None = None) -> list[ConnectorFact]:
     if name is None:
         connectors = directory.connectors(server)
     else:
@@ -73,8 +95,22 @@ def _connectors(directory: Directory, account, server: str, name: str | None,
         out.append(ConnectorFact(
             server=server, name=c.name, found=True,
             right=right.status if right else "unknown",
-            why=right.text if right else "the account is not in the directory",
+            why=right.text if right else missing or "the account is not in the directory",
             enabled=c.enabled, bindings=c.bindings, remote_ip_ranges=c.remote_ip_ranges,
             role=c.role, auth=c.auth_mechanisms, permission_groups=c.permission_groups,
-            named=f"{server}\\{c.name}".casefold() in named))
+            named=f"{server}\\{c.name}".casefold() in named, **deciding_entry(right)))
     return out
+
+
+def deciding_entry(right: Right | None) -> dict[str, Any]:
+    """The entry that decided, as ConnectorFact keeps it (nothing when none decided)."""
+    if right is None or right.ace is None:
+        return {}
+    ace = right.ace
+    if ace.object_type is not None:
+        scope = "submit"
+    else:   # an entry for every extended right, or GenericAll (which carries them all)
+        scope = "all" if ace.mask & GENERIC_ALL and not ace.mask & DS_CONTROL_ACCESS else "extended"
+    return {"trustee": right.via.name if right.via is not None else None,
+            "trustee_sid": ace.sid, "explicit": right.explicit, "inherited": ace.inherited,
+            "scope": scope}

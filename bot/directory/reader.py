@@ -2,8 +2,11 @@
 
 What it answers, for an account seen in a 1018/1020 event and a connector the event names:
 the connector's facts (enabled, bindings, remote IP ranges, role, auth mechanisms, the permission
-groups its DACL implies), the account's SID and token groups, and the ms-Exch-SMTP-Submit right
-as Exchange's AuthZ check would decide it (bot/directory/secdesc.py), naming the ACE that decides.
+groups its DACL implies), the account's SID, sIDHistory and token groups, and the
+ms-Exch-SMTP-Submit right as Exchange's AuthZ check would decide it (bot/directory/secdesc.py)
+against the token Exchange builds (DOMAIN.md 6), naming the ACE that decides, or saying why it
+cannot be decided from here (a Deny for a group of another domain, whose membership this DC
+does not hold).
 
 Read-only, always: the connection is opened with ldap3's read_only flag, so an add, modify or
 delete could not be sent even by mistake. Every failure reaches callers as DirectoryError, in
@@ -16,7 +19,10 @@ asked for otherwise, and the SACL needs a privilege, so AD returns no descriptor
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import math
+import re
+import socket
 import ssl
 import uuid
 from collections.abc import Iterable, Mapping
@@ -39,6 +45,8 @@ from bot.directory.secdesc import (
     check_extended_right,
     parse_security_descriptor,
     sid_from_bytes,
+    sid_to_bytes,
+    speaks_for,
 )
 
 # --- Exchange's constants (ReceiveConnector.cs, AuthMechanisms.cs, ServerRole.cs,
@@ -51,17 +59,23 @@ BYPASS_ANTI_SPAM = uuid.UUID("d19299b4-86c2-4c9a-8fa7-acb70c63023a")
 ACCEPT_ROUTING_HEADERS = uuid.UUID("04031f4f-7c36-43ea-9b49-4bd0f5f1e6af")
 
 EVERYONE = "S-1-1-0"
+NETWORK = "S-1-5-2"
 ANONYMOUS_LOGON = "S-1-5-7"
 AUTHENTICATED_USERS = "S-1-5-11"
-WELL_KNOWN = {EVERYONE: "Everyone", ANONYMOUS_LOGON: "NT AUTHORITY\\ANONYMOUS LOGON",
+THIS_ORGANIZATION = "S-1-5-15"
+WELL_KNOWN = {EVERYONE: "Everyone", NETWORK: "NT AUTHORITY\\NETWORK",
+              ANONYMOUS_LOGON: "NT AUTHORITY\\ANONYMOUS LOGON",
               AUTHENTICATED_USERS: "NT AUTHORITY\\Authenticated Users",
+              THIS_ORGANIZATION: "NT AUTHORITY\\This Organization",
               "S-1-5-18": "NT AUTHORITY\\SYSTEM", "S-1-5-32-544": "BUILTIN\\Administrators",
               "S-1-5-32-545": "BUILTIN\\Users"}
 
 #: The permission groups Exchange derives from a connector's DACL (it stores no attribute for
-#: them): a group is set when its SID is allowed every one of its rights. Only the two whose
-#: SIDs are the same in every forest are derived; ExchangeServers, ExchangeLegacyServers and
-#: Partners name forest-specific groups and are not reported.
+#: them): a group is set when its SID is allowed every one of its rights. ExchangeServers and
+#: ExchangeLegacyServers name forest-specific groups and are not reported. Partners has a fixed
+#: SID (S-1-9-1419165041-1139599005-3936102811-1022490595-10, DOMAIN.md 6), but the rights it
+#: stands for are not in our evidence, so it is not derived either; the advice never builds a
+#: -PermissionGroups list from these (bot.exchange.advice reads the connector's live list).
 PERMISSION_GROUPS = {
     "AnonymousUsers": (ANONYMOUS_LOGON, (SUBMIT, ACCEPT_ANY_SENDER,
                                          ACCEPT_AUTHORITATIVE_DOMAIN_SENDER,
@@ -83,6 +97,8 @@ CONNECTOR_ATTRIBUTES = ("cn", "msExchSmtpReceiveBindings", "msExchSmtpReceiveRem
 #: The SD-flags control's value: DACL_SECURITY_INFORMATION only (MS-ADTS 3.1.1.3.4.1.11).
 DACL_ONLY = 0x04
 _ACCOUNT_DISABLE = 0x2  # userAccountControl
+#: An account name that is a SID string, as Exchange logs an account it cannot name.
+_SID_TEXT = re.compile(r"S-1-\d+(?:-\d+)+", re.IGNORECASE | re.ASCII)
 
 # --- AD's reasons for a failed bind (the "data NNN" in the message), in words ---------------
 _BIND_REASONS = {"525": "no such user", "52e": "wrong password",
@@ -115,13 +131,25 @@ class Principal:
 
 @dataclass(frozen=True)
 class Account:
-    query: str               # the name as asked for (DOMAIN\user, UPN or sAMAccountName)
+    query: str               # the name as asked for (DOMAIN\user, UPN, sAMAccountName or SID)
     dn: str
     sam_account_name: str
     user_principal_name: str | None
     sid: str
     disabled: bool
     groups: tuple[Principal, ...]  # tokenGroups: every group, nested ones too, by SID
+    #: sIDHistory: the account's SIDs from domains it was migrated from (empty when it has none,
+    #: or when the reader may not read the attribute).
+    sid_history: tuple[str, ...] = ()
+    domain: str = ""         # the DNS name of the account's domain (the bound DC's)
+    netbios: str | None = None  # its NetBIOS name, when the directory gives it
+
+    @property
+    def qualified_name(self) -> str:
+        """DOMAIN\\sAMAccountName, as Exchange logs a name it resolved (the bare
+        sAMAccountName when the domain's NetBIOS name could not be read)."""
+        return (f"{self.netbios}\\{self.sam_account_name}" if self.netbios
+                else self.sam_account_name)
 
     @property
     def rid(self) -> int:
@@ -138,17 +166,28 @@ class Account:
 
     @property
     def token(self) -> frozenset[str]:
-        """The SIDs a logon token of the account holds, as far as the directory tells: the
-        account, its token groups, and Everyone and Authenticated Users, which every
-        authenticated logon carries (tokenGroups lists neither). Logon-type SIDs (NETWORK,
-        This Organization) are not included: which ones Exchange's token has is not proven."""
-        # A Guest logon is not an authenticated user.
-        authenticated = () if self.is_guest else (AUTHENTICATED_USERS,)
-        return frozenset({self.sid, EVERYONE, *authenticated, *(g.sid for g in self.groups)})
+        """The SIDs of the token Exchange checks, as far as this directory tells. Exchange's
+        token comes from a NetworkCleartext logon (DOMAIN.md 6): the account's SID and its
+        sIDHistory, its groups (tokenGroups: the primary group and every group, nested ones
+        too), Everyone, NETWORK (S-1-5-2, the logon type), and, for any logon but the Guest's,
+        Authenticated Users and This Organization (S-1-5-15); tokenGroups lists none of these
+        well-known SIDs, nor the account's sIDHistory. (Whether a Guest token holds This
+        Organization is not proven; it is moot, as Exchange refuses Guest before it looks at
+        permissions.)
+
+        Not here, because the bound DC cannot tell: the domain-local groups of the Exchange
+        server's domain when that is not the account's domain (tokenGroups covers the DC's own
+        domain only). submit_right says "unknown" when a Deny for a group of another domain
+        could decide."""
+        authenticated = () if self.is_guest else (AUTHENTICATED_USERS, THIS_ORGANIZATION)
+        return frozenset({self.sid, *self.sid_history, EVERYONE, NETWORK, *authenticated,
+                          *(g.sid for g in self.groups)})
 
     def name_of(self, sid: str) -> str:
         if sid == self.sid:
             return self.sam_account_name
+        if sid in self.sid_history:
+            return f"{self.sam_account_name} (sIDHistory)"
         for group in self.groups:
             if group.sid == sid and group.name:
                 return group.name
@@ -212,7 +251,15 @@ class Right:
 
 
 def submit_right(account: Account, connector: Connector) -> Right:
-    """ms-Exch-SMTP-Submit for the account on the connector, as AuthZ decides it (pure)."""
+    """ms-Exch-SMTP-Submit for the account on the connector, as AuthZ decides it against the
+    account's token (Account.token), naming the entry that decides (pure). An entry for one of
+    the account's sIDHistory SIDs counts as naming the account itself (`explicit`).
+
+    "unknown" when the DACL could not be read, the token groups could not be read, or a Deny
+    for Submit names a domain SID of another domain than the account's that the token does not
+    hold, ahead of the entry that would decide (or anywhere, when none would): the account may
+    be in it through a domain-local group of the Exchange server's domain, which this DC does
+    not list. Never "granted" or "not granted" then, as either could be wrong."""
     where = f"{connector.server}\\{connector.name}"
     sd = connector.security_descriptor
     if sd is None:
@@ -222,25 +269,68 @@ def submit_right(account: Account, connector: Connector) -> Right:
                      f"for {account.sam_account_name} (the account SubmitWatch reads as may "
                      "not read them), so a grant or a Deny through a group cannot be seen")
     decision = check_extended_right(sd, account.token, SUBMIT)
-    if decision.allowed is None:
-        return Right("not granted", text=f"not granted on {where}: no entry in its DACL gives "
-                     f"ms-Exch-SMTP-Submit to {account.sam_account_name} or any of its "
-                     f"{len(account.groups)} group(s), Everyone or Authenticated Users")
     ace = decision.ace
-    if ace is None:  # a NULL DACL
+    if decision.allowed is None:
+        right = Right("not granted", text=f"not granted on {where}: no entry in its DACL gives "
+                      f"ms-Exch-SMTP-Submit to {account.sam_account_name} or any of its "
+                      f"{len(account.groups)} group(s)"
+                      f"{', its sIDHistory' if account.sid_history else ''}, Everyone, "
+                      "Authenticated Users, NETWORK or This Organization")
+    elif ace is None:  # a NULL DACL
         return Right("granted", text=f"granted on {where}: the connector has a NULL DACL, "
                      "which lets everyone do anything")
-    via = Principal(ace.sid, account.name_of(ace.sid))
-    explicit = ace.sid == account.sid
-    whom = "explicitly to the account" if explicit else f"through {via.name} ({ace.sid})"
-    inherited = ", inherited from a parent container" if ace.inherited else ""
-    if decision.allowed:
-        return Right("granted", ace, via, explicit,
-                     f"granted on {where} {whom}{inherited}: {ace.sddl()}")
-    return Right("denied", ace, via, explicit,
-                 f"denied on {where} by a Deny entry for "
-                 f"{'the account itself' if explicit else f'{via.name} ({ace.sid})'}"
-                 f"{inherited}, which comes first and wins over any grant: {ace.sddl()}")
+    else:
+        via = Principal(ace.sid, account.name_of(ace.sid))
+        former = ace.sid in account.sid_history
+        explicit = ace.sid == account.sid or former
+        by_former = f" by its former SID {ace.sid} (sIDHistory)" if former else ""
+        inherited = ", inherited from a parent container" if ace.inherited else ""
+        if not decision.allowed:
+            whom = (f"the account itself{by_former}" if explicit
+                    else f"{via.name} ({ace.sid})")
+            return Right("denied", ace, via, explicit,
+                         f"denied on {where} by a Deny entry for {whom}{inherited}, which "
+                         f"comes first and wins over any grant: {ace.sddl()}")
+        whom = (f"explicitly to the account{by_former}" if explicit
+                else f"through {via.name} ({ace.sid})")
+        right = Right("granted", ace, via, explicit,
+                      f"granted on {where} {whom}{inherited}: {ace.sddl()}")
+    hidden = _other_domain_denies(account, sd, decision.index)
+    if not hidden:
+        return right
+    domain = account.domain or "the DC's own domain"
+    more = f" (and {len(hidden) - 1} more such entries)" if len(hidden) > 1 else ""
+    if right.status != "granted":
+        otherwise = "no entry would grant the account Submit either"
+    elif right.explicit:
+        otherwise = "the account would be granted Submit by an entry for itself"
+    else:
+        otherwise = f"the account would be granted Submit through {right.via}"
+    return Right("unknown", text=(
+        f"unknown on {where}: a Deny entry for {hidden[0].sid}, a group of another domain, "
+        f"may apply{more}: SubmitWatch reads the groups of {domain} only (a DC lists the "
+        "groups of its own domain), and Exchange's token also holds the domain-local groups of "
+        "the Exchange server's domain, so whether the account is in it cannot be seen here; "
+        f"without it, {otherwise}: {hidden[0].sddl()}"))
+
+
+def _other_domain_denies(account: Account, sd: SecurityDescriptor,
+                         before: int | None) -> list[Ace]:
+    """The Deny entries for Submit ahead of the entry at `before` (all of them when None)
+    that name a SID of a domain other than the account's which its token does not hold."""
+    own = _domain_of(account.sid)
+    token = account.token
+    return [ace for ace in (sd.dacl or ())[:before]
+            if ace.is_deny and ace.sid not in token and speaks_for(ace, SUBMIT)
+            and _domain_of(ace.sid) not in (None, own)]
+
+
+def _domain_of(sid: str) -> str | None:
+    """S-1-5-21-a-b-c for a domain account's or group's SID S-1-5-21-a-b-c-RID, else None."""
+    parts = sid.upper().split("-")
+    if len(parts) == 8 and parts[:4] == ["S", "1", "5", "21"]:
+        return "-".join(parts[:7])
+    return None
 
 
 def delegation_commands(user: str, protocols_dns: Iterable[str]) -> list[str]:
@@ -266,6 +356,7 @@ class Directory:
         self._conn: ldap3.Connection | None = None
         self._root: dict[str, str] = {}
         self._domains: set[str] | None = None
+        self._netbios: str | None = None
         self._servers: dict[str, str] = {}  # server name (casefolded) -> its DN
 
     def __enter__(self) -> Directory:
@@ -399,9 +490,21 @@ class Directory:
             for entry in self._search(f"CN=Partitions,{self.config_base()}",
                                       f"(&(objectClass=crossRef)(nCName={escape_filter_chars(base)}))",
                                       ldap3.SUBTREE, ["nETBIOSName"]):
-                names.update(n.casefold() for n in _texts(entry["attributes"], "nETBIOSName"))
+                netbios = _texts(entry["attributes"], "nETBIOSName")
+                names.update(n.casefold() for n in netbios)
+                self._netbios = self._netbios or next(iter(netbios), None)
             self._domains = names
         return self._domains
+
+    def netbios_name(self) -> str | None:
+        """The bound DC's domain's NetBIOS name as the directory spells it (CORP), the prefix
+        of DOMAIN\\user names; None when the account may not read its crossRef."""
+        self.domain_names()
+        return self._netbios
+
+    def domain_dns_name(self) -> str:
+        """The bound DC's domain's DNS name (corp.contoso.com)."""
+        return _dns_name(self.default_base())
 
     def exchange_base(self) -> str:
         return f"CN=Microsoft Exchange,CN=Services,{self.config_base()}"
@@ -485,10 +588,18 @@ class Directory:
             security_descriptor=sd, dacl_problem=problem)
 
     def account(self, name: str) -> Account | None:
-        """The user account behind a name as Exchange logs it: DOMAIN\\user, user@upn or a
-        bare sAMAccountName, searched in the bound DC's own domain (None: no such account)."""
+        """The user account behind a name as Exchange logs it: DOMAIN\\user, user@upn, a
+        bare sAMAccountName, or a SID string (S-1-5-21-...: what Exchange logs when it cannot
+        resolve the name), looked up by objectSid; searched in the bound DC's own domain
+        (None: no such account). Computer accounts are user objects too (NAME$)."""
         base = self.default_base()
         name = name.strip()
+        if is_sid(name):
+            try:   # written out again as SIDs are (S upper case, no leading zeros)
+                sid = sid_from_bytes(sid_to_bytes(name.upper()))[0]
+            except SecurityDescriptorError:
+                return None   # shaped like a SID, but none can be: no account has it
+            return self._account(name, base, [f"(objectSid={sid})"])
         domain = name.split("\\", 1)[0] if "\\" in name else None
         if domain and domain.casefold() not in self.domain_names():
             # Looking it up here would find a namesake in this domain: the wrong account.
@@ -506,6 +617,10 @@ class Directory:
                 filters.append(f"(sAMAccountName={escape_filter_chars(local)})")
         else:
             filters = [f"(sAMAccountName={escape_filter_chars(name)})"]
+        return self._account(name, base, filters)
+
+    def _account(self, name: str, base: str, filters: list[str]) -> Account | None:
+        """The first user found by these filters, in order, with its SIDs and token groups."""
         entries: list[dict[str, Any]] = []
         for ldap_filter in filters:
             entries = self._search(base, f"(&(objectClass=user){ldap_filter})", ldap3.SUBTREE,
@@ -518,7 +633,7 @@ class Directory:
         # tokenGroups is constructed: AD computes it only for a BASE search on the object.
         found = self._search(dn, "(objectClass=*)", ldap3.BASE,
                              ["objectSid", "tokenGroups", "sAMAccountName", "userPrincipalName",
-                              "userAccountControl"], missing_ok=False)
+                              "userAccountControl", "sIDHistory"], missing_ok=False)
         a = found[0]["attributes"] if found else {}
         if not a.get("objectSid"):
             raise DirectoryError(f"{self.config.user} may not read the objectSid of {dn}")
@@ -527,7 +642,9 @@ class Directory:
                        user_principal_name=_text(a, "userPrincipalName"),
                        sid=_sid(a["objectSid"][0]),
                        disabled=bool((_int(a, "userAccountControl") or 0) & _ACCOUNT_DISABLE),
-                       groups=tuple(self._names(group_sids)))
+                       groups=tuple(self._names(group_sids)),
+                       sid_history=tuple(_sid(v) for v in a.get("sIDHistory") or []),
+                       domain=_dns_name(base), netbios=self.netbios_name())
 
     def _names(self, sids: list[str]) -> list[Principal]:
         """The SIDs with the names the directory gives them (builtin ones live in the domain
@@ -633,6 +750,12 @@ def check_access(directory: Directory, servers: Iterable[str],
 
 # --- small helpers ---------------------------------------------------------------------------
 
+def is_sid(name: str) -> bool:
+    """The account name is a SID string (S-1-5-21-...), as Exchange logs an account it could
+    not resolve to a name."""
+    return bool(_SID_TEXT.fullmatch(name.strip()))
+
+
 def _text(attributes: Mapping[str, Any], name: str) -> str | None:
     values = attributes.get(name) or []
     return values[0].decode("utf-8", "replace") if values else None
@@ -703,11 +826,14 @@ def _transport_problem(url: str, config: DirectoryConfig, exc: BaseException) ->
     if isinstance(exc, ldap_errors.LDAPResponseTimeoutError) or "timed out" in text.lower():
         return (f"{url}: no answer within {math.ceil(config.read_timeout)}s (read_timeout): "
                 "the DC is overloaded or a firewall drops the traffic")
+    if _is_name_mismatch(exc, text):
+        return _name_mismatch(url, config, text)
     if "certificate" in text.lower() or isinstance(exc, ssl.SSLError):
         hint = ("set directory.ca_file to the CA that issued the DC's certificate"
                 if config.ca_file is None else f"is {config.ca_file} the CA that issued it, "
                 f"and does the certificate name {parts.hostname}?")
-        return f"{url}: the DC's TLS certificate is not trusted ({text}): {hint}"
+        return (f"{url}: the DC's TLS certificate is not trusted ({_tls_reason(text)}): "
+                f"{hint}")
     if isinstance(exc, ldap_errors.LDAPSocketOpenError):
         return f"cannot reach {url} ({where}): {_socket_reason(text)}"
     if isinstance(exc, ldap_errors.LDAPSessionTerminatedByServerError) and config.auth == "ntlm":
@@ -719,6 +845,91 @@ def _transport_problem(url: str, config: DirectoryConfig, exc: BaseException) ->
     if isinstance(exc, ValueError) and "md4" in text.lower():
         return f"{url}: NTLM needs MD4, which this Python lacks ({text})"
     return f"{url}: {type(exc).__name__}: {text}"
+
+
+def _is_name_mismatch(exc: BaseException, text: str) -> bool:
+    """The certificate is trusted but names another host than the URL's. ldap3 (2.9) checks
+    the name itself and raises LDAPCertificateError "certificate {...} doesn't match any name
+    in [...]" (wrapped in LDAPSocketOpenError, as text); Python's ssl, when it checks,
+    raises SSLCertVerificationError with verify_code 62 ("Hostname mismatch, ...") or 64 ("IP
+    address mismatch, ...")."""
+    # ldap3 re-raises ssl's error as a class of both kinds, made from its text alone, so the
+    # attribute may be missing although the class is ssl's
+    if isinstance(exc, ssl.SSLCertVerificationError) and getattr(exc, "verify_code",
+                                                                  None) in (62, 64):
+        return True
+    return ("doesn't match any name in" in text or "hostname mismatch" in text.lower()
+            or "ip address mismatch" in text.lower())
+
+
+#: ("DNS", "dc01.corp.test") and ("IP Address", "10.0.0.5") pairs, and the commonName, in the
+#: certificate dict ldap3 puts in its message (ssl's getpeercert() form, as repr).
+_CERT_SAN = re.compile(r"\('(DNS|IP Address)', '([^']{1,255})'\)")
+_CERT_CN = re.compile(r"\('commonName', '([^']{1,255})'\)")
+
+
+def _name_mismatch(url: str, config: DirectoryConfig, text: str) -> str:
+    parts = urlsplit(url)
+    names = _certificate_names_in(text) or _certificate_names(url, config)
+    if not names:
+        return (f"{url}: the DC's certificate does not name {parts.hostname}: use the name "
+                "the certificate has in directory.urls")
+    shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+    dns = next((n for n in names if "*" not in n and not _is_ip(n)), None)
+    port = f":{parts.port}" if parts.port else ""
+    suggestion = f" ({parts.scheme}://{dns}{port})" if dns else ""
+    return (f"{url}: the DC's certificate is for {shown}, not {parts.hostname}: use the name "
+            f"the certificate has in directory.urls{suggestion}")
+
+
+def _certificate_names_in(text: str) -> list[str]:
+    """The names in the certificate ldap3 printed into its message: the subjectAltName
+    entries, else the commonName (as TLS clients fall back to it)."""
+    names = [value for _, value in _CERT_SAN.findall(text)] or _CERT_CN.findall(text)
+    return list(dict.fromkeys(names))
+
+
+def _certificate_names(url: str, config: DirectoryConfig) -> list[str]:
+    """The names in the DC's certificate, read with one more TLS handshake that checks the
+    chain but not the name (when the error did not carry them); [] when it cannot be read."""
+    parts = urlsplit(url)
+    if parts.scheme != "ldaps" or not parts.hostname:
+        return []
+    try:
+        context = ssl.create_default_context(cafile=config.ca_file)
+        context.check_hostname = False
+        with socket.create_connection((parts.hostname, parts.port or 636),
+                                      timeout=config.connect_timeout) as sock, \
+                context.wrap_socket(sock) as tls:
+            cert: dict[str, Any] = dict(tls.getpeercert() or {})
+    except (OSError, ValueError):
+        return []
+    names = [str(value) for kind, value in cert.get("subjectAltName", ())
+             if kind in ("DNS", "IP Address")]
+    if not names:
+        names = [str(value) for rdn in cert.get("subject", ()) for key, value in rdn
+                 if key == "commonName"]
+    return list(dict.fromkeys(names))
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _tls_reason(text: str) -> str:
+    """ssl's words without ldap3's wrapping: 'unable to get local issuer certificate' from
+    '("(\'socket ssl wrapping error: [SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed:
+    unable to get local issuer certificate (_ssl.c:1006)\',)",)' (ldap3 nests the message in
+    tuple reprs); a certificate printed whole (a dict) is never passed on."""
+    text = re.sub(r"\{.*\}", "(the certificate)", text, flags=re.S)
+    reason = text.rsplit("certificate verify failed:", 1)[-1]
+    reason = re.sub(r"\s*\(_ssl\.c:\d+\)", "", reason).strip().strip("(\"',)").strip()
+    reason = reason.removeprefix("socket ssl wrapping error:").strip()
+    return reason or text.strip()
 
 
 def _socket_reason(text: str) -> str:

@@ -148,6 +148,8 @@ def sid_to_bytes(sid: str) -> bytes:
             p.isdigit() for p in parts[2:]) or len(parts) - 3 > 15:
         raise SecurityDescriptorError(f"{sid!r} is not a SID such as 'S-1-5-11'")
     subs = [int(p) for p in parts[3:]]
+    if int(parts[2]) >= 1 << 48 or any(sub >= 1 << 32 for sub in subs):
+        raise SecurityDescriptorError(f"{sid!r} is not a SID: a part is out of range")
     return (bytes([1, len(subs)]) + int(parts[2]).to_bytes(6, "big")
             + struct.pack(f"<{len(subs)}I", *subs))
 
@@ -227,14 +229,18 @@ def check_extended_right(sd: SecurityDescriptor, token: Collection[str],
     if sd.dacl is None:
         return Decision(True, None)
     for index, ace in enumerate(sd.dacl):
-        if ace.inherit_only or ace.sid not in token:
-            continue
-        if not (ace.is_allow or ace.is_deny):
-            continue
-        if not ace.mask & (DS_CONTROL_ACCESS | GENERIC_ALL):
-            continue
-        if ace.type in (ACCESS_ALLOWED_OBJECT, ACCESS_DENIED_OBJECT) and \
-                ace.object_type is not None and ace.object_type != right:
-            continue
-        return Decision(ace.is_allow, ace, index)
+        if ace.sid in token and speaks_for(ace, right):
+            return Decision(ace.is_allow, ace, index)
     return Decision(None, None)
+
+
+def speaks_for(ace: Ace, right: uuid.UUID) -> bool:
+    """Whether the ACE allows or denies the control-access right on the object itself, whoever
+    it names (check_extended_right's rule, without the token): not inherit-only, an allow or a
+    deny, carrying the control-access bit or GENERIC_ALL, and plain or for the right's GUID."""
+    if ace.inherit_only or not (ace.is_allow or ace.is_deny):
+        return False
+    if not ace.mask & (DS_CONTROL_ACCESS | GENERIC_ALL):
+        return False
+    return not (ace.type in (ACCESS_ALLOWED_OBJECT, ACCESS_DENIED_OBJECT)
+                and ace.object_type is not None and ace.object_type != right)
