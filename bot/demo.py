@@ -119,6 +119,10 @@ def run_demo(db_path: str, out=print) -> int:
         out("SubmitWatch demo: two simulated Exchange servers (EX01, EX02) speaking WS-Management "
             "with NTLM and message encryption on 127.0.0.1, polled by real pywinrm; a local "
             f"Slack stand-in; the database is {db_path}.")
+        out("Among the refused accounts: CONTOSO\\svc-mfp, a multifunction printer set up to "
+            "sign in on port 25, gets event 1018 on Default Frontend EX01, the connector that "
+            "takes mail from the internet; its alert leads with port 587 and STARTTLS, same "
+            "account, and offers a grant there only last, as widening that connector.")
         sweep("Sweep 1: the last 24 h of events (older ones are outside the look-back)")
         logs["EX01"].append_refusal(1018, "CONTOSO\\app-erp", "Client Frontend EX01")
         for _ in range(3):

@@ -237,6 +237,7 @@ def _show_fix_listener(open_database: Callable, config: Config) -> Callable:
             return
         text, blocks = alerts.fix_message(
             incident, {s.name: s for s in config.servers},
-            fixes.finding(open_database(), incident.stored_id) if config.directory else None)
+            fixes.finding(open_database(), incident.stored_id) if config.directory else None,
+            directory=config.directory is not None)
         respond(text=text, blocks=blocks, response_type="ephemeral", replace_original=False)
     return show_fix

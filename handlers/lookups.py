@@ -12,13 +12,14 @@ from functools import partial
 from bot.core.config import Config, ServerConfig
 from bot.core.model import Incident, Sighting, incident_key
 from bot.engine.summary import unwatched
+from bot.exchange.advice import advise
 from bot.exchange.diagnosis import diagnose, diagnose_incident
 from bot.exchange.remediation import (
     UnsafeValueError,
     check_value,
     connector_identity,
-    fix_for,
     likely_submission_connector,
+    list_connectors_command,
     short_server_name,
 )
 from bot.slack import replies
@@ -45,7 +46,7 @@ DEFAULT_LIMIT = 20
 #: More than this is a report, not a chat answer; --since or an account narrows it.
 MAX_LIMIT = 100
 #: Servers and candidates `fix` lists, so the answer fits one message.
-FIX_SERVERS = 20
+FIX_SERVERS = 10     # each takes up to four blocks (candidates, listing, advice, commands)
 FIX_CANDIDATES = 5
 HOME_INCIDENTS = 40
 
@@ -95,8 +96,10 @@ def show_incident(req: Request, args: list[str]) -> Reply:
     incident = _incident(req, args[0])
     servers = {s.name: s for s in req.config.servers}
     finding = fixes.finding(req.db, incident.stored_id) if req.config.directory else None
+    diagnoses = diagnose_incident(incident, servers, finding,
+                                  directory=req.config.directory is not None)
     text, blocks = replies.show_view(queries.incident_detail(req.db, incident, req.now), req.now,
-                                   diagnose_incident(incident, servers), finding=finding)
+                                   diagnoses, finding=finding)
     return Reply(text, blocks)
 
 
@@ -183,7 +186,8 @@ def _diagnosed(req: Request, account: str, event_id: int, server: str | None,
         hosts[server] = connector.partition("\\")[0].strip()
     configured = {s.name: s for s in req.config.servers}
     return replies.diagnosed_blocks(diagnose(account, sightings, hosts, configured,
-                                           typed=connector is not None), account)
+                                             typed=connector is not None,
+                                             directory=req.config.directory is not None))
 
 
 def _refuse_unsafe(value: str, what: str) -> None:
@@ -234,13 +238,18 @@ def _server_fix(req: Request, account: str, name: str, cfg: ServerConfig | None,
     if guess:
         add(guess, "guess")
     # A hostile name in an event gets no command, and is never ranked first: say why instead.
-    fixes = [(c, _safely(partial(fix_for, account, host, connector=c.connector), refusals))
-             for c in candidates]
-    safe = [(c, f) for c, f in fixes if f]
-    return replies.ServerFix(name, host, [c for c, _ in safe][:FIX_CANDIDATES],
-                           safe[0][1] if safe else None,
-                           hidden=max(0, len(safe) - FIX_CANDIDATES),
-                           refusals=list(dict.fromkeys(refusals)))  # each reason once
+    safe = [c for c in candidates
+            if _safely(partial(connector_identity, host, c.connector), refusals)]
+    advice = None
+    if safe:
+        advice = advise(1018, account, host, safe[0].connector,
+                        version=cfg.version if cfg else None,
+                        role=cfg.role if cfg else None,
+                        directory=req.config.directory is not None)
+    return replies.ServerFix(name, host, safe[:FIX_CANDIDATES], advice,
+                             _safely(partial(list_connectors_command, host), refusals),
+                             hidden=max(0, len(safe) - FIX_CANDIDATES),
+                             refusals=list(dict.fromkeys(refusals)))  # each reason once
 
 
 def _safely(make, refusals: list[str]):

@@ -728,6 +728,9 @@ def demo_stream(now: datetime | None = None, *, seed: int = 1020, hours: float =
     * ``printer@contoso.com`` (UPN form) fails with 1018 on EX01's backend ``Client Proxy EX01``;
     * ``CONTOSO\\jürgen.müller`` (non-ASCII: breaks under codepage 437) fails
       with 1018 on ``Client Frontend EX01``;
+    * ``CONTOSO\\svc-mfp`` (a multifunction printer set up to authenticate on port 25) fails
+      with 1018 on ``Default Frontend EX01``, the internet-facing connector, which offers
+      sign-in but has no ExchangeUsers (DOMAIN.md section 6): the fix is port 587, not a grant;
     * 1035 brute-force noise and unrelated events from other providers on both
       servers (the bot must not report them);
     * two scanner events 30 hours old, outside a 24 h first-poll look-back.
@@ -770,6 +773,9 @@ def demo_stream(now: datetime | None = None, *, seed: int = 1020, hours: float =
     for _ in range(30):
         provider, event_id, data = rng.choice(NOISE_EVENTS)
         add(rng.choice(["EX01", "EX02"]), provider, event_id, data, at(rng.random()))
+    # Drawn after the noise, so every event above keeps its time and server.
+    for _ in range(6):  # the printer on port 25: Default Frontend is a Front End connector
+        add("EX01", fe, 1018, ["CONTOSO\\svc-mfp", "Default Frontend EX01"], at(rng.random()))
 
     out.sort(key=lambda e: (e.time, e.server))
     return out

@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 import pytest
 
 from bot.core.findings import ConnectorFact, Finding
+from bot.directory.adcheck import deciding_entry
 from bot.directory.reader import Principal, Right
 from bot.directory.secdesc import Ace
 from bot.exchange import advice as adv
@@ -23,8 +24,6 @@ from bot.exchange.advice import (
     classify_account,
     classify_connector,
     honest_verify_command,
-    permission_groups_command,
-    verdict_from_right,
 )
 from bot.exchange.remediation import SUBMIT_RIGHT, UnsafeValueError
 from tests.pwsh_parse import DEFAULT_SWITCHES, Command, parse_pipeline
@@ -130,8 +129,10 @@ def build(version: str, conn: str, acct: str, found: str, event: int = 1018,
 
 def expected_cause(version: str, conn: str, acct: str, found: str, event: int = 1018) -> str:
     """The precedence the issue asks for, as a table reads it."""
-    # the directory tells RID 500; a SID string tells it by itself
-    builtin = acct == "guest_sid" or (acct == "builtin" and found != "none")
+    # the directory tells RID 500; a SID string tells it by itself. An Edge server's accounts
+    # are its own (AD LDS): what Active Directory says of a namesake does not count there.
+    edge = KIND[(conn, version)] == adv.EDGE
+    builtin = acct == "guest_sid" or (acct == "builtin" and found != "none" and not edge)
     if event == 1020:
         return adv.BUILTIN if builtin or version != "2010" else adv.LEGACY_1020
     if builtin:
@@ -284,20 +285,23 @@ def test_on_2010_the_587_connector_is_client_srv():
     assert a.connector_kind.source == "directory" and a.connector_kind.role == "HubTransport"
 
 
-def test_custom_connector_permission_groups_from_the_directory():
+def test_custom_connector_gets_exchange_users_added_to_the_groups_it_has():
     a = build("2019", "relay_dir", "ordinary", "not granted")
     add = a.fixes[1]
+    each = ("Get-ReceiveConnector -Identity 'EX01\\Relay Scanners' | ForEach-Object { "
+            "Set-ReceiveConnector -Identity 'EX01\\Relay Scanners' -PermissionGroups ")
     assert [s.command for s in add.steps] == [
         "Get-ReceiveConnector -Identity 'EX01\\Relay Scanners' | Format-List Identity,Enabled,"
         "Bindings,RemoteIPRanges,PermissionGroups,AuthMechanism,TransportRole",
-        "Set-ReceiveConnector -Identity 'EX01\\Relay Scanners' -PermissionGroups "
-        "'AnonymousUsers, ExchangeUsers' -WhatIf",
-        "Set-ReceiveConnector -Identity 'EX01\\Relay Scanners' -PermissionGroups "
-        "'AnonymousUsers, ExchangeUsers'",
-        "Set-ReceiveConnector -Identity 'EX01\\Relay Scanners' -PermissionGroups "
-        "'AnonymousUsers'"]
-    assert not add.steps[0].changes and "should read AnonymousUsers" in add.steps[0].comment
-    assert add.steps[3].comment.startswith("undo")
+        each + '"$($_.PermissionGroups), ExchangeUsers" -WhatIf }',
+        each + '"$($_.PermissionGroups), ExchangeUsers" }',
+        each + "((@(\"$($_.PermissionGroups)\" -split ',\\s*') -ne 'ExchangeUsers' -join ', ') "
+               "-replace '^$', 'None') }"]
+    # -PermissionGroups replaces the whole list, and the directory cannot see ExchangeServers,
+    # ExchangeLegacyServers or Partners: no command sets a list built from what it showed.
+    assert not any("-PermissionGroups '" in s.command for s in add.steps)
+    assert not add.steps[0].changes and "already lists ExchangeUsers" in add.steps[0].comment
+    assert add.steps[3].comment.startswith("undo, only if the change added it")
     grant = a.fixes[2]
     rights = [s.command.split("-ExtendedRights ")[1].split(" ")[0] for s in grant.steps]
     assert rights == ["'ms-Exch-SMTP-Submit'"] * 3 + ["'ms-Exch-SMTP-Accept-Any-Recipient'"] * 3
@@ -330,8 +334,8 @@ def test_computer_account_no_per_account_grant():
     first = a.fixes[0]
     assert first.steps[0].command == ("Get-ExchangeServer -Identity 'APP01' | Format-List "
                                       "Name,ServerRole")
-    assert first.steps[-2].command == ("Set-ReceiveConnector -Identity 'EX01\\Relay Scanners' "
-                                       "-PermissionGroups 'AnonymousUsers, ExchangeServers'")
+    assert first.steps[-2].command.endswith(
+        "-PermissionGroups \"$($_.PermissionGroups), ExchangeServers\" }")
     assert "ExchangeServers" in first.title and "APP01" in first.title
     assert "RemoteIPRanges" in a.fixes[1].detail or "remote IP ranges" in a.fixes[1].detail
     assert not a.grants and "never the fix" in a.explanation
@@ -480,7 +484,7 @@ def test_an_account_logged_as_a_sid_is_looked_up_by_sid():
     (("AnonymousUsers", "ExchangeUsers"), EVERYWHERE, ALL_AUTH, adv.ADMITS),
     (("AnonymousUsers",), EVERYWHERE, ALL_AUTH, adv.INTERNET_FACING),
     (("AnonymousUsers",), ("0.0.0.0/0",), ("BasicAuth",), adv.INTERNET_FACING),
-    (("AnonymousUsers",), (), ("Integrated",), adv.INTERNET_FACING),   # ranges not told
+    (("AnonymousUsers",), (), ("Integrated",), adv.CUSTOM),   # ranges not told: not proven
     (("AnonymousUsers",), ("10.1.2.3", "10.1.2.0/24"), ALL_AUTH, adv.CUSTOM),
     (("AnonymousUsers",), EVERYWHERE, ("Tls", "ExchangeServer"), adv.CUSTOM),  # no sign-in
     ((), EVERYWHERE, ALL_AUTH, adv.CUSTOM),
@@ -523,19 +527,23 @@ def test_a_fact_without_a_readable_dacl_falls_back_to_the_name():
     assert (got.kind, got.source, got.role) == (adv.ADMITS, "name", "FrontendTransport")
 
 
-def test_verdict_from_the_readers_right():
+def test_the_verdict_names_the_entry_the_directory_found():
     submit = uuid.UUID("a18293f1-0685-4540-aa63-e32df421b3a2")
     ace = Ace(0x06, 0x10, 0x100, GROUP_SID, submit)        # OD, inherited
     right = Right("denied", ace, Principal(GROUP_SID, "No SMTP"), False, "denied ...")
-    assert verdict_from_right(right) == Verdict("denied", "denied ...", "No SMTP", GROUP_SID,
-                                                 False, True, "submit")
+    fact = ConnectorFact("EX01", "Relay", True, right="denied", why="denied ...",
+                         permission_groups=(), **deciding_entry(right))
+    found = Finding("CONTOSO\\a", T0, found=True, rid=1105, connectors=(fact,))
+    a = advise(1018, "CONTOSO\\a", "EX01", "Relay", version="2019", finding=found)
+    assert a.verdict == Verdict("denied", "denied ...", "No SMTP", GROUP_SID, False, True,
+                                "submit")
     every = Right("denied", Ace(0x01, 0, 0x100, "S-1-5-15"), Principal("S-1-5-15", None),
                   False, "x")
-    assert verdict_from_right(every).scope == "extended"
-    assert verdict_from_right(every).trustee == "S-1-5-15"
+    assert deciding_entry(every)["scope"] == "extended"
+    assert deciding_entry(every)["trustee_sid"] == "S-1-5-15"
     generic = Right("denied", Ace(0x01, 0, 0x10000000, "S-1-1-0"), None, False, "x")
-    assert verdict_from_right(generic).scope == "all"
-    assert verdict_from_right(Right("not granted", text="t")) == Verdict("not granted", "t")
+    assert deciding_entry(generic)["scope"] == "all"
+    assert deciding_entry(Right("not granted", text="t")) == {}
 
 
 def test_directory_error_is_an_unknown_verdict():
@@ -567,9 +575,8 @@ def test_a_group_set_receiveconnector_does_not_take_gives_no_change():
 
 
 def test_permission_groups_take_only_exchanges_names():
-    assert permission_groups_command("EX01\\R", []).endswith("-PermissionGroups 'None'")
     with pytest.raises(UnsafeValueError):
-        permission_groups_command("EX01\\R", ["ExchangeUsers'; Remove-Item C:\\"])
+        adv._groups_steps("EX01\\R", (), "ExchangeUsers'; Remove-Item C:\\")
 
 
 # --- hostile names: every argument one literal equal to its input --------------------------------
@@ -648,6 +655,12 @@ SCRIPT_BLOCKS = {
     "{ $_.Translate([System.Security.Principal.SecurityIdentifier]).Value }",
     "{ $_.Translate([System.Security.Principal.NTAccount]).Value }",
 }
+#: -PermissionGroups as the group-change commands build it: the connector's groups when the
+#: command runs, plus or minus one of Exchange's group names (no untrusted text).
+GROUP_EXPRESSIONS = {
+    *(f'"$($_.PermissionGroups), {g}"' for g in adv.PERMISSION_GROUPS),
+    *(f"((@(\"$($_.PermissionGroups)\" -split ',\\s*') -ne '{g}' -join ', ') -replace '^$', "
+      "'None')" for g in adv.PERMISSION_GROUPS)}
 TYPE_NAMES = {"System.Security.Principal.NTAccount",
               "System.Security.Principal.SecurityIdentifier"}
 LITERALS = {"-extendedrights": {SUBMIT_RIGHT, adv.ACCEPT_ANY_RECIPIENT_RIGHT},
@@ -682,6 +695,8 @@ def _check(command: Command) -> list[tuple[str, str]]:
             assert arg is not None and (arg.node_type, arg.text) == ("variable", "$false")
         elif p == "-typename":
             assert arg is not None and arg.text in TYPE_NAMES
+        elif p == "-permissiongroups" and arg is not None and not arg.is_verbatim_literal:
+            assert command.name == "Set-ReceiveConnector" and arg.text in GROUP_EXPRESSIONS
         else:
             assert arg is not None and arg.is_verbatim_literal, (command.name, param, arg)
             assert arg.value is not None
@@ -689,7 +704,12 @@ def _check(command: Command) -> list[tuple[str, str]]:
                 assert arg.value in LITERALS[p]
             out.append((p, arg.value))
     for arg in command.positional:
-        if arg.node_type == "script_block_expression":
+        if arg.node_type == "script_block_expression" and arg.text not in SCRIPT_BLOCKS:
+            # The group change: one Set-ReceiveConnector inside, checked like any command.
+            inner = arg.text.removeprefix("{").removesuffix("}").strip()
+            assert command.name == "ForEach-Object" and inner.startswith("Set-ReceiveConnector ")
+            out += check_command(inner)
+        elif arg.node_type == "script_block_expression":
             assert arg.text in SCRIPT_BLOCKS
         else:
             assert arg.node_type == "bareword_list", (command.name, arg)

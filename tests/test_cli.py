@@ -7,6 +7,14 @@ import subprocess
 
 import pytest
 
+from bot.exchange.advice import (
+    BUILTIN,
+    CAUSES,
+    CUSTOM_NO_USERS,
+    INTERNET_AUTH,
+    SHOULD_ADMIT,
+    advise,
+)
 from tests.conftest import BOT_TOKEN, CHANNEL
 from tests.helpers import ENV, EXE, ROOT, free_port, run_cli, write_config
 
@@ -99,18 +107,21 @@ def test_demo_runs_the_whole_pipeline(tmp_path):
     result = run_cli("demo", "--db", str(tmp_path / "demo.db"), cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     out = result.stdout
-    assert "EX01: 27 new event(s)" in out and "EX02: 23 new event(s)" in out
+    assert "EX01: 33 new event(s)" in out and "EX02: 23 new event(s)" in out
     # A 1020 for the built-in Administrator, its connector named by the event: no grant.
     admin = out[out.index("SMTP submit denied: CONTOSO\\Administrator"):]
     admin = admin[:admin.index("Preview in Block Kit Builder")]
-    assert "A built-in account, refused whatever its rights (event 1020)" in admin
+    assert CAUSES[BUILTIN][0] in admin
     assert "EX01\\Client Frontend EX01 (1020)" in admin and "Add-ADPermission" not in admin
     assert "NTAccount -ArgumentList 'CONTOSO\\Administrator'" in admin
     # Its first post already names EX02 (same first sweep): no "now also seen on EX02" note.
     assert "Servers: EX01, EX02" in admin and "now also seen on EX02" not in out
-    # 1018 on a custom relay connector, and an ordinary account on a default one.
-    assert "EX02\\Relay EX02 is not one of Exchange's default Receive connectors" in out
-    assert "Add-ADPermission -User 'CONTOSO\\jürgen.müller'" in out
+    # 1018 on a custom relay connector, and an ordinary account on a default one (Client
+    # Frontend, meant for signed-in accounts): the cause by connector (bot.exchange.advice).
+    erp = out[out.index("SMTP submit denied: CONTOSO\\app-erp"):]
+    assert CAUSES[CUSTOM_NO_USERS][0] in erp[:erp.index("Preview in Block Kit Builder")]
+    jurgen = out[out.index("SMTP submit denied: CONTOSO\\jürgen.müller"):]
+    assert CAUSES[SHOULD_ADMIT][0] in jurgen[:jurgen.index("Preview in Block Kit Builder")]
     assert "> thread: CONTOSO\\app-erp: now also seen on EX01" in out
     assert "Preview in Block Kit Builder: https://app.slack.com/block-kit-builder/#" in out
     assert "Resolved: CONTOSO\\app-erp" in out
@@ -118,6 +129,22 @@ def test_demo_runs_the_whole_pipeline(tmp_path):
     assert "Storm: 35 accounts refused SMTP submit" in out
     assert "> thread: *25 incidents joined this storm:*" in out
     assert (tmp_path / "demo.db").exists()
+
+
+def test_demo_shows_the_port_25_device_and_its_cause(tmp_path):
+    """CONTOSO\\svc-mfp signs in on Default Frontend EX01 (port 25): its alert names the
+    internet-facing cause and port 587 as the first fix, from bot.exchange.advice."""
+    result = run_cli("demo", "--db", str(tmp_path / "demo.db"), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "CONTOSO\\svc-mfp, a multifunction printer" in out     # the narration says it
+    mfp = out[out.index("SMTP submit denied: CONTOSO\\svc-mfp"):]
+    mfp = mfp[:mfp.index("Preview in Block Kit Builder")]
+    assert "EX01\\Default Frontend EX01 (1018)" in mfp
+    assert CAUSES[INTERNET_AUTH][0] in mfp
+    first_fix = advise(1018, "CONTOSO\\svc-mfp", "EX01", "Default Frontend EX01",
+                       version="2019").fixes[0]
+    assert first_fix.id == "use_587" and first_fix.title in mfp
 
 
 def test_run_in_http_mode_polls_posts_and_stops_cleanly_on_sigterm(tmp_path, logs, winrm, slack):

@@ -13,8 +13,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bot.core.config import ServerConfig
+from bot.core.findings import ConnectorFact, Finding
 from bot.core.model import Incident, Sighting
 from bot.core.names import is_invisible, mixed_script_warning, mixed_script_words
+from bot.exchange import advice
+from bot.exchange.advice import CAUSES
 from bot.exchange.diagnosis import (
     BUILTIN,
     LEGACY_1020,
@@ -27,9 +30,8 @@ from bot.exchange.diagnosis import (
 from bot.exchange.remediation import (
     UnsafeValueError,
     check_value,
-    choose_connector,
+    default_receive_connectors,
     inspect_connector_command,
-    is_default_connector,
     sid_command,
 )
 from bot.slack import alerts
@@ -70,43 +72,47 @@ def test_the_cause_follows_exchanges_code(event_id, version, cause):
     assert cause_of(event_id, version) == cause
 
 
-def test_1018_on_a_default_connector_is_a_grant_there():
+def test_1018_on_the_client_connector_lists_what_decides_before_any_grant():
     [d] = diagnose("CONTOSO\\app", [Sighting(1018, "EX01", "EX01\\Client Frontend EX01")],
                    HOSTS, SERVERS)
-    assert (d.cause, d.servers, d.sid_check) == (NO_SUBMIT, ("EX01",), None)
+    assert (d.cause, d.servers) == (advice.SHOULD_ADMIT, ("EX01",))
     [t] = d.targets
-    assert (t.connector, t.source, t.custom, t.inspect) == (
-        "EX01\\Client Frontend EX01", "event", False, None)
-    assert "Add-ADPermission -User 'CONTOSO\\app'" in t.fix.grant
+    assert (t.connector, t.source) == ("EX01\\Client Frontend EX01", "event")
+    assert [f.id for f in t.advice.fixes] == ["find_deciding_entry", "grant_submit"]
+    grant = t.advice.fixes[1].lines()
+    assert "EX01\\Client Frontend EX01' | Add-ADPermission -User 'CONTOSO\\app'" in "\n".join(grant)
 
 
-def test_1018_on_a_custom_connector_says_why_and_shows_what_it_accepts():
+def test_1018_on_a_custom_connector_says_why_and_stops_signing_in_first():
     [d] = diagnose("CONTOSO\\app", [Sighting(1018, "EX01", "EX01\\Relay Printers")],
                    HOSTS, SERVERS)
+    assert d.cause == advice.CUSTOM_NO_USERS
     [t] = d.targets
-    assert t.custom and t.inspect == inspect_connector_command("EX01\\Relay Printers")
-    blocks = alerts.diagnosis_blocks(d, "CONTOSO\\app")
-    assert "is not one of Exchange's default Receive connectors" in prose(blocks)
-    assert "RemoteIPRanges" in prose(blocks)
+    assert t.advice.fixes[0].id == "stop_authenticating"
+    assert t.advice.fixes[0].steps[0].command == inspect_connector_command("EX01\\Relay Printers")
+    blocks = alerts.diagnosis_blocks(d)
+    assert "not one of Exchange's defaults" in prose(blocks)
+    assert "remote IP ranges caught the device's address" in prose(blocks)
 
 
 def test_1020_on_2016_is_a_built_in_identity_with_no_grant():
     [d] = diagnose("CONTOSO\\Administrator",
                    [Sighting(1020, "EX01", "EX01\\Client Frontend EX01")], HOSTS, SERVERS)
-    assert d.cause == BUILTIN and not d.grants
-    assert d.sid_check == sid_command("CONTOSO\\Administrator")
+    assert d.cause == advice.BUILTIN and not d.grants
+    assert d.advice.identify.command == sid_command("CONTOSO\\Administrator")
     [t] = d.targets
-    assert t.fix is None and t.connector == "EX01\\Client Frontend EX01" and t.source == "event"
-    blocks = alerts.diagnosis_blocks(d, "CONTOSO\\Administrator")
+    assert t.connector == "EX01\\Client Frontend EX01" and t.source == "event"
+    blocks = alerts.diagnosis_blocks(d)
     assert "Add-ADPermission" not in "\n".join(preformatted(blocks))
     assert "Seen on EX01\\Client Frontend EX01" in prose(blocks)
+    assert "inferred from 2013's code" in prose(blocks)          # 2016: said, not hidden
 
 
 def test_1020_on_2010_shows_both_the_documented_grant_and_the_check():
     [d] = diagnose("CONTOSO\\scan", [Sighting(1020, "EX02", "EX02\\Client EX02")], HOSTS, SERVERS)
-    assert d.cause == LEGACY_1020 and d.grants and d.sid_check
-    blocks = alerts.diagnosis_blocks(d, "CONTOSO\\scan")
-    sid, grant = preformatted(blocks)
+    assert d.cause == advice.LEGACY_1020 and d.grants and d.advice.identify
+    blocks = alerts.diagnosis_blocks(d, full=True)
+    sid, grant = preformatted(blocks)[:2]
     assert "NTAccount" in sid and "-Identity 'EX02\\Client EX02' | Add-ADPermission" in grant
     assert "Microsoft's documented fix for 2007/2010" in prose(blocks)
 
@@ -117,15 +123,23 @@ def test_an_account_with_both_events_gets_each_cause_once():
                  Sighting(1018, "EX01", "EX01\\Client Frontend EX01"),
                  Sighting(1020, "EX01", "EX01\\Client Frontend EX01")]
     found = diagnose("CONTOSO\\x", sightings, HOSTS, SERVERS)
-    assert [(d.cause, d.servers) for d in found] == [(NO_SUBMIT, ("EX01",)),
-                                                     (BUILTIN, ("EX03", "EX01"))]
+    assert [(d.cause, d.servers) for d in found] == [(advice.SHOULD_ADMIT, ("EX01",)),
+                                                     (advice.BUILTIN, ("EX03", "EX01"))]
     assert len(found[0].targets) == 1
 
 
-def test_1018_without_a_connector_guesses_and_says_so():
+def test_connectors_of_one_event_kind_with_different_causes_are_told_apart():
+    sightings = [Sighting(1018, "EX01", "EX01\\Default Frontend EX01"),
+                 Sighting(1018, "EX01", "EX01\\Relay Printers")]
+    found = diagnose("CONTOSO\\mfp", sightings, HOSTS, SERVERS)
+    assert [d.cause for d in found] == [advice.INTERNET_AUTH, advice.CUSTOM_NO_USERS]
+
+
+def test_1018_without_a_connector_is_an_unknown_connector_unless_one_is_configured():
     [d] = diagnose("CONTOSO\\x", [Sighting(1018, "EX02", None)], HOSTS, SERVERS)
     [t] = d.targets
-    assert (t.connector, t.source) == ("EX02\\Client EX02", "guess")   # 2010's default
+    assert (d.cause, t.connector, t.source) == (advice.UNKNOWN_CONNECTOR, None, "none")
+    assert not d.grants       # no grant on a connector nobody named
     configured = {"EX02": server("EX02", "2010", "Scanners")}
     [d] = diagnose("CONTOSO\\x", [Sighting(1018, "EX02", None)], HOSTS, configured)
     assert (d.targets[0].connector, d.targets[0].source) == ("EX02\\Scanners", "configured")
@@ -133,22 +147,25 @@ def test_1018_without_a_connector_guesses_and_says_so():
 
 def test_one_bad_connector_name_spoils_only_itself():
     sightings = [Sighting(1018, "EX01", "EX01\\Bad\u200bName"),
-                 Sighting(1018, "EX01", "EX01\\Client Frontend EX01")]
+                 Sighting(1018, "EX01", "EX01\\Relay")]
     [d] = diagnose("CONTOSO\\x", sightings, HOSTS, SERVERS)
     bad, good = d.targets
-    assert bad.fix is None and "zero width space (U+200B)" in bad.refusal
-    assert good.fix is not None
-    blocks = alerts.diagnosis_blocks(d, "CONTOSO\\x")
-    assert "No command for connector EX01\\Bad\\x200bName on EX01" in prose(blocks)
+    assert "zero width space (U+200B)" in bad.advice.refusal
+    assert good.advice.refusal is None
+    blocks = alerts.diagnosis_blocks(d)
+    words = prose(blocks)
+    assert "Connector EX01\\Bad\\x200bName on EX01" in words
+    assert "No command for it: " in words and "zero width space" in words
     [commands] = preformatted(blocks)
-    assert "-Identity 'EX01\\Client Frontend EX01'" in commands and "Bad" not in commands
+    assert "-Identity 'EX01\\Relay'" in commands and "Bad" not in commands
 
 
 def test_an_account_that_cannot_be_quoted_gets_its_reason_and_no_command():
     for event_id in (1018, 1020):
-        [d] = diagnose("CONTOSO\\a\nb", [Sighting(event_id, "EX01", None)], HOSTS, SERVERS)
-        assert "line break" in d.account_refusal and d.sid_check is None
-        blocks = alerts.diagnosis_blocks(d, "CONTOSO\\a\nb")
+        [d] = diagnose("CONTOSO\\a\nb", [Sighting(event_id, "EX01", "EX01\\Relay")], HOSTS,
+                       SERVERS)
+        assert "line break" in d.advice.refusal and d.advice.identify is None
+        blocks = alerts.diagnosis_blocks(d, full=True)
         assert preformatted(blocks) == [] and "No command is shown" in prose(blocks)
 
 
@@ -159,11 +176,65 @@ def test_an_incident_stored_before_sightings_were_kept_is_still_diagnosed():
                    connectors=("EX01\\Relay",), event_ids=(1018,), opened_at=T0)
     assert sightings_of(old) == (Sighting(1018, "EX01", "EX01\\Relay"),
                                  Sighting(1018, "EX03", None))
-    [d] = diagnose_incident(old, SERVERS)
-    assert [t.connector for t in d.targets] == ["EX01\\Relay", "EX03\\Client Frontend EX03"]
+    found = diagnose_incident(old, SERVERS)
+    assert [(d.cause, [t.connector for t in d.targets]) for d in found] == [
+        (advice.CUSTOM_NO_USERS, ["EX01\\Relay"]), (advice.UNKNOWN_CONNECTOR, [None])]
     # A connector whose prefix is no server's still gets its commands (on the first server).
     odd = replace(old, connectors=("\\", "EX01\\Relay"))
     assert Sighting(1018, "EX01", "\\") in sightings_of(odd)
+
+
+def test_the_directory_tells_the_story_and_the_alert_never_contradicts_it():
+    """Granted in the directory although Exchange logged 1018: the Directory line, the
+    diagnosis and the fix agree (no grant), and they say whether events came after."""
+    fact = ConnectorFact("EX01", "Client Frontend EX01", found=True, right="granted",
+                         why="granted", trustee="CONTOSO\\Scanners",
+                         trustee_sid="S-1-5-21-1-2-3-1107", inherited=False,
+                         permission_groups=("ExchangeUsers",), auth=("BasicAuth",))
+    finding = Finding("CONTOSO\\svc", T0 + timedelta(minutes=5), found=True,
+                      sid="S-1-5-21-1-2-3-1200", rid=1200, connectors=(fact,))
+    inc = Incident(id=4, key="contoso\\svc", account="CONTOSO\\svc", status="open",
+                   channel=CHANNEL, first_seen=T0, last_seen=T0 + timedelta(minutes=9),
+                   event_count=5, servers=(("EX01", "EX01"),),
+                   connectors=("EX01\\Client Frontend EX01",), event_ids=(1018,), opened_at=T0)
+    _, blocks = alerts.alert(inc, SERVERS, finding=finding)
+    words = prose(blocks)
+    assert "Submit granted (through CONTOSO\\Scanners)" in words     # the Directory line
+    assert CAUSES[advice.GRANTED_IN_DIRECTORY][0] in words
+    assert "Events were logged after the directory showed the right" in words
+    assert "Add-ADPermission" not in "\n".join(preformatted(alerts.fix_message(
+        inc, SERVERS, finding)[1]))
+    quiet = replace(inc, last_seen=T0 + timedelta(minutes=1))
+    assert "No event has been logged since the directory showed the right" in prose(
+        alerts.alert(quiet, SERVERS, finding=finding)[1])
+
+
+def test_a_deny_the_directory_found_is_removed_not_granted_around():
+    fact = ConnectorFact("EX01", "Client Frontend EX01", found=True, right="denied",
+                         why="denied", trustee="CONTOSO\\NoMail",
+                         trustee_sid="S-1-5-21-1-2-3-1300", inherited=False,
+                         permission_groups=("ExchangeUsers",))
+    finding = Finding("CONTOSO\\svc", T0, found=True, sid="S-1-5-21-1-2-3-1200", rid=1200,
+                      connectors=(fact,))
+    [d] = diagnose("CONTOSO\\svc", [Sighting(1018, "EX01", "EX01\\Client Frontend EX01")],
+                   HOSTS, SERVERS, finding=finding)
+    assert d.cause == advice.DENY_DECIDES and not d.grants
+    assert [f.id for f in d.advice.fixes] == ["remove_deny", "leave_group"]
+    assert ("Remove-ADPermission -User 'S-1-5-21-1-2-3-1300' -ExtendedRights "
+            "'ms-Exch-SMTP-Submit' -Deny" in "\n".join(d.advice.fixes[0].lines()))
+    assert "Submit denied by a Deny entry (for CONTOSO\\NoMail)" in finding.summary()
+
+
+def test_an_edge_server_gets_edge_advice_and_no_directory_verdict():
+    edge = {"EX01": replace(server("EX01", "2019"), role="Edge")}
+    fact = ConnectorFact("EX01", "Default internal receive connector EX01", found=True,
+                         right="granted", why="granted")
+    finding = Finding("EDGE\\svc", T0, found=True, connectors=(fact,))
+    [d] = diagnose("EDGE\\svc", [Sighting(1018, "EX01", "EX01\\Default internal receive "
+                                                        "connector EX01")],
+                   HOSTS, edge, finding=finding)
+    assert d.cause == advice.EDGE_TRANSPORT and d.advice.verdict is None
+    assert "on the Edge Transport server itself" in d.advice.where
 
 
 # --- the commands: every argument one literal equal to the input --------------------------------
@@ -194,15 +265,15 @@ def test_the_inspect_command_is_read_only_and_quotes_the_connector(connector):
 
 def test_every_command_of_every_cause_parses():
     sightings = [Sighting(1018, "EX01", "EX01\\Relay ‘A’"), Sighting(1020, "EX01", None),
-                 Sighting(1020, "EX02", None), Sighting(1018, "EX03", None)]
+                 Sighting(1020, "EX02", "EX02\\Client EX02"), Sighting(1018, "EX03", None),
+                 Sighting(1018, "EX01", "EX01\\Default Frontend EX01"),
+                 Sighting(1018, "EX02", "EX02\\Client EX02")]
     account = "CONTOSO\\O'Brien’s"
     text = []
     for d in diagnose(account, sightings, HOSTS, SERVERS):
-        text += preformatted(alerts.diagnosis_blocks(d, account, whatif=True))
+        text += preformatted(alerts.diagnosis_blocks(d, full=True))
     lines = [line for block in text for line in block.splitlines() if not line.startswith("#")]
-    # 1018 on a custom connector: 4 + what it accepts; 1020 on 2016: the SID; 1020 on 2010: the
-    # SID, 4 and the list (its connector is a guess); 1018 with no connector: 4 and the list.
-    assert len(lines) == 5 + 1 + 6 + 5
+    assert sum("Add-ADPermission" in line for line in lines) >= 6
     for line in lines:
         pipeline = parse_pipeline(line)
         for command in pipeline.commands:
@@ -212,23 +283,17 @@ def test_every_command_of_every_cause_parses():
 
 
 @pytest.mark.parametrize("identity, version, default", [
-    ("EX01\\Client Frontend EX01", "2016", True), ("ex01\\client frontend ex01", "2019", True),
-    ("EX01\\Default EX01", "2016", True), ("EX01\\Client EX01", "2016", False),
-    ("EX01\\Client EX01", "2010", True), ("EX01\\Client EX01", None, True),
-    ("EX01\\Relay EX01", None, False), ("EX01\\Client Frontend EX02", "2016", False),
-    ("Relay", None, False),
+    ("EX01\\Client Frontend EX01", "2016", True), ("EX01\\Default EX01", "2016", True),
+    ("EX01\\Client EX01", "2016", False), ("EX01\\Client Frontend EX01", "2010", False),
+    ("EX01\\Client EX01", "2010", True), ("EX01\\Default Frontend EX01", "2010", False),
+    ("EX01\\Client Frontend EX01", None, True), ("EX01\\Client EX01", None, False),
+    ("EX01\\Relay EX01", "2016", False), ("EX01\\Relay EX01", "2010", False),
+    ("EX01\\Client Frontend EX02", "2016", False),
 ])
 def test_default_connectors_per_version(identity, version, default):
-    assert is_default_connector(identity, version) is default
-
-
-def test_choose_connector_prefers_the_event_then_configuration_then_a_guess():
-    assert choose_connector("EX01", "Relay", "Scanners") == ("EX01\\Relay", "event")
-    assert choose_connector("EX01", None, "Scanners") == ("EX01\\Scanners", "configured")
-    assert choose_connector("EX01.contoso.local", None, None, "2010") == ("EX01\\Client EX01",
-                                                                          "guess")
-    with pytest.raises(UnsafeValueError):
-        choose_connector("EX01", "Re\u2060lay")
+    # A version that is not known is taken to be 2013 or later.
+    defaults = {c.identity for c in default_receive_connectors("EX01.contoso.local", version)}
+    assert (identity in defaults) is default
 
 
 # --- names: invisible characters and look-alike scripts -----------------------------------------
@@ -323,19 +388,19 @@ def test_events_through_the_real_pipeline_get_the_cause_exchange_logged(
     logs["EX02"].append_refusal(1020, "CONTOSO\\scan2010")                 # none named
     sweep(db, config, clock)
     admin = alert_of(slack, "CONTOSO\\Administrator")["blocks"]
-    assert "A built-in account, refused whatever its rights (event 1020) on EX01" in prose(admin)
+    assert f"{CAUSES[advice.BUILTIN][0]} on EX01" in prose(admin)
     assert "EX01\\Client Frontend EX01 (1020)" in prose(admin)       # from the event
     assert "a guess" not in prose(admin)
     assert "Add-ADPermission" not in "\n".join(preformatted(admin))
     erp = alert_of(slack, "CONTOSO\\app-erp")["blocks"]
-    assert "No Submit right on the connector (event 1018)" in prose(erp)
-    assert "-Identity 'EX01\\Relay EX01' | Add-ADPermission" in preformatted(erp)[0]
-    assert "is not one of Exchange's default Receive connectors" in prose(erp)
+    assert CAUSES[advice.CUSTOM_NO_USERS][0] in prose(erp)
+    assert "Get-ReceiveConnector -Identity 'EX01\\Relay EX01' | Format-List" in preformatted(
+        erp)[0]
+    assert "not one of Exchange's defaults" in prose(erp)
     legacy = alert_of(slack, "CONTOSO\\scan2010")["blocks"]
     assert "(event 1020, Exchange 2007/2010) on EX02" in prose(legacy)
-    sid, grant = preformatted(legacy)
-    assert "NTAccount" in sid
-    assert "-Identity 'EX02\\Client EX02'" in grant and "a guess" in prose(legacy)  # 2010's
+    [sid] = preformatted(legacy)          # no connector named: the check; no grant to guess
+    assert "NTAccount" in sid and "Add-ADPermission" not in sid
 
 
 def test_a_first_post_shows_every_server_of_its_first_batch_without_a_thread_note(

@@ -84,3 +84,42 @@ def test_documented_defaults_are_the_real_defaults():
             assert parse_size(shown) == real, (table, key)
         else:
             assert shown == str(real), (table, key)
+
+
+def _section(heading: str) -> str:
+    """The README's text under `## heading`, up to the next `## ` heading."""
+    start = README.index(f"\n## {heading}\n") + len(heading) + 5
+    end = README.find("\n## ", start)
+    return README[start:] if end < 0 else README[start:end]
+
+
+def _table(text: str, header: tuple[str, ...]) -> list[dict[str, str]]:
+    """The rows of the markdown table in `text` whose header row is `header`."""
+    lines = text.splitlines()
+    head = "| " + " | ".join(header) + " |"
+    at = lines.index(head)
+    assert re.fullmatch(r"\|(\s*:?-+:?\s*\|)+", lines[at + 1])
+    rows = []
+    for line in lines[at + 2:]:
+        if not line.startswith("|"):
+            break
+        cells = [c.strip() for c in line.strip().strip("|").split(" | ")]
+        assert len(cells) == len(header), line
+        rows.append(dict(zip(header, cells, strict=True)))
+    return rows
+
+
+def test_the_causes_table_has_one_true_row_per_cause():
+    from bot.exchange.advice import CAUSES
+    rows = _table(_section("How SubmitWatch decides the cause"),
+                  ("Cause", "When", "First fix", "Rests on"))
+    headlines = {headline: cause for cause, (headline, _) in CAUSES.items()}
+    shown = [row["Cause"] for row in rows]
+    assert not set(shown) - set(headlines), f"no such cause: {sorted(set(shown) - set(headlines))}"
+    assert sorted(shown) == sorted(headlines), "every cause exactly once"
+    for row in rows:
+        sources = CAUSES[headlines[row["Cause"]]][1]
+        # The default sources first, as CAUSES lists them; what adds inference after a ';'.
+        assert row["Rests on"].split(";")[0].strip() == ", ".join(sources), row["Cause"]
+        assert all(source in row["Rests on"] for source in sources)
+        assert row["When"] and row["First fix"]

@@ -17,7 +17,7 @@ from store import db as store
 from tests.blocks import preformatted, prose
 from tests.conftest import CHANNEL
 from tests.helpers import BE, ask, bolt_actions, click, sweep
-from tests.samba_ad import LDAPS_URL, PASSWORD, submit_ace, unique
+from tests.samba_ad import PASSWORD, submit_ace, unique
 
 T0 = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
 HOUR = timedelta(hours=1)
@@ -129,7 +129,7 @@ def directory_world(samba_ad, logs, db, make_config, slack, clock):
     dn = samba_ad.add_connector("EX01", name)
     user = samba_ad.add_user(unique("scan"))
     config = make_config(servers=("EX01",), directory={
-        "urls": [LDAPS_URL], "user": "CORP\\reader", "auth": "simple",
+        "urls": [samba_ad.ldaps_url], "user": "CORP\\reader", "auth": "simple",
         "password_env": "DIRECTORY_PASSWORD", "ca_file": str(samba_ad.ca_file)},
         environ={"DIRECTORY_PASSWORD": PASSWORD})
     account = f"CORP\\{user.name}"
@@ -235,7 +235,7 @@ def test_an_incident_being_watched_is_confirmed_never_resolved_as_merely_quiet(
 def test_a_1020_names_no_connector_so_the_loop_watches_the_events_at_once(
         samba_ad, logs, db, make_config, slack, clock):
     config = make_config(servers=("EX01",), directory={
-        "urls": [LDAPS_URL], "user": "CORP\\reader", "auth": "simple",
+        "urls": [samba_ad.ldaps_url], "user": "CORP\\reader", "auth": "simple",
         "password_env": "DIRECTORY_PASSWORD", "ca_file": str(samba_ad.ca_file)},
         environ={"DIRECTORY_PASSWORD": PASSWORD})
     logs["EX01"].append("MSExchangeFrontEndTransport", 1020, ("CORP\\Administrator",))
@@ -246,14 +246,16 @@ def test_a_1020_names_no_connector_so_the_loop_watches_the_events_at_once(
     alert = slack.message(CHANNEL, store.get_incident(db, incident.stored_id).message_ts)
     assert "the domain's built-in Administrator (RID 500)" in prose(alert["blocks"])
     # The 1020's diagnosis is settled as a fact: no SID check to run, no grant to try.
-    assert "The directory settles it" in prose(alert["blocks"])
+    assert "is the domain's built-in Administrator (RID 500)" in prose(alert["blocks"])
+    assert "cannot fix this" in prose(alert["blocks"])
     assert preformatted(alert["blocks"]) == []
     ask(db, config, clock, f"fixed #{incident.id} the scanner has its own account now")
     fixloop.run_checks(db, config, clock)
     assert store.get_incident(db, incident.stored_id).fix_state == "watching"
     sweep(db, config, clock)
-    assert "Nothing to check in the directory for it" in slack.message(
-        CHANNEL, alert["ts"])["replies"][-1]["text"]
+    # A built-in account never "shows the right now": only its events can tell.
+    note = slack.message(CHANNEL, alert["ts"])["replies"][-1]["text"]
+    assert "no right lets one through" in note and "shows the right now" not in note
 
 
 def test_the_right_shows_where_the_connectors_exist_a_gone_one_cannot_hold_the_loop_up():

@@ -3,7 +3,7 @@ and slash-command text can never ping, link, spoof, break out of a code span, in
 PowerShell or break Block Kit; XML bombs and oversized events are refused without harm.
 
 What tests/test_render.py, test_remediation.py, test_lookups.py and test_parse.py already pin with
-fixed examples (and fix_for's own property tests) is not repeated; this file generates input
+fixed examples (and remediation's own property tests) is not repeated; this file generates input
 and runs it through every renderer, the slash commands on a real SQLite file, the outbox's
 thread notes and the App Home.
 
@@ -173,8 +173,13 @@ def check_commands(blocks, *, account: str | None, identities=None, servers=None
     for line in lines:
         pipeline = parse_pipeline(line)     # fails on any error, second statement, stray quote
         for command in pipeline.commands:
-            if command.name.endswith("ADPermission"):
-                assert [p.lower() for p, _ in command.params].count("-user") == 1, line
+            users = [p.lower() for p, _ in command.params].count("-user")
+            if command.name in ("Add-ADPermission", "Remove-ADPermission"):
+                assert users == 1, line
+            elif command.name == "Get-ADPermission":
+                # The read-only listing shows every entry on the connector, whoever it names:
+                # `-User X` would hide grants and Deny entries through X's groups.
+                assert users == 0 and pipeline.names[0] == "Get-ReceiveConnector", line
             if command.name.endswith(("ADPermission", "ReceiveConnector")):
                 assert command.positional == (), line
             for param, arg in command.params:
@@ -193,6 +198,28 @@ def literal_values(blocks, param: str) -> set[str]:
     return {arg.value for line in commands_of(blocks)
             for command in parse_pipeline(line).commands
             for name, arg in command.params if name.lower() == param.lower()}
+
+
+#: Cmdlets that change something; every other command only reads.
+CHANGING = frozenset({"Add-ADPermission", "Remove-ADPermission", "Set-ReceiveConnector",
+                      "Restart-Service"})
+
+
+def connectors_in(blocks) -> tuple[set[str], set[str]]:
+    """The connectors (Get-ReceiveConnector -Identity) the commands name: all of them, and
+    those of commands that change something."""
+    looked: set[str] = set()
+    changed: set[str] = set()
+    for line in commands_of(blocks):
+        pipeline = parse_pipeline(line)
+        for command in pipeline.commands:
+            if command.name != "Get-ReceiveConnector":
+                continue
+            identity = {arg.value for name, arg in command.params if name.lower() == "-identity"}
+            looked |= identity
+            if set(pipeline.names) & CHANGING:
+                changed |= identity
+    return looked, changed
 
 
 def refusable(*values: tuple[str, str]) -> bool:
@@ -275,7 +302,10 @@ def test_renderers_never_let_data_ping_link_or_break_out(account, connector, hos
             assert re.search(r"(account|connector|server) name (contains|is empty|is [\d,]+ "
                              r"characters long|starts with a dot)", str(blocks)), (label, blocks)
         if refusable((account, "account")):
-            assert lines == 0, label
+            # No command takes the account (no grant, no SID check); one that names no account,
+            # such as the listing of a server's connectors when none is known, may stay.
+            assert not literal_values(blocks, "-User"), label
+            assert not literal_values(blocks, "-ArgumentList"), label
         if lines and "\\" in connector and not refusable((connector, "connector")):
             assert connector in literal_values(blocks, "-Identity"), label
 
@@ -438,12 +468,21 @@ def test_slash_commands_notes_and_home_never_let_data_ping_link_or_break_out(
         if lines == 0:  # refused: the person is told why (with the usage, or per connector)
             assert ("Usage: `/submitwatch fix" in text_
                     or text_.startswith("I could not read that: the quote ")
-                    or "No command for connector" in str(blocks)), text_
+                    or "No command is shown: " in str(blocks)
+                    or "No command for it: " in str(blocks)), text_
             continue
         if connector_arg is not None and "\\" in connector_arg:
-            # The grant goes on the connector given; a 1020 alone gets the SID check, no grant.
-            grants = "Add-ADPermission" in "\n".join(commands_of(blocks))
-            assert literal_values(blocks, "-Identity") == ({connector_arg} if grants else set())
+            # Whatever changes a connector changes the one given (a read-only look may go to
+            # another, as port 587's at the client connector); a 1018 there always gets
+            # commands on it, a 1020 alone (2013 and later) no change at all: the SID check.
+            looked, changed = connectors_in(blocks)
+            assert changed <= {connector_arg}, (changed, connector_arg)
+            refused = ("No command for it: " in str(blocks)
+                       or "No command is shown: " in str(blocks))
+            if "(event 1018" in text_ and not refused:
+                assert connector_arg in looked, (looked, connector_arg)
+            else:
+                assert changed == set(), text_
     # Tied to the input itself, not only to the tokenizer: a quoted account arrives exactly.
     quoted = f'fix "{slack_encoded(shown_account)}"'
     if len(quoted) <= MAX_TEXT and not set(shown_account) & set('"\u201c\u201d') and \

@@ -3,6 +3,7 @@ handlers.commands.answer: real SQLite files filled by the pipeline's own functio
 content, hostile text, and Block Kit's limits."""
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 
 import pytest
@@ -244,11 +245,14 @@ def test_show_tells_the_whole_story(db, config, story):
     assert [f["text"] for f in reply.blocks[2]["fields"]] == [
         "*Events*\n21 (IDs 1018, 1020)", "*Servers*\nEX01, EX02",
         f"*First seen*\n{slack_date(at(5, 9))}", f"*Last seen*\n{slack_date(at(6, 8, 6))}"]
-    assert causes.split("\n") == [  # 1018 on EX01, 1020 on EX02 (version not configured)
-        "No Submit right on the connector (event 1018) on EX01: grant this one account "
-        "ms-Exch-SMTP-Submit on the connector the event names.",
-        "A built-in account, refused whatever its rights (event 1020) on EX02: give the device "
-        "or application an account of its own; no permission fixes a built-in identity."]
+    # Each cause with its first fix: the 1018s on EX01's relay (not one of Exchange's default
+    # connectors, no ExchangeUsers): stop signing in, not a grant; the 1020s on EX02 (version not
+    # configured: 2013 and later's rule): a built-in identity, an account of its own.
+    assert causes.split("\n") == [
+        "Signed in on a custom connector without ExchangeUsers (event 1018) on EX01: Stop "
+        "signing in on the device.",
+        "A built-in account, refused whatever its rights on EX02: Give the device or "
+        "application an account of its own."]
     assert groups.split("\n") == [
         "*Events per server and connector*",
         f"• *EX01* · `EX01\\Relay Scanners` · 14 events (1018) · {slack_date(at(5, 9))} → "
@@ -336,10 +340,39 @@ def test_show_with_a_flood_of_everything_stays_within_block_kit_limits(db, confi
 
 # --- fix ----------------------------------------------------------------------------------------
 
+#: Cmdlets that change something; any other command in a reply only reads.
+CHANGING = {"Add-ADPermission", "Remove-ADPermission", "Set-ReceiveConnector", "Restart-Service"}
+LISTING = "# read-only: every Submit, all-rights and Deny entry"
+VERIFY = "# read-only: every Submit, all-rights and Deny entry on the connector, whoever it names"
+WHATIF = "# try it first: changes nothing"
+GRANT = "# grant Submit"
+UNDO = ("# undo, only if the grant added the entry (Add-ADPermission warns that the entry is "
+        "already present when it did not: then leave it)")
+SID_CHECK = "# read-only: the account's SID (-500 = built-in Administrator, -501 = Guest)"
+
+
+def steps(block: str):
+    """A command block as [(comment, parsed command)]: every command stands under its comment."""
+    rows = block.split("\n")
+    assert len(rows) % 2 == 0 and all(row.startswith("# ") for row in rows[::2]), block
+    return [(comment, parse_pipeline(line))
+            for comment, line in zip(rows[::2], rows[1::2], strict=True)]
+
+
 def command(lines: str, after_comment: str):
     """The command that follows a `# comment` line in a preformatted block, parsed."""
     rows = lines.split("\n")
     return parse_pipeline(rows[rows.index(after_comment) + 1])
+
+
+def commands_after(reply, comment: str):
+    """Every command under that `# comment`, in all of the reply's command blocks, parsed."""
+    return [pipeline for block in preformatted(reply) for c, pipeline in steps(block)
+            if c == comment]
+
+
+def read_only(block: str) -> bool:
+    return not any(set(pipeline.names) & CHANGING for _, pipeline in steps(block))
 
 
 def literal(arg):
@@ -347,30 +380,93 @@ def literal(arg):
     return arg.value
 
 
+def assert_submit_grant(block: str, connector: str, account: str):
+    """Dry run, grant and undo of ms-Exch-SMTP-Submit for the account on the connector, each
+    argument one literal equal to the input."""
+    found = steps(block)
+    assert [comment for comment, _ in found] == [WHATIF, GRANT, UNDO]
+    for comment, pipeline in found:
+        assert pipeline.names == ("Get-ReceiveConnector",
+                                  "Remove-ADPermission" if comment == UNDO else "Add-ADPermission")
+        assert literal(pipeline.commands[0].arg("-Identity")) == connector
+        assert literal(pipeline.commands[1].arg("-User")) == account
+        assert literal(pipeline.commands[1].arg("-ExtendedRights")) == "ms-Exch-SMTP-Submit"
+    whatif, grant, undo = (pipeline.commands[1].param_names for _, pipeline in found)
+    assert whatif[-1] == "-WhatIf" and "-WhatIf" not in grant and undo[-1] == "-Confirm"
+
+
+def assert_listing(pipeline, connector: str):
+    """The read-only listing of every entry that can decide Submit on the connector, whoever it
+    names (`Get-ADPermission -User` would hide grants and Deny entries through groups)."""
+    assert pipeline.names == ("Get-ReceiveConnector", "Get-ADPermission", "Where-Object",
+                              "Format-Table")
+    assert literal(pipeline.commands[0].arg("-Identity")) == connector
+    assert pipeline.commands[1].params == () and pipeline.commands[1].positional == ()
+
+
 def test_fix_with_a_connector_gives_the_exact_commands_for_it(db, config):
+    # Client Frontend admits every signed-in account (ExchangeUsers), so something on it decides
+    # against this one: finding that entry comes first (read-only), a grant only after it.
     reply = ask(db, config, "fix CONTOSO\\svc-scanner EX01\\Client Frontend EX01 1018")  # unquoted
-    [commands] = preformatted(reply)
-    comments = [row for row in commands.split("\n") if row.startswith("#")]
-    assert comments == ["# try it first (changes nothing)", "# grant",
-                        "# verify (a Deny entry wins over a grant)", "# undo",
-                        "# list this server's Receive connectors"]
-    assert literal(command(commands, "# list this server's Receive connectors").commands[0]
-                   .arg("-Server")) == "EX01"
-    grant = command(commands, "# grant")
-    assert grant.names == ("Get-ReceiveConnector", "Add-ADPermission")
-    assert literal(grant.commands[0].arg("-Identity")) == FRONTEND
-    assert literal(grant.commands[1].arg("-User")) == SCANNER
-    assert literal(grant.commands[1].arg("-ExtendedRights")) == "ms-Exch-SMTP-Submit"
-    assert command(commands, "# try it first (changes nothing)").commands[1].param_names[-1] \
-        == "-WhatIf"
-    assert command(commands, "# undo").names == ("Get-ReceiveConnector", "Remove-ADPermission")
-    understood, cause, where = sections(reply)
+    understood, cause, where, find, grant_words, verify = sections(reply)
     assert understood == ("Understood: account CONTOSO\\svc-scanner, connector "
                           "EX01\\Client Frontend EX01, event 1018 (you said).")
-    assert cause.startswith("No Submit right on the connector (event 1018) on EX01\n")
-    assert where == "Connector EX01\\Client Frontend EX01 (the connector you gave)"
+    assert cause.startswith(
+        "Refused on a connector meant for signed-in accounts (event 1018) on EX01\n"
+        "The account CONTOSO\\svc-scanner was refused on EX01\\Client Frontend EX01, a connector "
+        "meant for signed-in accounts (ExchangeUsers gives every authenticated account Submit "
+        "there).")
+    assert cause.endswith("\nRests on: Microsoft documentation, Exchange code, inference.")
+    assert where == "Connector EX01\\Client Frontend EX01 on EX01 (the connector you gave)"
+    assert find.startswith("1. Find the entry that decides: In the listing, an entry with Deny "
+                           "True whose User is the account, one of its groups")
+    assert grant_words.startswith("2. Grant Submit to this one account, if the listing shows no "
+                                  "Deny that applies: ")
+    assert verify.startswith("Verify: Get-ADPermission -User shows only entries that name the "
+                             "account itself")
+    listing, grant, check = preformatted(reply)
+    [(comment, pipeline)] = steps(listing)
+    assert comment == LISTING
+    assert_listing(pipeline, FRONTEND)
+    assert_submit_grant(grant, FRONTEND, SCANNER)
+    [(comment, pipeline)] = steps(check)
+    assert comment == VERIFY
+    assert_listing(pipeline, FRONTEND)
     quoted = ask(db, config, "fix 'CONTOSO\\svc-scanner' \"EX01\\Client Frontend EX01\" 1018")
     assert quoted.blocks == reply.blocks
+    assert_inert(reply)
+
+
+def test_fix_on_the_internet_facing_connector_gives_port_587_first(db, config):
+    # Default Frontend takes mail from the internet and has no ExchangeUsers: a device signed in
+    # on port 25. Port 587 first, anonymous second, and the grant last, said to widen it.
+    default = "EX01\\Default Frontend EX01"
+    reply = ask(db, config, f"fix CONTOSO\\svc-scanner '{default}' 1018")
+    understood, cause, where, port, anonymous, widen, verify = sections(reply)
+    assert understood == (f"Understood: account CONTOSO\\svc-scanner, connector {default}, "
+                          "event 1018 (you said).")
+    assert cause.startswith(
+        "Signed in on the internet-facing connector (event 1018) on EX01\n"
+        f"The account CONTOSO\\svc-scanner signed in on {default}, the connector that takes mail "
+        "from the internet")
+    assert where == f"Connector {default} on EX01 (the connector you gave)"
+    assert port.startswith("1. Submit on port 587 with STARTTLS, same account: Set the device to "
+                           "port 587 (connector EX01\\Client Frontend EX01) with STARTTLS and "
+                           "keep its credentials")
+    assert anonymous.startswith("2. Send without signing in on port 25 (internal recipients "
+                                "only): ")
+    assert widen.startswith("3. Grant Submit to this one account on the internet-facing "
+                            "connector (widens the internet-facing connector): Possible, but ")
+    assert verify.startswith("Verify: ")
+    client, grant, check = preformatted(reply)
+    [(comment, pipeline)] = steps(client)       # port 587: only a look at the client connector
+    assert comment == "# read-only: the client submission connector"
+    assert pipeline.names == ("Get-ReceiveConnector", "Format-List")
+    assert literal(pipeline.commands[0].arg("-Identity")) == FRONTEND
+    assert_submit_grant(grant, default, SCANNER)   # the grant: on the connector given
+    [(comment, pipeline)] = steps(check)
+    assert comment == VERIFY
+    assert_listing(pipeline, default)
     assert_inert(reply)
 
 
@@ -378,7 +474,7 @@ def test_fix_splits_words_like_a_shell_and_says_what_it_understood(db, config):
     reply = ask(db, config, "fix \"CONTOSO\\svc scan\" 'EX01\\Client Frontend EX01' 1018")
     assert sections(reply)[0] == ("Understood: account CONTOSO\\svc scan, connector "
                                   "EX01\\Client Frontend EX01, event 1018 (you said).")
-    grant = command(preformatted(reply)[0], "# grant")
+    [grant] = commands_after(reply, GRANT)
     assert literal(grant.commands[1].arg("-User")) == "CONTOSO\\svc scan"   # no quotes in it
     assert literal(grant.commands[0].arg("-Identity")) == FRONTEND
     curly = ask(db, config, "fix “CONTOSO\\svc scan” ‘EX01\\Client Frontend EX01’ 1018")
@@ -412,12 +508,31 @@ def test_fix_reads_the_cause_from_the_stored_events(db, config, world):
 
 def test_fix_on_a_2010_server_for_1020_gives_the_documented_grant_and_the_check(db, config):
     reply = ask(db, config, "fix CONTOSO\\scan 'EX03\\Client EX03' 1020")
-    words = "\n".join(sections(reply))
-    assert "Not authorized to use the server (event 1020, Exchange 2007/2010) on EX03" in words
-    assert "the older versions' code is not public" in words
-    sid, grant = preformatted(reply)
-    assert "NTAccount -ArgumentList 'CONTOSO\\scan'" in sid
-    assert literal(command(grant, "# grant").commands[0].arg("-Identity")) == "EX03\\Client EX03"
+    understood, cause, where, own, grant_words, verify = sections(reply)
+    assert cause.startswith(
+        "Not authorized to use the server (event 1020, Exchange 2007/2010) on EX03\n"
+        "Microsoft documents event 1020 on Exchange 2007 and 2010 as a missing "
+        "ms-Exch-SMTP-Submit right on the Receive connector; their code is not public, and on "
+        "2013 and later 1020 means a built-in identity")
+    assert cause.endswith("\nRests on: Microsoft documentation, inference.")
+    assert where == "Connector EX03\\Client EX03 on EX03 (the connector you gave)"
+    # The check first (a SID ending in -500 or -501 is a built-in account: no grant helps it),
+    # then Microsoft's documented grant on the connector given.
+    assert own.startswith("1. If the SID ends in -500 or -501: give the device an account of "
+                          "its own: ")
+    assert grant_words.startswith("2. If not: Microsoft's documented fix for 2007/2010, grant "
+                                  "Submit on the connector: ")
+    assert verify.startswith("Verify: ")
+    sid, grant, check = preformatted(reply)
+    [(comment, pipeline)] = steps(sid)
+    assert comment == SID_CHECK
+    assert pipeline.names == ("New-Object", "ForEach-Object")
+    assert literal(pipeline.commands[0].arg("-ArgumentList")) == "CONTOSO\\scan"
+    assert_submit_grant(grant, "EX03\\Client EX03", "CONTOSO\\scan")
+    [(comment, pipeline)] = steps(check)
+    assert comment == VERIFY
+    assert_listing(pipeline, "EX03\\Client EX03")
+    assert_inert(reply)
 
 
 def test_fix_without_a_known_cause_says_both(db, config):
@@ -425,9 +540,19 @@ def test_fix_without_a_known_cause_says_both(db, config):
     assert "No stored event of this account says whether it gets 1018 or 1020" in \
         sections(reply)[0]
     words = "\n".join(sections(reply))
-    assert "No Submit right on the connector (event 1018)" in words
-    assert "A built-in account, refused whatever its rights (event 1020) on EX01, EX02" in words
-    assert "(event 1020, Exchange 2007/2010) on EX03" in words
+    assert ("Event 1018: the fix depends on the Receive connector CONTOSO\\never-seen signed in "
+            "on (the internet-facing one on port 25, a relay, or one meant for signed-in "
+            "accounts).") in words
+    # Each server's most likely candidate (EX01's Client Frontend, EX02's configured one, EX03's
+    # Client on 2010) is meant for signed-in accounts: find the entry that decides, no grant.
+    assert words.count("Refused on a connector meant for signed-in accounts (event 1018) on the "
+                       "most likely one. What to do: Find the entry that decides: ") == 3
+    assert "A built-in account, refused whatever its rights on EX01, EX02\n" in words
+    assert "Not authorized to use the server (event 1020, Exchange 2007/2010) on EX03\n" in words
+    # No event names a connector: nothing changes anything, and each 1020 cause has the check.
+    assert preformatted(reply) and all(read_only(block) for block in preformatted(reply))
+    assert [literal(check.commands[0].arg("-ArgumentList"))
+            for check in commands_after(reply, SID_CHECK)] == ["CONTOSO\\never-seen"] * 2
     assert reply.text == "Fix for CONTOSO\\never-seen (event 1018 and 1020)"
     assert_inert(reply)
 
@@ -439,14 +564,29 @@ def test_fix_quotes_hostile_names_and_shows_them_literally(db, config):
     text = (f'fix "{account}" "{connector}" 1018'.replace("&", "&amp;").replace("<", "&lt;")
             .replace(">", "&gt;"))
     reply = ask(db, config, text)
-    commands = preformatted(reply)[0]
-    for comment in ("# try it first (changes nothing)", "# grant",
-                    "# verify (a Deny entry wins over a grant)", "# undo"):
-        pipeline = command(commands, comment)
+    # Not one of Exchange's default connectors: stop signing in first. Every command of every
+    # fix, and the check, is on the connector given and for the account given.
+    relay = "# try it first (only if it must send to other domains): changes nothing"
+    relay_grant = "# grant Accept-Any-Recipient (only if it must send to other domains)"
+    found = [step for block in preformatted(reply) for step in steps(block)]
+    assert [comment for comment, _ in found] == [
+        "# read-only: what the connector accepts",            # 1. stop signing in
+        "# read-only: what the connector accepts",            # 2. add ExchangeUsers
+        WHATIF, GRANT, UNDO, relay, relay_grant, UNDO,        # 3. grant Submit (and relay)
+        VERIFY]
+    for _comment, pipeline in found:
+        assert pipeline.names[0] == "Get-ReceiveConnector"
         assert literal(pipeline.commands[0].arg("-Identity")) == connector
-        assert literal(pipeline.commands[1].arg("-User")) == account
+        if pipeline.names[1] in ("Add-ADPermission", "Remove-ADPermission"):
+            assert literal(pipeline.commands[1].arg("-User")) == account
+    assert [literal(pipeline.commands[1].arg("-ExtendedRights")) for comment, pipeline in found
+            if comment in (GRANT, relay_grant)] == ["ms-Exch-SMTP-Submit",
+                                                    "ms-Exch-SMTP-Accept-Any-Recipient"]
     assert sections(reply)[0] == (f"Understood: account {account}, connector {connector}, "
                                   "event 1018 (you said).")
+    assert sections(reply)[1].startswith("Signed in on a custom connector without ExchangeUsers "
+                                         "(event 1018) on EX01\n")
+    assert sections(reply)[3].startswith("1. Stop signing in on the device: ")
     names = [e["text"] for e in blocks.rich_elements(reply.blocks) if e["type"] == "text"]
     assert account in names and connector in names   # literal text elements, never mrkdwn
     assert_inert(reply)
@@ -479,17 +619,30 @@ def test_fix_refuses_in_words(db, config, text, error):
 
 def test_fix_gives_one_bad_connector_its_reason_and_keeps_the_others(db, config):
     reply = ask(db, config, "fix CONTOSO\\a EX01\\Relay\x1bX 1018")
-    [cause, refused] = sections(reply)[1:]
-    assert refused.startswith("No command for connector EX01\\Relay\\x1bX on EX01: connector "
-                              "name contains an escape character (U+001B) at position 11")
+    words = sections(reply)
+    assert words[1].startswith("Signed in on a custom connector without ExchangeUsers (event "
+                               "1018) on EX01\nThe account CONTOSO\\a signed in on "
+                               "EX01\\Relay\\x1bX, ")
+    assert words[2] == ("No command is shown: connector name contains an escape character "
+                        "(U+001B) at position 11; Receive connector names never contain control "
+                        "characters or line breaks, so SubmitWatch will not put it in a command")
+    # The rest of the advice stays: every fix, in words, in its order.
+    assert [w.split(": ")[0] for w in words if re.match(r"\d\. ", w)] == [
+        "1. Stop signing in on the device",
+        "2. Add ExchangeUsers to this connector, if signed-in submission is what it is for",
+        "3. Grant Submit to this one account, and Accept-Any-Recipient if it must reach other "
+        "domains"]
     assert preformatted(reply) == []
+    assert_inert(reply)
 
 
 def test_fix_without_a_connector_lists_the_candidates_on_every_server(db, config, world):
     _, ids = world
     reply = ask(db, config, "fix contoso\\SVC-SCANNER 1018")
-    understood, intro, ex01, ex02, ex03 = sections(reply)
+    understood, intro, ex01, ex01_advice, ex02, ex02_advice, ex03, ex03_advice = sections(reply)
     assert understood == "Understood: account contoso\\SVC-SCANNER, event 1018 (you said)."
+    assert intro.startswith("Event 1018: the fix depends on the Receive connector "
+                            "contoso\\SVC-SCANNER signed in on ")           # the account as typed
     assert intro.endswith(f"Its newest incident is #{ids[SCANNER]} (resolved, last event "
                           "2026-03-06 08:06 UTC).")
     assert ex01.split("\n") == [
@@ -508,15 +661,30 @@ def test_fix_without_a_connector_lists_the_candidates_on_every_server(db, config
         "• most likely: EX03\\Client EX03: not named by any event: the usual client submission "
         "connector, a guess",
     ]
-    first, second, third = preformatted(reply)
-    for block, connector, server in ((first, RELAY, "EX01"),
-                                     (second, "EX02\\Client Frontend EX02", "EX02"),
-                                     (third, "EX03\\Client EX03", "EX03")):
-        grant = command(block, "# grant on the most likely one")
-        assert literal(grant.commands[0].arg("-Identity")) == connector
-        assert literal(grant.commands[1].arg("-User")) == "contoso\\SVC-SCANNER"  # as typed
-        listing = command(block, f"# list {server}'s Receive connectors")
-        assert literal(listing.commands[0].arg("-Server")) == server
+    # The most likely candidate's advice by its kind, never a grant first: EX01's relay is not
+    # one of Exchange's defaults (stop signing in); Client Frontend EX02 and 2010's Client EX03
+    # are meant for signed-in accounts (find the entry that decides).
+    assert ex01_advice.startswith("Signed in on a custom connector without ExchangeUsers (event "
+                                  "1018) on the most likely one. What to do: Stop signing in on "
+                                  "the device: ")
+    for advice in (ex02_advice, ex03_advice):
+        assert advice.startswith("Refused on a connector meant for signed-in accounts (event "
+                                 "1018) on the most likely one. What to do: Find the entry that "
+                                 "decides: ")
+    commands = preformatted(reply)
+    assert len(commands) == 6
+    for n, (connector, server, first) in enumerate((
+            (RELAY, "EX01", "# read-only: what the connector accepts"),
+            ("EX02\\Client Frontend EX02", "EX02", LISTING),
+            ("EX03\\Client EX03", "EX03", LISTING))):
+        listing, advice = commands[2 * n], commands[2 * n + 1]
+        [(comment, pipeline)] = steps(listing)
+        assert comment == f"# read-only: {server}'s Receive connectors"
+        assert pipeline.names == ("Get-ReceiveConnector", "Format-Table")
+        assert literal(pipeline.commands[0].arg("-Server")) == server
+        [(comment, pipeline)] = steps(advice)
+        assert comment == first and read_only(advice)
+        assert literal(pipeline.commands[0].arg("-Identity")) == connector
     assert reply.text == "Fix for contoso\\SVC-SCANNER (event 1018)"
     assert_inert(reply)
 
@@ -553,12 +721,19 @@ def test_fix_on_many_servers_is_cut_and_says_so(db):
     feed.ingest([feed.event(f"CONTOSO\\user{n}", NOW, server="EX00",
                             connector=f"EX00\\{n:02d} Relay {'&' * 90}") for n in range(12)], NOW)
     reply = ask(db, config, "fix CONTOSO\\svc-scanner 1018")
-    assert contexts(reply) == ["5 more server(s) not shown."]
-    ex00 = sections(reply)[2].split("\n")
+    assert_inert(reply)
+    words = sections(reply)
+    ex00 = words[2].split("\n")
     # The first ten connectors seen there (by name) and the guess: five shown, six not.
     assert [line.split(": ")[1][5:7] for line in ex00[1:6]] == ["00", "01", "02", "03", "04"]
     assert ex00[6:] == ["• and 6 more candidate(s) not shown"]
-    assert_inert(reply)
+    # Whole servers, in order, each with its listing and its advice's first commands; the ones
+    # left out are counted.
+    shown = [w.split(" ")[0] for w in words if re.match(r"EX\d\d \(Exchange host EX\d\d\)", w)]
+    assert shown == [f"EX{n:02d}" for n in range(len(shown))] and 0 < len(shown) < 25
+    assert contexts(reply) == [f"{25 - len(shown)} more server(s) not shown."]
+    assert len(preformatted(reply)) == 2 * len(shown)
+    assert len([w for w in words if "(event 1018) on the most likely one." in w]) == len(shown)
 
 # --- status, servers, snoozes -------------------------------------------------------------------
 

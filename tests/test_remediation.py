@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import ipaddress
 import unicodedata
 
@@ -12,15 +11,20 @@ from hypothesis import strategies as st
 
 from bot.exchange.remediation import (
     MAX_VALUE_LENGTH,
-    Fix,
     UnsafeValueError,
+    check_value,
     connector_identity,
     default_receive_connectors,
-    fix_for,
+    grant_command,
+    inspect_connector_command,
     is_legacy_version,
     likely_submission_connector,
+    list_connectors_command,
     ps_quote,
     short_server_name,
+    sid_command,
+    undo_command,
+    whatif_command,
 )
 from tests.pwsh_parse import (
     PwshParseError,
@@ -31,63 +35,60 @@ from tests.pwsh_parse import (
 
 SMART_QUOTES = ["\u2018", "\u2019", "\u201a", "\u201b"]
 ALL_QUOTES = ["'"] + SMART_QUOTES
-WHERE = "{ $_.ExtendedRights -like '*SMTP-Submit*' }"
+SID_BLOCK = "{ $_.Translate([System.Security.Principal.SecurityIdentifier]).Value }"
+INSPECT_COLUMNS = ("Identity", "Enabled", "Bindings", "RemoteIPRanges", "PermissionGroups",
+                   "AuthMechanism", "TransportRole")
 
 
 # --- exact text ---------------------------------------------------------------------------------
 
 
-def test_exact_commands_for_a_1018_event():
-    fix = fix_for("CONTOSO\\svc-scanner", "EX01.contoso.local", connector="Client Frontend EX01")
-    assert fix.connector == "EX01\\Client Frontend EX01"
-    assert fix.connector_source == "event"
-    assert fix.server == "EX01"
-    assert fix.account == "CONTOSO\\svc-scanner"
-    assert not fix.is_guess
-    assert fix.grant == (
+def test_exact_commands_for_one_account_on_one_connector():
+    identity = connector_identity("EX01.contoso.local", "Client Frontend EX01")
+    assert identity == "EX01\\Client Frontend EX01"
+    account = "CONTOSO\\svc-scanner"
+    grant = grant_command(account, identity)
+    assert grant == (
         "Get-ReceiveConnector -Identity 'EX01\\Client Frontend EX01' | Add-ADPermission"
         " -User 'CONTOSO\\svc-scanner' -ExtendedRights 'ms-Exch-SMTP-Submit'"
     )
-    assert fix.whatif == fix.grant + " -WhatIf"
-    assert fix.verify == (
-        "Get-ReceiveConnector -Identity 'EX01\\Client Frontend EX01' | Get-ADPermission"
-        " -User 'CONTOSO\\svc-scanner' | Where-Object { $_.ExtendedRights -like '*SMTP-Submit*' }"
-        " | Format-Table User,Deny,IsInherited,ExtendedRights"
-    )
-    assert fix.undo == (
+    assert whatif_command(account, identity) == grant + " -WhatIf"
+    assert undo_command(account, identity) == (
         "Get-ReceiveConnector -Identity 'EX01\\Client Frontend EX01' | Remove-ADPermission"
         " -User 'CONTOSO\\svc-scanner' -ExtendedRights 'ms-Exch-SMTP-Submit' -Confirm:$false"
     )
-    assert fix.list_connectors == (
+    assert list_connectors_command("EX01.contoso.local") == (
         "Get-ReceiveConnector -Server 'EX01'"
         " | Format-Table Identity,Bindings,AuthMechanism,PermissionGroups,TransportRole"
     )
-
-
-def test_event_connector_that_is_already_an_identity_is_used_as_is():
-    fix = fix_for("CONTOSO\\svc", "EX01", connector="EX02\\Relay Scanners")
-    assert fix.connector == "EX02\\Relay Scanners"
-    assert fix.grant.startswith("Get-ReceiveConnector -Identity 'EX02\\Relay Scanners' | ")
-
-
-def test_configured_connector():
-    fix = fix_for("svc-mfp@contoso.com", "ex01.contoso.local", configured_connector="Scanners 587")
-    assert fix.connector_source == "configured"
-    assert fix.connector == "ex01\\Scanners 587"
-    assert fix.grant == (
-        "Get-ReceiveConnector -Identity 'ex01\\Scanners 587' | Add-ADPermission"
-        " -User 'svc-mfp@contoso.com' -ExtendedRights 'ms-Exch-SMTP-Submit'"
+    assert inspect_connector_command(identity) == (
+        "Get-ReceiveConnector -Identity 'EX01\\Client Frontend EX01'"
+        " | Format-List Identity,Enabled,Bindings,RemoteIPRanges,PermissionGroups,AuthMechanism,"
+        "TransportRole"
+    )
+    assert sid_command(account) == (
+        "New-Object -TypeName System.Security.Principal.NTAccount -ArgumentList"
+        " 'CONTOSO\\svc-scanner' | ForEach-Object"
+        " { $_.Translate([System.Security.Principal.SecurityIdentifier]).Value }"
     )
 
 
-def test_event_connector_wins_over_configured():
-    fix = fix_for("a", "EX01", connector="Client Frontend EX01", configured_connector="Other")
-    assert (fix.connector, fix.connector_source) == ("EX01\\Client Frontend EX01", "event")
+def test_connector_that_is_already_an_identity_is_used_as_is():
+    identity = connector_identity("EX01", "EX02\\Relay Scanners")
+    assert identity == "EX02\\Relay Scanners"
+    assert grant_command("CONTOSO\\svc", identity).startswith(
+        "Get-ReceiveConnector -Identity 'EX02\\Relay Scanners' | ")
 
 
-def test_empty_event_connector_falls_back():
-    assert fix_for("a", "EX01", connector="", configured_connector="X").connector == "EX01\\X"
-    assert fix_for("a", "EX01", connector=None).connector_source == "guess"
+def test_configured_connector_on_a_lowercase_fqdn_for_a_upn():
+    # A bare connector name from configuration, prefixed with the short server name as given
+    # (case kept).
+    identity = connector_identity("ex01.contoso.local", "Scanners 587")
+    assert identity == "ex01\\Scanners 587"
+    assert grant_command("svc-mfp@contoso.com", identity) == (
+        "Get-ReceiveConnector -Identity 'ex01\\Scanners 587' | Add-ADPermission"
+        " -User 'svc-mfp@contoso.com' -ExtendedRights 'ms-Exch-SMTP-Submit'"
+    )
 
 
 @pytest.mark.parametrize(
@@ -95,30 +96,32 @@ def test_empty_event_connector_falls_back():
     [None, "", "2013", "2016", "2019", "Exchange Server 2019 CU14", "SE", "Subscription Edition",
      "15.2.1544.4", "Version 15.1 (Build 2507.6)", "something else"],
 )
-def test_guess_for_2013_and_later_or_unknown(version):
-    fix = fix_for("CONTOSO\\svc-scanner", "EX01.contoso.local", version=version)
-    assert fix.connector_source == "guess"
-    assert fix.is_guess
-    assert fix.connector == "EX01\\Client Frontend EX01"
-    assert fix.grant == (
+def test_submission_connector_for_2013_and_later_or_unknown(version):
+    assert not is_legacy_version(version)
+    identity = likely_submission_connector("EX01.contoso.local", version)
+    assert identity == "EX01\\Client Frontend EX01"
+    assert grant_command("CONTOSO\\svc-scanner", identity) == (
         "Get-ReceiveConnector -Identity 'EX01\\Client Frontend EX01' | Add-ADPermission"
         " -User 'CONTOSO\\svc-scanner' -ExtendedRights 'ms-Exch-SMTP-Submit'"
     )
-    assert fix.list_connectors.startswith("Get-ReceiveConnector -Server 'EX01' | ")
+    assert ("EX01\\Client Frontend EX01", 587) in [
+        (c.identity, c.port) for c in default_receive_connectors("EX01.contoso.local", version)]
 
 
 @pytest.mark.parametrize(
     "version", ["2010", "2007", "Exchange 2010 SP3", "14.3.123.4", "Version 14.3 (Build 123.4)",
                 "Version 8.3 (Build 83.6)", "8.3.83.6"],
 )
-def test_guess_for_2007_and_2010(version):
+def test_submission_connector_for_2007_and_2010(version):
     assert is_legacy_version(version)
-    fix = fix_for("CONTOSO\\svc-scanner", "EX01.contoso.local", version=version)
-    assert fix.connector == "EX01\\Client EX01"
-    assert fix.grant == (
+    identity = likely_submission_connector("EX01.contoso.local", version)
+    assert identity == "EX01\\Client EX01"
+    assert grant_command("CONTOSO\\svc-scanner", identity) == (
         "Get-ReceiveConnector -Identity 'EX01\\Client EX01' | Add-ADPermission"
         " -User 'CONTOSO\\svc-scanner' -ExtendedRights 'ms-Exch-SMTP-Submit'"
     )
+    assert [(c.identity, c.port) for c in default_receive_connectors("EX01", version)] == [
+        ("EX01\\Default EX01", 25), ("EX01\\Client EX01", 587)]
 
 
 def test_version_numbers_are_not_read_from_inside_other_numbers():
@@ -152,9 +155,9 @@ def test_default_receive_connectors():
 
 
 def test_upn_account():
-    fix = fix_for("scanner@contoso.com", "EX01", connector="Client Frontend EX01")
-    assert "-User 'scanner@contoso.com' " in fix.grant
-    check_fix(fix, "scanner@contoso.com", "EX01\\Client Frontend EX01", "EX01")
+    assert "-User 'scanner@contoso.com' " in grant_command("scanner@contoso.com",
+                                                           "EX01\\Client Frontend EX01")
+    check_commands("scanner@contoso.com", "EX01\\Client Frontend EX01", "EX01")
 
 
 @pytest.mark.parametrize(
@@ -164,22 +167,19 @@ def test_upn_account():
 )
 def test_short_server_name(given, short):
     assert short_server_name(given) == short
+    # and every command that names a server uses that short name
+    assert list_connectors_command(given).startswith(f"Get-ReceiveConnector -Server '{short}' | ")
+    assert connector_identity(given, "Relay") == f"{short}\\Relay"
+    assert likely_submission_connector(given) == f"{short}\\Client Frontend {short}"
+    assert default_receive_connectors(given)[0].identity == f"{short}\\Default Frontend {short}"
 
 
 @pytest.mark.parametrize("bad", ["", "   ", ".", ".contoso.local"])
 def test_short_server_name_refuses_empty(bad):
     with pytest.raises(UnsafeValueError, match="server name"):
         short_server_name(bad)
-
-
-def test_fix_is_frozen():
-    fix = fix_for("a", "EX01")
-    assert isinstance(fix, Fix)
-    with pytest.raises(dataclasses.FrozenInstanceError):
-        fix.grant = "Remove-Item C:\\"  # type: ignore[misc]
-
-
-# --- ps_quote -----------------------------------------------------------------------------------
+    with pytest.raises(UnsafeValueError, match="^server name "):
+        list_connectors_command(bad)
 
 
 @pytest.mark.parametrize("q", ALL_QUOTES)
@@ -247,9 +247,10 @@ HOSTILE = [
 ]
 
 
-def check_fix(fix: Fix, account: str, identity: str, server: str) -> None:
-    """Every command parses cleanly, has exactly the expected commands and parameters, and each
-    untrusted argument is one verbatim literal that PowerShell decodes to the input."""
+def check_commands(account: str, identity: str, server: str) -> None:
+    """Every command built from these values parses cleanly, has exactly the expected commands
+    and parameters, and each untrusted argument is one verbatim literal that PowerShell decodes
+    to the input."""
 
     def literal(arg, expected):
         assert arg is not None and arg.is_verbatim_literal, arg
@@ -261,7 +262,8 @@ def check_fix(fix: Fix, account: str, identity: str, server: str) -> None:
         assert cmd.param_names == ("-Identity",) and cmd.positional == ()
         literal(cmd.arg("-Identity"), identity)
 
-    for text, last in ((fix.grant, ()), (fix.whatif, ("-WhatIf",))):
+    for text, last in ((grant_command(account, identity), ()),
+                       (whatif_command(account, identity), ("-WhatIf",))):
         p = parse_pipeline(text)
         assert p.names == ("Get-ReceiveConnector", "Add-ADPermission")
         get_connector(p.commands[0])
@@ -272,19 +274,7 @@ def check_fix(fix: Fix, account: str, identity: str, server: str) -> None:
         if last:
             assert add.arg("-WhatIf") is None
 
-    p = parse_pipeline(fix.verify)
-    assert p.names == ("Get-ReceiveConnector", "Get-ADPermission", "Where-Object", "Format-Table")
-    get_connector(p.commands[0])
-    assert p.commands[1].param_names == ("-User",) and p.commands[1].positional == ()
-    literal(p.commands[1].arg("-User"), account)
-    (block,) = p.commands[2].positional
-    assert (block.node_type, block.text) == ("script_block_expression", WHERE)
-    assert p.commands[2].params == ()
-    (cols,) = p.commands[3].positional
-    assert cols.node_type == "bareword_list"
-    assert cols.items == ("User", "Deny", "IsInherited", "ExtendedRights")
-
-    p = parse_pipeline(fix.undo)
+    p = parse_pipeline(undo_command(account, identity))
     assert p.names == ("Get-ReceiveConnector", "Remove-ADPermission")
     get_connector(p.commands[0])
     rm = p.commands[1]
@@ -293,7 +283,24 @@ def check_fix(fix: Fix, account: str, identity: str, server: str) -> None:
     literal(rm.arg("-ExtendedRights"), "ms-Exch-SMTP-Submit")
     assert (rm.arg("-Confirm").node_type, rm.arg("-Confirm").text) == ("variable", "$false")
 
-    p = parse_pipeline(fix.list_connectors)
+    p = parse_pipeline(inspect_connector_command(identity))
+    assert p.names == ("Get-ReceiveConnector", "Format-List")
+    get_connector(p.commands[0])
+    (cols,) = p.commands[1].positional
+    assert p.commands[1].params == ()
+    assert (cols.node_type, cols.items) == ("bareword_list", INSPECT_COLUMNS)
+
+    p = parse_pipeline(sid_command(account))
+    assert p.names == ("New-Object", "ForEach-Object")
+    new = p.commands[0]
+    assert new.param_names == ("-TypeName", "-ArgumentList") and new.positional == ()
+    assert new.arg("-TypeName").text == "System.Security.Principal.NTAccount"
+    literal(new.arg("-ArgumentList"), account)
+    (block,) = p.commands[1].positional
+    assert (block.node_type, block.text) == ("script_block_expression", SID_BLOCK)
+    assert p.commands[1].params == ()
+
+    p = parse_pipeline(list_connectors_command(server))
     assert p.names == ("Get-ReceiveConnector", "Format-Table")
     assert p.commands[0].param_names == ("-Server",) and p.commands[0].positional == ()
     literal(p.commands[0].arg("-Server"), server)
@@ -303,36 +310,45 @@ def check_fix(fix: Fix, account: str, identity: str, server: str) -> None:
 
 @pytest.mark.parametrize("name", HOSTILE)
 def test_hostile_account(name):
-    fix = fix_for(name, "EX01.contoso.local", connector="Client Frontend EX01")
-    assert fix.account == name
-    check_fix(fix, name, "EX01\\Client Frontend EX01", "EX01")
+    check_value(name, "account")
+    check_commands(name, "EX01\\Client Frontend EX01", "EX01")
 
 
 @pytest.mark.parametrize("name", HOSTILE)
-def test_hostile_connector_from_event(name):
-    fix = fix_for("CONTOSO\\svc-scanner", "EX01", connector=name)
-    identity = name if "\\" in name else f"EX01\\{name}"
-    assert fix.connector == identity
-    check_fix(fix, "CONTOSO\\svc-scanner", identity, "EX01")
+def test_hostile_connector(name):
+    identity = connector_identity("EX01", name)
+    assert identity == (name if "\\" in name else f"EX01\\{name}")
+    check_commands("CONTOSO\\svc-scanner", identity, "EX01")
 
 
 @pytest.mark.parametrize("name", HOSTILE)
-def test_hostile_configured_connector(name):
-    fix = fix_for(name, "EX01", configured_connector=name)
-    identity = name if "\\" in name else f"EX01\\{name}"
-    check_fix(fix, name, identity, "EX01")
+def test_hostile_account_on_a_hostile_connector(name):
+    identity = connector_identity("EX01.contoso.local", name)
+    assert identity == (name if "\\" in name else f"EX01\\{name}")
+    check_commands(name, identity, "EX01")
 
 
 @pytest.mark.parametrize("name", [n for n in HOSTILE if "." not in n and "\\" not in n and n.strip() == n])
 def test_hostile_server(name):
-    fix = fix_for("CONTOSO\\svc-scanner", name)
-    assert fix.server == name
-    check_fix(fix, "CONTOSO\\svc-scanner", f"{name}\\Client Frontend {name}", name)
+    assert short_server_name(name) == name
+    identity = likely_submission_connector(name)
+    assert identity == f"{name}\\Client Frontend {name}"
+    assert connector_identity(name, "Relay") == f"{name}\\Relay"
+    assert [c.identity for c in default_receive_connectors(name, "2010")] == [
+        f"{name}\\Default {name}", f"{name}\\Client {name}"]
+    check_commands("CONTOSO\\svc-scanner", identity, name)
 
 
 def test_server_with_backslash_is_refused():
-    with pytest.raises(UnsafeValueError, match="server name contains a backslash"):
-        fix_for("a", "CONTOSO\\EX01")
+    message = "^server name contains a backslash"
+    with pytest.raises(UnsafeValueError, match=message):
+        list_connectors_command("CONTOSO\\EX01")
+    with pytest.raises(UnsafeValueError, match=message):
+        likely_submission_connector("CONTOSO\\EX01")
+    with pytest.raises(UnsafeValueError, match=message):
+        connector_identity("CONTOSO\\EX01", "Relay")
+    with pytest.raises(UnsafeValueError, match=message):
+        default_receive_connectors("CONTOSO\\EX01", "2019")
 
 
 @pytest.mark.parametrize("q", ALL_QUOTES)
@@ -340,11 +356,13 @@ def test_long_names_at_the_limit(q):
     account = ("x" + q) * (MAX_VALUE_LENGTH // 2)
     assert len(account) == MAX_VALUE_LENGTH
     name = "c" * (MAX_VALUE_LENGTH - len("EX01\\") - 1) + q
-    fix = fix_for(account, "EX01", connector=name)
-    check_fix(fix, account, "EX01\\" + name, "EX01")
+    identity = connector_identity("EX01", name)
+    assert len(identity) == MAX_VALUE_LENGTH
+    check_commands(account, identity, "EX01")
     all_quotes = q * MAX_VALUE_LENGTH
     assert ps_quote(all_quotes) == "'" + q * (2 * MAX_VALUE_LENGTH) + "'"
-    check_fix(fix_for(all_quotes, "EX01"), all_quotes, "EX01\\Client Frontend EX01", "EX01")
+    check_commands(all_quotes, "EX01\\Client Frontend EX01", "EX01")
+    check_commands("a", all_quotes, "EX01")         # a connector of nothing but quotes, too
 
 
 # --- refusals -----------------------------------------------------------------------------------
@@ -378,11 +396,35 @@ REFUSED_CHARS = [
     ("\uffa0", "an invisible Hangul filler (U+FFA0)"),
 ]
 
+CONNECTOR = "EX01\\Client Frontend EX01"
+# Every function that puts an account, a connector or a server into a command.
+ACCOUNT_COMMANDS = {
+    "grant": lambda account: grant_command(account, CONNECTOR),
+    "whatif": lambda account: whatif_command(account, CONNECTOR),
+    "undo": lambda account: undo_command(account, CONNECTOR),
+    "sid": sid_command,
+    "check_value": lambda account: check_value(account, "account"),
+}
+CONNECTOR_COMMANDS = {
+    "identity": lambda connector: connector_identity("EX01", connector),
+    "grant": lambda connector: grant_command("a", connector),
+    "whatif": lambda connector: whatif_command("a", connector),
+    "undo": lambda connector: undo_command("a", connector),
+    "inspect": inspect_connector_command,
+}
+SERVER_COMMANDS = {
+    "list": list_connectors_command,
+    "identity": lambda server: connector_identity(server, "Relay"),
+    "likely": likely_submission_connector,
+    "defaults": default_receive_connectors,
+}
+
 
 @pytest.mark.parametrize("ch, description", REFUSED_CHARS)
-def test_refused_characters_in_account(ch, description):
+@pytest.mark.parametrize("command", list(ACCOUNT_COMMANDS))
+def test_refused_characters_in_account(ch, description, command):
     with pytest.raises(UnsafeValueError) as err:
-        fix_for(f"CONTOSO\\svc{ch}x", "EX01")
+        ACCOUNT_COMMANDS[command](f"CONTOSO\\svc{ch}x")
     msg = str(err.value)
     assert msg.startswith(f"account name contains {description} at position 12;"), msg
     assert msg.endswith("so SubmitWatch will not put it in a command")
@@ -401,37 +443,54 @@ def test_refusal_message_reads_well():
 
 @pytest.mark.parametrize("ch, description", REFUSED_CHARS)
 def test_refused_characters_in_connector_and_server(ch, description):
-    with pytest.raises(UnsafeValueError, match=r"^connector name contains "):
-        fix_for("a", "EX01", connector=f"Client{ch}Frontend")
-    with pytest.raises(UnsafeValueError, match=r"^connector name contains "):
-        fix_for("a", "EX01", configured_connector=f"Client{ch}Frontend")
-    with pytest.raises(UnsafeValueError, match=r"^server name contains "):
-        fix_for("a", f"EX{ch}01")
+    for name, build in CONNECTOR_COMMANDS.items():
+        for connector in (f"EX01\\Client{ch}Frontend", f"Client{ch}Frontend"):
+            with pytest.raises(UnsafeValueError, match=r"^connector name contains ") as err:
+                build(connector)
+            assert description in str(err.value), name
+    for name, build in SERVER_COMMANDS.items():
+        with pytest.raises(UnsafeValueError, match=r"^server name contains ") as err:
+            build(f"EX{ch}01")
+        assert description in str(err.value), name
 
 
 def test_refusal_message_does_not_echo_the_value():
-    with pytest.raises(UnsafeValueError) as err:
-        fix_for("<!channel> $(Remove-Item C:\\)\n", "EX01")
-    assert "channel" not in str(err.value) and "Remove-Item" not in str(err.value)
+    hostile = "<!channel> $(Remove-Item C:\\)\n"
+    for build in (*ACCOUNT_COMMANDS.values(), *CONNECTOR_COMMANDS.values()):
+        with pytest.raises(UnsafeValueError) as err:
+            build(hostile)
+        assert "channel" not in str(err.value) and "Remove-Item" not in str(err.value)
 
 
 def test_empty_values_are_refused():
-    with pytest.raises(UnsafeValueError, match="^account name is empty"):
-        fix_for("", "EX01")
-    with pytest.raises(UnsafeValueError, match="^server name is empty"):
-        fix_for("a", "")
+    for build in ACCOUNT_COMMANDS.values():
+        with pytest.raises(UnsafeValueError, match="^account name is empty"):
+            build("")
+    for build in CONNECTOR_COMMANDS.values():
+        with pytest.raises(UnsafeValueError, match="^connector name is empty"):
+            build("")
+    for build in SERVER_COMMANDS.values():
+        with pytest.raises(UnsafeValueError, match="^server name is empty"):
+            build("")
     with pytest.raises(UnsafeValueError, match="^value is empty"):
         ps_quote("")
 
 
 def test_over_the_limit_is_refused():
     assert ps_quote("x" * MAX_VALUE_LENGTH)
-    with pytest.raises(UnsafeValueError) as err:
-        fix_for("x" * (MAX_VALUE_LENGTH + 1), "EX01")
-    assert str(err.value).startswith("account name is 1,025 characters long;")
-    assert "1,024" in str(err.value)
+    for build in ACCOUNT_COMMANDS.values():
+        with pytest.raises(UnsafeValueError) as err:
+            build("x" * (MAX_VALUE_LENGTH + 1))
+        assert str(err.value).startswith("account name is 1,025 characters long;")
+        assert "1,024" in str(err.value)
+    for build in CONNECTOR_COMMANDS.values():
+        with pytest.raises(UnsafeValueError, match="^connector name is 1,025 characters long"):
+            build("EX01\\" + "c" * (MAX_VALUE_LENGTH + 1 - len("EX01\\")))
+    # a bare name within the limit that is too long once the server is put in front of it
+    name = "c" * (MAX_VALUE_LENGTH + 1 - len("EX01\\"))
+    check_value(name, "connector")
     with pytest.raises(UnsafeValueError, match="^connector name is 1,025 characters long"):
-        fix_for("a", "EX01", connector="c" * (MAX_VALUE_LENGTH + 1 - len("EX01\\")))
+        connector_identity("EX01", name)
 
 
 def test_unsafe_value_error_is_a_value_error():
@@ -519,18 +578,33 @@ PROP = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCh
 
 
 @PROP
+@given(value=names)
+def test_property_check_value(value):
+    try:
+        check_value(value, "account")
+    except UnsafeValueError as err:
+        assert should_refuse(value)
+        assert err.what == "account" and err.value == value
+        return
+    assert not should_refuse(value)
+    assert parse_pipeline(f"Get-X -User {ps_quote(value)}").commands[0].arg("-User").value == value
+
+
+@PROP
 @given(account=names, connector=names)
 def test_property_account_and_connector(account, connector):
     identity = None
     if connector:
         identity = connector if "\\" in connector else f"EX01\\{connector}"
     try:
-        fix = fix_for(account, "EX01.contoso.local", connector=connector or None)
+        got = connector_identity("EX01.contoso.local", connector) if connector else None
+        check_value(account, "account")
     except UnsafeValueError:
         assert should_refuse(account) or (connector and (should_refuse(connector) or should_refuse(identity)))
         return
+    assert got == identity
     assert not should_refuse(account)
-    check_fix(fix, account, identity or "EX01\\Client Frontend EX01", "EX01")
+    check_commands(account, identity or "EX01\\Client Frontend EX01", "EX01")
 
 
 @PROP
@@ -544,9 +618,14 @@ def test_property_server(server, account):
     except ValueError:
         short = trimmed.split(".")[0]
     try:
-        fix = fix_for(account, server)
+        listing = list_connectors_command(server)
+        identity = likely_submission_connector(server)
+        check_value(account, "account")
     except UnsafeValueError:
         assert should_refuse(account) or short == "" or "\\" in short or should_refuse(short)
         return
-    assert fix.server == short
-    check_fix(fix, account, f"{short}\\Client Frontend {short}", short)
+    assert not (short == "" or "\\" in short or should_refuse(short))
+    assert short_server_name(server) == short
+    assert listing == list_connectors_command(short)
+    assert identity == f"{short}\\Client Frontend {short}"
+    check_commands(account, identity, short)

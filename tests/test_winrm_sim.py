@@ -538,10 +538,11 @@ def test_demo_stream_is_deterministic_and_tells_the_story():
     assert ("EX02", "MSExchangeFrontEndTransport", 1018, "CONTOSO\\app-erp") in accounts
     assert ("EX01", "MSExchangeTransport", 1018, "printer@contoso.com") in accounts
     assert ("EX01", "MSExchangeFrontEndTransport", 1018, "CONTOSO\\jürgen.müller") in accounts
+    assert ("EX01", "MSExchangeFrontEndTransport", 1018, "CONTOSO\\svc-mfp") in accounts
     # Both events carry {account, connector.Name}, the bare name, as Exchange logs them.
     connectors = {ev.data[1] for log in logs.values() for ev in log.query(lookback_query(), now=NOW)}
     assert connectors == {"Client Frontend EX01", "Client Frontend EX02", "Relay EX02",
-                          "Client Proxy EX01"}
+                          "Client Proxy EX01", "Default Frontend EX01"}
     assert all(event_id in (1018, 1020) for _, _, event_id, _ in accounts)
     everything = [ev for log in logs.values() for ev in log.events()]
     assert any(ev.provider not in ("MSExchangeTransport", "MSExchangeFrontEndTransport") for ev in everything)

@@ -51,7 +51,7 @@ KEYS = {
                   "ca_file", "connect_timeout", "read_timeout"},
     "servers": {"name", "url", "username", "transport", "password_env", "validate_certificate",
                 "ca_bundle", "cert_pem", "cert_key_pem", "channel", "submission_connector",
-                "version", "log"},
+                "version", "role", "log"},
 }
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?")
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
@@ -60,6 +60,9 @@ _SIZE_UNITS = {None: 1, "b": 1, "kb": 1024, "kib": 1024, "mb": 1024**2, "mib": 1
                "gb": 1024**3, "gib": 1024**3}
 #: Exchange versions `servers.version` takes (2007/2010 change how a 1020 is explained).
 VERSIONS = ("2007", "2010", "2013", "2016", "2019", "SE")
+#: Server roles `servers.role` takes: an Edge Transport server keeps its connectors in its own
+#: AD LDS, so its advice runs there and no Active Directory check applies.
+ROLES = ("Mailbox", "Edge")
 _SERVER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
 #: Slack IDs as the permissions table takes them: users (U/W), user groups (S), channels (C/G).
 _SLACK_IDS = {"users": (re.compile(r"[UW][A-Z0-9]{2,20}"), "user IDs such as 'U024BE7LH'"),
@@ -183,6 +186,7 @@ class ServerConfig:
     channel: str | None = None
     submission_connector: str | None = None
     version: str | None = None
+    role: str = "Mailbox"      # "Mailbox" (front end and hub) or "Edge" (Edge Transport)
     log: str = "Application"   # the event log read; every event in it is the server's own
 
 
@@ -528,6 +532,7 @@ def _server(raw: Mapping[str, Any], where: str, environ: Mapping[str, str]) -> S
         cert_key_pem=cert_key_pem, channel=_str(raw, f"{where}.channel", None),
         submission_connector=_str(raw, f"{where}.submission_connector", None),
         version=_choice(raw, f"{where}.version", VERSIONS, None),
+        role=_choice(raw, f"{where}.role", ROLES, "Mailbox"),
         log=_log_name(raw, f"{where}.log"),
     )
 

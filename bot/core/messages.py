@@ -95,6 +95,7 @@ class ActionNote:
     finding: str | None = None        # what the directory says now (untrusted names in it)
     seconds: float | None = None      # fix_seen: since marked; confirmed: the quiet window
     directory: bool = False           # fixed: a [directory] will be read; fix_seen: it was
+    builtin: bool = False             # fix_seen: the directory shows a built-in account
 
 
 Note = SpreadNote | ActionNote
@@ -108,7 +109,8 @@ def note_of(detail: Mapping[str, Any]) -> Note:
                           was=detail.get("was"), until=_optional_time(detail.get("until")),
                           reason=detail.get("reason"), scope=detail.get("scope"),
                           finding=detail.get("finding"), seconds=detail.get("seconds"),
-                          directory=bool(detail.get("directory")))
+                          directory=bool(detail.get("directory")),
+                          builtin=bool(detail.get("builtin")))
     return SpreadNote(tuple(detail.get("servers", ())), tuple(detail.get("connectors", ())))
 
 

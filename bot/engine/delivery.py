@@ -420,7 +420,8 @@ def _send_alert(db: Database, sender: SlackSender, row: store.IncidentRow, incid
     text, blocks = alerts.alert(
         incident, {s.name: s for s in config.servers}, snoozes,
         owners=config.route_of(incident).owners,
-        finding=fixes.finding(db, incident.stored_id) if config.directory else None)
+        finding=fixes.finding(db, incident.stored_id) if config.directory else None,
+        directory=config.directory is not None)
     posted: Posted | None = None
     ts: str | None = None            # an update leaves the message's ts and channel as they are
     channel_id: str | None = None

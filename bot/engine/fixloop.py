@@ -128,8 +128,12 @@ def _record(db: Database, incident_id: int, found: Finding, now: datetime) -> No
         return
     before = fixes.finding(db, incident_id)
     state = current.fix_state
-    # Nothing to read (its events named no connector, as a 1020's do): the events decide.
-    new = after_check(state, found.granted or not (found.error or found.connectors))
+    # The events decide when there is nothing to read (no event named a connector) and for a
+    # built-in account, which no right lets through (it shows the right or not, Exchange still
+    # refuses it): only a device set up with another account stops its events.
+    builtin = found.builtin is not None
+    new = after_check(state, (found.granted and not builtin) or builtin
+                      or not (found.error or found.connectors))
     fixes.save_finding(db, incident_id, found, next_check(new or state, now))
     note = None
     if new and fixes.move(db, incident_id, was=state or "", to=new,
@@ -137,7 +141,8 @@ def _record(db: Database, incident_id: int, found: Finding, now: datetime) -> No
         if new == "watching":
             since = (now - current.fixed_at).total_seconds() if current.fixed_at else None
             note = {"action": "fix_seen", "at": store.iso(now), "finding": found.summary(),
-                    "seconds": since, "directory": bool(found.connectors)}
+                    "seconds": since, "directory": bool(found.connectors) and not builtin,
+                    "builtin": builtin}
         else:
             note = {"action": "still_failing", "at": store.iso(now),
                     "finding": found.summary(), "directory": True}

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -69,8 +69,6 @@ __all__ = [
     "classify_account",
     "classify_connector",
     "honest_verify_command",
-    "permission_groups_command",
-    "verdict_from_right",
 ]
 
 ACCEPT_ANY_RECIPIENT_RIGHT = "ms-Exch-SMTP-Accept-Any-Recipient"
@@ -126,7 +124,7 @@ CAUSES: dict[str, tuple[str, tuple[str, ...]]] = {
                    (DOCS, CODE)),
     SERVER_CONNECTOR: ("Signed in on a connector for Exchange servers only (event 1018)",
                        (DOCS, CODE)),
-    COMPUTER_ACCOUNT: ("A computer account signed in (event 1018)", (DOCS, INFERENCE)),
+    COMPUTER_ACCOUNT: ("A computer account signed in (event 1018)", (DOCS, CODE, INFERENCE)),
     DENY_DECIDES: ("A Deny entry decides (event 1018)", (CODE,)),
     GRANTED_IN_DIRECTORY: ("The directory shows the right, Exchange refused (event 1018)",
                            (CODE, INFERENCE)),
@@ -384,18 +382,25 @@ def _kind_from_directory(fact: ConnectorFact,
                              f"the directory shows the ExchangeUsers permission group ({shown})",
                              default)
     named_internet = by_name is not None and by_name[0] == INTERNET_FACING
-    if "AnonymousUsers" in groups and offers and (named_internet or
-                                                  not _restricted(fact.remote_ip_ranges)):
+    every = _takes_every_address(fact.remote_ip_ranges)
+    if "AnonymousUsers" in groups and offers and (named_internet or every):
+        ranges = (" and remote IP ranges that take every address" if every else
+                  ", and its name is the internet-facing default's")
         return ConnectorKind(INTERNET_FACING, "directory", groups, role,
                              f"the directory shows AnonymousUsers without ExchangeUsers ({shown}),"
-                             " sign-in offered, and remote IP ranges that take every address",
-                             default)
+                             f" sign-in offered{ranges}", default)
     if by_name is not None and by_name[0] == SERVERS_ONLY:
         return ConnectorKind(SERVERS_ONLY, "directory", groups, role, by_name[2], default)
     return ConnectorKind(CUSTOM, "directory", groups, role,
                          f"the directory shows no ExchangeUsers permission group ({shown})"
                          + (" and remote IP ranges limited to some addresses"
                             if _restricted(fact.remote_ip_ranges) else ""), default)
+
+
+def _takes_every_address(ranges: Sequence[str]) -> bool:
+    """True only when the directory gave the ranges and one of them takes every address
+    (unknown ranges prove nothing)."""
+    return any(_everything(r) for r in ranges)
 
 
 def _restricted(ranges: Sequence[str]) -> bool:
@@ -421,27 +426,6 @@ def _everything(text: str) -> bool:
 # --- the directory's verdict ---------------------------------------------------------------------
 
 
-def verdict_from_right(right: object) -> Verdict:
-    """A Verdict from bot.directory.reader.Right, naming the entry that decided. Read by
-    attribute (status, text, ace, via, explicit), so bot.exchange needs no import of
-    bot.directory: the caller that holds a Right passes it in."""
-    status = str(getattr(right, "status", "unknown"))
-    text = str(getattr(right, "text", ""))
-    ace = getattr(right, "ace", None)
-    via = getattr(right, "via", None)
-    if ace is None:
-        return Verdict(status, text)
-    sid = getattr(ace, "sid", None)
-    name = getattr(via, "name", None) if via is not None else None
-    object_type = getattr(ace, "object_type", None)
-    mask = int(getattr(ace, "mask", 0))
-    scope = "submit" if object_type is not None else (
-        "all" if mask & 0x10000000 and not mask & 0x100 else "extended")
-    return Verdict(status, text, trustee=name or sid, trustee_sid=sid,
-                   explicit=bool(getattr(right, "explicit", False)),
-                   inherited=bool(getattr(ace, "inherited", False)), scope=scope)
-
-
 def _verdict(finding: Finding | None, fact: ConnectorFact | None) -> Verdict | None:
     if finding is not None and finding.error:
         return Verdict("unknown", f"the directory could not be read: {finding.error}")
@@ -449,7 +433,8 @@ def _verdict(finding: Finding | None, fact: ConnectorFact | None) -> Verdict | N
         return None
     if not fact.found:
         return Verdict("unknown", fact.why or "no such connector in the directory")
-    return Verdict(fact.right, fact.why)
+    return Verdict(fact.right, fact.why, trustee=fact.trustee, trustee_sid=fact.trustee_sid,
+                   explicit=fact.explicit, inherited=fact.inherited, scope=fact.scope)
 
 
 def _fact_for(identity: str | None, finding: Finding | None) -> ConnectorFact | None:
@@ -511,39 +496,32 @@ def _rights_steps(user: str, identity: str, rights: Sequence[str]) -> tuple[Step
     return tuple(steps)
 
 
-def permission_groups_command(identity: str, groups: Iterable[str], *,
-                              whatif: bool = False) -> str:
-    """Set-ReceiveConnector -PermissionGroups with the whole list (it replaces the connector's)
-    as one literal, 'None' for none. Only Exchange's group names are taken."""
-    names = list(dict.fromkeys(groups))
-    unknown = [g for g in names if g not in PERMISSION_GROUPS]
-    if unknown:
-        raise UnsafeValueError("permission group", "is not one of Exchange's permission groups")
-    ordered = [g for g in PERMISSION_GROUPS if g in names]
-    value = ", ".join(ordered) or "None"
-    return (f"Set-ReceiveConnector -Identity {ps_quote(identity, 'connector')} "
-            f"-PermissionGroups {ps_quote(value, 'permission groups')}"
-            + (" -WhatIf" if whatif else ""))
-
-
 def _groups_steps(identity: str, current: tuple[str, ...], add: str) -> tuple[Step, ...]:
-    """Read the groups, then dry run, change and undo of `current` plus `add`; only the
-    read-only look when the directory showed a group Set-ReceiveConnector does not take."""
-    if any(g not in PERMISSION_GROUPS for g in current):
+    """Read the groups, then dry run, change and undo of adding `add` to them.
+
+    -PermissionGroups replaces the whole list, and the directory can show only AnonymousUsers
+    and ExchangeUsers (ExchangeServers, ExchangeLegacyServers and Partners name forest groups):
+    a list built from what it shows would drop those. So the commands read the connector's
+    groups as they are when they run and add (or take away) only `add`. The group name is one
+    of Exchange's own (PERMISSION_GROUPS), never untrusted text."""
+    if add not in PERMISSION_GROUPS:
+        raise UnsafeValueError("permission group", "is not one of Exchange's permission groups")
+    if any(g not in PERMISSION_GROUPS for g in current):   # what the change would keep: unknown
         return (Step("read-only: what the connector accepts", inspect_connector_command(identity),
                      changes=False),)
-    shown = ", ".join(g for g in PERMISSION_GROUPS if g in current) or "None"
-    new = (*current, add)
+    shown = ", ".join(g for g in PERMISSION_GROUPS if g in current) or "neither"
+    connector = ps_quote(identity, "connector")
+    each = f"{_connector(identity)} | ForEach-Object {{ Set-ReceiveConnector -Identity {connector}"
+    added = f'{each} -PermissionGroups "$($_.PermissionGroups), {add}"'
+    taken = (f"{each} -PermissionGroups ((@(\"$($_.PermissionGroups)\" -split ',\\s*') -ne "
+             f"'{add}' -join ', ') -replace '^$', 'None') }}")
     return (
-        Step(f"check first (read-only): PermissionGroups should read {shown}, as the directory "
-             "shows; the change replaces the whole list, and the directory cannot show "
-             "ExchangeServers, ExchangeLegacyServers or Partners: add any of those it lists to "
-             f"both lists below; if it already lists {add}, skip the change",
+        Step(f"check first (read-only): if PermissionGroups already lists {add}, skip the "
+             f"change (of AnonymousUsers and ExchangeUsers the directory showed: {shown})",
              inspect_connector_command(identity), changes=False),
-        Step("try it first: changes nothing",
-             permission_groups_command(identity, new, whatif=True)),
-        Step(f"add {add}", permission_groups_command(identity, new)),
-        Step("undo: the groups it had", permission_groups_command(identity, current)),
+        Step("try it first: changes nothing", f"{added} -WhatIf }}"),
+        Step(f"add {add} to the groups it has", f"{added} }}"),
+        Step(f"undo, only if the change added it: take {add} away again", taken),
     )
 
 
@@ -617,9 +595,9 @@ def advise(event_id: int, account: str, server: str, connector: str | None = Non
 
     `version`: the server's configured Exchange version; `role`: its configured role ("Edge"
     makes every connector an Edge connector). `finding`: the directory's last check of the
-    account (its connector fact for this connector, its SID/RID); `verdict`: a richer verdict for
-    this connector than the fact carries (the deciding entry's trustee, inheritance, scope: see
-    verdict_from_right); `resolved`: the name the directory found for an account Exchange logged
+    account (its connector fact for this connector, with the entry that decided, which
+    bot.directory.adcheck fills in; its SID/RID); `verdict`: overrides the fact's verdict (tests);
+    `resolved`: the name the directory found for an account Exchange logged
     as a SID. `directory`: a [directory] is configured (default: a finding was given).
     `still_failing`: events were logged after the directory showed the right (None: not known).
 
@@ -631,6 +609,8 @@ def advise(event_id: int, account: str, server: str, connector: str | None = Non
     identity, refusal = _identity(server, connector)
     fact = _fact_for(identity, finding)
     kind = classify_connector(identity, version=version, role=role, fact=fact)
+    if kind.kind == EDGE:
+        finding = None   # AD holds nothing about an Edge server's local accounts either
     who = classify_account(account, resolved=resolved,
                            sid=finding.sid if finding is not None and finding.found else None,
                            rid=finding.rid if finding is not None and finding.found else None,
@@ -685,12 +665,22 @@ def _advice(ctx: _Ctx, refusal: str | None = None) -> Advice:
                   connector=ctx.identity, connector_kind=ctx.kind,
                   explanation=explanation,
                   rests_on=tuple(dict.fromkeys(rests)), fixes=tuple(fixes), verify=verify,
-                  verify_note=note, identify=_identify(ctx) if refusal is None else None,
+                  verify_note=note,
+                  identify=_identify(ctx) if refusal is None else _safe_identify(ctx),
                   where=where, verdict=ctx.verdict, refusal=refusal)
 
 
 def _is_2013(version: str | None) -> bool:
     return bool(version and _2013_RE.search(str(version)))
+
+
+def _safe_identify(ctx: _Ctx) -> Step | None:
+    """Who the account is, read-only: it names no connector, so a connector's name that cannot
+    go into a command does not take it away; an account's name that cannot, does."""
+    try:
+        return _identify(ctx)
+    except UnsafeValueError:
+        return None
 
 
 def _identify(ctx: _Ctx) -> Step | None:
@@ -717,8 +707,8 @@ def _verify(ctx: _Ctx) -> tuple[tuple[Step, ...], str]:
     note = ("Get-ADPermission -User shows only entries that name the account itself: not a "
             "grant or a Deny through a group, and not entries for all extended rights. The "
             "listing shows every entry that can decide; Exchange checks the account's token: "
-            "the account, its groups, Everyone, Authenticated Users, NETWORK, This Organization "
-            "and its sIDHistory.")
+            "the account, its groups, Everyone, Authenticated Users, NETWORK, This Organization, "
+            "its sIDHistory and the domain-local groups of the Exchange server's domain.")
     if ctx.edge:
         note += " Run it on the Edge Transport server: its connectors are in its AD LDS."
     elif ctx.directory:
@@ -776,9 +766,12 @@ def _join(*parts: str) -> str:
 
 def _kind_note(ctx: _Ctx) -> str:
     kind = ctx.kind
-    if kind.source == "name":
+    if kind.source == "name" and kind.default:
         return (f"Judged by the connector's name: {kind.reason}; the directory's reading of it "
                 "would show whether it was changed since setup.")
+    if kind.source == "name":
+        return (f"Judged by the connector's name: {kind.reason}; the directory's reading of it "
+                "would show its permission groups and remote IP ranges.")
     if kind.source == "directory":
         return f"{kind.reason[:1].upper()}{kind.reason[1:]}."
     return ""

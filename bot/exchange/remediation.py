@@ -1,12 +1,14 @@
-"""The Exchange Management Shell commands for events 1018 and 1020.
+"""The Exchange Management Shell commands SubmitWatch shows for events 1018 and 1020, their
+quoting, and Exchange's default Receive connectors.
 
-Event 1018 means an account authenticated fine on a Receive connector but its token has no
-``ms-Exch-SMTP-Submit`` extended right there.  The least-privilege fix is to grant that one right
-to that one account on that one connector: grant, a ``-WhatIf`` dry run, verify, undo, the
-command that lists a server's Receive connectors, and one that shows what a (custom) connector
-accepts.  Event 1020 on Exchange 2013 and later means the account is a built-in identity (the
-RID-500 Administrator, Guest, anonymous) that no permission fixes; for it there is the read-only
-command that shows the account's SID (see bot/exchange/diagnosis.py for which applies when).
+The building blocks: granting ``ms-Exch-SMTP-Submit`` to one account on one connector, its
+``-WhatIf`` dry run and its undo; listing a server's Receive connectors; showing what a connector
+accepts; showing an account's SID.  Also the names behind them: a connector's identity
+(``<SRV>\\<name>``), a server's short name, which Exchange versions are 2007/2010, the
+client-submission connector and the Receive connectors setup creates per version.  Which of
+these fixes what, and when (the cause, the connector's kind, what the directory shows), is
+decided in bot/exchange/advice.py, which also checks a grant (``honest_verify_command``: it sees
+entries through groups and a Deny through a group); this module only builds the text.
 
 Every value that came from an event or from configuration (account, connector, server) is
 untrusted text.  It goes into the command only through :func:`ps_quote`, which produces a
@@ -44,17 +46,12 @@ __all__ = [
     "likely_submission_connector",
     "default_receive_connectors",
     "DefaultConnector",
-    "Fix",
-    "choose_connector",
-    "fix_for",
     "grant_command",
     "whatif_command",
-    "verify_command",
     "undo_command",
     "list_connectors_command",
     "inspect_connector_command",
     "sid_command",
-    "is_default_connector",
 ]
 
 #: The longest value ps_quote accepts, in characters.  Exchange names are far shorter
@@ -228,21 +225,6 @@ def connector_identity(server: str, name: str) -> str:
     return identity
 
 
-def is_default_connector(identity: str, version: str | None = None) -> bool:
-    """True when *identity* (``SRV\\Name``) is one Exchange setup creates on that server for
-    *version*; with the version unknown, a default of any version counts (case-insensitive)."""
-    server, _, name = identity.partition("\\")
-    if not name:
-        return False
-    try:
-        versions = [version] if version else ["2010", "2013"]
-        defaults = {c.identity.casefold() for v in versions
-                    for c in default_receive_connectors(server, v)}
-    except UnsafeValueError:
-        return False
-    return identity.casefold() in defaults
-
-
 _YEAR_RE = re.compile(r"(?<!\d)(2007|2010|2013|2016|2019)(?!\d)")
 _BUILD_RE = re.compile(r"(?<![\d.])(8|14|15)\.\d+")
 
@@ -317,12 +299,6 @@ def whatif_command(account: str, connector: str) -> str:
     return grant_command(account, connector) + " -WhatIf"
 
 
-def verify_command(account: str, connector: str) -> str:
-    return (f"{_get_connector(connector)} | Get-ADPermission -User {ps_quote(account, 'account')}"
-            " | Where-Object { $_.ExtendedRights -like '*SMTP-Submit*' }"
-            " | Format-Table User,Deny,IsInherited,ExtendedRights")
-
-
 def undo_command(account: str, connector: str) -> str:
     return (f"{_get_connector(connector)} | Remove-ADPermission "
             f"-User {ps_quote(account, 'account')} -ExtendedRights '{SUBMIT_RIGHT}' "
@@ -349,86 +325,3 @@ def sid_command(account: str) -> str:
     return ("New-Object -TypeName System.Security.Principal.NTAccount -ArgumentList "
             f"{ps_quote(account, 'account')} | ForEach-Object "
             "{ $_.Translate([System.Security.Principal.SecurityIdentifier]).Value }")
-
-
-@dataclass(frozen=True)
-class Fix:
-    """Everything an alert needs to tell an admin how to fix one account on one connector.
-
-    ``connector_source``: "event" (an event named the connector), "typed" (a person gave it to
-    `/submitwatch fix`), "configured" (the admin
-    configured the server's submission connector) or "guess" (the default client-submission
-    connector for the server's version: say so, and show ``list_connectors``).
-    ``server`` is the short server name used in the commands.
-    """
-
-    account: str
-    connector: str
-    connector_source: str
-    server: str
-    grant: str
-    whatif: str
-    verify: str
-    undo: str
-    list_connectors: str
-
-    @property
-    def is_guess(self) -> bool:
-        return self.connector_source == "guess"
-
-
-def command_lines(fix: Fix, *, whatif: bool = False, on: str = "") -> list[str]:
-    """A fix as the lines an admin pastes, each command under a comment: the dry run (when
-    asked), grant, verify, undo. `on` names where, e.g. " on the most likely one"."""
-    lines = [f"# try it first{on} (changes nothing)", fix.whatif] if whatif else []
-    return lines + [f"# grant{on}", fix.grant, "# verify (a Deny entry wins over a grant)",
-                    fix.verify, "# undo", fix.undo]
-
-
-def choose_connector(server: str, connector: str | None = None,
-                     configured_connector: str | None = None,
-                     version: str | None = None) -> tuple[str, str]:
-    """(identity, source) of the connector a fix on *server* belongs on.
-
-    From the event when it named one ("event"), else from configuration ("configured"), else
-    the likely client-submission connector for *version* ("guess"). A bare name
-    (``Client Frontend EX01``) is prefixed with the server (``EX01\\Client Frontend EX01``); one
-    that already holds a backslash is used as is. Raises UnsafeValueError for a name that
-    cannot safely go into a command.
-    """
-    srv = _server(server)
-    if connector:
-        identity, source = connector_identity(srv, connector), "event"
-    elif configured_connector:
-        identity, source = connector_identity(srv, configured_connector), "configured"
-    else:
-        identity, source = likely_submission_connector(srv, version), "guess"
-    check_value(identity, "connector")
-    return identity, source
-
-
-def fix_for(
-    account: str,
-    server: str,
-    connector: str | None = None,
-    configured_connector: str | None = None,
-    version: str | None = None,
-) -> Fix:
-    """The fix for *account* on *server*, on the connector :func:`choose_connector` picks.
-
-    Raises UnsafeValueError when any value cannot safely go into a command.
-    """
-    srv = _server(server)
-    check_value(account, "account")
-    identity, source = choose_connector(srv, connector, configured_connector, version)
-    return Fix(
-        account=account,
-        connector=identity,
-        connector_source=source,
-        server=srv,
-        grant=grant_command(account, identity),
-        whatif=whatif_command(account, identity),
-        verify=verify_command(account, identity),
-        undo=undo_command(account, identity),
-        list_connectors=list_connectors_command(srv),
-    )

@@ -21,16 +21,8 @@ from bot.core.findings import Finding
 from bot.core.messages import ActionNote, BotLate, ServerDown, ServerUp, SpreadNote
 from bot.core.model import Incident, Snooze
 from bot.core.names import is_invisible, mixed_script_warning
-from bot.exchange.diagnosis import (
-    BUILTIN,
-    LEGACY_1020,
-    NO_SUBMIT,
-    Diagnosis,
-    Target,
-    diagnose_incident,
-    sightings_of,
-)
-from bot.exchange.remediation import SUBMIT_RIGHT, command_lines
+from bot.exchange.advice import Advice, Step
+from bot.exchange.diagnosis import Diagnosis, Target, diagnose_incident, sightings_of
 from bot.slack import richtext as rt
 from bot.slack.blocks import (
     HEADER_LIMIT,
@@ -50,18 +42,17 @@ from bot.slack.blocks import (
 )
 from bot.slack.richtext import Part
 from bot.slack.text import (
-    ADVICE,
     FIX_GIVES_EACH,
-    HEADLINES,
     MORE_IN_FIX,
     MORE_PER_CONNECTOR,
     SLASH_FIX_GIVES_EACH,
     TARGET_SOURCE,
-    WHY_BUILTIN,
 )
 
 MAX_FIXES = 3               # connectors with commands per cause in an alert; Show fix: more
-FIX_MOST = 15               # ... in Show fix (each takes two blocks; a message holds 50)
+FIX_MOST = 5                # ... in Show fix (each takes up to 9 blocks; a message holds 50)
+EXPLANATION_LIMIT = 2500    # characters of a cause's explanation (names can make it long)
+DETAIL_LIMIT = 1200         # ... of one fix's detail or verify note
 # Where the rest is, when a message is cut (mrkdwn), and after "N more connector(s)" (plain).
 # The buttons on an alert; handlers.actions listens for these action_ids.
 ACTION_ACK = "submitwatch_ack"
@@ -96,148 +87,127 @@ def chat_state(incident: Incident, snoozes: Iterable[Snooze] = ()) -> list[str]:
 
 # --- the diagnosis: one cause, what it means and what to run --------------------------------------
 
-_SUBMIT = rt.code(SUBMIT_RIGHT)
+def diagnosis_blocks(diagnosis: Diagnosis, *, most: int = MAX_FIXES, full: bool = False,
+                     only: Iterable[Target] | None = None,
+                     more: str | None = None) -> list[dict]:
+    """One cause (bot.exchange.diagnosis): what happened and why, what it rests on, and per
+    connector the fixes in order with their commands.
 
-
-def diagnosis_blocks(diagnosis: Diagnosis, account: str, *, most: int = MAX_FIXES,
-                     whatif: bool = False, only: Iterable[Target] | None = None,
-                     more: str | None = None, builtin: str | None = None) -> list[dict]:
-    """What one cause means, what to do, and its commands.
-
-    With `only` (a thread note about new servers or connectors): the headline and those
-    targets' commands; the alert above it explains the cause. `builtin`: the directory says
-    the account is the domain's built-in "Administrator" or "Guest" (bot.directory.adcheck): a 1020
-    is then settled, said as a fact, with no SID check to run and no grant to try.
+    The alert (`full` False) shows each place's first fix with its commands and names the
+    others; Show fix and `/submitwatch fix` (`full`) show every fix, its commands and how to
+    verify. With `only` (a thread note about new servers or connectors): the headline and those
+    places' first fixes; the alert above it explains the cause.
     """
     targets = list(diagnosis.targets if only is None else only)
+    advice = diagnosis.advice
     if only is not None:
-        return _brief_blocks(diagnosis, account, targets, most)
-    settled = builtin is not None and diagnosis.cause in (BUILTIN, LEGACY_1020)
-    blocks = [rt.rich(*_intro(diagnosis, account, builtin if settled else None))]
-    if settled:
-        if diagnosis.cause == BUILTIN:
-            blocks.append(rt.rich([WHY_BUILTIN]))
+        blocks = [rt.rich(_headline(diagnosis))]
+        for target in targets[:most]:
+            blocks += _place_blocks(target, full=False, others=False)
         return blocks
-    if diagnosis.account_refusal:
-        blocks.append(rt.rich([rt.bold("No command is shown: "), diagnosis.account_refusal]))
-    elif diagnosis.sid_check:
-        blocks.append(rt.preformatted("# read-only: the account's SID (-500 = built-in "
-                                      f"Administrator, -501 = Guest)\n{diagnosis.sid_check}"))
-    if diagnosis.cause == BUILTIN:
-        seen = [t for t in targets if t.source == "event"]
-        line: list[Part] = [WHY_BUILTIN]
+    blocks = [rt.rich(_headline(diagnosis),
+                      [rt.name(advice.explanation, EXPLANATION_LIMIT, strong=False)],
+                      [rt.bold("Rests on: "), ", ".join(advice.rests_on) + "."])]
+    refused = {t.advice.refusal for t in targets}
+    everywhere = None not in refused and len(refused) == 1   # the account's name, say
+    if everywhere:
+        blocks.append(rt.rich([rt.bold("No command is shown: "), advice.refusal or ""]))
+    if advice.identify is not None:
+        blocks.append(rt.preformatted(_step_lines((advice.identify,))))
+    if not any(f.steps for t in targets for f in t.advice.fixes) and (
+            everywhere or refused == {None}):
+        # The fixes name no connector (a built-in account): say them once, then where.
+        blocks += _fix_blocks(advice, full=full, others=not full)
+        seen = [t for t in targets if t.connector and t.source == "event"]
         if seen:
-            line += [" Seen on ", *rt.joined(_connector(t) for t in seen[:most])]
-        blocks.append(rt.rich(line))
+            blocks.append(rt.rich(["Seen on ", *rt.joined(_connector(t) for t in seen[:most])]))
         return blocks
-    if diagnosis.cause == LEGACY_1020:
-        blocks.append(rt.rich([rt.bold("2. If not, Microsoft's documented fix for 2007/2010: "),
-                               "grant ", rt.name(account), " ", _SUBMIT, " on the connector:"]))
     for target in targets[:most]:
-        blocks += _target_blocks(target, whatif=whatif)
+        blocks += _place_blocks(target, full=full, refusal=not everywhere)
     if len(targets) > most:
         blocks.append(rt.rich([f"{len(targets) - most} more connector(s) not shown. " +
                                (more or FIX_GIVES_EACH)]))
     return blocks
 
 
-def _brief_blocks(diagnosis: Diagnosis, account: str, targets: list[Target],
-                  most: int) -> list[dict]:
-    line: list[Part] = [*_headline(diagnosis), ": ", ADVICE[diagnosis.cause]]
-    blocks = [rt.rich(line)]
-    if diagnosis.grants and not diagnosis.account_refusal:
-        for target in targets[:most]:
-            blocks += _target_blocks(target, whatif=False)
-    return blocks
-
-
 def _headline(diagnosis: Diagnosis) -> list[Part]:
     servers = [s for s in diagnosis.servers if s]
-    line: list[Part] = [rt.bold(HEADLINES[diagnosis.cause])]
+    line: list[Part] = [rt.bold(diagnosis.headline)]
     if servers:
         line += [" on ", *rt.joined(rt.name(s, 64, strong=False) for s in servers)]
     return line
-
-
-def _intro(diagnosis: Diagnosis, account: str,
-           builtin: str | None = None) -> list[list[Part]]:
-    who = rt.name(account)
-    lines: list[list[Part]] = [_headline(diagnosis)]
-    if builtin is not None:
-        rid = 500 if builtin == "Administrator" else 501
-        lines += [[rt.bold("The directory settles it: "), who, f" is the domain's built-in "
-                   f"{builtin} (RID {rid}), and Exchange refuses mail submission from built-in "
-                   "identities whatever their permissions. Granting ", _SUBMIT, " cannot fix "
-                   "this."],
-                  [rt.bold("What to do: "), "give the device or application an account of its "
-                   "own and set it up with that one (should that account then get event 1018, "
-                   "grant it the right)."]]
-        return lines
-    if diagnosis.cause == NO_SUBMIT:
-        lines += [[who, " authenticated over SMTP with valid credentials, but neither it nor any "
-                   "of its groups holds ", _SUBMIT, " on the Receive connector it used (a Deny "
-                   "entry wins over any grant), so Exchange refused its mail."],
-                  [rt.bold("What to do: "), "if this account should send mail (a scanner, an "
-                   "application, a service), grant it ", _SUBMIT, " on that connector, for this "
-                   "one account rather than a whole permission group. If it should not, find who "
-                   "uses it: the credentials work. In the Exchange Management Shell:"]]
-    elif diagnosis.cause == BUILTIN:
-        lines += [[who, " authenticated over SMTP with valid credentials, but Exchange refuses "
-                   "mail submission from built-in identities: the domain's built-in "
-                   "Administrator (even renamed), Guest and anonymous, whatever their "
-                   "permissions. Granting ", _SUBMIT, " cannot fix this."],
-                  [rt.bold("What to do: "), "give the device or application an account of its "
-                   "own and set it up with that one (should that account then get event 1018, "
-                   "grant it the right). To confirm first, this read-only command prints the "
-                   "account's SID:"]]
-    else:
-        lines += [["Microsoft documents event 1020 on Exchange 2007 and 2010 as a missing ",
-                   _SUBMIT, " right on the Receive connector; Exchange 2013 and later log it only "
-                   "for built-in identities (the built-in Administrator, even renamed; Guest; "
-                   "anonymous), and the older versions' code is not public. Check both:"],
-                  [rt.bold("1. A built-in account? "), "If the SID ends in -500 or -501, give the "
-                   "device an account of its own: no grant helps."]]
-    return lines
 
 
 def _connector(target: Target) -> dict:
     return rt.name(target.connector or "?", 120)
 
 
-def _target_blocks(target: Target, *, whatif: bool) -> list[dict]:
-    if target.refusal or target.fix is None:
-        return [rt.rich([rt.bold("No command for connector "), _connector(target), " on ",
-                         rt.name(target.server, 64, strong=False), ": ",
-                         target.refusal or "no connector could be named"])]
-    fix = target.fix
-    blocks = [rt.rich(["Connector ", _connector(target), f" ({TARGET_SOURCE[target.source]})"])]
-    lines = command_lines(fix, whatif=whatif)
-    if target.source != "event":
-        lines += ["# list this server's Receive connectors", fix.list_connectors]
-    blocks.append(rt.preformatted("\n".join(lines)))
-    if target.custom and target.inspect:
-        blocks += [rt.rich([_connector(target), " is not one of Exchange's default Receive "
-                            "connectors for this server's version. A custom connector (often a "
-                            "relay connector whose RemoteIPRanges caught this client's address) "
-                            "is the usual reason an ordinary account lands where it has no "
-                            "Submit right. What it accepts, read-only:"]),
-                   rt.preformatted(target.inspect)]
+def _place_blocks(target: Target, *, full: bool, others: bool = True,
+                  refusal: bool = True) -> list[dict]:
+    """Where (the connector and how it is known), then its fixes: in words only, with the
+    reason, when a name there cannot go into a command."""
+    if target.connector:
+        where: list[Part] = ["Connector ", _connector(target), " on ",
+                             rt.name(target.server, 64, strong=False),
+                             f" ({TARGET_SOURCE[target.source]})"]
+    else:
+        where = ["On ", rt.name(target.server, 64), f" ({TARGET_SOURCE[target.source]})"]
+    lines = [where]
+    if refusal and target.advice.refusal:
+        lines.append([rt.bold("No command for it: "), target.advice.refusal])
+    return [rt.rich(*lines), *_fix_blocks(target.advice, full=full, others=others)]
+
+
+def _fix_blocks(advice: Advice, *, full: bool, others: bool) -> list[dict]:
+    """The first fix (the alert) or every fix (Show fix), each with its commands."""
+    blocks: list[dict] = []
+    shown = advice.fixes if full else advice.fixes[:1]
+    for n, remedy in enumerate(shown, 1):
+        label = (f"{n}. " if full and len(advice.fixes) > 1 else "What to do: ")
+        blocks.append(rt.rich([rt.bold(label + remedy.title),
+                               ": " if remedy.detail else "",
+                               rt.name(remedy.detail, DETAIL_LIMIT, strong=False)]))
+        if remedy.steps:
+            blocks.append(rt.preformatted(_step_lines(remedy.steps)))
+    if others and not full and len(advice.fixes) > 1:
+        rest = [f"{n}. {r.title}" for n, r in enumerate(advice.fixes[1:], 2)]
+        blocks.append(rt.rich([rt.bold("Other fixes: "), "; ".join(rest),
+                               ". Show fix gives their commands."]))
+    if full and advice.verify:
+        blocks.append(rt.rich([rt.bold("Verify: "),
+                               rt.name(advice.verify_note, DETAIL_LIMIT, strong=False)]))
+        blocks.append(rt.preformatted(_step_lines(advice.verify)))
     return blocks
 
 
+def _step_lines(steps: Iterable[Step]) -> str:
+    """Commands as an admin pastes them, each under its comment (read-only ones say so)."""
+    lines: list[str] = []
+    for step in steps:
+        lines += [f"# {step.comment}", step.command]
+    return "\n".join(lines)
+
+
 def cause_lines(diagnoses: Iterable[Diagnosis]) -> list[list[Part]]:
-    """One line per cause: what it is, where, and what it calls for (for `show`)."""
-    return [[*_headline(d), ": ", ADVICE[d.cause]] for d in diagnoses]
+    """One line per cause: what it is, where, and its first fix (for `show`)."""
+    lines = []
+    for d in diagnoses:
+        first = d.advice.fixes[0].title if d.advice.fixes else "see Show fix"
+        lines.append([*_headline(d), ": ", first, "."])
+    return lines
 
 
 # --- the alert ------------------------------------------------------------------------------------
 
 def alert(incident: Incident, servers: Mapping[str, ServerConfig],
           snoozes: Iterable[Snooze] = (), owners: Iterable[str] = (),
-          finding: Finding | None = None) -> tuple[str, list[dict]]:
+          finding: Finding | None = None,
+          directory: bool | None = None) -> tuple[str, list[dict]]:
     """The living alert message for an incident: (fallback text, blocks). `owners`: its
     route's (configuration only: never built from event data), named while it is open.
-    `finding`: the last directory check (bot.directory.adcheck), shown as its Directory line."""
+    `finding`: the last directory check (bot.directory.adcheck), shown as its Directory line
+    and telling the diagnosis; `directory`: a [directory] is configured (default: a finding
+    was given)."""
     account = show(incident.account)
     resolved = incident.status == "resolved"
     confirmed = incident.fix_state == "confirmed"
@@ -266,9 +236,8 @@ def alert(incident: Incident, servers: Mapping[str, ServerConfig],
             "; resolved ", rt.date(incident.resolved_at or incident.last_seen),
             ". A new event opens a new alert."]))
     elif not resolved:
-        builtin = finding.builtin if finding is not None else None
-        for diagnosis in diagnose_incident(incident, servers):
-            blocks += diagnosis_blocks(diagnosis, incident.account, builtin=builtin)
+        for diagnosis in diagnose_incident(incident, servers, finding, directory=directory):
+            blocks += diagnosis_blocks(diagnosis)
     blocks.append(rt.rich(*facts(incident)))
     if not resolved:
         blocks.append(_buttons(incident, snoozed=bool(snoozes)))
@@ -317,7 +286,8 @@ def directory_blocks(finding: Finding) -> list[dict]:
                                                                           strong=False)]
         if fact.found:
             line += [f" · {'enabled' if fact.enabled is not False else 'DISABLED'}",
-                     f" · role {fact.role or 'unset'} · auth {', '.join(fact.auth) or 'none'}",
+                     f" · role {fact.role or 'HubTransport (unset)'}",
+                     f" · auth {', '.join(fact.auth) or 'none'}",
                      " · bindings ", rt.name(", ".join(fact.bindings[:4]) or "none", 200,
                                              strong=False)]
         lines.append(line)
@@ -358,7 +328,8 @@ def facts(incident: Incident) -> list[list[Part]]:
 
 
 def fix_message(incident: Incident, servers: Mapping[str, ServerConfig],
-                finding: Finding | None = None) -> tuple[str, list[dict]]:
+                finding: Finding | None = None,
+                directory: bool | None = None) -> tuple[str, list[dict]]:
     """Every cause and command for an incident (the alert shows fewer), for "Show fix"; with
     what the directory said at its last check, in full."""
     text = f"The fix for {show(incident.account)} (incident #{incident.id})"
@@ -366,8 +337,8 @@ def fix_message(incident: Incident, servers: Mapping[str, ServerConfig],
                        f" (incident #{incident.id})"])]
     if finding is not None:
         blocks += directory_blocks(finding)
-    for diagnosis in diagnose_incident(incident, servers):
-        blocks += diagnosis_blocks(diagnosis, incident.account, most=FIX_MOST, whatif=True,
+    for diagnosis in diagnose_incident(incident, servers, finding, directory=directory):
+        blocks += diagnosis_blocks(diagnosis, most=FIX_MOST, full=True,
                                    more=SLASH_FIX_GIVES_EACH)
     return text, _fit(blocks, more=MORE_PER_CONNECTOR)
 
@@ -410,7 +381,7 @@ def thread_note(incident: Incident, detail: SpreadNote,
         relevant = [t for t in diagnosis.targets if t.server in new_servers
                     or (t.connector or "").casefold() in wanted]
         if relevant:
-            blocks += diagnosis_blocks(diagnosis, incident.account, only=relevant)
+            blocks += diagnosis_blocks(diagnosis, only=relevant)
     return text, _fit(blocks)
 
 
@@ -457,9 +428,14 @@ def action_note(incident: Incident, detail: ActionNote,
         line += ["; waiting for the directory to show the right, read every few minutes"
                  if detail.directory else
                  "; no [directory] is configured, so SubmitWatch watches the events alone"]
+    elif action == "fix_seen" and detail.builtin:
+        line = ["The directory shows a built-in account (",
+                rt.name(detail.finding or "", 600, strong=False), "), and no right lets one "
+                "through: "
+                "watching the events, which stop once the device uses an account of its own"]
     elif action == "fix_seen" and not detail.directory:
-        line = ["Nothing to check in the directory for it (its events named no connector): "
-                "watching the events"]
+        line = ["Nothing to check in the directory for it (no event named a connector it "
+                "could read): watching the events"]
     elif action == "fix_seen":
         took = f" {span(detail.seconds)} after it was marked fixed" if detail.seconds else ""
         line = [f"The directory shows the right now{took}: ",

@@ -28,8 +28,8 @@ from bot.core.model import (
     Snooze,
     Summary,
 )
-from bot.exchange.diagnosis import NO_SUBMIT, Diagnosis
-from bot.exchange.remediation import Fix, command_lines
+from bot.exchange.advice import Advice
+from bot.exchange.diagnosis import Diagnosis
 from bot.slack import alerts
 from bot.slack import richtext as rt
 from bot.slack.blocks import (
@@ -262,12 +262,13 @@ class Candidate:
 
 @dataclass(frozen=True)
 class ServerFix:
-    """The candidates on one server and the commands for the most likely one."""
+    """The candidates on one server and the advice for the most likely one."""
 
     server: str                      # configured name
     host: str                        # Exchange short name used in the commands
     candidates: list[Candidate] = field(default_factory=list)
-    fix: Fix | None = None           # for candidates[0]
+    advice: Advice | None = None     # event 1018 on candidates[0]
+    list_connectors: str | None = None   # read-only: the server's Receive connectors
     hidden: int = 0                  # candidates not listed
     refusals: list[str] = field(default_factory=list)  # why some got no command (safe text)
 
@@ -298,11 +299,11 @@ def fix_reply(understood: Understood, sections: list[list[dict]]) -> tuple[str, 
     return f"Fix for {show(understood.account)} (event {kinds})", fit(blocks)
 
 
-def diagnosed_blocks(diagnoses: list[Diagnosis], account: str) -> list[dict]:
-    """Each cause's explanation and commands, with the -WhatIf dry run (for `fix`)."""
+def diagnosed_blocks(diagnoses: list[Diagnosis]) -> list[dict]:
+    """Each cause's explanation, every fix with its commands, and how to verify (for `fix`)."""
     blocks: list[dict] = []
     for diagnosis in diagnoses:
-        blocks += alerts.diagnosis_blocks(diagnosis, account, most=5, whatif=True,
+        blocks += alerts.diagnosis_blocks(diagnosis, most=5, full=True,
                                           more=alerts.SLASH_FIX_GIVES_EACH)
     return blocks
 
@@ -311,9 +312,10 @@ def candidates_blocks(account: str, servers: list[ServerFix], *, hidden_servers:
                       incident: Incident | None = None) -> list[dict]:
     """Event 1018 and no connector given: the candidates on each server and how to list them."""
     intro: list[rt.Part] = [
-        rt.bold(alerts.HEADLINES[NO_SUBMIT]), ": the grant belongs on the Receive connector ",
-        rt.name(account), " submits to (587 for mail clients and most devices). Candidates per "
-        "server, most likely first; for one connector's commands: ",
+        rt.bold("Event 1018"), ": the fix depends on the Receive connector ", rt.name(account),
+        " signed in on (the internet-facing one on port 25, a relay, or one meant for signed-in "
+        "accounts). Candidates per server, most likely first, with the advice for the most "
+        "likely one; for another's: ",
         rt.code("/submitwatch fix ACCOUNT 'SERVER\\Connector'"), "."]
     if incident is not None:
         intro += [f"\nIts newest incident is #{incident.id} ({incident.status}, last event ",
@@ -345,11 +347,17 @@ def _server_fix_blocks(entry: ServerFix) -> list[dict]:
         lines.append([f"• and {entry.hidden} more candidate(s) not shown"])
     lines += [["• no command for one of them: ", refusal] for refusal in entry.refusals]
     blocks = [rt.rich(*lines)]
-    if entry.fix is not None:
-        fix = entry.fix
-        blocks.append(preformatted("\n".join([
-            f"# list {entry.host}'s Receive connectors", fix.list_connectors,
-            *command_lines(fix, whatif=True, on=" on the most likely one")])))
+    if entry.list_connectors is not None:
+        blocks.append(preformatted(f"# read-only: {entry.host}'s Receive connectors\n"
+                                   f"{entry.list_connectors}"))
+    if entry.advice is not None:
+        advice = entry.advice
+        first = advice.fixes[0]
+        blocks.append(rt.rich([rt.bold(advice.headline), " on the most likely one. ",
+                               rt.bold("What to do: " + first.title), ": ",
+                               rt.name(first.detail, alerts.DETAIL_LIMIT, strong=False)]))
+        if first.steps:
+            blocks.append(preformatted("\n".join(first.lines())))
     return blocks
 
 

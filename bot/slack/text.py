@@ -12,37 +12,19 @@ MORE_PER_CONNECTOR = ("More did not fit in one Slack message: `/submitwatch fix 
 FIX_GIVES_EACH = "Show fix gives the commands for each."
 SLASH_FIX_GIVES_EACH = ("/submitwatch fix with the account and 'SERVER\\Connector' gives each "
                         "one's commands.")
-#: The alert's headline per cause.
-HEADLINES = {
-    NO_SUBMIT: "No Submit right on the connector (event 1018)",
-    BUILTIN: "A built-in account, refused whatever its rights (event 1020)",
-    LEGACY_1020: "Not authorized to use the server (event 1020, Exchange 2007/2010)",
-}
-#: Each cause in a few words (a storm digest's lines).
+#: Each event kind in a few words (a storm digest's lines, which have no room for the advice).
 SHORT_CAUSES = {
     NO_SUBMIT: "no Submit right (1018)",
     BUILTIN: "built-in account (1020)",
     LEGACY_1020: "not authorized (1020)",
 }
-#: What each cause calls for, in one sentence (`/submitwatch show`, digests).
-ADVICE = {
-    NO_SUBMIT: "grant this one account ms-Exch-SMTP-Submit on the connector the event names.",
-    BUILTIN: "give the device or application an account of its own; no permission fixes a "
-             "built-in identity.",
-    LEGACY_1020: "check whether it is a built-in account (then give the device its own); if "
-                 "not, grant ms-Exch-SMTP-Submit on the connector, as Microsoft documents for "
-                 "2007/2010.",
-}
-WHY_BUILTIN = ("Why: Exchange's own transport code (2013; 2016, 2019 and SE share it) checks "
-               "for these identities before it reads any permission, and logs 1020 for them.")
 
 #: Where the connector of a fix came from (alerts, Show fix, `/submitwatch fix` of one).
 TARGET_SOURCE = {
     "event": "named by the event",
     "typed": "the connector you gave",
     "configured": "configured as this server's submission connector",
-    "guess": "not named by any event: the usual client submission connector, a guess; list "
-             "them to be sure",
+    "none": "no event named a connector",
 }
 #: Where a candidate connector came from (`/submitwatch fix` without a connector).
 CANDIDATE_SOURCE = {
