@@ -10,11 +10,13 @@ from datetime import timedelta
 from pathlib import Path
 
 from bot.core.config import parse_config
+from bot.engine import devices
 from bot.engine.delivery import deliver_once
 from bot.engine.poller import poll_server_once, resolve_quiet_incidents, utc_now
 from bot.slack.sender import SlackSender
 from bot.sources.winrm import WinRMSource
 from sim.eventlog import seed_demo
+from sim.protocollog import DEMO_DEVICES, demo_protocol_logs
 from sim.slack_api import SlackStandIn
 from sim.slack_blocks import block_kit_builder_url, render_text
 from sim.winrm_server import WinRMSimulator
@@ -100,17 +102,28 @@ def run_demo(db_path: str, out=print) -> int:
         Path(db_path + suffix).unlink(missing_ok=True)
     start = utc_now()
     logs = seed_demo({}, start)
-    with WinRMSimulator(logs, users={WINRM_USER: WINRM_PASSWORD}, auth="ntlm") as sim, \
+    # The same refusals in each server's SMTP Receive protocol log, at the events' times: the
+    # port-25 printer (Default Frontend logs by default) from 10.20.30.41 and 10.20.30.57.
+    protocol_logs = demo_protocol_logs(start)
+    with WinRMSimulator(logs, users={WINRM_USER: WINRM_PASSWORD}, auth="ntlm",
+                        protocol_logs=protocol_logs) as sim, \
             SlackStandIn(channels=(CHANNEL,)) as slack:
         config = demo_config(slack, sim, db_path)
         db = open_db(db_path)
         sender = SlackSender.from_config(config.slack)
         sources = [WinRMSource(s, config.polling) for s in config.servers]
+        by_name = {s.server.name: s for s in sources}
+        # The simulated network's reverse DNS (the product asks the host's own resolver).
+        names = {address: name for found in DEMO_DEVICES.values() for address, name in found}
 
         def sweep(title: str, clock=utc_now) -> None:
             out(f"\n== {title}")
             for source in sources:
                 out("   " + poll_server_once(db, source, config, clock).summary())
+            looked = devices.run_lookups(db, config, clock,
+                                         lambda server: by_name[server.name].open(), names.get)
+            if looked:
+                out(f"   devices looked up in the protocol logs for {looked} incident(s)")
             resolved = resolve_quiet_incidents(db, config, clock)
             delivery = deliver_once(db, sender, config, clock)
             out(f"   incidents resolved: {resolved}; Slack calls: {delivery.sent} sent, "

@@ -18,6 +18,7 @@ from bot.slack import alerts
 from bot.slack import digests as digest_view
 from bot.slack.blocks import show
 from store import db as store
+from store import devices as device_store
 from store import fixes
 
 from .common import (
@@ -238,6 +239,8 @@ def _show_fix_listener(open_database: Callable, config: Config) -> Callable:
         text, blocks = alerts.fix_message(
             incident, {s.name: s for s in config.servers},
             fixes.finding(open_database(), incident.stored_id) if config.directory else None,
-            directory=config.directory is not None)
+            directory=config.directory is not None,
+            devices=device_store.lookup_of(open_database(), incident.stored_id)
+            if config.devices.enabled else None)
         respond(text=text, blocks=blocks, response_type="ephemeral", replace_original=False)
     return show_fix

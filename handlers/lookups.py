@@ -26,6 +26,7 @@ from bot.slack import replies
 from bot.slack.alerts import escape, show
 from store import chat, fixes, queries
 from store import db as store
+from store import devices as device_store
 
 from .common import (
     CommandError,
@@ -73,8 +74,10 @@ def history(req: Request, args: list[str]) -> Reply:
     older = None
     if key is not None and not page.incidents:
         older = next(iter(queries.incidents_of_account(req.db, key, 1)), None)
+    devices = (device_store.lookups_of(req.db, [i.stored_id for i in page.incidents])
+               if req.config.devices.enabled else {})
     text, blocks = replies.history_view(page, subject=subject, since_seconds=since, limit=limit,
-                                      max_limit=MAX_LIMIT, older=older)
+                                      max_limit=MAX_LIMIT, older=older, devices=devices)
     return Reply(text, blocks)
 
 
@@ -98,8 +101,10 @@ def show_incident(req: Request, args: list[str]) -> Reply:
     finding = fixes.finding(req.db, incident.stored_id) if req.config.directory else None
     diagnoses = diagnose_incident(incident, servers, finding,
                                   directory=req.config.directory is not None)
+    devices = (device_store.lookup_of(req.db, incident.stored_id)
+               if req.config.devices.enabled else None)
     text, blocks = replies.show_view(queries.incident_detail(req.db, incident, req.now), req.now,
-                                   diagnoses, finding=finding)
+                                   diagnoses, finding=finding, devices=devices)
     return Reply(text, blocks)
 
 

@@ -21,9 +21,13 @@ Diagnostics `Log`, `LogDirectory`, `LogHeaderFormatter`, `Utf8Csv`; Microsoft.Ex
 
 It also answers the bot's read command (`answer_read`): it decodes the `-EncodedCommand`
 script the bot sends, takes its parameters, and does what the script does over these files,
-record for record, so the remote read can be tested end to end without PowerShell.
+record for record, so the remote read can be tested end to end without PowerShell
+(sim/winrm_server.py answers it over WS-Management with this).
 
-Pure Python, no I/O except `save`; not thread-safe (guard it as the caller needs).
+Pure Python, no I/O except `save`. A writer guards its files with its own ``lock`` (an RLock,
+as an EventLog guards its records): writing and reading it from several threads is safe, and a
+reader that holds ``writer.lock`` may read ``writer.files`` in place (the simulator does, so a
+200 MB folder is not copied per read).
 """
 
 from __future__ import annotations
@@ -31,14 +35,17 @@ from __future__ import annotations
 import base64
 import ipaddress
 import re
+import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from sim.eventlog import EventLog, SimEvent
+from sim.eventlog import EventLog, SimEvent, demo_stream
 
 __all__ = [
+    "DEFAULT_INSTALL_PATH",
+    "DEMO_DEVICES",
     "FIELDS",
     "FAILURE_TEXT",
     "ProtocolLogWriter",
@@ -46,6 +53,8 @@ __all__ = [
     "answer_read",
     "csv_field",
     "decode_read_command",
+    "default_folder",
+    "demo_protocol_logs",
     "emulate_read",
     "endpoint_text",
     "log_refusal",
@@ -65,6 +74,8 @@ DEFAULT_MAX_FILE_BYTES = 10 * 1024 * 1024
 _PORTS = (("Default Frontend", 25), ("Client Frontend", 587), ("Outbound Proxy Frontend", 717),
           ("Client Proxy", 465), ("Default", 2525))
 _BOM = b"\xef\xbb\xbf"
+#: The machine environment variable ExchangeInstallPath on a 2013-2019 server (it ends in `\`).
+DEFAULT_INSTALL_PATH = "C:\\Program Files\\Microsoft\\Exchange Server\\V15\\"
 
 
 def _aware(value: datetime, what: str) -> datetime:
@@ -131,6 +142,8 @@ class ProtocolLogWriter:
         self.files: dict[str, bytearray] = {}
         self._open: _Open | None = None
         self._next_session = first_session
+        #: Held while the files change (and by a reader that reads ``files`` in place).
+        self.lock = threading.RLock()
 
     # -- configuration -------------------------------------------------------------------------
 
@@ -144,7 +157,8 @@ class ProtocolLogWriter:
         """Like ``Set-ReceiveConnector <id> -ProtocolLoggingLevel <level>``."""
         if level not in ("Verbose", "None"):
             raise ValueError("ProtocolLoggingLevel is Verbose or None")
-        self.logging[connector.rpartition("\\")[2]] = level
+        with self.lock:
+            self.logging[connector.rpartition("\\")[2]] = level
 
     def connector_id(self, connector: str) -> str:
         return connector if "\\" in connector else f"{self.server}\\{connector}"
@@ -186,23 +200,56 @@ class ProtocolLogWriter:
         writer wrote it (default: its own time), which decides the file."""
         time = _aware(time, "time")
         written = _aware(written, "written") if written is not None else time
-        name = self._file_for(written)
         row = b",".join([_stamp(time).encode("ascii"), csv_field(self.connector_id(connector)),
                          csv_field(session), str(sequence).encode("ascii"), csv_field(local),
                          csv_field(remote), event.encode("ascii"), csv_field(data),
                          csv_field(context)])
-        self.files[name] += row + b"\r\n"
+        with self.lock:
+            name = self._file_for(written)
+            self.files[name] += row + b"\r\n"
         return name
 
     def write_raw(self, raw: bytes, *, written: datetime) -> str:
         """Append bytes verbatim (a malformed or cut line) to the file for ``written``."""
-        name = self._file_for(_aware(written, "written"))
-        self.files[name] += raw
+        with self.lock:
+            name = self._file_for(_aware(written, "written"))
+            self.files[name] += raw
         return name
 
+    def write_filler(self, time: datetime, total_bytes: int, *,
+                     connector: str | None = None, row_bytes: int = 8192) -> int:
+        """Other clients' traffic that is no failure, about ``total_bytes`` of it, stamped and
+        written at ``time`` (rolling over into new files at the size bound, as Exchange does):
+        rows of ``row_bytes`` each, so a test can fill a folder with hundreds of MB in a
+        fraction of a second. (Real rows are shorter: an SMTP line is at most 1,000 octets; what
+        is read and skipped is the same.) Returns the bytes written."""
+        if not 200 <= row_bytes <= 60_000:
+            raise ValueError("row_bytes must be between 200 and 60,000")
+        name = connector or f"Default Frontend {self.server}"
+        local = self.local_endpoint(name)
+        session = self.new_session_id()
+        head = len(self._filler_row(time, name, session, 0, local, b""))
+        payload = b"X-Filler " + b"x" * max(0, row_bytes - head - 11)
+        written, seq = 0, 0
+        with self.lock:
+            while written < total_bytes:
+                row = self._filler_row(time, name, session, seq, local, payload)
+                self.files[self._file_for(_aware(time, "time"))] += row
+                written += len(row)
+                seq += 1
+        return written
+
+    def _filler_row(self, time: datetime, connector: str, session: str, seq: int,
+                         local: str, payload: bytes) -> bytes:
+        """One filler row's bytes (see write_filler): a client's command line, event `<`."""
+        return b",".join([_stamp(time).encode("ascii"), csv_field(self.connector_id(connector)),
+                          session.encode("ascii"), str(seq).encode("ascii"), csv_field(local),
+                          b"192.0.2.1:40000", b"<", payload, b""]) + b"\r\n"
+
     def new_session_id(self) -> str:
-        self._next_session += 1
-        return f"{self._next_session:016X}"
+        with self.lock:
+            self._next_session += 1
+            return f"{self._next_session:016X}"
 
     def failed_auth(self, time: datetime, connector: str, remote: str | tuple[str, int], *,
                     event_id: int, user: str, ehlo: str | bytes = "mfp.contoso.local",
@@ -215,6 +262,15 @@ class ProtocolLogWriter:
         session-id, or None when the connector does not log (nothing is written)."""
         if event_id not in FAILURE_TEXT:
             raise ValueError("a refusal is event 1018 or 1020")
+        with self.lock:     # one session's rows together (a reader sees all of them or none)
+            return self._failed_auth(time, connector, remote, event_id=event_id, user=user,
+                                     ehlo=ehlo, mechanism=mechanism, session=session,
+                                     written=written, attempts=attempts)
+
+    def _failed_auth(self, time: datetime, connector: str, remote: str | tuple[str, int], *,
+                     event_id: int, user: str, ehlo: str | bytes, mechanism: str,
+                     session: str | None, written: datetime | None,
+                     attempts: int) -> str | None:
         if self.logging_level(connector) != "Verbose":
             return None
         time = _aware(time, "time")
@@ -257,22 +313,29 @@ class ProtocolLogWriter:
     # -- reading -------------------------------------------------------------------------------
 
     def names(self) -> list[str]:
-        return list(self.files)
+        with self.lock:
+            return list(self.files)
 
     def file_bytes(self, name: str) -> bytes:
-        return bytes(self.files[name])
+        with self.lock:
+            return bytes(self.files[name])
 
     def snapshot(self) -> dict[str, bytes]:
-        return {name: bytes(data) for name, data in self.files.items()}
+        with self.lock:
+            return {name: bytes(data) for name, data in self.files.items()}
+
+    def total_bytes(self) -> int:
+        with self.lock:
+            return sum(len(data) for data in self.files.values())
 
     def save(self, folder: str | Path) -> list[Path]:
         """Write the files into ``folder`` (created if missing); returns their paths."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         paths = []
-        for name, data in self.files.items():
+        for name, data in self.snapshot().items():
             path = folder / name
-            path.write_bytes(bytes(data))
+            path.write_bytes(data)
             paths.append(path)
         return paths
 
@@ -309,7 +372,7 @@ class ReadParams:
     max_bytes: int
     max_output: int
     max_seconds: float
-    cursors: dict[str, int]
+    cursors: dict[str, tuple[int, int]]   # series (RECV<hour or day>) -> (instance, offset)
     hours: tuple[str, ...]      # yyyyMMddHH
     days: tuple[str, ...]       # yyyyMMdd
 
@@ -322,7 +385,7 @@ _PARAMS = re.compile(
     r"'\\TransportRoles\\Logs\\(?P<role>FrontEnd|Hub)\\ProtocolLog\\SmtpReceive'\})\n"
     r"\$mb=\[long\](?P<max>\d+);\$mo=(?P<out>\d+);"
     r"\$dl=\[DateTime\]::UtcNow\.AddSeconds\((?P<secs>[0-9.e+]+)\)\n"
-    r"\$cur=@\{(?P<cur>(?:'RECV\d{8,10}-\d{1,9}\.LOG'=\[long\]\d+;?)*)\}\n"
+    r"\$cur=@\{(?P<cur>(?:'RECV\d{8,10}'=@\(\d{1,9},\[long\]\d+\);?)*)\}\n"
     r"\$hrs=@\((?P<hrs>(?:'\d{10}',?)*)\);\$dys=@\((?P<dys>(?:'\d{8}',?)*)\)\n")
 
 
@@ -341,8 +404,8 @@ def decode_read_command(command: str, args: list[str]) -> ReadParams:
     m = _PARAMS.match(script)
     if not m:
         raise ValueError("not the protocol log read script")
-    cursors = {name: int(offset) for name, offset in
-               re.findall(r"'(RECV[^']+)'=\[long\](\d+)", m.group("cur"))}
+    cursors = {series: (int(instance), int(offset)) for series, instance, offset in
+               re.findall(r"'(RECV\d+)'=@\((\d+),\[long\](\d+)\)", m.group("cur"))}
     literal = m.group("dir")
     return ReadParams(
         folder=_unquote(literal) if literal.startswith("'") else None,
@@ -397,7 +460,12 @@ def emulate_read(files: Mapping[str, bytes], params: ReadParams, *,
             emit("E", name, b64(f"Access to the path '{name}' is denied.".encode()))
             continue
         data = files[name]
-        start = params.cursors.get(name, 0)
+        series, _, rest = name.partition("-")
+        instance = int(rest.split(".")[0])
+        mark = params.cursors.get(series.upper())
+        if mark is not None and instance < mark[0]:
+            continue        # an older instance: read to its end before
+        start = mark[1] if mark is not None and instance == mark[0] else 0
         if start > len(data):
             start = 0
         if start > 0:
@@ -442,25 +510,84 @@ def emulate_read(files: Mapping[str, bytes], params: ReadParams, *,
     return "".join(out).encode("ascii")
 
 
+def default_folder(install_path: str, role: str = "FrontEnd") -> str:
+    """`<ExchangeInstallPath>TransportRoles\\Logs\\<role>\\ProtocolLog\\SmtpReceive`, as the read
+    script builds it from the machine's ExchangeInstallPath."""
+    sub = f"TransportRoles\\Logs\\{role}\\ProtocolLog\\SmtpReceive"
+    return install_path.rstrip("\\") + "\\" + sub
+
+
+def _folder_error(message: str) -> bytes:
+    """The script's answer when listing the folder failed: `E - <message>`, then the end."""
+    encoded = base64.b64encode(message.encode("utf-8")).decode()
+    return f"E\t-\t{encoded}\nX\t0\terror\n".encode("ascii")
+
+
 def answer_read(command: str, args: list[str], folders: Mapping[str, Mapping[str, bytes]], *,
-                install_path: str | None = "C:\\Program Files\\Microsoft\\Exchange Server\\V15\\",
-                unreadable: Iterable[str] = ()) -> bytes:
+                install_path: str | None = DEFAULT_INSTALL_PATH,
+                unreadable: Iterable[str] = (), denied: Iterable[str] = (),
+                clock: Callable[[], float] | None = None) -> bytes:
     """The output of the bot's read command on a server whose protocol log folders are
     ``folders`` (full folder path -> files) and whose machine environment variable
     ExchangeInstallPath is ``install_path`` (None: not set). A folder that does not exist
-    answers as Get-ChildItem's error does."""
+    answers as Get-ChildItem's error does; so does one in ``denied`` (folder paths the account
+    may not list: "Access to the path '...' is denied."). ``unreadable`` names files that cannot
+    be opened; ``clock`` is as in :func:`emulate_read`."""
     params = decode_read_command(command, args)
     folder = params.folder
     if folder is None and install_path is None:
-        encoded = base64.b64encode(b"ExchangeInstallPath is not set").decode()
-        return f"E\t-\t{encoded}\nX\t0\terror\n".encode("ascii")
+        return _folder_error("ExchangeInstallPath is not set")
     if folder is None:
-        sub = f"TransportRoles\\Logs\\{params.role}\\ProtocolLog\\SmtpReceive"
-        folder = (install_path or "").rstrip("\\") + "\\" + sub
+        folder = default_folder(install_path or "", params.role or "FrontEnd")
     files = next((f for path, f in folders.items() if path.casefold() == folder.casefold()),
                  None)
     if files is None:
-        message = f"Cannot find path '{folder}' because it does not exist."
-        encoded = base64.b64encode(message.encode("utf-8")).decode()
-        return f"E\t-\t{encoded}\nX\t0\terror\n".encode("ascii")
-    return emulate_read(files, params, unreadable=unreadable)
+        return _folder_error(f"Cannot find path '{folder}' because it does not exist.")
+    if any(folder.casefold() == path.casefold() for path in denied):
+        return _folder_error(f"Access to the path '{folder}' is denied.")
+    return emulate_read(files, params, unreadable=unreadable, clock=clock)
+
+
+# --------------------------------------------------------------------------------------------
+# The demo world's protocol logs
+# --------------------------------------------------------------------------------------------
+
+#: The clients behind the demo's refusals, by account: (address, EHLO name), used in turn. Only
+#: what Default Frontend takes is logged (the port-25 printer): the other accounts fail on
+#: connectors that do not log by default, so their devices stay unknown, as on a real server.
+DEMO_DEVICES: Mapping[str, tuple[tuple[str, str], ...]] = {
+    "CONTOSO\\svc-mfp": (("10.20.30.41", "mfp-3f.contoso.local"),
+                          ("10.20.30.57", "mfp-3f.contoso.local")),
+    "CONTOSO\\Administrator": (("10.20.31.12", "scan-2f.contoso.local"),),
+    "CONTOSO\\app-erp": (("10.5.0.20", "erp01.contoso.local"),),
+    "CONTOSO\\jürgen.müller": (("10.20.40.77", "nb-jmueller.contoso.local"),),
+    "printer@contoso.com": (("10.20.30.90", "prn-lobby.contoso.local"),),
+}
+_DEMO_ROLES = {"MSExchangeFrontEndTransport": "FrontEnd", "MSExchangeTransport": "Hub"}
+
+
+def demo_protocol_logs(now: datetime | None = None, *, seed: int = 1020,
+                       hours: float = 6.0) -> dict[str, dict[str, ProtocolLogWriter]]:
+    """The protocol logs behind :func:`sim.eventlog.seed_demo` (same ``now``, ``seed`` and
+    ``hours``): server -> {"FrontEnd": writer, "Hub": writer}, for
+    ``WinRMSimulator(protocol_logs=...)``. Every 1018/1020 of the demo stream goes through its
+    transport service's writer at the event's own time, as Exchange's one code path does; only
+    connectors that log write a line (by default Default Frontend: CONTOSO\\svc-mfp's printer,
+    from 10.20.30.41 and 10.20.30.57 in turn, EHLO mfp-3f.contoso.local)."""
+    writers: dict[str, dict[str, ProtocolLogWriter]] = {}
+    turn: dict[str, int] = {}
+    for n, ev in enumerate(demo_stream(now, seed=seed, hours=hours)):
+        role = _DEMO_ROLES.get(ev.provider)
+        if role is None or ev.event_id not in FAILURE_TEXT or len(ev.data) < 2:
+            continue
+        folders = writers.setdefault(ev.server, {
+            r: ProtocolLogWriter(ev.server, first_session=0x08DE5C2A1B000000 + (i << 20))
+            for i, r in enumerate(("FrontEnd", "Hub"))})
+        account, connector = ev.data[0], ev.data[1]
+        devices = DEMO_DEVICES.get(account, (("10.20.99.1", "unknown.contoso.local"),))
+        i = turn.get(account, 0)
+        turn[account] = i + 1
+        address, ehlo = devices[i % len(devices)]
+        folders[role].failed_auth(ev.time, connector, (address, 50000 + n * 7 % 15000),
+                                  event_id=ev.event_id, user=account, ehlo=ehlo)
+    return writers

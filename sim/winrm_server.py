@@ -28,6 +28,11 @@ What is simulated (and why it is shaped this way):
 * **Commands.**  ``wevtutil gli`` and ``wevtutil qe`` against
   :class:`sim.eventlog.EventLog`; the command line goes through cmd.exe
   style checks and Windows argv splitting, so quoting mistakes show up.
+  ``powershell ... -EncodedCommand <base64>`` carrying the bot's SMTP Receive
+  protocol log read (bot/exchange/protocollog.py) is answered from the
+  server's :class:`sim.protocollog.ProtocolLogWriter` folders, record for
+  record as the script would print it (:func:`sim.protocollog.answer_read`);
+  no other PowerShell is run.
 * **Faults**, injected per server with :meth:`WinRMSimulator.inject`, and a
   per-request delay for latency in benchmarks.
 
@@ -49,8 +54,10 @@ import argparse
 import base64
 import binascii
 import collections
+import contextlib
 import copy
 import dataclasses
+import ntpath
 import re
 import signal
 import socket
@@ -60,6 +67,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Literal
 from urllib.parse import quote, unquote, urlsplit
@@ -76,7 +84,14 @@ from sim.ntlm_server import (
     register_users,
     unregister_users,
 )
-from sim.wevtutil import WindowsTraits, codec_for, run_encoded
+from sim.protocollog import (
+    DEFAULT_INSTALL_PATH,
+    ProtocolLogWriter,
+    answer_read,
+    default_folder,
+    demo_protocol_logs,
+)
+from sim.wevtutil import WindowsTraits, codec_for, run_encoded, split_windows_args
 
 __all__ = [
     "DEFAULT_USER",
@@ -84,6 +99,8 @@ __all__ = [
     "FAULTS",
     "first_half",
     "OPERATION_TIMEOUT_CODE",
+    "PROTOCOL_LOG_ROLES",
+    "ProtocolLogs",
     "ServerStats",
     "WindowsTraits",
     "WinRMSimulator",
@@ -143,6 +160,13 @@ _STATE_RUNNING = "http://schemas.microsoft.com/wbem/wsman/1/windows/shell/Comman
 _SOAP_CONTENT_TYPE = "application/soap+xml;charset=UTF-8"
 
 _MAX_BODY = 16 * 1024 * 1024
+#: The transport services whose SMTP Receive protocol log folder a server can have.
+PROTOCOL_LOG_ROLES = ("FrontEnd", "Hub")
+#: What ``protocol_logs=`` takes per server: the FrontEnd folder's writer, or role -> writer.
+ProtocolLogs = ProtocolLogWriter | Mapping[str, ProtocolLogWriter]
+_POWERSHELL = ("powershell", "powershell.exe")
+#: cmd.exe's operators and escape: a line holding one is left to the cmd.exe emulation.
+_CMD_SPECIAL = frozenset("&|<>^")
 _CLIXML_ACCESS_DENIED = (
     "#< CLIXML\r\n"
     '<Objs Version="1.1.0.1" xmlns="http://schemas.microsoft.com/powershell/2004/04">'
@@ -178,6 +202,7 @@ class ServerStats:
     shells_expired: int = 0  # shells the server deleted after their idle timeout
     quota_refusals: int = 0  # Create refused: the user had max_shells_per_user shells open
     stdout_bytes_sent: int = 0
+    protocol_log_reads: int = 0  # the bot's protocol log reads answered (folder errors too)
     faults: collections.Counter = dataclasses.field(default_factory=collections.Counter)  # injected faults fired
 
 
@@ -242,6 +267,10 @@ class _ServerState:
         self.root_sddl_allows = True  # False: the account is not in WinRM's RootSDDL
         self.max_shells_per_user = 30  # MS-WSMV's default MaxShellsPerUser
         self.default_idle_timeout = 7200.0  # seconds; what 2016+ servers report
+        # SMTP Receive protocol logs: role -> (writer, its folder; None: under install_path).
+        self.protocol_logs: dict[str, tuple[ProtocolLogWriter, str | None]] = {}
+        self.install_path: str | None = DEFAULT_INSTALL_PATH  # ExchangeInstallPath (machine)
+        self.protocol_log_denied: set[str] = set()  # roles whose folder the account cannot list
 
     def expire_shells(self, now: float) -> None:
         """Delete the shells idle for longer than their timeout, as WinRM does (under lock)."""
@@ -397,6 +426,15 @@ class WinRMSimulator:
         idle_connection_timeout: HTTP.sys closes a keep-alive connection idle this long (120 s
             by default on Windows); :meth:`sweep_idle_connections` does it, and a background
             sweep each ``sweep_every`` seconds of real time (None: only when called).
+        protocol_logs: server name -> its SMTP Receive protocol log: a
+            :class:`sim.protocollog.ProtocolLogWriter` for the Front End transport's folder, or
+            ``{"FrontEnd": writer, "Hub": writer}``.  Each folder is at its default place under
+            the server's ExchangeInstallPath (``C:\\Program Files\\Microsoft\\Exchange Server\\
+            V15\\``; :meth:`set_install_path`), or where :meth:`set_protocol_log` puts it.
+            Every name must be one of ``logs`` (``add_server`` replaces a server with none).
+            The bot's read command is answered from them; the test keeps writing to the writers
+            (``sim.protocollog.log_refusal``) while the simulator runs: each writer's own lock
+            guards it, as each EventLog's guards the log.
     """
 
     def __init__(
@@ -415,6 +453,7 @@ class WinRMSimulator:
         clock: Callable[[], float] = time.monotonic,
         idle_connection_timeout: float = 120.0,
         sweep_every: float | None = 1.0,
+        protocol_logs: Mapping[str, ProtocolLogs] | None = None,
     ) -> None:
         if auth not in ("ntlm", "basic"):
             raise ValueError(f"auth must be 'ntlm' or 'basic', not {auth!r}")
@@ -445,6 +484,10 @@ class WinRMSimulator:
         self._servers_lock = threading.Lock()
         for name, log in (logs or {}).items():
             self.add_server(name, log)
+        for name, value in (protocol_logs or {}).items():
+            for role, writer in ({"FrontEnd": value} if isinstance(value, ProtocolLogWriter)
+                                 else value).items():
+                self.set_protocol_log(name, writer, role=role)
         self._httpd: _HTTPServer | None = None
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
@@ -659,6 +702,66 @@ class WinRMSimulator:
             state.expire_shells(self.clock())
             return len(state.shells)
 
+    # -- SMTP Receive protocol logs -----------------------------------------------------------------
+
+    def set_protocol_log(self, server: str, writer: ProtocolLogWriter | None, *,
+                         role: str = "FrontEnd", folder: str | None = None) -> None:
+        """Give ``server`` a protocol log folder for ``role`` ("FrontEnd" or "Hub") holding
+        ``writer``'s files (None: the server has no such folder).  ``folder`` is where it is,
+        as ``Set-FrontendTransportService -ReceiveProtocolLogPath`` (or ``Set-TransportService``)
+        would put it; None: the default under ExchangeInstallPath.  Safe while running."""
+        if role not in PROTOCOL_LOG_ROLES:
+            raise ValueError(f"role must be one of {PROTOCOL_LOG_ROLES}, not {role!r}")
+        if writer is not None and not isinstance(writer, ProtocolLogWriter):
+            raise TypeError("a protocol log is a sim.protocollog.ProtocolLogWriter")
+        state = self._state(server)
+        with state.lock:
+            if writer is None:
+                state.protocol_logs.pop(role, None)
+            else:
+                state.protocol_logs[role] = (writer, folder)
+
+    def protocol_log(self, server: str, role: str = "FrontEnd") -> ProtocolLogWriter | None:
+        """The writer behind ``server``'s ``role`` folder (None: it has none)."""
+        state = self._state(server)
+        with state.lock:
+            entry = state.protocol_logs.get(role)
+        return entry[0] if entry else None
+
+    def protocol_log_folder(self, server: str, role: str = "FrontEnd") -> str | None:
+        """Where ``server``'s ``role`` folder is (None: it has none, or it is under an
+        ExchangeInstallPath that is not set)."""
+        state = self._state(server)
+        with state.lock:
+            entry, install = state.protocol_logs.get(role), state.install_path
+        if entry is None:
+            return None
+        if entry[1] is not None:
+            return entry[1]
+        return default_folder(install, role) if install is not None else None
+
+    def set_install_path(self, server: str, path: str | None) -> None:
+        """The machine environment variable ExchangeInstallPath (None: not set); the default
+        protocol log folders are under it."""
+        state = self._state(server)
+        with state.lock:
+            state.install_path = path
+
+    def deny_protocol_log(self, server: str, denied: bool = True, *,
+                          role: str | None = None) -> None:
+        """The account may not list ``server``'s protocol log folder (``role``; None: both):
+        the read answers as the script does when Get-ChildItem fails, ``E - "Access to the path
+        '<folder>' is denied."`` and ``X 0 error``.  ``denied=False`` grants it again."""
+        roles = PROTOCOL_LOG_ROLES if role is None else (role,)
+        if any(r not in PROTOCOL_LOG_ROLES for r in roles):
+            raise ValueError(f"role must be one of {PROTOCOL_LOG_ROLES}, not {role!r}")
+        state = self._state(server)
+        with state.lock:
+            if denied:
+                state.protocol_log_denied.update(roles)
+            else:
+                state.protocol_log_denied.difference_update(roles)
+
     def set_chunk_size(self, server: str, size: int | None) -> None:
         """Per-server stdout bytes per Receive; ``None`` falls back to ``chunk_size``."""
         if size is not None and size < 1:
@@ -858,8 +961,12 @@ class WinRMSimulator:
             state.stats.command_lines.append(line)
             del state.stats.command_lines[: -_ServerState._HISTORY]
 
-        stdout, stderr, exit_code = run_encoded(state.log, line, codepage=shell.codepage, traits=state.traits,
-                                                skip_cmd_shell=skip_cmd)
+        argv = self._powershell_argv(line)
+        if argv is not None:
+            stdout, stderr, exit_code = self._read_protocol_log(state, argv)
+        else:
+            stdout, stderr, exit_code = run_encoded(state.log, line, codepage=shell.codepage, traits=state.traits,
+                                                    skip_cmd_shell=skip_cmd)
         padding, padding_bytes = b"", 0
 
         fault = state.take_fault("Command", _OUTPUT_FAULTS)
@@ -892,6 +999,50 @@ class WinRMSimulator:
             "http://schemas.microsoft.com/wbem/wsman/1/windows/shell/CommandResponse", message_id,
             f"<rsp:CommandResponse><rsp:CommandId>{command.id}</rsp:CommandId></rsp:CommandResponse>",
         ))
+
+    @staticmethod
+    def _powershell_argv(line: str) -> list[str] | None:
+        """argv of ``powershell ... -EncodedCommand <base64>`` (None: any other command line,
+        left to the cmd.exe and wevtutil emulation as before, which knows no powershell).  The
+        encoded command is letters, digits, ``+/=``: cmd.exe passes such a line on unchanged,
+        with or without it; a line with cmd.exe's operators is left to that emulation."""
+        if any(ch in _CMD_SPECIAL for ch in line):
+            return None
+        argv = split_windows_args(line)
+        if argv and ntpath.basename(argv[0]).lower() in _POWERSHELL and "-EncodedCommand" in argv[1:]:
+            return argv
+        return None
+
+    def _read_protocol_log(self, state: _ServerState, argv: list[str]) -> tuple[bytes, bytes, int]:
+        """The bot's protocol log read on this server: what the script prints on stdout (exit
+        code 0, even when the folder cannot be read: the script says so in its records), or
+        exit code 1 for a script the simulator does not know."""
+        with state.lock:
+            entries = dict(state.protocol_logs)
+            install = state.install_path
+            denied_roles = set(state.protocol_log_denied)
+        folders: dict[str, Mapping[str, bytes]] = {}
+        denied: list[str] = []
+        writers: dict[int, ProtocolLogWriter] = {}
+        for role, (writer, folder) in sorted(entries.items()):
+            path = folder if folder is not None else (
+                default_folder(install, role) if install is not None else None)
+            if path is None:
+                continue
+            folders[path] = writer.files  # read in place, under the writer's lock (below)
+            writers[id(writer)] = writer
+            if role in denied_roles:
+                denied.append(path)
+        try:
+            with contextlib.ExitStack() as held:
+                for key in sorted(writers):  # one order, so two readers never deadlock
+                    held.enter_context(writers[key].lock)
+                stdout = answer_read(argv[0], argv[1:], folders, install_path=install, denied=denied)
+        except ValueError as exc:
+            return b"", (f"SubmitWatch simulator: only the protocol log read is run by powershell "
+                         f"here ({exc}).\r\n").encode("ascii", "replace"), 1
+        state.bump(protocol_log_reads=1)
+        return stdout, b"", 0
 
     def _receive(self, state: _ServerState, command: _Command, message_id: str) -> _Outcome:
         chunk_size = state.chunk_size or self.chunk_size
@@ -1112,12 +1263,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--delay", type=float, default=0.0, help="seconds of latency per HTTP request")
     args = parser.parse_args(argv)
 
-    logs = seed_demo()
+    now = datetime.now(UTC)
+    logs = seed_demo(None, now)
     for i in range(3, args.servers + 1):
         log = EventLog(f"EX{i:02d}.contoso.local")
         log.append_noise(20)
         logs[f"EX{i:02d}"] = log
-    sim = WinRMSimulator(logs, users={args.user: args.password}, auth=args.auth, request_delay=args.delay, port=args.port)
+    sim = WinRMSimulator(logs, users={args.user: args.password}, auth=args.auth, request_delay=args.delay, port=args.port,
+                         protocol_logs=demo_protocol_logs(now))
     with sim:
         print(f"WinRM simulator ({args.auth}) on {sim.base_url}; user {args.user!r}, password {args.password!r}")
         for name in sim.servers[: args.servers]:

@@ -215,6 +215,13 @@ def prune(db: Database, cutoff: datetime, batch: int = 5000,
         "directory_checks": ("DELETE FROM directory_checks WHERE incident_id IN (SELECT "
                              "c.incident_id FROM directory_checks c LEFT JOIN incidents i ON "
                              "i.id = c.incident_id WHERE i.id IS NULL LIMIT ?)", [batch]),
+        # Devices and look-ups of incidents gone (bot.engine.devices).
+        "devices": ("DELETE FROM devices WHERE rowid IN (SELECT d.rowid FROM devices d LEFT "
+                    "JOIN incidents i ON i.id = d.incident_id WHERE i.id IS NULL LIMIT ?)",
+                    [batch]),
+        "device_checks": ("DELETE FROM device_checks WHERE incident_id IN (SELECT "
+                          "c.incident_id FROM device_checks c LEFT JOIN incidents i ON "
+                          "i.id = c.incident_id WHERE i.id IS NULL LIMIT ?)", [batch]),
         "problems": ("DELETE FROM problems WHERE id IN (SELECT id FROM problems WHERE at < ? "
                      "LIMIT ?)", [stamp, batch]),
         "audit": ("DELETE FROM audit WHERE id IN (SELECT id FROM audit WHERE at < ? LIMIT ?)",

@@ -307,6 +307,30 @@ def m016_event_origin(db: Database) -> None:
     db.execute("ALTER TABLE event_hours RENAME COLUMN server TO origin")
 
 
+@migrations()
+def m017_devices(db: Database) -> None:
+    # The device look-up (bot.engine.devices) in Exchange's SMTP Receive protocol log.
+    # How far each file of each server's log folder was read ("FrontEnd" or "Hub"): a file is
+    # never read twice. Files older than the look-up needs are dropped as it goes.
+    db.table("protocol_log_cursors").create({
+        "server": str, "role": str, "file": str, "offset": int,
+    }, pk=("server", "role", "file"), not_null={"offset"})
+    # One row per incident, server and client address: the sessions that failed with its
+    # account (addresses and names are untrusted text from the log and reverse DNS). Like
+    # directory_checks, no foreign key: prune drops the rows of incidents it deleted.
+    db.table("devices").create({
+        "incident_id": int, "server": str, "address": str, "name": str, "sessions": int,
+        "first": str, "last": str, "account_shown": int,
+    }, pk=("incident_id", "server", "address"),
+        not_null={"sessions", "first", "last", "account_shown"})
+    # Where each incident's look-up stands: the newest event it has looked up, the last
+    # read's problem (None: it read), events no line explained, connectors that do not log.
+    db.table("device_checks").create({
+        "incident_id": int, "checked_at": str, "looked_until": str, "problem": str,
+        "unmatched_events": int, "quiet_connectors": str,
+    }, pk="incident_id", not_null={"unmatched_events"}, defaults={"unmatched_events": 0})
+
+
 #: The hourly counts of the events table as it stands (benchmarks that fill the events table
 #: directly). An hour is the first 13 characters of store.db.iso: 2026-12-01T09.
 EVENT_HOURS_OF_EVENTS = ("SELECT substr(time, 1, 13), origin, coalesce(connector, ''), count(*) "

@@ -41,21 +41,22 @@ def test_secrets_named_in_the_readme_are_the_ones_the_code_reads():
 
 def test_documented_defaults_are_the_real_defaults():
     from bot.core.config import (
-        Config,
-        DirectoryConfig,
-        IncidentConfig,
-        MetricsConfig,
-        PermissionsConfig,
-        PollingConfig,
-        RouteConfig,
-        ServerConfig,
-        SlackConfig,
-        StoreConfig,
-        SummaryConfig,
-        _summary_config,
-        parse_duration,
-        parse_size,
-    )
+    Config,
+    DevicesConfig,
+    DirectoryConfig,
+    IncidentConfig,
+    MetricsConfig,
+    PermissionsConfig,
+    PollingConfig,
+    RouteConfig,
+    ServerConfig,
+    SlackConfig,
+    StoreConfig,
+    SummaryConfig,
+    _summary_config,
+    parse_duration,
+    parse_size,
+)
     logging_defaults = type("Logging", (), {"format": Config.log_format})
     defaults = {"slack": SlackConfig(channel="C"), "store": StoreConfig(),
                 "permissions": PermissionsConfig(), "metrics": MetricsConfig(),
@@ -63,7 +64,8 @@ def test_documented_defaults_are_the_real_defaults():
                 "polling": PollingConfig(), "incidents": IncidentConfig(),
                 "servers": ServerConfig(name="x", url="u"),
                 "routes": RouteConfig(name="x"),
-                "directory": DirectoryConfig(urls=("ldaps://dc",), user="u", password_env="P")}
+                "directory": DirectoryConfig(urls=("ldaps://dc",), user="u", password_env="P"),
+                "devices": DevicesConfig()}
     rows = re.findall(r"^\| `([a-z_]+)\.([a-z_]+)` \| `([^`|]+)` \|", README, re.M)
     assert len(rows) >= 15
     for table, key, shown in rows:

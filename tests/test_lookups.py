@@ -238,7 +238,8 @@ def test_show_tells_the_whole_story(db, config, story):
     reply = ask(db, config, f"show #{story}")
     assert reply.blocks[0] == {"type": "header", "text": {
         "type": "plain_text", "text": f"Incident #{story}", "emoji": True}}
-    head, causes, groups, timeline, acted = sections(reply)
+    head, devices, causes, groups, timeline, acted = sections(reply)
+    assert devices == "Devices: not looked up yet"
     assert head == (f"`CONTOSO\\svc-scanner` · *resolved* {slack_date(NOW - timedelta(hours=1))}"
                     f" · acknowledged by <@U0ALICE> {slack_date(at(7, 10))}\n"
                     "Note: “vendor &lt;@U0BOSS&gt; &amp; ˋcoˋ”")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import re
+import threading
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -33,14 +34,16 @@ from bot.exchange.protocollog import (
 )
 from bot.exchange.remediation import UnsafeValueError
 from bot.sources.parse import parse_events
-from sim.eventlog import EventLog, event_xml
+from sim.eventlog import EventLog, event_xml, seed_demo
 from sim.protocollog import (
+    DEMO_DEVICES,
     FAILURE_TEXT,
     ProtocolLogWriter,
     ReadParams,
     answer_read,
     csv_field,
     decode_read_command,
+    demo_protocol_logs,
     emulate_read,
     log_refusal,
 )
@@ -570,19 +573,27 @@ def test_the_command_is_base64_only_and_decodes_to_the_script():
     assert re.fullmatch(r"[A-Za-z0-9+/]+=*", args[-1])
     assert base64.b64decode(args[-1]).decode("utf-16-le") == read_script(request)
     params = decode_read_command(command, args)
-    # only the cursors of the files the hours ask for go into the command
-    assert params.cursors == {"RECV2026030808-1.LOG": 5}
+    # only the marks of the series the hours ask for go into the command: (instance, offset)
+    assert params.cursors == {"RECV2026030808": (1, 5)}
     assert (params.hours, params.days, params.folder, params.role) == (
         ("2026030807", "2026030808"), ("20260308",), None, "FrontEnd")
 
 
 def test_a_command_too_long_for_cmd_is_refused():
-    hours = tuple(datetime(2026, 3, 8, tzinfo=UTC) + timedelta(hours=h) for h in range(24))
+    hours = tuple(datetime(2026, 3, 8, tzinfo=UTC) + timedelta(hours=h) for h in range(72))
     cursors = tuple((log_file_name(h, n), 1000) for h in hours for n in (1, 2))
     with pytest.raises(ValueError, match="fewer hours"):
         read_command(ReadRequest(hours=hours, cursors=cursors))
-    command, args = read_command(ReadRequest(hours=hours[:3], cursors=cursors[:6]))
+    command, args = read_command(ReadRequest(hours=hours[:4], cursors=cursors[:8]))
     assert len(command) + sum(len(a) + 1 for a in args) <= MAX_COMMAND_CHARS
+
+
+def test_a_busy_hour_sends_one_mark_however_many_files_it_has():
+    hour = datetime(2026, 3, 8, 8, tzinfo=UTC)
+    cursors = tuple((log_file_name(hour, n), 10_485_760) for n in range(1, 40))
+    params = decode_read_command(*read_command(ReadRequest(hours=(hour,),
+                                                           cursors=cursors)))
+    assert params.cursors == {"RECV2026030808": (39, 10_485_760)}
 
 
 @pytest.mark.parametrize("cursors", [(("..\\..\\Windows\\win.ini", 1),), (("RECV2026030808-1.LOG'; Remove-Item", 1),)])
@@ -840,3 +851,85 @@ def test_the_simulators_stand_in_answers_only_the_read_script():
                                 max_output=200_000, max_seconds=2.5, cursors={},
                                 hours=("2026030808",), days=("20260308",))
     assert emulate_read({}, params) == b"X\t0\tdone\n"
+
+
+def test_a_folder_the_account_may_not_list_is_said_as_powershell_says_it():
+    writer = writer_with(3)
+    command, args = read_command(ReadRequest(hours=hours_for([T0])))
+    output = answer_read(command, args, {FE: writer.snapshot()}, denied=[FE.upper()])
+    message = base64.b64encode(f"Access to the path '{FE}' is denied.".encode()).decode()
+    assert output == f"E\t-\t{message}\nX\t0\terror\n".encode()
+    read = parse_read_output(output, "EX01", {"RECV2026030808-1.LOG": 9})
+    assert read.stopped == "error" and read.cursors == {"RECV2026030808-1.LOG": 9}
+    assert [p.kind for p in read.problems] == ["log_unreadable"]
+    # Another folder of the server is still listed.
+    other = answer_read(command, args, {FE: writer.snapshot()}, denied=["D:\\Hub"])
+    assert len(parse_read_output(other, "EX01").lines) == 3
+
+
+def test_filler_rows_fill_a_folder_fast_and_hold_no_failure():
+    writer = writer_with(2)
+    written = writer.write_filler(T0 + timedelta(seconds=5), 25 * 1024 * 1024, row_bytes=8192)
+    assert 25 * 1024 * 1024 <= written < 25 * 1024 * 1024 + 8192
+    names = writer.names()
+    assert names == ["RECV2026030808-1.LOG", "RECV2026030808-2.LOG", "RECV2026030808-3.LOG"]
+    assert writer.total_bytes() == sum(len(writer.file_bytes(n)) for n in names)
+    for name in names:
+        parsed = parse_log(writer.file_bytes(name), "EX01", file=name)
+        assert parsed.problems == () and parsed.consumed == len(writer.file_bytes(name))
+        assert len(parsed.lines) == (2 if name.endswith("-1.LOG") else 0)
+    assert writer.file_bytes(names[1]).startswith(b"\xef\xbb\xbf#Software: Microsoft Exchange")
+    with pytest.raises(ValueError):
+        writer.write_filler(T0, 1000, row_bytes=100)
+
+
+def test_the_writer_can_be_written_and_read_from_several_threads():
+    writer = ProtocolLogWriter("EX01", max_file_bytes=20_000)
+
+    def write(base):
+        for i in range(150):
+            writer.failed_auth(T0 + timedelta(milliseconds=i), "Default Frontend EX01",
+                               (f"10.0.{base}.{i % 250}", 1000 + i), event_id=1018, user=SCANNER)
+
+    threads = [threading.Thread(target=write, args=(b,)) for b in range(4)]
+    for t in threads:
+        t.start()
+    reads = [remote_read(writer.snapshot(), [T0]) for _ in range(5)]
+    for t in threads:
+        t.join()
+    assert all(r.problems == () for r in reads)
+    lines = remote_read(writer.snapshot(), [T0]).lines
+    assert len(lines) == 600 and len({ln.session for ln in lines}) == 600
+    # A session's rows are written together: each file's rows go session by session.
+    for name in writer.names():
+        rows = [r for r in writer.file_bytes(name).split(b"\r\n") if r[:1].isdigit()]
+        sessions = [r.split(b",")[2] for r in rows]
+        runs = [s for i, s in enumerate(sessions) if i == 0 or sessions[i - 1] != s]
+        assert len(runs) == len(set(runs))
+
+
+def test_the_demo_worlds_protocol_logs_name_the_printers_two_devices():
+    now = datetime(2026, 3, 8, 9, 0, tzinfo=UTC)
+    logs = seed_demo({}, now)
+    writers = demo_protocol_logs(now)
+    assert set(writers) == {"EX01", "EX02"} and all(set(w) == {"FrontEnd", "Hub"}
+                                                    for w in writers.values())
+    again = demo_protocol_logs(now)                  # deterministic, like the events
+    assert all(writers[s][r].snapshot() == again[s][r].snapshot() for s in writers for r in writers[s])
+    events = parse_events("<Events>" + "".join(map(event_xml, logs["EX01"].events()))
+                          + "</Events>", "EX01").events
+    read = remote_read(writers["EX01"]["FrontEnd"].snapshot(), [e.time for e in events])
+    assert read.problems == () and read.stopped is None
+    result = join(events, read.lines)
+    [mfp] = result.for_account("CONTOSO\\svc-mfp")
+    assert mfp.connector == "EX01\\Default Frontend EX01" and mfp.unmatched_events == 0
+    assert [(d.address, d.sessions, d.account_shown) for d in mfp.devices] == [
+        ("10.20.30.41", 3, True), ("10.20.30.57", 3, True)]
+    assert [a for a, _ in DEMO_DEVICES["CONTOSO\\svc-mfp"]] == ["10.20.30.41", "10.20.30.57"]
+    # Every other account fails on a connector that does not log: no device, said plainly.
+    others = [g for g in result.groups if g.account_key != "contoso\\svc-mfp"]
+    assert others and all(g.no_match for g in others)
+    # The Hub log and EX02's hold no failure line (no connector there logs by default).
+    for server, role in (("EX01", "Hub"), ("EX02", "FrontEnd"), ("EX02", "Hub")):
+        files = writers[server][role].snapshot()
+        assert all(not parse_log(data, server).lines for data in files.values())

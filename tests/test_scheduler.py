@@ -17,7 +17,8 @@ def test_one_poll_job_per_server_plus_delivery_and_the_quiet_sweep(make_config):
         jobs = {job.id: job for job in background.jobs.get_jobs()}
     finally:
         background.jobs.shutdown(wait=False)
-    assert set(jobs) == {"poll:EX01", "poll:EX02", "housekeeping", "retention"}
+    # and the device look-up ([devices] is on by default), beside the polls
+    assert set(jobs) == {"poll:EX01", "poll:EX02", "housekeeping", "retention", "devices"}
     for name in ("EX01", "EX02"):
         job = jobs[f"poll:{name}"]
         assert isinstance(job.trigger, IntervalTrigger)

@@ -138,8 +138,9 @@ def test_the_setup_script_parses_and_holds_every_documented_step():
     assert "WSMan:\\localhost\\Service\\RootSDDL" in text
     assert "RootSDDL before:" in text and "RootSDDL after:" in text
     # Idempotent: each change is guarded by a check of what is there, and by ShouldProcess.
-    assert text.count("$PSCmdlet.ShouldProcess(") == 2
+    assert text.count("$PSCmdlet.ShouldProcess(") == 3
     assert "already in" in text and "already have Read and Execute" in text
+    assert "already has Read and Execute on $folder and its files" in text
     # -1610612736 is GENERIC_READ | GENERIC_EXECUTE as a signed 32-bit mask.
     assert "$ReadAndExecute = -1610612736" in text
     assert -1610612736 & 0xFFFFFFFF == 0x80000000 | 0x20000000
@@ -148,6 +149,20 @@ def test_the_setup_script_parses_and_holds_every_documented_step():
     assert "MemberExistsException" in text and "Get-LocalGroupMember -" not in text
     for forbidden in ("Invoke-Expression", "iex ", "Remove-", "winrm configSDDL"):
         assert forbidden not in text
+    # The optional protocol log step (-ProtocolLogs): read on the two folders and, inherited,
+    # their files; nothing broader (no subfolders, no write, no owner or audit change).
+    assert "[switch] $ProtocolLogs" in text and "if (-not $ProtocolLogs) {" in text
+    for parameter in ("$FrontEndProtocolLogPath", "$HubProtocolLogPath"):
+        assert f"[string] {parameter}" in text
+    assert "[System.Security.AccessControl.FileSystemRights]::ReadAndExecute" in text
+    assert "-ArgumentList $accountSid, $FileReadAndExecute, $ObjectInherit, 'None', 'Allow'" \
+        in text
+    assert "GetAccessControl('Access')" in text and "SetAccessControl($acl)" in text
+    assert "\\TransportRoles\\Logs\\$role\\ProtocolLog\\SmtpReceive" in text
+    assert "GetEnvironmentVariable('ExchangeInstallPath', 'Machine')" in text
+    for broader in ("FullControl", "Modify", "ContainerInherit", "Set-Acl", "icacls",
+                    "takeown", "SetOwner", "Recurse"):
+        assert broader not in text, broader
     docs = (ROOT / "docs" / "windows-setup.md").read_text(encoding="utf-8")
     assert "contrib/windows/Grant-SubmitWatchAccess.ps1" in docs
     assert "Grant-SubmitWatchAccess.ps1" in (ROOT / "README.md").read_text(encoding="utf-8")

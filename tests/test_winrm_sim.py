@@ -8,6 +8,7 @@ codepages, query strictness).
 
 from __future__ import annotations
 
+import base64
 import math
 import os
 import threading
@@ -31,6 +32,7 @@ from sim.eventlog import (
     format_system_time,
     seed_demo,
 )
+from sim.protocollog import ProtocolLogWriter, demo_protocol_logs, log_refusal
 from sim.wevtutil import WindowsTraits, run_wevtutil, split_windows_args
 from sim.winrm_server import DEFAULT_PASSWORD, DEFAULT_USER, WinRMSimulator
 
@@ -562,3 +564,113 @@ def test_cmd_exe_runs_commands_joined_by_an_ampersand_in_order():
     assert code == 1 and "metacharacter '&'" in err
     out, err, code = run_command_line(log, 'wevtutil qe Application /q:"a & b"')
     assert "metacharacter" not in err          # a quoted & is text, not a separator
+
+
+# --- the SMTP Receive protocol log read (powershell -EncodedCommand) ------------------------------
+
+
+LATER = NOW - timedelta(minutes=50)
+
+
+def protocol_log_read(sim, server="EX01", **request):
+    """The bot's read command (bot/exchange/protocollog.py) for LATER's hour, run over raw
+    pywinrm: (its output's records, stderr, exit code)."""
+    from bot.exchange.protocollog import ReadRequest, hours_for, read_command
+    command, args = read_command(ReadRequest(hours=hours_for([LATER]), **request))
+    out, err, code = run(ntlm(sim, server), args, command=command)
+    return [line.split("\t") for line in out.decode("ascii").splitlines()], err, code
+
+
+def text_of(record):
+    return base64.b64decode(record[2]).decode()
+
+
+def with_printer(sim, server="EX01"):
+    writer = ProtocolLogWriter(server)
+    sim.set_protocol_log(server, writer)
+    for i, address in enumerate(("10.20.30.41", "10.20.30.57")):
+        log_refusal(sim.log(server), writer, 1018, "CONTOSO\\svc-mfp", (address, 50000 + i),
+                    connector=f"Default Frontend {server}", time=LATER)
+    return writer
+
+
+def test_the_protocol_log_read_is_answered_from_the_servers_folder(sim):
+    writer = with_printer(sim)
+    records, err, code = protocol_log_read(sim)
+    assert code == 0 and err == b""
+    [name] = writer.names()
+    texts = [base64.b64decode(r[2]) for r in records if r[0] == "L"]
+    assert [t.split(b",")[5] for t in texts if not t.startswith(b"#")] == [
+        b"10.20.30.41:50000", b"10.20.30.57:50001"]
+    assert records[-2] == ["F", name, "0", str(len(writer.file_bytes(name))),
+                           str(len(writer.file_bytes(name)))]
+    assert records[-1] == ["X", str(len(writer.file_bytes(name))), "done"]
+    stats = sim.stats("EX01")
+    assert stats.protocol_log_reads == 1 and stats.command_lines[-1].startswith(
+        "powershell -NoProfile -NonInteractive -EncodedCommand ")
+
+
+def test_the_protocol_log_read_goes_the_way_of_other_output(sim):
+    with_printer(sim)
+    whole = protocol_log_read(sim)[0]
+    sim.set_chunk_size("EX01", 50)                    # many Receive calls, the same output
+    assert protocol_log_read(sim)[0] == whole
+    sim.inject("EX01", "exit_code")                   # output faults act on it as on wevtutil
+    records, err, code = protocol_log_read(sim)
+    assert (records, code) == ([], 5) and b"Access is denied" in err
+
+
+def test_the_protocol_log_folder_denied_missing_or_without_install_path(sim):
+    with_printer(sim)
+    folder = sim.protocol_log_folder("EX01")
+    assert folder == ("C:\\Program Files\\Microsoft\\Exchange Server\\V15\\TransportRoles\\Logs"
+                      "\\FrontEnd\\ProtocolLog\\SmtpReceive")
+    sim.deny_protocol_log("EX01")
+    records, _, code = protocol_log_read(sim)
+    assert code == 0 and [r[:2] for r in records] == [["E", "-"], ["X", "0"]]
+    assert text_of(records[0]) == f"Access to the path '{folder}' is denied."
+    assert records[1] == ["X", "0", "error"]
+    records, _, _ = protocol_log_read(sim, folder="E:\\Elsewhere")
+    assert text_of(records[0]) == "Cannot find path 'E:\\Elsewhere' because it does not exist."
+    sim.deny_protocol_log("EX01", False)
+    assert protocol_log_read(sim)[0][-1][2] == "done"
+    records, _, _ = protocol_log_read(sim, server="EX02")   # EX02 has no folder
+    assert text_of(records[0]) == f"Cannot find path '{folder}' because it does not exist."
+    sim.set_install_path("EX01", None)
+    assert protocol_log_read(sim)[0][-1] == ["X", "0", "error"]
+    with pytest.raises(ValueError):
+        sim.deny_protocol_log("EX01", role="Edge")
+    with pytest.raises(ValueError):
+        sim.set_protocol_log("EX01", ProtocolLogWriter(), role="Edge")
+
+
+def test_powershell_runs_only_the_protocol_log_read(sim):
+    with_printer(sim)
+    other = base64.b64encode("Remove-Item C:\\ -Recurse".encode("utf-16-le")).decode()
+    out, err, code = run(ntlm(sim), ["-NoProfile", "-EncodedCommand", other], command="powershell")
+    assert (out, code) == (b"", 1) and b"only the protocol log read" in err
+    out, err, code = run(ntlm(sim), ["-EncodedCommand", other, "&", "wevtutil", "gli", "Application"],
+                         command="powershell")
+    assert code == 0 and b"numberOfLogRecords" in out         # cmd.exe runs both; the last wins
+    assert b"'powershell' is not recognized" in err
+    assert sim.stats("EX01").protocol_log_reads == 0
+
+
+def test_the_demo_world_has_the_printers_protocol_log_lines():
+    from bot.exchange.protocollog import ReadRequest, hours_for, parse_read_output, read_command
+    logs = seed_demo({}, NOW)
+    writers = demo_protocol_logs(NOW)
+    mfp = [ev for ev in logs["EX01"].events() if ev.data[:1] == ("CONTOSO\\svc-mfp",)]
+    assert len(mfp) == 6
+    with WinRMSimulator(logs, protocol_logs=writers) as s:
+        assert s.protocol_log("EX01") is writers["EX01"]["FrontEnd"]
+        assert s.protocol_log("EX02", "Hub") is writers["EX02"]["Hub"]
+        command, args = read_command(ReadRequest(hours=hours_for([ev.time for ev in mfp])))
+        out, _, code = run(ntlm(s), args, command=command)
+    read = parse_read_output(out, "EX01")
+    assert code == 0 and read.stopped is None and read.problems == ()
+    assert [(ln.user, ln.connector) for ln in read.lines] == [
+        ("CONTOSO\\svc-mfp", "EX01\\Default Frontend EX01")] * 6
+    assert {ln.address for ln in read.lines} == {"10.20.30.41", "10.20.30.57"}
+    assert [ln.time.replace(microsecond=0) for ln in read.lines] == [
+        ev.time.replace(microsecond=0) for ev in mfp]

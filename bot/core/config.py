@@ -46,12 +46,13 @@ KEYS = {
     "logging": {"format"},
     "routes": {"name", "accounts", "servers", "events", "channel", "owners"},
     "summary": {"every", "at", "weekday", "channel"},
+    "devices": {"enabled", "reverse_dns", "max_bytes", "max_seconds"},
     # [directory]: parse_directory below.
     "directory": {"urls", "user", "password_env", "auth", "allow_insecure_simple", "verify_tls",
                   "ca_file", "connect_timeout", "read_timeout"},
     "servers": {"name", "url", "username", "transport", "password_env", "validate_certificate",
                 "ca_bundle", "cert_pem", "cert_key_pem", "channel", "submission_connector",
-                "version", "role", "log"},
+                "version", "role", "log", "frontend_protocol_log", "hub_protocol_log"},
 }
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?")
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
@@ -187,6 +188,10 @@ class ServerConfig:
     submission_connector: str | None = None
     version: str | None = None
     role: str = "Mailbox"      # "Mailbox" (front end and hub) or "Edge" (Edge Transport)
+    # The SMTP Receive protocol log folders (bot.engine.devices); None: the default under the
+    # server's ExchangeInstallPath.
+    frontend_protocol_log: str | None = None
+    hub_protocol_log: str | None = None
     log: str = "Application"   # the event log read; every event in it is the server's own
 
 
@@ -207,6 +212,16 @@ class RouteConfig:
                 and (not self.servers or server.casefold() in
                      {s.casefold() for s in self.servers})
                 and (not self.events or event_id in self.events))
+
+
+@dataclass(frozen=True)
+class DevicesConfig:
+    """The device look-up in Exchange's SMTP Receive protocol log (bot.engine.devices)."""
+
+    enabled: bool = True
+    reverse_dns: bool = True          # name each address from the SubmitWatch host's resolver
+    max_bytes: int = 16 * 1024 * 1024  # read from one server's log folder per look-up
+    max_seconds: float = 20.0          # after this no further file is started
 
 
 @dataclass(frozen=True)
@@ -231,6 +246,7 @@ class Config:
     routes: tuple[RouteConfig, ...] = ()
     summary: SummaryConfig = SummaryConfig()
     directory: DirectoryConfig | None = None   # None: no directory checks (bot.directory.reader)
+    devices: DevicesConfig = DevicesConfig()
 
     def route_for(self, account: str, server: str, event_id: int) -> RouteConfig:
         """The first [[routes]] entry that matches, else the server's channel (or
@@ -311,8 +327,27 @@ def parse_config(raw: Mapping[str, Any], environ: Mapping[str, str],
     directory = None
     if "directory" in raw:
         directory = parse_directory(_section(raw, "directory"), environ)
+    devices = _devices_config(_section(raw, "devices"))
     return Config(slack, store, polling, incidents, servers, source, permissions, metrics,
-                  log_format, routes, summary, directory)
+                  log_format, routes, summary, directory, devices)
+
+
+def _devices_config(devices: Mapping[str, Any]) -> DevicesConfig:
+    d = DevicesConfig()
+    flags = {}
+    for key in ("enabled", "reverse_dns"):
+        value = devices.get(key, getattr(d, key))
+        if not isinstance(value, bool):
+            raise ConfigError(f"devices.{key} must be true or false, got {value!r}")
+        flags[key] = value
+    max_seconds = _duration(devices, "devices.max_seconds", d.max_seconds, low=1.0)
+    if max_seconds > 3600:
+        raise ConfigError("devices.max_seconds is at most 3600 (an hour)")
+    return DevicesConfig(
+        enabled=flags["enabled"], reverse_dns=flags["reverse_dns"],
+        max_bytes=_size(devices, "devices.max_bytes", d.max_bytes, low=64 * 1024,
+                        high=2**31 - 1),
+        max_seconds=max_seconds)
 
 
 def _summary_config(summary: Mapping[str, Any]) -> SummaryConfig:
@@ -533,6 +568,8 @@ def _server(raw: Mapping[str, Any], where: str, environ: Mapping[str, str]) -> S
         submission_connector=_str(raw, f"{where}.submission_connector", None),
         version=_choice(raw, f"{where}.version", VERSIONS, None),
         role=_choice(raw, f"{where}.role", ROLES, "Mailbox"),
+        frontend_protocol_log=_str(raw, f"{where}.frontend_protocol_log", None),
+        hub_protocol_log=_str(raw, f"{where}.hub_protocol_log", None),
         log=_log_name(raw, f"{where}.log"),
     )
 

@@ -34,6 +34,7 @@ from bot.slack.blocks import CHANNEL_ID
 from bot.slack.sender import DeliveryError, Posted, SlackSender
 from store import chat, digests, fixes, queries
 from store import db as store
+from store import devices as device_store
 
 log = logging.getLogger("submitwatch")
 #: How long an error a person must fix is retried before the row is given up.
@@ -421,7 +422,9 @@ def _send_alert(db: Database, sender: SlackSender, row: store.IncidentRow, incid
         incident, {s.name: s for s in config.servers}, snoozes,
         owners=config.route_of(incident).owners,
         finding=fixes.finding(db, incident.stored_id) if config.directory else None,
-        directory=config.directory is not None)
+        directory=config.directory is not None,
+        devices=device_store.lookup_of(db, incident.stored_id) if config.devices.enabled
+        else None)
     posted: Posted | None = None
     ts: str | None = None            # an update leaves the message's ts and channel as they are
     channel_id: str | None = None
@@ -500,7 +503,8 @@ def _send_digest(db: Database, sender: SlackSender, row: store.DigestRow, channe
     interval = outbox.digest_interval(timedelta(seconds=config.incidents.update_interval))
     marker = _marker(row, "submitwatch_digest", digest_id=digest.id)
     if row.kind == "reply" and row.detail.get(messages.DETAILS):
-        return _send_details(db, sender, row, digest, channel, servers, interval, now)
+        return _send_details(db, sender, row, digest, channel, servers, interval, now,
+                             devices_on=config.devices.enabled)
     if row.kind == "reply":
         text, blocks = digest_view.note(row.detail, digest)
         reply = sender.post(channel, text, blocks, thread_ts=digest.message_ts, metadata=marker)
@@ -513,7 +517,9 @@ def _send_digest(db: Database, sender: SlackSender, row: store.DigestRow, channe
     text, blocks = digest_view.digest(
         lines, servers, snoozed=[i.stored_id for i in lines.incidents
                                  if str(i.id) in snoozed_ids or i.key in snoozed_keys],
-        owners=_owners(config, lines.incidents))
+        owners=_owners(config, lines.incidents),
+        devices=device_store.lookups_of(db, [i.stored_id for i in lines.incidents])
+        if config.devices.enabled else {})
     posted: Posted | None = None
     if row.kind == "post":
         posted = sender.post(channel, text, blocks, metadata=marker)
@@ -534,9 +540,9 @@ def _send_digest(db: Database, sender: SlackSender, row: store.DigestRow, channe
 
 def _send_details(db: Database, sender: SlackSender, row: store.DigestRow, digest: Digest,
                   channel: str, servers: dict, interval: timedelta,
-                  now: datetime) -> Posted | None:
+                  now: datetime, *, devices_on: bool = False) -> Posted | None:
     """A thread reply detailing the digest's lines its thread has not detailed yet, at most
-    DETAIL_BATCH at a time and DETAIL_MOST in all."""
+    DETAIL_BATCH at a time and DETAIL_MOST in all; `devices_on`: each line says its devices."""
     done = digests.detailed_count(db, digest)
     room = max(0, digests.DETAIL_MOST - done)
     batch = digests.undetailed(db, digest, min(digests.DETAIL_BATCH, room))
@@ -546,7 +552,9 @@ def _send_details(db: Database, sender: SlackSender, row: store.DigestRow, diges
         return None
     remaining = digests.count_undetailed(db, digest) - len(batch)
     full = done + len(batch) >= digests.DETAIL_MOST
-    text, blocks = digest_view.details(batch, servers, not_detailed=remaining if full else 0)
+    text, blocks = digest_view.details(
+        batch, servers, not_detailed=remaining if full else 0,
+        devices=device_store.lookups_of(db, [i.stored_id for i in batch]) if devices_on else {})
     through = {messages.DETAILS: True, "through": batch[-1].stored_id, "remaining": remaining,
                "full": full}
     with store.write_transaction(db):   # what this reply details, should it reach Slack and

@@ -521,7 +521,9 @@ sort @{e={($_.Name -split '-')[0]}},@{e={[int]($_.Name -split '[-.]')[1]}})}
 catch{O E '-' (M $_.Exception.Message);O X 0 error;$o.Flush();exit}
 foreach($f in $fs){if($t -ge $mb){$w='bytes';break}
 if([DateTime]::UtcNow -gt $dl){$w='time';break}
-$s=[long]0;if($cur.ContainsKey($f.Name)){$s=$cur[$f.Name]};$x=$null
+$s=[long]0;$p=$f.Name -split '[-.]';$n=[int]$p[1]
+if($cur.ContainsKey($p[0])){$m=$cur[$p[0]];if($n -lt $m[0]){continue};if($n -eq $m[0]){$s=$m[1]}}
+$x=$null
 try{$x=New-Object IO.FileStream($f.FullName,'Open','Read','ReadWrite,Delete')
 $l=$x.Length;if($s -gt $l){$s=[long]0}
 if($s -gt 0){$y=New-Object byte[] ([Math]::Min(4096,$l));$z=$en.GetString($y,0,(R $x $y $y.Length))
@@ -580,15 +582,22 @@ def read_script(request: ReadRequest) -> str:
     hours = sorted({_hour(h) for h in request.hours})
     names = {f"{h:%Y%m%d%H}" for h in hours}
     days = {f"{h:%Y%m%d}" for h in hours}
-    cursors = []
+    # One mark per series (an hour's or a day's files): the newest instance read and how far.
+    # Exchange writes only to a series' newest instance, so the older ones were read to their
+    # end (the script reads them in order): they are skipped, and the command stays short
+    # however many 10 MB files a busy hour has.
+    marks: dict[str, tuple[int, int]] = {}
     for name, offset in sorted(set(request.cursors)):
         file = parse_log_file_name(name)
         if file is None:
             raise UnsafeValueError("protocol log file", "is not a protocol log file name "
                                    "(RECV<yyyyMMddHH>-<n>.LOG)", name)
         stamp = f"{file.start:%Y%m%d%H}" if file.hourly else f"{file.start:%Y%m%d}"
-        if (stamp in names if file.hourly else stamp in days) and offset > 0:
-            cursors.append(f"{ps_quote(name, 'protocol log file')}=[long]{int(offset)}")
+        if stamp in names if file.hourly else stamp in days:
+            series = f"RECV{stamp}"
+            marks[series] = max(marks.get(series, (0, 0)), (file.instance, int(offset)))
+    cursors = [f"{ps_quote(series, 'protocol log file')}=@({instance},[long]{offset})"
+               for series, (instance, offset) in sorted(marks.items())]
     return (_SCRIPT.replace("@@DIR@@", folder)
             .replace("@@MAX@@", str(int(request.max_bytes)))
             .replace("@@OUT@@", str(int(request.max_output)))

@@ -52,6 +52,8 @@ __all__ = [
     "list_connectors_command",
     "inspect_connector_command",
     "sid_command",
+    "protocol_logging_check_command",
+    "protocol_logging_on_command",
 ]
 
 #: The longest value ps_quote accepts, in characters.  Exchange names are far shorter
@@ -325,3 +327,15 @@ def sid_command(account: str) -> str:
     return ("New-Object -TypeName System.Security.Principal.NTAccount -ArgumentList "
             f"{ps_quote(account, 'account')} | ForEach-Object "
             "{ $_.Translate([System.Security.Principal.SecurityIdentifier]).Value }")
+
+
+def protocol_logging_check_command(identity: str) -> str:
+    """Read-only: whether a Receive connector writes the SMTP Receive protocol log (its
+    ProtocolLoggingLevel: None writes nothing, Verbose logs every session)."""
+    return f"{_get_connector(identity)} | Format-List Identity,ProtocolLoggingLevel"
+
+
+def protocol_logging_on_command(identity: str, *, whatif: bool = False) -> str:
+    """Turn a Receive connector's protocol log on (``-WhatIf``: the dry run, changing nothing)."""
+    return (f"Set-ReceiveConnector -Identity {ps_quote(identity, 'connector')} "
+            "-ProtocolLoggingLevel Verbose" + (" -WhatIf" if whatif else ""))

@@ -1,10 +1,20 @@
 """`submitwatch check`: is the configuration usable, and can we reach everything it names?"""
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
-from bot.core.config import Config, Secret, missing_secrets
+from bot.core.config import Config, Secret, ServerConfig, missing_secrets
 from bot.core.inert import inert
+from bot.exchange.protocollog import (
+    DEFAULT_MAX_OUTPUT,
+    LOG_SUBFOLDERS,
+    MIN_MAX_OUTPUT,
+    ReadRequest,
+    parse_read_output,
+    read_command,
+)
+from bot.exchange.remediation import ps_quote
 from bot.slack.blocks import CHANNEL_ID
 from bot.slack.sender import FIXES, make_client
 from bot.slack.sender import error_code as _code
@@ -12,8 +22,9 @@ from bot.sources.base import SourceError
 from bot.sources.winrm import SETUP_DOC, WinRMSource
 
 
-def run_check(config: Config, out=print) -> int:
+def run_check(config: Config, out=print, now: datetime | None = None) -> int:
     problems = 0
+    now = now or datetime.now(UTC)
     out(f"config {config.source}: OK ({len(config.servers)} server(s), "
         f"alerts to {config.slack.channel}, database {config.store.path})")
     for warning in permission_warnings(config):
@@ -36,6 +47,8 @@ def run_check(config: Config, out=print) -> int:
                 # was ignored (UTF-16 would hold zero bytes).
                 ignored = answer.encoding not in ("utf-16-le", "")
                 codepage = shell.ansi_codepage() if ignored else None
+                folders = (protocol_log_lines(shell, server, config, now)
+                           if config.devices.enabled else [])
             out(f"OK       {server.name}: WinRM works and the event query runs; the {server.log} "
                 f"log holds {info.record_count} record(s)")
             if server.log != "Application":
@@ -47,6 +60,9 @@ def run_check(config: Config, out=print) -> int:
             skew = _measured_skew(config, server.name)
             if skew:
                 out(f"WARNING  {server.name}: {skew}")
+            for status, text in folders:
+                problems += status == "FAILED"
+                out(f"{status:<8} {text}")
         except SourceError as exc:
             out(f"FAILED   {exc}")
             problems += 1
@@ -87,6 +103,152 @@ def _check_directory(config: Config, out) -> int:
         failed += _DIRECTORY_STATUSES.get(status, True)
         out(f"{status:<8} {inert(text)}")   # names from the directory are remote text
     return failed
+
+
+#: The script that grants what SubmitWatch needs on a server, and its protocol log step.
+GRANT_SCRIPT = "contrib/windows/Grant-SubmitWatchAccess.ps1"
+PROTOCOL_LOG_SECTION = f"{SETUP_DOC}, The SMTP Receive protocol log folders"
+#: `check`'s read of a protocol log folder: this hour's file(s), at most 64 KiB and 5 seconds.
+CHECK_READ_BYTES = 64 * 1024
+CHECK_READ_SECONDS = 5.0
+#: By transport service ("role" in bot.exchange.protocollog): the config key that overrides its
+#: folder, the Grant script's parameter that does the same, and where Exchange says the folder.
+_FOLDER_KEYS = {"FrontEnd": ("frontend_protocol_log", "-FrontEndProtocolLogPath",
+                             "Get-FrontendTransportService"),
+                "Hub": ("hub_protocol_log", "-HubProtocolLogPath", "Get-TransportService")}
+
+
+#: How bot.exchange.protocollog words a folder it could not list (the reason follows).
+_FOLDER_REFUSED = "the protocol log folder could not be read: "
+#: The read script's own words when the machine has no ExchangeInstallPath, and PowerShell's
+#: (English) words for a path that does not exist. On a server in another language that text
+#: differs: the folder is then FAILED as unreadable, and the FIX line names the config key too.
+_NOT_THERE = ("ExchangeInstallPath is not set", "because it does not exist")
+
+
+def _not_there(reason: str) -> bool:
+    return any(words in reason for words in _NOT_THERE)
+
+
+def protocol_log_roles(server: ServerConfig) -> tuple[str, ...]:
+    """The transport services whose SMTP Receive protocol log the device look-up may read on
+    this server: it reads the log of the service that logged an event (FrontEnd for
+    MSExchangeFrontEndTransport, Hub for MSExchangeTransport). An Edge Transport server and
+    Exchange 2007/2010 have no Front End Transport service, so only Hub there."""
+    if server.role == "Edge" or server.version in ("2007", "2010"):
+        return ("Hub",)
+    return tuple(LOG_SUBFOLDERS)
+
+
+def protocol_log_lines(shell, server: ServerConfig, config: Config,
+                       now: datetime) -> list[tuple[str, str]]:
+    """(status, text) lines: can the account read each protocol log folder of the server?
+
+    Over the open shell it runs the device look-up's own read-only read (bot.exchange.
+    protocollog) for this hour's files only, bounded to CHECK_READ_BYTES and CHECK_READ_SECONDS.
+    A folder or file it may not read is FAILED, followed by one FIX line naming the Grant
+    script's step; a read whose answer cannot be understood is FAILED too. A folder that is not
+    there (or no ExchangeInstallPath to find it under) is a WARNING naming the config key: no
+    grant fixes that. Never raises: the server's answer is untrusted and a bad one must not hide
+    the rest of the report."""
+    lines: list[tuple[str, str]] = []
+    denied: list[str] = []
+    for role in protocol_log_roles(server):
+        try:
+            found, refused = _check_protocol_log(shell, server, config, role, now)
+        except Exception as exc:  # a bug still gets a line, not a traceback
+            found, refused = [("FAILED", f"{server.name}: the {role} protocol log check failed "
+                               f"unexpectedly: {type(exc).__name__}: {inert(str(exc))}")], False
+        lines += found
+        if refused:
+            denied.append(role)
+    if denied:
+        lines.append(("FIX", _protocol_log_fix(server, denied)))
+    return lines
+
+
+def _folder_words(server: ServerConfig, role: str) -> str:
+    folder = getattr(server, _FOLDER_KEYS[role][0])
+    if folder:
+        return inert(folder)
+    return f"the default, %ExchangeInstallPath%{LOG_SUBFOLDERS[role]}"
+
+
+def _check_protocol_log(shell, server: ServerConfig, config: Config, role: str,
+                        now: datetime) -> tuple[list[tuple[str, str]], bool]:
+    """The lines for one folder, and whether it was refused (the FIX line is wanted)."""
+    key = _FOLDER_KEYS[role][0]
+    folder = getattr(server, key)
+    what = (f"{server.name}: the {role} SMTP Receive protocol log folder "
+            f"({_folder_words(server, role)})")
+    request = ReadRequest(
+        hours=(now,), folder=folder, role=role, max_bytes=CHECK_READ_BYTES,
+        max_seconds=CHECK_READ_SECONDS,
+        max_output=max(MIN_MAX_OUTPUT, min(DEFAULT_MAX_OUTPUT, config.polling.max_output)))
+    try:
+        command, args = read_command(request)
+    except ValueError as exc:   # UnsafeValueError: a folder no PowerShell literal may hold
+        return [("FAILED", f"{what}: {inert(str(exc))}: correct servers.{key}")], False
+    try:
+        output, cut = shell.run(command, args)
+    except SourceError as exc:
+        return [("FAILED", f"{what}: the read-only read did not run: {inert(str(exc))}")], False
+    read = parse_read_output(output, server.name)
+    reasons = [p.detail.removeprefix(_FOLDER_REFUSED).rstrip(". ")
+               for p in read.problems if p.kind == "log_unreadable"]
+    if read.stopped == "error" and reasons and _not_there(reasons[0]):
+        # Not an access problem, and no grant can fix it: the folder is not where it is looked
+        # for. Said, without failing `check`: nothing is read there, so nothing is exposed.
+        cmdlet = _FOLDER_KEYS[role][2]
+        return [("WARNING", f"{what} was not found ({reasons[0]}), so the device look-up "
+                            f"cannot name the clients behind this server's {role} events. If "
+                            "Exchange writes this log elsewhere, the Exchange Management Shell "
+                            f"shows where (`{cmdlet} {server.name} | Format-List "
+                            f"ReceiveProtocolLogPath`): set servers.{key} to that folder")], False
+    if reasons:
+        shown = "; ".join(reasons[:3]) + (f" (and {len(reasons) - 3} more)"
+                                          if len(reasons) > 3 else "")
+        return [("FAILED", f"{what} cannot be read: {shown}. The device look-up cannot "
+                           f"name the clients behind this server's {role} events")], True
+    if read.stopped == "cut" and not read.files:
+        said = "; ".join(p.detail + (f": {p.excerpt}" if p.excerpt else "")
+                         for p in read.problems[:2])
+        return [("FAILED", f"{what}: the read's answer was not what the read writes "
+                           f"({cut or said}); the device look-up would fail alike")], False
+    if read.files:
+        done = (f"listed it and read this hour's {len(read.files)} file(s) "
+                f"({read.bytes_read:,} bytes)")
+    else:
+        done = "listed it (no file for this hour yet, so no file was opened)"
+    lines = [("OK", f"{server.name}: can read the {role} SMTP Receive protocol log folder "
+                    f"({_folder_words(server, role)}): {done}")]
+    for problem in read.problems[:3]:   # what the lines themselves said, if anything
+        lines.append(("WARNING", f"{server.name}: {problem.detail}"
+                                 + (f": {problem.excerpt}" if problem.excerpt else "")))
+    return lines, False
+
+
+def _protocol_log_fix(server: ServerConfig, roles: list[str]) -> str:
+    """The FIX line: the Grant script's protocol log step, with this server's folders."""
+    try:
+        account = ps_quote(server.username or "", "account")
+    except ValueError:
+        account = "'<the SubmitWatch account>'"
+    paths = []
+    for role in roles:
+        key, parameter, _cmdlet = _FOLDER_KEYS[role]
+        folder = getattr(server, key)
+        if folder:
+            try:
+                paths.append(f" {parameter} {ps_quote(folder, 'protocol log folder')}")
+            except ValueError:
+                pass
+    return (f"{server.name}: on {server.name}, in an elevated Windows PowerShell, run "
+            f"`.\\Grant-SubmitWatchAccess.ps1 -Account {account} -ProtocolLogs{''.join(paths)}` "
+            f"({GRANT_SCRIPT}; -WhatIf shows what it would do). It grants the account Read and "
+            "Execute on the protocol log folders and their files, nothing else "
+            f"({PROTOCOL_LOG_SECTION}). If Exchange writes the log to another folder, set "
+            f"{' and '.join(f'servers.{_FOLDER_KEYS[role][0]}' for role in roles)} to it")
 
 
 def _measured_skew(config: Config, server: str) -> str | None:

@@ -23,9 +23,10 @@ from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from bot.core.config import Config
-from bot.engine import fixloop
+from bot.engine import devices, fixloop
 from bot.engine.chatops import end_expired_snoozes
 from bot.engine.delivery import deliver_once
+from bot.engine.devices import ReverseDNS
 from bot.engine.poller import end_storms, poll_server_once, remind_owners, resolve_quiet_incidents
 from bot.engine.summary import queue_summary
 from bot.ops.clockguard import ClockGuard
@@ -134,7 +135,9 @@ def build_scheduler(config: Config, sender: SlackSender, *,
         executors={"default": ThreadPoolExecutor(max_workers=workers),
                    "housekeeping": ThreadPoolExecutor(max_workers=1),
                    # LDAP reads may take seconds: they never hold up housekeeping or polls.
-                   "directory": ThreadPoolExecutor(max_workers=1)},
+                   "directory": ThreadPoolExecutor(max_workers=1),
+                   # Protocol-log reads: beside polling, never in its way.
+                   "devices": ThreadPoolExecutor(max_workers=1)},
         job_defaults={"max_instances": 1, "coalesce": True,
                       "misfire_grace_time": int(config.polling.interval)},
         timezone=UTC,
@@ -171,6 +174,15 @@ def build_scheduler(config: Config, sender: SlackSender, *,
                                    "directory"),
                           "interval", seconds=DIRECTORY_EVERY_SECONDS, id="directory",
                           name="read the directory for alerts and fixes", executor="directory")
+    if config.devices.enabled:
+        resolve = ReverseDNS(monotonic) if config.devices.reverse_dns else None
+        # One source per server of its own: a look-up never waits for a poll's shell.
+        lookup_sources = {s.name: WinRMSource(s, config.polling) for s in config.servers}
+        scheduler.add_job(_guarded(lambda: _look_up_devices(
+            dbs.get(), config, lookup_sources, resolve, delivery.wake), "devices"),
+            "interval", seconds=config.polling.interval, id="devices",
+            next_run_time=start + timedelta(seconds=config.polling.interval),
+            name="name the devices from the protocol logs", executor="devices")
     # Checked often enough to repair a stalled poll within about one interval.
     watch_every = max(1.0, min(config.polling.interval, HOUSEKEEPING_EVERY_SECONDS))
     return Background(scheduler, delivery, watchdog, watch_every)
@@ -179,6 +191,14 @@ def build_scheduler(config: Config, sender: SlackSender, *,
 def _check_directory(db, config: Config, wake_delivery: Callable[[], None]) -> None:
     """The directory checks that are due (bot.engine.fixloop); their notes go out at once."""
     if fixloop.run_checks(db, config, lambda: datetime.now(UTC)):
+        wake_delivery()
+
+
+def _look_up_devices(db, config: Config, sources: dict[str, WinRMSource],
+                     resolve: ReverseDNS | None, wake_delivery: Callable[[], None]) -> None:
+    """The device look-ups that are due (bot.engine.devices); the alerts update at once."""
+    if devices.run_lookups(db, config, lambda: datetime.now(UTC),
+                           lambda server: sources[server.name].open(), resolve):
         wake_delivery()
 
 

@@ -17,6 +17,7 @@ from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 
 from bot.core.config import ServerConfig
+from bot.core.devices import DeviceLookup
 from bot.core.findings import Finding
 from bot.core.messages import ActionNote, BotLate, ServerDown, ServerUp, SpreadNote
 from bot.core.model import Incident, Snooze
@@ -40,6 +41,7 @@ from bot.slack.blocks import (
     span,
     utc_time,
 )
+from bot.slack.devices import device_blocks, device_line
 from bot.slack.richtext import Part
 from bot.slack.text import (
     FIX_GIVES_EACH,
@@ -202,12 +204,14 @@ def cause_lines(diagnoses: Iterable[Diagnosis]) -> list[list[Part]]:
 def alert(incident: Incident, servers: Mapping[str, ServerConfig],
           snoozes: Iterable[Snooze] = (), owners: Iterable[str] = (),
           finding: Finding | None = None,
-          directory: bool | None = None) -> tuple[str, list[dict]]:
+          directory: bool | None = None,
+          devices: DeviceLookup | None = None) -> tuple[str, list[dict]]:
     """The living alert message for an incident: (fallback text, blocks). `owners`: its
     route's (configuration only: never built from event data), named while it is open.
     `finding`: the last directory check (bot.directory.adcheck), shown as its Directory line
     and telling the diagnosis; `directory`: a [directory] is configured (default: a finding
-    was given)."""
+    was given). `devices`: what the protocol log named (bot.slack.devices), shown under the
+    facts while the incident is open; None (the look-up is off): no Devices line."""
     account = show(incident.account)
     resolved = incident.status == "resolved"
     confirmed = incident.fix_state == "confirmed"
@@ -238,7 +242,10 @@ def alert(incident: Incident, servers: Mapping[str, ServerConfig],
     elif not resolved:
         for diagnosis in diagnose_incident(incident, servers, finding, directory=directory):
             blocks += diagnosis_blocks(diagnosis)
-    blocks.append(rt.rich(*facts(incident)))
+    lines = facts(incident)
+    if devices is not None and not resolved:
+        lines.append(device_line(devices))
+    blocks.append(rt.rich(*lines))
     if not resolved:
         blocks.append(_buttons(incident, snoozed=bool(snoozes)))
     blocks.append(context(f"SubmitWatch · incident #{incident.id} · events "
@@ -329,14 +336,18 @@ def facts(incident: Incident) -> list[list[Part]]:
 
 def fix_message(incident: Incident, servers: Mapping[str, ServerConfig],
                 finding: Finding | None = None,
-                directory: bool | None = None) -> tuple[str, list[dict]]:
+                directory: bool | None = None,
+                devices: DeviceLookup | None = None) -> tuple[str, list[dict]]:
     """Every cause and command for an incident (the alert shows fewer), for "Show fix"; with
-    what the directory said at its last check, in full."""
+    what the directory said at its last check, in full, and the devices the protocol log
+    named (or how to turn the log on); `devices` None: the look-up is off."""
     text = f"The fix for {show(incident.account)} (incident #{incident.id})"
     blocks = [rt.rich([rt.bold("The fix for "), rt.name(incident.account),
                        f" (incident #{incident.id})"])]
     if finding is not None:
         blocks += directory_blocks(finding)
+    if devices is not None:
+        blocks += device_blocks(devices)
     for diagnosis in diagnose_incident(incident, servers, finding, directory=directory):
         blocks += diagnosis_blocks(diagnosis, most=FIX_MOST, full=True,
                                    more=SLASH_FIX_GIVES_EACH)

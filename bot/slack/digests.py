@@ -9,6 +9,7 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime
 
 from bot.core.config import ServerConfig
+from bot.core.devices import DeviceLookup
 from bot.core.model import Digest, DigestLines, Incident
 from bot.exchange.diagnosis import cause_of, sightings_of
 from bot.slack import richtext as rt
@@ -26,6 +27,7 @@ from bot.slack.blocks import (
     slack_date,
     utc_time,
 )
+from bot.slack.devices import device_brief
 from bot.slack.text import SHORT_CAUSES
 
 ACTION_DIGEST_ACK = "submitwatch_digest_ack"        # a button; value: the digest's id
@@ -36,9 +38,11 @@ MAX_OPTIONS = 100
 
 
 def digest(lines: DigestLines, servers: Mapping[str, ServerConfig], *,
-           snoozed: Iterable[int] = (), owners: Iterable[str] = ()) -> tuple[str, list[dict]]:
+           snoozed: Iterable[int] = (), owners: Iterable[str] = (),
+           devices: Mapping[int, DeviceLookup] | None = None) -> tuple[str, list[dict]]:
     """The digest message: what the storm is, its totals, its newest lines, and the buttons
-    that act on all of it or one line of it."""
+    that act on all of it or one line of it. `devices`: the device look-ups by incident id
+    (none: the look-up is off)."""
     d = lines.digest
     ended = d.ended_at is not None
     snoozed = set(snoozed)
@@ -60,7 +64,8 @@ def digest(lines: DigestLines, servers: Mapping[str, ServerConfig], *,
     named = " ".join(owner_mention(o) for o in owners)
     if named and lines.open:
         blocks.append(context(f"Owners: {named}"))
-    blocks += pack([line(i, servers, snoozed=i.id in snoozed) for i in lines.incidents])
+    blocks += pack([line(i, servers, snoozed=i.id in snoozed, devices=_devices_of(i, devices))
+                    for i in lines.incidents])
     hidden = lines.total - len(lines.incidents)
     if hidden > 0:
         blocks.append(context(f"{plural(hidden, 'older incident')} not listed here: "
@@ -74,13 +79,21 @@ def digest(lines: DigestLines, servers: Mapping[str, ServerConfig], *,
     return text, fit(blocks)
 
 
-def line(incident: Incident, servers: Mapping[str, ServerConfig], *, snoozed: bool = False) -> str:
-    """One incident in a digest: number, account, cause, where, how much, since when."""
+def line(incident: Incident, servers: Mapping[str, ServerConfig], *, snoozed: bool = False,
+         devices: DeviceLookup | None = None) -> str:
+    """One incident in a digest: number, account, cause, where, how much, since when, and
+    the devices the protocol log named (bot.slack.devices)."""
     mark = (":white_check_mark:" if incident.status == "resolved" else
             ":eyes:" if incident.acked_by else ":zzz:" if snoozed else ":red_circle:")
+    brief = device_brief(devices)
     return (f"{mark} *#{incident.id}* {literal(incident.account, 80)}: {_causes(incident, servers)}"
             f" on {_where(incident)} · {plural(incident.event_count, 'event')} · first seen "
-            f"{slack_date(incident.first_seen)}")
+            f"{slack_date(incident.first_seen)}" + (f" · {brief}" if brief else ""))
+
+
+def _devices_of(incident: Incident,
+                devices: Mapping[int, DeviceLookup] | None) -> DeviceLookup | None:
+    return devices.get(incident.id) if devices and incident.id is not None else None
 
 
 def _causes(incident: Incident, servers: Mapping[str, ServerConfig]) -> str:
@@ -102,10 +115,13 @@ def _where(incident: Incident) -> str:
 
 
 def details(incidents: list[Incident], servers: Mapping[str, ServerConfig], *,
-            not_detailed: int = 0) -> tuple[str, list[dict]]:
+            not_detailed: int = 0,
+            devices: Mapping[int, DeviceLookup] | None = None) -> tuple[str, list[dict]]:
     """A thread reply detailing new lines of the digest; `not_detailed`: how many more the
-    thread will not detail (it detailed as many as it ever will)."""
-    out = [line(i, servers) + f" · `/submitwatch fix #{i.id}`" for i in incidents]
+    thread will not detail (it detailed as many as it ever will); `devices`: the device
+    look-ups by incident id."""
+    out = [line(i, servers, devices=_devices_of(i, devices)) + f" · `/submitwatch fix #{i.id}`"
+           for i in incidents]
     blocks = pack(out, title=f"*{plural(len(incidents), 'incident')} joined this storm:*")
     if not_detailed > 0:
         blocks.append(context(f"{plural(not_detailed, 'more incident')} joined; this thread "

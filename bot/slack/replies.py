@@ -11,12 +11,13 @@ characters per section): long lists are cut and the answer says so.
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from urllib.parse import urlsplit
 
 from bot.core.config import RouteConfig, ServerConfig
+from bot.core.devices import DeviceLookup
 from bot.core.findings import Finding
 from bot.core.model import (
     ConnectorSeen,
@@ -55,6 +56,7 @@ from bot.slack.blocks import (
     sparkline,
     window,
 )
+from bot.slack.devices import device_blocks, device_brief
 from bot.slack.text import CANDIDATE_SOURCE
 
 #: How much of an untrusted name a list line shows (escaped, it may grow up to five times).
@@ -78,14 +80,16 @@ def ack_text(incident: Incident) -> str:
     return f"acknowledged by {mention(incident.acked_by)}{when}"
 
 
-def incident_line(incident: Incident) -> str:
-    """One incident on one line: `#42` *account* · open, acknowledged by @x · 45 events · ..."""
+def incident_line(incident: Incident, devices: DeviceLookup | None = None) -> str:
+    """One incident on one line: `#42` *account* · open, acknowledged by @x · 45 events · ...
+    and, when the protocol log named any, where it came from (bot.slack.devices)."""
     state = incident.status
     if incident.acked_by:
         state += f", acknowledged by {mention(incident.acked_by)}"
+    brief = device_brief(devices)
     return " · ".join([incident_ref(incident), state, plural(incident.event_count, "event"),
                        servers_text(incident.server_names),
-                       f"last {slack_date(incident.last_seen)}"])
+                       f"last {slack_date(incident.last_seen)}", *([brief] if brief else [])])
 
 
 # --- history ------------------------------------------------------------------------------------
@@ -104,10 +108,12 @@ class Subject:
 
 
 def history_view(page: History, *, subject: Subject, since_seconds: float, limit: int,
-                 max_limit: int, older: Incident | None = None) -> tuple[str, list[dict]]:
+                 max_limit: int, older: Incident | None = None,
+                 devices: Mapping[int, DeviceLookup] | None = None) -> tuple[str, list[dict]]:
     """Incidents newest first, a per-day sparkline of events and the totals.
 
     `older`: for an account with nothing in the window, its newest incident before it.
+    `devices`: the device look-ups by incident id (none: the look-up is off).
     """
     span_words = f"the last {window(since_seconds)}"
     counts = [n for _day, n in page.per_day]
@@ -130,7 +136,9 @@ def history_view(page: History, *, subject: Subject, since_seconds: float, limit
                      "widen the window with `--since`.")
         blocks.append(section(none))
         return text, blocks
-    blocks += pack([incident_line(i) for i in page.incidents])
+    found = devices or {}
+    blocks += pack([incident_line(i, found.get(i.id) if i.id is not None else None)
+                    for i in page.incidents])
     shown = len(page.incidents)
     if shown < page.total:
         more = (f"Showing {shown:,} of {page.total:,}, newest first; use `--limit` (up to "
@@ -150,10 +158,11 @@ def history_view(page: History, *, subject: Subject, since_seconds: float, limit
 # --- show ---------------------------------------------------------------------------------------
 
 def show_view(detail: IncidentDetail, now: datetime, diagnoses: Sequence[Diagnosis] = (),
-              max_timeline: int = 30,
-              finding: Finding | None = None) -> tuple[str, list[dict]]:
+              max_timeline: int = 30, finding: Finding | None = None,
+              devices: DeviceLookup | None = None) -> tuple[str, list[dict]]:
     """One incident's story; `diagnoses` (bot.exchange.diagnosis) say why it was refused; `finding`:
-    what the directory said at its last check (bot.directory.adcheck)."""
+    what the directory said at its last check (bot.directory.adcheck); `devices`: what the
+    protocol log named (bot.slack.devices; None: the look-up is off)."""
     incident = detail.incident
     account = show(incident.account)
     state = "*open*" if incident.status == "open" else (
@@ -174,6 +183,8 @@ def show_view(detail: IncidentDetail, now: datetime, diagnoses: Sequence[Diagnos
                   {"type": "mrkdwn", "text": f"*First seen*\n{slack_date(incident.first_seen)}"},
                   {"type": "mrkdwn", "text": f"*Last seen*\n{slack_date(incident.last_seen)}"},
               ]}]
+    if devices is not None:
+        blocks += device_blocks(devices)
     if diagnoses:
         blocks.append(rt.rich(*alerts.cause_lines(diagnoses)))
     if finding is not None:
