@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 class Sizes:
     """How big each row is. `FULL` is the issue's sizes; `QUICK` is for the smoke test."""
 
-    runs: int = 3                      # repeated runs for rows 1, 2, 4 and 7
+    runs: int = 3                      # repeated runs for rows 1, 2, 4, 7 and 10
     ingest_events: int = 100_000
     ingest_servers: int = 10
     ingest_accounts: int = 50
@@ -45,6 +45,11 @@ class Sizes:
     footprint_window: float = 30.0     # seconds of idle measured between two poll rounds
     footprint_interval: float = 60.0
     startup_runs: int = 15
+    devices_sessions: int = 1_000      # row 10: refused sessions in the protocol log
+    devices_accounts: int = 100        # their accounts (incidents), one device each
+    devices_hours: int = 10            # hours they are spread over, one file per hour
+    devices_file_bytes: int = 10 * 1024 * 1024   # each hour's file (Exchange's default bound)
+    devices_polls: int = 200           # polls timed per round, alone and beside the look-ups
 
 
 FULL = Sizes()
@@ -52,7 +57,9 @@ QUICK = Sizes(runs=1, ingest_events=2_000, ingest_servers=2, ingest_accounts=5,
               sweep_servers=8, sweep_delay=0.005, latency_interval=1.0, latency_events=6,
               latency_servers=2, chat_events=20_000, chat_incidents=400, chat_calls=5,
               storm_events=3_000, storm_update_interval=1.0, storm_accounts=60, footprint_servers=3,
-              footprint_window=2.0, footprint_interval=12.0, startup_runs=2)
+              footprint_window=2.0, footprint_interval=12.0, startup_runs=2,
+              devices_sessions=100, devices_accounts=25, devices_hours=2,
+              devices_file_bytes=256 * 1024, devices_polls=20)
 
 
 @dataclass

@@ -504,6 +504,8 @@ def emulate_read(files: Mapping[str, bytes], params: ReadParams, *,
                     break
                 emit("L", start + a, b64(chunk[a:hits[a]]))
         emit("F", name, start, end, len(data))
+        if why == "done" and total >= params.max_bytes and end < len(data):
+            why = "bytes"         # the bound ended this file's read: the rest is next time
         if why == "output":
             break
     emit("X", total, why)

@@ -93,6 +93,25 @@ def save_cursors(db: Database, server: str, role: str, found: Mapping[str, int],
                [server, role, older_than])
 
 
+def pending_lines(db: Database, server: str, role: str) -> list[str]:
+    """The lines kept from earlier reads (JSON, bot.engine.devices reads them)."""
+    return [r["line"] for r in db.query(
+        "SELECT line FROM protocol_lines WHERE server = ? AND role = ? ORDER BY time",
+        [server, role])]
+
+
+def keep_lines(db: Database, server: str, role: str,
+               lines: Iterable[tuple[str, int, datetime, str]], older_than: datetime) -> None:
+    """Keep exactly these lines (file, offset, time, JSON) as the ones still to join, minus
+    those older than `older_than`."""
+    db.execute("DELETE FROM protocol_lines WHERE server = ? AND role = ?", [server, role])
+    for file, offset, time, line in lines:
+        if time >= older_than:
+            db.execute("INSERT OR IGNORE INTO protocol_lines (server, role, file, offset, time, "
+                       "line) VALUES (?, ?, ?, ?, ?, ?)",
+                       [server, role, file, offset, iso(time), line])
+
+
 def add_devices(db: Database, incident_id: int, server: str,
                 seen: Iterable[DeviceSeen]) -> None:
     """Add what one look-up found: sessions add up, first/last widen (a file is read once, so
@@ -147,7 +166,13 @@ def lookups_of(db: Database, incident_ids: Iterable[int]) -> dict[int, DeviceLoo
             assert first is not None and last is not None
             seen.setdefault(r["incident_id"], []).append(DeviceSeen(
                 r["address"], r["name"], r["sessions"], first, last, bool(r["shown"])))
-        for r in db.query(f"SELECT * FROM device_checks WHERE incident_id IN ({marks})", chunk):
+        checks = {r["incident_id"]: r for r in db.query(
+            f"SELECT * FROM device_checks WHERE incident_id IN ({marks})", chunk)}
+        for incident_id in seen.keys() - checks.keys():   # named by another incident's read
+            checks[incident_id] = {"incident_id": incident_id, "problem": None,
+                                   "looked_until": None, "quiet_connectors": None,
+                                   "unmatched_events": 0, "checked_at": None}
+        for r in checks.values():
             devices = sorted(seen.get(r["incident_id"], []),
                              key=lambda d: (-d.sessions, d.first, d.address))
             quiet = tuple(json.loads(r["quiet_connectors"] or "[]"))

@@ -323,6 +323,12 @@ def m017_devices(db: Database) -> None:
         "first": str, "last": str, "account_shown": int,
     }, pk=("incident_id", "server", "address"),
         not_null={"sessions", "first", "last", "account_shown"})
+    # Failure lines read but joined to no event yet (the event may be stored by a later poll,
+    # or its account's incident was not being looked up): joined on later runs, dropped after
+    # a day. The line as JSON (untrusted text).
+    db.table("protocol_lines").create({
+        "server": str, "role": str, "file": str, "offset": int, "time": str, "line": str,
+    }, pk=("server", "role", "file", "offset"), not_null={"time", "line"})
     # Where each incident's look-up stands: the newest event it has looked up, the last
     # read's problem (None: it read), events no line explained, connectors that do not log.
     db.table("device_checks").create({

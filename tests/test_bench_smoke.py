@@ -4,7 +4,18 @@ from __future__ import annotations
 
 import pytest
 
-from bench import accounts, chat, footprint, history, ingest, latency, startup, storm, sweep
+from bench import (
+    accounts,
+    chat,
+    devices,
+    footprint,
+    history,
+    ingest,
+    latency,
+    startup,
+    storm,
+    sweep,
+)
 from bench.common import QUICK, percentile, spread, table
 
 
@@ -81,6 +92,23 @@ def test_history_times_each_lookup_and_the_retention_run(tmp_path):
     retention = result.data["retention"]
     assert retention["deleted"]["events"] == result.data["expiring"] >= history.QUICK_SIZES.expired
     assert retention["transactions"] >= len(retention["deleted"]) and retention["waits"]["before"]
+    assert not list(tmp_path.iterdir())   # the database is deleted at the end
+
+
+def test_device_lookups_read_the_protocol_log_and_time_a_poll_beside_them(tmp_path):
+    data = devices.run(QUICK, tmp_path).data
+    assert data["files"] == QUICK.devices_hours            # one file per hour, under the bound
+    assert data["found"]["incidents"] == QUICK.devices_accounts
+    assert data["found"]["written"] == QUICK.devices_sessions
+    # Every incident's device, with every session: no line lost between runs.
+    assert data["found"]["whole"] == data["found"]["incidents"]
+    # Every refusal's line came back from the server at least once; every byte was read.
+    assert sum(r["lines"] for r in data["reads"]) >= QUICK.devices_sessions
+    assert data["read_bytes"] >= data["folder_bytes"] > QUICK.devices_file_bytes
+    # One new incident in one hour: only that hour's file is read, and its device is named.
+    assert data["only_its_hours"] and data["new_state"] == "found"
+    assert [len(s) for s in data["alone"] + data["beside"]] == [QUICK.devices_polls] * 2
+    assert all(runs > 0 for _, runs, _, _, _ in data["overlap"])
     assert not list(tmp_path.iterdir())   # the database is deleted at the end
 
 

@@ -109,6 +109,46 @@ def test_a_backlog_of_many_hours_is_read_a_few_hours_at_a_time_and_nothing_is_le
     assert look_up(db, config, clock) == 0       # nothing is left
 
 
+def test_lines_read_for_one_incident_name_the_devices_of_others_too(logs, writer, db,
+                                                                     make_config, slack, clock):
+    config = make_config(servers=("EX01",))
+    refuse(logs, writer, clock, "10.20.30.41")
+    refuse(logs, writer, clock, "10.20.30.99", account="CONTOSO\\svc-copier", seconds=1)
+    sweep(db, config, clock)
+    clock.advance(minutes=1)
+    # One incident due per run: its read passes the other account's line too.
+    assert devices.run_lookups(db, config, clock, lambda server: WinRMSource(
+        server, config.polling).open(), NAMES.get, limit=1) == 1
+    found = {i.account: device_store.lookup_of(db, i.stored_id).devices
+             for i in store.open_incidents(db).values()}
+    assert {a: [d.address for d in ds] for a, ds in found.items()} == {
+        MFP: ["10.20.30.41"], "CONTOSO\\svc-copier": ["10.20.30.99"]}
+
+
+def test_a_line_read_before_its_event_was_stored_joins_it_later(logs, writer, db, make_config,
+                                                                slack, clock):
+    config = make_config(servers=("EX01",))
+    refuse(logs, writer, clock, "10.20.30.41")
+    # The copier's line is in the log, its event not yet in the store (a later poll reads it).
+    writer.failed_auth(clock() + timedelta(seconds=2), PORT25, ("10.20.30.99", 50_002),
+                       event_id=1018, user="CONTOSO\\svc-copier")
+    sweep(db, config, clock)
+    clock.advance(minutes=1)
+    look_up(db, config, clock)                     # reads both lines; one joins nothing yet
+    logs["EX01"].append_refusal(1018, "CONTOSO\\svc-copier", PORT25,
+                                time=clock() - timedelta(minutes=1) + timedelta(seconds=2))
+    sweep(db, config, clock)
+    clock.advance(minutes=2)
+    look_up(db, config, clock)
+    copier = store.open_incidents(db)["contoso\\svc-copier"]
+    assert [d.address for d in device_store.lookup_of(db, copier.stored_id).devices] == [
+        "10.20.30.99"]
+    # Never someone else's: the copier's line did not become the printer's device meanwhile.
+    mfp = store.open_incidents(db)[MFP.casefold()]
+    assert [d.address for d in device_store.lookup_of(db, mfp.stored_id).devices] == [
+        "10.20.30.41"]
+
+
 def test_a_connector_that_does_not_log_is_said_with_how_to_turn_it_on(
         logs, writer, db, make_config, slack, clock):
     config = make_config(servers=("EX01",))

@@ -641,6 +641,16 @@ def writer_with(n, *, start=T0, step=1.0, users=(SCANNER,), max_file_bytes=10 <<
     return writer
 
 
+def test_a_read_cut_by_the_byte_bound_inside_its_last_file_says_so():
+    writer = ProtocolLogWriter("EX01")
+    writer.write_filler(T0, 300_000)
+    read = remote_read(writer.snapshot(), [T0], max_bytes=100_000)
+    [file] = read.files
+    assert file.end < file.length and read.stopped == "bytes"   # not "done": the rest waits
+    rest = remote_read(writer.snapshot(), [T0], read.cursors, max_bytes=1_000_000)
+    assert rest.stopped is None and rest.files[0].start == file.end
+
+
 def test_a_read_moves_the_cursors_and_never_reads_a_file_twice():
     writer = writer_with(20)
     first = remote_read(writer.snapshot(), [T0])

@@ -15,6 +15,8 @@ never read that line again.
 """
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
 import socket
 from collections.abc import Callable, Sequence
@@ -22,14 +24,14 @@ from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Protocol
 
 from sqlite_utils import Database
 
 from bot.core.config import Config, ServerConfig
 from bot.core.devices import DeviceSeen
-from bot.core.model import Event
+from bot.core.model import Event, incident_key
 from bot.engine import notify
 from bot.exchange.protocollog import (
     DEFAULT_MAX_OUTPUT,
@@ -61,6 +63,12 @@ MAX_HOURS = 4
 #: How long one reverse DNS answer may take, and how long an answer is kept.
 REVERSE_DNS_TIMEOUT = 1.0
 REVERSE_DNS_TTL = 3600.0
+#: Lines joined to no event are kept this long for later runs (an event is stored within a
+#: few polling intervals of its line).
+KEEP_LINES = timedelta(days=1)
+#: At least this long a line that names an account with no stored event waits for the event
+#: before it is taken for a line whose account the log hides.
+SETTLE = timedelta(minutes=5)
 #: Exchange's default Receive connectors that write a protocol log out of the box: only
 #: Default Frontend <SRV>, at Verbose (DOMAIN.md sections 5 and 7).
 _LOGS_BY_DEFAULT = "default frontend "
@@ -86,7 +94,8 @@ class _Work:
 
 def run_lookups(db: Database, config: Config, clock: Clock, open_shell: ShellOpener,
                 resolve: Resolver | None = None, limit: int = LOOKUPS_PER_RUN) -> int:
-    """Look up the devices of the incidents that are due; returns how many were looked up."""
+    """Look up the devices of the incidents that are due; returns how many were due (an
+    incident whose events are all younger than WRITE_LAG waits for the next run)."""
     if not config.devices.enabled:
         return 0
     now = clock()
@@ -116,29 +125,57 @@ def _look_up(db: Database, config: Config, server: ServerConfig | None, origin: 
     hours = hours_for(e.time for e in events)[:MAX_HOURS]
     covered = {id(e) for e in events if set(hours_for([e.time])) <= set(hours)}
     read, problem = _read(db, config, server, origin, role, hours, open_shell)
-    lines: Sequence[ProtocolLine] = read.lines if read else ()
-    joined = _join(db, origin, lines)
+    # The lines kept from earlier reads join too: a line read before its event was stored, or
+    # one of an account whose incident was not being looked up, is never lost.
+    kept = [_line_of(text) for text in device_store.pending_lines(db, origin, role)]
+    lines = [*kept, *(read.lines if read else ())]
+    joined = _join(db, origin, lines, now - _settle(config))
     complete = read is not None and read.stopped is None
+    groups = [g for g in joined.groups if g.server.casefold() == origin.casefold()] \
+        if joined else []
     with store.write_transaction(db):
         if read is not None:
             device_store.save_cursors(db, origin, role, read.cursors,
                                       older_than=f"RECV{hours[0]:%Y%m%d}")
+        device_store.keep_lines(
+            db, origin, role, [(ln.file, ln.offset, ln.time, _json_of(ln))
+                               for ln in (joined.unjoined if joined else lines)],
+            older_than=now - KEEP_LINES)
+        # Every open incident whose account the lines name gets its devices, due or not.
+        found_for = store.open_incidents(db, {g.account_key for g in groups if g.devices})
+        told = set()
+        for group in groups:
+            incident = found_for.get(group.account_key)
+            if incident is None or not group.devices:
+                continue
+            device_store.add_devices(db, incident.stored_id, origin, [
+                DeviceSeen(d.address, _name(resolve, d.address), d.sessions, d.first, d.last,
+                           d.account_shown) for d in group.devices])
+            told.add(incident.stored_id)
         for (incident_id, account), found in share.events.items():
-            groups = [g for g in joined.for_account(account)
-                      if g.server.casefold() == origin.casefold()] if joined else []
-            seen = [DeviceSeen(d.address, _name(resolve, d.address), d.sessions, d.first,
-                               d.last, d.account_shown) for g in groups for d in g.devices]
-            device_store.add_devices(db, incident_id, origin, seen)
-            quiet = [] if seen else sorted({e.connector for e in found if e.connector
-                                            and not _logs_by_default(e.connector)})
+            mine = [g for g in groups if g.account_key == incident_key(account)]
+            quiet = [] if any(g.devices for g in mine) else sorted(
+                {e.connector for e in found if e.connector
+                 and not _logs_by_default(e.connector)})
             device_store.save_check(
                 db, incident_id, checked_at=now,
                 looked_until=_looked_until(found, covered) if complete else None,
-                problem=problem, unmatched=sum(g.unmatched_events for g in groups),
+                problem=problem, unmatched=sum(g.unmatched_events for g in mine),
                 quiet_connectors=quiet)
+            told.add(incident_id)
+        for incident_id in told:
             incident = store.get_incident(db, incident_id)
             if incident is not None and incident.status == "open":
                 notify.tell(db, incident, now, None)   # the alert's update, at its own pace
+
+
+def _json_of(line: ProtocolLine) -> str:
+    return json.dumps({**dataclasses.asdict(line), "time": line.time.isoformat()})
+
+
+def _line_of(text: str) -> ProtocolLine:
+    data = json.loads(text)
+    return ProtocolLine(**{**data, "time": datetime.fromisoformat(data["time"])})
 
 
 def _looked_until(found: Sequence[Event], covered: set[int]) -> datetime | None:
@@ -183,14 +220,31 @@ def _read(db: Database, config: Config, server: ServerConfig | None, origin: str
     return read, None
 
 
-def _join(db: Database, origin: str, lines: Sequence[ProtocolLine]) -> JoinResult | None:
+def _join(db: Database, origin: str, lines: Sequence[ProtocolLine],
+          settled: datetime) -> JoinResult | None:
     """Join the lines to every account's events of the server around them (a line that hides
-    its account is joined only where one account failed at that moment)."""
+    its account is joined only where one account failed at that moment).
+
+    A line that names an account none of those events has is most likely one whose event is
+    not stored yet (the next poll brings it): it waits, unjoined, until `settled` passes its
+    time; only then is it taken for a line whose account the log hides (redacted), as the
+    join takes it. Joining it at once would give another account its device."""
     if not lines:
         return None
     start = min(ln.time for ln in lines) - MATCH_WINDOW
     end = max(ln.time for ln in lines) + MATCH_WINDOW
-    return join(device_store.events_between(db, origin, start, end), lines)
+    events = device_store.events_between(db, origin, start, end)
+    known = {e.incident_key for e in events}
+    waiting = [ln for ln in lines
+               if ln.user and incident_key(ln.user) not in known and ln.time > settled]
+    held = {id(ln) for ln in waiting}
+    result = join(events, [ln for ln in lines if id(ln) not in held])
+    return dataclasses.replace(result, unjoined=(*result.unjoined, *waiting))
+
+
+def _settle(config: Config) -> timedelta:
+    """How long a line naming an unknown account waits for its event: a few polls."""
+    return max(SETTLE, timedelta(seconds=3 * config.polling.interval))
 
 
 def _logs_by_default(connector: str) -> bool:

@@ -540,7 +540,7 @@ $a=0;if($i){$a=$z.LastIndexOf($nl,$i-1)+1};$j=$z.IndexOf($nl,$i)
 if(($k[0] -ne '#' -or $a -eq $i) -and $j-$a -le 65536){$h[$a]=$j};$i=$j+1}}
 foreach($a in @($h.Keys|sort)){if($ct.n+($h[$a]-$a)*1.34+80 -gt $mo){$e=$s+$a;$w='output';break}
 O L ($s+$a) (B $b $a ($h[$a]-$a))}}
-O F $f.Name $s $e $l}catch{O E $f.Name (M $_.Exception.Message)}
+O F $f.Name $s $e $l;if($w -eq 'done' -and $t -ge $mb -and $e -lt $l){$w='bytes'}}catch{O E $f.Name (M $_.Exception.Message)}
 if($x){$x.Close()};if($w -eq 'output'){break}}
 O X $t $w;$o.Flush()
 """
@@ -780,6 +780,9 @@ class JoinResult:
     #: Lines whose account the log hid and whose window held more than one account's events:
     #: not attributed to anyone.
     ambiguous_lines: int = 0
+    #: Lines joined to no event (the ambiguous ones included): a line read before its event was
+    #: stored joins a later call, so a caller keeps these a while.
+    unjoined: tuple[ProtocolLine, ...] = ()
 
     def for_account(self, account: str) -> tuple[DeviceGroup, ...]:
         key = incident_key(account)
@@ -845,6 +848,7 @@ def join(events: Sequence[Event], lines: Iterable[ProtocolLine], *,
         g.event_ids.add(events[index].event_id)
 
     joined: set[int] = set()
+    used: set[int] = set()
     ambiguous = 0
     unique: dict[tuple[str, str, int, str, str, datetime], ProtocolLine] = {}
     for line in lines:
@@ -878,6 +882,7 @@ def join(events: Sequence[Event], lines: Iterable[ProtocolLine], *,
         best = min(candidates, key=distance)
         joined.add(best)
         group_of(best).lines.append((line, shown))
+        used.add(id(line))
 
     result = []
     for g in groups.values():
@@ -890,7 +895,8 @@ def join(events: Sequence[Event], lines: Iterable[ProtocolLine], *,
             log_connectors=tuple(sorted({ln.connector for ln, _ in g.lines}))))
     result.sort(key=lambda g: (g.account_key, g.server.casefold(),
                                (g.connector or "").casefold()))
-    return JoinResult(tuple(result), ambiguous)
+    return JoinResult(tuple(result), ambiguous,
+                      tuple(ln for ln in ordered if id(ln) not in used))
 
 
 def _devices(lines: Sequence[tuple[ProtocolLine, bool]]) -> tuple[Device, ...]:
