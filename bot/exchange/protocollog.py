@@ -540,7 +540,8 @@ $a=0;if($i){$a=$z.LastIndexOf($nl,$i-1)+1};$j=$z.IndexOf($nl,$i)
 if(($k[0] -ne '#' -or $a -eq $i) -and $j-$a -le 65536){$h[$a]=$j};$i=$j+1}}
 foreach($a in @($h.Keys|sort)){if($ct.n+($h[$a]-$a)*1.34+80 -gt $mo){$e=$s+$a;$w='output';break}
 O L ($s+$a) (B $b $a ($h[$a]-$a))}}
-O F $f.Name $s $e $l;if($w -eq 'done' -and $t -ge $mb -and $e -lt $l){$w='bytes'}}catch{O E $f.Name (M $_.Exception.Message)}
+O F $f.Name $s $e $l;if($w -eq 'done' -and $t -ge $mb -and $e -lt $l){$w='bytes'}
+}catch{O E $f.Name (M $_.Exception.Message)}
 if($x){$x.Close()};if($w -eq 'output'){break}}
 O X $t $w;$o.Flush()
 """
