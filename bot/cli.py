@@ -66,6 +66,14 @@ def build_parser() -> argparse.ArgumentParser:
                                "filled in as every request URL, and only the scopes it uses. "
                                "Paste it at api.slack.com/apps (Create New App -> From an app "
                                "manifest, or the app's Manifest page).")
+    preview = sub.add_parser("preview", parents=[common], help="the open incidents' alerts "
+                                                               "as one local HTML page",
+                             description="Render every open incident's alert as SubmitWatch "
+                                         "would post it now into one self-contained HTML page "
+                                         "(no Slack needed, nothing sent; read-only on the "
+                                         "database) and print its path.")
+    preview.add_argument("path", metavar="PATH", nargs="?", default="submitwatch-preview.html",
+                         help="the page to write (default: submitwatch-preview.html)")
     demo = sub.add_parser("demo", parents=[verbose], help="the full pipeline against the built-in "
                                                          "Exchange simulator and Slack stand-in",
                           description="Start the built-in Exchange simulator (WS-Management, NTLM "
@@ -75,12 +83,65 @@ def build_parser() -> argparse.ArgumentParser:
                                       "Slack and no Exchange.")
     demo.add_argument("--db", metavar="PATH", default="submitwatch-demo.db",
                       help="the SQLite file to write (replaced each run; default: %(default)s)")
+    _look_up_parsers(sub, common)
     return parser
 
 
+#: The slash command's read-only look-ups, answered in the terminal too (handlers.terminal):
+#: (usage after the name, what it answers).
+LOOK_UPS = {
+    "history": ("[account|server] [--since 7d] [--limit N]",
+                "incidents and event counts, newest first, with a per-day sparkline"),
+    "show": ("INCIDENT", "one incident (its number, like 42): events per server and connector, "
+                         "timeline, who acted"),
+    "status": ("", "each server's last poll, lag, last error and cursor; outbox; open "
+                   "incidents"),
+    "summary": ("[--since 7d]", "new accounts, open and acknowledged incidents, top servers and "
+                                "connectors, median time to acknowledge and to resolve"),
+    "verify": ("ACCOUNT [SERVER\\Connector]", "what Active Directory says now, read-only: the "
+                                              "account and its Submit right (needs [directory])"),
+    "routes": ("ACCOUNT [SERVER] [1018|1020]", "which route an account's alert would take: its "
+                                               "channel and owners"),
+    "fix": ("ACCOUNT [SERVER\\Connector] [1018|1020]", "why an account is refused and the "
+                                                       "commands that fix it"),
+}
+LOOK_UP_EPILOG = ("The same answer as `/submitwatch %s` in Slack, read from the database "
+                  "(store.path) without writing to it: safe beside a running `submitwatch run`. "
+                  "--json prints the data as one JSON object (docs/commands.md: Terminal). "
+                  "Exit 0 when answered, 1 when the question cannot be answered (no such "
+                  "incident, a bad option), 2 when the configuration or the database is wrong "
+                  "(missing, older schema). Put a name with spaces or a backslash in "
+                  "'single quotes'.")
+
+
+def _look_up_parsers(sub, common: argparse.ArgumentParser) -> None:
+    for name, (usage, summary) in LOOK_UPS.items():
+        parser = sub.add_parser(name, parents=[common], help=summary,
+                                description=f"{summary[0].upper()}{summary[1:]}.",
+                                epilog=LOOK_UP_EPILOG % name)
+        parser.add_argument("words", nargs="*", metavar="ARG",
+                            help=f"as in Slack: {name} {usage}".rstrip())
+        parser.add_argument("--json", action="store_true",
+                            help="print the data as JSON (a stable, versioned shape) instead "
+                                 "of text")
+        if name in ("history", "summary"):
+            parser.add_argument("--since", metavar="DURATION",
+                                help="how far back: 30m, 4h, 7d (default 7d, at most 366d)")
+        if name == "history":
+            parser.add_argument("--limit", metavar="N", help="incidents listed (default 20, at "
+                                                             "most 100)")
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    from bot.ops.logs import TEXT_FORMAT, use_format
+    parser = build_parser()
+    # A look-up's words may come after an option (`fix ACCOUNT --json 'EX01\\Relay'`): argparse
+    # leaves those over; they are the look-up's, in order. Anything else left over is an error.
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.command not in LOOK_UPS:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if args.command in LOOK_UPS:
+        args.words = [*args.words, *extra]
+    from bot.ops.logs import TEXT_FORMAT, quiet_slack_sdk_attempts, use_format
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format=TEXT_FORMAT, stream=sys.stderr)
     use_format(args.log_format or "text")
@@ -89,6 +150,7 @@ def main(argv: list[str] | None = None) -> int:
         # APScheduler says "Running job" and "executed successfully" at INFO for every poll:
         # about 20 MB a day with 50 servers polled each minute. Our own lines say what changed.
         logging.getLogger("apscheduler.executors").setLevel(logging.WARNING)
+        quiet_slack_sdk_attempts()   # one line per failure, in words, is ours to log
     for handler in logging.getLogger().handlers:
         handler.addFilter(_no_auth_tokens)
     from bot.core.config import ConfigError
@@ -105,11 +167,18 @@ def main(argv: list[str] | None = None) -> int:
             return run_check(config)
         if args.command == "poll-once":
             return _poll_once(config)
+        if args.command in LOOK_UPS:
+            return _look_up(config, args)
         if args.command == "manifest":
             import json
 
             from bot.ops.manifest import app_manifest
             print(json.dumps(app_manifest(config), indent=2))
+            return 0
+        if args.command == "preview":
+            from handlers.preview import write_preview
+            page, count = write_preview(config, args.path)
+            print(f"{count} open incident(s) rendered; open it in a browser: {page}")
             return 0
         if args.command == "backup":
             from store.db import backup
@@ -176,6 +245,51 @@ def _require_secrets(config, mode) -> None:
         raise ConfigError("set these environment variables first: " + "; ".join(missing))
 
 
+def _look_up(config, args: argparse.Namespace) -> int:
+    """`submitwatch history|show|...`: the slash command's answer, on a read-only database."""
+    from handlers.terminal import ask
+    from store.db import open_read_only
+
+    words = list(args.words)
+    for option in ("since", "limit"):
+        if getattr(args, option, None) is not None:
+            words += [f"--{option}", getattr(args, option)]
+    db = open_read_only(config.store.path)
+    try:
+        answer = ask(args.command, words, config, db)
+    finally:
+        db.conn.close()
+    try:
+        if args.json:
+            print(answer.json())
+        else:
+            print(answer.terminal(), file=sys.stderr if answer.error else sys.stdout)
+        sys.stdout.flush()
+    except BrokenPipeError:   # `| head`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return answer.exit_code
+
+
+def _delivery_sentence(db, delivery) -> str:
+    """What this run sent, and what the outbox still holds afterwards (a failed message stays
+    there and is tried again, and a message that was not due yet, or was not reached once Slack
+    failed, waits there too): one sentence, counted from the database, so it never says "0
+    waiting" beside a message that waits."""
+    from store import db as store
+    waiting = store.outbox_depth(db)
+    given_up = sum(problem["given_up"] or 0 for problem in store.delivery_problems(db))
+    said = f"Slack: {delivery.sent} sent, {delivery.failed} failed; "
+    if waiting:
+        said += (f"{waiting} message{' waits' if waiting == 1 else 's wait'} in the outbox for "
+                 "the next try (by `submitwatch run` or the next `poll-once`)")
+    else:
+        said += "nothing waits in the outbox"
+    if given_up:
+        said += (f"; {given_up} given up until a message to their channel gets through "
+                 "(`submitwatch status` lists them)")
+    return said
+
+
 def _poll_once(config) -> int:
     from bot.engine import fixloop
     from bot.engine.delivery import deliver_once
@@ -195,8 +309,7 @@ def _poll_once(config) -> int:
     delivery = deliver_once(db, SlackSender.from_config(config.slack), config)
     for result in results:
         print(result.summary())
-    print(f"incidents resolved: {resolved}; Slack: {delivery.sent} sent, {delivery.failed} failed, "
-          f"{delivery.waiting} waiting")
+    print(f"incidents resolved: {resolved}; {_delivery_sentence(db, delivery)}")
     for error in delivery.errors[:5]:
         print(f"  {error}")
     return 1 if any(r.error for r in results) or delivery.failed else 0

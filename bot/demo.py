@@ -13,16 +13,18 @@ from bot.core.config import parse_config
 from bot.engine import devices
 from bot.engine.delivery import deliver_once
 from bot.engine.poller import poll_server_once, resolve_quiet_incidents, utc_now
+from bot.slack.html import write_page
 from bot.slack.sender import SlackSender
 from bot.sources.winrm import WinRMSource
 from sim.eventlog import seed_demo
 from sim.protocollog import DEMO_DEVICES, demo_protocol_logs
 from sim.slack_api import SlackStandIn
-from sim.slack_blocks import block_kit_builder_url, render_text
+from sim.slack_blocks import render_text
 from sim.winrm_server import WinRMSimulator
 from store.db import open_db
 
 CHANNEL = "C0ALERTS"
+ADMIN = "U0DEMOADMIN"
 WINRM_USER = "CONTOSO\\svc-submitwatch"
 WINRM_PASSWORD = "demo-only-password"
 
@@ -42,10 +44,10 @@ def demo_config(slack: SlackStandIn, sim: WinRMSimulator, db_path: str, servers=
     return parse_config(raw, environ, source="built-in demo configuration")
 
 
-def show_channel(slack: SlackStandIn, out, *, full: bool) -> None:
+def show_channel(slack: SlackStandIn, out, *, full: bool, page_url: str = "") -> None:
     """Print the channel as a person would see it (full), or one line per message."""
     out(f"\n== What Slack shows in {CHANNEL}" + ("" if full else " now (headers only)"))
-    for message in slack.messages(CHANNEL):
+    for number, message in enumerate(slack.messages(CHANNEL), start=1):
         if not full:
             out(f"   {render_text(message).splitlines()[0]}  (updated {message['edits']} time(s), "
                 f"{len(message['replies'])} thread reply(ies))")
@@ -54,7 +56,7 @@ def show_channel(slack: SlackStandIn, out, *, full: bool) -> None:
         out(render_text(message))
         for reply in message["replies"]:
             out("    > thread: " + render_text(reply).replace("\n", "\n      "))
-        out(f"\n   Preview in Block Kit Builder: {block_kit_builder_url(message['blocks'])}")
+        out(f"\n   Preview in the browser: {page_url}#m{number}")
 
 
 def chat_ops(db, config, out) -> None:
@@ -64,7 +66,7 @@ def chat_ops(db, config, out) -> None:
 
     def slash(text: str) -> None:
         out(f"\n   /submitwatch {text}")
-        reply = answer(Request(db=db, config=config, now=utc_now(), user_id="U0DEMOADMIN",
+        reply = answer(Request(db=db, config=config, now=utc_now(), user_id=ADMIN,
                                channel_id=CHANNEL), text)
         out("   " + (render_text({"text": reply.text, "blocks": reply.blocks or []})
                      .replace("\n", "\n   ")))
@@ -97,9 +99,29 @@ def show_digest(slack: SlackStandIn, out) -> None:
     show_channel(slack, out, full=False)
 
 
+def write_demo_page(slack: SlackStandIn, db, config, path: Path) -> Path:
+    """Every message the demo sent, each version and thread reply, and the App Home tab as
+    the admin opens it (published by the product's own handler code), as one HTML page."""
+    from handlers.home import home_view
+
+    SlackSender.from_config(config.slack).client.views_publish(
+        user_id=ADMIN, view=home_view(db, config, utc_now(), ADMIN))
+
+    def with_versions(message: dict) -> dict:
+        return {**message, "versions": slack.versions(CHANNEL, message["ts"]),
+                "replies": [with_versions(reply) for reply in message["replies"]]}
+    return write_page(path, [with_versions(m) for m in slack.messages(CHANNEL)],
+                      channel=CHANNEL, title="SubmitWatch demo: what Slack showed",
+                      home=slack.home_view(ADMIN), home_user=ADMIN,
+                      note="Every message the demo sent to Slack, each as posted and after each "
+                           "update, with its thread; then the App Home tab. Rendered locally "
+                           "from the Block Kit sent: close to Slack, not Slack itself.")
+
+
 def run_demo(db_path: str, out=print) -> int:
     for suffix in ("", "-wal", "-shm"):
         Path(db_path + suffix).unlink(missing_ok=True)
+    page = Path(db_path).with_suffix(".html").absolute()
     start = utc_now()
     logs = seed_demo({}, start)
     # The same refusals in each server's SMTP Receive protocol log, at the events' times: the
@@ -142,7 +164,7 @@ def run_demo(db_path: str, out=print) -> int:
             logs["EX02"].append_refusal(1020, "contoso\\ADMINISTRATOR")
         sweep("Sweep 2: new events: app-erp now also fails on EX01, the scanner keeps failing")
         sweep("Sweep 3: nothing new, so nothing is sent")
-        show_channel(slack, out, full=True)
+        show_channel(slack, out, full=True, page_url=page.as_uri())
         chat_ops(db, config, out)
         sweep("Sweep 3b: the acknowledgement reaches Slack (the alert updates, its thread "
               "notes it)")
@@ -158,4 +180,7 @@ def run_demo(db_path: str, out=print) -> int:
         out(f"\n== Stored: {counts['events']} events, {counts['incidents']} incidents, "
             f"{counts['problems']} problems; Slack calls: {calls}")
         out(f"Inspect it: sqlite3 {db_path} 'select * from incidents'")
+        write_demo_page(slack, db, config, page)
+        out(f"\n== Every Slack message the demo sent, as Slack shows it (open it in a browser):"
+            f"\n   {page}")
     return 0

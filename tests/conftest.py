@@ -1,6 +1,7 @@
 """Shared fixtures: real servers on 127.0.0.1 and real SQLite files, nothing mocked."""
 from __future__ import annotations
 
+import os
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -117,3 +118,50 @@ def samba_ad(tmp_path_factory):
             yield ad
     except SambaUnavailable as exc:
         pytest.fail(str(exc), pytrace=False)
+
+
+# --- before anything runs: the directory tests need root ----------------------------------------
+
+#: The marker conftest puts on every test that uses the samba_ad fixture (directly or through
+#: another fixture): `-m "not samba"` leaves those out.
+SAMBA_MARK = "samba"
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", f"{SAMBA_MARK}: runs Samba's AD domain controller "
+                                       "(tests/samba_ad.py), so it needs root; set by conftest "
+                                       "on every test that uses the samba_ad fixture")
+
+
+def _uses_samba(item) -> bool:
+    return "samba_ad" in getattr(item, "fixturenames", ())
+
+
+@pytest.hookimpl(tryfirst=True)   # before -m deselects by marker
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if _uses_samba(item):
+            item.add_marker(SAMBA_MARK)
+
+
+def samba_needs_root(selected: int, euid: int) -> str | None:
+    """The one line a run says before it starts when `selected` tests need Samba AD and the
+    user (`euid`) is not root; None when the run can go ahead. Samba AD needs root twice: its
+    provisioning sets owners and ACLs on its files (as another user, `samba-tool domain
+    provision` stops at "Unable to chown a file"), and its LDAP ports (389, 636) are fixed and
+    below 1024. Without this, each of those tests fails on its own, in many lines."""
+    if euid == 0 or not selected:
+        return None
+    return (f"{selected} selected test(s) need root: they run Samba's AD domain controller, whose "
+            "provisioning chowns its files and whose LDAP ports 389 and 636 are below 1024 "
+            "(tests/samba_ad.py). Run `make test` as root (CI does; .ci/debian-packages also "
+            "installs Samba with apt-get), or leave those tests out: "
+            "`.venv/bin/python -m pytest -m 'not samba'`")
+
+
+def pytest_collection_finish(session):
+    if session.config.option.collectonly:
+        return
+    why = samba_needs_root(sum(map(_uses_samba, session.items)), os.geteuid())
+    if why:
+        pytest.exit(why, returncode=pytest.ExitCode.USAGE_ERROR)

@@ -110,7 +110,7 @@ def test_demo_runs_the_whole_pipeline(tmp_path):
     assert "EX01: 33 new event(s)" in out and "EX02: 23 new event(s)" in out
     # A 1020 for the built-in Administrator, its connector named by the event: no grant.
     admin = out[out.index("SMTP submit denied: CONTOSO\\Administrator"):]
-    admin = admin[:admin.index("Preview in Block Kit Builder")]
+    admin = admin[:admin.index("Preview in the browser")]
     assert CAUSES[BUILTIN][0] in admin
     assert "EX01\\Client Frontend EX01 (1020)" in admin and "Add-ADPermission" not in admin
     assert "NTAccount -ArgumentList 'CONTOSO\\Administrator'" in admin
@@ -119,15 +119,15 @@ def test_demo_runs_the_whole_pipeline(tmp_path):
     # 1018 on a custom relay connector, and an ordinary account on a default one (Client
     # Frontend, meant for signed-in accounts): the cause by connector (bot.exchange.advice).
     erp = out[out.index("SMTP submit denied: CONTOSO\\app-erp"):]
-    assert CAUSES[CUSTOM_NO_USERS][0] in erp[:erp.index("Preview in Block Kit Builder")]
+    assert CAUSES[CUSTOM_NO_USERS][0] in erp[:erp.index("Preview in the browser")]
     jurgen = out[out.index("SMTP submit denied: CONTOSO\\jürgen.müller"):]
-    assert CAUSES[SHOULD_ADMIT][0] in jurgen[:jurgen.index("Preview in Block Kit Builder")]
+    assert CAUSES[SHOULD_ADMIT][0] in jurgen[:jurgen.index("Preview in the browser")]
     assert "> thread: CONTOSO\\app-erp: now also seen on EX01" in out
-    assert "Preview in Block Kit Builder: https://app.slack.com/block-kit-builder/#" in out
+    assert "Preview in the browser: file://" in out and (tmp_path / "demo.html").is_file()
     assert "Resolved: CONTOSO\\app-erp" in out
     # The storm: five alerts of their own, then one digest listing the other 35.
     assert "Storm: 35 accounts refused SMTP submit" in out
-    assert "> thread: *25 incidents joined this storm:*" in out
+    assert "> thread: *Incidents 1–25 of the 35 that joined this storm so far:*" in out
     assert (tmp_path / "demo.db").exists()
 
 
@@ -139,7 +139,7 @@ def test_demo_shows_the_port_25_device_and_its_cause(tmp_path):
     out = result.stdout
     assert "CONTOSO\\svc-mfp, a multifunction printer" in out     # the narration says it
     mfp = out[out.index("SMTP submit denied: CONTOSO\\svc-mfp"):]
-    mfp = mfp[:mfp.index("Preview in Block Kit Builder")]
+    mfp = mfp[:mfp.index("Preview in the browser")]
     assert "EX01\\Default Frontend EX01 (1018)" in mfp
     assert CAUSES[INTERNET_AUTH][0] in mfp
     first_fix = advise(1018, "CONTOSO\\svc-mfp", "EX01", "Default Frontend EX01",

@@ -330,8 +330,8 @@ def test_a_log_that_wraps_during_an_outage_says_how_much_was_lost_and_keeps_the_
 @pytest.mark.parametrize("restart_numbering, after", [
     (False, 5), (True, 2),
     pytest.param(True, 5, marks=pytest.mark.xfail(strict=True, reason=(
-        "README, Known limits: a log cleared, numbered again from the same oldest record and "
-        "grown past the cursor before the next poll looks like a log that grew; its first "
+        "docs/operations.md, Known limits: a log cleared, numbered again from the same oldest "
+        "record and grown past the cursor before the next poll looks like a log that grew; its first "
         "records are not read (here 3 of 5). An outage makes that likelier.")))])
 def test_a_log_cleared_during_an_outage_is_reported_and_read_from_its_start(
         logs, winrm, db, db_path, clock, restart_numbering, after):

@@ -33,7 +33,8 @@ SECRET_ENV = {
     "signing_secret": "SLACK_SIGNING_SECRET",
 }
 _SECRET_WORDS = ("token", "password", "secret")
-#: Every key the file may hold, per table (the README's reference is checked against this).
+#: Every key the file may hold, per table (docs/configuration.md's reference is checked against
+#: this).
 KEYS = {
     "slack": {"channel", "api_url", "mode", "http_host", "http_port", "public_url"},
     "store": {"path", "retention"},
