@@ -39,7 +39,8 @@ Fidelity notes (behaviour copied from Slack, checked against its method docs):
 * ``chat.update`` keeps the previous ``blocks`` when the field is absent and
   clears them when it is ``[]``; the same goes for ``text``.
 * ``views.publish`` (App Home) stores the latest view per user
-  (:meth:`SlackStandIn.home_view`); blocks are validated with the Home tab's
+  (:meth:`SlackStandIn.home_view`, and :meth:`SlackStandIn.home_views` for every user);
+  blocks are validated with the Home tab's
   100-block limit and refused as ``invalid_arguments`` with Slack-style
   ``response_metadata.messages``; a stale ``hash`` answers ``hash_conflict``.
 * ``usergroups.users.list`` answers the members set with
@@ -56,6 +57,11 @@ Deliberate strictness (to catch product bugs early):
   block_id, known block types; see :func:`sim.slack_blocks.validate_blocks`);
   failures answer ``invalid_blocks`` with Slack-style
   ``response_metadata.messages``.
+* The text in a message's blocks is limited in total, as Slack enforces without documenting
+  it: past ``max_block_text`` (12,000 by default, counted in UTF-16 units by
+  :func:`sim.slack_blocks.block_text_length`; ``None`` turns it off) ``chat.*`` and
+  response URLs answer ``msg_blocks_too_long``. The top-level ``text`` is refused only
+  past 40,000 characters (``msg_too_long``): Slack's 4,000 is a recommendation.
 * ``thread_ts`` must name an existing message in that channel, otherwise
   ``thread_not_found`` (Slack is laxer here).
 
@@ -83,6 +89,7 @@ Socket Mode (how the product receives slash commands and button clicks):
 from __future__ import annotations
 
 import copy
+import json
 import logging
 import socket
 import threading
@@ -366,6 +373,8 @@ class SlackStandIn(ChatMethods, ConversationMethods, InteractionPayloads):
         self._responses: list[dict] = []
         self._payload_count = 0
         self._home_views: dict[str, dict] = {}  # user ID -> the view as views.publish answered
+        # (channel ID, ts) -> what the message showed after each successful post and update
+        self._versions: dict[tuple[str, str], list[dict]] = {}
         self._view_count = 0
         self._usergroups: dict[str, list[str]] = {}
 
@@ -618,6 +627,30 @@ class SlackStandIn(ChatMethods, ConversationMethods, InteractionPayloads):
             view = self._home_views.get(user_id)
             return copy.deepcopy(view) if view is not None else None
 
+    def home_views(self) -> dict[str, dict]:
+        """Every published Home tab: user ID -> the view, in the order first published."""
+        with self._lock:
+            return copy.deepcopy(self._home_views)
+
+    def versions(self, channel: str, ts: str) -> list[dict]:
+        """What one message (top-level or reply) showed, oldest first: as posted, then after
+        each successful ``chat.update``.  Each is ``{"text", "blocks", "at"}`` (``at``: when
+        the call arrived, ``time.time()``); ``[]`` for an unknown ts.  Slack keeps only the
+        last; the demo's HTML page shows every version it sent.
+        """
+        with self._lock:
+            key = (self._channel_or_keyerror(channel).id, ts)
+            return copy.deepcopy(self._versions.get(key, []))
+
+    def _record_version(self, reply: _Reply, at: float) -> None:
+        answer = json.loads(reply.body)
+        channel = self._channels.get(answer.get("channel", ""))
+        message = channel.by_ts.get(answer.get("ts", "")) if channel else None
+        if message is not None:
+            self._versions.setdefault((channel.id, message.ts), []).append({
+                "text": message.text, "at": at,
+                "blocks": copy.deepcopy(message.blocks) if message.blocks is not None else []})
+
     def ephemerals(self, channel: str | None = None) -> list[dict]:
         """``chat.postEphemeral`` deliveries, optionally for one channel."""
         with self._lock:
@@ -636,6 +669,7 @@ class SlackStandIn(ChatMethods, ConversationMethods, InteractionPayloads):
             self._calls.clear()
             self._ephemerals.clear()
             self._home_views.clear()
+            self._versions.clear()
             self._socket_mode.forget_traffic()
             self._responses.clear()
             for response_url in self._response_urls.values():
@@ -743,6 +777,9 @@ class SlackStandIn(ChatMethods, ConversationMethods, InteractionPayloads):
                     _log.exception("SlackStandIn failed on %s", method)
                     reply = _Reply.of_text(500, "Internal Server Error (SlackStandIn bug, see log)")
             self._calls.append(Call(method, params, headers, arrived, reply.status, reply.error))
+            if method in ("chat.postMessage", "chat.update") and reply.status == 200 \
+                    and reply.error is None:
+                self._record_version(reply, arrived)
             self._changed.notify_all()
         if self.answer_delay > 0:
             time.sleep(self.answer_delay)

@@ -19,6 +19,8 @@ from urllib.parse import quote
 
 __all__ = [
     "MAX_BLOCKS",
+    "MAX_BLOCK_TEXT",
+    "block_text_length",
     "MAX_HOME_BLOCKS",
     "block_kit_builder_url",
     "render_text",
@@ -29,6 +31,10 @@ __all__ = [
 MAX_BLOCKS = 50
 #: ... and per Home tab (or modal).
 MAX_HOME_BLOCKS = 100
+#: Slack answers ``msg_blocks_too_long`` past about 13,170 characters of text in a message's
+#: blocks (not in its published limits; bolt-js #2509, #2867). The stand-in refuses past
+#: this many, counted as :func:`block_text_length` does: a margin below what was observed.
+MAX_BLOCK_TEXT = 12_000
 
 _KNOWN_BLOCK_TYPES = frozenset(
     {
@@ -94,6 +100,34 @@ def _element_problems(element: Any, pointer: str) -> list[str]:
             if not isinstance(value, str) or not 1 <= len(value) <= 150:
                 problems.append(f"[ERROR] must be 1 to 150 characters [json-pointer:{at}/value]")
     return problems
+
+
+def _utf16(text: str) -> int:
+    return len(text.encode("utf-16-le")) // 2
+
+
+def block_text_length(blocks: Any) -> int:
+    """The text of a message's blocks as Slack may count it for ``msg_blocks_too_long``,
+    erring high: UTF-16 code units of every text (text objects of sections, fields, headers,
+    contexts, buttons, options and placeholders; rich text leaves, date fallbacks, link
+    URLs), and mentions and emoji as written (``<@U123>``, ``:fire:``)."""
+    if isinstance(blocks, list):
+        return sum(block_text_length(item) for item in blocks)
+    if not isinstance(blocks, dict):
+        return 0
+    total = 0
+    kind = blocks.get("type")
+    if kind in ("user", "usergroup", "channel"):
+        total += 3 + _utf16(str(blocks.get(f"{kind}_id", "")))
+    elif kind == "emoji":
+        total += 2 + _utf16(str(blocks.get("name", "")))
+    for key, value in blocks.items():
+        if isinstance(value, str):
+            if key in ("text", "fallback", "url", "alt_text"):
+                total += _utf16(value)
+        elif isinstance(value, (dict, list)):
+            total += block_text_length(value)
+    return total
 
 
 def validate_blocks(blocks: Any, *, max_blocks: int = MAX_BLOCKS, pointer: str = "/blocks") -> list[str]:

@@ -6,14 +6,19 @@ import json
 import time
 from typing import Any
 
-from .slack_blocks import MAX_HOME_BLOCKS, validate_blocks
+from .slack_blocks import MAX_BLOCK_TEXT, MAX_HOME_BLOCKS, block_text_length, validate_blocks
 from .slack_model import _MAX_VIEW_BYTES, _USER_ID, MAX_TEXT, _json_field, _Message, _SlackError
 
 
 class ChatMethods:
+    #: Characters of block text past which ``chat.*`` answer ``msg_blocks_too_long`` as Slack
+    #: does (:data:`~sim.slack_blocks.MAX_BLOCK_TEXT`); ``None`` turns the check off. The
+    #: 4,000-character recommendation for ``text`` is not enforced (Slack does not).
+    max_block_text: int | None = MAX_BLOCK_TEXT
+
     def _chat_post_message(self, params: dict) -> dict:
         channel = self._channel_param(params, member=True, names=True)
-        content = _message_content(params, require=True)
+        content = _message_content(params, require=True, max_block_text=self.max_block_text)
         parent = None
         if params.get("thread_ts"):
             parent = channel.by_ts.get(str(params["thread_ts"]))
@@ -52,7 +57,7 @@ class ChatMethods:
         message = channel.by_ts.get(str(params.get("ts") or ""))
         if message is None:
             raise _SlackError("message_not_found")
-        content = _message_content(params, require=False)
+        content = _message_content(params, require=False, max_block_text=self.max_block_text)
         if not content:
             raise _SlackError("no_text")
         for name, value in content.items():
@@ -71,7 +76,7 @@ class ChatMethods:
         user = params.get("user")
         if not isinstance(user, str) or not user:
             raise _SlackError("user_not_found")
-        content = _message_content(params, require=True)
+        content = _message_content(params, require=True, max_block_text=self.max_block_text)
         ts = self._next_ts()
         self._ephemerals.append(
             {
@@ -139,11 +144,13 @@ class ChatMethods:
         return message.api(team_id=self.team_id, app_id=self.app_id, include_metadata=include_metadata)
 
 
-def _message_content(params: dict, *, require: bool) -> dict:
+def _message_content(params: dict, *, require: bool,
+                     max_block_text: int | None = MAX_BLOCK_TEXT) -> dict:
     """Validated text/blocks/attachments/metadata present in the call.
 
     Only the fields present are returned, which is what ``chat.update`` needs
-    (absent = keep).  With ``require`` the call must carry some content.
+    (absent = keep).  With ``require`` the call must carry some content. Blocks whose text
+    passes ``max_block_text`` are ``msg_blocks_too_long`` (None: no such check).
     """
     content: dict[str, Any] = {}
     if "text" in params and params["text"] is not None:
@@ -155,6 +162,8 @@ def _message_content(params: dict, *, require: bool) -> dict:
         problems = validate_blocks(blocks)
         if problems:
             raise _SlackError("invalid_blocks", response_metadata={"messages": problems})
+        if max_block_text is not None and block_text_length(blocks) > max_block_text:
+            raise _SlackError("msg_blocks_too_long")
         content["blocks"] = blocks
     if "attachments" in params:
         content["attachments"] = _json_field(params, "attachments", list, "invalid_attachments")

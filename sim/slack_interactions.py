@@ -242,7 +242,8 @@ class InteractionPayloads:
                 reply = _Reply.of_json({"ok": False, "error": decode_error}, 400)
             else:
                 try:
-                    _message_content(params, require=not _flag(params.get("delete_original")))
+                    _message_content(params, require=not _flag(params.get("delete_original")),
+                                     max_block_text=getattr(self, "max_block_text", None))
                 except _SlackError as exc:
                     reply = _Reply.of_json({"ok": False, "error": exc.error, **exc.extra}, 400)
                 else:

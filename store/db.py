@@ -114,6 +114,45 @@ def _create_private(path: Path) -> None:
         pass
 
 
+def open_read_only(path: str | Path) -> Database:
+    """Open an existing database for reading only (the terminal look-ups).
+
+    A `file:...?mode=ro` URI: SQLite never creates the file and never takes the write lock, so
+    this works beside a running `submitwatch run` (WAL mode: readers never wait for the writer)
+    and changes nothing; `PRAGMA query_only` refuses a write even from our own code. A missing
+    file, or a schema older or newer than this SubmitWatch, is a StoreError in words.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise StoreError(f"no database at {path}: has `submitwatch run` or the demo ever run "
+                         "with this config?")
+    try:
+        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True,
+                               timeout=BUSY_TIMEOUT_MS / 1000, check_same_thread=False,
+                               isolation_level=None)
+        db = Database(conn)
+        db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        db.execute("PRAGMA query_only = ON")
+        applied = {m.name for m in migrations.applied(db)}
+        pending = [m.name for m in migrations.pending(db)]
+    except sqlite3.DatabaseError as exc:
+        raise StoreError(f"cannot read the database: {explain(exc, path)}") from exc
+    unknown = sorted(applied - {m.name for m in migrations._migrations})
+    if unknown:
+        conn.close()
+        raise StoreError(f"the database {path} was written by a newer SubmitWatch (its schema "
+                         f"has {', '.join(unknown)}): use that version to read it")
+    if pending:
+        conn.close()
+        if not applied:
+            raise StoreError(f"{path} holds no SubmitWatch schema: is it the database of this "
+                             "config? `submitwatch run` creates the schema in a new file")
+        raise StoreError(f"the database {path} has an older schema ({len(pending)} upgrade(s) "
+                         f"not applied: {', '.join(pending)}); `submitwatch run` (or `poll-once`)"
+                         " upgrades it, then ask again")
+    return db
+
+
 def backup(path: str | Path, target: str | Path) -> dict[str, int]:
     """A consistent copy of the live database (SQLite's online backup API), safe while `run`
     writes to it. Written to a new private file beside the target (a random name, created with
@@ -203,7 +242,7 @@ def prune(db: Database, cutoff: datetime, batch: int = 5000,
         # it would hand its id out again, and Slack messages carry outbox ids (the crash
         # look-up and the duplicate check match on them).
         "outbox": ("DELETE FROM outbox WHERE id IN (SELECT id FROM outbox WHERE state IN "
-                   "('sent', 'superseded') AND (created_at < ? OR incident_id IN "
+                   "('sent', 'superseded', 'dead') AND (created_at < ? OR incident_id IN "
                    f"({old_incidents})) AND id < (SELECT max(id) FROM outbox) LIMIT ?)",
                    [stamp, stamp, batch]),
         "incidents": ("DELETE FROM incidents WHERE id IN (SELECT id FROM incidents i WHERE "
@@ -730,13 +769,62 @@ def requeue_failed(db: Database, channel: str, now: datetime) -> int:
     return cursor.rowcount
 
 
-def delivery_problems(db: Database) -> list[dict[str, Any]]:
-    """Messages held back by an error a person must fix, grouped by error, oldest first."""
+def delivery_problems(db: Database, now: datetime | None = None) -> list[dict[str, Any]]:
+    """Messages held back by an error a person must fix, grouped by error, oldest first; and
+    messages Slack refused as they were, given up ("dead", `refused` > 0) within DEAD_SHOWN."""
+    shown_from = iso((now or datetime.now(UTC)) - DEAD_SHOWN)
     return [{**r, "since": from_iso(r["since"])} for r in db.query(
         "SELECT last_error AS error, error_code AS code, count(*) AS messages, "
-        "min(failed_since) AS since, sum(state = 'failed') AS given_up FROM outbox "
-        "WHERE state IN ('pending', 'failed') AND failed_since IS NOT NULL "
-        "GROUP BY error_code, last_error ORDER BY since")]
+        "min(failed_since) AS since, sum(state = 'failed') AS given_up, "
+        "sum(state = 'dead') AS refused FROM outbox "
+        "WHERE (state IN ('pending', 'failed') AND failed_since IS NOT NULL) "
+        "OR (state = 'dead' AND failed_since >= ?) "
+        "GROUP BY state = 'dead', error_code, last_error ORDER BY since", [shown_from])]
+
+
+#: How long `status`, Home and `check` show messages Slack refused and that were given up.
+DEAD_SHOWN = timedelta(days=7)
+
+
+def mark_dead(db: Database, row_id: int, error: str, code: str, now: datetime) -> None:
+    """Given up at once: Slack refused the message as it is (too long, invalid blocks), and
+    would refuse it again unchanged. Never revived (requeue_failed takes 'failed' only)."""
+    db.execute("UPDATE outbox SET state = 'dead', attempts = attempts + 1, last_error = ?, "
+               "error_code = ?, failed_since = ?, claimed_by = NULL, claimed_at = NULL "
+               "WHERE id = ?", [error, code, iso(now), row_id])
+
+
+def dead_rows(db: Database, *, incident_id: int | None = None,
+              digest_id: int | None = None, kind: str | None = None) -> int:
+    """How many rows of an incident's or a digest's messages were given up as refused."""
+    column, value = ("incident_id", incident_id) if incident_id is not None else \
+        ("digest_id", digest_id)
+    sql = f"SELECT count(*) FROM outbox WHERE state = 'dead' AND {column} = ?"
+    params: list[Any] = [value]
+    if kind:
+        sql += " AND kind = ?"
+        params.append(kind)
+    return db.execute(sql, params).fetchone()[0]
+
+
+def bury_waiting(db: Database, error: str, code: str, now: datetime, *,
+                 incident_id: int | None = None, digest_id: int | None = None) -> int:
+    """The post of an incident or digest was given up: its waiting updates and replies could
+    never be sent (there is no message to update or thread under); give them up too."""
+    column, value = ("incident_id", incident_id) if incident_id is not None else \
+        ("digest_id", digest_id)
+    return db.execute(
+        f"UPDATE outbox SET state = 'dead', last_error = ?, error_code = ?, failed_since = ? "
+        f"WHERE {column} = ? AND state = 'pending' AND kind IN ('update', 'reply')",
+        [error, code, iso(now), value]).rowcount
+
+
+def release_claim(db: Database, row_id: int, owner: str) -> bool:
+    """This process claimed the row but could not record what became of it (the write failed:
+    a full disk): leave it 'sending' (so whoever sends it looks in Slack first) but with a
+    claim any worker may take over at once, instead of after CLAIM_TIMEOUT."""
+    return db.execute("UPDATE outbox SET claimed_at = NULL WHERE id = ? AND state = 'sending' "
+                      "AND claimed_by = ?", [row_id, owner]).rowcount == 1
 
 
 def set_detail(db: Database, row_id: int, detail: dict) -> None:

@@ -453,3 +453,36 @@ def test_a_server_clock_off_the_bots_is_measured_and_shown_in_status_and_check(
     [skew] = [f for f in StoreCollector(lambda: db, clock).collect()
               if f.name == "submitwatch_server_clock_skew_seconds"]
     assert {s.labels["server"]: s.value for s in skew.samples}["EX01"] < -7000
+
+
+def test_a_clock_step_forward_ends_no_storm_and_reminds_nobody_early(logs, db, make_config,
+                                                                     slack, clock):
+    """A live storm digest stays live, and an unowned incident's owners are not reminded, when
+    only the wall clock jumped: both wait for their real time."""
+    from bot.engine.poller import end_storms, remind_owners
+    from bot.ops.clockguard import ClockGuard
+    from store import digests
+    from tests.helpers import sweep
+    config = make_config(servers=("EX01",), routes=[{"accounts": ["*"], "owners": ["U0OWNER"]}],
+                         incidents={"storm_threshold": 1, "storm_window": "10m",
+                                    "reminder_after": "1h", "reminder_interval": "1h"})
+    for n in range(3):
+        logs["EX01"].append("MSExchangeFrontEndTransport", 1018,
+                            (f"CONTOSO\\scan-{n}", "Client Frontend EX01"))
+    sweep(db, config, clock)
+    clock.advance(seconds=5)          # the posted one keeps failing: its owners are due a reminder
+    logs["EX01"].append("MSExchangeFrontEndTransport", 1018,
+                        ("CONTOSO\\scan-0", "Client Frontend EX01"))
+    sweep(db, config, clock)
+    assert len(digests.live_digests(db)) == 1
+    monotonic = [0.0]
+    guard = ClockGuard(lambda: monotonic[0])
+    guard.observe(clock())
+    monotonic[0] += 30
+    clock.advance(days=1, seconds=30)                   # NTP steps the clock a day forward
+    guard.observe(clock())
+    assert end_storms(db, config, clock, guard) == 0 and len(digests.live_digests(db)) == 1
+    assert remind_owners(db, config, clock, guard) == 0
+    # Without the guard the same moment ends the storm and reminds: what the guard prevents.
+    assert remind_owners(db, config, clock) > 0
+    assert end_storms(db, config, clock) == 1

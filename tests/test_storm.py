@@ -170,7 +170,9 @@ def test_more_events_and_new_accounts_during_the_storm_edit_the_digest_and_post_
     [message] = [m for m in slack.messages(CHANNEL) if m["ts"] == digest.message_ts]
     assert "Storm: 28 accounts" in message["text"]
     last = thread(slack, digest.message_ts)[-1]
-    assert "3 incidents joined this storm" in "\n".join(mrkdwn_texts(last["blocks"]))
+    # 25 were detailed by the first reply: this one says which of how many it details.
+    assert "Incidents 26–28 of the 28 that joined this storm so far" in "\n".join(
+        mrkdwn_texts(last["blocks"]))
     assert all(name in "\n".join(mrkdwn_texts(last["blocks"])) for name in new)
 
 
@@ -289,7 +291,7 @@ def test_a_detail_reply_whose_answer_was_lost_is_recorded_once_not_posted_again(
     sweep(db, config, clock)
     replies = [r for r in thread(slack, digest.message_ts) if "joined the storm" in r["text"]]
     assert [r["text"] for r in replies] == ["25 incidents joined the storm",
-                                            "3 incidents joined the storm"]
+                                            "28 incidents joined the storm: 26–28 detailed here"]
     last = max(i.stored_id for i in digests.members(db, digest.id))
     assert digests.get_digest(db, digest.id).detailed_through == last
     later = storm(logs["EX01"], 2, start=300)     # the next reply details only what is new

@@ -18,7 +18,10 @@ SLACK_CALLS = Counter("submitwatch_slack_api_calls", "Slack Web API calls, by me
 SLACK_ERRORS = Counter("submitwatch_slack_api_errors",
                        "Slack Web API calls that failed, by method and error code.",
                        ["method", "error"], registry=None)
-PROCESS_METRICS = (POLLS, POLL_SECONDS, EVENTS, SLACK_CALLS, SLACK_ERRORS)
+REFUSED = Counter("submitwatch_slack_messages_refused",
+                  "Slack messages refused as they were (too long, invalid), by what was done: "
+                  "shortened (sent smaller) or given_up.", ["outcome", "error"], registry=None)
+PROCESS_METRICS = (POLLS, POLL_SECONDS, EVENTS, SLACK_CALLS, SLACK_ERRORS, REFUSED)
 
 
 def record_poll(server: str, seconds: float, stored: int, failed: bool) -> None:
@@ -32,3 +35,9 @@ def record_slack_call(method: str, error: str | None = None) -> None:
     SLACK_CALLS.labels(method).inc()
     if error:
         SLACK_ERRORS.labels(method, error).inc()
+
+
+def record_refused(outcome: str, error: str) -> None:
+    """A message Slack refused as it was: "shortened" (a smaller rendering was sent) or
+    "given_up"."""
+    REFUSED.labels(outcome, error).inc()

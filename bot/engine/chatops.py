@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 from sqlite_utils import Database
 
 from bot.core.model import Incident, Snooze, incident_key
+from bot.core.realtime import StepAware
 from bot.engine import fixloop, notify
 from bot.slack.alerts import show
 from bot.slack.blocks import mention
@@ -154,7 +155,7 @@ def unsnooze(db: Database, target: int | str, actor: Actor, now: datetime) -> li
     return ending
 
 
-def end_expired_snoozes(db: Database, now: datetime, guard=None) -> int:
+def end_expired_snoozes(db: Database, now: datetime, guard: StepAware | None = None) -> int:
     """Called by the scheduler: end snoozes whose time is up and bring their alerts back
     (`guard`: a snooze set before a clock step forward lasts its real length)."""
     with store.write_transaction(db):

@@ -10,18 +10,28 @@ Errors:
 - a person must fix it (not_in_channel, token_revoked ...): retried after 15 min, doubling to
   4 h, and given up ("failed") after a day, shown in `status` and App Home with the fix in
   words. A given-up row is revived when a later message gets through in a way that shows the
-  cause fixed (same channel, or any message for app-wide errors such as a revoked token).
+  cause fixed (same channel, or any message for app-wide errors such as a revoked token);
+- Slack refused the message as it is (msg_blocks_too_long, invalid_blocks, no_text ...): it
+  would refuse it again, so an alert, a digest or a thread note is rendered once more within
+  a much smaller budget and sent at once; if that is refused too (or it cannot be shortened)
+  the row is given up ("dead"), never retried nor revived, counted in the metrics, listed by
+  `status`, Home and `check`, and one plain notice says so in the channel.
+
+A write that would record what became of a claimed row may fail (a full disk): the claim is
+released, in this process at once and in the database when it can be written, so the row is
+sent (after a look in Slack) as soon as writes work again rather than after CLAIM_TIMEOUT.
 """
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Hashable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from sqlite_utils import Database
 
-from bot.core import messages
+from bot.core import counters, messages
 from bot.core.config import Config
 from bot.core.model import Digest, Incident, Problem, Snooze
 from bot.engine import outbox
@@ -30,7 +40,7 @@ from bot.engine.summary import unwatched
 from bot.engine.workers import OWNER, claim_is_dead
 from bot.slack import alerts, replies
 from bot.slack import digests as digest_view
-from bot.slack.blocks import CHANNEL_ID
+from bot.slack.blocks import BUDGET, CHANNEL_ID, SMALL_BUDGET
 from bot.slack.sender import DeliveryError, Posted, SlackSender
 from store import chat, digests, fixes, queries
 from store import db as store
@@ -40,12 +50,22 @@ log = logging.getLogger("submitwatch")
 #: How long an error a person must fix is retried before the row is given up.
 GIVE_UP_AFTER = timedelta(days=1)
 #: The kinds of row that create a new message (and may have reached Slack before a crash).
-CREATES_MESSAGE = ("post", "reply", "server_down", "server_up", "bot_late", "summary")
+CREATES_MESSAGE = ("post", "reply", "server_down", "server_up", "bot_late", "summary",
+                   "refused")
 #: After an attempt that got no answer, how long before the look-up and the retry: Slack may
 #: still be acting on it (seen: posted after the client's timeout).
 LOOK_AGAIN_AFTER = timedelta(seconds=60)
 #: After such a retry, when to look for a twin that Slack posted later still.
 TWIN_CHECK_AFTER = timedelta(minutes=2)
+#: The kinds of row a smaller rendering can help when Slack refused one as too long.
+SHRINKS = ("post", "update", "reply")
+#: A notice that Slack refused a message; it is itself never the subject of another.
+REFUSED_NOTICE = "refused"
+
+#: Rows this process has claimed and is sending right now (any thread). A row claimed by this
+#: process but not in here was left behind by a write that failed: its claim is not live.
+_in_flight: set[int] = set()
+_in_flight_lock = threading.Lock()
 
 
 @dataclass
@@ -76,8 +96,8 @@ def _subject(row: store.OutboxRow) -> Hashable:
         return row.incident_id
     if isinstance(row, store.DigestRow):
         return ("digest", row.digest_id)
-    if row.kind == "summary":
-        return ("summary", row.id)   # one that waits (a wrong channel) holds back nothing
+    if row.kind in ("summary", REFUSED_NOTICE):
+        return (row.kind, row.id)   # one that waits (a wrong channel) holds back nothing
     return ("server", row.server)
 
 
@@ -113,12 +133,15 @@ def deliver_one(db: Database, sender: SlackSender, row: store.OutboxRow, config:
     incident = _incident_of(db, row)
     digest = _digest_of(db, row)
     alert = incident or digest   # the message an update edits and a reply threads under
+    needs_message = (row.kind in ("update", "reply") and alert is not None
+                     and alert.message_ts is None)
+    if needs_message and _post_given_up(db, row, now):
+        return None
     verdict = outbox.verdict(
         row.kind, row.attempts, subject_blocked=subject in blocked,
         due=not _not_due(row, now, config),
-        needs_message=row.kind in ("update", "reply") and alert is not None
-        and alert.message_ts is None,
-        sending_elsewhere=row.state == "sending" and not claim_is_dead(
+        needs_message=needs_message,
+        sending_elsewhere=row.state == "sending" and not _left_behind(row) and not claim_is_dead(
             row.claimed_by, row.claimed_at, now, store.CLAIM_TIMEOUT))
     if verdict is not outbox.Verdict.DUE:
         if verdict is outbox.Verdict.BLOCK:
@@ -130,6 +153,45 @@ def deliver_one(db: Database, sender: SlackSender, row: store.OutboxRow, config:
     if not claimed:  # another worker (a cron poll-once beside `run`) is sending it
         blocked.add(subject)
         return None
+    with _in_flight_lock:
+        _in_flight.add(row.id)
+    try:
+        return _deliver_claimed_row(db, sender, row, config, now, subject, alert, blocked,
+                                    result)
+    except store.StoreError:
+        _release(db, row)   # the write recording its result failed (a full disk ...)
+        raise
+    finally:
+        with _in_flight_lock:
+            _in_flight.discard(row.id)
+
+
+def _left_behind(row: store.OutboxRow) -> bool:
+    """Claimed by this process, which is not sending it: a write that would have recorded its
+    result failed. Its claim is not live, whatever claimed_at says."""
+    if row.claimed_by != OWNER:
+        return False
+    with _in_flight_lock:
+        return row.id not in _in_flight
+
+
+def _release(db: Database, row: store.OutboxRow) -> None:
+    """Release this process's claim in the database too, if it can be written now (others,
+    a cron poll-once, then need not wait for CLAIM_TIMEOUT either)."""
+    try:
+        with store.write_transaction(db):
+            store.release_claim(db, row.id, OWNER)
+    except store.StoreError:
+        pass   # still failing: this process takes it over at its next round all the same
+    log.warning("could not record what became of outbox row %d; it is sent (after a look in "
+                "Slack) once the database takes writes again", row.id,
+                extra={"outbox_id": row.id, "incident": row.incident_id})
+
+
+def _deliver_claimed_row(db: Database, sender: SlackSender, row: store.OutboxRow,
+                         config: Config, now: datetime, subject: Hashable,
+                         alert: Incident | Digest | None, blocked: set,
+                         result: DeliveryResult) -> str | None:
     try:
         _deliver_claimed(db, sender, row, config, now)
         result.sent += 1
@@ -140,9 +202,14 @@ def deliver_one(db: Database, sender: SlackSender, row: store.OutboxRow, config:
         if exc.code == "message_not_found" and row.kind == "update" and alert is not None:
             _repost(db, row, now)
             return None
+        if exc.refused:
+            _give_up(db, row, exc, now)
+            return None
         _retry_later(db, row, exc, now)
         if exc.code == "unreachable" or exc.code.startswith("http_"):
             return "stop"  # Slack is down: do not hammer it with every row
+    except store.StoreError:
+        raise   # not a bug of this row: deliver_one releases its claim, the round stops
     except Exception as exc:  # a bug (say, in rendering): keep the row, say so, go on
         log.exception("could not send outbox row %d", row.id,
                       extra={"outbox_id": row.id, "incident": row.incident_id})
@@ -163,7 +230,18 @@ def _deliver_claimed(db: Database, sender: SlackSender, row: store.OutboxRow, co
     if not _already_sent(db, sender, row, incident, channel, now):
         late = _slack_may_act_late(row)
         thread = _thread_of(db, row, incident) if late else None  # before _send moves it
-        posted = _send(db, sender, row, incident, channel, config, now)
+        try:
+            posted = _send(db, sender, row, incident, channel, config, now)
+        except DeliveryError as exc:
+            if not exc.refused or row.kind not in SHRINKS:
+                raise
+            # Slack would refuse it again as it is: once more, much smaller.
+            log.warning("Slack refused outbox row %d (%s); sending it again shortened",
+                        row.id, exc.code, extra={"outbox_id": row.id,
+                                                 "incident": row.incident_id})
+            posted = _send(db, sender, row, incident, channel, config, now,
+                           budget=SMALL_BUDGET)
+            counters.record_refused("shortened", exc.code)
         if posted is not None and late:
             _check_for_a_late_twin(db, row, posted, thread, now)
     if store.has_given_up(db):  # rare: no write transaction per message otherwise
@@ -172,6 +250,67 @@ def _deliver_claimed(db: Database, sender: SlackSender, row: store.OutboxRow, co
         if revived:
             log.info("a message to %s got through: %d given-up message(s) will be sent "
                      "again", channel, revived)
+
+
+def _give_up(db: Database, row: store.OutboxRow, exc: DeliveryError, now: datetime) -> None:
+    """Slack refused the message as it is (and shortened, where it can be): give the row up
+    at once, counted and recorded, with one plain notice in the channel per message (an
+    incident's alert, a digest) rather than one per refused row."""
+    incident_id = row.incident_id
+    digest_id = row.digest_id if isinstance(row, store.DigestRow) else None
+    with store.write_transaction(db):
+        first = row.kind == REFUSED_NOTICE or not (
+            store.dead_rows(db, incident_id=incident_id) if incident_id is not None else
+            store.dead_rows(db, digest_id=digest_id) if digest_id is not None else 0)
+        store.mark_dead(db, row.id, str(exc), exc.code, now)
+        if row.kind == "post" and (incident_id is not None or digest_id is not None):
+            store.bury_waiting(db, str(exc), exc.code, now, incident_id=incident_id,
+                               digest_id=digest_id)
+        if first and row.kind != REFUSED_NOTICE:
+            store.enqueue(db, None, REFUSED_NOTICE, now, detail=_notice_detail(db, row, exc))
+    counters.record_refused("given_up", exc.code)
+    log.error("gave up outbox row %d: %s. Slack would refuse it again as it is, so it is not "
+              "retried; `/submitwatch status` lists it", row.id, exc,
+              extra={"outbox_id": row.id, "incident": row.incident_id, "server": row.server})
+
+
+def _notice_detail(db: Database, row: store.OutboxRow, exc: DeliveryError) -> dict:
+    """What the notice about a refused row says, and the channel it goes to (the row's)."""
+    channel = None
+    ref: int | str | None
+    if isinstance(row, store.IncidentRow):
+        incident = store.get_incident(db, row.incident_id)
+        channel = incident.channel if incident else None
+        what, ref = ("alert" if row.kind in ("post", "update") else "reply"), row.incident_id
+    elif isinstance(row, store.DigestRow):
+        digest = digests.get_digest(db, row.digest_id)
+        channel = digest.where if digest else None
+        what, ref = "digest", row.digest_id
+    elif isinstance(row, store.ServerRow):
+        what, ref = "server", row.server
+    else:
+        what, ref = "bot", None
+        channel = row.detail.get("channel")
+    detail = {"what": what, "ref": ref, "code": exc.code, "outbox_id": row.id}
+    if channel:
+        detail["channel"] = channel
+    return detail
+
+
+def _post_given_up(db: Database, row: store.OutboxRow, now: datetime) -> bool:
+    """A row waiting for its alert or digest to be posted, whose post Slack refused and was
+    given up: it can never be sent; give it up too (the channel was told once)."""
+    incident_id = row.incident_id
+    digest_id = row.digest_id if isinstance(row, store.DigestRow) else None
+    if incident_id is None and digest_id is None:
+        return False
+    if not (store.dead_rows(db, incident_id=incident_id, kind="post") if incident_id is not None
+            else store.dead_rows(db, digest_id=digest_id, kind="post")):
+        return False
+    with store.write_transaction(db):
+        store.mark_dead(db, row.id, "its message was never posted: Slack refused it",
+                        "no_message", now)
+    return True
 
 
 def _retry_later(db: Database, row: store.OutboxRow, exc: DeliveryError, now: datetime) -> None:
@@ -362,15 +501,22 @@ def _marker(row: store.OutboxRow, event_type: str, **payload) -> dict:
 
 
 def _send(db: Database, sender: SlackSender, row: store.OutboxRow, incident: Incident | None,
-          channel: str, config: Config, now: datetime) -> Posted | None:
-    """Send one row; the message it created, if it created one."""
+          channel: str, config: Config, now: datetime, *, budget: int = BUDGET) -> Posted | None:
+    """Send one row; the message it created, if it created one. `budget`: the most block text
+    of an alert, digest or note (bot.slack.blocks.size)."""
     if row.kind == "dedupe":   # whatever its subject
         _remove_duplicates(db, sender, row, now)
         return None
     if isinstance(row, store.ServerRow):   # server_down, server_up
         return _send_server_health(db, sender, row, channel, now)
     if isinstance(row, store.DigestRow):
-        return _send_digest(db, sender, row, channel, config, now)
+        return _send_digest(db, sender, row, channel, config, now, budget=budget)
+    if isinstance(row, store.BotRow) and row.kind == REFUSED_NOTICE:
+        text, blocks = alerts.refused_notice(row.detail)
+        posted = sender.post(channel, text, blocks, metadata=_marker(row, "submitwatch_bot"))
+        with store.write_transaction(db):
+            store.mark_sent(db, row.id, now)
+        return posted
     if isinstance(row, store.BotRow) and row.kind == "summary":
         since, until = (store.required_time(row.detail[k], f"a summary's {k}")
                         for k in ("since", "until"))
@@ -388,12 +534,15 @@ def _send(db: Database, sender: SlackSender, row: store.OutboxRow, incident: Inc
             store.mark_sent(db, row.id, now)
         return posted
     if row.kind == "reply":
-        return _send_reply(db, sender, row, _must_have(incident, row), channel, config, now)
-    return _send_alert(db, sender, row, _must_have(incident, row), channel, config, now)
+        return _send_reply(db, sender, row, _must_have(incident, row), channel, config, now,
+                           budget=budget)
+    return _send_alert(db, sender, row, _must_have(incident, row), channel, config, now,
+                       budget=budget)
 
 
 def _send_reply(db: Database, sender: SlackSender, row: store.IncidentRow, incident: Incident,
-                channel: str, config: Config, now: datetime) -> Posted | None:
+                channel: str, config: Config, now: datetime, *,
+                budget: int = BUDGET) -> Posted | None:
     """A note in the thread of the incident's alert."""
     note = messages.note_of(row.detail)
     if isinstance(note, messages.ActionNote) and note.action == "reminder" and (
@@ -406,7 +555,8 @@ def _send_reply(db: Database, sender: SlackSender, row: store.IncidentRow, incid
         owners = config.route_of(incident).owners if note.action == "reminder" else ()
         text, blocks = alerts.action_note(incident, note, owners)
     else:
-        text, blocks = alerts.thread_note(incident, note, {s.name: s for s in config.servers})
+        text, blocks = alerts.thread_note(incident, note, {s.name: s for s in config.servers},
+                                          budget=budget)
     posted = sender.post(channel, text, blocks, thread_ts=incident.message_ts,
                          metadata=_marker(row, "submitwatch_note", incident_id=row.incident_id))
     with store.write_transaction(db):
@@ -415,7 +565,8 @@ def _send_reply(db: Database, sender: SlackSender, row: store.IncidentRow, incid
 
 
 def _send_alert(db: Database, sender: SlackSender, row: store.IncidentRow, incident: Incident,
-                channel: str, config: Config, now: datetime) -> Posted | None:
+                channel: str, config: Config, now: datetime, *,
+                budget: int = BUDGET) -> Posted | None:
     """The incident's alert: its post, or an update of it in place."""
     snoozes = chat.snoozes_for(db, incident, now)
     text, blocks = alerts.alert(
@@ -424,7 +575,7 @@ def _send_alert(db: Database, sender: SlackSender, row: store.IncidentRow, incid
         finding=fixes.finding(db, incident.stored_id) if config.directory else None,
         directory=config.directory is not None,
         devices=device_store.lookup_of(db, incident.stored_id) if config.devices.enabled
-        else None)
+        else None, budget=budget)
     posted: Posted | None = None
     ts: str | None = None            # an update leaves the message's ts and channel as they are
     channel_id: str | None = None
@@ -495,7 +646,7 @@ def _shown(incident: Incident, snoozes: list[Snooze]) -> tuple:
 
 
 def _send_digest(db: Database, sender: SlackSender, row: store.DigestRow, channel: str,
-                 config: Config, now: datetime) -> Posted | None:
+                 config: Config, now: datetime, *, budget: int = BUDGET) -> Posted | None:
     """A storm digest: its post, an update in place, or a reply in its thread."""
     digest = _digest_of(db, row)
     assert digest is not None   # _digest_of raises for a missing one
@@ -504,7 +655,7 @@ def _send_digest(db: Database, sender: SlackSender, row: store.DigestRow, channe
     marker = _marker(row, "submitwatch_digest", digest_id=digest.id)
     if row.kind == "reply" and row.detail.get(messages.DETAILS):
         return _send_details(db, sender, row, digest, channel, servers, interval, now,
-                             devices_on=config.devices.enabled)
+                             devices_on=config.devices.enabled, budget=budget)
     if row.kind == "reply":
         text, blocks = digest_view.note(row.detail, digest)
         reply = sender.post(channel, text, blocks, thread_ts=digest.message_ts, metadata=marker)
@@ -519,7 +670,8 @@ def _send_digest(db: Database, sender: SlackSender, row: store.DigestRow, channe
                                  if str(i.id) in snoozed_ids or i.key in snoozed_keys],
         owners=_owners(config, lines.incidents),
         devices=device_store.lookups_of(db, [i.stored_id for i in lines.incidents])
-        if config.devices.enabled else {})
+        if config.devices.enabled else {}, first_seen=_first_seen(db, digest.id),
+        budget=budget)
     posted: Posted | None = None
     if row.kind == "post":
         posted = sender.post(channel, text, blocks, metadata=marker)
@@ -538,11 +690,21 @@ def _send_digest(db: Database, sender: SlackSender, row: store.DigestRow, channe
     return posted
 
 
+def _first_seen(db: Database, digest_id: int) -> datetime | None:
+    """The earliest event of a digest's incidents: its "since", on the events' clock as its
+    lines' "first seen" (the bot's clock, when the digest opened, may disagree)."""
+    found = db.execute("SELECT min(first_seen) FROM incidents WHERE digest_id = ?",
+                       [digest_id]).fetchone()
+    return store.from_iso(found[0]) if found else None
+
+
 def _send_details(db: Database, sender: SlackSender, row: store.DigestRow, digest: Digest,
                   channel: str, servers: dict, interval: timedelta,
-                  now: datetime, *, devices_on: bool = False) -> Posted | None:
+                  now: datetime, *, devices_on: bool = False,
+                  budget: int = BUDGET) -> Posted | None:
     """A thread reply detailing the digest's lines its thread has not detailed yet, at most
-    DETAIL_BATCH at a time and DETAIL_MOST in all; `devices_on`: each line says its devices."""
+    DETAIL_BATCH at a time (fewer when they would not fit `budget`) and DETAIL_MOST in all;
+    `devices_on`: each line says its devices."""
     done = digests.detailed_count(db, digest)
     room = max(0, digests.DETAIL_MOST - done)
     batch = digests.undetailed(db, digest, min(digests.DETAIL_BATCH, room))
@@ -550,11 +712,14 @@ def _send_details(db: Database, sender: SlackSender, row: store.DigestRow, diges
         with store.write_transaction(db):
             store.mark_sent(db, row.id, now)   # nothing new to detail
         return None
-    remaining = digests.count_undetailed(db, digest) - len(batch)
+    found = device_store.lookups_of(db, [i.stored_id for i in batch]) if devices_on else {}
+    batch = batch[:digest_view.details_that_fit(batch, servers, devices=found, budget=budget)]
+    undetailed = digests.count_undetailed(db, digest)
+    remaining = undetailed - len(batch)
     full = done + len(batch) >= digests.DETAIL_MOST
     text, blocks = digest_view.details(
-        batch, servers, not_detailed=remaining if full else 0,
-        devices=device_store.lookups_of(db, [i.stored_id for i in batch]) if devices_on else {})
+        batch, servers, not_detailed=remaining if full else 0, devices=found, done=done,
+        total=done + undetailed, budget=budget)
     through = {messages.DETAILS: True, "through": batch[-1].stored_id, "remaining": remaining,
                "full": full}
     with store.write_transaction(db):   # what this reply details, should it reach Slack and

@@ -18,7 +18,8 @@ from sqlite_utils import Database
 from bot.core import counters, messages
 from bot.core.batch import PollProgress
 from bot.core.config import Config
-from bot.core.model import Problem
+from bot.core.model import Incident, Problem
+from bot.core.realtime import StepAware
 from bot.engine import fixloop, outbox
 from bot.engine.decision import decide_batch, decide_changes
 from bot.engine.incidents import resolve_quiet
@@ -55,13 +56,16 @@ class PollResult:
 
 
 def poll_server_once(db: Database, source: EventSource, config: Config,
-                     clock: Clock = utc_now) -> PollResult:
-    """One sweep of one server. Never raises: a failure is recorded for `status` and the log."""
+                     clock: Clock = utc_now, guard: StepAware | None = None) -> PollResult:
+    """One sweep of one server. Never raises: a failure is recorded for `status` and the log.
+    `guard` (a bot.ops.clockguard.ClockGuard, whose `now` the clock should be): a snooze set
+    before a clock step forward silences for its real length here too, as in
+    bot.engine.chatops.end_expired_snoozes."""
     server = source.server
     result = PollResult(server.name)
     started = time.monotonic()
     try:
-        _poll(db, source, config, clock, result)
+        _poll(db, source, config, clock, result, guard)
         for problem in result.problems[:5]:
             log.warning("%s: %s", server.name, problem.detail, extra={"server": server.name})
     except SourceError as exc:
@@ -113,7 +117,7 @@ def _record_health(db: Database, server: str, result: PollResult, alert_after: i
 
 
 def _poll(db: Database, source: EventSource, config: Config, clock: Clock,
-          result: PollResult) -> None:
+          result: PollResult, guard: StepAware | None = None) -> None:
     batch_size = config.polling.batch_size
     lookback = int(config.polling.lookback * 1000)
     answer: Answer | None   # None: the next page is still to be asked for
@@ -156,7 +160,7 @@ def _poll(db: Database, source: EventSource, config: Config, clock: Clock,
                 next_cursor = max(next_cursor, info.newest_record or 0)
             result.stored += _store_batch(db, config, state, batch.events, notes + problems,
                                           generation, next_cursor, info, clock(), previous,
-                                          source.server.log)
+                                          source.server.log, guard)
             result.problems += notes + problems
             notes = []
             if not more or next_cursor == cursor:
@@ -219,12 +223,15 @@ def check_log(state: store.ServerState, info: LogInfo) -> tuple[int, int | None,
 
 def _store_batch(db: Database, config: Config, state: store.ServerState, events, problems,
                  generation: int, cursor: int, info: LogInfo, now: datetime,
-                 previous: datetime | None = None, log: str = "Application") -> int:
+                 previous: datetime | None = None, log: str = "Application",
+                 guard: StepAware | None = None) -> int:
     """Read -> decide -> write, for one batch, in one transaction: two round trips to the
     store (store.batch), the decision between them pure (bot.engine.decision)."""
     with store.write_transaction(db):
         snapshot = batch.read_snapshot(db, now=now, events=events, generation=generation,
                                        **_storm_scope(config, events, now))
+        if guard is not None:
+            snapshot = _held_snoozes(db, snapshot, now, guard)
         writes = decide_batch(snapshot, now, config, generation=generation, problems=problems,
                               progress=PollProgress(state.server, generation, cursor,
                                                     info.oldest_record, info.newest_record,
@@ -233,6 +240,17 @@ def _store_batch(db: Database, config: Config, state: store.ServerState, events,
         batch.write_batch(db, writes, now)
     _say_storms(config, writes)
     return writes.stored
+
+
+def _held_snoozes(db: Database, snapshot, now: datetime, guard: StepAware):
+    """The snapshot with the snoozes that only a clock step forward made look over: they
+    silence until housekeeping ends them (the same test, bot.engine.chatops)."""
+    held = [s for s in chat.due_snoozes(db, now) if guard.real_now(s.created_at, now) < s.until]
+    if not held:
+        return snapshot
+    return replace(snapshot, snoozed_ids=snapshot.snoozed_ids | {
+        s.target for s in held if s.kind == "incident"}, snoozed_keys=snapshot.snoozed_keys | {
+        s.target for s in held if s.kind != "incident"})
 
 
 def _say_storms(config: Config, writes) -> None:
@@ -264,7 +282,7 @@ def ingest(db: Database, config: Config, events: list, generation: int, now: dat
 
 
 def resolve_quiet_incidents(db: Database, config: Config, clock: Clock = utc_now,
-                            guard=None) -> int:
+                            guard: StepAware | None = None) -> int:
     """Close incidents that have been quiet for the configured period (`guard`, a
     bot.ops.clockguard.ClockGuard, leaves clock steps forward out of the quiet time)."""
     now = clock()
@@ -283,20 +301,32 @@ def resolve_quiet_incidents(db: Database, config: Config, clock: Clock = utc_now
     return len(changes)
 
 
-def remind_owners(db: Database, config: Config, clock: Clock = utc_now) -> int:
+def remind_owners(db: Database, config: Config, clock: Clock = utc_now,
+                  guard: StepAware | None = None) -> int:
     """Queue a thread reminder for each open incident that nobody owns and that keeps failing
     (bot.engine.outbox.reminder_due), when its route names owners; returns how many. A reminder
-    never posts the alert again. The write lock is taken only when one is due."""
+    never posts the alert again. The write lock is taken only when one is due. `guard` (a
+    bot.ops.clockguard.ClockGuard): a clock step forward makes no reminder early and ends no
+    snooze early here either."""
     if config.incidents.reminder_after <= 0 or not any(r.owners for r in config.routes):
         return 0
     now = clock()
     after = timedelta(seconds=config.incidents.reminder_after)
     interval = timedelta(seconds=config.incidents.reminder_interval)
     snoozed_ids, snoozed_keys = chat.snoozed_keys(db, now)
+    if guard is not None:
+        held = [s for s in chat.due_snoozes(db, now)
+                if guard.real_now(s.created_at, now) < s.until]
+        snoozed_ids |= {s.target for s in held if s.kind == "incident"}
+        snoozed_keys |= {s.target for s in held if s.kind != "incident"}
+
+    def real(incident: Incident) -> datetime:
+        return guard.real_now(incident.opened_at, now) if guard is not None else now
+
     due = [i for i in store.open_incidents(db).values() if outbox.reminder_due(
         status=i.status, message_ts=i.message_ts, acked=bool(i.acked_by),
         silenced=str(i.id) in snoozed_ids or i.key in snoozed_keys, opened_at=i.opened_at,
-        last_stored_at=i.last_stored_at, last_reminded_at=i.last_reminded_at, now=now,
+        last_stored_at=i.last_stored_at, last_reminded_at=i.last_reminded_at, now=real(i),
         after=after, interval=interval) and config.route_of(i).owners]
     if not due:
         return 0
@@ -308,14 +338,17 @@ def remind_owners(db: Database, config: Config, clock: Clock = utc_now) -> int:
     return len(due)
 
 
-def end_storms(db: Database, config: Config, clock: Clock = utc_now) -> int:
+def end_storms(db: Database, config: Config, clock: Clock = utc_now,
+               guard: StepAware | None = None) -> int:
     """End the digests no incident joined for a whole storm window (bot.engine.outbox.storm_over):
     the digest says the storm is over, and the next incident in its channel is posted on its
-    own again. Returns how many ended. The write lock is taken only when one is over."""
+    own again. Returns how many ended. The write lock is taken only when one is over. `guard`:
+    a clock step forward ends no storm early."""
     now = clock()
     window = timedelta(seconds=config.incidents.storm_window)
-    over = [d for d in digests.live_digests(db)
-            if outbox.storm_over(last_joined_at=d.last_joined_at, now=now, window=window)]
+    over = [d for d in digests.live_digests(db) if outbox.storm_over(
+        last_joined_at=d.last_joined_at, window=window,
+        now=guard.real_now(d.last_joined_at, now) if guard is not None else now)]
     if not over:
         return 0
     ended = 0

@@ -2,7 +2,11 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from http import HTTPStatus
 from urllib.parse import urlsplit
+
+from slack_sdk import WebClient
+from slack_sdk.errors import SlackApiError
 
 from bot.core.config import Config, Secret, ServerConfig, missing_secrets
 from bot.core.inert import inert
@@ -16,7 +20,7 @@ from bot.exchange.protocollog import (
 )
 from bot.exchange.remediation import ps_quote
 from bot.slack.blocks import CHANNEL_ID
-from bot.slack.sender import FIXES, make_client
+from bot.slack.sender import FIXES, make_client, unreachable_words
 from bot.slack.sender import error_code as _code
 from bot.sources.base import SourceError
 from bot.sources.winrm import SETUP_DOC, WinRMSource
@@ -69,6 +73,8 @@ def run_check(config: Config, out=print, now: datetime | None = None) -> int:
         except Exception as exc:  # anything else still gets a line, not a traceback
             out(f"FAILED   {server.name}: unexpected {type(exc).__name__}: {exc}")
             problems += 1
+    for line in given_up_lines(config, now):
+        out(f"WARNING  {line}")
     if config.slack.bot_token is not None:
         problems += _check_slack(config, config.slack.bot_token, out)
     problems += _check_directory(config, out)
@@ -270,6 +276,32 @@ def _measured_skew(config: Config, server: str) -> str | None:
     return f"{skew_text(state.clock_skew)}{when}"
 
 
+def given_up_lines(config: Config, now: datetime) -> list[str]:
+    """Slack messages held back or given up, as `status` lists them: errors a person must fix,
+    and messages Slack refused as they were (too long, invalid), which are not retried."""
+    from pathlib import Path
+
+    from store import db as store
+    if not Path(config.store.path).exists():
+        return []
+    try:
+        problems = store.delivery_problems(store.open_db(config.store.path, migrate=False), now)
+    except Exception:  # an old or locked database: a hint, not a check
+        return []
+    lines = []
+    for p in problems:
+        since = store.iso(p["since"]) if p["since"] else "?"
+        if p.get("refused"):
+            lines.append(f"Slack refused {p['refused']} message(s) ({inert(p['code'] or '?')}) "
+                         f"and SubmitWatch gave them up since {since}; they are not retried "
+                         f"(please report it): {inert(p['error'] or '')}")
+        else:
+            state = (f"{p['given_up']} given up" if p["given_up"] else "retrying")
+            lines.append(f"{p['messages']} Slack message(s) held back since {since} ({state}): "
+                         f"{inert(p['error'] or '')}")
+    return lines
+
+
 def answer_warnings(answer, codepage: int | None) -> list[str]:
     """What the test query's answer says about names and framing on this server."""
     warnings = [problem.detail for problem in answer.problems]
@@ -301,20 +333,30 @@ def server_warnings(server) -> list[str]:
     return warnings
 
 
+#: Seconds `check` waits for each answer of Slack.
+CHECK_TIMEOUT = 10
 #: What the bot token needs, and what for (`check` compares it with the token's scopes).
 NEEDED_SCOPES = {
     "chat:write": "post alerts, update them, reply in their threads",
     "commands": "the /submitwatch slash command",
     "channels:history": "find its own post after a crash before sending it again",
 }
+#: What a private alerts channel needs besides (Slack asks for groups:* there, not channels:*).
+#: `check` cannot tell a private channel by its ID; Slack's missing_scope answer for the channel
+#: says it, so a token without these is a warning, and a failure for a channel that needs them.
+PRIVATE_CHANNEL_SCOPES = {
+    "groups:history": "the same look-up when the alerts channel is private",
+}
 
 
 def _check_slack(config: Config, bot_token: Secret, out) -> int:
-    client = make_client(config.slack.api_url, bot_token.reveal(), timeout=10, retries=1)
+    client = make_client(config.slack.api_url, bot_token.reveal(), timeout=CHECK_TIMEOUT,
+                         retries=1)
     try:
         response = client.auth_test()
     except Exception as exc:  # SlackApiError or a network error: say it in words
-        out(f"FAILED   Slack at {config.slack.api_url}: {_slack_error(exc, config.slack.channel)}")
+        out(f"FAILED   Slack at {config.slack.api_url}: "
+            f"{_slack_error(exc, config.slack.channel, client)}")
         return 1
     out(f"OK       Slack: signed in as {response.get('user')} in {response.get('team')}")
     scopes = _scopes(response)
@@ -353,7 +395,15 @@ def _check_scopes(config: Config, scopes: set[str] | None, out) -> int:
         out("FAILED   the bot token lacks " + "; ".join(missing) + ": add them and reinstall "
             "the app (manifest.yml, or `submitwatch manifest`, has them)")
         return 1
-    out(f"OK       the bot token has the scopes this configuration uses ({', '.join(needed)})")
+    held = [scope for scope in PRIVATE_CHANNEL_SCOPES if scope in scopes]
+    out("OK       the bot token has the scopes this configuration uses "
+        f"({', '.join([*needed, *held])})")
+    lacking = [f"{scope} ({why})" for scope, why in PRIVATE_CHANNEL_SCOPES.items()
+               if scope not in scopes]
+    if lacking:
+        out("WARNING  the bot token lacks " + "; ".join(lacking) + ": enough while every "
+            "alerts channel is public, but a private one needs it: add it and reinstall the app "
+            "(manifest.yml, or `submitwatch manifest`, has it)")
     return 0
 
 
@@ -378,7 +428,16 @@ def _check_channel(client, channel: str, scopes: set[str] | None, out) -> int:
     try:
         client.conversations_history(channel=channel_id, limit=1)
     except Exception as exc:
-        out(f"FAILED   channel {channel}: {_slack_error(exc, channel)}")
+        needed = _needed_scope(exc)
+        if needed in PRIVATE_CHANNEL_SCOPES:   # Slack asks for groups:history: it is private
+            out(f"FAILED   channel {channel} is private, and the bot token lacks {needed} "
+                f"({PRIVATE_CHANNEL_SCOPES[needed]}): add it and reinstall the app "
+                "(manifest.yml, or `submitwatch manifest`, has it)")
+        elif needed:
+            out(f"FAILED   channel {channel}: the bot token lacks {inert(needed)}: add it and "
+                "reinstall the app (manifest.yml, or `submitwatch manifest`, has it)")
+        else:
+            out(f"FAILED   channel {channel}: {_slack_error(exc, channel, client)}")
         return 1
     out(f"OK       channel {channel}: exists and the bot is in it")
     return problems
@@ -415,14 +474,15 @@ def _check_groups(client, config: Config, out) -> int:
             hint = {"missing_scope": "the app lacks usergroups:read: reinstall it from "
                                      "manifest.yml",
                     "no_such_subteam": "no such user group: check the ID (S...)"}.get(code or "")
-            out(f"FAILED   user group {group}: {hint or code or exc}; nobody in it {role}")
+            out(f"FAILED   user group {group}: "
+                f"{hint or _slack_error(exc, config.slack.channel, client)}; nobody in it {role}")
             problems += 1
     return problems
 
 
 def _check_app_token(config: Config, app_token: Secret, out) -> int:
     """Socket Mode: the app-level token may open a connection (apps.connections.open)."""
-    client = make_client(config.slack.api_url, None, timeout=10, retries=1)
+    client = make_client(config.slack.api_url, None, timeout=CHECK_TIMEOUT, retries=1)
     try:
         client.apps_connections_open(app_token=app_token.reveal())
     except Exception as exc:
@@ -432,13 +492,55 @@ def _check_app_token(config: Config, app_token: Secret, out) -> int:
                                           "app-level token (xapp-...) with connections:write",
                 "missing_scope": "SLACK_APP_TOKEN lacks connections:write: create an app-level "
                                  "token with that scope"}.get(code or "")
-        out(f"FAILED   Socket Mode: {hint or _slack_error(exc, config.slack.channel)}")
+        out(f"FAILED   Socket Mode: {hint or _slack_error(exc, config.slack.channel, client)}")
         return 1
     out("OK       Socket Mode: the app token opens a connection")
     return 0
 
 
-def _slack_error(exc: Exception, channel: str) -> str:
+def _slack_error(exc: Exception, channel: str, client: WebClient) -> str:
+    """In words: Slack's error code and its fix, an HTTP answer that is not Slack's API, or why
+    Slack could not be reached (bot.slack.sender.unreachable_words), never a raw exception."""
+    status = getattr(getattr(exc, "response", None), "status_code", None)
+    if isinstance(exc, SlackApiError) and status != 200:
+        return _http_words(status, client)
     code = _code(exc)
     fix = FIXES.get(code or "", "").format(channel=channel)
-    return fix or code or str(exc)
+    if fix:
+        return fix
+    if code and code.startswith(_NOT_JSON):   # slack_sdk's words, with the page it got
+        return ("the answer was not JSON, so not Slack's API (a proxy's or a captive portal's "
+                "page?): is slack.api_url https://slack.com/api/?")
+    if code:
+        return inert(code)
+    if isinstance(exc, OSError):
+        return unreachable_words(exc, client)
+    return f"unexpected {type(exc).__name__}: {inert(str(exc))}"
+
+
+#: How slack_sdk words an answer that is not JSON (its error code then holds the page).
+_NOT_JSON = "Received a response in a non-JSON format"
+
+
+def _http_words(status: int | None, client: WebClient) -> str:
+    """An HTTP error status instead of an API answer (slack_sdk has retried a 429 or 5xx)."""
+    try:
+        phrase = f"HTTP {status} ({HTTPStatus(status or 0).phrase})"
+    except ValueError:
+        phrase = f"HTTP {status}"
+    if client.proxy:   # the proxy answers before Slack is reached
+        return (f"{phrase} through the proxy slack_sdk uses (HTTPS_PROXY or HTTP_PROXY): the "
+                "proxy refused, or Slack answered so")
+    if status == 429:
+        return f"{phrase}: Slack is rate-limiting this app; run `check` again in a minute"
+    if status and status >= 500:
+        return f"{phrase}: trouble on Slack's side (see status.slack.com) or on a proxy between"
+    return f"{phrase}, not an answer of Slack's API: is slack.api_url https://slack.com/api/?"
+
+
+def _needed_scope(exc: Exception) -> str | None:
+    """The scope a missing_scope answer says is needed (Slack sends `needed`)."""
+    if _code(exc) != "missing_scope":
+        return None
+    needed = getattr(exc, "response", {}).get("needed")
+    return needed if isinstance(needed, str) and needed else None

@@ -40,3 +40,23 @@ def use_format(kind: str) -> None:
     """Switch every root handler to `kind` ("text" or "json")."""
     for handler in logging.getLogger().handlers:
         handler.setFormatter(formatter(kind))
+
+
+#: slack_sdk's Web API client logs every failed attempt and every retry on its own logger, at
+#: ERROR and INFO ("Failed to send a request to Slack API server: <urlopen error ...>", "A
+#: retry handler found: ...", "Going to retry the same request: ..."), with raw exception text.
+#: SubmitWatch says the outcome once, in words: `check` one FAILED line, delivery its own line.
+SLACK_SDK_LOGGER = "slack_sdk.web.base_client"
+SLACK_SDK_ATTEMPT_LINES = ("Failed to send a request to Slack API server",
+                           "A retry handler found:", "Going to retry the same request")
+
+
+def _not_a_slack_sdk_attempt(record: logging.LogRecord) -> bool:
+    return not str(record.msg).startswith(SLACK_SDK_ATTEMPT_LINES)
+
+
+def quiet_slack_sdk_attempts() -> None:
+    """Keep slack_sdk's per-attempt lines out of the log (its other lines stay). Idempotent."""
+    logger = logging.getLogger(SLACK_SDK_LOGGER)
+    if _not_a_slack_sdk_attempt not in logger.filters:
+        logger.addFilter(_not_a_slack_sdk_attempt)

@@ -56,6 +56,11 @@ class StoreCollector:
                                 "Slack messages given up after a day of errors a person must "
                                 "fix.", value=db.execute("SELECT count(*) FROM outbox WHERE "
                                                          "state = 'failed'").fetchone()[0])
+        yield GaugeMetricFamily("submitwatch_outbox_refused_messages",
+                                "Slack messages given up at once because Slack refused them as "
+                                "they were (too long, invalid blocks): kept for the retention.",
+                                value=db.execute("SELECT count(*) FROM outbox WHERE "
+                                                 "state = 'dead'").fetchone()[0])
         incidents = GaugeMetricFamily("submitwatch_incidents", "Open incidents, by state.",
                                       labels=["state"])
         for state, count in _incident_counts(db, now).items():

@@ -144,6 +144,11 @@ def build_scheduler(config: Config, sender: SlackSender, *,
     )
     watchdog = Watchdog(scheduler, dbs.get, monotonic=monotonic)
     disk = DiskAlarm(sender, config.slack.channel)
+    # One guard for every job that decides on quietness or snoozes, reading the clocks from
+    # now on: whichever job reads the time first after a step, the step is judged before any
+    # decision is made with that time (bot.ops.clockguard).
+    guard = ClockGuard(monotonic)
+    guard.start()
     start = datetime.now(UTC)
     for server in config.servers:
         source = WinRMSource(server, config.polling)
@@ -151,20 +156,22 @@ def build_scheduler(config: Config, sender: SlackSender, *,
         # The first poll is jittered too, so a restart does not hit every server at once.
         first = start + timedelta(seconds=random.uniform(0, config.polling.jitter))
         scheduler.add_job(watchdog.wrap(job_id, _guarded(
-            lambda s=source: poll_and_wake(delivery.wake, dbs.get(), s, config, disk),
+            lambda s=source: poll_and_wake(delivery.wake, dbs.get(), s, config, disk, guard),
             f"poll {server.name}")),
             "interval", seconds=config.polling.interval, jitter=config.polling.jitter or None,
             next_run_time=first, id=job_id, name=f"poll {server.name}")
         watchdog.watch(job_id, f"poll {server.name}", config.polling.interval,
                        config.polling.jitter)
-    guard = ClockGuard(monotonic)
+    # As often as the polls when they are more frequent: a quiet incident or an expired snooze
+    # never waits longer than a poll would (and tests with 1 s polls need not wait 30 s).
+    housekeeping_every = min(HOUSEKEEPING_EVERY_SECONDS, config.polling.interval)
     scheduler.add_job(watchdog.wrap("housekeeping", _guarded(
         lambda: housekeeping(dbs.get(), config, guard), "housekeeping")),
-        "interval", seconds=HOUSEKEEPING_EVERY_SECONDS, id="housekeeping",
+        "interval", seconds=housekeeping_every, id="housekeeping",
         name="resolve quiet incidents, end snoozes and storms, remind owners, "
         "queue the scheduled summary", executor="housekeeping")
     watchdog.watch("housekeeping", "housekeeping (quiet incidents, snoozes)",
-                   HOUSEKEEPING_EVERY_SECONDS, 0)
+                   housekeeping_every, 0)
     scheduler.add_job(_guarded(lambda: prune_old(dbs.get(), config), "retention"),
                       "interval", hours=PRUNE_EVERY_HOURS, next_run_time=start + timedelta(
                           minutes=1), id="retention", name="delete what is past store.retention",
@@ -249,10 +256,14 @@ class DiskAlarm:
 
 
 def poll_and_wake(wake_delivery, db, source: EventSource, config: Config,
-                  disk: DiskAlarm | None = None) -> None:
+                  disk: DiskAlarm | None = None, guard: ClockGuard | None = None) -> None:
     """Poll; if that stored events, run delivery now rather than at its next tick, so an
-    alert reaches Slack right after the poll that found it."""
-    result = poll_server_once(db, source, config)
+    alert reaches Slack right after the poll that found it. With `guard`, every time the poll
+    decides with has been judged by it first (a snooze set before a step forward holds)."""
+    if guard is None:
+        result = poll_server_once(db, source, config)
+    else:
+        result = poll_server_once(db, source, config, guard.now, guard)
     if disk is not None:
         disk.polled(result, datetime.now(UTC))
     if result.stored:
@@ -261,14 +272,16 @@ def poll_and_wake(wake_delivery, db, source: EventSource, config: Config,
 
 def housekeeping(db, config: Config, guard: ClockGuard | None = None,
                  clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+    """The guard judges the time first: every decision below is made with a time it has seen
+    (a step is remembered before quiet periods and snoozes are measured across it)."""
     now = clock()
     if guard is not None:
         guard.observe(now)
     fixloop.confirm_fixes(db, config, lambda: now)   # before quiet ones resolve
     resolve_quiet_incidents(db, config, lambda: now, guard)
     end_expired_snoozes(db, now, guard)
-    remind_owners(db, config, lambda: now)
-    end_storms(db, config, lambda: now)
+    remind_owners(db, config, lambda: now, guard)
+    end_storms(db, config, lambda: now, guard)
     queue_summary(db, config, now)
 
 

@@ -26,13 +26,18 @@ from bot.exchange.advice import Advice, Step
 from bot.exchange.diagnosis import Diagnosis, Target, diagnose_incident, sightings_of
 from bot.slack import richtext as rt
 from bot.slack.blocks import (
+    BUDGET,
     HEADER_LIMIT,
     MESSAGE_BLOCKS,
     SECTION_LIMIT,
-    clip,
+    clip_units,
     context,
     cut,
     escape,
+    fallback,
+    fit,
+    inert,
+    markers_off,
     mention,
     owner_mention,
     section,
@@ -51,6 +56,7 @@ from bot.slack.text import (
     TARGET_SOURCE,
 )
 
+FALLBACK_SERVERS = 5        # servers named in an alert's notification text
 MAX_FIXES = 3               # connectors with commands per cause in an alert; Show fix: more
 FIX_MOST = 5                # ... in Show fix (each takes up to 9 blocks; a message holds 50)
 EXPLANATION_LIMIT = 2500    # characters of a cause's explanation (names can make it long)
@@ -205,14 +211,16 @@ def alert(incident: Incident, servers: Mapping[str, ServerConfig],
           snoozes: Iterable[Snooze] = (), owners: Iterable[str] = (),
           finding: Finding | None = None,
           directory: bool | None = None,
-          devices: DeviceLookup | None = None) -> tuple[str, list[dict]]:
+          devices: DeviceLookup | None = None, *,
+          budget: int = BUDGET) -> tuple[str, list[dict]]:
     """The living alert message for an incident: (fallback text, blocks). `owners`: its
     route's (configuration only: never built from event data), named while it is open.
     `finding`: the last directory check (bot.directory.adcheck), shown as its Directory line
     and telling the diagnosis; `directory`: a [directory] is configured (default: a finding
     was given). `devices`: what the protocol log named (bot.slack.devices), shown under the
-    facts while the incident is open; None (the look-up is off): no Devices line."""
-    account = show(incident.account)
+    facts while the incident is open; None (the look-up is off): no Devices line. `budget`:
+    the most block text (bot.slack.blocks.size); the diagnosis in the middle is cut to fit."""
+    account = inert(incident.account)
     resolved = incident.status == "resolved"
     confirmed = incident.fix_state == "confirmed"
     snoozes = list(snoozes) if not resolved else []
@@ -220,7 +228,7 @@ def alert(incident: Incident, servers: Mapping[str, ServerConfig],
              else "SMTP submit denied: ") + incident.account
     blocks: list[dict] = [
         {"type": "header", "text": {"type": "plain_text", "emoji": False,
-                                    "text": clip(_printable(title), HEADER_LIMIT)}},
+                                    "text": clip_units(_printable(title), HEADER_LIMIT)}},
         *[context(line) for line in chat_state(incident, snoozes)],
     ]
     owned = " ".join(owner_mention(o) for o in owners) if not resolved else ""
@@ -250,12 +258,14 @@ def alert(incident: Incident, servers: Mapping[str, ServerConfig],
         blocks.append(_buttons(incident, snoozed=bool(snoozes)))
     blocks.append(context(f"SubmitWatch · incident #{incident.id} · events "
                            f"{', '.join(str(i) for i in incident.event_ids)}"))
-    servers_text = ", ".join(show(n, 64) for n in incident.server_names)
+    names = incident.server_names
+    servers_text = ", ".join(inert(n, 64) for n in names[:FALLBACK_SERVERS]) + (
+        f" and {len(names) - FALLBACK_SERVERS} more" if len(names) > FALLBACK_SERVERS else "")
     state = "Confirmed fixed" if confirmed else "Resolved" if resolved else "SMTP submit denied"
     text = (f"{state}: {account} on {servers_text} "
             f"({incident.event_count} event{'s' if incident.event_count != 1 else ''})"
             + (f" · owners {owned}" if owned else ""))
-    return text, _fit(blocks, tail=3 if not resolved else 2)
+    return fallback(text), _fit(blocks, tail=3 if not resolved else 2, budget=budget)
 
 
 def fix_line(incident: Incident) -> list[Part] | None:
@@ -337,11 +347,13 @@ def facts(incident: Incident) -> list[list[Part]]:
 def fix_message(incident: Incident, servers: Mapping[str, ServerConfig],
                 finding: Finding | None = None,
                 directory: bool | None = None,
-                devices: DeviceLookup | None = None) -> tuple[str, list[dict]]:
+                devices: DeviceLookup | None = None, *,
+                budget: int = BUDGET) -> tuple[str, list[dict]]:
     """Every cause and command for an incident (the alert shows fewer), for "Show fix"; with
     what the directory said at its last check, in full, and the devices the protocol log
-    named (or how to turn the log on); `devices` None: the look-up is off."""
-    text = f"The fix for {show(incident.account)} (incident #{incident.id})"
+    named (or how to turn the log on); `devices` None: the look-up is off. Past `budget`
+    (or 50 blocks) the rest is cut and a line says `/submitwatch fix` gives each connector's."""
+    text = f"The fix for {inert(incident.account)} (incident #{incident.id})"
     blocks = [rt.rich([rt.bold("The fix for "), rt.name(incident.account),
                        f" (incident #{incident.id})"])]
     if finding is not None:
@@ -351,7 +363,7 @@ def fix_message(incident: Incident, servers: Mapping[str, ServerConfig],
     for diagnosis in diagnose_incident(incident, servers, finding, directory=directory):
         blocks += diagnosis_blocks(diagnosis, most=FIX_MOST, full=True,
                                    more=SLASH_FIX_GIVES_EACH)
-    return text, _fit(blocks, more=MORE_PER_CONNECTOR)
+    return fallback(text), _fit(blocks, more=MORE_PER_CONNECTOR, budget=budget)
 
 
 def _reminder(incident: Incident, detail: ActionNote,
@@ -372,20 +384,21 @@ def _reminder(incident: Incident, detail: ActionNote,
 
 
 def thread_note(incident: Incident, detail: SpreadNote,
-                servers: Mapping[str, ServerConfig]) -> tuple[str, list[dict]]:
+                servers: Mapping[str, ServerConfig], *,
+                budget: int = BUDGET) -> tuple[str, list[dict]]:
     """A thread reply when the incident spreads to a new server or connector."""
     new_servers, new_connectors = detail.servers, detail.connectors
     parts: list[str] = []
     line: list[Part] = [rt.name(incident.account), ": "]
     if new_servers:
-        parts.append("now also seen on " + ", ".join(f"*{show(s, 64)}*" for s in new_servers))
+        parts.append("now also seen on " + ", ".join(f"*{inert(s, 64)}*" for s in new_servers))
         line += ["now also seen on ", *rt.joined(rt.name(s, 64) for s in new_servers)]
     if new_connectors:
         parts.append("connector named by the event: " +
-                     ", ".join(f"*{show(c)}*" for c in new_connectors))
+                     ", ".join(f"*{inert(c)}*" for c in new_connectors))
         line += ["; " if new_servers else "", "connector named by the event: ",
                  *rt.joined(rt.name(c) for c in new_connectors)]
-    text = f"{show(incident.account)}: " + "; ".join(parts)
+    text = f"{inert(incident.account)}: " + "; ".join(parts)
     blocks = [rt.rich(line)]
     wanted = {c.casefold() for c in new_connectors}
     for diagnosis in diagnose_incident(incident, servers):
@@ -393,16 +406,15 @@ def thread_note(incident: Incident, detail: SpreadNote,
                     or (t.connector or "").casefold() in wanted]
         if relevant:
             blocks += diagnosis_blocks(diagnosis, only=relevant)
-    return text, _fit(blocks)
+    return fallback(text), _fit(blocks, budget=budget)
 
 
-def _fit(blocks: list[dict], *, tail: int = 0, more: str = MORE_IN_FIX) -> list[dict]:
-    """Never more blocks than a message takes: the middle is cut, the last `tail` blocks
-    (facts, buttons, footer) are kept, and a line says where the rest is."""
-    if len(blocks) <= MESSAGE_BLOCKS:
-        return blocks
-    keep = MESSAGE_BLOCKS - 1 - tail
-    return blocks[:keep] + [context(more)] + blocks[len(blocks) - tail:]
+def _fit(blocks: list[dict], *, tail: int = 0, more: str = MORE_IN_FIX,
+         budget: int = BUDGET) -> list[dict]:
+    """Never more blocks than a message takes, nor more block text than `budget`: the middle
+    is cut, the last `tail` blocks (facts, buttons, footer) are kept, and a line says where
+    the rest is."""
+    return fit(blocks, MESSAGE_BLOCKS, tail=tail, more=more, budget=budget)
 
 
 def action_note(incident: Incident, detail: ActionNote,
@@ -481,8 +493,8 @@ def fallback_text(block: dict) -> str:
                 out.append(slack_date(datetime.fromtimestamp(element["timestamp"], UTC)))
             elif kind == "emoji":
                 out.append(f":{element['name']}:")
-            else:
-                out.append(escape(element["text"].replace("`", "\u02cb")))
+            else:   # our words and untrusted names alike: nothing in them formats or pings
+                out.append(markers_off(escape(element["text"].replace("`", "\u02cb"))))
     return cut("".join(out), SECTION_LIMIT)
 
 
@@ -503,8 +515,9 @@ def server_down(server: str, detail: ServerDown) -> tuple[str, list[dict]]:
             f"row failed, so 1018/1020 events there go unnoticed. {last}")
     return text, [
         {"type": "header", "text": {"type": "plain_text", "emoji": False,
-                                    "text": clip(f"Not being watched: {_printable(server)}",
-                                                 HEADER_LIMIT)}},
+                                    "text": clip_units(
+                                        f"Not being watched: {_printable(server)}",
+                                        HEADER_LIMIT)}},
         section(text),
         section(f"*Last error:* {show(detail.error, 1500)}"),
         context("Events are not lost while the server keeps them: the next good poll reads "
@@ -520,6 +533,29 @@ def bot_late(detail: BotLate) -> tuple[str, list[dict]]:
             "past their interval (the system clock was probably stepped back, or the machine "
             "was suspended). They run again now and keep their schedule; no event is lost, "
             "the next polls read on from each server's cursor.")
+    return text, [section(text)]
+
+
+def refused_notice(detail: Mapping) -> tuple[str, list[dict]]:
+    """One plain notice in the channel: Slack refused a message (too long, invalid) even in a
+    shorter form, so SubmitWatch gave it up rather than retry it forever. `detail`: `what`
+    (alert, digest, reply, server, bot), `ref` (the incident or digest number, the server)
+    and Slack's `code`."""
+    what, ref = detail.get("what"), detail.get("ref")
+    code = show(str(detail.get("code") or "?"), 60)
+    number = ref if isinstance(ref, int) else None
+    message, where = {
+        "alert": (f"the alert for incident #{number}", f"`/submitwatch show #{number}` gives it"),
+        "reply": (f"a thread note about incident #{number}",
+                  f"`/submitwatch show #{number}` gives the incident"),
+        "digest": (f"storm digest #{number}", "`/submitwatch history` lists its incidents"),
+        "server": (f"the notice about server {inert(str(ref or '?'), 64)}",
+                   "`/submitwatch status` gives each server's state"),
+    }.get(str(what), ("a SubmitWatch notice", "`/submitwatch status` gives the state"))
+    text = (f":warning: Slack refused {message} ({code}), in its full form and shortened, so "
+            f"it is not shown or not up to date here: {where}. `/submitwatch status` lists the "
+            "messages Slack refused. It will refuse them again unchanged, so they are not "
+            "retried: a SubmitWatch bug, please report it.")
     return text, [section(text)]
 
 

@@ -13,6 +13,18 @@ SECTION_LIMIT = 3000
 NAME_LIMIT = 200            # how much of an untrusted name is shown in prose
 MESSAGE_BLOCKS = 50
 HOME_BLOCKS = 100
+#: Slack refuses a message whose blocks hold too much text in total (`msg_blocks_too_long`, seen
+#: from about 13,170 characters; not in its published limits: DOMAIN.md section 10). Every
+#: message is shaped to stay within this many UTF-16 units of block text (`size`): well below.
+BUDGET = 11_000
+#: The Home tab is a view, not a message: Slack's limit there is 250 kB of JSON, not the
+#: block text of a message; it gets a larger budget, still measured the same way.
+HOME_BUDGET = 40_000
+#: The budget of the one retry after Slack refused a message as too long or invalid.
+SMALL_BUDGET = 3_000
+#: The fallback `text` of a message (what notifications show): Slack recommends at most 4,000.
+TEXT_LIMIT = 4_000
+OPTION_LIMIT = 75           # a select option's or a button's text
 BARS = "▁▂▃▄▅▆▇█"
 #: A Slack channel ID: public C..., private G..., direct D... (what conversations.* take).
 CHANNEL_ID = re.compile(r"[CGD][A-Z0-9]{2,}")
@@ -29,11 +41,74 @@ def escape(text: str) -> str:
 clip = rt.clip
 
 
+# --- measuring: Slack does not say whether it counts code points or UTF-16 units -----------------
+
+def units(text: str) -> int:
+    """Length in UTF-16 code units (an emoji or a rare CJK character counts two): the larger
+    of the two measures Slack might use."""
+    return len(text) + sum(1 for ch in text if ord(ch) > 0xFFFF)
+
+
+def _prefix(text: str, most: int) -> str:
+    """The longest start of `text` within `most` UTF-16 units (never half a surrogate pair)."""
+    if len(text) * 2 <= most or units(text) <= most:
+        return text
+    total = 0
+    for i, ch in enumerate(text):
+        total += 2 if ord(ch) > 0xFFFF else 1
+        if total > most:
+            return text[:i]
+    return text
+
+
+def clip_units(text: str, limit: int) -> str:
+    """`text` within `limit` UTF-16 units, ending in … when shortened (headers, options)."""
+    return text if units(text) <= limit else _prefix(text, limit - 1) + "…"
+
+
+#: Keys whose string values are text Slack shows (and counts); `name`/ids of rich elements
+#: are counted with the element (see _texts).
+_TEXT_KEYS = ("text", "fallback", "url", "alt_text")
+_ENTITY_ELEMENTS = {"user": "user_id", "usergroup": "usergroup_id", "channel": "channel_id",
+                    "emoji": "name", "broadcast": "range"}
+
+
+def _texts(node):
+    if isinstance(node, list):
+        for item in node:
+            yield from _texts(item)
+    elif isinstance(node, dict):
+        entity = _ENTITY_ELEMENTS.get(node.get("type", ""))
+        if entity and isinstance(node.get(entity), str):
+            yield f"<@{node[entity]}>"      # a mention or :emoji: as its written form
+        for key, value in node.items():
+            if isinstance(value, str):
+                if key in _TEXT_KEYS:
+                    yield value
+            elif isinstance(value, (dict, list)):
+                yield from _texts(value)
+
+
+def size(blocks: list[dict] | dict) -> int:
+    """The text in a message's blocks as Slack's `msg_blocks_too_long` may count it, the
+    conservative way: UTF-16 units of every text of every block (section text and fields,
+    rich text elements, preformatted, context, header, button, option and placeholder texts,
+    date fallbacks, mentions and emoji as written)."""
+    return sum(units(text) for text in _texts(blocks))
+
+
+def fallback(text: str, limit: int = TEXT_LIMIT) -> str:
+    """A message's top-level `text` within Slack's recommended 4,000 characters (counted in
+    UTF-16 units), never empty."""
+    return cut(text, limit) if text.strip() else "SubmitWatch"
+
+
 def cut(mrkdwn: str, limit: int = SECTION_LIMIT) -> str:
-    """Shorten mrkdwn that is already escaped without splitting an &entity; or a <token>."""
-    if len(mrkdwn) <= limit:
+    """Shorten mrkdwn that is already escaped without splitting an &entity; or a <token>
+    (`limit` in UTF-16 units)."""
+    if units(mrkdwn) <= limit:
         return mrkdwn
-    text = mrkdwn[: limit - 1]
+    text = _prefix(mrkdwn, limit - 1)
     amp = text.rfind("&")
     if amp != -1 and ";" not in text[amp:]:
         text = text[:amp]
@@ -56,6 +131,27 @@ def literal(text: str, limit: int = NAME_LIMIT) -> str:
     """An untrusted name for mrkdwn, in a code span: Slack formats nothing inside one, so
     `*boss*` is not bold; `show` keeps a backtick from the name from closing the span."""
     return f"`{show(text, limit)}`"
+
+
+#: mrkdwn's markers, swapped for look-alikes Slack does not parse: `*bold*`, `_italic_`,
+#: `~strike~`. (A backtick is swapped by `show`; `:` is handled apart, see `inert`.)
+_LOOK_ALIKES = str.maketrans({"*": "\u2217", "_": "\u02cd", "~": "\u02dc"})
+#: A colon that could open an :emoji: code (followed by what a code's name may hold).
+_EMOJI_COLON = re.compile(r":(?=[^\s:])")
+
+
+def inert(text: str, limit: int = NAME_LIMIT) -> str:
+    """An untrusted value for text Slack formats where a code span or rich text cannot be used:
+    the fallback `text` notifications show. As `show`, and `*` `_` `~` become look-alikes
+    (∗ ˍ ˜) and a colon that could open an emoji code becomes ꞉ (U+A789), so `*boss*`,
+    `:fire:` and `<!channel>` read literally and format, draw or ping nothing."""
+    return markers_off(show(text, limit))
+
+
+def markers_off(mrkdwn: str) -> str:
+    """Text already escaped for mrkdwn with its formatting markers and emoji codes broken (the
+    fallback of a rich block, where our words and untrusted names are merged)."""
+    return _EMOJI_COLON.sub("\ua789", mrkdwn.translate(_LOOK_ALIKES))
 
 
 # --- dates, people, places, amounts ---------------------------------------------------------
@@ -141,8 +237,9 @@ def context(text: str) -> dict:
 
 
 def header(text: str) -> dict:
-    """Only for our own words: plain_text, never parsed."""
-    return {"type": "header", "text": {"type": "plain_text", "text": text[:150], "emoji": True}}
+    """Only for our own words: plain_text, never parsed; clipped in UTF-16 units."""
+    title = clip_units(text, HEADER_LIMIT)
+    return {"type": "header", "text": {"type": "plain_text", "text": title, "emoji": True}}
 
 
 def divider() -> dict:
@@ -168,9 +265,21 @@ def pack(lines: list[str], title: str | None = None) -> list[dict]:
     return blocks
 
 
-def fit(blocks: list[dict], limit: int = MESSAGE_BLOCKS) -> list[dict]:
-    """The last guard: never more blocks than Slack takes, and say so when some were cut."""
-    if len(blocks) <= limit:
+def fit(blocks: list[dict], limit: int = MESSAGE_BLOCKS, *, tail: int = 0,
+        more: str | None = None, budget: int = BUDGET) -> list[dict]:
+    """The last guard: never more blocks than Slack takes nor more text than `budget` (`size`).
+    The middle is cut: the first blocks and the last `tail` (facts, buttons, footer) are
+    kept, and a line says where the rest is (`more`, else how many blocks were left out)."""
+    sizes = [size(b) for b in blocks]
+    if len(blocks) <= limit and sum(sizes) <= budget:
         return blocks
-    return blocks[: limit - 1] + [context(f"{len(blocks) - limit + 1} more block(s) did not fit "
-                                          "in one Slack message; narrow the question.")]
+    tail = min(tail, len(blocks))
+    head = len(blocks) - tail
+    end, end_size = blocks[head:], sum(sizes[head:])
+    keep = max(0, min(head, limit - 1 - tail))
+    while True:
+        note = context(more or f"{head - keep} more block(s) did not fit in one Slack "
+                               "message; narrow the question.")
+        if keep == 0 or sum(sizes[:keep]) + size(note) + end_size <= budget:
+            return blocks[:keep] + [note] + end
+        keep -= 1

@@ -15,7 +15,12 @@ from bot.exchange.diagnosis import cause_of, sightings_of
 from bot.slack import richtext as rt
 from bot.slack.alerts import ACTION_ACK, SNOOZE_CHOICES, fallback_text
 from bot.slack.blocks import (
+    BUDGET,
+    MESSAGE_BLOCKS,
+    OPTION_LIMIT,
+    clip_units,
     context,
+    fallback,
     fit,
     header,
     literal,
@@ -24,6 +29,7 @@ from bot.slack.blocks import (
     plural,
     section,
     show,
+    size,
     slack_date,
     utc_time,
 )
@@ -39,18 +45,43 @@ MAX_OPTIONS = 100
 
 def digest(lines: DigestLines, servers: Mapping[str, ServerConfig], *,
            snoozed: Iterable[int] = (), owners: Iterable[str] = (),
-           devices: Mapping[int, DeviceLookup] | None = None) -> tuple[str, list[dict]]:
+           devices: Mapping[int, DeviceLookup] | None = None,
+           first_seen: datetime | None = None,
+           budget: int = BUDGET) -> tuple[str, list[dict]]:
     """The digest message: what the storm is, its totals, its newest lines, and the buttons
     that act on all of it or one line of it. `devices`: the device look-ups by incident id
-    (none: the look-up is off)."""
+    (none: the look-up is off). `first_seen`: the earliest event of its incidents (the events'
+    clock, which the lines use; default: when the digest opened). As many of the newest lines
+    as fit `budget` (bot.slack.blocks.size) are listed; the totals count every incident and
+    the rest are left to `/submitwatch history`."""
+    snoozed = set(snoozed)
+    rendered = [line(i, servers, snoozed=i.id in snoozed, devices=_devices_of(i, devices))
+                for i in lines.incidents]
+    shown = len(rendered)
+    while True:
+        blocks = _digest_blocks(lines, rendered[:shown], owners, first_seen)
+        if shown == 0 or (size(blocks) <= budget and len(blocks) <= MESSAGE_BLOCKS):
+            break
+        shown -= 1
     d = lines.digest
     ended = d.ended_at is not None
-    snoozed = set(snoozed)
+    named = " ".join(owner_mention(o) for o in owners)
+    text = (f"{'Storm over' if ended else 'Storm'}: {plural(lines.total, 'account')} refused "
+            f"SMTP submit ({lines.open:,} open)" + (f" · owners {named}" if named else ""))
+    return fallback(text), fit(blocks, budget=budget)
+
+
+def _digest_blocks(lines: DigestLines, rendered: list[str], owners: Iterable[str],
+                   first_seen: datetime | None) -> list[dict]:
+    """The digest's blocks listing the first len(rendered) of lines.incidents."""
+    d = lines.digest
+    ended = d.ended_at is not None
     title = (f"Storm over: {plural(lines.total, 'account')} refused SMTP submit" if ended
              else f"Storm: {plural(lines.total, 'account')} refused SMTP submit")
-    since = f"since {slack_date(d.opened_at)}"
+    start = first_seen or d.opened_at
+    since = f"since {slack_date(start)}"
     if ended and d.ended_at is not None:
-        since = f"from {slack_date(d.opened_at)} to {slack_date(d.last_joined_at)}"
+        since = f"from {slack_date(start)} to {slack_date(max(start, d.last_joined_at))}"
     blocks: list[dict] = [header(title), section(
         f"More incidents opened in this channel than the storm threshold, so these are listed "
         f"here instead of one alert each: {plural(lines.total, 'incident')} {since}. Each is "
@@ -64,19 +95,17 @@ def digest(lines: DigestLines, servers: Mapping[str, ServerConfig], *,
     named = " ".join(owner_mention(o) for o in owners)
     if named and lines.open:
         blocks.append(context(f"Owners: {named}"))
-    blocks += pack([line(i, servers, snoozed=i.id in snoozed, devices=_devices_of(i, devices))
-                    for i in lines.incidents])
-    hidden = lines.total - len(lines.incidents)
+    listed = lines.incidents[:len(rendered)]
+    blocks += pack(rendered)
+    hidden = lines.total - len(listed)
     if hidden > 0:
-        blocks.append(context(f"{plural(hidden, 'older incident')} not listed here: "
+        blocks.append(context(f"{plural(hidden, 'older incident')} not listed here (the "
+                              f"{plural(len(listed), 'newest incident')} are): "
                               "`/submitwatch history` shows every one."))
     if lines.open:
-        blocks.append(_buttons(d, [i for i in lines.incidents
-                                   if i.status == "open" and not i.acked_by]))
+        blocks.append(_buttons(d, [i for i in listed if i.status == "open" and not i.acked_by]))
     blocks.append(context(f"SubmitWatch · storm digest #{d.id} · the thread details each line"))
-    text = (f"{'Storm over' if ended else 'Storm'}: {plural(lines.total, 'account')} refused "
-            f"SMTP submit ({lines.open:,} open)" + (f" · owners {named}" if named else ""))
-    return text, fit(blocks)
+    return blocks
 
 
 def line(incident: Incident, servers: Mapping[str, ServerConfig], *, snoozed: bool = False,
@@ -116,17 +145,48 @@ def _where(incident: Incident) -> str:
 
 def details(incidents: list[Incident], servers: Mapping[str, ServerConfig], *,
             not_detailed: int = 0,
-            devices: Mapping[int, DeviceLookup] | None = None) -> tuple[str, list[dict]]:
+            devices: Mapping[int, DeviceLookup] | None = None,
+            done: int = 0, total: int | None = None,
+            budget: int = BUDGET) -> tuple[str, list[dict]]:
     """A thread reply detailing new lines of the digest; `not_detailed`: how many more the
     thread will not detail (it detailed as many as it ever will); `devices`: the device
-    look-ups by incident id."""
-    out = [line(i, servers, devices=_devices_of(i, devices)) + f" · `/submitwatch fix #{i.id}`"
-           for i in incidents]
-    blocks = pack(out, title=f"*{plural(len(incidents), 'incident')} joined this storm:*")
+    look-ups by incident id; `done`: lines the thread detailed before; `total`: incidents in
+    the storm so far. Call `details_that_fit` first: all of `incidents` are listed."""
+    out = [_detail_line(i, servers, devices) for i in incidents]
+    total = max(total or 0, done + len(incidents))
+    if done == 0 and total == len(incidents):
+        title = f"*{plural(total, 'incident')} joined this storm:*"
+    else:
+        title = (f"*Incidents {done + 1:,}–{done + len(incidents):,} of the {total:,} that "
+                 "joined this storm so far:*")
+    blocks = pack(out, title=title)
     if not_detailed > 0:
         blocks.append(context(f"{plural(not_detailed, 'more incident')} joined; this thread "
                               "details no more of them. `/submitwatch history` lists them all."))
-    return f"{plural(len(incidents), 'incident')} joined the storm", fit(blocks)
+    first, last = done + 1, done + len(incidents)
+    text = (f"{plural(total, 'incident')} joined the storm: {first:,}–{last:,} detailed here"
+            if total != len(incidents) else f"{plural(total, 'incident')} joined the storm")
+    return fallback(text), fit(blocks, budget=budget)
+
+
+def details_that_fit(incidents: list[Incident], servers: Mapping[str, ServerConfig], *,
+                     devices: Mapping[int, DeviceLookup] | None = None,
+                     budget: int = BUDGET) -> int:
+    """How many of `incidents` (at least one) one detail reply holds within `budget`, leaving
+    room for its title and closing line."""
+    room, count = budget - 600, 0
+    for incident in incidents:
+        room -= size(section(_detail_line(incident, servers, devices))) + 1
+        if room < 0 and count:
+            break
+        count += 1
+    return count
+
+
+def _detail_line(incident: Incident, servers: Mapping[str, ServerConfig],
+                 devices: Mapping[int, DeviceLookup] | None) -> str:
+    return (line(incident, servers, devices=_devices_of(incident, devices))
+            + f" · `/submitwatch fix #{incident.id}`")
 
 
 def note(detail: Mapping, digest: Digest) -> tuple[str, list[dict]]:
@@ -201,4 +261,5 @@ def _buttons(d: Digest, unowned: list[Incident]) -> dict:
 
 def _option(incident: Incident) -> dict:
     label = f"#{incident.id} {rt.visible(incident.account)}"
-    return {"text": {"type": "plain_text", "text": label[:75]}, "value": str(incident.id)}
+    return {"text": {"type": "plain_text", "text": clip_units(label, OPTION_LIMIT)},
+            "value": str(incident.id)}

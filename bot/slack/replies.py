@@ -34,8 +34,11 @@ from bot.exchange.diagnosis import Diagnosis
 from bot.slack import alerts
 from bot.slack import richtext as rt
 from bot.slack.blocks import (
+    BUDGET,
     GROUP_ID,
     HOME_BLOCKS,
+    HOME_BUDGET,
+    MESSAGE_BLOCKS,
     channel_ref,
     clip,
     context,
@@ -44,6 +47,7 @@ from bot.slack.blocks import (
     escape,
     fit,
     header,
+    inert,
     literal,
     mention,
     pack,
@@ -51,9 +55,11 @@ from bot.slack.blocks import (
     preformatted,
     section,
     show,
+    size,
     slack_date,
     span,
     sparkline,
+    units,
     window,
 )
 from bot.slack.devices import device_blocks, device_brief
@@ -137,9 +143,17 @@ def history_view(page: History, *, subject: Subject, since_seconds: float, limit
         blocks.append(section(none))
         return text, blocks
     found = devices or {}
-    blocks += pack([incident_line(i, found.get(i.id) if i.id is not None else None)
-                    for i in page.incidents])
-    shown = len(page.incidents)
+    lines = [incident_line(i, found.get(i.id) if i.id is not None else None)
+             for i in page.incidents]
+    # As many lines as one message holds (bot.slack.blocks.size), with room for the last line.
+    room, shown = BUDGET - size(blocks) - 400, 0
+    for line in lines:
+        room -= units(line) + 1
+        if room < 0:
+            break
+        shown += 1
+    blocks += pack(lines[:max(1, shown)])
+    shown = max(1, shown)
     if shown < page.total:
         more = (f"Showing {shown:,} of {page.total:,}, newest first; use `--limit` (up to "
                 f"{max_limit}) or `--since` to see others.")
@@ -307,7 +321,7 @@ def fix_reply(understood: Understood, sections: list[list[dict]]) -> tuple[str, 
     blocks = [rt.rich(line)]
     for part in sections:
         blocks += part
-    return f"Fix for {show(understood.account)} (event {kinds})", fit(blocks)
+    return f"Fix for {inert(understood.account)} (event {kinds})", fit(blocks)
 
 
 def diagnosed_blocks(diagnoses: list[Diagnosis]) -> list[dict]:
@@ -332,8 +346,15 @@ def candidates_blocks(account: str, servers: list[ServerFix], *, hidden_servers:
         intro += [f"\nIts newest incident is #{incident.id} ({incident.status}, last event ",
                   rt.date(incident.last_seen), ")."]
     blocks = [rt.rich(intro)]
-    for entry in servers:
-        blocks += _server_fix_blocks(entry)
+    shown = 0
+    for entry in servers:   # whole servers, as many as fit one message with fix_reply's lines
+        more = _server_fix_blocks(entry)
+        if shown and (size(blocks + more) > BUDGET - 1500
+                      or len(blocks) + len(more) > MESSAGE_BLOCKS - 3):
+            break
+        blocks += more
+        shown += 1
+    hidden_servers += len(servers) - shown
     if not servers:
         blocks.append(section("No server is configured and no event names one, so there is "
                               "nothing to suggest. Name the connector: "
@@ -433,9 +454,17 @@ def server_health_line(row: ServerStatus, now: datetime, late_after: float) -> s
 
 
 def delivery_lines(problems: list[dict]) -> list[str]:
-    """Messages held back by a Slack error a person must fix, with the fix in words."""
+    """Messages held back by a Slack error a person must fix, with the fix in words; and
+    messages Slack refused as they were (too long, invalid), given up at once."""
     lines = []
     for p in problems:
+        if p.get("refused"):
+            lines.append(f"• :x: {plural(p['refused'], 'message')} Slack refused "
+                         f"({escape(clip(p.get('code') or '?', 60))}) and SubmitWatch gave up "
+                         f"since {slack_date(p['since'])}: it would refuse them again, so they "
+                         "are not retried (the channel was told; please report it): "
+                         f"{escape(clip(p['error'] or '', 300))}")
+            continue
         state = (f"{p['given_up']:,} given up, sent once the cause is fixed" if p["given_up"]
                  else "retrying, more slowly each time")
         lines.append(f"• :warning: {plural(p['messages'], 'message')} held back since "
@@ -542,7 +571,7 @@ def home_blocks(*, may_act: str, incidents: list[Incident], open_total: int,
     blocks += pack([server_health_line(r, now, late_after) for r in servers]
                    or ["No server is configured."], "*Servers*")
     blocks.append(context(f"Updated {slack_date(now)}. `/submitwatch help` lists the commands."))
-    return fit(blocks, HOME_BLOCKS)
+    return fit(blocks, HOME_BLOCKS, budget=HOME_BUDGET)
 
 
 def may_act_text(user_id: str, users: tuple[str, ...], groups: tuple[str, ...]) -> str:
@@ -579,7 +608,7 @@ def routes_view(account: str, taken: Sequence[tuple[str, int, RouteConfig]],
                      f"{channel_ref(route.channel)}, owners {owners}")
     if len(taken) > 40:
         lines.append(f"• and {len(taken) - 40} more; name a server to narrow it")
-    return f"Routes for {show(account)}", fit(pack(lines))
+    return f"Routes for {inert(account)}", fit(pack(lines))
 
 
 def summary_view(summary: Summary, *, since_seconds: float,

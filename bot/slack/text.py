@@ -49,6 +49,13 @@ FIXES = {
     "account_inactive": "the app's bot user was deactivated: reinstall the app",
     "missing_scope": "the app lacks a scope: reinstall it from manifest.yml",
     "invalid_blocks": "Slack refused the message layout (a SubmitWatch bug: please report it)",
+    "invalid_blocks_format": "Slack could not read the message layout (a SubmitWatch bug: "
+                             "please report it)",
     "msg_too_long": "the message was too long (a SubmitWatch bug: please report it)",
+    "msg_blocks_too_long": "the text in the message's blocks was too long in total for Slack "
+                           "(a SubmitWatch bug: please report it)",
+    "no_text": "Slack found no text in the message (a SubmitWatch bug: please report it)",
+    "invalid_arguments": "Slack refused the call's arguments (a SubmitWatch bug: please "
+                         "report it)",
     "message_not_found": "the alert message was deleted in Slack",
 }

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from bot.core.findings import ConnectorFact, Finding
 from bot.slack.blocks import (
+    BUDGET,
     context,
     divider,
     fit,
@@ -22,10 +23,13 @@ from bot.slack.blocks import (
     preformatted,
     section,
     show,
+    size,
 )
 
 #: Connectors shown in one answer; more are counted, and naming one shows just that one.
 MAX_CONNECTORS = 25
+#: Budget kept for what follows the connectors (the line that counts the rest, the footer).
+ROOM_FOR_THE_REST = 600
 #: Values of one list (bindings, IP ranges) shown per connector; a relay may list hundreds.
 MAX_VALUES = 8
 #: How much of a name a line shows (escaped, it may grow up to five times).
@@ -82,11 +86,17 @@ def verify_view(verified: Verified, *, hidden_servers: int = 0) -> tuple[str, li
         blocks += _problem_blocks(verified.problems)
     blocks.append(divider())
     connectors = _ordered(finding.connectors)
-    # one section per connector and no divider between them: 25 of them fit in 50 blocks
-    blocks += [section("\n".join(_connector_lines(fact)))
-               for fact in connectors[:MAX_CONNECTORS]]
-    if len(connectors) > MAX_CONNECTORS:
-        blocks.append(context(f"{len(connectors) - MAX_CONNECTORS} more connector(s) not shown "
+    # one section per connector and no divider between them: at most 25 (they fit in 50
+    # blocks), and no more than fit Slack's size budget with the line that counts the rest
+    shown = 0
+    for fact in connectors[:MAX_CONNECTORS]:
+        one = section("\n".join(_connector_lines(fact)))
+        if size([*blocks, one]) > BUDGET - ROOM_FOR_THE_REST:
+            break
+        blocks.append(one)
+        shown += 1
+    if len(connectors) > shown:
+        blocks.append(context(f"{len(connectors) - shown} more connector(s) not shown "
                               f"(those this account's events named come first); name one: "
                               f"`{USAGE}`."))
     if not connectors and not verified.problems:
