@@ -187,6 +187,25 @@ def serve_ops(ops, host: str, port: int) -> WSGIServer:
     return _serve(application, host, port, "metrics.host", "metrics.port", "metrics-http")
 
 
+def serve_otlp(config: Config, clock: Callable | None = None,
+               on_stored: Callable[[], None] | None = None,
+               open_database: Callable | None = None) -> WSGIServer:
+    """The [otlp] listener: POST /v1/logs (bot.ops.otlp_receiver), one thread per request and
+    one database connection per request (`open_database`: a new one each call), so a sender
+    never holds up polling or Slack."""
+    from bot.engine.poller import utc_now
+    from bot.ops.otlp_receiver import OtlpReceiver
+    from store.db import open_db
+
+    path = config.store.path
+    receiver = OtlpReceiver(config, open_database or (lambda: open_db(path, migrate=False)),
+                            clock or utc_now, on_stored)
+    if config.otlp.port is None:
+        raise ConfigError("otlp.port is not set: the OTLP receiver is off")
+    return _serve(receiver, config.otlp.host, config.otlp.port, "otlp.host", "otlp.port",
+                  "otlp-http")
+
+
 def _serve(application, host: str, port: int, host_key: str, port_key: str,
            name: str) -> WSGIServer:
     try:
@@ -262,6 +281,11 @@ def run(config: Config, stop: threading.Event | None = None) -> None:
     if ops_server is not None:
         log.info("metrics and health on http://%s:%d (/metrics, /healthz, /readyz)",
                  config.metrics.host, ops_server.server_port)
+    otlp_server = serve_otlp(config, on_stored=scheduler.delivery.wake) \
+        if config.otlp.port else None
+    if otlp_server is not None:
+        log.info("OTLP logs receiver on http://%s:%d/v1/logs", config.otlp.host,
+                 otlp_server.server_port)
     scheduler.start()
     log.info("watching %d server(s); alerts go to %s", len(config.servers), config.slack.channel)
     for warning in permission_warnings(config):
@@ -281,7 +305,7 @@ def run(config: Config, stop: threading.Event | None = None) -> None:
                      config.slack.http_host, server.server_port, EVENTS_PATH, HEALTH_PATH)
             stop.wait()
     finally:
-        for listener in (server, ops_server):
+        for listener in (server, ops_server, otlp_server):
             if listener is not None:
                 listener.shutdown()  # stops accepting; returns once serve_forever has ended
                 listener.server_close()

@@ -205,6 +205,12 @@ class EventLog:
         self._ids: list[int] = []  # parallel to _events, for bisect
         self._first_record = first_record
         self._next_record = first_record
+        #: Collector mode (``channel="ForwardedEvents"``): each WEF subscription's event
+        #: sources, computer -> (RunTimeStatus, LastHeartbeatTime or None), for ``wecutil gr``.
+        self.subscriptions: dict[str, dict[str, tuple[str, datetime | None]]] = {}
+        #: Records whose XML carries another log's EventRecordID (forwarded ones): the cursor
+        #: shortcut below cannot assume the XML's ids follow the log's own numbering.
+        self._foreign_ids = False
         self.created = self._now()
         self.last_write = self.created
 
@@ -241,6 +247,43 @@ class EventLog:
         return self._add(
             lambda rid: SimEvent(rid, provider, int(event_id), when, tuple(data), computer or self.computer)
         )
+
+    def append_forwarded(
+        self,
+        computer: str,
+        origin_record: int,
+        event_id: int,
+        account: str,
+        connector: str | None = None,
+        *,
+        provider: str = "MSExchangeFrontEndTransport",
+        time: datetime | None = None,
+    ) -> SimEvent:
+        """Collector mode: a 1018/1020 that ``computer`` logged as its record ``origin_record``
+        and forwarded here. As ../shared/DOMAIN.md section 8 has it, a forwarded event keeps
+        its ``<Computer>`` and the EventRecordID of the origin's own log, so two origins'
+        events may carry the same id; the log's own numbering (``gli``) goes on regardless.
+        """
+        short = computer.split(".", 1)[0]
+        name = connector if connector is not None else f"Client Frontend {short}"
+        data = (account,) if event_id == 1020 and not self.connector_in_1020 else (account, name)
+        when = _require_aware(time, "time") if time is not None else self._now()
+        self._foreign_ids = True
+        event = SimEvent(int(origin_record), provider, int(event_id), when, data, computer)
+        with self._lock:
+            own = self._next_record
+            self._next_record += 1
+            self._events.append(event)
+            self._ids.append(own)
+            if self.max_records is not None and len(self._events) > self.max_records:
+                self._drop_locked(len(self._events) - self.max_records)
+            self.last_write = self._now()
+        return event
+
+    def heartbeat(self, subscription: str, computer: str, at: datetime | None,
+                  status: str = "Active") -> None:
+        """Collector mode: ``computer``'s last heartbeat in ``subscription`` (None: never)."""
+        self.subscriptions.setdefault(subscription, {})[computer] = (status, at)
 
     def append_refusal(
         self,
@@ -367,7 +410,8 @@ class EventLog:
         if count is not None and count < 1:
             raise ValueError("count must be >= 1")
         with self._lock:
-            start = bisect.bisect_left(self._ids, q.min_record) if q.min_record is not None else 0
+            start = (bisect.bisect_left(self._ids, q.min_record)
+                     if q.min_record is not None and not self._foreign_ids else 0)
             candidates: Sequence[SimEvent] = self._events[start:]
         if reverse:
             candidates = candidates[::-1]

@@ -146,6 +146,8 @@ def run_command_line(log: EventLog, line: str, *, skip_cmd_shell: bool = False,
         return run_wevtutil(log, argv[1:], traits)
     if program in ("reg", "reg.exe"):
         return _reg_query(argv[1:], traits)
+    if program in ("wecutil", "wecutil.exe"):
+        return run_wecutil(log, argv[1:])
     return "", f"'{argv[0]}' is not recognized as an internal or external command,\r\noperable program or batch file.\r\n", 1
 
 
@@ -330,6 +332,32 @@ def run_wevtutil(log: EventLog, args: Iterable[str],
         return _qe_output([event_xml(ev) for ev in events], root, traits), "", 0
 
     return "", f"Unknown command: {args[0]}\r\nThe parameter is incorrect.\r\n", 87
+
+
+def run_wecutil(log: EventLog, args: list[str]) -> tuple[str, str, int]:
+    """``wecutil gr <subscription>`` (get-subscriptionruntimestatus) of a collector's log.
+
+    The layout follows Microsoft's wecutil documentation and published transcripts: the
+    subscription's lines, then ``EventSources:`` with each source's name alone on a line and
+    its fields indented below. UNVERIFIED against a real collector: the exact indentation, the
+    field order, LastHeartbeatTime's format (written here as ISO 8601 UTC with milliseconds and
+    ``Z``), what is printed for a source never heard from (here: no LastHeartbeatTime line),
+    and the not-found message and exit code (here: ERROR_NOT_FOUND, 1168).
+    """
+    if len(args) != 2 or args[0].lower() not in ("gr", "get-subscriptionruntimestatus"):
+        return "", "SubmitWatch simulator: only `wecutil gr <subscription>` is supported.\r\n", 87
+    name = args[1]
+    found = {k.lower(): k for k in log.subscriptions}.get(name.lower())
+    if found is None:
+        return "", (f"Failed to open subscription. The subscription {name} could not be "
+                    "found.\r\nElement not found.\r\n"), 1168
+    lines = [f"Subscription: {found}", "\tRunTimeStatus: Active", "\tLastError: 0",
+             "\tEventSources:"]
+    for computer, (status, at) in log.subscriptions[found].items():
+        lines += [f"\t\t{computer}", f"\t\t\tRunTimeStatus: {status}", "\t\t\tLastError: 0"]
+        if at is not None:
+            lines.append(f"\t\t\tLastHeartbeatTime: {_format_gli_time(at)}")
+    return "\r\n".join(lines) + "\r\n", "", 0
 
 
 def _qe_output(events: list[str], root: str | None, traits: WindowsTraits) -> str:

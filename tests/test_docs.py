@@ -139,6 +139,7 @@ def test_documented_defaults_are_the_real_defaults():
     DirectoryConfig,
     IncidentConfig,
     MetricsConfig,
+    OtlpConfig,
     PermissionsConfig,
     PollingConfig,
     RouteConfig,
@@ -158,7 +159,7 @@ def test_documented_defaults_are_the_real_defaults():
                 "servers": ServerConfig(name="x", url="u"),
                 "routes": RouteConfig(name="x"),
                 "directory": DirectoryConfig(urls=("ldaps://dc",), user="u", password_env="P"),
-                "devices": DevicesConfig()}
+                "devices": DevicesConfig(), "otlp": OtlpConfig()}
     rows = re.findall(r"^\| `([a-z_]+)\.([a-z_]+)` \| `([^`|]+)` \|", CONFIGURATION, re.M)
     assert len(rows) >= 15
     for table, key, shown in rows:

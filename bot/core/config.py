@@ -44,6 +44,7 @@ KEYS = {
                   "storm_threshold", "storm_window", "confirm_after"},
     "permissions": {"users", "groups", "channels", "group_cache"},
     "metrics": {"host", "port"},
+    "otlp": {"host", "port", "token_env", "max_body"},
     "logging": {"format"},
     "routes": {"name", "accounts", "servers", "events", "channel", "owners"},
     "summary": {"every", "at", "weekday", "channel"},
@@ -54,7 +55,14 @@ KEYS = {
     "servers": {"name", "url", "username", "transport", "password_env", "validate_certificate",
                 "ca_bundle", "cert_pem", "cert_key_pem", "channel", "submission_connector",
                 "version", "role", "log", "frontend_protocol_log", "hub_protocol_log"},
+    # [[collectors]]: a Windows Event Collector's WinRM endpoint (the keys a server's WinRM
+    # settings take), the subscription it holds, and what to do with the origins it reports.
+    "collectors": {"name", "url", "username", "transport", "password_env",
+                   "validate_certificate", "ca_bundle", "cert_pem", "cert_key_pem",
+                   "subscription", "unconfigured_origins", "heartbeat_timeout"},
 }
+#: What a collector does with an origin that is no configured server (`unconfigured_origins`).
+UNCONFIGURED_ORIGINS = ("own_name", "ignore")
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?")
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
 _SIZE = re.compile(r"(\d+)\s*(b|kb|kib|mb|mib|gb|gib)?")
@@ -234,6 +242,31 @@ class MetricsConfig:
 
 
 @dataclass(frozen=True)
+class OtlpConfig:
+    """The OTLP/HTTP logs receiver (bot.ops.otlp_receiver); off while port is None."""
+
+    host: str = "127.0.0.1"
+    port: int | None = None
+    token_env: str | None = None      # the variable holding the bearer token senders present
+    token: Secret | None = field(default=None, repr=False)
+    max_body: int = 4 * 1024 * 1024   # bytes, as sent and after decompression
+
+
+def _otlp_config(otlp: Mapping[str, Any], environ: Mapping[str, str]) -> OtlpConfig:
+    port = _int(otlp, "otlp.port", 0, low=1, high=65535) if "port" in otlp else None
+    token_env = _str(otlp, "otlp.token_env")
+    token = _secret(environ, token_env) if token_env else None
+    if port is not None and token is None:
+        raise ConfigError("otlp.token_env must name the environment variable holding the bearer "
+                          "token OTLP senders present" + (f"; {token_env} is not set"
+                                                          if token_env else ""))
+    return OtlpConfig(host=_listen_address(otlp, "otlp.host", OtlpConfig.host), port=port,
+                      token_env=token_env, token=token,
+                      max_body=_size(otlp, "otlp.max_body", OtlpConfig.max_body,
+                                     low=1024, high=256 * 1024**2))
+
+
+@dataclass(frozen=True)
 class Config:
     slack: SlackConfig
     store: StoreConfig
@@ -248,6 +281,8 @@ class Config:
     summary: SummaryConfig = SummaryConfig()
     directory: DirectoryConfig | None = None   # None: no directory checks (bot.directory.reader)
     devices: DevicesConfig = DevicesConfig()
+    otlp: OtlpConfig = OtlpConfig()
+    collectors: tuple[CollectorConfig, ...] = ()
 
     def route_for(self, account: str, server: str, event_id: int) -> RouteConfig:
         """The first [[routes]] entry that matches, else the server's channel (or
@@ -329,8 +364,10 @@ def parse_config(raw: Mapping[str, Any], environ: Mapping[str, str],
     if "directory" in raw:
         directory = parse_directory(_section(raw, "directory"), environ)
     devices = _devices_config(_section(raw, "devices"))
+    otlp = _otlp_config(_section(raw, "otlp"), environ)
+    collectors = _collectors(raw, environ, {s.name.casefold() for s in servers})
     return Config(slack, store, polling, incidents, servers, source, permissions, metrics,
-                  log_format, routes, summary, directory, devices)
+                  log_format, routes, summary, directory, devices, otlp, collectors)
 
 
 def _devices_config(devices: Mapping[str, Any]) -> DevicesConfig:
@@ -573,6 +610,62 @@ def _server(raw: Mapping[str, Any], where: str, environ: Mapping[str, str]) -> S
         hub_protocol_log=_str(raw, f"{where}.hub_protocol_log", None),
         log=_log_name(raw, f"{where}.log"),
     )
+
+
+@dataclass(frozen=True)
+class CollectorConfig:
+    """A Windows Event Collector (bot.sources.winrm.CollectorWatch): its WinRM endpoint as a
+    server's (`endpoint.name` is the collector's name), the WEF subscription whose sources it
+    reports (`wecutil gr`), and the liveness rule for those sources."""
+
+    endpoint: ServerConfig
+    subscription: str
+    unconfigured_origins: str = "own_name"   # or "ignore" (UNCONFIGURED_ORIGINS)
+    heartbeat_timeout: float = 45 * 60.0     # seconds without a heartbeat: "not being watched"
+
+    @property
+    def name(self) -> str:
+        return self.endpoint.name
+
+
+#: A WEF subscription's name as wecutil takes it on a cmd.exe line: nothing to quote.
+_SUBSCRIPTION = re.compile(r"[A-Za-z0-9][A-Za-z0-9 _.\-]{0,127}")
+
+
+def _collectors(raw: Mapping[str, Any], environ: Mapping[str, str],
+                servers: set[str]) -> tuple[CollectorConfig, ...]:
+    collectors_raw = raw.get("collectors", [])
+    if not isinstance(collectors_raw, list) or not all(isinstance(c, dict)
+                                                       for c in collectors_raw):
+        raise ConfigError("collectors must be a list of [[collectors]] tables")
+    collectors = tuple(_collector(c, f"collectors[{n}]", environ)
+                       for n, c in enumerate(collectors_raw))
+    names = [c.name.casefold() for c in collectors]
+    for name in names:
+        if names.count(name) > 1 or name in servers:
+            raise ConfigError(f"two [[servers]] or [[collectors]] entries are named {name!r}; "
+                              "names must be unique")
+    return collectors
+
+
+def _collector(raw: Mapping[str, Any], where: str, environ: Mapping[str, str]) -> CollectorConfig:
+    if isinstance(raw.get("name"), str) and _SERVER_NAME.fullmatch(raw["name"]):
+        where = f"collectors.{raw['name']}"
+    _only(raw, where, KEYS["collectors"])
+    own = {"subscription", "unconfigured_origins", "heartbeat_timeout"}
+    endpoint = _server({k: v for k, v in raw.items() if k not in own}, where, environ)
+    where = f"collectors.{endpoint.name}"
+    subscription = _str(raw, f"{where}.subscription", required=True)
+    if not _SUBSCRIPTION.fullmatch(subscription) or subscription.endswith(" "):
+        raise ConfigError(f"{where}.subscription must be the WEF subscription's name as "
+                          "`wecutil es` lists it (letters, digits, spaces, '.', '_', '-'); "
+                          f"got {subscription!r}")
+    return CollectorConfig(
+        endpoint=replace(endpoint, log="ForwardedEvents"), subscription=subscription,
+        unconfigured_origins=_choice(raw, f"{where}.unconfigured_origins",
+                                     UNCONFIGURED_ORIGINS, "own_name"),
+        heartbeat_timeout=_duration(raw, f"{where}.heartbeat_timeout",
+                                    CollectorConfig.heartbeat_timeout, low=60))
 
 
 #: An event log's name as wevtutil takes it on a cmd.exe line: no spaces or quotes to escape.

@@ -23,7 +23,8 @@ from bot.slack.blocks import CHANNEL_ID
 from bot.slack.sender import FIXES, make_client, unreachable_words
 from bot.slack.sender import error_code as _code
 from bot.sources.base import SourceError
-from bot.sources.winrm import SETUP_DOC, WinRMSource
+from bot.sources.origins import origin_name
+from bot.sources.winrm import SETUP_DOC, WinRMSource, subscription_status
 
 
 def run_check(config: Config, out=print, now: datetime | None = None) -> int:
@@ -73,12 +74,49 @@ def run_check(config: Config, out=print, now: datetime | None = None) -> int:
         except Exception as exc:  # anything else still gets a line, not a traceback
             out(f"FAILED   {server.name}: unexpected {type(exc).__name__}: {exc}")
             problems += 1
+    problems += check_collectors(config, out, now)
     for line in given_up_lines(config, now):
         out(f"WARNING  {line}")
     if config.slack.bot_token is not None:
         problems += _check_slack(config, config.slack.bot_token, out)
     problems += _check_directory(config, out)
     return 1 if problems else 0
+
+
+def check_collectors(config: Config, out, now: datetime) -> int:
+    """Each collector: its WEF subscription exists and can be read, and every source it lists
+    with the configured server it maps to (or that it is taken under its own name, or ignored,
+    by `unconfigured_origins`) and how long ago it was heard from. Returns the failures."""
+    failures = 0
+    for collector in config.collectors:
+        endpoint = collector.endpoint
+        if endpoint.password_env and endpoint.password is None:
+            continue  # already reported as missing
+        try:
+            status = subscription_status(WinRMSource(endpoint, config.polling),
+                                         collector.subscription)
+        except SourceError as exc:
+            out(f"FAILED   {exc}")
+            failures += 1
+            continue
+        out(f"OK       {collector.name}: subscription {status.name!r} is "
+            f"{status.status or 'of unknown status'} with {len(status.sources)} source(s)")
+        if not status.sources:
+            out(f"WARNING  {collector.name}: no server has reached subscription "
+                f"{status.name!r} yet (docs/collectors.md: the Group Policy setting)")
+        for source in status.sources:
+            origin = origin_name(source.computer, config.servers, collector.unconfigured_origins)
+            configured = origin is not None and any(s.name == origin for s in config.servers)
+            taken = (f"-> {origin}" if configured else f"-> {origin} (not a configured server: "
+                     "taken under its own name)" if origin else
+                     "(not a configured server: ignored, unconfigured_origins = 'ignore')")
+            heard = source.last_heartbeat
+            age = (f"last heartbeat {int((now - heard).total_seconds() // 60)} min ago"
+                   if heard else "no heartbeat yet")
+            late = heard is None or (now - heard).total_seconds() > collector.heartbeat_timeout
+            word = "WARNING" if late and origin else "OK"
+            out(f"{word:<8} {collector.name}: {source.computer} {taken}; {source.status}, {age}")
+    return failures
 
 
 #: How each status of bot.directory.reader.check_access is printed, and whether it fails `check`.

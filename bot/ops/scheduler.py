@@ -22,8 +22,8 @@ from datetime import UTC, datetime, timedelta
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 
-from bot.core.config import Config
-from bot.engine import devices, fixloop
+from bot.core.config import CollectorConfig, Config
+from bot.engine import devices, fixloop, liveness
 from bot.engine.chatops import end_expired_snoozes
 from bot.engine.delivery import deliver_once
 from bot.engine.devices import ReverseDNS
@@ -34,7 +34,7 @@ from bot.ops.watchdog import Watchdog
 from bot.slack import alerts
 from bot.slack.sender import SlackSender
 from bot.sources.base import EventSource
-from bot.sources.winrm import WinRMSource
+from bot.sources.winrm import WinRMSource, subscription_status
 from store import db as store_db
 from store.db import open_db
 
@@ -162,6 +162,18 @@ def build_scheduler(config: Config, sender: SlackSender, *,
             next_run_time=first, id=job_id, name=f"poll {server.name}")
         watchdog.watch(job_id, f"poll {server.name}", config.polling.interval,
                        config.polling.jitter)
+    for collector in config.collectors:
+        # The collector's sources and their heartbeats (bot.engine.liveness), as often as a poll.
+        job_id = f"heartbeats:{collector.name}"
+        collector_source = WinRMSource(collector.endpoint, config.polling)
+        scheduler.add_job(watchdog.wrap(job_id, _guarded(
+            lambda c=collector, s=collector_source: _watch_collector(
+                delivery.wake, dbs.get(), c, s, config), f"heartbeats {collector.name}")),
+            "interval", seconds=config.polling.interval, jitter=config.polling.jitter or None,
+            next_run_time=start + timedelta(seconds=random.uniform(0, config.polling.jitter)),
+            id=job_id, name=f"heartbeats via {collector.name}")
+        watchdog.watch(job_id, f"heartbeats via {collector.name}", config.polling.interval,
+                       config.polling.jitter)
     # As often as the polls when they are more frequent: a quiet incident or an expired snooze
     # never waits longer than a poll would (and tests with 1 s polls need not wait 30 s).
     housekeeping_every = min(HOUSEKEEPING_EVERY_SECONDS, config.polling.interval)
@@ -193,6 +205,15 @@ def build_scheduler(config: Config, sender: SlackSender, *,
     # Checked often enough to repair a stalled poll within about one interval.
     watch_every = max(1.0, min(config.polling.interval, HOUSEKEEPING_EVERY_SECONDS))
     return Background(scheduler, delivery, watchdog, watch_every)
+
+
+def _watch_collector(wake_delivery: Callable[[], None], db, collector: CollectorConfig,
+                     source: WinRMSource, config: Config) -> None:
+    """One look at a collector's heartbeats; any alert it raises or clears goes out at once."""
+    result = liveness.watch_collector(
+        db, collector, config, lambda: subscription_status(source, collector.subscription))
+    if result.error or result.silent or result.alive:
+        wake_delivery()
 
 
 def _check_directory(db, config: Config, wake_delivery: Callable[[], None]) -> None:

@@ -1,0 +1,98 @@
+"""Liveness per origin through a Windows Event Collector, without polling each server.
+
+The collector knows each event source's last heartbeat (`wecutil gr <subscription>`). An origin
+not heard from for `collectors.heartbeat_timeout` gets the same "not being watched" alert as an
+unreachable server, once, and a recovery notice when it is heard from again. A collector that
+cannot be read is one alert under the collector's own name (as a failed poll of a server is),
+never one per origin: while it is unreadable nothing is said about its origins.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from sqlite_utils import Database
+
+from bot.core.config import CollectorConfig, Config
+from bot.engine.poller import PollResult, _record_health, utc_now
+from bot.sources.base import SourceError
+from bot.sources.origins import origin_name
+from bot.sources.winrm import SubscriptionStatus
+from store import db as store
+
+Clock = Callable[[], datetime]
+
+
+@dataclass
+class Liveness:
+    collector: str
+    error: str | None = None
+    silent: list[str] = field(default_factory=list)    # origins past the timeout
+    alive: list[str] = field(default_factory=list)
+    ignored: list[str] = field(default_factory=list)   # unconfigured, set to "ignore"
+
+
+def watch_collector(db: Database, collector: CollectorConfig, config: Config,
+                    read: Callable[[], SubscriptionStatus], clock: Clock = utc_now) -> Liveness:
+    """One look at a collector's subscription: raise or clear each origin's alert. `read` is
+    bot.sources.winrm.subscription_status bound to the collector's source."""
+    now = clock()
+    result = Liveness(collector.name)
+    try:
+        status = read()
+    except SourceError as exc:
+        result.error = str(exc)
+    _record_health(db, collector.name, PollResult(collector.name, error=result.error),
+                   config.polling.alert_after_failures, now)
+    if result.error is not None:
+        return result
+    limit = timedelta(seconds=collector.heartbeat_timeout)
+    for source in status.sources:
+        origin = origin_name(source.computer, config.servers, collector.unconfigured_origins)
+        if origin is None:
+            result.ignored.append(source.computer)
+            continue
+        heard = source.last_heartbeat
+        if heard is not None and now - heard <= limit:
+            result.alive.append(origin)
+            _origin_up(db, origin, now)
+        else:
+            result.silent.append(origin)
+            _origin_down(db, origin, collector, heard, now)
+    return result
+
+
+def _origin_down(db: Database, origin: str, collector: CollectorConfig,
+                 heard: datetime | None, now: datetime) -> None:
+    state = store.server_state(db, origin)
+    if state.down_since is not None:
+        return
+    quiet = (f"for {_minutes(now - heard)}" if heard is not None
+             else "since the collector has known it (no heartbeat yet)")
+    timeout = _minutes(timedelta(seconds=collector.heartbeat_timeout))
+    error = (f"{origin} has not reached the collector {collector.name} {quiet} (subscription "
+             f"{collector.subscription!r}; heartbeat timeout {timeout}). "
+             "Its events are not forwarded while this lasts: is the server up, and its "
+             "Windows Remote Management service running?")
+    with store.write_transaction(db):
+        store.save_poll_failure(db, origin, error, now)
+        if store.mark_server_down(db, origin, now):
+            store.enqueue(db, None, "server_down", now, server=origin, detail={
+                "error": error, "failures": 1,
+                "since": store.iso(heard or state.first_poll_at or now), "never": heard is None})
+
+
+def _origin_up(db: Database, origin: str, now: datetime) -> None:
+    if store.server_state(db, origin).down_since is None:
+        return
+    with store.write_transaction(db):
+        down_since = store.mark_server_up(db, origin)
+        if down_since is not None:
+            store.enqueue(db, None, "server_up", now, server=origin, detail={
+                "since": store.iso(down_since), "at": store.iso(now)})
+
+
+def _minutes(span: timedelta) -> str:
+    minutes = int(span.total_seconds() // 60)
+    return f"{minutes} minutes" if minutes < 120 else f"{minutes // 60} hours"
