@@ -110,10 +110,10 @@ _FAILURE = (
     (1020, re.compile(r"Inbound authentication failed as we reject well-known account "
                       r"authentication for (?P<user>.*)", re.S)),
 )
-#: What the read script looks for: the start of each failure text, and the `#Fields:` line.
+#: The start of each failure text, as the read script looks for them (it looks for the `#Fields:`
+#: line too).
 _KEYS = ("Inbound authentication failed because the client ",
          "Inbound authentication failed as we reject well-known account authentication for ")
-_FIELDS_PREFIX = "#Fields: "
 
 #: A log line is a few hundred bytes (an SMTP command line is at most 1,000 octets); anything
 #: without a line end for this long is not a line worth keeping and is skipped, so a cursor can
