@@ -172,9 +172,26 @@ def test_other_events_are_acknowledged_and_dropped(receiver, db):
 def test_a_duplicate_delivery_is_stored_once(receiver, db):
     url, _config = receiver()
     batch = request(event_xml(100), event_xml(101, event_id=1020, connector=None))
+    first = otlp_count("stored")
     assert post(url, batch)[0] == 200
+    assert otlp_count("stored") == first + 2
+    before = otlp_count("stored")
     assert post(url, batch)[0] == 200     # the sender's retry after a lost answer
     assert [r[2] for r in stored(db)] == [100, 101]
+    assert otlp_count("stored") == before    # /metrics counts new events only
+
+
+def otlp_count(what):
+    """The receiver's counter as /metrics serves it."""
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from bot.core.counters import OTLP
+    registry = CollectorRegistry()
+    registry.register(OTLP)
+    for line in generate_latest(registry).decode().splitlines():
+        if line.startswith(f'submitwatch_otlp_total{{what="{what}"}}'):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
 
 
 def test_two_origins_with_the_same_record_id_are_stored_apart(receiver, db):

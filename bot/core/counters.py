@@ -21,7 +21,11 @@ SLACK_ERRORS = Counter("submitwatch_slack_api_errors",
 REFUSED = Counter("submitwatch_slack_messages_refused",
                   "Slack messages refused as they were (too long, invalid), by what was done: "
                   "shortened (sent smaller) or given_up.", ["outcome", "error"], registry=None)
-PROCESS_METRICS = (POLLS, POLL_SECONDS, EVENTS, SLACK_CALLS, SLACK_ERRORS, REFUSED)
+OTLP = Counter("submitwatch_otlp", "What the OTLP/HTTP logs receiver took, by what: requests, "
+               "records, stored (new events), dropped (not ours), malformed, unknown_origin "
+               "(a computer that is not a configured server), refused (503: no writes).",
+               ["what"], registry=None)
+PROCESS_METRICS = (POLLS, POLL_SECONDS, EVENTS, SLACK_CALLS, SLACK_ERRORS, REFUSED, OTLP)
 
 
 def record_poll(server: str, seconds: float, stored: int, failed: bool) -> None:
@@ -41,3 +45,8 @@ def record_refused(outcome: str, error: str) -> None:
     """A message Slack refused as it was: "shortened" (a smaller rendering was sent) or
     "given_up"."""
     REFUSED.labels(outcome, error).inc()
+
+
+def record_otlp(what: str, amount: int) -> None:
+    if amount:
+        OTLP.labels(what).inc(amount)

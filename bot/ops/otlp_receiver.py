@@ -32,6 +32,7 @@ from typing import Any
 
 from sqlite_utils import Database
 
+from bot.core import counters
 from bot.core.config import Config
 from bot.engine.poller import ingest
 from bot.sources import otlp
@@ -150,6 +151,7 @@ class OtlpReceiver:
         with self._lock:
             for name, amount in amounts.items():
                 self.counts[name] += amount
+                counters.record_otlp(name, amount)   # and on /metrics
 
     def _account(self, decoded: otlp.Decoded, stored: int) -> None:
         self._count(requests=1, records=decoded.records, stored=stored, dropped=decoded.dropped,
