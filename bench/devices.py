@@ -54,7 +54,7 @@ from .common import (
     percentile,
     spread,
 )
-from .simproc import SimProcess
+from .simproc import SimProcess, answer_commands
 
 #: The world's first hour (a fixed date: the same files, and no midnight, in every run).
 START = datetime(2026, 3, 2, tzinfo=UTC)
@@ -134,19 +134,7 @@ def _serve(conn, sizes: Sizes) -> None:
         log_refusal(log, writer, 1018, who, (where, 61_000), connector=PORT25, time=when)
 
     commands = {"built": lambda: built, "folder": folder, "refuse": refuse}
-    conn.send(sim.base_url)
-    try:
-        while True:
-            command, args = conn.recv()
-            if command == "stop":
-                break
-            try:
-                conn.send(("ok", commands[command](*args)))
-            except Exception as exc:  # report it in the parent, keep serving
-                conn.send(("error", f"{type(exc).__name__}: {exc}"))
-    finally:
-        sim.stop()
-        conn.close()
+    answer_commands(conn, sim.base_url, commands, sim.stop)
 
 
 class WorldProcess(SimProcess):

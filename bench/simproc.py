@@ -63,7 +63,18 @@ def _serve(conn, names: Sequence[str], delay: float) -> None:
                 "rate": rate,
                 "rate_result": rate_result, "stats": stats,
                 "delay": lambda seconds: setattr(sim, "request_delay", float(seconds))}
-    conn.send(sim.base_url)
+    def stop() -> None:
+        for r in rates:
+            r.stop()
+        sim.stop()
+
+    answer_commands(conn, sim.base_url, commands, stop)
+
+
+def answer_commands(conn, base_url: str, commands: dict, stop) -> None:
+    """The simulator process's side of the pipe: send its URL, then run each command the
+    parent sends until "stop" (an error is reported to the parent, and serving goes on)."""
+    conn.send(base_url)
     try:
         while True:
             command, args = conn.recv()
@@ -74,9 +85,7 @@ def _serve(conn, names: Sequence[str], delay: float) -> None:
             except Exception as exc:  # report it in the parent, keep serving
                 conn.send(("error", f"{type(exc).__name__}: {exc}"))
     finally:
-        for r in rates:
-            r.stop()
-        sim.stop()
+        stop()
         conn.close()
 
 
