@@ -214,6 +214,14 @@ def test_an_unconfigured_origin_is_dropped_and_counted(receiver, db, caplog):
     assert any("EX99.contoso.local" in r.getMessage() for r in caplog.records)
 
 
+def test_an_unconfigured_origin_can_be_taken_under_its_own_name(receiver, db):
+    url, _config = receiver(unconfigured_origins="own_name")
+    status, _h, body = post(url, request(event_xml(1, computer="EX99.contoso.local")))
+    assert status == 200
+    assert ExportLogsServiceResponse.FromString(body).partial_success.rejected_log_records == 0
+    assert [r[1] for r in stored(db)] == ["EX99"]
+
+
 def test_origin_for_matches_fqdn_or_short_name(make_config):
     servers = make_config().servers
     assert origin_for("EX01.contoso.local", servers) == "EX01"

@@ -44,7 +44,7 @@ KEYS = {
                   "storm_threshold", "storm_window", "confirm_after"},
     "permissions": {"users", "groups", "channels", "group_cache"},
     "metrics": {"host", "port"},
-    "otlp": {"host", "port", "token_env", "max_body"},
+    "otlp": {"host", "port", "token_env", "max_body", "unconfigured_origins"},
     "logging": {"format"},
     "routes": {"name", "accounts", "servers", "events", "channel", "owners"},
     "summary": {"every", "at", "weekday", "channel"},
@@ -250,6 +250,9 @@ class OtlpConfig:
     token_env: str | None = None      # the variable holding the bearer token senders present
     token: Secret | None = field(default=None, repr=False)
     max_body: int = 4 * 1024 * 1024   # bytes, as sent and after decompression
+    #: An event from a computer that is no configured server: "ignore" (dropped and counted)
+    #: or "own_name" (taken under its own short name, as a collector's may be).
+    unconfigured_origins: str = "ignore"
 
 
 def _otlp_config(otlp: Mapping[str, Any], environ: Mapping[str, str]) -> OtlpConfig:
@@ -263,7 +266,9 @@ def _otlp_config(otlp: Mapping[str, Any], environ: Mapping[str, str]) -> OtlpCon
     return OtlpConfig(host=_listen_address(otlp, "otlp.host", OtlpConfig.host), port=port,
                       token_env=token_env, token=token,
                       max_body=_size(otlp, "otlp.max_body", OtlpConfig.max_body,
-                                     low=1024, high=256 * 1024**2))
+                                     low=1024, high=256 * 1024**2),
+                      unconfigured_origins=_choice(otlp, "otlp.unconfigured_origins",
+                                                   UNCONFIGURED_ORIGINS, "ignore"))
 
 
 @dataclass(frozen=True)

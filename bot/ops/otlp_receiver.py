@@ -69,7 +69,8 @@ class OtlpReceiver:
         self._warned: set[str] = set()
 
     def origin_of(self, computer: str) -> str | None:
-        return otlp.origin_for(computer, self.config.servers)
+        return otlp.origin_for(computer, self.config.servers,
+                               self.config.otlp.unconfigured_origins)
 
     def __call__(self, environ: dict[str, Any], start_response: Callable) -> list[bytes]:
         if environ.get("PATH_INFO") != LOGS_PATH:

@@ -69,10 +69,12 @@ class Decoded:
         return len(self.malformed) + sum(self.unknown_origins.values())
 
 
-def origin_for(computer: str, servers: Iterable[ServerConfig]) -> str | None:
-    """The configured server name `computer` (an FQDN or a short name) is, or None: the rule
-    every multi-origin source uses (bot.sources.origins); an unconfigured one is dropped."""
-    return origin_name(computer, servers, unconfigured="ignore")
+def origin_for(computer: str, servers: Iterable[ServerConfig],
+               unconfigured: str = "ignore") -> str | None:
+    """The configured server name `computer` (an FQDN or a short name) is: the rule every
+    multi-origin source uses (bot.sources.origins). An unconfigured one is None ("ignore":
+    dropped) or its own short name ("own_name")."""
+    return origin_name(computer, servers, unconfigured=unconfigured)
 
 
 def decode(body: bytes, content_type: str, origin_of: Callable[[str], str | None]) -> Decoded:
