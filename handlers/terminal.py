@@ -35,7 +35,7 @@ from bot.core.findings import Finding
 from bot.core.inert import inert
 from bot.core.model import Incident, incident_key
 from bot.engine.summary import unwatched
-from bot.slack import replies, verify_view
+from bot.slack import replies
 from bot.slack.richtext import text_of
 from store import db as store
 from store import devices as device_store
@@ -237,25 +237,13 @@ def _fix(req: Request, args: list[str]) -> tuple[Reply, dict]:
 
 
 def _verify(req: Request, args: list[str]) -> tuple[Reply, dict]:
-    """handlers.verify.verify, step by step, so the directory is read once and the data it
-    gave is kept for --json (the same helpers, the same view)."""
-    if not args:
-        raise CommandError("name the account, like `CONTOSO\\svc-scanner`")
-    account = verify._account(req, args[0])
-    place = verify._place(req, " ".join(args[1:])) if args[1:] else None
-    if req.config.directory is None:
-        text, blocks = verify_view.directory_off(account)
-        return Reply(text, blocks), {"account": account, "directory": False, "asked": None,
-                                     "servers": [], "finding": None, "problems": []}
-    named = verify._named(req, account)
-    places: list[tuple[str, str | None]] = (
-        [place] if place is not None
-        else [(s.name, None) for s in req.config.servers[:verify.MAX_SERVERS]])
-    verified = verify._read(req.config.directory, account, places, named, req)
-    text, blocks = verify_view.verify_view(
-        verified, hidden_servers=max(0, len(req.config.servers) - verify.MAX_SERVERS)
-        if place is None else 0)
-    return Reply(text, blocks), {
+    """handlers.verify's own answer, with what the directory said kept for --json (the
+    directory is read once)."""
+    reply, account, verified = verify.look(req, args)
+    if verified is None:
+        return reply, {"account": account, "directory": False, "asked": None, "servers": [],
+                       "finding": None, "problems": []}
+    return reply, {
         "account": account, "directory": True, "asked": verified.asked,
         "servers": list(verified.servers), "finding": finding_data(verified.finding),
         "problems": [{"server": p.server, "error": p.error, "fix": list(p.fix)}

@@ -28,6 +28,12 @@ MAX_SERVERS = 20
 
 
 def verify(req: Request, args: list[str]) -> Reply:
+    return look(req, args)[0]
+
+
+def look(req: Request, args: list[str]) -> tuple[Reply, str, verify_view.Verified | None]:
+    """The answer, the account asked about, and what the directory said (None: no [directory]
+    is configured); the terminal keeps the last for --json."""
     if not args:
         raise CommandError("name the account, like `CONTOSO\\svc-scanner`")
     account = _account(req, args[0])
@@ -35,7 +41,7 @@ def verify(req: Request, args: list[str]) -> Reply:
     place = _place(req, " ".join(args[1:])) if args[1:] else None
     if req.config.directory is None:
         text, blocks = verify_view.directory_off(account)
-        return Reply(text, blocks)
+        return Reply(text, blocks), account, None
     named = _named(req, account)
     if place is not None:
         places: list[tuple[str, str | None]] = [place]
@@ -45,7 +51,7 @@ def verify(req: Request, args: list[str]) -> Reply:
     text, blocks = verify_view.verify_view(
         verified, hidden_servers=max(0, len(req.config.servers) - MAX_SERVERS)
         if place is None else 0)
-    return Reply(text, blocks)
+    return Reply(text, blocks), account, verified
 
 
 def _read(config: DirectoryConfig, account: str, places: list[tuple[str, str | None]],

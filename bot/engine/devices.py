@@ -23,7 +23,6 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
 
@@ -84,12 +83,9 @@ class RemoteShell(Protocol):
 ShellOpener = Callable[[ServerConfig], AbstractContextManager[RemoteShell]]
 
 
-@dataclass
-class _Work:
-    """One server's and transport service's share of a run: the events to look up, by
-    incident (id, account)."""
-
-    events: dict[tuple[int, str], list[Event]]
+#: One server's and transport service's share of a run: the events to look up, by incident
+#: (id, account).
+Share = dict[tuple[int, str], list[Event]]
 
 
 def run_lookups(db: Database, config: Config, clock: Clock, open_shell: ShellOpener,
@@ -100,7 +96,7 @@ def run_lookups(db: Database, config: Config, clock: Clock, open_shell: ShellOpe
         return 0
     now = clock()
     settled = now - WRITE_LAG
-    work: dict[tuple[str, str], _Work] = {}
+    work: dict[tuple[str, str], Share] = {}
     due = device_store.due(db, now, config.polling.interval, limit)
     for item in due:
         for event in device_store.new_events(db, item.incident_id, item.looked_until):
@@ -110,8 +106,8 @@ def run_lookups(db: Database, config: Config, clock: Clock, open_shell: ShellOpe
                 role = role_for_provider(event.provider)
             except ValueError:
                 continue       # no protocol log is known for it
-            share = work.setdefault((event.origin, role), _Work({}))
-            share.events.setdefault((item.incident_id, item.account), []).append(event)
+            share = work.setdefault((event.origin, role), {})
+            share.setdefault((item.incident_id, item.account), []).append(event)
     servers = {s.name: s for s in config.servers}
     for (origin, role), share in work.items():
         _look_up(db, config, servers.get(origin), origin, role, share, now, open_shell, resolve)
@@ -119,9 +115,9 @@ def run_lookups(db: Database, config: Config, clock: Clock, open_shell: ShellOpe
 
 
 def _look_up(db: Database, config: Config, server: ServerConfig | None, origin: str, role: str,
-             share: _Work, now: datetime, open_shell: ShellOpener,
+             share: Share, now: datetime, open_shell: ShellOpener,
              resolve: Resolver | None) -> None:
-    events = [e for found in share.events.values() for e in found]
+    events = [e for found in share.values() for e in found]
     hours = hours_for(e.time for e in events)[:MAX_HOURS]
     covered = {id(e) for e in events if set(hours_for([e.time])) <= set(hours)}
     read, problem = _read(db, config, server, origin, role, hours, open_shell)
@@ -152,7 +148,7 @@ def _look_up(db: Database, config: Config, server: ServerConfig | None, origin: 
                 DeviceSeen(d.address, _name(resolve, d.address), d.sessions, d.first, d.last,
                            d.account_shown) for d in group.devices])
             told.add(incident.stored_id)
-        for (incident_id, account), found in share.events.items():
+        for (incident_id, account), found in share.items():
             mine = [g for g in groups if g.account_key == incident_key(account)]
             quiet = [] if any(g.devices for g in mine) else sorted(
                 {e.connector for e in found if e.connector

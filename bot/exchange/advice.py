@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -69,6 +69,7 @@ __all__ = [
     "classify_account",
     "classify_connector",
     "honest_verify_command",
+    "step_lines",
 ]
 
 ACCEPT_ANY_RECIPIENT_RIGHT = "ms-Exch-SMTP-Accept-Any-Recipient"
@@ -180,10 +181,15 @@ class Remedy:
 
     def lines(self) -> list[str]:
         """The commands as an admin pastes them: each under its comment."""
-        out: list[str] = []
-        for step in self.steps:
-            out += [f"# {step.comment}", step.command]
-        return out
+        return step_lines(self.steps)
+
+
+def step_lines(steps: Iterable[Step]) -> list[str]:
+    """Commands as an admin pastes them, each under its comment."""
+    out: list[str] = []
+    for step in steps:
+        out += [f"# {step.comment}", step.command]
+    return out
 
 
 @dataclass(frozen=True)

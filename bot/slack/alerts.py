@@ -22,7 +22,7 @@ from bot.core.findings import Finding
 from bot.core.messages import ActionNote, BotLate, ServerDown, ServerUp, SpreadNote
 from bot.core.model import Incident, Snooze
 from bot.core.names import is_invisible, mixed_script_warning
-from bot.exchange.advice import Advice, Step
+from bot.exchange.advice import Advice, Step, step_lines
 from bot.exchange.diagnosis import Diagnosis, Target, diagnose_incident, sightings_of
 from bot.slack import richtext as rt
 from bot.slack.blocks import (
@@ -189,11 +189,7 @@ def _fix_blocks(advice: Advice, *, full: bool, others: bool) -> list[dict]:
 
 
 def _step_lines(steps: Iterable[Step]) -> str:
-    """Commands as an admin pastes them, each under its comment (read-only ones say so)."""
-    lines: list[str] = []
-    for step in steps:
-        lines += [f"# {step.comment}", step.command]
-    return "\n".join(lines)
+    return "\n".join(step_lines(steps))
 
 
 def cause_lines(diagnoses: Iterable[Diagnosis]) -> list[list[Part]]:
