@@ -262,3 +262,12 @@ def test_thread_notes_escape_names_too(account):
     for mrkdwn in mrkdwn_texts(blocks) + [text]:
         assert "<" not in mrkdwn and ">" not in mrkdwn
         assert "&" not in mrkdwn.replace("&amp;", "").replace("&lt;", "").replace("&gt;", "")
+
+
+def test_an_unset_connector_role_reads_as_hub_transport_as_exchange_reads_it():
+    from bot.core.findings import ConnectorFact, Finding
+    fact = ConnectorFact("EX01", "Relay", found=True, right="not granted", role=None,
+                         auth=("Tls",))
+    words = prose(alerts.directory_blocks(Finding("CONTOSO\\a", T0, found=True,
+                                                   connectors=(fact,))))
+    assert "role HubTransport (unset)" in words and "role unset" not in words
