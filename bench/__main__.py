@@ -13,7 +13,8 @@ from pathlib import Path
 from .common import FULL, QUICK, Result, machine, table
 
 ROWS = {1: "ingest", 2: "sweep", 3: "latency", 4: "chat", 5: "storm", 6: "footprint",
-        7: "startup", 8: "accounts", 9: "history", 10: "devices"}
+        7: "startup", 8: "accounts", 9: "history", 10: "devices", 11: "otlp",
+        12: "collector"}
 
 
 def run_rows(rows, sizes, workdir: Path, out=print) -> list[Result]:

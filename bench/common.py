@@ -50,6 +50,8 @@ class Sizes:
     devices_hours: int = 10            # hours they are spread over, one file per hour
     devices_file_bytes: int = 10 * 1024 * 1024   # each hour's file (Exchange's default bound)
     devices_polls: int = 200           # polls timed per round, alone and beside the look-ups
+    collector_origins: int = 2_000     # row 12: Exchange servers forwarding to one collector
+    collector_events: int = 100_000    # their events in its ForwardedEvents log
 
 
 FULL = Sizes()
@@ -59,7 +61,8 @@ QUICK = Sizes(runs=1, ingest_events=2_000, ingest_servers=2, ingest_accounts=5,
               storm_events=3_000, storm_update_interval=1.0, storm_accounts=60, footprint_servers=3,
               footprint_window=2.0, footprint_interval=12.0, startup_runs=2,
               devices_sessions=100, devices_accounts=25, devices_hours=2,
-              devices_file_bytes=256 * 1024, devices_polls=20)
+              devices_file_bytes=256 * 1024, devices_polls=20, collector_origins=40,
+              collector_events=1_200)
 
 
 @dataclass

@@ -30,6 +30,25 @@ NS = "{http://schemas.microsoft.com/win/2004/08/events/event}"
 PROVIDERS = ("MSExchangeFrontEndTransport", "MSExchangeTransport")
 
 
+def server_events(name: str, count: int, accounts: int, offset: int, start: datetime
+                  ) -> list[SimEvent]:
+    """One server's `count` events over `accounts` accounts (spread by `offset`), 20 ms apart
+    from `start`: a third 1018 (with a connector), the rest 1020 from both providers. The mix
+    rows 1 and 11 share."""
+    events = []
+    for i in range(count):
+        account = f"CONTOSO\\svc-app{(i * 7 + offset) % accounts:03d}"
+        when = start + timedelta(milliseconds=i * 20)
+        if i % 3 == 0:
+            data: tuple[str, ...] = (account, f"{name}\\Client Frontend {name}")
+            events.append(SimEvent(1000 + i, PROVIDERS[0], 1018, when, data,
+                                   f"{name}.contoso.local"))
+        else:
+            events.append(SimEvent(1000 + i, PROVIDERS[i % 2], 1020, when, (account,),
+                                   f"{name}.contoso.local"))
+    return events
+
+
 def make_batches(sizes: Sizes, now: datetime) -> list[tuple[str, str, int]]:
     """(server, wevtutil output, last record id) per round trip: every server's events over
     `ingest_accounts` accounts, a third of them 1018 (with a connector), the rest 1020."""
@@ -39,17 +58,7 @@ def make_batches(sizes: Sizes, now: datetime) -> list[tuple[str, str, int]]:
     batches = []
     for s in range(sizes.ingest_servers):
         name = f"EX{s + 1:02d}"
-        events = []
-        for i in range(per_server):
-            account = f"CONTOSO\\svc-app{(i * 7 + s) % sizes.ingest_accounts:03d}"
-            when = start + timedelta(milliseconds=i * 20)
-            if i % 3 == 0:
-                data: tuple[str, ...] = (account, f"{name}\\Client Frontend {name}")
-                events.append(SimEvent(1000 + i, PROVIDERS[0], 1018, when, data,
-                                       f"{name}.contoso.local"))
-            else:
-                events.append(SimEvent(1000 + i, PROVIDERS[i % 2], 1020, when, (account,),
-                                       f"{name}.contoso.local"))
+        events = server_events(name, per_server, sizes.ingest_accounts, s, start)
         for j in range(0, per_server, batch_size):
             chunk = events[j:j + batch_size]
             text = "<Events>" + "".join(event_xml(e) + "\r\n" for e in chunk) + "</Events>\r\n"

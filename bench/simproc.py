@@ -51,6 +51,17 @@ def _serve(conn, names: Sequence[str], delay: float) -> None:
             r.join(timeout)
         return [row for r in rates for row in r.appended]
 
+    def forward(server: str, origins: int, count: int) -> int:
+        """Make `server` a collector: `count` forwarded events of `origins` origins, one account
+        each, whose record ids collide across origins as real forwarded ones do (row 12)."""
+        log = logs[server]
+        log.channel = "ForwardedEvents"
+        for n in range(count):
+            origin = f"EX{n % origins:04d}"
+            log.append_forwarded(f"{origin}.contoso.local", 1000 + n // origins, 1018,
+                                 f"CONTOSO\\svc-{origin.lower()}")
+        return log.newest_record
+
     def stats() -> dict[str, int]:
         total: dict[str, int] = {}
         for s in sim.all_stats().values():
@@ -60,7 +71,7 @@ def _serve(conn, names: Sequence[str], delay: float) -> None:
         return total
 
     commands = {"append": append, "append_each": append_each, "append_accounts": append_accounts,
-                "rate": rate,
+                "forward": forward, "rate": rate,
                 "rate_result": rate_result, "stats": stats,
                 "delay": lambda seconds: setattr(sim, "request_delay", float(seconds))}
     def stop() -> None:

@@ -192,24 +192,35 @@ def serve_otlp(config: Config, clock: Callable | None = None,
                open_database: Callable | None = None) -> WSGIServer:
     """The [otlp] listener: POST /v1/logs (bot.ops.otlp_receiver), one thread per request and
     one database connection per request (`open_database`: a new one each call), so a sender
-    never holds up polling or Slack."""
+    never holds up polling or Slack. With otlp.tls_cert it speaks HTTPS only, and with
+    otlp.client_ca only to clients whose certificate that CA issued: the TLS handshake runs in
+    the connection's thread, and a client that fails it never reaches the receiver."""
     from bot.engine.poller import utc_now
-    from bot.ops.otlp_receiver import OtlpReceiver
+    from bot.ops.otlp_receiver import OtlpReceiver, TLSServer
     from store.db import open_db
 
     path = config.store.path
     receiver = OtlpReceiver(config, open_database or (lambda: open_db(path, migrate=False)),
                             clock or utc_now, on_stored)
-    if config.otlp.port is None:
+    host, port = config.otlp.host, config.otlp.port
+    if port is None:
         raise ConfigError("otlp.port is not set: the OTLP receiver is off")
-    return _serve(receiver, config.otlp.host, config.otlp.port, "otlp.host", "otlp.port",
-                  "otlp-http")
+    tls = config.otlp.tls_context()      # files read again now: they may have changed
+    if tls is None:
+        return _serve(receiver, host, port, "otlp.host", "otlp.port", "otlp-http")
+
+    class TLSWSGIServer(TLSServer, _ThreadingWSGIServer):
+        """The listener's server class, with this configuration's TLS context."""
+
+    TLSWSGIServer.context = tls
+    return _serve(receiver, host, port, "otlp.host", "otlp.port", "otlp-https",
+                  server_class=TLSWSGIServer)
 
 
 def _serve(application, host: str, port: int, host_key: str, port_key: str,
-           name: str) -> WSGIServer:
+           name: str, server_class: type[WSGIServer] = _ThreadingWSGIServer) -> WSGIServer:
     try:
-        server = make_server(host, port, application, server_class=_ThreadingWSGIServer,
+        server = make_server(host, port, application, server_class=server_class,
                              handler_class=_LoggingHandler)
     except OSError as exc:
         raise ConfigError(f"{host_key} {host} / {port_key} {port} cannot be opened: "
@@ -284,7 +295,8 @@ def run(config: Config, stop: threading.Event | None = None) -> None:
     otlp_server = serve_otlp(config, on_stored=scheduler.delivery.wake) \
         if config.otlp.port else None
     if otlp_server is not None:
-        log.info("OTLP logs receiver on http://%s:%d/v1/logs", config.otlp.host,
+        log.info("OTLP logs receiver on %s://%s:%d/v1/logs",
+                 "https" if config.otlp.tls_cert else "http", config.otlp.host,
                  otlp_server.server_port)
     scheduler.start()
     log.info("watching %d server(s); alerts go to %s", len(config.servers), config.slack.channel)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import os
 import sys
@@ -293,26 +294,38 @@ def _delivery_sentence(db, delivery) -> str:
 def _poll_once(config) -> int:
     from bot.engine import fixloop
     from bot.engine.delivery import deliver_once
+    from bot.engine.liveness import sweep_collector
     from bot.engine.poller import end_storms, poll_server_once, resolve_quiet_incidents, utc_now
     from bot.slack.sender import SlackSender
+    from bot.sources.collector import CollectorSource, subscription_status
     from bot.sources.winrm import WinRMSource
     from store.db import open_db
 
     _require_secrets(config, None)
     db = open_db(config.store.path)
-    results = [poll_server_once(db, WinRMSource(s, config.polling), config) for s in config.servers]
+    results = [poll_server_once(db, WinRMSource(s, config.polling), config)
+               for s in config.servers if s.polled]
+    unheard = []
+    for collector in config.collectors:   # its events, then its sources' heartbeats
+        source = CollectorSource.of(collector, config.servers, config.polling)
+        polled, liveness = sweep_collector(
+            db, source, collector, config,
+            functools.partial(subscription_status, source, collector.subscription))
+        results.append(polled)
+        if liveness.error and not polled.error:
+            unheard.append(f"{collector.name}: heartbeats FAILED: {liveness.error}")
     resolved = resolve_quiet_incidents(db, config)
     # What `run` does between polls, so a cron-only setup ends storms and closes the loop too.
     end_storms(db, config)
     fixloop.confirm_fixes(db, config, utc_now)
     fixloop.run_checks(db, config, utc_now)
     delivery = deliver_once(db, SlackSender.from_config(config.slack), config)
-    for result in results:
-        print(result.summary())
+    for line in [r.summary() for r in results] + unheard:
+        print(line)
     print(f"incidents resolved: {resolved}; {_delivery_sentence(db, delivery)}")
     for error in delivery.errors[:5]:
         print(f"  {error}")
-    return 1 if any(r.error for r in results) or delivery.failed else 0
+    return 1 if any(r.error for r in results) or unheard or delivery.failed else 0
 
 
 if __name__ == "__main__":

@@ -133,7 +133,7 @@ def run_demo(db_path: str, out=print) -> int:
         config = demo_config(slack, sim, db_path)
         db = open_db(db_path)
         sender = SlackSender.from_config(config.slack)
-        sources = [WinRMSource(s, config.polling) for s in config.servers]
+        sources = [WinRMSource(s, config.polling) for s in config.servers if s.polled]
         by_name = {s.server.name: s for s in sources}
         # The simulated network's reverse DNS (the product asks the host's own resolver).
         names = {address: name for found in DEMO_DEVICES.values() for address, name in found}

@@ -26,7 +26,7 @@ def home_view(db: Database, config: Config, now: datetime, user_id: str) -> dict
     blocks = replies.home_blocks(
         may_act=replies.may_act_text(user_id, permissions.users, permissions.groups),
         incidents=incidents, open_total=open_total, snoozes=chat.active_snoozes(db, now),
-        servers=server_statuses(db, config), now=now, late_after=late_after(config),
+        servers=server_statuses(db, config, now), now=now, late_after=late_after(config),
         delivery=store.delivery_problems(db))
     return {"type": "home", "blocks": blocks}
 

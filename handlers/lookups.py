@@ -6,11 +6,12 @@ A person's mistake raises CommandError with safe mrkdwn; nothing here writes.
 """
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from functools import partial
 
 from bot.core.config import Config, ServerConfig
 from bot.core.model import Incident, Sighting, incident_key
+from bot.engine.liveness import heartbeats_name
 from bot.engine.summary import unwatched
 from bot.exchange.advice import advise
 from bot.exchange.diagnosis import diagnose, diagnose_incident
@@ -24,7 +25,7 @@ from bot.exchange.remediation import (
 )
 from bot.slack import replies
 from bot.slack.alerts import escape, show
-from store import chat, fixes, queries
+from store import chat, fixes, origins, queries
 from store import db as store
 from store import devices as device_store
 
@@ -278,10 +279,30 @@ def _exchange_host(req: Request, name: str) -> str:
 
 # --- status, servers, snoozes -------------------------------------------------------------------
 
-def server_statuses(db, config: Config) -> list[replies.ServerStatus]:
-    """Configured servers (polled or not), then servers polled before but configured no more."""
+def server_statuses(db, config: Config, now: datetime) -> list[replies.ServerStatus]:
+    """Configured servers (polled or not; those without url with what their collector last
+    said of them and their own events), the collectors, then servers polled before but
+    configured no more."""
     states = {s.server: s for s in store.all_server_states(db)}
-    rows = [replies.ServerStatus(s.name, s, states.pop(s.name, None)) for s in config.servers]
+    beats = origins.heartbeats(db)
+    configured = {s.name for s in config.servers}
+    # Sources a collector took under their own name, having no [[servers]] entry: shown too.
+    unnamed = sorted(b.origin for b in beats.values()
+                     if b.taken == "own_name" and b.origin not in configured)
+    fed = {e.origin: e for e in origins.origin_events(
+        db, [s.name for s in config.servers if not s.polled] + unnamed, now)}
+    rows = [replies.ServerStatus(s.name, s, states.pop(s.name, None), beats.get(s.name),
+                                 fed.get(s.name)) for s in config.servers]
+    rows += [replies.ServerStatus(name, None, states.pop(name, None), beats[name], fed.get(name))
+             for name in unnamed]
+    rows += [replies.ServerStatus(
+        c.name, c.endpoint, states.pop(c.name, None), collector=c.subscription,
+        heartbeats=states.pop(heartbeats_name(c), None),
+        heartbeats_read_at=max((b.read_at for b in beats.values() if b.collector == c.name),
+                               default=None),
+        ignored=tuple(sorted(b.computer for b in beats.values()
+                             if b.collector == c.name and b.taken == "ignored")))
+        for c in config.collectors]
     return rows + [replies.ServerStatus(name, None, state) for name, state in states.items()]
 
 
@@ -293,7 +314,7 @@ def late_after(config: Config) -> float:
 def status(req: Request, args: list[str]) -> Reply:
     _no_arguments("status", args)
     text, blocks = replies.status_view(
-        server_statuses(req.db, req.config), open_count=queries.open_count(req.db),
+        server_statuses(req.db, req.config, req.now), open_count=queries.open_count(req.db),
         outbox=store.outbox_depth(req.db), now=req.now, interval=req.config.polling.interval,
         late_after=late_after(req.config), delivery=store.delivery_problems(req.db))
     return Reply(text, blocks)
@@ -301,7 +322,7 @@ def status(req: Request, args: list[str]) -> Reply:
 
 def servers(req: Request, args: list[str]) -> Reply:
     _no_arguments("servers", args)
-    text, blocks = replies.servers_view(server_statuses(req.db, req.config),
+    text, blocks = replies.servers_view(server_statuses(req.db, req.config, req.now),
                                       default_channel=req.config.slack.channel, now=req.now,
                                       late_after=late_after(req.config))
     return Reply(text, blocks)

@@ -171,10 +171,13 @@ def _status(req: Request, args: list[str]) -> tuple[Reply, dict]:
     reply = lookups.status(req, args)
     late = lookups.late_after(req.config)
     servers = []
-    for row in lookups.server_statuses(req.db, req.config):
+    for row in lookups.server_statuses(req.db, req.config, req.now):
         state = row.state
+        kind = ("collector" if row.collector is not None else "server"
+                if row.config is None or row.config.polled else "fed")
         servers.append({
-            "name": row.name, "configured": row.config is not None,
+            "name": row.name, "configured": row.config is not None, "kind": kind,
+            "heartbeat": jsonable(row.heartbeat), "events": jsonable(row.events),
             "health": _EMOJI_CODE.sub("", replies.health(row, req.now, late)).strip(),
             **{name: jsonable(getattr(state, name, None)) for name in _STATE_FIELDS},
         })

@@ -211,6 +211,12 @@ class EventLog:
         #: Records whose XML carries another log's EventRecordID (forwarded ones): the cursor
         #: shortcut below cannot assume the XML's ids follow the log's own numbering.
         self._foreign_ids = False
+        #: The reading account's %TEMP% folder on this machine, file path -> text: what
+        #: ``echo ...>"file"`` wrote and ``wevtutil qe /sbm:`` saved (sim.wevtutil).
+        self.temp_files: dict[str, str] = {}
+        #: ``qe /bm:`` starts at the bookmarked record itself instead of after it (which one
+        #: Windows does is unverified; the bot must be right either way).
+        self.bookmark_inclusive = False
         self.created = self._now()
         self.last_write = self.created
 
@@ -419,6 +425,24 @@ class EventLog:
         for ev in candidates:
             if q.matches(ev, ref):
                 out.append(ev)
+                if count is not None and len(out) >= count:
+                    break
+        return out
+
+    def query_after(self, xpath: str | EventQuery, after: int | None, count: int | None
+                    ) -> list[tuple[int, SimEvent]]:
+        """Records matching ``xpath`` whose number in this log's own numbering (the one ``gli``
+        reports, and a bookmark's RecordId) is above ``after``, oldest first, each with that
+        number: what ``wevtutil qe /bm:`` pages through."""
+        q = compile_query(xpath) if isinstance(xpath, str) else xpath
+        ref = self._now()
+        with self._lock:
+            start = 0 if after is None else bisect.bisect_right(self._ids, after)
+            candidates = zip(self._ids[start:], self._events[start:], strict=True)
+        out: list[tuple[int, SimEvent]] = []
+        for own, ev in candidates:
+            if q.matches(ev, ref):
+                out.append((own, ev))
                 if count is not None and len(out) >= count:
                     break
         return out

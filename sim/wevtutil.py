@@ -130,11 +130,14 @@ def run_command_line(log: EventLog, line: str, *, skip_cmd_shell: bool = False,
     the line is not passed through cmd.exe first.
     """
     if not skip_cmd_shell:
+        line = line.replace("%TEMP%", TEMP).replace("%temp%", TEMP)  # cmd.exe expands first
         parts = _split_commands(line)
         if len(parts) > 1:  # cmd.exe's `a & b`: run both in order; the exit code is b's
             results = [run_command_line(log, part, traits=traits) for part in parts]
             return ("".join(r[0] for r in results), "".join(r[1] for r in results),
                     results[-1][2])
+        if _is_echo_into_file(line):
+            return _echo_into_file(log, line)
         line, problem = _apply_cmd_exe_quoting(line)
         if problem:
             return "", f"SubmitWatch simulator: {problem}.\r\n", 1
@@ -148,6 +151,10 @@ def run_command_line(log: EventLog, line: str, *, skip_cmd_shell: bool = False,
         return _reg_query(argv[1:], traits)
     if program in ("wecutil", "wecutil.exe"):
         return run_wecutil(log, argv[1:])
+    if program == "type" and len(argv) == 2:
+        if argv[1].lower() not in {k.lower() for k in log.temp_files}:
+            return "", "The system cannot find the file specified.\r\n", 1
+        return {k.lower(): v for k, v in log.temp_files.items()}[argv[1].lower()], "", 0
     return "", f"'{argv[0]}' is not recognized as an internal or external command,\r\noperable program or batch file.\r\n", 1
 
 
@@ -168,6 +175,28 @@ def _split_commands(line: str) -> list[str]:
             parts.append(line[start:i].strip())
             start = i + 1
     return parts + [line[start:].strip()]
+
+
+#: %TEMP% of the account the bot signs in as (cmd.exe expands it before anything else).
+TEMP = "C:\\Users\\svc-submitwatch\\AppData\\Local\\Temp"
+_ECHO_INTO_FILE = re.compile(r'echo (?P<text>[^"]*[^\^ "])>"(?P<path>[^"]+)"', re.I)
+
+
+def _is_echo_into_file(line: str) -> bool:
+    return _ECHO_INTO_FILE.fullmatch(line.strip()) is not None
+
+
+def _echo_into_file(log: EventLog, line: str) -> tuple[str, str, int]:
+    """``echo TEXT>"file"``, the one redirection the simulator runs (how the bot writes a
+    collector's bookmark, bot.sources.collector): TEXT with cmd.exe's ``^`` escapes undone,
+    plus CRLF, into the file. Any other unquoted ``>`` is still reported, not run."""
+    match = _ECHO_INTO_FILE.fullmatch(line.strip())
+    assert match is not None
+    text, problem = _apply_cmd_exe_quoting(match["text"])
+    if problem:
+        return "", f"SubmitWatch simulator: {problem}.\r\n", 1
+    log.temp_files[match["path"]] = text + "\r\n"
+    return "", "", 0
 
 
 def _apply_cmd_exe_quoting(line: str) -> tuple[str, str | None]:
@@ -299,9 +328,10 @@ def run_wevtutil(log: EventLog, args: Iterable[str],
         return _gli_output(log), "", 0
 
     if verb in ("qe", "query-events"):
-        aliases = {"query": "q", "format": "f", "count": "c", "element": "e", "reversedirection": "rd", "logfile": "lf"}
+        aliases = {"query": "q", "format": "f", "count": "c", "element": "e", "reversedirection": "rd", "logfile": "lf",
+                   "bookmark": "bm", "savebookmark": "sbm"}
         opts = {aliases.get(k, k): v for k, v in options.items()}
-        unknown = set(opts) - {"q", "f", "c", "e", "rd", "lf"}
+        unknown = set(opts) - {"q", "f", "c", "e", "rd", "lf", "bm", "sbm"}
         if unknown:
             return bad(f"Option {sorted(unknown)[0]!r} is not supported by the simulator.")
         if len(positional) != 1:
@@ -328,10 +358,43 @@ def run_wevtutil(log: EventLog, args: Iterable[str],
             query = compile_query(opts["q"] if opts.get("q") is not None else "*")
         except QueryError:
             return "", "Failed to read events. The specified query is invalid.\r\n", QueryError.win32_error
+        if "bm" in opts or "sbm" in opts:
+            if rd_text == "true":
+                return bad("The simulator pages by bookmark oldest first only (/rd:false).")
+            return _qe_bookmarked(log, query, count, opts.get("bm"), opts.get("sbm"), root, traits)
         events = log.query(query, count, reverse=rd_text == "true")
         return _qe_output([event_xml(ev) for ev in events], root, traits), "", 0
 
     return "", f"Unknown command: {args[0]}\r\nThe parameter is incorrect.\r\n", 87
+
+
+_BOOKMARK_RECORD = re.compile(r"RecordId='(\d+)'")
+
+
+def _qe_bookmarked(log: EventLog, query, count: int | None, start: str | None, save: str | None,
+                   root: str | None, traits: WindowsTraits) -> tuple[str, str, int]:
+    """``qe /bm:FILE /sbm:FILE``: the matching records after the bookmark in FILE, by the log's
+    own numbering (a forwarded event's XML carries its origin's EventRecordID instead), and the
+    bookmark of the last one written to the /sbm file.
+
+    UNVERIFIED against Windows (bot.sources.collector says why either way is safe): that /bm
+    starts after the bookmarked record rather than at it; the bookmark's layout (EvtRender's
+    EvtRenderBookmark as documented); that /sbm writes nothing when no record matched."""
+    after = None
+    if start is not None:
+        files = {k.lower(): v for k, v in log.temp_files.items()}
+        text = files.get(start.lower())
+        if text is None:
+            return "", "Failed to open bookmark file. The system cannot find the file specified.\r\n", 2
+        found = _BOOKMARK_RECORD.search(text)
+        if found is None or f"Channel='{log.channel}'" not in text:
+            return "", "Failed to read events. The bookmark is invalid.\r\n", 87
+        after = int(found.group(1)) - (1 if log.bookmark_inclusive else 0)
+    page = log.query_after(query, after, count)
+    if save is not None and page:
+        log.temp_files[save] = (f"<BookmarkList>\r\n  <Bookmark Channel='{log.channel}' "
+                                f"RecordId='{page[-1][0]}' IsCurrent='true'/>\r\n</BookmarkList>")
+    return _qe_output([event_xml(ev) for _, ev in page], root, traits), "", 0
 
 
 def run_wecutil(log: EventLog, args: list[str]) -> tuple[str, str, int]:

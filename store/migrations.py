@@ -337,6 +337,19 @@ def m017_devices(db: Database) -> None:
     }, pk="incident_id", not_null={"unmatched_events"}, defaults={"unmatched_events": 0})
 
 
+@migrations()
+def m018_origin_heartbeats(db: Database) -> None:
+    # What a Windows Event Collector last said of each event source of its subscription
+    # (bot.engine.liveness): the server it is taken for (`origin`; for a source left out, its
+    # computer name), how (`taken`: "configured", "own_name" or "ignored"), the computer as the
+    # collector names it, its RunTimeStatus and last heartbeat (NULL: none yet), and when that
+    # was read. `status`, the Home tab and /metrics show it per origin.
+    db.table("origin_heartbeats").create({
+        "origin": str, "collector": str, "computer": str, "status": str,
+        "last_heartbeat": str, "read_at": str, "taken": str,
+    }, pk="origin", not_null={"collector", "computer", "status", "read_at", "taken"})
+
+
 #: The hourly counts of the events table as it stands (benchmarks that fill the events table
 #: directly). An hour is the first 13 characters of store.db.iso: 2026-12-01T09.
 EVENT_HOURS_OF_EVENTS = ("SELECT substr(time, 1, 13), origin, coalesce(connector, ''), count(*) "

@@ -7,11 +7,13 @@ import pytest
 from bench import (
     accounts,
     chat,
+    collector,
     devices,
     footprint,
     history,
     ingest,
     latency,
+    otlp,
     startup,
     storm,
     sweep,
@@ -112,9 +114,26 @@ def test_device_lookups_read_the_protocol_log_and_time_a_poll_beside_them(tmp_pa
     assert not list(tmp_path.iterdir())   # the database is deleted at the end
 
 
+def test_otlp_ingest_stores_every_event_and_each_push_reaches_slack(tmp_path):
+    data = otlp.run(QUICK, tmp_path).data
+    assert data["events"] == otlp.QUICK_SIZES.events
+    assert len(data["requests"]) == otlp.QUICK_SIZES.events // otlp.QUICK_SIZES.batch
+    assert all(rate > 0 for rate in data["rates"] + data["floors"] + data["stores"])
+    assert len(data["latencies"]) == otlp.QUICK_SIZES.latency_events
+    assert all(0 < seconds < 30 for seconds in data["latencies"])
+
+
 @pytest.mark.parametrize("argv", [["--quick", "--rows", "7"]])
 def test_the_command_prints_a_table(argv, capsys):
     from bench.__main__ import main
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert "| # | what |" in out and "Machine:" in out
+
+
+def test_collector_sweep_stores_every_origin_apart_and_nothing_twice(tmp_path):
+    data = collector.run(QUICK, tmp_path).data
+    assert data["error"] is None
+    assert data["events"] == data["pairs"] == data["represented"] == QUICK.collector_events
+    assert data["origins"] == QUICK.collector_origins and data["duplicated"] == 0
+    assert data["floor_seconds"] > 0 and data["floor_pages"] >= 2

@@ -47,7 +47,8 @@ def test_readme_first_screen_is_the_two_commands_then_the_picture():
 
 def test_readme_keeps_the_newcomers_sections_in_order():
     sections = re.findall(r"^## (.+)$", README, re.M)
-    assert sections == ["What it does", "Set it up for real", "Where to go next"]
+    assert sections == ["What it does", "Three ways to feed it", "Set it up for real",
+                        "Where to go next"]
     assert re.findall(r"^### (.+)$", README, re.M) == [
         "Create the Slack app", "The WinRM account: least privilege"]
 

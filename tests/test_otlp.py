@@ -22,7 +22,7 @@ from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord, ResourceLogs, ScopeL
 from bot.app import serve_otlp
 from bot.engine.delivery import deliver_once
 from bot.slack.sender import SlackSender
-from bot.sources.otlp import origin_for
+from bot.sources.origins import Origins
 from store.db import open_db
 from tests.conftest import CHANNEL
 
@@ -222,13 +222,13 @@ def test_an_unconfigured_origin_can_be_taken_under_its_own_name(receiver, db):
     assert [r[1] for r in stored(db)] == ["EX99"]
 
 
-def test_origin_for_matches_fqdn_or_short_name(make_config):
+def test_origins_match_fqdn_or_short_name(make_config):
     servers = make_config().servers
-    assert origin_for("EX01.contoso.local", servers) == "EX01"
-    assert origin_for("ex02", servers) == "EX02"
-    assert origin_for("EX01.", servers) == "EX01"
-    assert origin_for("EX03.contoso.local", servers) is None
-    assert origin_for("", servers) is None
+    assert Origins(servers, "ignore")("EX01.contoso.local") == "EX01"
+    assert Origins(servers, "ignore")("ex02") == "EX02"
+    assert Origins(servers, "ignore")("EX01.") == "EX01"
+    assert Origins(servers, "ignore")("EX03.contoso.local") is None
+    assert Origins(servers, "ignore")("") is None
 
 
 # --- refusals -----------------------------------------------------------------------------------

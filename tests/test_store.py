@@ -26,7 +26,7 @@ def test_wal_mode_and_migrations_are_applied_once(db_path):
         "m001_initial", "m002_claims_and_log_bounds", "m003_chat_ops", "m004_lookup_indexes", "m005_claim_owner",
         "m006_health_messages_and_dead_letters", "m007_sightings", "m008_server_alert_channel", "m009_last_stored_at",
         "m010_log_name", "m011_reminders", "m012_history_at_scale", "m013_storm_digests", "m014_fixed_loop", "m015_event_hours",
-        "m016_event_origin", "m017_devices"]
+        "m016_event_origin", "m017_devices", "m018_origin_heartbeats"]
 
 
 def test_events_are_unique_per_server_generation_and_record(db):

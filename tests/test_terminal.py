@@ -324,13 +324,13 @@ def test_an_older_schema_is_named_with_how_to_upgrade(tmp_path):
     path = tmp_path / "old.db"
     old = sqlite3.connect(path)
     from sqlite_utils import Database
-    migrations.apply(Database(old), stop_before="m017_devices")
+    migrations.apply(Database(old), stop_before="m018_origin_heartbeats")
     old.close()
     with pytest.raises(StoreError) as caught:
         open_read_only(path)
     assert str(caught.value) == (f"the database {path} has an older schema (1 upgrade(s) not "
-                                 "applied: m017_devices); `submitwatch run` (or `poll-once`) "
-                                 "upgrades it, then ask again")
+                                 "applied: m018_origin_heartbeats); `submitwatch run` (or "
+                                 "`poll-once`) upgrades it, then ask again")
 
 
 # --- the command line ---------------------------------------------------------------------------------
@@ -389,9 +389,10 @@ def test_cli_says_when_there_is_no_database_and_creates_none(tmp_path, capsys):
 def test_cli_names_an_older_schema_with_exit_2(tmp_path, capsys):
     path = tmp_path / "old.db"
     old = store.open_db(path, migrate=False)
-    migrations.apply(old, stop_before="m016_event_origin")
+    migrations.apply(old, stop_before="m017_devices")
     old.conn.close()
     assert main(["--config", write_toml(tmp_path, path), "status"]) == 2
     err = capsys.readouterr().err
-    assert "has an older schema (2 upgrade(s) not applied: m016_event_origin, m017_devices)" in err
+    assert ("has an older schema (2 upgrade(s) not applied: m017_devices, "
+            "m018_origin_heartbeats)") in err
     assert "`submitwatch run` (or `poll-once`) upgrades it" in err

@@ -577,5 +577,5 @@ def test_check_warns_that_another_log_is_read_as_the_servers_own(logs, winrm, ma
     assert "OK       EX01: WinRM works and the event query runs; the ForwardedEvents log holds " \
         "0 record(s)" in lines
     assert "WARNING  EX01: every event in ForwardedEvents is taken for one logged by EX01 " \
-        "itself: a collector's log (ForwardedEvents), which holds many servers' events, is not " \
-        "supported yet" in lines
+        "itself: for a collector's log (ForwardedEvents), which holds many servers' events, use " \
+        "a [[collectors]] entry (docs/collectors.md)" in lines

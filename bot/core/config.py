@@ -11,6 +11,7 @@ import ipaddress
 import math
 import os
 import re
+import ssl
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -44,7 +45,8 @@ KEYS = {
                   "storm_threshold", "storm_window", "confirm_after"},
     "permissions": {"users", "groups", "channels", "group_cache"},
     "metrics": {"host", "port"},
-    "otlp": {"host", "port", "token_env", "max_body", "unconfigured_origins"},
+    "otlp": {"host", "port", "token_env", "max_body", "unconfigured_origins", "tls_cert",
+             "tls_key", "client_ca"},
     "logging": {"format"},
     "routes": {"name", "accounts", "servers", "events", "channel", "owners"},
     "summary": {"every", "at", "weekday", "channel"},
@@ -203,6 +205,12 @@ class ServerConfig:
     hub_protocol_log: str | None = None
     log: str = "Application"   # the event log read; every event in it is the server's own
 
+    @property
+    def polled(self) -> bool:
+        """SubmitWatch connects to it over WinRM (it has a url). Without one, its events come
+        through a collector or OTLP, and nothing is read from the server itself."""
+        return bool(self.url)
+
 
 @dataclass(frozen=True)
 class RouteConfig:
@@ -243,7 +251,10 @@ class MetricsConfig:
 
 @dataclass(frozen=True)
 class OtlpConfig:
-    """The OTLP/HTTP logs receiver (bot.ops.otlp_receiver); off while port is None."""
+    """The OTLP/HTTP logs receiver (bot.ops.otlp_receiver); off while port is None.
+
+    Who may send: the bearer token (token_env), a client certificate issued by client_ca (mutual
+    TLS), or both; every one that is configured is required."""
 
     host: str = "127.0.0.1"
     port: int | None = None
@@ -253,22 +264,96 @@ class OtlpConfig:
     #: An event from a computer that is no configured server: "ignore" (dropped and counted)
     #: or "own_name" (taken under its own short name, as a collector's may be).
     unconfigured_origins: str = "ignore"
+    tls_cert: str | None = None       # the listener's certificate chain (PEM): HTTPS when set
+    tls_key: str | None = None        # its private key (PEM); None: the key is in tls_cert
+    client_ca: str | None = None      # CA certificate(s) (PEM) a client certificate must chain to
+
+    def tls_context(self) -> ssl.SSLContext | None:
+        """The listener's TLS settings, files read now (None: plain HTTP). With client_ca, a
+        client without a certificate issued by it fails the handshake, before any HTTP.
+        Raises ConfigError naming the key and what is wrong with its file."""
+        if self.tls_cert is None:
+            return None
+        cert_text = _pem_text(self.tls_cert, "otlp.tls_cert")
+        if "-----BEGIN CERTIFICATE-----" not in cert_text:
+            raise ConfigError(f"otlp.tls_cert {self.tls_cert} holds no PEM certificate "
+                              "(-----BEGIN CERTIFICATE-----)")
+        key_name, key_file = (("otlp.tls_key", self.tls_key) if self.tls_key is not None
+                              else ("otlp.tls_cert", self.tls_cert))
+        key_text = _pem_text(key_file, key_name) if self.tls_key is not None else cert_text
+        if "ENCRYPTED" in key_text:
+            raise ConfigError(f"{key_name} {key_file}: the private key is encrypted, and "
+                              "SubmitWatch cannot ask for a passphrase; store it unencrypted, "
+                              "readable only by the service's account")
+        if not re.search(r"-----BEGIN [A-Z ]*PRIVATE KEY-----", key_text):
+            raise ConfigError(f"{key_name} {key_file} holds no PEM private key" + (
+                "; name the key's file in otlp.tls_key" if self.tls_key is None else ""))
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        try:
+            context.load_cert_chain(self.tls_cert, self.tls_key)
+        except ssl.SSLError as exc:
+            if exc.reason == "KEY_VALUES_MISMATCH":
+                raise ConfigError(f"{key_name} {key_file} is not the key of the certificate in "
+                                  f"otlp.tls_cert {self.tls_cert}: name the key it was issued "
+                                  "for") from None
+            raise ConfigError(f"otlp.tls_cert {self.tls_cert} / {key_name} {key_file} cannot "
+                              f"be used: {exc.reason or exc}") from None
+        if self.client_ca is not None:
+            if "-----BEGIN CERTIFICATE-----" not in _pem_text(self.client_ca, "otlp.client_ca"):
+                raise ConfigError(f"otlp.client_ca {self.client_ca} holds no PEM certificate "
+                                  "(-----BEGIN CERTIFICATE-----)")
+            try:
+                context.load_verify_locations(cafile=self.client_ca)
+            except ssl.SSLError as exc:
+                raise ConfigError(f"otlp.client_ca {self.client_ca} cannot be used: "
+                                  f"{exc.reason or exc}") from None
+            if not context.cert_store_stats()["x509_ca"]:
+                raise ConfigError(f"otlp.client_ca {self.client_ca} holds no CA certificate "
+                                  "(basicConstraints CA:TRUE): name the CA that issues the "
+                                  "senders' certificates, not a sender's own certificate")
+            context.verify_mode = ssl.CERT_REQUIRED
+        return context
+
+
+def _pem_text(path: str, name: str) -> str:
+    try:
+        return Path(path).read_text(encoding="ascii", errors="replace")
+    except OSError as exc:
+        raise ConfigError(f"{name} {path} cannot be read: {exc.strerror or exc}") from None
 
 
 def _otlp_config(otlp: Mapping[str, Any], environ: Mapping[str, str]) -> OtlpConfig:
     port = _int(otlp, "otlp.port", 0, low=1, high=65535) if "port" in otlp else None
     token_env = _str(otlp, "otlp.token_env")
     token = _secret(environ, token_env) if token_env else None
-    if port is not None and token is None:
+    tls_cert, tls_key = _str(otlp, "otlp.tls_cert"), _str(otlp, "otlp.tls_key")
+    client_ca = _str(otlp, "otlp.client_ca")
+    if tls_key is not None and tls_cert is None:
+        raise ConfigError("otlp.tls_key is set without otlp.tls_cert: name the certificate "
+                          "the key belongs to")
+    if client_ca is not None and tls_cert is None:
+        raise ConfigError("otlp.client_ca (mutual TLS) needs otlp.tls_cert and otlp.tls_key: "
+                          "the receiver's own certificate, so that it speaks HTTPS")
+    if port is not None and token_env and token is None:
+        raise ConfigError(f"otlp.token_env: {token_env} is not set; set it to the bearer token "
+                          "OTLP senders present (or remove otlp.token_env and authenticate "
+                          "senders by client certificate alone, otlp.client_ca)")
+    if port is not None and token is None and client_ca is None:
         raise ConfigError("otlp.token_env must name the environment variable holding the bearer "
-                          "token OTLP senders present" + (f"; {token_env} is not set"
-                                                          if token_env else ""))
-    return OtlpConfig(host=_listen_address(otlp, "otlp.host", OtlpConfig.host), port=port,
-                      token_env=token_env, token=token,
-                      max_body=_size(otlp, "otlp.max_body", OtlpConfig.max_body,
-                                     low=1024, high=256 * 1024**2),
-                      unconfigured_origins=_choice(otlp, "otlp.unconfigured_origins",
-                                                   UNCONFIGURED_ORIGINS, "ignore"))
+                          "token OTLP senders present, or otlp.client_ca the CA whose client "
+                          "certificates they present (mutual TLS): the receiver takes events "
+                          "from authenticated senders only")
+    config = OtlpConfig(host=_listen_address(otlp, "otlp.host", OtlpConfig.host), port=port,
+                        token_env=token_env, token=token,
+                        max_body=_size(otlp, "otlp.max_body", OtlpConfig.max_body,
+                                       low=1024, high=256 * 1024**2),
+                        unconfigured_origins=_choice(otlp, "otlp.unconfigured_origins",
+                                                     UNCONFIGURED_ORIGINS, "ignore"),
+                        tls_cert=tls_cert, tls_key=tls_key, client_ca=client_ca)
+    if port is not None:
+        config.tls_context()   # the files are read now: a bad one stops the start, in words
+    return config
 
 
 @dataclass(frozen=True)
@@ -566,15 +651,25 @@ def _metrics_config(metrics: Mapping[str, Any]) -> MetricsConfig:
         port=_int(metrics, "metrics.port", 0, low=1, high=65535) if "port" in metrics else None)
 
 
-def _server(raw: Mapping[str, Any], where: str, environ: Mapping[str, str]) -> ServerConfig:
+#: A server's keys that only mean something when SubmitWatch connects to it over WinRM.
+WINRM_KEYS = ("username", "transport", "password_env", "validate_certificate", "ca_bundle",
+              "cert_pem", "cert_key_pem", "log")
+
+
+def _server(raw: Mapping[str, Any], where: str, environ: Mapping[str, str], *,
+            section: str = "servers") -> ServerConfig:
+    """A [[servers]] entry, or the WinRM endpoint of a [[collectors]] entry (`section`), which
+    must have a url."""
     if isinstance(raw.get("name"), str) and _SERVER_NAME.fullmatch(raw["name"]):
-        where = f"servers.{raw['name']}"  # name the server the way the user knows it
+        where = f"{section}.{raw['name']}"  # name the server the way the user knows it
     _only(raw, where, KEYS["servers"])
     name = _str(raw, f"{where}.name", required=True)
     if not _SERVER_NAME.fullmatch(name):
         raise ConfigError(f"{where}.name {name!r} must be 1-63 letters, digits, '.', '_' or '-' "
                           "(the Exchange server's name, e.g. 'EX01')")
-    where = f"servers.{name}"
+    where = f"{section}.{name}"
+    if "url" not in raw and section == "servers":
+        return _fed_server(raw, where, name)
     url = _str(raw, f"{where}.url", required=True)
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -617,9 +712,28 @@ def _server(raw: Mapping[str, Any], where: str, environ: Mapping[str, str]) -> S
     )
 
 
+def _fed_server(raw: Mapping[str, Any], where: str, name: str) -> ServerConfig:
+    """A server with no url: SubmitWatch never connects to it. Its events come through a
+    [[collectors]] entry or the [otlp] receiver; the entry names it for routing, advice and
+    alerts."""
+    winrm = [key for key in WINRM_KEYS if key in raw]
+    if winrm:
+        raise ConfigError(f"{where}.{winrm[0]} is set but {where}.url is not: without url "
+                          f"SubmitWatch never connects to {name} (its events come through a "
+                          "collector or OTLP). Add the url to poll it, or remove "
+                          f"{', '.join(winrm)}")
+    return ServerConfig(
+        name=name, url="", channel=_str(raw, f"{where}.channel", None),
+        submission_connector=_str(raw, f"{where}.submission_connector", None),
+        version=_choice(raw, f"{where}.version", VERSIONS, None),
+        role=_choice(raw, f"{where}.role", ROLES, "Mailbox"),
+        frontend_protocol_log=_str(raw, f"{where}.frontend_protocol_log", None),
+        hub_protocol_log=_str(raw, f"{where}.hub_protocol_log", None))
+
+
 @dataclass(frozen=True)
 class CollectorConfig:
-    """A Windows Event Collector (bot.sources.winrm.CollectorWatch): its WinRM endpoint as a
+    """A Windows Event Collector (bot.sources.collector.CollectorSource): its WinRM endpoint as a
     server's (`endpoint.name` is the collector's name), the WEF subscription whose sources it
     reports (`wecutil gr`), and the liveness rule for those sources."""
 
@@ -658,7 +772,8 @@ def _collector(raw: Mapping[str, Any], where: str, environ: Mapping[str, str]) -
         where = f"collectors.{raw['name']}"
     _only(raw, where, KEYS["collectors"])
     own = {"subscription", "unconfigured_origins", "heartbeat_timeout"}
-    endpoint = _server({k: v for k, v in raw.items() if k not in own}, where, environ)
+    endpoint = _server({k: v for k, v in raw.items() if k not in own}, where, environ,
+                       section="collectors")
     where = f"collectors.{endpoint.name}"
     subscription = _str(raw, f"{where}.subscription", required=True)
     if not _SUBSCRIPTION.fullmatch(subscription) or subscription.endswith(" "):
@@ -702,6 +817,11 @@ def missing_secrets(config: Config, *, slack_mode: str | None) -> list[str]:
     for server in config.servers:
         if server.password_env and server.password is None:
             missing.append(f"{server.password_env} (the WinRM password for server {server.name})")
+    for collector in config.collectors:
+        endpoint = collector.endpoint
+        if endpoint.password_env and endpoint.password is None:
+            missing.append(f"{endpoint.password_env} (the WinRM password for collector "
+                           f"{endpoint.name})")
     directory = config.directory
     if directory is not None and directory.password is None:
         missing.append(f"{directory.password_env} (the password of {directory.user}, for "

@@ -207,6 +207,30 @@ class ServerState:
 
 
 @dataclass(frozen=True)
+class Heartbeat:
+    """What a Windows Event Collector last said of one of its event sources (store.origins)."""
+
+    origin: str              # the configured server it is (bot.sources.origins)
+    collector: str
+    computer: str            # as the collector names it
+    status: str              # RunTimeStatus: Active, Inactive, Trying...
+    last_heartbeat: datetime | None   # None: none yet
+    read_at: datetime
+    #: "configured" (a [[servers]] entry), "own_name" (no entry: taken under its own short
+    #: name) or "ignored" (no entry, and left out: `origin` is then the computer's name)
+    taken: str = "configured"
+
+
+@dataclass(frozen=True)
+class OriginEvents:
+    """One origin's own events, whichever endpoint read them (store.origins)."""
+
+    origin: str
+    last_day: int                 # events stored in the last 24 hours (whole hours)
+    last_event: datetime | None   # the newest kept
+
+
+@dataclass(frozen=True)
 class History:
     """Incidents active in a window (last event at or after `since`), newest first."""
 

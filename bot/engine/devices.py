@@ -191,6 +191,10 @@ def _read(db: Database, config: Config, server: ServerConfig | None, origin: str
     words). Never raises for the server's answer or its absence."""
     if server is None:
         return None, f"{origin} is not a configured server, so its protocol log cannot be read"
+    if not server.polled:
+        return None, (f"SubmitWatch has no WinRM access to {origin} (its [[servers]] entry has "
+                      "no url: its events come through a collector or OTLP), so its protocol "
+                      "log cannot be read")
     cursors = device_store.cursors(db, origin, role)
     folder = server.frontend_protocol_log if role == "FrontEnd" else server.hub_protocol_log
     request = ReadRequest(

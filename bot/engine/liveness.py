@@ -4,7 +4,8 @@ The collector knows each event source's last heartbeat (`wecutil gr <subscriptio
 not heard from for `collectors.heartbeat_timeout` gets the same "not being watched" alert as an
 unreachable server, once, and a recovery notice when it is heard from again. A collector that
 cannot be read is one alert under the collector's own name (as a failed poll of a server is),
-never one per origin: while it is unreadable nothing is said about its origins.
+never one per origin: while it is unreadable nothing is said about its origins. A heartbeat
+read that fails while events still flow is an alert of its own (heartbeats_name).
 """
 from __future__ import annotations
 
@@ -15,11 +16,14 @@ from datetime import datetime, timedelta
 from sqlite_utils import Database
 
 from bot.core.config import CollectorConfig, Config
-from bot.engine.poller import PollResult, _record_health, utc_now
-from bot.sources.base import SourceError
-from bot.sources.origins import origin_name
-from bot.sources.winrm import SubscriptionStatus
+from bot.core.model import Heartbeat
+from bot.core.realtime import StepAware
+from bot.engine.poller import PollResult, _record_health, poll_server_once, utc_now
+from bot.sources.base import EventSource, SourceError
+from bot.sources.collector import SubscriptionStatus
+from bot.sources.origins import Origins
 from store import db as store
+from store import origins
 
 Clock = Callable[[], datetime]
 
@@ -33,33 +37,64 @@ class Liveness:
     ignored: list[str] = field(default_factory=list)   # unconfigured, set to "ignore"
 
 
+def sweep_collector(db: Database, source: EventSource, collector: CollectorConfig,
+                    config: Config, read: Callable[[], SubscriptionStatus],
+                    clock: Clock = utc_now,
+                    guard: StepAware | None = None) -> tuple[PollResult, Liveness]:
+    """One round of a collector: its new events (bot.engine.poller, the source a
+    bot.sources.collector.CollectorSource), then its sources' heartbeats. A collector that
+    cannot be read is one alert, under its own name, and its heartbeats are not asked for: its
+    origins get no alert of their own while it lasts. `guard`: as for poll_server_once, whose
+    `now` the clock should then be."""
+    polled = poll_server_once(db, source, config, clock, guard)
+    if polled.error is not None:
+        return polled, Liveness(collector.name, error=polled.error)
+    return polled, watch_collector(db, collector, config, read, clock)
+
+
+def heartbeats_name(collector: CollectorConfig) -> str:
+    """What the health of a collector's heartbeat read is recorded and alerted under. Apart from
+    the collector's own (its events): events may flow while `wecutil gr` fails (a subscription
+    renamed, a right missing), and each read would otherwise clear the other's failures."""
+    return f"{collector.name} heartbeats"
+
+
 def watch_collector(db: Database, collector: CollectorConfig, config: Config,
                     read: Callable[[], SubscriptionStatus], clock: Clock = utc_now) -> Liveness:
     """One look at a collector's subscription: raise or clear each origin's alert. `read` is
-    bot.sources.winrm.subscription_status bound to the collector's source."""
+    bot.sources.collector.subscription_status bound to the collector's source."""
     now = clock()
     result = Liveness(collector.name)
     try:
         status = read()
     except SourceError as exc:
         result.error = str(exc)
-    _record_health(db, collector.name, PollResult(collector.name, error=result.error),
+    _record_health(db, heartbeats_name(collector), PollResult(collector.name, error=result.error),
                    config.polling.alert_after_failures, now)
     if result.error is not None:
         return result
     limit = timedelta(seconds=collector.heartbeat_timeout)
+    seen = []
+    configured = {s.name for s in config.servers}
+    origin_of = Origins(config.servers, collector.unconfigured_origins)
     for source in status.sources:
-        origin = origin_name(source.computer, config.servers, collector.unconfigured_origins)
+        origin = origin_of(source.computer)
+        heard = source.last_heartbeat
+        taken = ("ignored" if origin is None else "configured" if origin in configured
+                 else "own_name")
+        seen.append(Heartbeat(origin or source.computer, collector.name, source.computer,
+                              source.status, heard, now, taken))
         if origin is None:
             result.ignored.append(source.computer)
             continue
-        heard = source.last_heartbeat
         if heard is not None and now - heard <= limit:
             result.alive.append(origin)
             _origin_up(db, origin, now)
         else:
             result.silent.append(origin)
             _origin_down(db, origin, collector, heard, now)
+    with store.write_transaction(db):
+        origins.save_heartbeats(db, collector.name, seen)
     return result
 
 

@@ -149,10 +149,13 @@ def _poll(db: Database, source: EventSource, config: Config, clock: Clock,
             # once, and the cursor stays before what was not read, as after a truncated answer.
             problems = answer.problems + [p for p in batch.problems
                                           if not (answer.cut and p.kind == "truncated_output")]
-            next_cursor = max(cursor, batch.highest_record or 0)
+            problems += _left_out(source.server.name, batch.left_out)
+            # A collector says where its page ended; a server's own log, by its record ids.
+            read_to = answer.position if answer.position is not None else batch.highest_record
+            next_cursor = max(cursor, read_to or 0)
             truncated = bool(answer.cut) or any(p.kind in ("truncated_event", "truncated_output")
                                                 for p in batch.problems)
-            more = batch.complete_events >= batch_size and not truncated
+            more = batch.complete_events >= (answer.asked or batch_size) and not truncated
             if not more and not truncated:
                 # Nothing more matched up to the newest record gli saw: skip past it all, so
                 # a log that later wraps through unrelated records is not taken for a loss.
@@ -166,6 +169,19 @@ def _poll(db: Database, source: EventSource, config: Config, clock: Clock,
             if not more or next_cursor == cursor:
                 return
             cursor, lookback_ms, answer = next_cursor, None, None
+
+
+def _left_out(endpoint: str, left_out: dict[str, int]) -> list[Problem]:
+    """One problem per page for the events of computers that are no configured server, when
+    the source is set to leave them out."""
+    if not left_out:
+        return []
+    names = sorted(left_out)
+    listed = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+    return [Problem(endpoint, "unconfigured_origin",
+                    f"{sum(left_out.values())} event(s) from {listed} were left out: not a "
+                    "configured server, and unconfigured_origins is \"ignore\" (add it under "
+                    "[[servers]] to watch it)")]
 
 
 def _complete_part(answer) -> str:

@@ -56,7 +56,9 @@ def queue_summary(db: Database, config: Config, now: datetime) -> bool:
 
 
 def unwatched(db: Database, config: Config) -> list[str]:
-    """Configured servers never polled or down now (the summary's last line)."""
+    """Configured servers never polled or down now (the summary's last line; a server fed by a
+    collector is never polled: only its silence counts)."""
     states = {s.server: s for s in store.all_server_states(db)}
     return [s.name for s in config.servers
-            if states.get(s.name) is None or states[s.name].down_since is not None]
+            if (states.get(s.name) is None and s.polled)
+            or (s.name in states and states[s.name].down_since is not None)]

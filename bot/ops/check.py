@@ -23,8 +23,9 @@ from bot.slack.blocks import CHANNEL_ID
 from bot.slack.sender import FIXES, make_client, unreachable_words
 from bot.slack.sender import error_code as _code
 from bot.sources.base import SourceError
-from bot.sources.origins import origin_name
-from bot.sources.winrm import SETUP_DOC, WinRMSource, subscription_status
+from bot.sources.collector import subscription_status
+from bot.sources.origins import Origins
+from bot.sources.winrm import SETUP_DOC, WinRMSource
 
 
 def run_check(config: Config, out=print, now: datetime | None = None) -> int:
@@ -40,6 +41,9 @@ def run_check(config: Config, out=print, now: datetime | None = None) -> int:
     for server in config.servers:
         for warning in server_warnings(server):
             out(f"WARNING  {server.name}: {warning}")
+        if not server.polled:
+            problems += _fed_server(config, server, out)
+            continue
         if server.password_env and server.password is None:
             continue  # already reported as missing
         try:
@@ -58,8 +62,9 @@ def run_check(config: Config, out=print, now: datetime | None = None) -> int:
                 f"log holds {info.record_count} record(s)")
             if server.log != "Application":
                 out(f"WARNING  {server.name}: every event in {server.log} is taken for one "
-                    f"logged by {server.name} itself: a collector's log (ForwardedEvents), "
-                    "which holds many servers' events, is not supported yet")
+                    f"logged by {server.name} itself: for a collector's log (ForwardedEvents), "
+                    "which holds many servers' events, use a [[collectors]] entry "
+                    "(docs/collectors.md)")
             for warning in answer_warnings(answer, codepage):
                 out(f"WARNING  {server.name}: {warning}")
             skew = _measured_skew(config, server.name)
@@ -75,12 +80,31 @@ def run_check(config: Config, out=print, now: datetime | None = None) -> int:
             out(f"FAILED   {server.name}: unexpected {type(exc).__name__}: {exc}")
             problems += 1
     problems += check_collectors(config, out, now)
+    problems += check_otlp(config, out)
     for line in given_up_lines(config, now):
         out(f"WARNING  {line}")
     if config.slack.bot_token is not None:
         problems += _check_slack(config, config.slack.bot_token, out)
     problems += _check_directory(config, out)
     return 1 if problems else 0
+
+
+def _fed_server(config: Config, server, out) -> int:
+    """A server without url: SubmitWatch never connects to it. Only a collector or the OTLP
+    receiver can bring its events; with neither configured, nothing ever would."""
+    feeds = [f"collector {c.name}" for c in config.collectors]
+    if config.otlp.port is not None:
+        feeds.append("the OTLP receiver")
+    if not feeds:
+        out(f"FAILED   {server.name}: it has no url, so SubmitWatch never polls it, and no "
+            "[[collectors]] entry or [otlp] receiver is configured to bring its events")
+        out(f"FIX      give {server.name} a url (docs/configuration.md), or configure the "
+            "collector or OTLP pipeline that carries its events (docs/collectors.md, "
+            "docs/otlp.md)")
+        return 1
+    out(f"OK       {server.name}: not polled (no url); its events come through "
+        f"{' or '.join(feeds)}")
+    return 0
 
 
 def check_collectors(config: Config, out, now: datetime) -> int:
@@ -104,8 +128,9 @@ def check_collectors(config: Config, out, now: datetime) -> int:
         if not status.sources:
             out(f"WARNING  {collector.name}: no server has reached subscription "
                 f"{status.name!r} yet (docs/collectors.md: the Group Policy setting)")
+        origin_of = Origins(config.servers, collector.unconfigured_origins)
         for source in status.sources:
-            origin = origin_name(source.computer, config.servers, collector.unconfigured_origins)
+            origin = origin_of(source.computer)
             configured = origin is not None and any(s.name == origin for s in config.servers)
             taken = (f"-> {origin}" if configured else f"-> {origin} (not a configured server: "
                      "taken under its own name)" if origin else
@@ -582,3 +607,179 @@ def _needed_scope(exc: Exception) -> str | None:
         return None
     needed = getattr(exc, "response", {}).get("needed")
     return needed if isinstance(needed, str) and needed else None
+
+
+def check_otlp(config: Config, out, timeout: float = CHECK_TIMEOUT) -> int:
+    """The [otlp] receiver: off, or its TLS files load, who may send, whether its address can
+    be bound (or is held already: by a running SubmitWatch, which is fine, or by another
+    program), and which servers it takes events for. Returns the failures."""
+    from bot.core.config import ConfigError
+
+    otlp = config.otlp
+    if otlp.port is None:
+        out("OK       OTLP receiver: off (otlp.port is not set)")
+        return 0
+    failures = 0
+    scheme = "https" if otlp.tls_cert else "http"
+    name = f"OTLP receiver {scheme}://{otlp.host}:{otlp.port}/v1/logs"
+    try:
+        tls = otlp.tls_context()
+    except ConfigError as exc:
+        out(f"FAILED   {name}: {exc}")
+        failures += 1
+        tls = None
+    if tls is not None:
+        for status, text in _certificate_lines(otlp):
+            failures += status == "FAILED"
+            out(f"{status:<8} {name}: {text}")
+    elif otlp.tls_cert is None and otlp.host not in ("127.0.0.1", "::1", "localhost"):
+        out(f"WARNING  {name}: plain HTTP on {otlp.host}: the token and the events cross the "
+            "network in clear; set otlp.tls_cert and otlp.tls_key (docs/otlp.md)")
+    # Who may send.
+    needs = []
+    if otlp.client_ca is not None:
+        needs.append(f"a client certificate issued by the CA in {otlp.client_ca} (mutual TLS)")
+    if otlp.token_env:
+        needs.append(f"the bearer token in {otlp.token_env}")
+    if otlp.token_env and otlp.token is None:
+        out(f"FAILED   {name}: {otlp.token_env} is not set: senders cannot be authenticated")
+        out(f"FIX      set {otlp.token_env} (or {otlp.token_env}_FILE) in the service's "
+            "environment to the token the Collector's exporter sends")
+        failures += 1
+    elif needs:
+        out(f"OK       {name}: senders need " + " and ".join(needs))
+    # The address.
+    failures += _otlp_bind_line(config, name, tls, timeout, out)
+    # The origins.
+    shown = [s.name for s in config.servers[:10]]
+    more = f" and {len(config.servers) - 10} more" if len(config.servers) > 10 else ""
+    if otlp.unconfigured_origins == "own_name":
+        other = ("events from any other computer are taken under its own short name "
+                 "(otlp.unconfigured_origins = 'own_name')")
+    else:
+        other = ("events from any other computer are dropped, counted on /metrics and "
+                 "reported to the sender as rejected (otlp.unconfigured_origins = 'ignore')")
+    if config.servers:
+        out(f"OK       {name}: takes events of {len(config.servers)} configured server(s), "
+            f"{', '.join(shown)}{more} (by full name, short name or URL host); {other}")
+    elif otlp.unconfigured_origins == "own_name":
+        out(f"OK       {name}: no [[servers]] configured: every event is taken under its "
+            "computer's short name")
+    else:
+        out(f"WARNING  {name}: no [[servers]] configured and otlp.unconfigured_origins = "
+            "'ignore': every event will be dropped; add the servers, or set it to 'own_name'")
+    return failures
+
+
+def _certificate_lines(otlp) -> list[tuple[str, str]]:
+    """The receiver's certificate: whom it names and until when it is valid."""
+    from datetime import timedelta
+
+    from cryptography import x509
+
+    try:
+        cert = x509.load_pem_x509_certificate(open(otlp.tls_cert, "rb").read())
+    except (OSError, ValueError) as exc:   # tls_context() read it: this is unlikely
+        return [("WARNING", f"the certificate in {otlp.tls_cert} cannot be shown ({exc})")]
+    subject = cert.subject.rfc4514_string() or "(no subject)"
+    try:
+        names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        alt = ", ".join(str(getattr(n, "value", n)) for n in names)
+    except x509.ExtensionNotFound:
+        alt = "none"
+    until = cert.not_valid_after_utc
+    now = datetime.now(UTC)
+    lines = []
+    if until <= now:
+        lines.append(("FAILED", f"the certificate in {otlp.tls_cert} ({subject}) expired on "
+                                f"{until:%Y-%m-%d}: Collectors refuse it; renew it and restart"))
+    else:
+        word = "WARNING" if until - now < timedelta(days=30) else "OK"
+        lines.append((word, f"TLS loads: certificate {subject} (names: {alt}) valid until "
+                            f"{until:%Y-%m-%d}, key matches"))
+    if otlp.client_ca is not None:
+        lines.append(("OK", f"client certificates are checked against {otlp.client_ca}; a "
+                            "sender without one is refused in the handshake"))
+    return lines
+
+
+def _otlp_bind_line(config: Config, name: str, tls, timeout: float, out) -> int:
+    """Can `run` open the receiver's address? If it is held, is it SubmitWatch's receiver
+    (the running service: fine) or another program?"""
+    import errno
+    import socket
+
+    otlp = config.otlp
+    family = socket.AF_INET6 if ":" in otlp.host else socket.AF_INET
+    probe = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)   # as the listener does
+        probe.bind((otlp.host, otlp.port))
+        out(f"OK       {name}: {otlp.host} port {otlp.port} is free; `run` will open it")
+        return 0
+    except OSError as exc:
+        error = exc
+    finally:
+        probe.close()
+    if error.errno != errno.EADDRINUSE:
+        out(f"FAILED   {name}: {otlp.host} port {otlp.port} cannot be opened: "
+            f"{error.strerror or error}")
+        fix = ("a port below 1024 needs privileges: use 4318 (OTLP/HTTP's usual port)"
+               if error.errno == errno.EACCES else
+               f"{otlp.host} is not an address of this host: use 0.0.0.0, 127.0.0.1 or one of "
+               "its addresses" if error.errno == errno.EADDRNOTAVAIL else
+               "choose another otlp.host or otlp.port")
+        out(f"FIX      {fix}")
+        return 1
+    host = "127.0.0.1" if otlp.host in ("0.0.0.0", "") else "::1" if otlp.host == "::" \
+        else otlp.host
+    ours = _is_our_receiver(host, otlp, tls, timeout)
+    if ours:
+        out(f"OK       {name}: port {otlp.port} is in use by a SubmitWatch receiver ({ours}): "
+            "the running service, most likely; fine")
+        return 0
+    out(f"FAILED   {name}: port {otlp.port} on {otlp.host} is in use by another program "
+        "(it does not answer as SubmitWatch's receiver): `run` cannot open it")
+    out(f"FIX      stop that program (`ss -ltnp 'sport = :{otlp.port}'` names it) or choose "
+        "another otlp.port")
+    return 1
+
+
+def _is_our_receiver(host: str, otlp, tls, timeout: float) -> str | None:
+    """How the listener on the port shows it is SubmitWatch's receiver, or None: under TLS
+    it presents the configured certificate (seen before any client certificate is asked
+    for), over HTTP it answers GET /v1/logs with the receiver's 405."""
+    import http.client as client
+    import socket
+    import ssl
+    if otlp.tls_cert is not None:
+        if tls is None:
+            return None
+        from cryptography import x509
+        from cryptography.hazmat.primitives.serialization import Encoding
+        try:
+            mine = x509.load_pem_x509_certificate(open(otlp.tls_cert, "rb").read())
+        except (OSError, ValueError):
+            return None
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        context.check_hostname, context.verify_mode = False, ssl.CERT_NONE  # compared below
+        try:
+            with socket.create_connection((host, otlp.port), timeout=timeout) as raw, \
+                    context.wrap_socket(raw) as conn:
+                presented = conn.getpeercert(binary_form=True)
+        except (OSError, ValueError):
+            return None
+        return ("it presents the configured certificate"
+                if presented == mine.public_bytes(Encoding.DER) else None)
+    connection = client.HTTPConnection(host, otlp.port, timeout=timeout)
+    try:
+        connection.request("GET", "/v1/logs")
+        answer = connection.getresponse()
+        body = answer.read(200)
+    except (OSError, client.HTTPException):
+        return None
+    finally:
+        connection.close()
+    if answer.status == 405 and answer.getheader("Allow") == "POST" and b"use POST" in body:
+        return "it answers GET /v1/logs as the receiver does"
+    return None

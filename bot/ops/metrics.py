@@ -17,7 +17,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from prometheus_client import (
@@ -28,6 +28,7 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily
 
 from bot.core import counters
+from store import origins
 from store.db import iso, required_time
 
 METRICS_PATH, HEALTH_PATH, READY_PATH = "/metrics", "/healthz", "/readyz"
@@ -93,6 +94,37 @@ class StoreCollector:
         yield behind
         yield failures
         yield skew
+        yield from _origin_metrics(db, now)
+
+
+def _origin_metrics(db, now: datetime) -> Iterable[GaugeMetricFamily]:
+    """Per origin (the Exchange server that logged the events, whichever endpoint read them):
+    its events of the last day, its newest event, and what its collector last said of it."""
+    beats = {o: b for o, b in origins.heartbeats(db).items() if b.taken != "ignored"}
+    counted = {row[0] for row in db.execute(
+        "SELECT DISTINCT origin FROM event_hours WHERE hour >= ?",
+        [iso(now - timedelta(hours=24))[:13]])}
+    events = GaugeMetricFamily("submitwatch_origin_events_last_day",
+                               "1018/1020 events stored in the last 24 hours, per origin.",
+                               labels=["origin"])
+    newest = GaugeMetricFamily("submitwatch_origin_last_event_timestamp_seconds",
+                               "When each origin's newest kept event was logged (Unix time).",
+                               labels=["origin"])
+    for found in origins.origin_events(db, sorted(counted | set(beats)), now):
+        events.add_metric([found.origin], found.last_day)
+        if found.last_event is not None:
+            newest.add_metric([found.origin], found.last_event.timestamp())
+    age = GaugeMetricFamily("submitwatch_origin_heartbeat_age_seconds",
+                            "Seconds since an origin's last heartbeat at its Windows Event "
+                            "Collector, as last read (absent: no heartbeat yet).",
+                            labels=["origin", "collector"])
+    for beat in beats.values():
+        if beat.last_heartbeat is not None:
+            age.add_metric([beat.origin, beat.collector],
+                           max(0.0, (now - beat.last_heartbeat).total_seconds()))
+    yield events
+    yield newest
+    yield age
 
 
 def _incident_counts(db, now: datetime) -> dict[str, int]:
@@ -170,7 +202,9 @@ class Readiness:
             return None   # just started: the first round may not have finished yet
         polled = {r[0]: r[1] for r in self.open_database().execute(
             "SELECT server, last_poll_at FROM server_state")}
-        stale = [s.name for s in self.config.servers if not polled.get(s.name)
+        endpoints = [s for s in self.config.servers if s.polled] + [
+            c.endpoint for c in self.config.collectors]
+        stale = [s.name for s in endpoints if not polled.get(s.name)
                  or (now - required_time(polled[s.name], "last_poll_at")).total_seconds() > late]
         if stale:
             return f"not polled in the last {late:g}s: {', '.join(stale)}"

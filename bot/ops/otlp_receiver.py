@@ -4,7 +4,10 @@ A push source beside the polls ([otlp], docs/otlp.md). The WSGI app here is serv
 listener (bot.app.serve_otlp: one thread per request, so a slow sender never holds up polling or
 Slack). Each request, in order of cost:
 
-1. `POST /v1/logs` only (404, 405); a bearer token compared in constant time (401);
+0. with `otlp.tls_cert`, HTTPS (`TLSServer`); with `otlp.client_ca` too, a client that
+   presents no certificate issued by that CA fails the handshake and never reaches the app;
+1. `POST /v1/logs` only (404, 405); a bearer token compared in constant time (401), where
+   `otlp.token_env` names one (with mutual TLS it may be left out: the certificate suffices);
 2. a declared length within `otlp.max_body` (411, 413), before anything is read; a gzip body
    (the Collector's otlphttp exporter compresses by default) must stay within it unpacked too;
 3. `application/x-protobuf` or `application/json` (415); a body that is not an
@@ -24,6 +27,7 @@ from __future__ import annotations
 import hmac
 import json
 import logging
+import ssl
 import threading
 import zlib
 from collections.abc import Callable
@@ -36,6 +40,7 @@ from bot.core import counters
 from bot.core.config import Config
 from bot.engine.poller import ingest
 from bot.sources import otlp
+from bot.sources.origins import Origins
 from store import db as store
 
 log = logging.getLogger("submitwatch")
@@ -50,6 +55,41 @@ _CHUNK = 64 * 1024
 _TYPES = ("application/x-protobuf", "application/json")
 #: Computers named in the log as not configured, at most this many (then no more warnings).
 _MAX_WARNED = 1000
+
+
+class TLSServer:
+    """A mix-in for a threading socketserver: each connection is wrapped in TLS, and its
+    handshake runs in the connection's own thread (with a timeout), so a client that connects
+    and says nothing holds up no one. A failed handshake (no client certificate, one from
+    another CA, plain HTTP) is logged at debug level and the connection closed: the request
+    never reaches the app."""
+
+    context: ssl.SSLContext
+    #: Seconds a client may take to complete the handshake.
+    handshake_timeout = 10.0
+
+    def get_request(self) -> tuple[ssl.SSLSocket, Any]:
+        sock, address = self.socket.accept()  # type: ignore[attr-defined]
+        try:
+            return self.context.wrap_socket(sock, server_side=True,
+                                            do_handshake_on_connect=False), address
+        except (OSError, ValueError):
+            sock.close()
+            raise OSError("TLS wrap failed") from None
+
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        request.settimeout(self.handshake_timeout)
+        try:
+            request.do_handshake()
+        except (ssl.SSLError, OSError) as exc:
+            log.debug("OTLP: TLS handshake with %s refused: %s", client_address[0],
+                      getattr(exc, "reason", None) or exc)
+            return          # the server's shutdown_request closes the connection
+        super().finish_request(request, client_address)  # type: ignore[misc]
+
+    def setup_environ(self) -> None:
+        super().setup_environ()  # type: ignore[misc]
+        self.base_environ["HTTPS"] = "on"  # type: ignore[attr-defined]  # wsgi.url_scheme
 
 
 class OtlpReceiver:
@@ -67,10 +107,7 @@ class OtlpReceiver:
                        "unknown_origin": 0, "refused": 0}
         self._lock = threading.Lock()
         self._warned: set[str] = set()
-
-    def origin_of(self, computer: str) -> str | None:
-        return otlp.origin_for(computer, self.config.servers,
-                               self.config.otlp.unconfigured_origins)
+        self.origin_of = Origins(config.servers, config.otlp.unconfigured_origins)
 
     def __call__(self, environ: dict[str, Any], start_response: Callable) -> list[bytes]:
         if environ.get("PATH_INFO") != LOGS_PATH:
@@ -130,8 +167,12 @@ class OtlpReceiver:
         return _answer(start_response, kind, decoded)
 
     def _authorized(self, header: str) -> bool:
+        """The bearer token where one is configured. Without one, the client certificate
+        alone (otlp.client_ca): a client without it never got past the TLS handshake."""
+        if self.token is None:
+            return self.config.otlp.client_ca is not None
         scheme, _, presented = header.strip().partition(" ")
-        if self.token is None or scheme.lower() != "bearer":
+        if scheme.lower() != "bearer":
             return False
         return hmac.compare_digest(presented.strip().encode(), self.token)
 

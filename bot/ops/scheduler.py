@@ -34,7 +34,8 @@ from bot.ops.watchdog import Watchdog
 from bot.slack import alerts
 from bot.slack.sender import SlackSender
 from bot.sources.base import EventSource
-from bot.sources.winrm import WinRMSource, subscription_status
+from bot.sources.collector import CollectorSource, subscription_status
+from bot.sources.winrm import WinRMSource
 from store import db as store_db
 from store.db import open_db
 
@@ -150,7 +151,7 @@ def build_scheduler(config: Config, sender: SlackSender, *,
     guard = ClockGuard(monotonic)
     guard.start()
     start = datetime.now(UTC)
-    for server in config.servers:
+    for server in (s for s in config.servers if s.polled):   # the others: through collectors
         source = WinRMSource(server, config.polling)
         job_id = f"poll:{server.name}"
         # The first poll is jittered too, so a restart does not hit every server at once.
@@ -163,16 +164,18 @@ def build_scheduler(config: Config, sender: SlackSender, *,
         watchdog.watch(job_id, f"poll {server.name}", config.polling.interval,
                        config.polling.jitter)
     for collector in config.collectors:
-        # The collector's sources and their heartbeats (bot.engine.liveness), as often as a poll.
-        job_id = f"heartbeats:{collector.name}"
-        collector_source = WinRMSource(collector.endpoint, config.polling)
+        # The collector's new events, then its sources' heartbeats (bot.engine.liveness), as
+        # often as a server's poll, through one kept connection.
+        job_id = f"collector:{collector.name}"
+        collector_source = CollectorSource.of(collector, config.servers, config.polling)
         scheduler.add_job(watchdog.wrap(job_id, _guarded(
-            lambda c=collector, s=collector_source: _watch_collector(
-                delivery.wake, dbs.get(), c, s, config), f"heartbeats {collector.name}")),
+            lambda c=collector, s=collector_source: _sweep_collector(
+                delivery.wake, dbs.get(), c, s, config, disk, guard),
+            f"collector {collector.name}")),
             "interval", seconds=config.polling.interval, jitter=config.polling.jitter or None,
             next_run_time=start + timedelta(seconds=random.uniform(0, config.polling.jitter)),
-            id=job_id, name=f"heartbeats via {collector.name}")
-        watchdog.watch(job_id, f"heartbeats via {collector.name}", config.polling.interval,
+            id=job_id, name=f"poll collector {collector.name}")
+        watchdog.watch(job_id, f"poll collector {collector.name}", config.polling.interval,
                        config.polling.jitter)
     # As often as the polls when they are more frequent: a quiet incident or an expired snooze
     # never waits longer than a poll would (and tests with 1 s polls need not wait 30 s).
@@ -196,7 +199,8 @@ def build_scheduler(config: Config, sender: SlackSender, *,
     if config.devices.enabled:
         resolve = ReverseDNS(monotonic) if config.devices.reverse_dns else None
         # One source per server of its own: a look-up never waits for a poll's shell.
-        lookup_sources = {s.name: WinRMSource(s, config.polling) for s in config.servers}
+        lookup_sources = {s.name: WinRMSource(s, config.polling) for s in config.servers
+                          if s.polled}
         scheduler.add_job(_guarded(lambda: _look_up_devices(
             dbs.get(), config, lookup_sources, resolve, delivery.wake), "devices"),
             "interval", seconds=config.polling.interval, id="devices",
@@ -207,12 +211,16 @@ def build_scheduler(config: Config, sender: SlackSender, *,
     return Background(scheduler, delivery, watchdog, watch_every)
 
 
-def _watch_collector(wake_delivery: Callable[[], None], db, collector: CollectorConfig,
-                     source: WinRMSource, config: Config) -> None:
-    """One look at a collector's heartbeats; any alert it raises or clears goes out at once."""
-    result = liveness.watch_collector(
-        db, collector, config, lambda: subscription_status(source, collector.subscription))
-    if result.error or result.silent or result.alive:
+def _sweep_collector(wake_delivery: Callable[[], None], db, collector: CollectorConfig,
+                     source: CollectorSource, config: Config, disk: DiskAlarm | None = None,
+                     guard: ClockGuard | None = None) -> None:
+    """One round of a collector; new events and any alert it raises or clears go out at once."""
+    polled, live = liveness.sweep_collector(
+        db, source, collector, config, lambda: subscription_status(source, collector.subscription),
+        guard.now if guard is not None else lambda: datetime.now(UTC), guard)
+    if disk is not None:
+        disk.polled(polled, datetime.now(UTC))
+    if polled.stored or live.error or live.silent or live.alive:
         wake_delivery()
 
 

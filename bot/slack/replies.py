@@ -21,10 +21,12 @@ from bot.core.devices import DeviceLookup
 from bot.core.findings import Finding
 from bot.core.model import (
     ConnectorSeen,
+    Heartbeat,
     History,
     Incident,
     IncidentDetail,
     Moment,
+    OriginEvents,
     ServerState,
     Snooze,
     Summary,
@@ -397,15 +399,28 @@ def _server_fix_blocks(entry: ServerFix) -> list[dict]:
 
 @dataclass(frozen=True)
 class ServerStatus:
-    """A server as configured (None: no longer configured) and as last polled (None: never)."""
+    """A server as configured (None: no longer configured) and as last polled (None: never).
+    A server without url is fed by a collector or OTLP: `heartbeat` is what a collector last
+    said of it, `events` its own events. A collector's row has `collector` set, and `state`
+    its own polls; `heartbeats` is the state of its heartbeat reads."""
 
     name: str
     config: ServerConfig | None
     state: ServerState | None
+    heartbeat: Heartbeat | None = None
+    events: OriginEvents | None = None
+    collector: str | None = None          # a collector's subscription
+    heartbeats: ServerState | None = None  # only once a heartbeat read has failed
+    heartbeats_read_at: datetime | None = None
+    ignored: tuple[str, ...] = ()          # a collector's sources left out (not configured)
 
 
 def health(row: ServerStatus, now: datetime, late_after: float) -> str:
-    """One word and an emoji for a server's polling: ok, late, failing, not polled yet."""
+    """One word and an emoji for a server's polling: ok, late, failing, not polled yet (for a
+    server fed by a collector: ok, silent, not reported)."""
+    if (row.config is not None and not row.config.polled) or (
+            row.config is None and row.heartbeat is not None):
+        return _fed_word(row)
     state = row.state
     if state is None or state.last_poll_at is None:
         return ":white_circle: not polled yet"
@@ -449,8 +464,64 @@ def skew_text(seconds: float) -> str:
 
 
 def server_health_line(row: ServerStatus, now: datetime, late_after: float) -> str:
+    if (row.config is not None and not row.config.polled) or (
+            row.config is None and row.heartbeat is not None):
+        return _fed_line(row, now)
     name = f"*{show(row.name, 64)}*" + (" (no longer configured)" if row.config is None else "")
-    return f"• {name}: {health(row, now, late_after)} · " + " · ".join(_poll_facts(row, now))
+    if row.collector is not None:
+        name += f" (collector, subscription “{show(row.collector, 128)}”)"
+    facts = _poll_facts(row, now)
+    if row.collector is not None:
+        facts.append(_heartbeat_reads(row.heartbeats, row.heartbeats_read_at))
+    if row.ignored:
+        shown = ", ".join(f"`{show(c, 128)}`" for c in row.ignored[:5])
+        more = f" and {len(row.ignored) - 5} more" if len(row.ignored) > 5 else ""
+        facts.append(f"left out, not configured (unconfigured_origins = \"ignore\"): "
+                     f"{shown}{more}")
+    return f"• {name}: {health(row, now, late_after)} · " + " · ".join(facts)
+
+
+def _heartbeat_reads(state: ServerState | None, read_at: datetime | None) -> str:
+    if state is not None and state.consecutive_failures and state.last_error:
+        return (f"*heartbeat reads failing ({plural(state.consecutive_failures, 'time')} in a "
+                f"row)*: {show(state.last_error, 300)}")
+    return f"heartbeats read {slack_date(read_at)}" if read_at else "heartbeats not read yet"
+
+
+def _fed_line(row: ServerStatus, now: datetime) -> str:
+    unnamed = " (not configured: taken under its own name)" if row.config is None else ""
+    return f"• *{show(row.name, 64)}*{unnamed}: {_fed_health(row, now)}"
+
+
+def _fed_health(row: ServerStatus, now: datetime) -> str:
+    """A server SubmitWatch never connects to: what its collector last said of it, and its
+    own events."""
+    beat, state = row.heartbeat, row.state
+    facts = []
+    if beat is not None:
+        heard = (f"last heartbeat {span((now - beat.last_heartbeat).total_seconds())} ago"
+                 if beat.last_heartbeat else "no heartbeat yet")
+        facts.append(f"through collector *{show(beat.collector, 64)}* (as "
+                     f"`{show(beat.computer, 128)}`, {show(beat.status, 20)}): {heard}")
+    else:
+        facts.append("no url: its events come through a collector or OTLP")
+    events = row.events
+    if events is not None and events.last_event is not None:
+        facts.append(f"{plural(events.last_day, 'event')} in the last day, newest "
+                     f"{slack_date(events.last_event)}")
+    else:
+        facts.append("no event of it kept")
+    if state is not None and state.down_since is not None and state.last_error:
+        facts.append(show(state.last_error, 300))
+    return f"{_fed_word(row)} · " + " · ".join(facts)
+
+
+def _fed_word(row: ServerStatus) -> str:
+    if row.state is not None and row.state.down_since is not None:
+        return ":x: silent"
+    if row.heartbeat is None:
+        return ":white_circle: no collector has reported it"
+    return ":white_check_mark: ok"
 
 
 def delivery_lines(problems: list[dict]) -> list[str]:
@@ -488,8 +559,9 @@ def status_view(rows: list[ServerStatus], *, open_count: int, outbox: int, now: 
 
 def servers_view(rows: list[ServerStatus], *, default_channel: str, now: datetime,
                  late_after: float) -> tuple[str, list[dict]]:
-    lines = [_server_line(r, default_channel, now, late_after) for r in rows if r.config]
-    gone = [r for r in rows if r.config is None]
+    lines = [_server_line(r, default_channel, now, late_after) if r.config else _fed_line(r, now)
+             for r in rows if r.config or r.heartbeat]
+    gone = [r for r in rows if r.config is None and r.heartbeat is None]
     if gone:
         lines.append("Polled before but no longer configured: " +
                      ", ".join(f"*{show(r.name, 64)}*" for r in gone))
@@ -503,6 +575,11 @@ def _server_line(row: ServerStatus, default_channel: str, now: datetime, late_af
     cfg = row.config
     if cfg is None:   # servers_view lists the servers no longer configured apart
         raise ValueError(f"server {row.name!r} is not configured: no line to show for it")
+    if not cfg.polled:
+        channel = channel_ref(cfg.channel or default_channel) + ("" if cfg.channel else
+                                                                   " (default)")
+        return (f"• *{show(row.name, 64)}* · no url: its events come through a collector or OTLP "
+                f"· alerts to {channel} · {_fed_health(row, now)}")
     parts = urlsplit(cfg.url)
     where = parts.hostname or "?"
     if parts.port:

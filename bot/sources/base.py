@@ -1,7 +1,7 @@
 """What every event source gives the engine, and all the engine knows of a source.
 
-A source reads 1018/1020 events from somewhere (one Exchange server over WinRM today; a Windows
-Event Collector's ForwardedEvents log or an OTLP pipeline next) and yields Events that know
+A source reads 1018/1020 events from somewhere (one Exchange server over WinRM, a Windows Event
+Collector's ForwardedEvents log, an OTLP pipeline) and yields Events that know
 their origin (the Exchange server that logged them) and the endpoint whose cursor they move.
 Its failures are SourceErrors in words, made inert.
 """
@@ -36,6 +36,12 @@ class Answer:
     problems: list[Problem] = field(default_factory=list)
     cut: str | None = None       # why reading stopped early, or None
     encoding: str = "utf-16-le"  # what the bytes were decoded as ("" for no bytes: unknown)
+    #: Where the read ended in the log's own numbering, when the events' record ids do not say
+    #: (a collector's: bot.sources.collector); None: the highest record id read is the place.
+    position: int | None = None
+    #: How many events the page was asked for, when fewer than the batch size (a collector's
+    #: page read again after a cut): a page that full means more may follow.
+    asked: int | None = None
 
 
 class EventShell(typing.Protocol):
@@ -55,11 +61,12 @@ class EventShell(typing.Protocol):
 class EventSource(typing.Protocol):
     """Where a server's events come from: what bot.engine.poller needs, and all it needs.
     WinRMSource
-    reads one Exchange server's own log; a Windows Event Collector's ForwardedEvents log, one
-    endpoint holding many servers' events, would map each <Computer> to its origin."""
+    reads one Exchange server's own log; CollectorSource a Windows Event Collector's
+    ForwardedEvents log, one endpoint holding many servers' events, whose <Computer> names
+    each event's origin (None: a computer whose events are left out)."""
 
     server: ServerConfig
 
     def open(self) -> EventShell: ...
 
-    def origin_of(self, computer: str) -> str: ...
+    def origin_of(self, computer: str) -> str | None: ...

@@ -15,22 +15,21 @@ record's body is one Windows event, in one of these forms (../shared/DOMAIN.md s
 Only 1018/1020 from the two Exchange providers are kept; every other record is dropped after
 the cheapest test that rules it out (a substring test on XML, two map look-ups on a map).
 
-An event's origin is its <Computer> mapped to a configured server by FQDN or short name
-(`origin_for`; a small mapping of this module's own: bot.core has no shared one yet). An event
-from a computer that is not configured is dropped and counted, never stored under a guess.
+An event's origin is its <Computer> mapped to a configured server by FQDN or short name (the
+caller's `origin_of`: bot.sources.origins.Origins, the rule a collector uses too). An event
+from a computer that is not configured is dropped and counted (otlp.unconfigured_origins
+"ignore"), or taken under its own short name ("own_name"): never stored under a guess.
 """
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from bot.core.config import ServerConfig
 from bot.core.model import EVENT_IDS, PROVIDERS, Event
 from bot.exchange.remediation import UnsafeValueError, connector_identity
-from bot.sources.origins import origin_name
 from bot.sources.parse import MAX_RECORD_ID, parse_event, parse_system_time
 
 #: The endpoint every OTLP event is stored under (Event.server): it owns no cursor, and the
@@ -67,14 +66,6 @@ class Decoded:
     @property
     def rejected(self) -> int:
         return len(self.malformed) + sum(self.unknown_origins.values())
-
-
-def origin_for(computer: str, servers: Iterable[ServerConfig],
-               unconfigured: str = "ignore") -> str | None:
-    """The configured server name `computer` (an FQDN or a short name) is: the rule every
-    multi-origin source uses (bot.sources.origins). An unconfigured one is None ("ignore":
-    dropped) or its own short name ("own_name")."""
-    return origin_name(computer, servers, unconfigured=unconfigured)
 
 
 def decode(body: bytes, content_type: str, origin_of: Callable[[str], str | None]) -> Decoded:

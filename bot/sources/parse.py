@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from xml.etree.ElementTree import Element, ParseError, XMLParser
 
@@ -68,18 +68,30 @@ class ParsedBatch:
     problems: list[Problem]
     complete_events: int = 0             # <Event> elements that ended properly, good or bad
     highest_record: int | None = None    # the largest EventRecordID among them
+    #: Events left out because their <Computer> is no configured server and the source's
+    #: setting says so (unconfigured_origins = "ignore"): computer -> how many.
+    left_out: dict[str, int] = field(default_factory=dict)
 
 
 class ParseFailure(ValueError):
     """The output as a whole cannot be understood (not a single bad event)."""
 
 
+class LeftOut(Exception):
+    """An event of a computer the source leaves out (its origin rule said None)."""
+
+    def __init__(self, computer: str):
+        super().__init__(computer)
+        self.computer = computer
+
+
 def parse_events(text: str, server: str,
-                 origin_of: Callable[[str], str] | None = None) -> ParsedBatch:
+                 origin_of: Callable[[str], str | None] | None = None) -> ParsedBatch:
     """Parse wevtutil XML output into events (in the order given) and problems.
 
     `origin_of` maps an event's <Computer> to the configured server that logged it (the
-    source's rule; None: the server polled, as for a direct source).
+    source's rule; None: the server polled, as for a direct source). An event it gives no
+    origin is counted in `left_out`, not stored.
 
     `highest_record` also counts malformed but complete events (their EventRecordID is read with
     a plain search), so a cursor can move past a bad event instead of re-reading it forever; a
@@ -113,6 +125,9 @@ def parse_events(text: str, server: str,
     for chunk, root in zip(chunks, _parse_all(chunks), strict=True):
         try:
             event = parse_event(chunk, server, root, origin_of)
+        except LeftOut as exc:
+            batch.left_out[exc.computer] = batch.left_out.get(exc.computer, 0) + 1
+            continue
         except ValueError as exc:
             problems.append(Problem(server, "malformed_event", f"an event was skipped: {exc}",
                                     _excerpt(chunk)))
@@ -128,9 +143,9 @@ def parse_events(text: str, server: str,
 
 
 def parse_event(xml_text: str, server: str, root: Element | None = None,
-                origin_of: Callable[[str], str] | None = None) -> Event:
+                origin_of: Callable[[str], str | None] | None = None) -> Event:
     """Parse one <Event> element (or read `root`, its tree parsed already). Raises ValueError
-    saying what is wrong."""
+    saying what is wrong, LeftOut for a computer `origin_of` leaves out."""
     if len(xml_text) > MAX_EVENT_CHARS:
         raise ValueError(f"event is {len(xml_text)} characters long, over {MAX_EVENT_CHARS}")
     if root is None:
@@ -153,9 +168,12 @@ def parse_event(xml_text: str, server: str, root: Element | None = None,
     connector = data[1] if len(data) > 1 and data[1].strip() else None
     if connector and "\\" not in connector:
         connector = _full_identity(computer, connector)
+    origin = origin_of(computer) if origin_of else server
+    if origin is None:
+        raise LeftOut(computer)
     return Event(server=server, record_id=record_id, provider=provider, event_id=event_id,
                  time=time, account=data[0], connector=connector, computer=computer,
-                 origin=origin_of(computer) if origin_of else server)
+                 origin=origin)
 
 
 def _parse_all(chunks: list[str]) -> list[Element | None]:

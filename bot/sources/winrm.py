@@ -30,7 +30,6 @@ import typing
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 
 import requests
 from winrm.exceptions import (
@@ -117,8 +116,11 @@ class WinRMSource:
 
     def _shell(self, protocol: Protocol) -> Shell:
         self._delete_leftovers(protocol)   # first: they may be what keeps the quota full
-        return Shell(self, protocol, protocol.open_shell(
+        return self.make_shell(protocol, protocol.open_shell(
             codepage=UTF8_CODEPAGE, noprofile=True, idle_timeout=f"PT{self.idle_timeout()}S"))
+
+    def make_shell(self, protocol: Protocol, shell_id: str) -> Shell:
+        return Shell(self, protocol, shell_id)
 
     def idle_timeout(self) -> int:
         # The longest pause between two requests on a shell is one Receive's read timeout.
@@ -132,7 +134,7 @@ class WinRMSource:
             except Exception:  # expired already, or still failing: its idle timeout ends it
                 pass
 
-    def origin_of(self, computer: str) -> str:
+    def origin_of(self, computer: str) -> str | None:
         """Every event in an Exchange server's own log was logged by that server."""
         return self.server.name
 
@@ -391,104 +393,3 @@ def _stderr_text(stderr: bytes) -> str:
         text = ("".join(parts).replace("_x000D__x000A_", " ").strip()
                 or "(error record without text)")
     return text[:300] or "(nothing on stderr)"
-
-
-# --- a Windows Event Collector: its subscription's sources and their heartbeats --------------
-
-@dataclass(frozen=True)
-class EventSourceStatus:
-    """One event source of a WEF subscription as `wecutil gr` reports it."""
-
-    computer: str                   # as the collector names it (usually the FQDN)
-    status: str                     # RunTimeStatus: Active, Inactive, Trying, Disabled...
-    last_heartbeat: datetime | None  # None: the collector printed none (never heard from)
-    last_error: str = "0"
-
-
-@dataclass(frozen=True)
-class SubscriptionStatus:
-    name: str
-    status: str
-    sources: tuple[EventSourceStatus, ...]
-
-
-def parse_runtime_status(text: str) -> SubscriptionStatus:
-    """Read `wecutil gr <subscription>` (get-subscriptionruntimestatus): the subscription's
-    own lines, then under `EventSources:` one block per source, its name alone on a line and
-    its `Key: Value` lines indented below it.
-
-    UNVERIFIED against a real collector (docs/collectors.md): the field names follow
-    Microsoft's wecutil documentation and published transcripts; the time format of
-    LastHeartbeatTime is read as ISO 8601, taken as UTC when it carries no offset, and any
-    other form counts as no heartbeat rather than a guessed time.
-    """
-    name, status = "", ""
-    sources: list[EventSourceStatus] = []
-    current: dict[str, str] | None = None
-    computer = ""
-    in_sources = False
-
-    def close() -> None:
-        if current is not None:
-            sources.append(EventSourceStatus(
-                computer, current.get("runtimestatus", ""),
-                _heartbeat(current.get("lastheartbeattime", "")),
-                current.get("lasterror", "0")))
-
-    for line in text.replace("\ufeff", "").splitlines():
-        stripped = line.strip()
-        if not stripped:
-            continue
-        key, sep, value = stripped.partition(":")
-        key_word = key.strip().replace(" ", "").casefold()
-        if sep and key_word == "subscription" and not in_sources:
-            name = value.strip()
-        elif sep and key_word == "eventsources":
-            in_sources = True
-        elif in_sources and not sep:   # a source's name, alone on its line
-            close()
-            computer, current = stripped, {}
-        elif sep and current is not None:
-            current[key_word] = value.strip()
-        elif sep and key_word == "runtimestatus":
-            status = value.strip()
-    close()
-    if not name:
-        raise ParseFailure("`wecutil gr` printed no 'Subscription:' line; the output was: "
-                           f"{text.strip()[:200]!r}")
-    return SubscriptionStatus(name, status, tuple(sources))
-
-
-def _heartbeat(text: str) -> datetime | None:
-    text = text.strip()
-    if not text:
-        return None
-    try:
-        value = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
-
-
-def subscription_status(source: WinRMSource, subscription: str) -> SubscriptionStatus:
-    """Ask the collector how its subscription stands (`wecutil gr`, read-only), in one shell.
-    SourceError, in words, when the collector cannot be read or has no such subscription."""
-    name = source.server.name
-    with source.open() as shell:
-        try:
-            out, _cut = shell.run("wecutil", ["gr", _quoted(subscription)])
-        except SourceError as exc:
-            if "exit code" in str(exc):
-                raise SourceError(
-                    f"{exc}. Does subscription {subscription!r} exist on {name}? "
-                    "`wecutil es` there lists them; the account needs Event Log Readers on the "
-                    "collector (docs/collectors.md)", retryable=exc.retryable) from None
-            raise
-    try:
-        return parse_runtime_status(out.decode("utf-8", errors="replace"))
-    except ParseFailure as exc:
-        raise SourceError(f"{name}: {exc}") from None
-
-
-def _quoted(argument: str) -> str:
-    return f'"{argument}"' if " " in argument else argument
