@@ -2,17 +2,26 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+BASE := $(VENV)/.base
 STAMP := $(VENV)/.installed
 
 .PHONY: demo test lint bench soak clean
 
-$(STAMP): pyproject.toml
+# The product alone: enough for the demo, which needs no root and no Debian package.
+$(BASE): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e .
+	touch $(BASE)
+
+# With the tests' tools and the kerberos extra, whose C parts build against the Debian packages
+# .ci/debian-packages installs first (as root; otherwise it names them).
+$(STAMP): $(BASE)
+	@bash .ci/debian-packages
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
-demo: $(STAMP)
+demo: $(BASE)
 	$(BIN)/submitwatch demo
 
 # ruff (rules and why: pyproject.toml) on everything, mypy on the engine (bot, handlers, store),

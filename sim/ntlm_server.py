@@ -186,6 +186,10 @@ class NtlmConnection:
     served, and their bodies are sealed with this connection's context.
     """
 
+    #: The ``protocol`` strings of the sealed bodies it takes, and of those it answers.
+    protocols = (SPNEGO_ENCRYPTED_PROTOCOL,)
+    content_type = ENCRYPTED_CONTENT_TYPE
+
     def __init__(self) -> None:
         self._context: Any = None  # established security context
         self._pending: Any = None  # context between CHALLENGE and AUTHENTICATE
@@ -242,28 +246,16 @@ class NtlmConnection:
         self._pending = None
         return HandshakeStep("failed")
 
-    def unseal(self, body: bytes) -> bytes:
-        """Decrypt a pywinrm ``multipart/encrypted`` body with this connection's context.
+    def unseal(self, body: bytes, content_type: str = "") -> bytes:
+        """Decrypt a pywinrm ``multipart/encrypted`` body with this connection's context
+        (``content_type``: the request's, which names the protocol; NTLM has one).
 
         Raises on bad framing, a wrong signature or an out-of-sequence message.
         """
-        parts = [p for p in body.split(_BOUNDARY + b"\r\n") if p]
-        if not parts or len(parts) % 2:
-            raise ValueError("malformed multipart/encrypted body")
         plain = b""
-        for header, payload in zip(parts[0::2], parts[1::2], strict=True):
-            m = re.search(rb"Length=(\d+)", header)
-            if not m or SPNEGO_ENCRYPTED_PROTOCOL.encode() not in header:
-                raise ValueError("missing OriginalContent length")
-            if payload.endswith(_BOUNDARY + b"--\r\n"):
-                payload = payload[: -len(_BOUNDARY + b"--\r\n")]
-            if not payload.startswith(_OCTET_STREAM):
-                raise ValueError("missing octet-stream part")
-            data = payload[len(_OCTET_STREAM) :]
-            (sig_len,) = struct.unpack("<I", data[:4])
-            signature, sealed = data[4 : 4 + sig_len], data[4 + sig_len :]
+        for length, signature, sealed in sealed_parts(body, self.protocols):
             message = self._context.unwrap(signature + sealed).data
-            if len(message) != int(m.group(1)):
+            if len(message) != length:
                 raise ValueError("decrypted length does not match OriginalContent")
             plain += message
         return plain
@@ -271,12 +263,38 @@ class NtlmConnection:
     def seal(self, message: bytes) -> bytes:
         """Encrypt a response exactly as winrm/encryption.py expects to parse it."""
         wrapped = self._context.wrap(message, encrypt=True).data
-        signature, sealed = wrapped[:16], wrapped[16:]
-        return (
-            _BOUNDARY + b"\r\n"
-            b"\tContent-Type: " + SPNEGO_ENCRYPTED_PROTOCOL.encode() + b"\r\n"
-            b"\tOriginalContent: type=application/soap+xml;charset=UTF-8;Length=" + str(len(message)).encode() + b"\r\n"
-            + _BOUNDARY + b"\r\n" + _OCTET_STREAM
-            + struct.pack("<I", len(signature)) + signature + sealed
-            + _BOUNDARY + b"--\r\n"
-        )
+        return sealed_body(SPNEGO_ENCRYPTED_PROTOCOL, len(message), wrapped[:16], wrapped[16:])
+
+
+def sealed_parts(body: bytes, protocols: tuple[str, ...]) -> list[tuple[int, bytes, bytes]]:
+    """The parts of an MS-WSMV ``multipart/encrypted`` body (2.2.9.1.1): each one's
+    OriginalContent length, its signature (the GSS header), its sealed data. ValueError for
+    framing that is not what winrm/encryption.py writes, or a protocol not in ``protocols``."""
+    parts = [p for p in body.split(_BOUNDARY + b"\r\n") if p]
+    if not parts or len(parts) % 2:
+        raise ValueError("malformed multipart/encrypted body")
+    found = []
+    for header, payload in zip(parts[0::2], parts[1::2], strict=True):
+        m = re.search(rb"Length=(\d+)", header)
+        if not m or not any(p.encode() in header for p in protocols):
+            raise ValueError("missing OriginalContent length")
+        if payload.endswith(_BOUNDARY + b"--\r\n"):
+            payload = payload[: -len(_BOUNDARY + b"--\r\n")]
+        if not payload.startswith(_OCTET_STREAM):
+            raise ValueError("missing octet-stream part")
+        data = payload[len(_OCTET_STREAM) :]
+        (sig_len,) = struct.unpack("<I", data[:4])
+        found.append((int(m.group(1)), data[4 : 4 + sig_len], data[4 + sig_len :]))
+    return found
+
+
+def sealed_body(protocol: str, length: int, signature: bytes, sealed: bytes) -> bytes:
+    """One sealed message framed as winrm/encryption.py parses it."""
+    return (
+        _BOUNDARY + b"\r\n"
+        b"\tContent-Type: " + protocol.encode() + b"\r\n"
+        b"\tOriginalContent: type=application/soap+xml;charset=UTF-8;Length=" + str(length).encode() + b"\r\n"
+        + _BOUNDARY + b"\r\n" + _OCTET_STREAM
+        + struct.pack("<I", len(signature)) + signature + sealed
+        + _BOUNDARY + b"--\r\n"
+    )

@@ -17,7 +17,11 @@ What is simulated (and why it is shaped this way):
   (NTLM authenticates connections, not requests).  Bodies must then be
   NTLM-sealed ``multipart/encrypted`` messages, as pywinrm sends over http by
   default; plaintext bodies are refused like a server with
-  ``AllowUnencrypted=false`` does.  ``auth="basic"`` checks HTTP Basic and
+  ``AllowUnencrypted=false`` does.  ``auth="kerberos"`` takes Kerberos only
+  (tickets from a real KDC for ``HTTP/<service host>``, accepted with the keytab
+  KRB5_KTNAME names, bodies Kerberos-sealed) and refuses NTLM, as a server whose
+  domain turned NTLM off; ``auth="negotiate"`` takes either, by the token's kind
+  (:mod:`sim.kerberos_server`).  ``auth="basic"`` checks HTTP Basic and
   accepts plaintext, like a lab server with Basic and AllowUnencrypted on.
 * **Shells and commands.**  Create/Command/Receive/Signal/Delete with the
   responses pywinrm parses.  The shell codepage (``WINRS_CODEPAGE``) is
@@ -77,9 +81,8 @@ from xml.sax.saxutils import escape, quoteattr
 import defusedxml.ElementTree as SafeET
 
 from sim.eventlog import EventLog, seed_demo
+from sim.kerberos_server import KerberosConnection, is_ntlm_token
 from sim.ntlm_server import (
-    ENCRYPTED_CONTENT_TYPE,
-    SPNEGO_ENCRYPTED_PROTOCOL,
     NtlmConnection,
     register_users,
     unregister_users,
@@ -125,6 +128,11 @@ _PLACEHOLDER_CODE = 2150858752
 
 FaultName = Literal["unauthorized", "wsman_fault", "operation_timeout", "exit_code", "garbage", "invalid_text", "hang",
                     "flood"]
+
+#: How a simulator authenticates: NTLM (Negotiate, message encryption required), Kerberos only
+#: (a server whose domain refuses NTLM), either by the token's kind (Windows' default), Basic.
+AUTHS = ("ntlm", "kerberos", "negotiate", "basic")
+_NTLM_AUTHS = ("ntlm", "negotiate")
 
 #: Fault name -> the WS-Man action that triggers it by default (None: the next SOAP request).
 FAULTS: Mapping[str, str | None] = {
@@ -257,6 +265,10 @@ class _ServerState:
     def __init__(self, name: str, log: EventLog) -> None:
         self.name = name
         self.log = log
+        #: The host name its Kerberos service principal names (HTTP/<host>), and why the last
+        #: Kerberos handshake failed, in the acceptor's words.
+        self.service_host = f"{name.lower()}.contoso.local"
+        self.last_auth_error = ""
         self.lock = threading.Lock()
         self.stats = ServerStats()
         self.shells: dict[str, _Shell] = {}
@@ -442,7 +454,7 @@ class WinRMSimulator:
         logs: Mapping[str, EventLog] | None = None,
         *,
         users: Mapping[str, str] | None = None,
-        auth: Literal["ntlm", "basic"] = "ntlm",
+        auth: Literal["ntlm", "kerberos", "negotiate", "basic"] = "ntlm",
         request_delay: float = 0.0,
         chunk_size: int = 64 * 1024,
         allow_unencrypted: bool | None = None,
@@ -455,8 +467,8 @@ class WinRMSimulator:
         sweep_every: float | None = 1.0,
         protocol_logs: Mapping[str, ProtocolLogs] | None = None,
     ) -> None:
-        if auth not in ("ntlm", "basic"):
-            raise ValueError(f"auth must be 'ntlm' or 'basic', not {auth!r}")
+        if auth not in AUTHS:
+            raise ValueError(f"auth must be one of {AUTHS}, not {auth!r}")
         if chunk_size < 1:
             raise ValueError("chunk_size must be >= 1")
         users = dict(users if users is not None else {DEFAULT_USER: DEFAULT_PASSWORD})
@@ -501,12 +513,12 @@ class WinRMSimulator:
         if self._httpd is not None:
             return self
         self._stopping.clear()
-        if self.auth == "ntlm":
+        if self.auth in _NTLM_AUTHS:
             register_users(id(self), self.users)
         try:
             httpd = _HTTPServer(("127.0.0.1", self._port), _Handler)
         except BaseException:
-            if self.auth == "ntlm":
+            if self.auth in _NTLM_AUTHS:
                 unregister_users(id(self))
             raise
         httpd.simulator = self
@@ -556,7 +568,7 @@ class WinRMSimulator:
         httpd.server_close()
         if self._thread is not None:
             self._thread.join(timeout=5)
-        if self.auth == "ntlm":
+        if self.auth in _NTLM_AUTHS:
             unregister_users(id(self))
 
     def __enter__(self) -> WinRMSimulator:
@@ -601,10 +613,23 @@ class WinRMSimulator:
     def log(self, server: str) -> EventLog:
         return self._state(server).log
 
-    def url_for(self, server: str) -> str:
-        """``http://127.0.0.1:PORT/<server>/wsman``: the endpoint pywinrm should use for ``server``."""
+    def url_for(self, server: str, host: str | None = None) -> str:
+        """``http://127.0.0.1:PORT/<server>/wsman``: the endpoint pywinrm should use for ``server``
+        (with ``host`` in place of 127.0.0.1: a name that resolves here, as Kerberos needs)."""
         state = self._state(server)
-        return f"{self.base_url}/{quote(state.name, safe='')}/wsman"
+        base = self.base_url if host is None else self.base_url.replace("127.0.0.1", host, 1)
+        return f"{base}/{quote(state.name, safe='')}/wsman"
+
+    def set_service_host(self, server: str, host: str) -> None:
+        """``server``'s Kerberos service is HTTP/``host``: its key must be in the keytab
+        KRB5_KTNAME names (sim.kerberos_server)."""
+        self._state(server).service_host = host
+
+    def service_host(self, server: str) -> str:
+        return self._state(server).service_host
+
+    def last_auth_error(self, server: str) -> str:
+        return self._state(server).last_auth_error
 
     # -- statistics ---------------------------------------------------------------------------------
 
@@ -1097,7 +1122,9 @@ class _Handler(BaseHTTPRequestHandler):
         super().setup()
         self.sim = self.server.simulator
         self.sim._track(self.connection, True)
-        self._ntlm = NtlmConnection()  # never authenticated under Basic, so sealed bodies are refused there
+        # The connection's security context: NTLM's, or Kerberos' once a Kerberos token comes
+        # (under Basic never authenticated, so sealed bodies are refused there).
+        self._security: NtlmConnection | KerberosConnection = NtlmConnection()
         self._basic_user = ""
         self._seen: set[str] = set()
 
@@ -1114,6 +1141,10 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _send(self, status: int, body: bytes = b"", headers: Iterable[tuple[str, str]] = (), close: bool = False) -> None:
         self.send_response(status)
+        mutual = getattr(self._security, "mutual", None)
+        if mutual and status < 400:   # Kerberos' AP-REP, once, on the answer after the handshake
+            self.send_header("WWW-Authenticate", mutual)
+            self._security.mutual = None
         for key, value in headers:
             self.send_header(key, value)
         self.send_header("Content-Length", str(len(body)))
@@ -1167,7 +1198,7 @@ class _Handler(BaseHTTPRequestHandler):
         state.bump(http_requests=1, connections=int(first))
         self.sim._pause(state.request_delay if state.request_delay is not None else self.sim.request_delay)
 
-        authenticated = self._basic_auth(state) if self.sim.auth == "basic" else self._ntlm_auth(state)
+        authenticated = self._basic_auth(state) if self.sim.auth == "basic" else self._negotiate_auth(state)
         if not authenticated:
             return  # the auth step has answered already
         if not body:
@@ -1179,11 +1210,12 @@ class _Handler(BaseHTTPRequestHandler):
         if self.sim.record_wire:
             self.sim.wire_log.append((state.name, content_type, body))
         if encrypted:
-            if not self._ntlm.authenticated or SPNEGO_ENCRYPTED_PROTOCOL.lower() not in content_type.lower():
+            if not self._security.authenticated or not any(
+                    p.lower() in content_type.lower() for p in self._security.protocols):
                 self._send(400, close=True)
                 return
             try:
-                soap = self._ntlm.unseal(body)
+                soap = self._security.unseal(body, content_type)
             except Exception:  # bad framing, wrong signature, out-of-sequence message
                 self._send(400, close=True)
                 return
@@ -1196,17 +1228,18 @@ class _Handler(BaseHTTPRequestHandler):
             soap = body
             state.bump(unencrypted_requests=1)
 
-        outcome = self.sim._dispatch(state, soap, self._ntlm.principal or self._basic_user)
+        outcome = self.sim._dispatch(state, soap, self._security.principal or self._basic_user)
         if outcome.special == "hang":
             self.sim._pause(outcome.hang_seconds)
             self.close_connection = True  # never answer; the client has long given up
             return
         if outcome.special == "unauthorized":
-            self._ntlm.forget()
+            self._security.forget()
             self._send(401, close=True)  # no challenge offered: the client cannot retry
             return
         if encrypted:
-            self._send(outcome.status, self._ntlm.seal(outcome.body), [("Content-Type", ENCRYPTED_CONTENT_TYPE)])
+            self._send(outcome.status, self._security.seal(outcome.body),
+                       [("Content-Type", self._security.content_type)])
         else:
             self._send(outcome.status, outcome.body, [("Content-Type", _SOAP_CONTENT_TYPE)] if outcome.body else [])
 
@@ -1234,9 +1267,19 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(401, headers=self._challenge_headers())
         return False
 
-    def _ntlm_auth(self, state: _ServerState) -> bool:
-        """One leg of the Negotiate handshake (see :meth:`NtlmConnection.authenticate`); True to serve the request."""
-        step = self._ntlm.authenticate(self.headers.get("Authorization", ""), self.sim._knows_user)
+    def _negotiate_auth(self, state: _ServerState) -> bool:
+        """One leg of the Negotiate handshake (see :meth:`NtlmConnection.authenticate` and
+        :class:`sim.kerberos_server.KerberosConnection`); True to serve the request. Under
+        ``auth="kerberos"`` an NTLM token is refused, as by a server whose domain turned NTLM
+        off; under ``"negotiate"`` the token's kind picks the connection's mechanism."""
+        authorization = self.headers.get("Authorization", "")
+        if authorization and not self._security.authenticated and self.sim.auth != "ntlm" and (
+                self.sim.auth == "kerberos" or not is_ntlm_token(authorization)):
+            if not isinstance(self._security, KerberosConnection):
+                self._security = KerberosConnection(self.sim.service_host(state.name))
+        step = self._security.authenticate(authorization, self.sim._knows_user)
+        if isinstance(self._security, KerberosConnection) and step.outcome == "failed":
+            state.last_auth_error = self._security.last_error
         if step.outcome == "authenticated":
             state.bump(auth_successes=1)
         elif step.outcome == "failed":
@@ -1256,7 +1299,8 @@ def main(argv: list[str] | None = None) -> int:
     """Serve the demo logs until interrupted and print how to connect."""
     parser = argparse.ArgumentParser(prog="python -m sim.winrm_server", description=main.__doc__)
     parser.add_argument("--port", type=int, default=0, help="TCP port on 127.0.0.1 (default: any free port)")
-    parser.add_argument("--auth", choices=["ntlm", "basic"], default="ntlm")
+    parser.add_argument("--auth", choices=list(AUTHS), default="ntlm",
+                        help="kerberos and negotiate need KRB5_KTNAME naming the services' keytab")
     parser.add_argument("--user", default=DEFAULT_USER)
     parser.add_argument("--password", default=DEFAULT_PASSWORD)
     parser.add_argument("--servers", type=int, default=2, help="number of servers; EX01/EX02 hold the demo stream")

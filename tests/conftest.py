@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -120,6 +121,29 @@ def samba_ad(tmp_path_factory):
         pytest.fail(str(exc), pytrace=False)
 
 
+@pytest.fixture(scope="session")
+def kerberos(samba_ad, tmp_path_factory):
+    """Samba AD's KDC with SubmitWatch's account, the WinRM services HTTP/<server>-<tag>.corp.test
+    of EX01 and EX02 (EX03's name has no SPN; the three names in /etc/hosts for the session),
+    keytabs and a krb5.conf
+    (tests/kerberos_ad.py), and this process's environment pointing at them."""
+    from tests.kerberos_ad import hosts_entries, kerberos_realm, run_tag
+    tag = run_tag()
+    realm = kerberos_realm(samba_ad, tmp_path_factory.mktemp("kerberos"), ("EX01", "EX02"), tag,
+                           unregistered=("EX03",))
+    saved = {name: os.environ.get(name) for name in realm.environ()}
+    os.environ.update(realm.environ())
+    try:
+        with hosts_entries(realm.hosts.values(), tag):
+            yield realm
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
 # --- before anything runs: the directory tests need root ----------------------------------------
 
 #: The marker conftest puts on every test that uses the samba_ad fixture (directly or through
@@ -165,3 +189,36 @@ def pytest_collection_finish(session):
     why = samba_needs_root(sum(map(_uses_samba, session.items)), os.geteuid())
     if why:
         pytest.exit(why, returncode=pytest.ExitCode.USAGE_ERROR)
+
+
+# --- the DC under a name of this run's, for the Kerberos LDAP bind ------------------------------
+
+@dataclass(frozen=True)
+class KerberosDC:
+    """How the Kerberos LDAP tests reach this run's DC by name: `url` names a host whose SPN
+    ldap/<host> the DC holds; `nospn_url` a host that resolves to the same DC but that no
+    account holds an SPN for."""
+    host: str
+    url: str
+    nospn_url: str
+    address: str
+
+
+@pytest.fixture(scope="session")
+def kerberos_dc(samba_ad, kerberos):
+    """This run's DC as dc1-<tag>.corp.test: the SPN ldap/dc1-<tag>.corp.test on the DC's own
+    account (what `setspn -S ldap/<alias> DC1` does for a DC's alias), that name and
+    nospn-<tag>.corp.test in /etc/hosts at the DC's address (per run, so two runs never share
+    a name: Kerberos names the service by the URL's host, which must resolve), and SubmitWatch's
+    principal (the `kerberos` fixture's account) given the read-only delegation `check`
+    recommends on each server's CN=Protocols, as the `reader` account has."""
+    from tests.kerberos_ad import CLIENT, _samba_tool, hosts_entries
+    host = f"dc1-{kerberos.tag}.{kerberos.realm.lower()}"
+    nospn = f"nospn-{kerberos.tag}.{kerberos.realm.lower()}"
+    _samba_tool(samba_ad, "spn", "add", f"ldap/{host}", "DC1$")
+    client = samba_ad.users[CLIENT]
+    for protocols in samba_ad.servers.values():
+        samba_ad.add_ace(protocols, f"(A;CI;RPLCLORC;;;{client.sid})")
+    # a mark of its own: the `kerberos` fixture's teardown removes its lines, not these
+    with hosts_entries((host, nospn), f"{kerberos.tag}-ldap", address=samba_ad.address):
+        yield KerberosDC(host, f"ldap://{host}", f"ldap://{nospn}", samba_ad.address)

@@ -458,10 +458,12 @@ def provision(root: Path) -> str:
 
 
 def configure(root: Path, pki: TestPKI, addresses: Iterable[str]) -> None:
-    """Edit the provisioned smb.conf: these loopback addresses only, LDAP only, simple binds
-    allowed over plain LDAP (tests only: real DCs should require signing or TLS), schema updates
-    allowed, our test CA's certificate, and pid and log files inside root (not /run or /var/log,
-    so that nothing of this test DC lives outside its temporary directory).
+    """Edit the provisioned smb.conf: these loopback addresses only, LDAP and the KDC only, LDAP
+    signing required as on a hardened DC (`ldap server require strong auth = yes`, Windows'
+    "LDAP server signing requirements = Require signing": a SIMPLE bind without TLS and a SASL
+    bind without signing or sealing are refused), schema updates allowed, our test CA's
+    certificate, and pid and log files inside root (not /run or /var/log, so that nothing of
+    this test DC lives outside its temporary directory).
 
     `interfaces = 127.a.b.c/8` with `bind interfaces only` makes Samba (4.17) listen on that
     address itself, although lo carries only 127.0.0.1/8: the /8 tells it which interface; a
@@ -469,8 +471,9 @@ def configure(root: Path, pki: TestPKI, addresses: Iterable[str]) -> None:
     os.chmod(pki.key_file, 0o600)  # Samba refuses a TLS key others may read
     settings = {
         "interfaces": " ".join(f"{address}/8" for address in addresses),
-        "bind interfaces only": "yes", "server services": "ldap, cldap",
-        "ldap server require strong auth": "no", "dsdb:schema update allowed": "true",
+        # kdc: Samba's own KDC issues the Kerberos tests' tickets (tests/kerberos_ad.py)
+        "bind interfaces only": "yes", "server services": "ldap, cldap, kdc",
+        "ldap server require strong auth": "yes", "dsdb:schema update allowed": "true",
         "tls enabled": "yes", "tls keyfile": str(pki.key_file),
         "tls certfile": str(pki.cert_file), "tls cafile": str(pki.ca_file),
         "pid directory": str(root / "run"), "log file": str(root / "samba.log"),

@@ -11,7 +11,7 @@ from dataclasses import replace
 
 import pytest
 
-from bot.core.config import Secret, parse_directory
+from bot.core.config import KerberosConfig, Secret, parse_directory, with_kerberos
 from bot.ops.check import run_check
 from tests.samba_ad import PASSWORD, unique
 
@@ -57,7 +57,8 @@ def test_without_a_directory_one_line_says_the_checks_are_off(check):
 def test_the_reader_account_reads_everything(ad, check):
     status, lines = check(directory(ad))
     assert status == 0, "\n".join(lines)
-    assert (f"OK       directory: {ad.ldaps_url} accepted CORP\\reader (SIMPLE bind)") in lines
+    assert (f"OK       directory: {ad.ldaps_url} accepted CORP\\reader (SIMPLE bind over "
+            "TLS)") in lines
     assert ("OK       directory: the configuration partition CN=Configuration,DC=corp,DC=test "
             "is readable") in lines
     for server in ("EX01", "EX02"):
@@ -109,3 +110,21 @@ def test_wrong_or_missing_password_is_a_failed_line_in_words(ad, check):
     assert status == 1
     assert (f"FAILED   directory: the directory password is not set: put it in the environment "
             f"variable {ENV} (or a file named by {ENV}_FILE)") in lines
+
+
+def test_a_kerberos_bind_says_as_whom_and_that_it_is_sealed(ad, check, kerberos, kerberos_dc):
+    """auth 'kerberos' (tests/test_directory_kerberos.py): the line names the principal and
+    the security layer; the principal has the same read-only delegation as `reader`."""
+    identity = KerberosConfig(kerberos.client_principal, keytab=str(kerberos.client_keytab),
+                              krb5_conf=str(kerberos.krb5_conf))
+    config = with_kerberos(parse_directory({"urls": [kerberos_dc.url], "auth": "kerberos",
+                                            "connect_timeout": 3, "read_timeout": 5}, {}),
+                           identity)
+    status, lines = check(config)
+    assert status == 0, "\n".join(lines)
+    assert (f"OK       directory: {kerberos_dc.url} accepted {kerberos.client_principal} "
+            "(Kerberos bind, signed and sealed: SASL GSSAPI with a 256-bit security layer)"
+            ) in lines
+    assert any(line.startswith(f"OK       directory: {kerberos.client_principal}: SID S-1-5-21-")
+               for line in lines), lines
+    assert not [line for line in lines if line.startswith(("FAILED", "FIX"))]

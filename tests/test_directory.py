@@ -4,10 +4,10 @@ No LDAP is mocked: the `samba_ad` session fixture (tests/samba_ad.py) provisions
 controller, and every descriptor read here was written by Samba's own SDDL parser
 (samba-tool dsacl set, ldbmodify), never by our code.
 
-The reader binds with SIMPLE over LDAPS (the test CA's certificate, verified) or, where a test
-says so, over plain LDAP with allow_insecure_simple. ldap3's NTLM bind is the "Sicily" one,
-which Samba refuses (ldap3 issues #663, #836; test_ntlm_bind_refused_by_samba_in_words shows
-what a user then reads), so NTLM against a DC is verified only by a user's first `check`.
+The reader binds here with SIMPLE over LDAPS (the test CA's certificate, verified); the session's
+Samba requires LDAP signing (`ldap server require strong auth = yes`), as a hardened DC does, so
+SIMPLE without TLS is refused. The Kerberos bind (signed and sealed) and those refusals are
+tests/test_directory_kerberos.py's, which reads the same findings as here through it.
 """
 from __future__ import annotations
 
@@ -26,7 +26,6 @@ from bot.directory.reader import (
     BYPASS_ANTI_SPAM,
     Directory,
     DirectoryError,
-    _ntlm_secret,
     _transport_problem,
     check_access,
     submit_right,
@@ -366,20 +365,10 @@ def test_untrusted_certificate(ad):
         Directory(parse_directory(table, {ENV: PASSWORD})).connect()
 
 
-def test_plain_ldap_with_simple_bind_only_when_allowed(ad):
-    with Directory(reader_config(ad, urls=[ad.ldap_url], allow_insecure_simple=True)) as d:
-        assert d.config_base() == f"CN=Configuration,{BASE_DN}"
+def test_simple_over_plain_ldap_only_when_allowed(ad):
     with pytest.raises(ConfigError, match="over ldaps:// only"):
         reader_config(ad, urls=[ad.ldap_url])
-
-
-def test_ntlm_bind_refused_by_samba_in_words(ad):
-    table = {"urls": [ad.ldaps_url], "user": "CORP\\reader", "password_env": ENV,
-             "ca_file": str(ad.ca_file)}
-    config = parse_directory(table, {ENV: PASSWORD})
-    assert config.auth == "ntlm"  # the default, for real AD
-    with pytest.raises(DirectoryError, match="closed the connection during the NTLM bind"):
-        Directory(config).connect()
+    # allowed, it is still the DC's to refuse: tests/test_directory_kerberos.py
 
 
 def test_missing_password_is_said_at_connect(ad):
@@ -404,15 +393,16 @@ def test_parse_directory_rules():
     base = {"urls": ["ldaps://dc01.contoso.com"], "user": "CONTOSO\\svc", "password_env": ENV}
     config = parse_directory(base, env)
     assert (config.auth, config.verify_tls, config.connect_timeout, config.read_timeout) == (
-        "ntlm", True, 5.0, 15.0)
+        "simple", True, 5.0, 15.0)
     assert config.password.reveal() == "pw" and "pw" not in repr(config)
     cases = [
         ({"urls": []}, "directory.urls must be a list of LDAP URLs"),
         ({"urls": ["https://dc01"]}, "is not an LDAP URL"),
         ({"urls": ["ldap://dc01/DC=x"]}, "no base DN"),
-        ({"user": "svc@contoso.com"}, "NTLM needs the DOMAIN"),
-        ({"auth": "kerberos"}, "directory.auth must be 'ntlm' or 'simple'"),
-        ({"auth": "simple", "urls": ["ldap://dc01"]}, "over ldaps:// only"),
+        ({"auth": "ntlm"}, "directory.auth 'ntlm' is no longer offered"),
+        ({"auth": "negotiate"}, "directory.auth must be 'kerberos' or 'simple'"),
+        ({"urls": ["ldap://dc01"]}, "over ldaps:// only"),
+        ({"auth": "kerberos"}, "directory.user is not used with auth 'kerberos'"),
         ({"verify_tls": "no"}, "directory.verify_tls must be true or false"),
         ({"read_timeout": "soon"}, "directory.read_timeout must be a duration"),
         ({"password": "x"}, "secrets never go in the config file"),
@@ -425,12 +415,6 @@ def test_parse_directory_rules():
         parse_directory({k: v for k, v in base.items() if k != "password_env"}, env)
     assert parse_directory({**base, "auth": "simple", "urls": ["ldap://127.0.0.1"],
                             "allow_insecure_simple": True}, env).auth == "simple"
-
-
-def test_ntlm_secret_is_the_nt_hash():
-    # MS-NLMP 4.2.2.1.2: NTOWFv1("Password") = a4f49c406510bdcab6824ee7c30fd852
-    assert _ntlm_secret("Password") == ("aad3b435b51404eeaad3b435b51404ee:"
-                                        "a4f49c406510bdcab6824ee7c30fd852")
 
 
 # --- the parser against what Samba returns ----------------------------------------------------

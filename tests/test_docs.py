@@ -113,7 +113,7 @@ def test_the_anchor_rule_is_githubs():
 
 
 def test_every_config_key_is_documented_and_every_documented_key_exists():
-    documented = set(re.findall(r"^\| `([a-z_]+\.[a-z_]+)` \|", CONFIGURATION, re.M))
+    documented = set(re.findall(r"^\| `([a-z_]+\.[a-z0-9_]+)` \|", CONFIGURATION, re.M))
     real = {f"{table}.{key}" for table, keys in KEYS.items() for key in keys}
     assert documented == real, (f"undocumented: {sorted(real - documented)}; "
                                 f"documented but unknown: {sorted(documented - real)}")
@@ -139,6 +139,7 @@ def test_documented_defaults_are_the_real_defaults():
     DevicesConfig,
     DirectoryConfig,
     IncidentConfig,
+    KerberosConfig,
     MetricsConfig,
     OtlpConfig,
     PermissionsConfig,
@@ -160,8 +161,9 @@ def test_documented_defaults_are_the_real_defaults():
                 "servers": ServerConfig(name="x", url="u"),
                 "routes": RouteConfig(name="x"),
                 "directory": DirectoryConfig(urls=("ldaps://dc",), user="u", password_env="P"),
-                "devices": DevicesConfig(), "otlp": OtlpConfig()}
-    rows = re.findall(r"^\| `([a-z_]+)\.([a-z_]+)` \| `([^`|]+)` \|", CONFIGURATION, re.M)
+                "devices": DevicesConfig(), "otlp": OtlpConfig(),
+                "kerberos": KerberosConfig(principal="svc@CONTOSO.COM")}
+    rows = re.findall(r"^\| `([a-z_]+)\.([a-z0-9_]+)` \| `([^`|]+)` \|", CONFIGURATION, re.M)
     assert len(rows) >= 15
     for table, key, shown in rows:
         if key == "channel" and table in ("servers", "summary"):  # slack.channel, by reference

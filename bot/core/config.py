@@ -26,7 +26,7 @@ SLACK_API_URL = "https://slack.com/api/"
 TRANSPORTS = ("ntlm", "kerberos", "credssp", "ssl", "basic", "certificate")
 MODES = ("socket", "http")
 #: Transports whose support pywinrm leaves to optional packages: (modules, what to install).
-TRANSPORT_PACKAGES = {"kerberos": (("kerberos", "winkerberos"), "pywinrm[kerberos]"),
+TRANSPORT_PACKAGES = {"kerberos": (("kerberos", "winkerberos"), "submitwatch[kerberos]"),
                       "credssp": (("requests_credssp",), "pywinrm[credssp]")}
 SECRET_ENV = {
     "bot_token": "SLACK_BOT_TOKEN",
@@ -48,6 +48,8 @@ KEYS = {
     "otlp": {"host", "port", "token_env", "max_body", "unconfigured_origins", "tls_cert",
              "tls_key", "client_ca"},
     "logging": {"format"},
+    # [kerberos]: the one identity every Kerberos connection uses (bot.core.kerberos).
+    "kerberos": {"principal", "keytab", "password_env", "krb5_conf", "allow_ntlm"},
     "routes": {"name", "accounts", "servers", "events", "channel", "owners"},
     "summary": {"every", "at", "weekday", "channel"},
     "devices": {"enabled", "reverse_dns", "max_bytes", "max_seconds"},
@@ -204,6 +206,8 @@ class ServerConfig:
     frontend_protocol_log: str | None = None
     hub_protocol_log: str | None = None
     log: str = "Application"   # the event log read; every event in it is the server's own
+    #: The identity transport "kerberos" signs in with ([kerberos]; set by parse_config).
+    kerberos: KerberosConfig | None = field(default=None, compare=False, repr=False)
 
     @property
     def polled(self) -> bool:
@@ -373,6 +377,7 @@ class Config:
     devices: DevicesConfig = DevicesConfig()
     otlp: OtlpConfig = OtlpConfig()
     collectors: tuple[CollectorConfig, ...] = ()
+    kerberos: KerberosConfig | None = None     # None: no [kerberos] table
 
     def route_for(self, account: str, server: str, event_id: int) -> RouteConfig:
         """The first [[routes]] entry that matches, else the server's channel (or
@@ -456,8 +461,115 @@ def parse_config(raw: Mapping[str, Any], environ: Mapping[str, str],
     devices = _devices_config(_section(raw, "devices"))
     otlp = _otlp_config(_section(raw, "otlp"), environ)
     collectors = _collectors(raw, environ, {s.name.casefold() for s in servers})
+    kerberos = _kerberos_config(_section(raw, "kerberos"), environ) if "kerberos" in raw \
+        else None
+    _check_kerberos_use(kerberos, [*servers, *(c.endpoint for c in collectors)])
+    directory = with_kerberos(directory, kerberos) if directory is not None else None
+    if kerberos is not None:
+        servers = tuple(replace(s, kerberos=kerberos) if s.transport == "kerberos" else s
+                        for s in servers)
+        collectors = tuple(replace(c, endpoint=replace(c.endpoint, kerberos=kerberos))
+                           if c.endpoint.transport == "kerberos" else c for c in collectors)
     return Config(slack, store, polling, incidents, servers, source, permissions, metrics,
-                  log_format, routes, summary, directory, devices, otlp, collectors)
+                  log_format, routes, summary, directory, devices, otlp, collectors, kerberos)
+
+
+@dataclass(frozen=True)
+class KerberosConfig:
+    """SubmitWatch's own Kerberos identity (bot.core.kerberos): a principal and its keytab or
+    password, turned into a ticket in a credential cache private to the process."""
+
+    principal: str                            # svc-submitwatch@CONTOSO.COM
+    keytab: str | None = None                 # a keytab file holding the principal's keys
+    password_env: str | None = None           # or the variable holding its password
+    password: Secret | None = field(default=None, repr=False)
+    krb5_conf: str | None = None              # None: /etc/krb5.conf (or KRB5_CONFIG)
+    allow_ntlm: bool = True                   # false: no server may use NTLM (nor CredSSP)
+
+    @property
+    def realm(self) -> str:
+        return self.principal.rpartition("@")[2]
+
+
+_PRINCIPAL = re.compile(r"[^@\s/\\]+(/[^@\s/\\]+)?@[A-Z0-9][A-Z0-9.-]*")
+#: Transports that may authenticate with NTLM (CredSSP carries SPNEGO, which may end in NTLM).
+NTLM_TRANSPORTS = ("ntlm", "credssp")
+
+
+def _kerberos_config(table: Mapping[str, Any], environ: Mapping[str, str]) -> KerberosConfig:
+    principal = _str(table, "kerberos.principal", required=True)
+    if not _PRINCIPAL.fullmatch(principal):
+        raise ConfigError("kerberos.principal must be a Kerberos principal with its realm in "
+                          f"capitals, such as 'svc-submitwatch@CONTOSO.COM'; got {principal!r}")
+    keytab = _str(table, "kerberos.keytab", None)
+    password_env = _str(table, "kerberos.password_env", None)
+    if (keytab is None) == (password_env is None):
+        raise ConfigError("[kerberos] needs exactly one of keytab (a keytab file with the "
+                          "principal's keys: docs/kerberos.md) and password_env (the variable "
+                          "holding its password)")
+    if keytab is not None:
+        keytab = _expand_credentials(keytab)
+        try:
+            with open(keytab, "rb") as file:
+                head = file.read(2)
+        except OSError as exc:
+            raise ConfigError(f"kerberos.keytab {keytab} cannot be read: "
+                              f"{exc.strerror or exc}") from None
+        if head not in (b"\x05\x01", b"\x05\x02"):
+            raise ConfigError(f"kerberos.keytab {keytab} is not a keytab file (ktutil, "
+                              "`setspn`/`ktpass` or `samba-tool domain exportkeytab` write one)")
+    password = _secret(environ, password_env) if password_env else None
+    krb5_conf = _str(table, "kerberos.krb5_conf", None)
+    if krb5_conf is not None and not os.path.isfile(krb5_conf):
+        raise ConfigError(f"kerberos.krb5_conf {krb5_conf} is not a file")
+    allow = table.get("allow_ntlm", True)
+    if not isinstance(allow, bool):
+        raise ConfigError(f"kerberos.allow_ntlm must be true or false, got {allow!r}")
+    return KerberosConfig(principal, keytab, password_env, password, krb5_conf, allow)
+
+
+def _expand_credentials(path: str) -> str:
+    """A keytab given as `$CREDENTIALS_DIRECTORY/name`: systemd's LoadCredential= directory,
+    which it sets for the service (contrib/submitwatch.service)."""
+    if path.startswith("$CREDENTIALS_DIRECTORY/"):
+        directory = os.environ.get("CREDENTIALS_DIRECTORY")
+        if not directory:
+            raise ConfigError(f"kerberos.keytab {path}: CREDENTIALS_DIRECTORY is not set (it is "
+                              "under systemd with LoadCredential=; elsewhere give the path)")
+        return os.path.join(directory, path.split("/", 1)[1])
+    return path
+
+
+def _check_kerberos_use(kerberos: KerberosConfig | None, endpoints: list[ServerConfig]) -> None:
+    """Every Kerberos endpoint has an identity and a DNS name; with allow_ntlm off, none may
+    use NTLM."""
+    for endpoint in endpoints:
+        if not endpoint.polled:
+            continue
+        where = endpoint.name
+        if endpoint.transport == "kerberos":
+            if kerberos is None:
+                raise ConfigError(f"{where}: transport 'kerberos' needs a [kerberos] table naming "
+                                  "SubmitWatch's principal and its keytab or password_env "
+                                  "(docs/kerberos.md)")
+            host = urlsplit(endpoint.url).hostname or ""
+            if _is_address(host):
+                raise ConfigError(
+                    f"{where}: transport 'kerberos' needs the server's DNS name in its url, not "
+                    f"the address {host}: the ticket is for the service HTTP/<name>, and an "
+                    "address names no service (use the name `setspn -L <server>` lists)")
+        elif endpoint.transport in NTLM_TRANSPORTS and kerberos is not None \
+                and not kerberos.allow_ntlm:
+            raise ConfigError(f"{where}: transport {endpoint.transport!r} may authenticate with "
+                              "NTLM, and kerberos.allow_ntlm is false: use transport 'kerberos'")
+
+
+def _is_address(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False
+    return True
 
 
 def _devices_config(devices: Mapping[str, Any]) -> DevicesConfig:
@@ -692,10 +804,14 @@ def _server(raw: Mapping[str, Any], where: str, environ: Mapping[str, str], *,
         if not (cert_pem and cert_key_pem):
             raise ConfigError(f"{where}: transport 'certificate' needs cert_pem and cert_key_pem "
                               "(paths to the client certificate and its key)")
+    elif transport == "kerberos":
+        if username or password_env:
+            raise ConfigError(f"{where}: transport 'kerberos' signs in as [kerberos].principal; "
+                              "remove username and password_env here")
     elif not username:
         raise ConfigError(f"{where}.username is required for transport {transport!r} "
                           "(e.g. 'CONTOSO\\\\svc-submitwatch')")
-    elif not password_env and transport != "kerberos":
+    elif not password_env:
         raise ConfigError(f"{where}.password_env is required for transport {transport!r}: name "
                           "the environment variable that holds the password")
     return ServerConfig(
@@ -823,7 +939,7 @@ def missing_secrets(config: Config, *, slack_mode: str | None) -> list[str]:
             missing.append(f"{endpoint.password_env} (the WinRM password for collector "
                            f"{endpoint.name})")
     directory = config.directory
-    if directory is not None and directory.password is None:
+    if directory is not None and directory.password_env and directory.password is None:
         missing.append(f"{directory.password_env} (the password of {directory.user}, for "
                        "[directory])")
     return missing
@@ -977,26 +1093,40 @@ def _secret(environ: Mapping[str, str], name: str) -> Secret | None:
 @dataclass(frozen=True)
 class DirectoryConfig:
     urls: tuple[str, ...]
+    #: The account that binds: DOMAIN\user or a UPN for SIMPLE; with auth 'kerberos', the
+    #: [kerberos] principal (with_kerberos sets it).
     user: str
-    password_env: str
+    password_env: str | None = None            # SIMPLE only: Kerberos has [kerberos]'s
     password: Secret | None = field(default=None, repr=False)
-    auth: str = "ntlm"
-    #: SIMPLE sends the password as it is: only over ldaps://, unless this is set (the tests set
-    #: it against a Samba DC on 127.0.0.1; nothing else should).
+    auth: str = "simple"
+    #: SIMPLE sends the password as it is: only over ldaps://, unless this is set (a DC that
+    #: requires LDAP signing refuses it anyway, and `check` says so).
     allow_insecure_simple: bool = False
     verify_tls: bool = True
     ca_file: str | None = None
     connect_timeout: float = 5.0
     read_timeout: float = 15.0
+    #: auth 'kerberos': SubmitWatch's identity ([kerberos]), set by with_kerberos.
+    kerberos: KerberosConfig | None = field(default=None, compare=False, repr=False)
 
 
-AUTHS = ("ntlm", "simple")
+#: How the reader binds: SIMPLE over LDAPS, or SASL GSSAPI (Kerberos) signed and sealed.
+AUTHS = ("simple", "kerberos")
 DIRECTORY_KEYS = KEYS["directory"]
+#: Binds once offered and removed, and why (the words a user with an old file reads).
+REMOVED_AUTHS = {
+    "ntlm": ("directory.auth 'ntlm' is no longer offered: the NTLM bind SubmitWatch's LDAP "
+             "library sends is refused by Samba and by domains that have turned NTLM off, so "
+             "it could not be proven against any DC. Use auth = 'kerberos' (SASL GSSAPI, signed "
+             "and sealed, as SubmitWatch's [kerberos] principal: docs/kerberos.md) or "
+             "auth = 'simple' over ldaps://"),
+}
 
 
 def parse_directory(table: Mapping[str, Any], environ: Mapping[str, str]) -> DirectoryConfig:
     """The [directory] table; ConfigError names the key and what it allows. The password comes
-    from the environment variable password_env names (or its _FILE twin), never the file."""
+    from the environment variable password_env names (or its _FILE twin), never the file.
+    With auth 'kerberos', with_kerberos adds the [kerberos] identity it binds as."""
     _only(table, "directory", DIRECTORY_KEYS)
     urls_raw = table.get("urls")
     if isinstance(urls_raw, str):
@@ -1018,31 +1148,71 @@ def parse_directory(table: Mapping[str, Any], environ: Mapping[str, str]) -> Dir
         except ValueError:
             raise ConfigError(f"directory.urls: {url!r} has a port that is not a number") from None
         urls.append(url)
-    user = _str(table, "directory.user", required=True)
-    auth = table.get("auth", "ntlm")
+    auth = table.get("auth", "simple")
+    if auth in REMOVED_AUTHS:
+        raise ConfigError(REMOVED_AUTHS[auth])
     if auth not in AUTHS:
-        raise ConfigError(f"directory.auth must be 'ntlm' or 'simple', got {auth!r}")
-    if auth == "ntlm" and "\\" not in user:
-        raise ConfigError(f"directory.user {user!r}: NTLM needs the DOMAIN\\\\user form, such as "
-                          "'CONTOSO\\\\svc-submitwatch'")
+        raise ConfigError(f"directory.auth must be 'kerberos' or 'simple', got {auth!r}")
     flags = {}
     for key, default in (("allow_insecure_simple", False), ("verify_tls", True)):
         flags[key] = table.get(key, default)
         if not isinstance(flags[key], bool):
             raise ConfigError(f"directory.{key} must be true or false, got {flags[key]!r}")
+    connect_timeout = _duration(table, "directory.connect_timeout",
+                                DirectoryConfig.connect_timeout, low=0.1)
+    read_timeout = _duration(table, "directory.read_timeout", DirectoryConfig.read_timeout,
+                             low=1)
+    if auth == "kerberos":
+        _kerberos_directory(table, urls)
+        return DirectoryConfig(urls=tuple(urls), user="", auth=auth,
+                               connect_timeout=connect_timeout, read_timeout=read_timeout)
+    user = _str(table, "directory.user", required=True)
     if auth == "simple" and not flags["allow_insecure_simple"]:
         plain = [u for u in urls if urlsplit(u).scheme != "ldaps"]
         if plain:
             raise ConfigError(f"directory: auth 'simple' sends the password in clear, so it is "
                               f"taken over ldaps:// only; {', '.join(plain)} is plain LDAP. Use "
-                              "ldaps://, or auth = 'ntlm'")
+                              "ldaps://, or auth = 'kerberos' (signed and sealed over ldap://)")
     password_env = _str(table, "directory.password_env", required=True)
     return DirectoryConfig(
         urls=tuple(urls), user=user, password_env=password_env,
         password=_secret(environ, password_env), auth=auth,
         allow_insecure_simple=flags["allow_insecure_simple"], verify_tls=flags["verify_tls"],
-        ca_file=_str(table, "directory.ca_file", None),
-        connect_timeout=_duration(table, "directory.connect_timeout",
-                                  DirectoryConfig.connect_timeout, low=0.1),
-        read_timeout=_duration(table, "directory.read_timeout", DirectoryConfig.read_timeout,
-                               low=1))
+        ca_file=_str(table, "directory.ca_file", None), connect_timeout=connect_timeout,
+        read_timeout=read_timeout)
+
+
+def _kerberos_directory(table: Mapping[str, Any], urls: list[str]) -> None:
+    """auth 'kerberos' binds as [kerberos].principal to ldap://<the DC's DNS name>, and seals
+    the connection itself: no user or password here, no TLS, no address for a name."""
+    extra = [key for key in ("user", "password_env", "allow_insecure_simple", "verify_tls",
+                             "ca_file") if key in table]
+    if extra:
+        raise ConfigError(f"directory.{extra[0]} is not used with auth 'kerberos': it binds as "
+                          "[kerberos].principal, with the ticket of its keytab or password, "
+                          "and seals the connection itself (no TLS); remove "
+                          f"{', '.join('directory.' + key for key in extra)}")
+    for url in urls:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        if parts.scheme != "ldap":
+            raise ConfigError(f"directory.urls: {url}: auth 'kerberos' signs and seals the "
+                              "connection itself (SASL GSSAPI), over ldap:// (port 389); "
+                              f"use ldap://{host}")
+        if _is_address(host):
+            raise ConfigError(
+                f"directory.urls: {url}: auth 'kerberos' needs the DC's DNS name, not the "
+                f"address {host}: the ticket is for the service ldap/<DC name>, and an address "
+                "names no service (use the name `setspn -L <DC>` lists, such as "
+                "ldap://dc01.contoso.com)")
+
+
+def with_kerberos(directory: DirectoryConfig, kerberos: KerberosConfig | None) -> DirectoryConfig:
+    """The directory configuration with the identity auth 'kerberos' binds as."""
+    if directory.auth != "kerberos":
+        return directory
+    if kerberos is None:
+        raise ConfigError("directory: auth 'kerberos' needs a [kerberos] table naming "
+                          "SubmitWatch's principal and its keytab or password_env "
+                          "(docs/kerberos.md)")
+    return replace(directory, user=kerberos.principal, kerberos=kerberos)

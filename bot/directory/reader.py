@@ -8,9 +8,23 @@ against the token Exchange builds (DOMAIN.md 6), naming the ACE that decides, or
 cannot be decided from here (a Deny for a group of another domain, whose membership this DC
 does not hold).
 
-Read-only, always: the connection is opened with ldap3's read_only flag, so an add, modify or
-delete could not be sent even by mistake. Every failure reaches callers as DirectoryError, in
-words (which URL, what the DC said, what an admin can do); nothing else escapes.
+Two binds ([directory] auth), one reader: every read goes through `Directory._search`, whichever
+library carries it, so both binds read the same findings.
+- "simple": SIMPLE over LDAPS, with ldap3 (pure Python, a base dependency).
+- "kerberos": SASL GSSAPI as SubmitWatch's [kerberos] principal (bot.core.kerberos gets the
+  ticket), with a security layer of at least 56 bits (sealed: signed and encrypted), as a DC with
+  "LDAP server signing requirements = Require signing" (Samba: `ldap server require strong auth
+  = yes`) demands. With python-ldap (OpenLDAP's libldap and Cyrus SASL's GSSAPI module, the
+  `kerberos` extra): ldap3 2.9 binds with GSSAPI but cannot sign or seal, so such a DC refuses it
+  ("Sign or Seal are required"); msldap's Kerberos failed against Samba's KDC. The SPN is
+  ldap/<the URL's host>, never a reverse lookup of the address (SASL_NOCANON).
+An NTLM bind is not offered: Samba refuses ldap3's (Sicily) NTLM bind outright, and a domain
+that turned NTLM off refuses any.
+
+Read-only, always: ldap3's connection is opened with its read_only flag, and the Kerberos link
+has a search method and nothing else, so an add, modify or delete could not be sent even by
+mistake. Every failure reaches callers as DirectoryError, in words (which URL, what the DC said,
+what an admin can do); nothing else escapes.
 
 The reader account needs no privilege beyond read: a non-admin gets a connector's DACL only when
 the search sends the LDAP SD-flags control asking for the DACL alone (OWNER|GROUP|DACL|SACL is
@@ -18,7 +32,6 @@ asked for otherwise, and the SACL needs a privilege, so AD returns no descriptor
 """
 from __future__ import annotations
 
-import hashlib
 import ipaddress
 import math
 import re
@@ -26,14 +39,15 @@ import socket
 import ssl
 import uuid
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 from urllib.parse import urlsplit
 
 import ldap3
 from ldap3.core import exceptions as ldap_errors
 from ldap3.protocol.microsoft import security_descriptor_control
+from ldap3.utils.ciDict import CaseInsensitiveDict
 from ldap3.utils.conv import escape_filter_chars
 
 from bot.core.config import DirectoryConfig
@@ -48,6 +62,10 @@ from bot.directory.secdesc import (
     sid_to_bytes,
     speaks_for,
 )
+
+if TYPE_CHECKING:   # imported when the Kerberos bind is first used
+    from bot.core.kerberos import Login
+
 
 # --- Exchange's constants (ReceiveConnector.cs, AuthMechanisms.cs, ServerRole.cs,
 # WellKnownPermission.cs) -------------------------------------------------------------------------
@@ -345,15 +363,114 @@ def delegation_commands(user: str, protocols_dns: Iterable[str]) -> list[str]:
     return lines
 
 
+# --- the links: one LDAP library per bind, the same answers ---------------------------------
+
+#: The least SASL security layer the Kerberos bind accepts, in bits (Cyrus SASL's SSF): 56 and
+#: more is encryption (sealing), which signs as well; 1 would be signing alone.
+SEALED = 56
+
+
+@dataclass
+class _Answer:
+    """One search's outcome, whichever library carried it: the LDAP result code (0 success,
+    10 referral, 32 noSuchObject, 50 insufficientAccessRights...) and the entries as
+    {'dn': str, 'attributes': {name: [bytes, ...]}} (names case-insensitive)."""
+    code: int | None
+    description: str = ""
+    message: str = ""
+    referrals: list[str] = field(default_factory=list)
+    entries: list[dict[str, Any]] = field(default_factory=list)
+
+
+class _Broken(Exception):
+    """The connection failed under a search; its message is already in words."""
+
+
+class _Link(Protocol):
+    """A bound, read-only connection: it searches, and nothing else."""
+
+    def search(self, base: str, ldap_filter: str, scope: str, attributes: list[str],
+               sd_control: bool) -> _Answer: ...
+
+    def close(self) -> None: ...
+
+
+class _Ldap3Link:
+    """SIMPLE over LDAPS with ldap3, opened read_only."""
+
+    def __init__(self, conn: ldap3.Connection, url: str, config: DirectoryConfig):
+        self.conn, self.url, self.config = conn, url, config
+
+    def search(self, base: str, ldap_filter: str, scope: str, attributes: list[str],
+               sd_control: bool) -> _Answer:
+        conn = self.conn
+        controls = security_descriptor_control(sdflags=DACL_ONLY) if sd_control else None
+        try:
+            conn.search(base, ldap_filter, scope, attributes=attributes, controls=controls)
+        except (ldap_errors.LDAPException, OSError) as exc:
+            raise _Broken(_transport_problem(self.url, self.config, exc)) from None
+        result = conn.result
+        return _Answer(result.get("result"), str(result.get("description") or ""),
+                       str(result.get("message") or ""), list(result.get("referrals") or []),
+                       [{"dn": r["dn"], "attributes": r.get("raw_attributes", {})}
+                        for r in conn.response or [] if r.get("type") == "searchResEntry"])
+
+    def close(self) -> None:
+        self.conn.unbind()
+
+
+class _KerberosLink:
+    """SASL GSSAPI, sealed, with python-ldap (libldap + Cyrus SASL): Kerberos as the
+    [kerberos] principal. The security layer wraps every request after the bind."""
+
+    def __init__(self, conn: Any, url: str, config: DirectoryConfig, ssf: int):
+        self.conn, self.url, self.config, self.ssf = conn, url, config, ssf
+
+    def search(self, base: str, ldap_filter: str, scope: str, attributes: list[str],
+               sd_control: bool) -> _Answer:
+        import ldap
+        from ldap.controls import LDAPControl
+        # the SD-flags control's value, BER: SEQUENCE { INTEGER DACL_ONLY }
+        controls = [LDAPControl(SD_FLAGS_OID, True,
+                                encodedControlValue=bytes((0x30, 3, 2, 1, DACL_ONLY)))
+                    ] if sd_control else None
+        scopes = {ldap3.BASE: ldap.SCOPE_BASE, ldap3.LEVEL: ldap.SCOPE_ONELEVEL,
+                  ldap3.SUBTREE: ldap.SCOPE_SUBTREE}
+        try:
+            msgid = self.conn.search_ext(base, scopes[scope], ldap_filter, attributes,
+                                         serverctrls=controls)
+            _, data, _, _ = self.conn.result3(msgid, timeout=self.config.read_timeout)
+        except ldap.REFERRAL as exc:
+            return _Answer(10, "referral", referrals=_referrals(_info(exc)))
+        except (ldap.SERVER_DOWN, ldap.TIMEOUT, ldap.CONNECT_ERROR, ldap.UNAVAILABLE,
+                ldap.BUSY) as exc:
+            raise _Broken(_kerberos_problem(self.url, self.config, exc)) from None
+        except ldap.LDAPError as exc:
+            detail = exc.args[0] if exc.args and isinstance(exc.args[0], dict) else {}
+            return _Answer(detail.get("result", -1), _description(exc), _info(exc))
+        entries = [{"dn": dn, "attributes": CaseInsensitiveDict(values)}
+                   for dn, values in data if dn is not None]   # None: a search reference
+        return _Answer(0, "success", entries=entries)
+
+    def close(self) -> None:
+        self.conn.unbind_s()
+
+
+SD_FLAGS_OID = "1.2.840.113556.1.4.801"   # LDAP_SERVER_SD_FLAGS_OID (MS-ADTS 3.1.1.3.4.1.11)
+
 # --- the reader ---------------------------------------------------------------------------------
 
 class Directory:
-    """One read-only LDAP connection to the first DC of `config.urls` that answers."""
+    """One read-only LDAP connection to the first DC of `config.urls` that answers. `login`:
+    the Kerberos login to use for auth 'kerberos' (the process's one for [kerberos] when None)."""
 
-    def __init__(self, config: DirectoryConfig):
+    def __init__(self, config: DirectoryConfig, login: Login | None = None):
         self.config = config
         self.url: str | None = None
-        self._conn: ldap3.Connection | None = None
+        #: Who is bound and how, in words (for `check`), once connected.
+        self.bound_as: str | None = None
+        self._login = login
+        self._link: _Link | None = None
         self._root: dict[str, str] = {}
         self._domains: set[str] | None = None
         self._netbios: str | None = None
@@ -368,28 +485,31 @@ class Directory:
         self.close()
 
     def close(self) -> None:
-        if self._conn is not None:
+        if self._link is not None:
             try:
-                self._conn.unbind()
+                self._link.close()
             except Exception:  # closing a broken connection: nothing to tell
                 pass
-            self._conn = None
+            self._link = None
 
     # connecting
 
     def connect(self) -> None:
         """Bind to the first URL that accepts us; DirectoryError lists what each one said."""
-        if self._conn is not None:
+        if self._link is not None:
             return
         config = self.config
-        if config.password is None:
+        if config.auth == "kerberos":
+            self._kerberos_ticket()
+        elif config.password is None:
             raise DirectoryError(f"the directory password is not set: put it in the environment "
                                  f"variable {config.password_env} (or a file named by "
                                  f"{config.password_env}_FILE)")
         problems = []
         for url in config.urls:
             try:
-                self._conn = self._bind(url, config.password.reveal())
+                self._link = (self._bind_kerberos(url) if config.auth == "kerberos"
+                              else self._bind(url))
                 self.url = url
                 return
             except DirectoryError as exc:
@@ -398,21 +518,17 @@ class Directory:
                     break  # the same account on every DC: do not lock it out trying them all
         raise DirectoryError("; ".join(problems))
 
-    def _bind(self, url: str, password: str) -> ldap3.Connection:
+    def _bind(self, url: str) -> _Link:
         config = self.config
-        if config.auth == "ntlm":
-            authentication, secret = ldap3.NTLM, _ntlm_secret(password)
-        else:
-            authentication, secret = ldap3.SIMPLE, password
+        assert config.password is not None
+        tls = urlsplit(url).scheme == "ldaps"
         try:   # a wrong ca_file fails here already, in ldap3's own words
-            tls = None
-            if urlsplit(url).scheme == "ldaps":
-                tls = ldap3.Tls(validate=ssl.CERT_REQUIRED if config.verify_tls
-                                else ssl.CERT_NONE, ca_certs_file=config.ca_file)
-            server = ldap3.Server(url, get_info=ldap3.NONE, tls=tls,
-                                  connect_timeout=config.connect_timeout)
-            conn = ldap3.Connection(server, user=config.user, password=secret,
-                                    authentication=authentication, read_only=True,
+            server = ldap3.Server(
+                url, get_info=ldap3.NONE, connect_timeout=config.connect_timeout,
+                tls=ldap3.Tls(validate=ssl.CERT_REQUIRED if config.verify_tls
+                              else ssl.CERT_NONE, ca_certs_file=config.ca_file) if tls else None)
+            conn = ldap3.Connection(server, user=config.user, password=config.password.reveal(),
+                                    authentication=ldap3.SIMPLE, read_only=True,
                                     check_names=False, raise_exceptions=False,
                                     auto_referrals=False,
                                     # whole seconds: ldap3 packs it into SO_RCVTIMEO as such
@@ -423,7 +539,57 @@ class Directory:
             raise DirectoryError(_transport_problem(url, config, exc)) from None
         if not bound:
             raise DirectoryError(_bind_problem(url, config, conn.result))
-        return conn
+        self.bound_as = (f"{config.user} (SIMPLE bind over TLS)" if tls else
+                         f"{config.user} (SIMPLE bind without TLS: the password crossed the "
+                         "network in clear)")
+        return _Ldap3Link(conn, url, config)
+
+    def _kerberos_ticket(self) -> None:
+        """SubmitWatch's ticket, in its private cache (got or renewed when needed), or
+        DirectoryError in words: the same for every DC, so none is tried without it."""
+        kerberos = self.config.kerberos
+        if kerberos is None:
+            raise DirectoryError("auth 'kerberos' needs a [kerberos] table naming SubmitWatch's "
+                                 "principal and its keytab or password_env (docs/kerberos.md)")
+        try:
+            # The process's one login for this identity, shared with WinRM's Kerberos: one
+            # cache, renewed under one lock.
+            from bot.core.kerberos import KerberosError, login_for
+            login = self._login or login_for(kerberos)
+            login.ensure()
+        except ImportError as exc:
+            raise DirectoryError(_needs_extra(exc)) from None
+        except KerberosError as exc:
+            raise DirectoryError(f"no Kerberos ticket for {kerberos.principal}: {exc}") from None
+
+    def _bind_kerberos(self, url: str) -> _Link:
+        config = self.config
+        assert config.kerberos is not None
+        try:
+            import ldap
+            import ldap.sasl
+        except ImportError as exc:
+            raise DirectoryError(_needs_extra(exc)) from None
+        try:
+            conn = ldap.initialize(url)
+            for option, value in ((ldap.OPT_PROTOCOL_VERSION, 3), (ldap.OPT_REFERRALS, 0),
+                                  (ldap.OPT_NETWORK_TIMEOUT, config.connect_timeout),
+                                  (ldap.OPT_TIMEOUT, config.read_timeout),
+                                  # the SPN is ldap/<the URL's host>, not a reverse lookup's
+                                  (ldap.OPT_X_SASL_NOCANON, 1),
+                                  (ldap.OPT_X_SASL_SSF_MIN, SEALED)):
+                conn.set_option(option, value)
+            conn.sasl_interactive_bind_s("", ldap.sasl.gssapi())
+            ssf = int(conn.get_option(ldap.OPT_X_SASL_SSF) or 0)
+        except ldap.LDAPError as exc:
+            raise DirectoryError(_kerberos_problem(url, config, exc)) from None
+        if ssf < SEALED:   # Cyrus enforces SSF_MIN; this says so should it ever not
+            conn.unbind_s()
+            raise DirectoryError(f"{url}: the Kerberos bind gave a {ssf}-bit security layer, "
+                                 f"less than the {SEALED} bits of a sealed connection")
+        self.bound_as = (f"{config.kerberos.principal} (Kerberos bind, signed and sealed: SASL "
+                         f"GSSAPI with a {ssf}-bit security layer)")
+        return _KerberosLink(conn, url, config, ssf)
 
     # reading
 
@@ -432,24 +598,22 @@ class Directory:
         """Entries as {'dn': str, 'attributes': {name: [bytes, ...]}} (names case-insensitive);
         an absent base gives [] when missing_ok. Every other failure is a DirectoryError."""
         self.connect()
-        conn = self._conn
-        assert conn is not None
-        controls = security_descriptor_control(sdflags=DACL_ONLY) if sd_control else None
+        link = self._link
+        assert link is not None
         try:
-            conn.search(base, ldap_filter, scope, attributes=list(attributes), controls=controls)
+            answer = link.search(base, ldap_filter, scope, list(attributes), sd_control)
         except UnicodeError:   # a name with a lone surrogate cannot be sent at all
             raise DirectoryError(f"{self.url}: {base} or the name looked up is not valid text "
                                  "(it holds characters UTF-8 cannot carry)") from None
-        except (ldap_errors.LDAPException, OSError) as exc:
+        except _Broken as exc:
             self.close()  # the connection's state is unknown now: the next call opens afresh
-            raise DirectoryError(_transport_problem(self.url or "?", self.config, exc)) from None
-        result = conn.result
-        code = result.get("result")
+            raise DirectoryError(str(exc)) from None
+        code = answer.code
         if code == 32 and missing_ok:  # noSuchObject (or not visible to this account)
             return []
         if code == 10:
             raise DirectoryError(f"{self.url}: the DC answered with a referral to "
-                                 f"{', '.join(result.get('referrals') or ['another server'])} "
+                                 f"{', '.join(answer.referrals or ['another server'])} "
                                  f"for {base}: it does not hold that part of the directory (an "
                                  "account in another domain? use a global catalog or that "
                                  "domain's DC)")
@@ -458,9 +622,8 @@ class Directory:
                                  f"{base} (insufficientAccessRights)")
         if code not in (0, None):
             raise DirectoryError(f"{self.url}: searching {base} failed: "
-                                 f"{result.get('description')} {result.get('message', '')}")
-        return [{"dn": r["dn"], "attributes": r.get("raw_attributes", {})}
-                for r in conn.response or [] if r.get("type") == "searchResEntry"]
+                                 f"{answer.description} {answer.message}".rstrip())
+        return answer.entries
 
     def _root_dse(self) -> dict[str, str]:
         if not self._root:
@@ -683,8 +846,7 @@ def check_access(directory: Directory, servers: Iterable[str],
     lines: list[CheckLine] = []
     try:
         directory.connect()
-        lines.append(("OK", f"directory: {directory.url} accepted {config.user} "
-                            f"({config.auth.upper()} bind)"))
+        lines.append(("OK", f"directory: {directory.url} accepted {directory.bound_as}"))
         base = directory.config_base()
         if not directory._search(base, "(objectClass=*)", ldap3.BASE, ["cn"]):
             lines.append(("FAILED", f"directory: {config.user} cannot read the configuration "
@@ -785,22 +947,6 @@ def _dns_name(base: str) -> str:
     return ".".join(part[3:] for part in base.split(",") if part.upper().startswith("DC="))
 
 
-def _ntlm_secret(password: str) -> str:
-    """What ldap3's NTLM takes as the password. ldap3 hashes it with MD4, which OpenSSL 3 (so
-    Debian 12's Python) no longer provides, and would fail with 'unsupported hash type MD4'
-    unless pycryptodome is installed. It also takes 'LM:NT' hashes instead of a password, so
-    the NT hash (MD4 of the UTF-16 password) is computed here, by hashlib when it can, else by
-    the MD4 pyspnego ships (a dependency already, through pywinrm). The LM half is unused by
-    NTLMv2 and is the hash of an empty password."""
-    data = password.encode("utf-16-le")
-    try:
-        nt_hash = hashlib.new("md4", data).hexdigest()
-    except ValueError:
-        from spnego._ntlm_raw.md4 import md4  # private but stable since 0.1; pinned >= 0.10
-        nt_hash = md4(data).hex()
-    return f"aad3b435b51404eeaad3b435b51404ee:{nt_hash}"
-
-
 def _is_credentials_problem(exc: DirectoryError) -> bool:
     return "rejected the credentials" in str(exc)
 
@@ -814,8 +960,9 @@ def _bind_problem(url: str, config: DirectoryConfig, result: Mapping[str, Any]) 
         return (f"{url} rejected the credentials of {config.user}: {reason} (check the user and "
                 f"the password in {config.password_env})")
     if description == "strongerAuthRequired":
-        return (f"{url} requires a signed or encrypted connection for this bind: use ldaps:// "
-                "(LDAP signing is enforced on this DC)")
+        return (f"{url} refused a SIMPLE bind without TLS: this DC requires LDAP signing (a "
+                "signed or encrypted connection), as hardened DCs do. Use ldaps://, or auth = "
+                "'kerberos' (signed and sealed over ldap://)")
     return f"{url} refused the bind of {config.user}: {description} {message}".strip()
 
 
@@ -836,14 +983,8 @@ def _transport_problem(url: str, config: DirectoryConfig, exc: BaseException) ->
                 f"{hint}")
     if isinstance(exc, ldap_errors.LDAPSocketOpenError):
         return f"cannot reach {url} ({where}): {_socket_reason(text)}"
-    if isinstance(exc, ldap_errors.LDAPSessionTerminatedByServerError) and config.auth == "ntlm":
-        return (f"{url} closed the connection during the NTLM bind: this DC does not take the "
-                "NTLM bind ldap3 sends (Samba does not, for one); use auth = 'simple' over "
-                "ldaps://")
     if isinstance(exc, ldap_errors.LDAPSessionTerminatedByServerError):
         return f"{url} closed the connection"
-    if isinstance(exc, ValueError) and "md4" in text.lower():
-        return f"{url}: NTLM needs MD4, which this Python lacks ({text})"
     return f"{url}: {type(exc).__name__}: {text}"
 
 
@@ -942,3 +1083,80 @@ def _socket_reason(text: str) -> str:
         return "the host name does not resolve"
     return text
 
+
+# --- the Kerberos bind's failures, in words ----------------------------------------------------
+
+def _needs_extra(exc: ImportError) -> str:
+    return ("auth 'kerberos' needs the kerberos extra (`pip install 'submitwatch[kerberos]'`: "
+            "gssapi and python-ldap, built against the Debian packages libkrb5-dev libldap2-dev "
+            f"libsasl2-dev; libsasl2-modules-gssapi-mit at run time): {exc}")
+
+
+def _info(exc: BaseException) -> str:
+    detail = exc.args[0] if exc.args and isinstance(exc.args[0], dict) else {}
+    return str(detail.get("info") or "").strip()
+
+
+def _description(exc: BaseException) -> str:
+    detail = exc.args[0] if exc.args and isinstance(exc.args[0], dict) else {}
+    return str(detail.get("desc") or type(exc).__name__)
+
+
+def _referrals(info: str) -> list[str]:
+    """libldap's text of a referral result: 'Referral:\\nldap://other.dc/...'."""
+    return re.findall(r"ldaps?://\S+", info)
+
+
+def _kerberos_problem(url: str, config: DirectoryConfig, exc: BaseException) -> str:
+    """python-ldap's (libldap's, Cyrus SASL's, GSSAPI's) failure of the Kerberos bind or of a
+    search under it, in words."""
+    import ldap
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    where = f"{host}:{parts.port or 389}"
+    info = _info(exc)
+    spn = f"ldap/{host}"
+    lowered = info.lower()
+    if isinstance(exc, ldap.TIMEOUT) or "timed out" in lowered:
+        return (f"{url}: no answer within {math.ceil(config.read_timeout)}s (read_timeout): "
+                "the DC is overloaded or a firewall drops the traffic")
+    if isinstance(exc, ldap.SERVER_DOWN | ldap.CONNECT_ERROR):
+        return f"cannot reach {url} ({where}): {_unreachable(host, parts.port or 389, config)}"
+    if "server not found in kerberos database" in lowered:
+        return (f"{url}: the domain has no service principal {spn}, so the KDC issues no "
+                f"ticket for it: a domain controller registers ldap/<its DNS name> on its "
+                f"computer account (`setspn -L <DC>` lists them, `setspn -Q {spn}` shows who "
+                "has this one). Name the DC in directory.urls as it is registered (an alias "
+                f"needs `setspn -S {spn} <DC>`)")
+    if "no worthy mechs" in lowered or "no mechanism available" in lowered:
+        return (f"{url}: Cyrus SASL has no GSSAPI module: install the Debian package "
+                "libsasl2-modules-gssapi-mit (or your system's Cyrus SASL GSSAPI plugin)")
+    if isinstance(exc, ldap.STRONG_AUTH_REQUIRED):
+        return (f"{url} refused the Kerberos bind of {config.user}: it requires a stronger "
+                f"security layer than the one negotiated ({info or 'strongerAuthRequired'})")
+    if isinstance(exc, ldap.INVALID_CREDENTIALS):
+        said = info or "invalidCredentials"
+        return (f"{url} rejected the Kerberos ticket of {config.user} ({said}): is {spn} "
+                f"registered on this DC's own account (`setspn -Q {spn}`), and does the DC "
+                "hold that account's current keys?")
+    if "gss" in lowered or "kerberos" in lowered or "sasl" in lowered:
+        from bot.core.kerberos import in_words
+        return f"{url}: {in_words(_gss_minor(info), config.kerberos, service=spn, host=host)}"
+    return f"{url}: {_description(exc)}{': ' + info if info else ''}"
+
+
+def _unreachable(host: str, port: int, config: DirectoryConfig) -> str:
+    """Why the DC cannot be reached, from one more connection attempt: libldap's own words
+    lose the reason (a refused connection reads "Transport endpoint is not connected")."""
+    try:
+        with socket.create_connection((host, port), timeout=config.connect_timeout):
+            return "the connection broke (it opens now: the DC restarted, or a firewall cut it)"
+    except OSError as exc:
+        return _socket_reason(str(exc) or type(exc).__name__)
+
+
+def _gss_minor(info: str) -> str:
+    """The GSSAPI minor status in Cyrus SASL's text ('... Minor code may provide more
+    information (Clock skew too great)'), the part that names the Kerberos error."""
+    minor = re.search(r"\(([^()]*)\)\s*$", info)
+    return minor.group(1) if minor and minor.group(1).strip() else info

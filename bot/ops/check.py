@@ -47,7 +47,8 @@ def run_check(config: Config, out=print, now: datetime | None = None) -> int:
         if server.password_env and server.password is None:
             continue  # already reported as missing
         try:
-            with WinRMSource(server, config.polling).open() as shell:
+            source = WinRMSource(server, config.polling)
+            with source.open() as shell:
                 info = shell.log_info()
                 # The same query a poll runs, from the newest record: proves the account may
                 # read the log and the query is understood, without reading any history.
@@ -60,6 +61,7 @@ def run_check(config: Config, out=print, now: datetime | None = None) -> int:
                            if config.devices.enabled else [])
             out(f"OK       {server.name}: WinRM works and the event query runs; the {server.log} "
                 f"log holds {info.record_count} record(s)")
+            out(f"OK       {server.name}: signed in with {source.mechanism()}")
             if server.log != "Application":
                 out(f"WARNING  {server.name}: every event in {server.log} is taken for one "
                     f"logged by {server.name} itself: for a collector's log (ForwardedEvents), "

@@ -30,6 +30,7 @@ import typing
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
 import requests
 from winrm.exceptions import (
@@ -41,6 +42,7 @@ from winrm.exceptions import (
 )
 from winrm.protocol import Protocol
 
+from bot.core import kerberos
 from bot.core.config import PollingConfig, ServerConfig
 from bot.core.model import EVENT_IDS, PROVIDERS, Problem
 from bot.sources import decode as output
@@ -138,6 +140,30 @@ class WinRMSource:
         """Every event in an Exchange server's own log was logged by that server."""
         return self.server.name
 
+    def _ticket(self) -> None:
+        """SubmitWatch's Kerberos ticket in this process's cache, renewed when near its end:
+        pywinrm's Kerberos transport asks the cache (KRB5CCNAME) for a service ticket for
+        HTTP/<the url's host>, and speaks Kerberos only, never NTLM."""
+        if self.server.kerberos is None:   # bot.core.config gives every Kerberos server one
+            raise SourceError(f"{self.server.name}: transport 'kerberos' has no [kerberos] "
+                              "identity", retryable=False)
+        try:
+            kerberos.login_for(self.server.kerberos).ensure(self.server.url)
+        except kerberos.KerberosError as exc:
+            raise SourceError(f"{self.server.name}: {exc}") from None
+
+    def mechanism(self) -> str:
+        """How this source signs in, for `check`: the mechanism and as whom."""
+        if self.server.transport == "kerberos" and self.server.kerberos is not None:
+            host = urlsplit(self.server.url).hostname or "?"
+            return (f"Kerberos as {self.server.kerberos.principal} for HTTP/{host}, "
+                    "message encryption on")
+        names = {"ntlm": "NTLM", "credssp": "CredSSP", "basic": "Basic",
+                 "certificate": "a client certificate"}
+        how = names.get(self.server.transport, self.server.transport)
+        sealed = ", message encryption on" if self.server.transport in ("ntlm", "credssp") else ""
+        return f"{how} as {self.server.username or '(certificate)'}{sealed}"
+
     def keep(self, protocol: Protocol) -> None:
         """A poll went well: keep its connection for the next one."""
         self._kept, self._kept_at = protocol, self.clock()
@@ -146,6 +172,8 @@ class WinRMSource:
         transport = self.server.transport
         if not _is_winrm_transport(transport):   # bot.core.config allows only known ones
             raise SourceError(f"{self.server.name}: pywinrm has no transport {transport!r}")
+        if transport == "kerberos":
+            self._ticket()
         protocol = Protocol(
             endpoint=self.server.url,
             transport=transport,
@@ -334,6 +362,15 @@ def _explained(server: ServerConfig) -> Iterator[None]:
 
 def explain(exc: BaseException, server: ServerConfig) -> str:
     url = server.url
+    if server.transport == "kerberos":
+        said = _kerberos_failure(exc, server)
+        if said:
+            return said
+    if isinstance(exc, PermissionError) and "NTLM challenge" in str(exc):
+        # requests_ntlm's words when the server answers an NTLM token with a bare 401
+        return (f"{url} refused NTLM (it answered SubmitWatch's NTLM token with no challenge): "
+                "the server, or its domain, takes Kerberos only. Use transport 'kerberos' with a "
+                "[kerberos] identity (docs/kerberos.md)")
     if isinstance(exc, InvalidCredentialsError):
         return (f"the server refused the credentials of '{server.username}' (HTTP 401) at {url}. "
                 f"Check the password in {server.password_env or 'the configured variable'}, that "
@@ -379,6 +416,23 @@ def explain(exc: BaseException, server: ServerConfig) -> str:
     if isinstance(exc, WinRMError):
         return f"WinRM error: {_short(exc)}"
     return f"{type(exc).__name__}: {_short(exc)}"
+
+
+def _kerberos_failure(exc: BaseException, server: ServerConfig) -> str | None:
+    """A Kerberos connection's failure in words: the client's GSSAPI error (no ticket to be
+    had for HTTP/<host>: pywinrm raises it unwrapped), or the server refusing the ticket."""
+    host = urlsplit(url := server.url).hostname or "?"
+    text = str(exc)
+    if type(exc).__name__ in ("KerberosExchangeError", "GSSError") or "authGSSClient" in text:
+        return kerberos.in_words(text, server.kerberos, service=f"HTTP/{host}", host=url)
+    if isinstance(exc, InvalidCredentialsError):
+        return (f"{host} refused SubmitWatch's Kerberos ticket (HTTP 401) at {url}. Either its "
+                f"clock is more than 5 minutes off ({kerberos.clocks(url)}), or the keys of "
+                f"HTTP/{host} changed since the ticket was issued (its account's password), or "
+                "the server does not take Kerberos on this listener (`winrm get "
+                "winrm/config/service/auth`), or the account is not in 'Remote Management "
+                "Users' there")
+    return None
 
 
 def _short(exc: BaseException) -> str:
