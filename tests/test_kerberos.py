@@ -94,6 +94,26 @@ def test_a_poll_over_kerberos_with_a_password_turned_into_a_ticket(db, db_path, 
     assert result.error is None and result.stored == 1
 
 
+def test_a_poll_over_kerberos_inside_https(db, db_path, tmp_path, kerberos, kdc_logs):
+    """Port 5986: Kerberos signs in, TLS protects the messages (no message encryption on top,
+    as pywinrm and Windows do over https)."""
+    from tests.tls import make_pki
+    host = kerberos.host_of("EX01")
+    pki = make_pki(tmp_path, names=(host,))
+    with WinRMSimulator(kdc_logs, users={kerberos.client_principal: "-"}, auth="kerberos",
+                        tls=pki.server_context()) as sim:
+        sim.set_service_host("EX01", host)
+        kdc_logs["EX01"].append(FE, 1020, ("CONTOSO\\over-tls",))
+        config = kerberos_config(kerberos, sim, db_path, extra={"servers": [{
+            "name": "EX01", "url": sim.url_for("EX01", host), "transport": "kerberos",
+            "ca_bundle": str(pki.ca_file)}]})
+        assert config.servers[0].url.startswith(f"https://{host}:")
+        result = poll(db, config)
+        assert result.error is None and result.stored == 1
+        stats = sim.stats("EX01")
+        assert stats.auth_successes == 1 and stats.encrypted_requests == 0
+
+
 def test_check_names_the_mechanism_and_the_principal(db_path, kerberos, kerberos_winrm):
     config = kerberos_config(kerberos, kerberos_winrm, db_path)
     lines: list[str] = []
