@@ -358,3 +358,41 @@ def test_the_keytab_may_come_from_systemd_credentials(tmp_path, monkeypatch):
     with pytest.raises(ConfigError, match="CREDENTIALS_DIRECTORY is not set"):
         _parse({"principal": "svc@CONTOSO.COM",
                 "keytab": "$CREDENTIALS_DIRECTORY/submitwatch.keytab"})
+
+
+def test_each_restart_gets_its_own_ticket_and_loses_no_poll(tmp_path, kerberos, kerberos_winrm,
+                                                           kdc_logs):
+    """`poll-once` twice: each process starts with no ticket (its cache lived in its memory
+    and ended with it), gets one from the keytab, and polls; no credential cache is written
+    where another process could read it."""
+    url = kerberos_winrm.url_for("EX01", kerberos.host_of("EX01"))
+    config = tmp_path / "submitwatch.toml"
+    config.write_text(f"""
+[slack]
+channel = "{CHANNEL}"
+api_url = "http://127.0.0.1:9/api/"
+
+[store]
+path = "{tmp_path / 'sw.db'}"
+
+[kerberos]
+principal = "{kerberos.client_principal}"
+keytab = "{kerberos.client_keytab}"
+krb5_conf = "{kerberos.krb5_conf}"
+
+[[servers]]
+name = "EX01"
+url = "{url}"
+transport = "kerberos"
+""")
+    caches = set(Path("/tmp").glob("krb5cc*"))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KRB5CC")}
+    env["SLACK_BOT_TOKEN"] = BOT_TOKEN
+    for n in range(2):
+        kdc_logs["EX01"].append(FE, 1020, (f"CONTOSO\\restart-{n}",))
+        done = subprocess.run([sys.executable, "-m", "bot.cli", "--config", str(config),
+                               "poll-once"], capture_output=True, text=True, timeout=120,
+                              env=env, cwd=Path(__file__).resolve().parent.parent)
+        assert "EX01: 1 new event(s)" in done.stdout, done.stdout + done.stderr
+    assert kerberos_winrm.stats("EX01").auth_successes == 2      # one sign-in per process
+    assert set(Path("/tmp").glob("krb5cc*")) == caches

@@ -16,11 +16,14 @@ the service, wrong password or keytab, an expired ticket.
 """
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from dataclasses import dataclass
 
 from bot.core.config import KerberosConfig
+
+log = logging.getLogger("submitwatch")
 
 #: Get a new ticket this long before the current one ends (a poll must never start with a
 #: ticket that expires during it).
@@ -59,6 +62,8 @@ class Login:
                 creds = self._cached()
                 if creds is None or creds.lifetime < self.renew_before:
                     creds = self._acquire()
+                    log.info("Kerberos: a ticket for %s from its %s, valid %d minutes",
+                             self.config.principal, self._source(), (creds.lifetime or 0) // 60)
                 return Ticket(self.config.principal, float(creds.lifetime or 0), self._source())
             except gssapi.exceptions.GSSError as exc:
                 raise KerberosError(in_words(str(exc), self.config, host=url)) from None
