@@ -61,6 +61,30 @@ def kerberos_config(kerberos, sim, db_path, *, servers=("EX01",), table=None, ex
     return parse_config(raw, {"SLACK_BOT_TOKEN": BOT_TOKEN, **(environ or {})})
 
 
+def write_toml(tmp_path, kerberos, sim, krb5_conf) -> Path:
+    """The configuration file of a `submitwatch` process: EX01 over Kerberos with the keytab."""
+    path = tmp_path / "submitwatch.toml"
+    path.write_text(f"""
+[slack]
+channel = "{CHANNEL}"
+api_url = "http://127.0.0.1:9/api/"
+
+[store]
+path = "{tmp_path / 'sw.db'}"
+
+[kerberos]
+principal = "{kerberos.client_principal}"
+keytab = "{kerberos.client_keytab}"
+krb5_conf = "{krb5_conf}"
+
+[[servers]]
+name = "EX01"
+url = "{sim.url_for('EX01', kerberos.host_of('EX01'))}"
+transport = "kerberos"
+""")
+    return path
+
+
 def poll(db, config, name="EX01"):
     server = {s.name: s for s in config.servers}[name]
     return poll_server_once(db, WinRMSource(server, config.polling), config)
@@ -253,26 +277,7 @@ def test_a_client_clock_ten_minutes_off_is_said_with_both_clocks(tmp_path, kerbe
     import libfaketime
     strict = tmp_path / "krb5.conf"
     strict.write_text(krb5_conf(kerberos.kdc, timesync=False))
-    url = kerberos_winrm.url_for("EX01", kerberos.host_of("EX01"))
-    config = tmp_path / "submitwatch.toml"
-    config.write_text(f"""
-[slack]
-channel = "{CHANNEL}"
-api_url = "http://127.0.0.1:9/api/"
-
-[store]
-path = "{tmp_path / 'sw.db'}"
-
-[kerberos]
-principal = "{kerberos.client_principal}"
-keytab = "{kerberos.client_keytab}"
-krb5_conf = "{strict}"
-
-[[servers]]
-name = "EX01"
-url = "{url}"
-transport = "kerberos"
-""")
+    config = write_toml(tmp_path, kerberos, kerberos_winrm, strict)
     _, preload = libfaketime.get_reload_information()   # LD_PRELOAD, LD_LIBRARY_PATH, ...
     env = {**os.environ, **preload, "SLACK_BOT_TOKEN": BOT_TOKEN, "FAKETIME": "+10m",
            "FAKETIME_DONT_FAKE_MONOTONIC": "1", "DONT_FAKE_MONOTONIC": "1"}
@@ -365,26 +370,7 @@ def test_each_restart_gets_its_own_ticket_and_loses_no_poll(tmp_path, kerberos, 
     """`poll-once` twice: each process starts with no ticket (its cache lived in its memory
     and ended with it), gets one from the keytab, and polls; no credential cache is written
     where another process could read it."""
-    url = kerberos_winrm.url_for("EX01", kerberos.host_of("EX01"))
-    config = tmp_path / "submitwatch.toml"
-    config.write_text(f"""
-[slack]
-channel = "{CHANNEL}"
-api_url = "http://127.0.0.1:9/api/"
-
-[store]
-path = "{tmp_path / 'sw.db'}"
-
-[kerberos]
-principal = "{kerberos.client_principal}"
-keytab = "{kerberos.client_keytab}"
-krb5_conf = "{kerberos.krb5_conf}"
-
-[[servers]]
-name = "EX01"
-url = "{url}"
-transport = "kerberos"
-""")
+    config = write_toml(tmp_path, kerberos, kerberos_winrm, kerberos.krb5_conf)
     caches = set(Path("/tmp").glob("krb5cc*"))
     env = {k: v for k, v in os.environ.items() if not k.startswith("KRB5CC")}
     env["SLACK_BOT_TOKEN"] = BOT_TOKEN
