@@ -299,7 +299,12 @@ def run(config: Config, stop: threading.Event | None = None) -> None:
                  "https" if config.otlp.tls_cert else "http", config.otlp.host,
                  otlp_server.server_port)
     scheduler.start()
-    log.info("watching %d server(s); alerts go to %s", len(config.servers), config.slack.channel)
+    polled = sum(1 for s in config.servers if s.polled)
+    fed = f", {len(config.servers) - polled} through collectors or OTLP" \
+        if polled < len(config.servers) else ""
+    collectors = f", {len(config.collectors)} collector(s)" if config.collectors else ""
+    log.info("watching %d server(s) (%d polled%s%s); alerts go to %s", len(config.servers),
+             polled, fed, collectors, config.slack.channel)
     for warning in permission_warnings(config):
         log.warning(warning)
     if threading.current_thread() is threading.main_thread():
