@@ -226,11 +226,14 @@ class EventLog:
     # -- writing ------------------------------------------------------------------------------------
 
     def _add(self, make: Callable[[int], SimEvent]) -> SimEvent:
+        """Append the record `make` builds for the log's next number (the number `_ids` keeps:
+        a forwarded record's XML carries its origin's instead)."""
         with self._lock:
-            ev = make(self._next_record)
+            own = self._next_record
+            ev = make(own)
             self._next_record += 1
             self._events.append(ev)
-            self._ids.append(ev.record_id)
+            self._ids.append(own)
             if self.max_records is not None and len(self._events) > self.max_records:
                 self._drop_locked(len(self._events) - self.max_records)
             self.last_write = self._now()
@@ -275,16 +278,8 @@ class EventLog:
         data = (account,) if event_id == 1020 and not self.connector_in_1020 else (account, name)
         when = _require_aware(time, "time") if time is not None else self._now()
         self._foreign_ids = True
-        event = SimEvent(int(origin_record), provider, int(event_id), when, data, computer)
-        with self._lock:
-            own = self._next_record
-            self._next_record += 1
-            self._events.append(event)
-            self._ids.append(own)
-            if self.max_records is not None and len(self._events) > self.max_records:
-                self._drop_locked(len(self._events) - self.max_records)
-            self.last_write = self._now()
-        return event
+        return self._add(lambda _own: SimEvent(int(origin_record), provider, int(event_id), when,
+                                               data, computer))
 
     def heartbeat(self, subscription: str, computer: str, at: datetime | None,
                   status: str = "Active") -> None:

@@ -476,3 +476,28 @@ def test_status_lists_the_sources_a_collector_leaves_out(db, winrm, slack, db_pa
     assert ('left out, not configured (unconfigured_origins = "ignore"): '
             "`EX02.contoso.local`, `EX09.contoso.local`") in wec01
     assert "*EX09*" not in text
+
+
+def test_a_collector_s_unset_password_is_named_before_anything_runs(winrm, slack, db_path, wec):
+    from bot.core.config import missing_secrets, parse_config
+    from tests.conftest import BOT_TOKEN, CHANNEL
+    config = parse_config({
+        "slack": {"channel": CHANNEL, "api_url": slack.api_url}, "store": {"path": db_path},
+        "collectors": [{"name": "WEC01", "url": winrm.url_for("WEC01"), "username": WINRM_USER,
+                        "password_env": "WEC_PASSWORD", "subscription": SUB}]},
+        {"SLACK_BOT_TOKEN": BOT_TOKEN})
+    assert "WEC_PASSWORD (the WinRM password for collector WEC01)" in missing_secrets(
+        config, slack_mode=None)
+
+
+def test_a_fed_server_is_unwatched_only_while_silent(db, winrm, slack, db_path, wec, clock):
+    from bot.engine.liveness import sweep_collector
+    from bot.engine.summary import unwatched
+    config = fed_config(winrm, slack, db_path)
+    assert unwatched(db, config) == ["EX01"]     # EX01 never polled; EX07 is never polled
+    [collector] = config.collectors
+    source = collector_source(config)
+    wec.heartbeat(SUB, "EX07.contoso.local", clock.now - timedelta(hours=2))
+    sweep_collector(db, source, collector, config, lambda: subscription_status(source, SUB),
+                    clock)
+    assert "EX07" in unwatched(db, config)       # silent past the heartbeat timeout

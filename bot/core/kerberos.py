@@ -197,6 +197,7 @@ def server_clock(url_or_host: str) -> str | None:
     """The time a web server's Date header gives (an unauthenticated request, answered 401 by
     WinRM), or None when it does not answer."""
     import email.utils
+    import urllib.error
     import urllib.request
     url = url_or_host if "://" in url_or_host else f"http://{url_or_host}:5985/wsman"
     request = urllib.request.Request(url, method="POST", data=b"")

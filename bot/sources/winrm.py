@@ -421,7 +421,8 @@ def explain(exc: BaseException, server: ServerConfig) -> str:
 def _kerberos_failure(exc: BaseException, server: ServerConfig) -> str | None:
     """A Kerberos connection's failure in words: the client's GSSAPI error (no ticket to be
     had for HTTP/<host>: pywinrm raises it unwrapped), or the server refusing the ticket."""
-    host = urlsplit(url := server.url).hostname or "?"
+    url = server.url
+    host = urlsplit(url).hostname or "?"
     text = str(exc)
     if type(exc).__name__ in ("KerberosExchangeError", "GSSError") or "authGSSClient" in text:
         return kerberos.in_words(text, server.kerberos, service=f"HTTP/{host}", host=url)
